@@ -1,0 +1,14 @@
+//! Sluice's core: everything the filter decides, with no proxy-wasm, clock or
+//! I/O inside. Time, request data and stored bytes come in as arguments;
+//! decisions come back as values. The proxy-wasm adapter in `src/` only
+//! translates between Envoy and these types.
+pub mod bucket;
+pub mod client_ip;
+pub mod duration;
+pub mod hash;
+pub mod limiter;
+pub mod path;
+pub mod policy;
+pub mod request;
+pub mod response;
+pub mod store;

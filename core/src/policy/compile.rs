@@ -1,0 +1,303 @@
+//! Validation: turns a parsed `RawPolicy` into a `Policy`, collecting every
+//! problem with its JSON path instead of stopping at the first or dropping a
+//! bad entry quietly.
+
+use std::collections::HashMap;
+
+use super::raw::{RawHeader, RawKeyPart, RawLimit, RawPath, RawPathParam, RawPolicy, RawRule};
+use super::{
+    Algorithm, HeaderMatch, HeaderTest, KeyPart, Limit, Mode, Policy, PolicyError, Problem, Rule,
+    MAX_SLOTS, MIN_SLOTS,
+};
+use crate::duration::Span;
+use crate::hash::Fnv;
+use crate::path::{normalize, PathMatcher, Template};
+
+/// Most requests a limit may name; larger figures are typos.
+const MAX_REQUESTS: i64 = 1_000_000_000;
+const MAX_TRUSTED_HOPS: i64 = 16;
+const MAX_NAME_LEN: usize = 64;
+
+pub(super) fn compile(json: &str) -> Result<Policy, PolicyError> {
+    let de = &mut serde_json::Deserializer::from_str(json);
+    let raw: RawPolicy = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        PolicyError { problems: vec![Problem { path, message: e.inner().to_string() }] }
+    })?;
+    let mut c = Compiler { problems: Vec::new() };
+    let policy = c.policy(raw);
+    if c.problems.is_empty() {
+        Ok(policy)
+    } else {
+        Err(PolicyError { problems: c.problems })
+    }
+}
+
+struct Compiler {
+    problems: Vec<Problem>,
+}
+
+impl Compiler {
+    fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem { path: path.into(), message: message.into() });
+    }
+
+    fn policy(&mut self, raw: RawPolicy) -> Policy {
+        let slots = if (i64::from(MIN_SLOTS)..=i64::from(MAX_SLOTS)).contains(&raw.slots) {
+            raw.slots as u32
+        } else {
+            self.problem("slots", format!("must be between {MIN_SLOTS} and {MAX_SLOTS}, got {}", raw.slots));
+            MIN_SLOTS
+        };
+        let trusted_hops = if (0..=MAX_TRUSTED_HOPS).contains(&raw.trusted_hops) {
+            raw.trusted_hops as u32
+        } else {
+            self.problem("trusted_hops", format!("must be between 0 and {MAX_TRUSTED_HOPS}, got {}", raw.trusted_hops));
+            0
+        };
+        let mut exempt_paths = Vec::new();
+        for (i, p) in raw.exempt_paths.iter().enumerate() {
+            if p.starts_with('/') {
+                exempt_paths.push(normalize(p));
+            } else {
+                self.problem(format!("exempt_paths[{i}]"), format!("path {p:?} must start with '/'"));
+            }
+        }
+        let mut tenant = Vec::new();
+        for (i, part) in raw.tenant.into_iter().enumerate() {
+            let at = format!("tenant[{i}]");
+            match part {
+                RawKeyPart::Tenant => self.problem(at, "the tenant cannot be defined by itself"),
+                RawKeyPart::PathParam(RawPathParam::Name(n)) => self.problem(
+                    at,
+                    format!("path_param {n:?} needs its own template here: {{\"path_param\": {{\"name\": {n:?}, \"template\": \"/.../{{{n}}}/**\"}}}}"),
+                ),
+                other => {
+                    if let Some(p) = self.key_part(&at, other, &[]) {
+                        tenant.push(p);
+                    }
+                }
+            }
+        }
+        let shadow_all = raw.mode == Mode::Shadow;
+        let mut rules: Vec<Rule> = Vec::new();
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for (i, raw_rule) in raw.rules.into_iter().enumerate() {
+            let at = format!("rules[{i}]");
+            if let Some(first) = seen.get(&raw_rule.name) {
+                self.problem(format!("{at}.name"), format!("duplicate rule name {:?} (first used at rules[{first}])", raw_rule.name));
+            } else {
+                seen.insert(raw_rule.name.clone(), i);
+            }
+            if let Some(mut rule) = self.rule(&at, raw_rule, !tenant.is_empty()) {
+                rule.shadow |= shadow_all;
+                rules.push(rule);
+            }
+        }
+        Policy { slots, trusted_hops, exempt_paths, tenant, rules }
+    }
+
+    fn rule(&mut self, at: &str, raw: RawRule, has_tenant: bool) -> Option<Rule> {
+        let before = self.problems.len();
+        let name_ok = !raw.name.is_empty()
+            && raw.name.len() <= MAX_NAME_LEN
+            && raw.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !name_ok {
+            self.problem(format!("{at}.name"), format!("{:?} must be 1-{MAX_NAME_LEN} letters, digits, '-' or '_'", raw.name));
+        }
+        let methods = raw
+            .matcher
+            .methods
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| {
+                if !m.is_empty() && m.chars().all(|c| c.is_ascii_alphabetic()) {
+                    Some(m.to_ascii_uppercase())
+                } else {
+                    self.problem(format!("{at}.match.methods[{i}]"), format!("{m:?} is not an HTTP method"));
+                    None
+                }
+            })
+            .collect();
+        let mut paths = Vec::new();
+        for (i, p) in raw.matcher.paths.into_iter().enumerate() {
+            let here = format!("{at}.match.paths[{i}]");
+            match p {
+                RawPath::Exact(s) | RawPath::Prefix(s) if !s.starts_with('/') => {
+                    self.problem(here, format!("path {s:?} must start with '/'"));
+                }
+                RawPath::Exact(s) => paths.push(PathMatcher::Exact(normalize(&s))),
+                RawPath::Prefix(s) => paths.push(PathMatcher::Prefix(s)),
+                RawPath::Template(t) => match Template::parse(&t) {
+                    Ok(t) => paths.push(PathMatcher::Template(t)),
+                    Err(e) => self.problem(format!("{here}.template"), e),
+                },
+            }
+        }
+        let headers = raw
+            .matcher
+            .headers
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, h)| self.header(&format!("{at}.match.headers[{i}]"), h))
+            .collect();
+        // Parameters every matched template is sure to provide.
+        let templates: Vec<&Template> = paths
+            .iter()
+            .filter_map(|p| match p {
+                PathMatcher::Template(t) => Some(t),
+                _ => None,
+            })
+            .collect();
+        let all_templates = !paths.is_empty() && templates.len() == paths.len();
+        let params: Vec<String> = if all_templates {
+            templates[0]
+                .params()
+                .filter(|n| templates.iter().all(|t| t.params().any(|m| m == *n)))
+                .map(str::to_string)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut key = Vec::new();
+        for (i, part) in raw.key.into_iter().enumerate() {
+            let here = format!("{at}.key[{i}]");
+            if matches!(part, RawKeyPart::Tenant) && !has_tenant {
+                self.problem(here, "key uses \"tenant\" but the policy defines no `tenant` sources");
+                continue;
+            }
+            if let Some(p) = self.key_part(&here, part, &params) {
+                key.push(p);
+            }
+        }
+        let limit = self.limit(at, &raw.limit, raw.algorithm);
+        if self.problems.len() > before {
+            return None;
+        }
+        let identity = *Fnv::default().field(raw.name.as_bytes()).field(format!("{key:?}").as_bytes());
+        Some(Rule {
+            identity: identity.finish(),
+            name: raw.name,
+            methods,
+            paths,
+            headers,
+            key,
+            limit: limit?,
+            algorithm: raw.algorithm,
+            shadow: raw.mode == Mode::Shadow,
+            missing: raw.missing,
+        })
+    }
+
+    fn limit(&mut self, at: &str, l: &RawLimit, algorithm: Algorithm) -> Option<Limit> {
+        let requests = if (1..=MAX_REQUESTS).contains(&l.requests) {
+            Some(l.requests as u64)
+        } else {
+            self.problem(format!("{at}.limit.requests"), format!("must be a whole number from 1 to {MAX_REQUESTS}, got {}", l.requests));
+            None
+        };
+        let per = match Span::parse(&l.per) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                self.problem(format!("{at}.limit.per"), e);
+                None
+            }
+        };
+        let burst = match (l.burst, algorithm) {
+            (None, _) => requests,
+            (Some(b), Algorithm::TokenBucket) if (1..=MAX_REQUESTS).contains(&b) => Some(b as u64),
+            (Some(b), Algorithm::TokenBucket) => {
+                self.problem(format!("{at}.limit.burst"), format!("must be a whole number from 1 to {MAX_REQUESTS}, got {b}"));
+                None
+            }
+            (Some(_), _) => {
+                self.problem(format!("{at}.limit.burst"), "only the token_bucket algorithm takes a burst; windows allow `requests` per window");
+                None
+            }
+        };
+        Some(Limit { requests: requests?, per: per?, burst: burst? })
+    }
+
+    fn header(&mut self, at: &str, h: RawHeader) -> Option<HeaderMatch> {
+        let name = self.header_name(&format!("{at}.name"), &h.name)?;
+        let test = match (h.exact, h.prefix, h.present) {
+            (Some(v), None, None) => HeaderTest::Exact(v),
+            (None, Some(v), None) => HeaderTest::Prefix(v),
+            (None, None, Some(p)) => HeaderTest::Present(p),
+            (None, None, None) => HeaderTest::Present(true),
+            _ => {
+                self.problem(at, "give at most one of `exact`, `prefix`, `present`");
+                return None;
+            }
+        };
+        Some(HeaderMatch { name, test })
+    }
+
+    fn header_name(&mut self, at: &str, name: &str) -> Option<String> {
+        let ok = !name.is_empty()
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if ok {
+            Some(name.to_ascii_lowercase())
+        } else {
+            self.problem(at, format!("{name:?} is not a valid header name"));
+            None
+        }
+    }
+
+    /// `params`: the path parameters the rule's templates all provide.
+    fn key_part(&mut self, at: &str, part: RawKeyPart, params: &[String]) -> Option<KeyPart> {
+        Some(match part {
+            RawKeyPart::ClientIp => KeyPart::ClientIp,
+            RawKeyPart::Method => KeyPart::Method,
+            RawKeyPart::Authority => KeyPart::Authority,
+            RawKeyPart::Path => KeyPart::Path,
+            RawKeyPart::Tenant => KeyPart::Tenant,
+            RawKeyPart::Header(h) => KeyPart::Header(self.header_name(&format!("{at}.header"), &h)?),
+            RawKeyPart::PathParam(RawPathParam::Name(n)) => {
+                if !params.contains(&n) {
+                    self.problem(
+                        format!("{at}.path_param"),
+                        format!("{{{n}}} is not a parameter of every template in this rule's match.paths (they provide: {params:?}); give a template of its own with {{\"name\": .., \"template\": ..}}"),
+                    );
+                    return None;
+                }
+                KeyPart::PathParam(n)
+            }
+            RawKeyPart::PathParam(RawPathParam::WithTemplate(t)) => {
+                let template = match Template::parse(&t.template) {
+                    Ok(tpl) => tpl,
+                    Err(e) => {
+                        self.problem(format!("{at}.path_param.template"), e);
+                        return None;
+                    }
+                };
+                if !template.params().any(|p| p == t.name) {
+                    self.problem(format!("{at}.path_param.name"), format!("{{{}}} does not occur in template {:?}", t.name, t.template));
+                    return None;
+                }
+                KeyPart::TemplateParam { name: t.name, template }
+            }
+            RawKeyPart::Query(q) if q.is_empty() => {
+                self.problem(format!("{at}.query"), "query parameter name must not be empty");
+                return None;
+            }
+            RawKeyPart::Query(q) => KeyPart::Query(q),
+            RawKeyPart::Property(p) if p.is_empty() || p.iter().any(String::is_empty) => {
+                self.problem(format!("{at}.property"), "property path must be a non-empty list of non-empty names, e.g. [\"source\", \"principal\"]");
+                return None;
+            }
+            RawKeyPart::Property(p) => KeyPart::Property(p),
+            RawKeyPart::Metadata(m) if m.filter.is_empty() || m.path.is_empty() || m.path.iter().any(String::is_empty) => {
+                self.problem(format!("{at}.metadata"), "metadata needs a filter name and a non-empty path, e.g. {\"filter\": \"envoy.filters.http.jwt_authn\", \"path\": [\"jwt_payload\", \"sub\"]}");
+                return None;
+            }
+            RawKeyPart::Metadata(m) => {
+                let mut path = vec!["metadata".to_string(), "filter_metadata".to_string(), m.filter];
+                path.extend(m.path);
+                KeyPart::Property(path)
+            }
+            RawKeyPart::Const(c) => KeyPart::Const(c),
+        })
+    }
+}

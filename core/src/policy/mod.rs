@@ -1,0 +1,168 @@
+//! Policies: the JSON document operators write (`raw`), its validation
+//! (`compile`) and the immutable runtime form the filter evaluates (`Policy`).
+//!
+//! A document is parsed strictly (unknown fields are errors), then every
+//! semantic problem is collected with the JSON path it sits at, so one
+//! refusal lists all that is wrong.
+
+mod compile;
+mod raw;
+
+use std::fmt;
+
+pub use raw::{Algorithm, Missing, Mode};
+
+use crate::duration::Span;
+use crate::path::{PathMatcher, Template};
+
+/// Fewest and most state slots a policy may ask for.
+pub const MIN_SLOTS: u32 = 1_024;
+pub const MAX_SLOTS: u32 = 4_194_304;
+
+/// A validated policy, ready to evaluate.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    /// Number of state slots in shared data (the memory bound).
+    pub slots: u32,
+    /// Proxies in front of Envoy whose `X-Forwarded-For` entries are trusted.
+    pub trusted_hops: u32,
+    /// Paths no rule applies to, unless the rule names the path exactly.
+    pub exempt_paths: Vec<String>,
+    /// Where the tenant comes from: the first source with a value wins.
+    pub tenant: Vec<KeyPart>,
+    pub rules: Vec<Rule>,
+}
+
+/// One rate-limit rule.
+#[derive(Clone, Debug)]
+pub struct Rule {
+    pub name: String,
+    /// Stable across reloads while the name and key spec are unchanged, so
+    /// the rule's buckets keep their counts.
+    pub identity: u64,
+    /// Upper-case methods; empty means any.
+    pub methods: Vec<String>,
+    /// Empty means any path.
+    pub paths: Vec<PathMatcher>,
+    pub headers: Vec<HeaderMatch>,
+    pub key: Vec<KeyPart>,
+    pub limit: Limit,
+    pub algorithm: Algorithm,
+    pub shadow: bool,
+    pub missing: Missing,
+}
+
+/// `requests` per `per`, with bursts of at most `burst` (token bucket only;
+/// the windows allow `requests` per window).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limit {
+    pub requests: u64,
+    pub per: Span,
+    pub burst: u64,
+}
+
+/// A header condition of a rule's match. Names are lower case; values
+/// compare without regard to ASCII case.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeaderMatch {
+    pub name: String,
+    pub test: HeaderTest,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HeaderTest {
+    Exact(String),
+    Prefix(String),
+    Present(bool),
+}
+
+/// Where one part of a key comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyPart {
+    ClientIp,
+    Method,
+    Authority,
+    /// The normalised path.
+    Path,
+    /// The policy's tenant.
+    Tenant,
+    Header(String),
+    /// A parameter of the template the rule matched.
+    PathParam(String),
+    /// A parameter of a template of its own (used where the rule matches
+    /// other paths too, as for the policy-wide tenant).
+    TemplateParam { name: String, template: Template },
+    Query(String),
+    /// An Envoy attribute path; dynamic metadata is
+    /// `["metadata", "filter_metadata", <filter>, ...]`.
+    Property(Vec<String>),
+    Const(String),
+}
+
+/// Everything wrong with a policy document.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyError {
+    pub problems: Vec<Problem>,
+}
+
+/// One problem, at a JSON path such as `rules[3].limit.per`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// One problem per line.
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for PolicyError {}
+
+impl PolicyError {
+    /// All problems on one line, for a single log entry.
+    pub fn one_line(&self) -> String {
+        self.problems
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+impl Policy {
+    /// Parses and validates a policy document.
+    pub fn from_json(json: &str) -> Result<Policy, PolicyError> {
+        compile::compile(json)
+    }
+
+    pub fn rule(&self, name: &str) -> Option<&Rule> {
+        self.rules.iter().find(|r| r.name == name)
+    }
+}
+
+/// Validates a policy document (the `make check` entry point).
+pub fn check(json: &str) -> Result<(), PolicyError> {
+    Policy::from_json(json).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,147 @@
+//! The policy document exactly as written: serde types that reject unknown
+//! fields. Nothing here is checked beyond JSON shape; `compile` turns a
+//! `RawPolicy` into the validated runtime `Policy`.
+
+use serde::Deserialize;
+
+fn default_slots() -> i64 {
+    65_536
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    #[serde(default = "default_slots")]
+    pub slots: i64,
+    #[serde(default)]
+    pub trusted_hops: i64,
+    #[serde(default)]
+    pub exempt_paths: Vec<String>,
+    #[serde(default)]
+    pub tenant: Vec<RawKeyPart>,
+    #[serde(default)]
+    pub mode: Mode,
+    pub rules: Vec<RawRule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    pub name: String,
+    #[serde(rename = "match", default)]
+    pub matcher: RawMatch,
+    #[serde(default)]
+    pub key: Vec<RawKeyPart>,
+    pub limit: RawLimit,
+    #[serde(default)]
+    pub algorithm: Algorithm,
+    #[serde(default)]
+    pub mode: Mode,
+    #[serde(default)]
+    pub missing: Missing,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMatch {
+    #[serde(default)]
+    pub methods: Vec<String>,
+    #[serde(default)]
+    pub paths: Vec<RawPath>,
+    #[serde(default)]
+    pub headers: Vec<RawHeader>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum RawPath {
+    Exact(String),
+    Prefix(String),
+    Template(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeader {
+    pub name: String,
+    pub exact: Option<String>,
+    pub prefix: Option<String>,
+    pub present: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimit {
+    pub requests: i64,
+    pub per: String,
+    pub burst: Option<i64>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Algorithm {
+    #[default]
+    TokenBucket,
+    FixedWindow,
+    SlidingWindow,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    #[default]
+    Enforce,
+    Shadow,
+}
+
+/// What a rule does when a request lacks a value its key needs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Missing {
+    /// All such requests share one bucket (the secure default).
+    #[default]
+    Shared,
+    /// The rule does not apply to such requests.
+    Skip,
+}
+
+/// One part of a rule's key. Unit variants are written as strings
+/// (`"client_ip"`), the others as one-field objects (`{"header": "x"}`).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawKeyPart {
+    ClientIp,
+    Method,
+    Authority,
+    Path,
+    Tenant,
+    Header(String),
+    PathParam(RawPathParam),
+    Query(String),
+    Property(Vec<String>),
+    Metadata(RawMetadata),
+    Const(String),
+}
+
+/// `{"path_param": "tenantId"}` takes the parameter from the template the
+/// rule matched; `{"path_param": {"name": .., "template": ..}}` from its own.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawPathParam {
+    Name(String),
+    WithTemplate(RawTemplateParam),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTemplateParam {
+    pub name: String,
+    pub template: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetadata {
+    pub filter: String,
+    pub path: Vec<String>,
+}

@@ -1,0 +1,109 @@
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
+use super::*;
+
+const GATEWAY: &str = include_str!("../../../policies/mcp-gateway.json");
+
+fn problems(json: &str) -> Vec<String> {
+    match Policy::from_json(json) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.problems.iter().map(ToString::to_string).collect(),
+    }
+}
+
+/// A policy with one rule whose body is `rule` (inserted as JSON text).
+fn one_rule(rule: &str) -> String {
+    format!(r#"{{"tenant": [{{"header": "x-tenant-id"}}], "rules": [{{"name": "r", {rule}}}]}}"#)
+}
+
+#[test]
+fn the_gateway_policy_is_valid() {
+    let p = Policy::from_json(GATEWAY).expect("default policy");
+    assert_eq!(p.trusted_hops, 1);
+    assert_eq!(p.exempt_paths, ["/health", "/ready"]);
+    let list = p.rule("tools-list").expect("tools-list rule");
+    assert_eq!(list.limit.requests, 5);
+    assert_eq!(list.limit.burst, 5);
+    assert_eq!(list.limit.per, crate::duration::Span::from_secs(1));
+    assert_eq!(p.rules.iter().filter(|r| r.name.starts_with("integration-")).count(), 14);
+    // Every limit of the policy is "N per second" with bursts of one second.
+    for r in &p.rules {
+        assert_eq!(r.limit.per.nanos(), 1_000_000_000, "{}", r.name);
+        assert_eq!(r.limit.burst, r.limit.requests, "{}", r.name);
+        assert_eq!(r.algorithm, Algorithm::TokenBucket, "{}", r.name);
+    }
+}
+
+#[test]
+fn each_mistake_is_named_with_its_path() {
+    let cases: &[(&str, &str)] = &[
+        (r#"{"rules": [], "slotz": 5}"#, "unknown field `slotz`"),
+        (r#"{"rules": [{"name": "r", "limit": {"requests": 1, "per": "1s"}, "limt": 1}]}"#, "rules[0].limt: unknown field `limt`"),
+        (&one_rule(r#""limit": {"requests": 0, "per": "1s"}"#), "rules[0].limit.requests: must be a whole number"),
+        (&one_rule(r#""limit": {"requests": -5, "per": "1s"}"#), "rules[0].limit.requests: must be a whole number"),
+        (&one_rule(r#""limit": {"requests": 1.5, "per": "1s"}"#), "rules[0].limit.requests: invalid type"),
+        (&one_rule(r#""limit": {"requests": 1, "per": "1 sec"}"#), "rules[0].limit.per: bad duration"),
+        (&one_rule(r#""limit": {"requests": 1, "per": "0s"}"#), "rules[0].limit.per: bad duration"),
+        (&one_rule(r#""limit": {"requests": 1, "per": "1s", "burst": 0}"#), "rules[0].limit.burst: must be"),
+        (&one_rule(r#""algorithm": "fixed_window", "limit": {"requests": 1, "per": "1s", "burst": 2}"#), "rules[0].limit.burst: only the token_bucket"),
+        (&one_rule(r#""algorithm": "leaky", "limit": {"requests": 1, "per": "1s"}"#), "rules[0].algorithm: unknown variant `leaky`"),
+        (&one_rule(r#""mode": "dry", "limit": {"requests": 1, "per": "1s"}"#), "rules[0].mode: unknown variant `dry`"),
+        (&one_rule(r#""match": {"paths": [{"template": "/a/{x}/{x}"}]}, "limit": {"requests": 1, "per": "1s"}"#), "rules[0].match.paths[0].template: template \"/a/{x}/{x}\": parameter {x} appears twice"),
+        (&one_rule(r#""match": {"paths": [{"template": "/a/b{x}"}]}, "limit": {"requests": 1, "per": "1s"}"#), "rules[0].match.paths[0].template"),
+        (&one_rule(r#""match": {"paths": [{"exact": "health"}]}, "limit": {"requests": 1, "per": "1s"}"#), "rules[0].match.paths[0]: path \"health\" must start with '/'"),
+        (&one_rule(r#""match": {"paths": [{"regex": ".*"}]}, "limit": {"requests": 1, "per": "1s"}"#), "rules[0].match.paths[0]: unknown variant `regex`"),
+        (&one_rule(r#""match": {"methods": ["GE T"]}, "limit": {"requests": 1, "per": "1s"}"#), "rules[0].match.methods[0]"),
+        (&one_rule(r#""match": {"headers": [{"name": "x", "exact": "a", "prefix": "b"}]}, "limit": {"requests": 1, "per": "1s"}"#), "rules[0].match.headers[0]: give at most one"),
+        (&one_rule(r#""match": {"headers": [{"name": "bad header"}]}, "limit": {"requests": 1, "per": "1s"}"#), "rules[0].match.headers[0].name"),
+        (&one_rule(r#""key": [{"path_param": "tenantId"}], "limit": {"requests": 1, "per": "1s"}"#), "rules[0].key[0].path_param: {tenantId} is not a parameter"),
+        (&one_rule(r#""match": {"paths": [{"template": "/t/{id}"}, {"exact": "/x"}]}, "key": [{"path_param": "id"}], "limit": {"requests": 1, "per": "1s"}"#), "rules[0].key[0].path_param"),
+        (&one_rule(r#""key": [{"path_param": {"name": "id", "template": "/t/{tid}"}}], "limit": {"requests": 1, "per": "1s"}"#), "rules[0].key[0].path_param.name"),
+        (&one_rule(r#""key": [{"cookie": "x"}], "limit": {"requests": 1, "per": "1s"}"#), "rules[0].key[0]: unknown variant `cookie`"),
+        (&one_rule(r#""key": [{"property": []}], "limit": {"requests": 1, "per": "1s"}"#), "rules[0].key[0].property"),
+        (&one_rule(r#""key": [{"metadata": {"filter": "", "path": ["sub"]}}], "limit": {"requests": 1, "per": "1s"}"#), "rules[0].key[0].metadata"),
+        (r#"{"rules": [{"name": "r", "key": ["tenant"], "limit": {"requests": 1, "per": "1s"}}]}"#, "rules[0].key[0]: key uses \"tenant\" but the policy defines no `tenant`"),
+        (r#"{"rules": [{"name": "a b", "limit": {"requests": 1, "per": "1s"}}]}"#, "rules[0].name"),
+        (r#"{"rules": [{"name": "a", "limit": {"requests": 1, "per": "1s"}}, {"name": "a", "limit": {"requests": 1, "per": "1s"}}]}"#, "rules[1].name: duplicate rule name \"a\" (first used at rules[0])"),
+        (r#"{"slots": 10, "rules": []}"#, "slots: must be between"),
+        (r#"{"trusted_hops": -1, "rules": []}"#, "trusted_hops: must be between"),
+        (r#"{"exempt_paths": ["health"], "rules": []}"#, "exempt_paths[0]"),
+        (r#"{"tenant": ["tenant"], "rules": []}"#, "tenant[0]: the tenant cannot be defined by itself"),
+        (r#"{"tenant": [{"path_param": "tenantId"}], "rules": []}"#, "tenant[0]: path_param \"tenantId\" needs its own template"),
+        (r#"{"rules": {}}"#, "rules: invalid type"),
+        (r#"{"rules": ["#, "EOF while parsing"),
+        ("", "EOF while parsing"),
+        (r#"{}"#, "missing field `rules`"),
+    ];
+    for (json, want) in cases {
+        let got = problems(json);
+        assert!(got.iter().any(|p| p.contains(want)), "{json}\nwant: {want}\ngot: {got:?}");
+    }
+}
+
+#[test]
+fn all_problems_are_reported_at_once() {
+    let json = r#"{"slots": 1, "rules": [
+        {"name": "a", "limit": {"requests": 0, "per": "1s"}},
+        {"name": "b", "limit": {"requests": 1, "per": "1y"}}]}"#;
+    let err = Policy::from_json(json).expect_err("invalid");
+    assert_eq!(err.problems.len(), 3, "{err}");
+    assert_eq!(err.one_line().matches("; ").count(), 2);
+}
+
+#[test]
+fn identity_survives_limit_changes_but_not_key_changes() {
+    let a = Policy::from_json(&one_rule(r#""key": ["tenant"], "limit": {"requests": 1, "per": "1s"}"#)).expect("a");
+    let b = Policy::from_json(&one_rule(r#""key": ["tenant"], "limit": {"requests": 9, "per": "1m"}"#)).expect("b");
+    let c = Policy::from_json(&one_rule(r#""key": ["client_ip"], "limit": {"requests": 1, "per": "1s"}"#)).expect("c");
+    assert_eq!(a.rules[0].identity, b.rules[0].identity);
+    assert_ne!(a.rules[0].identity, c.rules[0].identity);
+}
+
+#[test]
+fn istio_plugin_config_form_is_the_same_document() {
+    // WasmPlugin's pluginConfig arrives as this JSON text unchanged.
+    let v: serde_json::Value = serde_json::from_str(GATEWAY).expect("json");
+    let again = serde_json::to_string(&v).expect("text");
+    assert!(Policy::from_json(&again).is_ok());
+}

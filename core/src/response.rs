@@ -1,0 +1,132 @@
+//! What the client sees: the 429 answer (the gateway's JSON body and
+//! headers) and the rate-limit headers on admitted responses.
+//!
+//! Denied: `Retry-After`, `X-RateLimit-Limit`, `X-RateLimit-Remaining`,
+//! `X-RateLimit-Reset` (epoch seconds), `X-RateLimit-Tenant` (when known),
+//! and the IETF draft's `RateLimit-Policy: "<rule>";q=<limit>;w=<seconds>`
+//! and `RateLimit: "<rule>";r=<remaining>;t=<seconds>`. The retry-after gets
+//! up to a tenth of the rule's window (at most 5 s) of jitter, so clients
+//! told to wait do not all return in the same instant.
+//! Admitted: the same headers, less `Retry-After`, for the rule closest to
+//! its limit.
+
+use crate::limiter::{Decision, RuleOutcome};
+use crate::policy::Policy;
+
+const NS: u64 = 1_000_000_000;
+const MAX_JITTER_NS: u64 = 5 * NS;
+
+/// A complete local reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u32,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+fn ceil_secs(ns: u64) -> u64 {
+    ns.div_ceil(NS)
+}
+
+fn common_headers(policy: &Policy, ro: &RuleOutcome, tenant: Option<&str>, reset_at_s: u64, t_s: u64) -> Vec<(String, String)> {
+    let rule = &policy.rules[ro.rule];
+    let mut h = vec![
+        ("x-ratelimit-limit".to_string(), rule.limit.requests.to_string()),
+        ("x-ratelimit-remaining".to_string(), ro.outcome.remaining.to_string()),
+        ("x-ratelimit-reset".to_string(), reset_at_s.to_string()),
+        (
+            "ratelimit-policy".to_string(),
+            format!("\"{}\";q={};w={}", rule.name, rule.limit.requests, ceil_secs(rule.limit.per.nanos())),
+        ),
+        ("ratelimit".to_string(), format!("\"{}\";r={};t={}", rule.name, ro.outcome.remaining, t_s)),
+    ];
+    if let Some(t) = tenant {
+        h.push(("x-ratelimit-tenant".to_string(), t.to_string()));
+    }
+    h
+}
+
+/// The 429 reply for a denied decision; `None` when the request passes.
+/// `now` is wall-clock ns since the epoch; `random` any random number.
+pub fn denial(policy: &Policy, d: &Decision, now: u64, random: u64) -> Option<Reply> {
+    let ro = d.denied_by.as_ref()?;
+    let rule = &policy.rules[ro.rule];
+    let jitter_span = (rule.limit.per.nanos() / 10).min(MAX_JITTER_NS);
+    let jitter = if jitter_span == 0 { 0 } else { random % (jitter_span + 1) };
+    let retry_after = ceil_secs(ro.outcome.retry_after_ns + jitter).max(1);
+    let reset_at = now / NS + retry_after;
+    let tenant = d.tenant.as_deref().filter(|t| is_header_safe(t));
+    let mut headers = common_headers(policy, ro, tenant, reset_at, retry_after);
+    headers.insert(0, ("retry-after".to_string(), retry_after.to_string()));
+    headers.push(("content-type".to_string(), "application/json".to_string()));
+    let body = format!(
+        concat!(
+            "{{\"error\":\"Rate Limit Exceeded\",",
+            "\"message\":\"Too many requests. Please try again later.\",",
+            "\"retryAfter\":{},",
+            "\"limits\":{{\"tier\":{},\"limit\":{},\"window\":\"{}\",\"remaining\":{},\"resetAt\":\"{}\"}}}}"
+        ),
+        retry_after,
+        json_string(&rule.name),
+        rule.limit.requests,
+        rule.limit.per,
+        ro.outcome.remaining,
+        rfc3339(reset_at),
+    );
+    Some(Reply { status: 429, headers, body })
+}
+
+/// Headers for an admitted response: those of the rule closest to its limit.
+pub fn admitted_headers(policy: &Policy, d: &Decision, now: u64) -> Vec<(String, String)> {
+    let Some(ro) = d.tightest.as_ref() else { return Vec::new() };
+    let reset_in = ceil_secs(ro.outcome.reset_ns);
+    let tenant = d.tenant.as_deref().filter(|t| is_header_safe(t));
+    common_headers(policy, ro, tenant, now.div_ceil(NS) + reset_in, reset_in)
+}
+
+/// Tenants come from requests; only printable ASCII goes back in a header.
+fn is_header_safe(v: &str) -> bool {
+    v.len() <= 256 && v.bytes().all(|b| (0x20..0x7f).contains(&b))
+}
+
+fn json_string(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_string())
+}
+
+/// `2025-11-17T12:34:45Z` for epoch seconds (proleptic Gregorian, UTC).
+pub fn rfc3339(epoch_s: u64) -> String {
+    let days = (epoch_s / 86_400) as i64;
+    let secs = epoch_s % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3_600,
+        secs % 3_600 / 60,
+        secs % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+
+    #[test]
+    fn formats_timestamps() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_700_235_285), "2023-11-17T15:34:45Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(4_102_444_799), "2099-12-31T23:59:59Z");
+    }
+}

@@ -1,0 +1,311 @@
+//! The default gateway policy decided end to end in the core, against an
+//! in-memory store with Envoy's shared-data semantics.
+
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
+use sluice_core::limiter::{decide, Decision};
+use sluice_core::policy::Policy;
+use sluice_core::request::MemoryRequest;
+use sluice_core::response::{admitted_headers, denial};
+use sluice_core::store::{ensure_slots, MemoryStore};
+
+const GATEWAY: &str = include_str!("../../policies/mcp-gateway.json");
+const S: u64 = 1_000_000_000;
+/// 2025-11-17T12:34:45Z
+const T0: u64 = 1_763_382_885 * S;
+
+struct Gateway {
+    policy: Policy,
+    store: MemoryStore,
+    now: u64,
+}
+
+impl Gateway {
+    fn new(json: &str) -> Gateway {
+        let policy = Policy::from_json(json).expect("policy");
+        let store = MemoryStore::default();
+        ensure_slots(&store, policy.slots).expect("slots");
+        Gateway { policy, store, now: T0 }
+    }
+
+    fn send(&self, mut req: MemoryRequest) -> Decision {
+        decide(&self.policy, &mut req, &self.store, self.now)
+    }
+
+    /// Sends `n` copies of `req` at the current instant; returns admissions.
+    fn burst(&self, req: &MemoryRequest, n: u32) -> u32 {
+        (0..n).map(|_| u32::from(self.send(req.clone()).allowed())).sum()
+    }
+
+    fn denied_by(&self, req: MemoryRequest) -> Option<String> {
+        self.send(req).denied_by.map(|d| self.policy.rules[d.rule].name.clone())
+    }
+}
+
+fn get(path: &str) -> MemoryRequest {
+    MemoryRequest::new("GET", path)
+}
+
+fn tenant(req: MemoryRequest, t: &str) -> MemoryRequest {
+    req.header("x-tenant-id", t)
+}
+
+#[test]
+fn endpoint_limits_per_tenant() {
+    let g = Gateway::new(GATEWAY);
+    for (method, path, limit, rule) in [
+        ("GET", "/api/v1/tools/list", 5, "tools-list"),
+        ("POST", "/api/v1/tools/select", 10, "tools-select"),
+        ("POST", "/api/v1/tools/invoke", 20, "tools-invoke"),
+    ] {
+        let req = tenant(MemoryRequest::new(method, path), "tenant-a");
+        assert_eq!(g.burst(&req, limit + 5), limit, "{path}");
+        assert_eq!(g.denied_by(req).as_deref(), Some(rule));
+    }
+}
+
+#[test]
+fn tenants_are_isolated() {
+    let g = Gateway::new(GATEWAY);
+    let a = tenant(get("/api/v1/tools/list"), "tenant-a");
+    let b = tenant(get("/api/v1/tools/list"), "tenant-b");
+    assert_eq!(g.burst(&a, 10), 5);
+    assert_eq!(g.burst(&b, 10), 5);
+}
+
+#[test]
+fn oauth_config_limits_come_from_the_path_tenant() {
+    let g = Gateway::new(GATEWAY);
+    let path = "/api/v1/tenants/acme/integrations/notion/oauth-config";
+    let write = MemoryRequest::new("POST", path);
+    assert_eq!(g.burst(&write, 3), 1);
+    assert_eq!(g.denied_by(write).as_deref(), Some("oauth-config-write"));
+    let d = g.send(MemoryRequest::new("DELETE", path));
+    assert!(d.allowed(), "delete has its own bucket");
+    assert_eq!(d.tenant.as_deref(), Some("acme"));
+    assert_eq!(g.burst(&MemoryRequest::new("GET", path), 12), 10);
+    // Another tenant's path is another bucket, whatever header it sends.
+    let other = MemoryRequest::new("POST", "/api/v1/tenants/globex/integrations/notion/oauth-config")
+        .header("x-tenant-id", "acme");
+    assert!(g.send(other).allowed());
+    assert_eq!(g.burst(&get("/api/v1/tenants/acme/integrations"), 8), 5);
+}
+
+#[test]
+fn per_tenant_limit_spans_endpoints() {
+    let g = Gateway::new(GATEWAY);
+    let mut admitted = 0;
+    for i in 0..150 {
+        let path = format!("/api/v1/anything/{i}");
+        admitted += u32::from(g.send(tenant(get(&path), "tenant-a").from_address(&format!("10.0.{}.1:1", i % 200))).allowed());
+    }
+    assert_eq!(admitted, 100);
+}
+
+#[test]
+fn per_ip_limit_and_exempt_paths() {
+    let g = Gateway::new(GATEWAY);
+    // 1100 requests from one client spread over 20 tenants: the IP limit bites.
+    let mut admitted = 0;
+    for i in 0..1100 {
+        let r = tenant(get("/api/v1/categories/x"), &format!("t{}", i % 20)).header("x-forwarded-for", "203.0.113.42");
+        admitted += u32::from(g.send(r).allowed());
+    }
+    assert_eq!(admitted, 1000);
+    let r = get("/api/v1/x").header("x-forwarded-for", "203.0.113.42");
+    assert_eq!(g.denied_by(r).as_deref(), Some("per-ip"));
+    // Health checks skip the global per-IP and per-tenant rules, but have their own.
+    let health = get("/health").header("x-forwarded-for", "203.0.113.42");
+    let d = g.send(health.clone());
+    assert!(d.allowed());
+    let names: Vec<&str> = d.applied.iter().map(|a| g.policy.rules[a.rule].name.as_str()).collect();
+    assert_eq!(names, ["health"]);
+    assert_eq!(g.burst(&health, 1100), 999);
+    assert!(g.send(get("/ready").header("x-forwarded-for", "203.0.113.42")).allowed());
+}
+
+#[test]
+fn client_ip_is_the_rightmost_forwarded_address() {
+    let g = Gateway::new(GATEWAY);
+    let spoofing = |i: u32| get("/api/v1/metrics").header("x-forwarded-for", &format!("1.2.3.{}, 198.51.100.7", i % 250));
+    let admitted: u32 = (0..150).map(|i| u32::from(g.send(spoofing(i)).allowed())).sum();
+    assert_eq!(admitted, 100, "made-up left entries do not make new clients");
+    // Without the header, the peer address is the client.
+    let direct = tenant(get("/api/v1/metrics"), "tenant-b").from_address("192.0.2.1:5000");
+    assert_eq!(g.burst(&direct, 150), 100);
+}
+
+#[test]
+fn integration_limits() {
+    let g = Gateway::new(GATEWAY);
+    for (name, limit) in [("notion", 3), ("github", 60), ("search", 5), ("linkedin", 100)] {
+        let req = tenant(get("/api/v1/integrations/call"), &format!("tenant-{name}")).header("x-integration", name);
+        assert_eq!(g.burst(&req, limit + 10), limit, "{name}");
+        if limit < 100 {
+            assert_eq!(g.denied_by(req).as_deref(), Some(format!("integration-{name}").as_str()));
+        } else {
+            // At 100/s per-tenant denies with the same retry-after; the
+            // first rule in policy order is reported.
+            assert_eq!(g.denied_by(req).as_deref(), Some("per-tenant"));
+        }
+    }
+    // Case does not make a new integration bucket.
+    let shouting = tenant(get("/api/v1/integrations/call"), "tenant-notion").header("x-integration", "NOTION");
+    assert_eq!(g.denied_by(shouting).as_deref(), Some("integration-notion"));
+}
+
+#[test]
+fn leaving_the_header_out_does_not_escape() {
+    let g = Gateway::new(GATEWAY);
+    // No tenant at all: every such request shares one per-tenant bucket.
+    let anonymous = |i: u32| get("/api/v1/tools/list").from_address(&format!("10.1.{}.{}:1", i / 250, i % 250));
+    let admitted: u32 = (0..50).map(|i| u32::from(g.send(anonymous(i)).allowed())).sum();
+    assert_eq!(admitted, 5);
+}
+
+#[test]
+fn spellings_of_a_path_share_its_limit() {
+    let g = Gateway::new(GATEWAY);
+    let spellings = [
+        "/api/v1/tools/list",
+        "/API/v1/tools/list",
+        "/api/v1/tools/list/",
+        "//api/v1//tools/list",
+        "/api/v1/tools/%6cist",
+        "/api/v1/x/../tools/list?page=2",
+    ];
+    let admitted: u32 = spellings
+        .iter()
+        .cycle()
+        .take(12)
+        .map(|p| u32::from(g.send(tenant(get(p), "tenant-a")).allowed()))
+        .sum();
+    assert_eq!(admitted, 5);
+    // Tenant case does not make a new bucket either.
+    assert!(!g.send(tenant(get("/api/v1/tools/list"), "TENANT-A")).allowed());
+}
+
+#[test]
+fn a_denied_request_spends_nothing() {
+    let g = Gateway::new(GATEWAY);
+    let list = tenant(get("/api/v1/tools/list"), "tenant-a");
+    assert_eq!(g.burst(&list, 50), 5);
+    // 45 denials spent nothing of per-tenant (100) or per-ip (1000): 95 left.
+    let other = tenant(get("/api/v1/other"), "tenant-a");
+    assert_eq!(g.burst(&other, 200), 95);
+}
+
+#[test]
+fn the_rate_holds_over_time() {
+    let mut g = Gateway::new(GATEWAY);
+    let list = tenant(get("/api/v1/tools/list"), "tenant-a");
+    let mut admitted = 0;
+    // 100 requests a second for 10 s: 5 burst + 5/s * 10 s.
+    for _ in 0..1000 {
+        admitted += u32::from(g.send(list.clone()).allowed());
+        g.now += S / 100;
+    }
+    assert!((54..=55).contains(&admitted), "{admitted}");
+}
+
+#[test]
+fn denial_reply_matches_the_gateway_contract() {
+    let g = Gateway::new(GATEWAY);
+    let list = tenant(get("/api/v1/tools/list"), "tenant-123");
+    g.burst(&list, 5);
+    let d = g.send(list);
+    let reply = denial(&g.policy, &d, g.now, 0).expect("denied");
+    assert_eq!(reply.status, 429);
+    let body: serde_json::Value = serde_json::from_str(&reply.body).expect("json");
+    assert_eq!(
+        body,
+        serde_json::json!({
+            "error": "Rate Limit Exceeded",
+            "message": "Too many requests. Please try again later.",
+            "retryAfter": 1,
+            "limits": {"tier": "tools-list", "limit": 5, "window": "1 second", "remaining": 0, "resetAt": "2025-11-17T12:34:46Z"}
+        })
+    );
+    let keys: Vec<&str> = reply.body.split('"').skip(1).step_by(2).take(3).collect();
+    assert_eq!(keys, ["error", "Rate Limit Exceeded", "message"], "field order as in the contract");
+    let h = |n: &str| reply.headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+    assert_eq!(h("retry-after"), Some("1"));
+    assert_eq!(h("x-ratelimit-limit"), Some("5"));
+    assert_eq!(h("x-ratelimit-remaining"), Some("0"));
+    assert_eq!(h("x-ratelimit-reset"), Some("1763382886"));
+    assert_eq!(h("x-ratelimit-tenant"), Some("tenant-123"));
+    assert_eq!(h("ratelimit-policy"), Some("\"tools-list\";q=5;w=1"));
+    assert_eq!(h("ratelimit"), Some("\"tools-list\";r=0;t=1"));
+    assert_eq!(h("content-type"), Some("application/json"));
+}
+
+#[test]
+fn retry_after_is_jittered_within_a_tenth_of_the_window() {
+    let g = Gateway::new(&GATEWAY.replace(r#""requests": 5, "per": "1s""#, r#""requests": 5, "per": "1m""#));
+    let list = tenant(get("/api/v1/tools/list"), "tenant-a");
+    g.burst(&list, 5);
+    let d = g.send(list);
+    let mut seen = std::collections::BTreeSet::new();
+    for r in 0..200u64 {
+        let reply = denial(&g.policy, &d, g.now, r * 7_654_321_987).expect("denied");
+        let body: serde_json::Value = serde_json::from_str(&reply.body).expect("json");
+        seen.insert(body["retryAfter"].as_u64().expect("number"));
+    }
+    // 12 s until the next token, plus up to 6 s of jitter.
+    assert!(seen.iter().all(|s| (12..=18).contains(s)), "{seen:?}");
+    assert!(seen.len() > 3, "{seen:?}");
+}
+
+#[test]
+fn admitted_headers_show_the_tightest_rule() {
+    let g = Gateway::new(GATEWAY);
+    let list = tenant(get("/api/v1/tools/list"), "tenant-a");
+    let d = g.send(list);
+    let headers = admitted_headers(&g.policy, &d, g.now);
+    let h = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+    assert_eq!(h("x-ratelimit-limit"), Some("5"));
+    assert_eq!(h("x-ratelimit-remaining"), Some("4"));
+    assert_eq!(h("x-ratelimit-reset"), Some("1763382886"));
+    assert!(h("retry-after").is_none());
+}
+
+#[test]
+fn shadow_rules_count_but_never_deny() {
+    let shadowed = GATEWAY.replace(r#""name": "tools-list","#, r#""name": "tools-list", "mode": "shadow","#);
+    let g = Gateway::new(&shadowed);
+    let list = tenant(get("/api/v1/tools/list"), "tenant-a");
+    assert_eq!(g.burst(&list, 5), 5);
+    let d = g.send(list);
+    assert!(d.allowed());
+    assert_eq!(d.shadow_denied.len(), 1);
+    assert_eq!(g.policy.rules[d.shadow_denied[0].rule].name, "tools-list");
+    let whole = Gateway::new(&GATEWAY.replacen("{\n", "{\n  \"mode\": \"shadow\",\n", 1));
+    let list = tenant(get("/api/v1/tools/list"), "tenant-a");
+    assert_eq!(whole.burst(&list, 20), 20);
+}
+
+#[test]
+fn algorithms_and_other_key_sources() {
+    let policy = r#"{"rules": [
+        {"name": "fixed", "match": {"paths": [{"prefix": "/fixed"}]}, "key": [{"query": "user"}], "algorithm": "fixed_window", "limit": {"requests": 3, "per": "30s"}},
+        {"name": "sliding", "match": {"paths": [{"prefix": "/sliding"}]}, "key": ["method", "authority"], "algorithm": "sliding_window", "limit": {"requests": 4, "per": "2m"}},
+        {"name": "by-claim", "match": {"paths": [{"prefix": "/jwt"}]}, "missing": "skip",
+         "key": [{"metadata": {"filter": "envoy.filters.http.jwt_authn", "path": ["jwt_payload", "sub"]}}], "limit": {"requests": 2, "per": "1h"}}
+    ]}"#;
+    let mut g = Gateway::new(policy);
+    assert_eq!(g.burst(&get("/fixed?user=ann"), 5), 3);
+    assert_eq!(g.burst(&get("/fixed?user=bob&x=1"), 5), 3);
+    assert_eq!(g.burst(&get("/fixed?user=%61nn"), 5), 0, "decoded query value is the same user");
+    assert_eq!(g.burst(&get("/sliding"), 6), 4);
+    assert_eq!(g.burst(&MemoryRequest::new("POST", "/sliding"), 6), 4);
+    let mut claim = get("/jwt");
+    claim.properties.push((
+        ["metadata", "filter_metadata", "envoy.filters.http.jwt_authn", "jwt_payload", "sub"].map(String::from).to_vec(),
+        b"user-1".to_vec(),
+    ));
+    assert_eq!(g.burst(&claim, 4), 2);
+    assert_eq!(g.burst(&get("/jwt"), 4), 4, "missing: skip lets requests without the claim through");
+    g.now += 30 * S;
+    assert_eq!(g.burst(&get("/fixed?user=ann"), 5), 3, "a new fixed window");
+}
