@@ -1,0 +1,23 @@
+//! The Sluice filter: a proxy-wasm HTTP filter for Envoy. Everything it
+//! decides comes from `sluice-core`; this crate only translates between the
+//! proxy-wasm ABI and the core (policy bytes in, shared data, request
+//! attributes, clock, local replies and headers out). It compiles to a
+//! module only for wasm32-wasip1; elsewhere it is an empty library so that
+//! native `cargo test` covers the workspace.
+
+pub use sluice_core as core;
+
+#[cfg(target_os = "wasi")]
+mod filter;
+#[cfg(target_os = "wasi")]
+mod host;
+#[cfg(target_os = "wasi")]
+mod root;
+
+#[cfg(target_os = "wasi")]
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn proxy_wasm::traits::RootContext> {
+        Box::new(root::SluiceRoot::default())
+    });
+}}
