@@ -1,0 +1,118 @@
+//! `sluice-stack run`: echo upstream plus N Envoys, in the foreground until
+//! Ctrl-C or SIGTERM, recorded in `<run-dir>/stack.json`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use wasm_test_harness::{EchoServer, Envoy, EnvoyOptions, StackFile, StackInstance};
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// Listener port of instance 0 (instance i listens on port + i).
+    #[arg(long, default_value_t = 10000)]
+    port: u16,
+    /// Admin port of instance 0 (instance i uses admin-port + i).
+    #[arg(long, default_value_t = 9901)]
+    admin_port: u16,
+    /// Policy file handed to the filter.
+    #[arg(long, default_value = "policies/mcp-gateway.json")]
+    policy: PathBuf,
+    /// Number of Envoy instances.
+    #[arg(long, default_value_t = 1)]
+    instances: u16,
+    /// Directory for configs, logs and stack.json.
+    #[arg(long, default_value = ".sluice/run")]
+    run_dir: PathBuf,
+    /// Filter module (default: $SLUICE_WASM or target/wasm32-wasip1/release/sluice.wasm).
+    #[arg(long)]
+    wasm: Option<PathBuf>,
+    /// Envoy worker threads per instance.
+    #[arg(long, default_value_t = 2)]
+    concurrency: u32,
+}
+
+pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let policy = match crate::load_policy(&args.policy) {
+        Ok(p) => p,
+        Err(code) => return Ok(code),
+    };
+    let wasm = std::path::absolute(args.wasm.unwrap_or_else(wasm_test_harness::wasm_module))?;
+    std::fs::create_dir_all(&args.run_dir)
+        .with_context(|| format!("creating {}", args.run_dir.display()))?;
+    let run_dir = std::path::absolute(&args.run_dir)?;
+    let _ = std::fs::remove_file(run_dir.join(wasm_test_harness::STACK_FILE));
+
+    let echo = EchoServer::start()?;
+    let mut envoys = Vec::new();
+    for i in 0..args.instances {
+        let envoy = Envoy::start(EnvoyOptions {
+            instance: u32::from(i),
+            port: args.port.checked_add(i).context("port out of range")?,
+            admin_port: args
+                .admin_port
+                .checked_add(i)
+                .context("admin port out of range")?,
+            upstream_port: echo.port(),
+            policy_json: policy.clone(),
+            concurrency: args.concurrency,
+            run_dir: Some(run_dir.join(format!("envoy-{i}"))),
+            wasm: Some(wasm.clone()),
+            ..EnvoyOptions::default()
+        })
+        .with_context(|| format!("starting Envoy instance {i}"))?;
+        envoys.push(envoy);
+    }
+    let stack = StackFile {
+        instances: envoys
+            .iter()
+            .map(|e| StackInstance {
+                port: e.port(),
+                admin_port: e.admin_port(),
+                ecds_dir: e.ecds_dir(),
+            })
+            .collect(),
+        wasm,
+    };
+    stack.write(&run_dir)?;
+
+    println!(
+        "Sluice stack is up (echo upstream on 127.0.0.1:{}).",
+        echo.port()
+    );
+    for e in &envoys {
+        println!(
+            "  listening on http://127.0.0.1:{}  admin http://127.0.0.1:{}  run dir {}",
+            e.port(),
+            e.admin_port(),
+            e.run_dir().display()
+        );
+    }
+    println!(
+        "Try:\n  curl -i http://127.0.0.1:{}/api/v1/tools/list -H 'x-tenant-id: tenant-123'",
+        args.port
+    );
+    println!("Press Ctrl-C to stop.");
+
+    wait_for_shutdown()?;
+    println!("Stopping…");
+    drop(envoys);
+    drop(echo);
+    let _ = std::fs::remove_file(run_dir.join(wasm_test_harness::STACK_FILE));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn wait_for_shutdown() -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r,
+            _ = term.recv() => Ok(()),
+        }
+    })?;
+    Ok(())
+}

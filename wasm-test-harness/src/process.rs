@@ -1,0 +1,155 @@
+//! Child processes in their own process group, and a few `/proc` readers.
+//!
+//! [`Group`] owns a spawned child that leads a fresh process group; dropping it
+//! sends SIGTERM to the whole group, waits up to a grace period, then SIGKILLs
+//! whatever is left, so wrappers (func-e) and their children go too.
+
+use std::fs::File;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+/// A running child leading its own process group.
+pub(crate) struct Group {
+    child: Child,
+    grace: Duration,
+}
+
+impl Group {
+    /// Spawns `cmd` as leader of a new process group. Output goes to the given
+    /// log files, or nowhere.
+    pub(crate) fn spawn(
+        mut cmd: Command,
+        logs: Option<(&Path, &Path)>,
+        grace: Duration,
+    ) -> anyhow::Result<Group> {
+        cmd.process_group(0).stdin(Stdio::null());
+        match logs {
+            Some((out, err)) => {
+                cmd.stdout(
+                    File::create(out).with_context(|| format!("creating {}", out.display()))?,
+                );
+                cmd.stderr(
+                    File::create(err).with_context(|| format!("creating {}", err.display()))?,
+                );
+            }
+            None => {
+                cmd.stdout(Stdio::null()).stderr(Stdio::null());
+            }
+        }
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", cmd.get_program().to_string_lossy()))?;
+        Ok(Group { child, grace })
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The exit status if the leader has exited.
+    pub(crate) fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// SIGTERM the group, wait for the leader up to the grace period, then
+    /// SIGKILL the group.
+    pub(crate) fn terminate(&mut self) {
+        let pgid = self.child.id() as libc::pid_t;
+        if self.exited().is_none() {
+            signal_group(pgid, libc::SIGTERM);
+            let deadline = Instant::now() + self.grace;
+            while self.exited().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        // Also reaches children a wrapper may have left behind.
+        signal_group(pgid, libc::SIGKILL);
+        let _ = self.child.wait();
+    }
+
+    /// SIGKILL the group at once and reap the leader.
+    pub(crate) fn kill(&mut self) {
+        signal_group(self.child.id() as libc::pid_t, libc::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}
+
+fn signal_group(pgid: libc::pid_t, signal: libc::c_int) {
+    if pgid > 0 {
+        // SAFETY: kill(2) with a negative pid only signals that process group.
+        unsafe {
+            libc::kill(-pgid, signal);
+        }
+    }
+}
+
+/// The last `n` lines of a text file (empty if unreadable).
+pub(crate) fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// `pid` itself if its command name is `name`, else the first descendant that is.
+pub(crate) fn find_named(pid: u32, name: &str) -> Option<u32> {
+    if comm(pid).as_deref() == Some(name) {
+        return Some(pid);
+    }
+    children(pid).into_iter().find_map(|c| find_named(c, name))
+}
+
+fn comm(pid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| parent(*p) == Some(pid))
+        .collect()
+}
+
+fn parent(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name: state, ppid, ...
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Resident set size of `pid` in bytes, from `/proc/<pid>/status`.
+pub(crate) fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .with_context(|| format!("no VmRSS in /proc/{pid}/status"))?;
+    Ok(kb * 1024)
+}
+
+/// Whether `program` is an executable file in one of the `PATH` directories.
+pub(crate) fn on_path(program: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    use std::os::unix::fs::PermissionsExt;
+    std::env::split_paths(&path)
+        .map(|d| d.join(program))
+        .find(|p| {
+            p.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
