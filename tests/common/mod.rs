@@ -1,0 +1,70 @@
+//! Shared set-up for the tests that run the filter in a real Envoy: an echo
+//! upstream plus one Envoy loading `sluice.wasm` through ECDS, both torn down
+//! on drop (with Envoy's log printed when a test fails).
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use wasm_test_harness::{EchoServer, Envoy, EnvoyOptions, Response};
+
+pub const GATEWAY: &str = include_str!("../../policies/mcp-gateway.json");
+
+pub struct Stack {
+    pub envoy: Envoy,
+    // Dropped after Envoy.
+    _echo: EchoServer,
+}
+
+impl Stack {
+    pub fn start(policy: &str) -> Stack {
+        Stack::with_workers(policy, 2)
+    }
+
+    pub fn with_workers(policy: &str, workers: u32) -> Stack {
+        let echo = EchoServer::start().expect("echo upstream");
+        let envoy = Envoy::start(EnvoyOptions {
+            upstream_port: echo.port(),
+            policy_json: policy.to_string(),
+            concurrency: workers,
+            ..Default::default()
+        })
+        .expect("envoy");
+        Stack { envoy, _echo: echo }
+    }
+
+    pub fn send(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Response {
+        wasm_test_harness::request(method, &self.envoy.url(path), headers, "").expect("request")
+    }
+
+    pub fn get(&self, path: &str, headers: &[(&str, &str)]) -> Response {
+        self.send("GET", path, headers)
+    }
+
+    /// Sends `n` identical requests; returns their statuses.
+    pub fn statuses(&self, n: usize, method: &str, path: &str, headers: &[(&str, &str)]) -> Vec<u16> {
+        (0..n).map(|_| self.send(method, path, headers).status).collect()
+    }
+
+    /// Number of 200s among `n` identical requests.
+    pub fn admitted(&self, n: usize, method: &str, path: &str, headers: &[(&str, &str)]) -> usize {
+        self.statuses(n, method, path, headers).iter().filter(|s| **s == 200).count()
+    }
+}
+
+/// The default policy with every `"per": "1s"` turned into `per`, so that
+/// tests can count without tokens coming back mid-test.
+pub fn gateway_per(per: &str) -> String {
+    GATEWAY.replace(r#""per": "1s""#, &format!(r#""per": "{per}""#))
+}
+
+/// Polls `f` until it returns true or `timeout` passes.
+pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
