@@ -76,7 +76,7 @@ impl fmt::Display for Span {
             (NS_PER_MS, "millisecond"),
         ];
         for (scale, name) in UNITS {
-            if self.0 % scale == 0 {
+            if self.0.is_multiple_of(scale) {
                 let n = self.0 / scale;
                 let plural = if n == 1 { "" } else { "s" };
                 return write!(f, "{n} {name}{plural}");

@@ -143,7 +143,7 @@ impl<'r> Attrs<'r> {
 
     /// The path parameters when `rule` applies to this request.
     fn applies(&mut self, rule: &Rule, exempt: bool) -> Option<Params> {
-        if !rule.methods.is_empty() && !rule.methods.iter().any(|m| *m == self.method) {
+        if !rule.methods.is_empty() && !rule.methods.contains(&self.method) {
             return None;
         }
         let params = if rule.paths.is_empty() {

@@ -1,5 +1,6 @@
 //! The default gateway policy decided end to end in the core, against an
 //! in-memory store with Envoy's shared-data semantics.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;

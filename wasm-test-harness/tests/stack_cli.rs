@@ -1,0 +1,534 @@
+//! End-to-end tests of the `sluice-stack` binary: each test starts
+//! `sluice-stack run` as a child process (echo upstream plus real Envoys
+//! loading the built filter), talks to it over HTTP and drives
+//! `sluice-stack apply` against it.
+//!
+//! Needs Envoy (`make envoy`, or `SLUICE_ENVOY`) and the built filter
+//! (`make build`, or `SLUICE_WASM`); a missing one fails the test with a hint
+//! instead of skipping it. Every test uses its own free ports and temporary
+//! run directory, so they run in parallel. The stack is stopped when its
+//! [`Stack`] guard is dropped, also when a test fails; the run directory of a
+//! failed test is kept and its logs are printed.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::fs::File;
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use wasm_test_harness::{envoy_binary, free_port, get, repo_root, wasm_module, Response};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sluice-stack");
+/// The rule of the default policy these tests exercise, and its limit there.
+const RULE: &str = "tools-list";
+const DEFAULT_LIMIT: usize = 5;
+const PATH: &str = "/api/v1/tools/list";
+
+/// Until `sluice-stack run` serves on every instance.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// For one `sluice-stack apply` to finish.
+const APPLY_TIMEOUT: Duration = Duration::from_secs(30);
+/// For `sluice-stack run` to exit after SIGTERM.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Until a successfully applied policy shows in the traffic.
+const TAKE_EFFECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// A burst must finish faster than one token refills (200 ms at 5/s) to
+/// measure the burst size exactly; slower bursts are repeated.
+const BURST_BUDGET: Duration = Duration::from_millis(150);
+const BURST_MAX: usize = 10;
+const BURST_ATTEMPTS: usize = 5;
+
+// ---------------------------------------------------------------------------
+// The tests
+// ---------------------------------------------------------------------------
+
+#[test]
+fn run_serves_echo_and_limits_tools_list() {
+    let stack = Stack::start(1);
+    let r = tools_list(stack.port(0), &fresh_tenant());
+    assert_eq!(r.status, 200, "{}", r.body);
+    let echo = r.json().unwrap();
+    assert_eq!(echo["method"], "GET");
+    assert_eq!(echo["path"], PATH);
+
+    // Five pass, the sixth is refused by the tools-list rule.
+    assert_eq!(observed_limit(stack.port(0)), DEFAULT_LIMIT);
+}
+
+#[test]
+fn apply_valid_policy_reaches_every_instance() {
+    let stack = Stack::start(2);
+    let policy = stack.write_policy("two.json", &policy_with_limit(2));
+    let out = stack.apply(&policy);
+    assert_eq!(out.code, Some(0), "{out}");
+    assert!(out.stdout.contains("applied to 2 instance(s)"), "{out}");
+
+    let deadline = Instant::now() + TAKE_EFFECT_TIMEOUT;
+    for i in 0..stack.instances {
+        wait_for_limit(stack.port(i), 2, deadline);
+    }
+}
+
+#[test]
+fn apply_invalid_policy_exits_2_and_keeps_limit() {
+    let stack = Stack::start(1);
+    let before = stack.ecds_files();
+    let policy = stack.write_policy("zero.json", &policy_with_limit(0));
+    let out = stack.apply(&policy);
+    assert_eq!(out.code, Some(2), "{out}");
+    assert!(out.stderr.contains("rules["), "no JSON path in: {out}");
+    assert_unchanged(&stack, &before);
+}
+
+#[test]
+fn apply_non_json_file_changes_nothing() {
+    let stack = Stack::start(1);
+    let before = stack.ecds_files();
+    let policy = stack.write_policy("not-json.txt", "rules: [tools-list: 2/s]\n");
+    let out = stack.apply(&policy);
+    assert!(!out.success(), "{out}");
+    assert!(out.stderr.contains("not-json.txt"), "{out}");
+    assert_unchanged(&stack, &before);
+}
+
+#[test]
+fn apply_without_running_stack_fails_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_cli(
+        Command::new(BIN)
+            .arg("apply")
+            .arg("--policy")
+            .arg(default_policy())
+            .arg("--run-dir")
+            .arg(dir.path()),
+        APPLY_TIMEOUT,
+    );
+    assert!(!out.success(), "{out}");
+    assert!(out.stderr.contains("no stack is running"), "{out}");
+    assert!(out.stderr.contains("sluice-stack run"), "{out}");
+}
+
+#[test]
+fn apply_rejected_by_envoy_restores_previous_file() {
+    let stack = Stack::start(1);
+    let before = stack.ecds_files();
+    // A policy that passes validation but a module Envoy cannot load, so the
+    // filter config is refused on the Envoy side.
+    let junk = stack.dir().join("junk.wasm");
+    std::fs::write(&junk, "not a wasm module").unwrap();
+    let stack_file = stack.run_dir().join("stack.json");
+    let mut desc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&stack_file).unwrap()).unwrap();
+    desc["wasm"] = junk.to_string_lossy().into_owned().into();
+    std::fs::write(&stack_file, desc.to_string()).unwrap();
+
+    let out = stack.apply(&default_policy());
+    assert_eq!(out.code, Some(1), "{out}");
+    assert!(out.stderr.contains("instance 0"), "{out}");
+    assert!(out.stderr.contains("rejected"), "{out}");
+    assert!(out.stderr.contains("envoy-0/stderr.log"), "{out}");
+    assert_unchanged(&stack, &before);
+}
+
+#[test]
+fn sigterm_stops_run_and_its_envoys() {
+    let mut stack = Stack::start(1);
+    let admin = stack.admin_port(0);
+    let status = stack.stop(libc::SIGTERM, STOP_TIMEOUT);
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "run did not exit 0 within {STOP_TIMEOUT:?}"
+    );
+    assert!(
+        get(&format!("http://127.0.0.1:{admin}/ready"), &[]).is_err(),
+        "Envoy admin on port {admin} still answers"
+    );
+    assert_eq!(processes_mentioning(&stack.run_dir()), Vec::<u32>::new());
+    assert!(!stack.run_dir().join("stack.json").exists());
+}
+
+// ---------------------------------------------------------------------------
+// The stack under test
+// ---------------------------------------------------------------------------
+
+/// A `sluice-stack run` child with its own ports and temporary directory
+/// (`run/` is its run dir; `run.log` its output). Dropping it stops the stack:
+/// SIGTERM, then SIGKILL, then SIGKILL for any Envoy left in its run dir.
+struct Stack {
+    child: Child,
+    dir: Option<tempfile::TempDir>,
+    base_port: u16,
+    instances: u16,
+}
+
+impl Stack {
+    fn start(instances: u16) -> Stack {
+        let wasm = built_wasm();
+        let dir = tempfile::Builder::new()
+            .prefix("sluice-stack-")
+            .tempdir()
+            .unwrap();
+        // Listeners on base..base+n, admins on base+n..base+2n.
+        let base_port = free_port_block(2 * instances);
+        let log = File::create(dir.path().join("run.log")).unwrap();
+        let child = Command::new(BIN)
+            .arg("run")
+            .args(["--port", &base_port.to_string()])
+            .args(["--admin-port", &(base_port + instances).to_string()])
+            .args(["--instances", &instances.to_string()])
+            .arg("--policy")
+            .arg(default_policy())
+            .arg("--run-dir")
+            .arg(dir.path().join("run"))
+            .arg("--wasm")
+            .arg(wasm)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut stack = Stack {
+            child,
+            dir: Some(dir),
+            base_port,
+            instances,
+        };
+        stack.wait_serving();
+        stack
+    }
+
+    /// Waits until `stack.json` is written and every admin says LIVE.
+    fn wait_serving(&mut self) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("sluice-stack run exited ({status}) before serving");
+            }
+            let live = |i| {
+                get(
+                    &format!("http://127.0.0.1:{}/ready", self.admin_port(i)),
+                    &[],
+                )
+                .is_ok_and(|r| r.status == 200 && r.body.trim() == "LIVE")
+            };
+            if self.run_dir().join("stack.json").is_file() && (0..self.instances).all(live) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "stack not serving after {START_TIMEOUT:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn dir(&self) -> &Path {
+        self.dir.as_ref().expect("temporary directory").path()
+    }
+
+    fn run_dir(&self) -> PathBuf {
+        self.dir().join("run")
+    }
+
+    fn port(&self, instance: u16) -> u16 {
+        self.base_port + instance
+    }
+
+    fn admin_port(&self, instance: u16) -> u16 {
+        self.base_port + self.instances + instance
+    }
+
+    fn ecds_file(&self, instance: u16) -> PathBuf {
+        self.run_dir()
+            .join(format!("envoy-{instance}"))
+            .join("ecds")
+            .join(wasm_test_harness::ECDS_FILE)
+    }
+
+    /// Contents of every instance's ECDS file.
+    fn ecds_files(&self) -> Vec<Vec<u8>> {
+        (0..self.instances)
+            .map(|i| std::fs::read(self.ecds_file(i)).unwrap())
+            .collect()
+    }
+
+    fn write_policy(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.dir().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// `sluice-stack apply --policy <policy> --run-dir <this stack>`.
+    fn apply(&self, policy: &Path) -> CliOutput {
+        run_cli(
+            Command::new(BIN)
+                .arg("apply")
+                .arg("--policy")
+                .arg(policy)
+                .arg("--run-dir")
+                .arg(self.run_dir()),
+            APPLY_TIMEOUT,
+        )
+    }
+
+    /// Sends `signal` to `run` and waits up to `timeout` for it to exit.
+    fn stop(&mut self, signal: libc::c_int, timeout: Duration) -> Option<ExitStatus> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return Some(status);
+        }
+        // SAFETY: kill(2) on the pid of our own, not yet reaped child.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, signal);
+        }
+        wait_child(&mut self.child, timeout)
+    }
+
+    /// `run.log` and the tail of every Envoy's stderr.log.
+    fn logs(&self) -> String {
+        let mut out = format!(
+            "---- sluice-stack run output ----\n{}",
+            std::fs::read_to_string(self.dir().join("run.log")).unwrap_or_default()
+        );
+        for i in 0..self.instances {
+            let path = self.run_dir().join(format!("envoy-{i}/stderr.log"));
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            out += &format!(
+                "---- {} (last 40 lines) ----\n{}\n",
+                path.display(),
+                lines[lines.len().saturating_sub(40)..].join("\n")
+            );
+        }
+        out
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if self.stop(libc::SIGTERM, Duration::from_secs(15)).is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        // Envoys lead their own process groups; after a SIGKILL of `run` they
+        // would outlive it.
+        for pid in processes_mentioning(&self.run_dir()) {
+            // SAFETY: kill(2) on a process started by this stack.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGKILL);
+            }
+        }
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+            if let Some(dir) = self.dir.take() {
+                eprintln!("---- run directory kept: {}", dir.keep().display());
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Traffic
+// ---------------------------------------------------------------------------
+
+/// A tenant no earlier request used, so its buckets start full.
+fn fresh_tenant() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!("tenant-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+fn tools_list(port: u16, tenant: &str) -> Response {
+    get(
+        &format!("http://127.0.0.1:{port}{PATH}"),
+        &[("x-tenant-id", tenant)],
+    )
+    .unwrap()
+}
+
+/// How many back-to-back tools-list requests of a fresh tenant pass before
+/// the first 429 (at most [`BURST_MAX`]). Checks that the refusal names the
+/// tools-list tier.
+fn observed_limit(port: u16) -> usize {
+    for _ in 0..BURST_ATTEMPTS {
+        let tenant = fresh_tenant();
+        let start = Instant::now();
+        let mut passed = 0;
+        for _ in 0..BURST_MAX {
+            let r = tools_list(port, &tenant);
+            match r.status {
+                200 => passed += 1,
+                429 => {
+                    assert_eq!(r.json().unwrap()["limits"]["tier"], RULE, "{}", r.body);
+                    break;
+                }
+                s => panic!("unexpected status {s}: {}", r.body),
+            }
+        }
+        if start.elapsed() < BURST_BUDGET {
+            return passed;
+        }
+    }
+    panic!("{BURST_ATTEMPTS} bursts in a row took longer than {BURST_BUDGET:?}");
+}
+
+/// Polls [`observed_limit`] on `port` until it is `expected`, failing at `deadline`.
+fn wait_for_limit(port: u16, expected: usize, deadline: Instant) {
+    loop {
+        let seen = observed_limit(port);
+        if seen == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "port {port}: limit still {seen}, expected {expected}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The ECDS files are untouched and the default limit still holds everywhere.
+fn assert_unchanged(stack: &Stack, before: &[Vec<u8>]) {
+    assert!(stack.ecds_files() == before, "an ECDS file changed");
+    for i in 0..stack.instances {
+        assert_eq!(observed_limit(stack.port(i)), DEFAULT_LIMIT, "instance {i}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Files, policies, processes
+// ---------------------------------------------------------------------------
+
+/// The filter module the stack loads; fails with a hint when it is not built.
+fn built_wasm() -> PathBuf {
+    if let Err(e) = envoy_binary() {
+        panic!("{e:#}");
+    }
+    let wasm = wasm_module();
+    assert!(
+        wasm.is_file(),
+        "filter module {} not found: run `make build` first (or set SLUICE_WASM)",
+        wasm.display()
+    );
+    wasm
+}
+
+fn default_policy() -> PathBuf {
+    repo_root().join("policies/mcp-gateway.json")
+}
+
+/// The default policy with the tools-list rule's `requests` set to `requests`.
+fn policy_with_limit(requests: i64) -> String {
+    let text = std::fs::read_to_string(default_policy()).unwrap();
+    let mut policy: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let rule = policy["rules"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|r| r["name"] == RULE)
+        .expect("tools-list rule in the default policy");
+    rule["limit"]["requests"] = requests.into();
+    serde_json::to_string_pretty(&policy).unwrap()
+}
+
+/// A port `p` such that `p..p + len` were all free a moment ago.
+fn free_port_block(len: u16) -> u16 {
+    for _ in 0..100 {
+        let base = free_port();
+        let Some(end) = base.checked_add(len) else {
+            continue;
+        };
+        let held: Result<Vec<_>, _> = (base..end)
+            .map(|p| TcpListener::bind(("127.0.0.1", p)))
+            .collect();
+        if held.is_ok() {
+            return base;
+        }
+    }
+    panic!("no block of {len} free ports found");
+}
+
+/// Pids of processes whose command line mentions `dir` (Linux `/proc`).
+fn processes_mentioning(dir: &Path) -> Vec<u32> {
+    let needle = dir.to_string_lossy().into_owned();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&needle))
+        })
+        .collect()
+}
+
+/// Waits up to `timeout` for `child` to exit.
+fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Exit code and output of one CLI invocation.
+struct CliOutput {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl CliOutput {
+    fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+impl std::fmt::Display for CliOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit code {:?}\n--- stdout ---\n{}--- stderr ---\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Runs `cmd` to completion, killing it and failing after `timeout`.
+fn run_cli(cmd: &mut Command, timeout: Duration) -> CliOutput {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = read_all(child.stdout.take().unwrap());
+    let stderr = read_all(child.stderr.take().unwrap());
+    let Some(status) = wait_child(&mut child, timeout) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{cmd:?} did not finish within {timeout:?}");
+    };
+    CliOutput {
+        code: status.code(),
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    }
+}
+
+fn read_all(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = pipe.read_to_string(&mut text);
+        text
+    })
+}
