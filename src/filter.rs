@@ -6,7 +6,7 @@ use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
-use sluice_core::limiter::decide;
+use sluice_core::limiter::{decide, Ctx};
 use sluice_core::policy::Policy;
 use sluice_core::response::{admitted_headers, denial};
 
@@ -32,7 +32,7 @@ impl HttpContext for SluiceFilter {
             return Action::Continue;
         };
         let now = now_ns();
-        let decision = decide(&policy, &mut HostRequest, &HostStore, now);
+        let decision = decide(&policy, &mut HostRequest, &HostStore, Ctx::at(now));
         for (rule, e) in &decision.errors {
             log::warn!("rule {} let a request pass: {e}", policy.rules[*rule].name);
         }

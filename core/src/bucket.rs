@@ -12,8 +12,10 @@
 //! Encoding (little endian): `[1][tag][fingerprint: u64][a: u64][b: u32][c: u32]`
 //! with tag 0 = empty, 1 = token bucket (a = tat), 2 = fixed window
 //! (a = window, b = count), 3 = sliding window (a = window, b = current,
-//! c = previous).
+//! c = previous); tag 4 is a global rule's lease, `[1][4][fingerprint]`
+//! followed by `Lease`'s own encoding.
 
+use crate::lease::Lease;
 use crate::policy::{Algorithm, Limit};
 
 pub const ENCODED_LEN: usize = 26;
@@ -26,6 +28,7 @@ pub enum State {
     Tat(u64),
     Fixed { window: u64, count: u32 },
     Sliding { window: u64, current: u32, previous: u32 },
+    Lease(Lease),
 }
 
 /// The answer for one rule.
@@ -155,30 +158,44 @@ impl State {
                 (if current > 0 { w + 2 } else { w + 1 }) * per - now
             }
             State::Sliding { window: w, current, .. } if w + 1 == window && current > 0 => (w + 2) * per - now,
+            State::Lease(l) => l.idle_in(now, per),
             _ => 0,
         }
     }
 
-    pub fn encode(self, fingerprint: u64) -> [u8; ENCODED_LEN] {
+    pub fn encode(self, fingerprint: u64) -> Vec<u8> {
+        let mut out = Vec::with_capacity(10 + Lease::ENCODED_LEN);
+        out.push(VERSION);
         let (tag, a, b, c) = match self {
             State::Empty => (0u8, 0u64, 0u32, 0u32),
             State::Tat(t) => (1, t, 0, 0),
             State::Fixed { window, count } => (2, window, count, 0),
             State::Sliding { window, current, previous } => (3, window, current, previous),
+            State::Lease(l) => {
+                out.push(4);
+                out.extend_from_slice(&fingerprint.to_le_bytes());
+                l.encode_into(&mut out);
+                return out;
+            }
         };
-        let mut out = [0u8; ENCODED_LEN];
-        out[0] = VERSION;
-        out[1] = tag;
-        out[2..10].copy_from_slice(&fingerprint.to_le_bytes());
-        out[10..18].copy_from_slice(&a.to_le_bytes());
-        out[18..22].copy_from_slice(&b.to_le_bytes());
-        out[22..26].copy_from_slice(&c.to_le_bytes());
+        out.push(tag);
+        out.extend_from_slice(&fingerprint.to_le_bytes());
+        out.extend_from_slice(&a.to_le_bytes());
+        out.extend_from_slice(&b.to_le_bytes());
+        out.extend_from_slice(&c.to_le_bytes());
         out
     }
 
     /// Decodes a slot; anything malformed reads as an empty slot with
     /// fingerprint 0, which no key has.
     pub fn decode(bytes: &[u8]) -> (u64, State) {
+        if bytes.get(..2) == Some(&[VERSION, 4]) {
+            let fp = bytes.get(2..10).and_then(|s| s.try_into().ok()).map_or(0, u64::from_le_bytes);
+            return match bytes.get(10..).and_then(Lease::decode) {
+                Some(l) => (fp, State::Lease(l)),
+                None => (0, State::Empty),
+            };
+        }
         let Some(b) = bytes.get(..ENCODED_LEN) else {
             return (0, State::Empty);
         };
@@ -357,6 +374,7 @@ mod tests {
             State::Tat(123),
             State::Fixed { window: 9, count: 4 },
             State::Sliding { window: 9, current: 4, previous: 7 },
+            State::Lease(Lease { window: 3, units: 2, used: 1, ..Lease::default() }),
             State::Empty,
         ] {
             let fp = if s == State::Empty { 0 } else { 0xdead_beef };
@@ -367,6 +385,8 @@ mod tests {
         let mut bad_tag = State::Tat(1).encode(7);
         bad_tag[1] = 200;
         assert_eq!(State::decode(&bad_tag), (0, State::Empty));
+        let short_lease = State::Lease(Lease::default()).encode(7);
+        assert_eq!(State::decode(&short_lease[..20]), (0, State::Empty));
     }
 
     #[test]

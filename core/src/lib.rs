@@ -4,8 +4,10 @@
 //! translates between Envoy and these types.
 pub mod bucket;
 pub mod client_ip;
+pub mod counter_api;
 pub mod duration;
 pub mod hash;
+pub mod lease;
 pub mod limiter;
 pub mod path;
 pub mod policy;

@@ -15,14 +15,59 @@
 //! hashed as a marker no real value has, so by default every request lacking
 //! it shares one bucket: leaving a header out never escapes a rule. A rule
 //! with `"missing": "skip"` does not apply to such requests instead.
+//!
+//! A global rule first passes its own bucket (the instance's share of
+//! smoothing, at the full limit), then spends a unit of its lease (see
+//! `lease`). When the lease is empty and the service may still have units,
+//! the decision asks the caller to wait for a reservation (`wait_for`),
+//! having spent nothing; asks that keep leases topped up ahead of need come
+//! back in `refills`. While the counter service is unreachable (`degraded`)
+//! a global rule falls back to its `failure_mode`: `open` enforces
+//! `limit / expected_instances` in a bucket of its own, `closed` refuses.
 
 use crate::bucket::Outcome;
 use crate::client_ip::{client_ip, peer_ip};
+use crate::counter_api::Ask;
 use crate::hash::Fnv;
+use crate::lease::Step;
 use crate::path::{normalize, Params};
-use crate::policy::{HeaderTest, KeyPart, Missing, Policy, Rule};
+use crate::policy::{FailureMode, HeaderTest, KeyPart, Limit, Missing, Policy, Rule, Scope};
 use crate::request::Request;
 use crate::store::{self, SharedStore, StoreError};
+
+/// The circumstances of one decision.
+#[derive(Clone, Copy, Debug)]
+pub struct Ctx {
+    /// Wall-clock nanoseconds since the epoch.
+    pub now: u64,
+    /// The counter service is known to be unreachable.
+    pub degraded: bool,
+    /// The request may wait for a lease (false on the second pass).
+    pub may_wait: bool,
+}
+
+impl Ctx {
+    pub fn at(now: u64) -> Ctx {
+        Ctx { now, degraded: false, may_wait: true }
+    }
+}
+
+/// A reservation to ask the counter service for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseNeed {
+    /// Index into `Policy::rules`.
+    pub rule: usize,
+    /// The lease's slot fingerprint, to apply the answer to.
+    pub fingerprint: u64,
+    pub ask: Ask,
+}
+
+/// What a request spent, to give back if it ends up denied.
+#[derive(Clone, Copy, Debug)]
+enum Spent {
+    Bucket { rule: usize, fingerprint: u64, fallback: bool },
+    Lease { rule: usize, fingerprint: u64, window: u64 },
+}
 
 /// One rule's answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,12 +91,50 @@ pub struct Decision {
     pub tenant: Option<String>,
     /// Shared-data failures; the affected rules let the request pass.
     pub errors: Vec<(usize, StoreError)>,
+    /// Leases to reserve before this request can be decided; nothing was
+    /// spent. Decide again once they are answered.
+    pub wait_for: Vec<LeaseNeed>,
+    /// Leases to top up in the background.
+    pub refills: Vec<LeaseNeed>,
+    /// A global rule with `failure_mode: closed` whose service is down.
+    pub unavailable: Option<usize>,
 }
 
 impl Decision {
+    /// The request passes (it may still have to wait, see `pending`).
     pub fn allowed(&self) -> bool {
-        self.denied_by.is_none()
+        self.denied_by.is_none() && self.unavailable.is_none()
     }
+
+    /// The request waits for `wait_for` before it can be decided.
+    pub fn pending(&self) -> bool {
+        self.allowed() && !self.wait_for.is_empty()
+    }
+}
+
+/// The limit a failing-open global rule enforces in each instance.
+pub fn fallback_limit(policy: &Policy, rule: &Rule) -> Limit {
+    let n = policy.global.as_ref().map_or(1, |g| u64::from(g.expected_instances.max(1)));
+    let share = |v: u64| v.div_ceil(n).max(1);
+    Limit { requests: share(rule.limit.requests), per: rule.limit.per, burst: share(rule.limit.burst) }
+}
+
+/// Applies the counter service's answer to the lease it was asked for.
+/// A rule that no longer exists (the policy changed meanwhile) is skipped.
+pub fn apply_answer(policy: &Policy, store: &dyn SharedStore, need: &LeaseNeed, answer: &crate::lease::Answer, now: u64) -> Result<(), StoreError> {
+    let Some(rule) = policy.rule(&need.ask.rule) else { return Ok(()) };
+    store::lease_update(store, policy.slots, need.fingerprint, &rule.limit, now, |l| ((), Some(l.grant(now, &rule.limit, answer))))
+}
+
+/// Forgets an ask that failed, so that the lease may ask again.
+pub fn forget_ask(policy: &Policy, store: &dyn SharedStore, need: &LeaseNeed, now: u64) -> Result<(), StoreError> {
+    let Some(rule) = policy.rule(&need.ask.rule) else { return Ok(()) };
+    store::lease_update(store, policy.slots, need.fingerprint, &rule.limit, now, |l| ((), Some(crate::lease::Lease { asked_at: 0, ..l })))
+}
+
+/// Slot fingerprints derived from a rule's key fingerprint.
+fn derived(fingerprint: u64, what: &[u8]) -> u64 {
+    Fnv::default().field(&fingerprint.to_le_bytes()).field(what).finish().max(1)
 }
 
 /// Request attributes fetched once and reused by every rule.
@@ -177,24 +260,38 @@ impl<'r> Attrs<'r> {
 
     /// The rule's key hash, or `None` when a part is missing and the rule
     /// skips such requests.
-    fn key(&mut self, policy: &Policy, rule: &Rule, params: &Params) -> Option<u64> {
+    /// For global rules also the key as text, parts joined by `:`, for
+    /// the counter service.
+    fn key(&mut self, policy: &Policy, rule: &Rule, params: &Params) -> Option<(u64, Option<String>)> {
         let mut h = Fnv::default();
         h.field(&rule.identity.to_le_bytes());
-        for part in &rule.key {
-            match self.part(policy, part, params) {
+        let mut text = (rule.scope == Scope::Global).then(String::new);
+        for (i, part) in rule.key.iter().enumerate() {
+            let value = match self.part(policy, part, params) {
                 Some(mut v) => {
                     v.make_ascii_lowercase();
                     h.field(&v);
+                    Some(v)
                 }
                 None if rule.missing == Missing::Skip => return None,
                 // 0xfe never occurs in UTF-8, nor as a whole property value.
                 None => {
                     h.field(&[0xfe]);
+                    None
+                }
+            };
+            if let Some(t) = text.as_mut() {
+                if i > 0 {
+                    t.push(':');
+                }
+                match value {
+                    Some(v) => t.push_str(&String::from_utf8_lossy(&v)),
+                    None => t.push('-'),
                 }
             }
         }
         // 0 marks an empty slot.
-        Some(h.finish().max(1))
+        Some((h.finish().max(1), text))
     }
 }
 
@@ -227,36 +324,45 @@ fn tighter(policy: &Policy, a: &RuleOutcome, b: &RuleOutcome) -> bool {
     u128::from(a.outcome.remaining) * u128::from(lb) < u128::from(b.outcome.remaining) * u128::from(la)
 }
 
-/// Decides one request at wall-clock time `now` (ns since the epoch).
-pub fn decide(policy: &Policy, req: &mut dyn Request, store: &dyn SharedStore, now: u64) -> Decision {
+/// Decides one request.
+pub fn decide(policy: &Policy, req: &mut dyn Request, store: &dyn SharedStore, ctx: Ctx) -> Decision {
+    let now = ctx.now;
     let mut attrs = Attrs::new(req);
     let exempt = policy.exempt_paths.iter().any(|p| p.eq_ignore_ascii_case(&attrs.path));
     let mut d = Decision::default();
-    // Buckets this request spent from, for the refund if it is denied.
-    let mut spent: Vec<(usize, u64)> = Vec::new();
+    let mut spent: Vec<Spent> = Vec::new();
     for (i, rule) in policy.rules.iter().enumerate() {
         let Some(params) = attrs.applies(rule, exempt) else { continue };
-        let Some(fp) = attrs.key(policy, rule, &params) else { continue };
-        let result = if d.denied_by.is_some() {
+        let Some((fp, id)) = attrs.key(policy, rule, &params) else { continue };
+        let denied = !d.allowed();
+        let result = if denied {
             store::peek(store, policy.slots, fp, rule.algorithm, &rule.limit, now, 1)
         } else {
             store::take(store, policy.slots, fp, rule.algorithm, &rule.limit, now, 1)
         };
-        let outcome = match result {
+        let mut outcome = match result {
             Ok(o) => o,
             Err(e) => {
                 d.errors.push((i, e));
                 continue;
             }
         };
+        if outcome.allowed && !denied {
+            spent.push(Spent::Bucket { rule: i, fingerprint: fp, fallback: false });
+            if rule.scope == Scope::Global {
+                let id = id.unwrap_or_default();
+                match global(policy, rule, i, fp, id, store, ctx, &mut d, &mut spent) {
+                    Ok(Some(o)) => outcome = o,
+                    Ok(None) => continue,
+                    Err(e) => d.errors.push((i, e)),
+                }
+            }
+        }
         let ro = RuleOutcome { rule: i, outcome };
         d.applied.push(ro);
         if outcome.allowed {
-            if d.denied_by.is_none() {
-                spent.push((i, fp));
-                if d.tightest.as_ref().is_none_or(|t| tighter(policy, &ro, t)) {
-                    d.tightest = Some(ro);
-                }
+            if !denied && d.tightest.as_ref().is_none_or(|t| tighter(policy, &ro, t)) {
+                d.tightest = Some(ro);
             }
         } else if rule.shadow {
             d.shadow_denied.push(ro);
@@ -264,15 +370,133 @@ pub fn decide(policy: &Policy, req: &mut dyn Request, store: &dyn SharedStore, n
             d.denied_by = Some(ro);
         }
     }
-    if d.denied_by.is_some() {
-        for (i, fp) in spent {
-            let rule = &policy.rules[i];
-            if let Err(e) = store::refund(store, policy.slots, fp, rule.algorithm, &rule.limit, now, 1) {
-                d.errors.push((i, e));
-            }
-        }
+    if !d.allowed() || d.pending() {
+        refund(policy, store, now, &spent, &mut d);
         d.tightest = None;
+        if !d.allowed() {
+            d.wait_for.clear();
+        }
     }
     d.tenant = attrs.tenant(policy);
     d
+}
+
+/// The lease part of a global rule whose own bucket admitted the request.
+/// `Ok(None)`: the rule waits for a reservation (recorded in `d`).
+#[allow(clippy::too_many_arguments)]
+fn global(
+    policy: &Policy,
+    rule: &Rule,
+    i: usize,
+    fp: u64,
+    id: String,
+    store: &dyn SharedStore,
+    ctx: Ctx,
+    d: &mut Decision,
+    spent: &mut Vec<Spent>,
+) -> Result<Option<Outcome>, StoreError> {
+    let now = ctx.now;
+    if ctx.degraded {
+        return fail(policy, rule, i, fp, store, now, d, spent).map(Some);
+    }
+    let lease_fp = derived(fp, b"lease");
+    let (step, lease, refill) = store::lease_update(store, policy.slots, lease_fp, &rule.limit, now, |l| {
+        let (step, mut next) = l.spend(now, &rule.limit);
+        // An exhausted window still reserves the next one ahead of time.
+        let refill = match step {
+            Step::Spent => next.want(now, &rule.limit),
+            Step::Exhausted { .. } => next.want(now, &rule.limit).filter(|(_, ahead)| *ahead),
+            Step::Missing => None,
+        };
+        if refill.is_some() {
+            next.asked_at = now;
+        }
+        ((step, next, refill), Some(next))
+    })?;
+    let ask = |want: u32, next: bool| LeaseNeed {
+        rule: i,
+        fingerprint: lease_fp,
+        ask: Ask {
+            rule: rule.name.clone(),
+            id: id.clone(),
+            limit: rule.limit.requests,
+            window_ms: rule.limit.per.nanos() / 1_000_000,
+            want,
+            next,
+        },
+    };
+    match step {
+        Step::Spent => {
+            spent.push(Spent::Lease { rule: i, fingerprint: lease_fp, window: lease.window });
+            if let Some((want, next)) = refill {
+                d.refills.push(ask(want, next));
+            }
+            let global_left = rule.limit.requests.saturating_sub(u64::from(lease.used)) + u64::from(lease.units);
+            Ok(Some(Outcome { allowed: true, remaining: global_left, reset_ns: lease.ends_at.saturating_sub(now), retry_after_ns: 0 }))
+        }
+        Step::Exhausted { retry_after_ns } => {
+            if let Some((want, next)) = refill {
+                d.refills.push(ask(want, next));
+            }
+            Ok(Some(Outcome { allowed: false, remaining: 0, reset_ns: retry_after_ns, retry_after_ns }))
+        }
+        Step::Missing if ctx.may_wait => {
+            let want = crate::lease::Lease { asked_at: 0, ..lease }.want(now, &rule.limit).map_or(1, |w| w.0);
+            d.wait_for.push(ask(want, false));
+            Ok(None)
+        }
+        Step::Missing => fail(policy, rule, i, fp, store, now, d, spent).map(Some),
+    }
+}
+
+/// A global rule without its counter service: `failure_mode` decides.
+#[allow(clippy::too_many_arguments)]
+fn fail(
+    policy: &Policy,
+    rule: &Rule,
+    i: usize,
+    fp: u64,
+    store: &dyn SharedStore,
+    now: u64,
+    d: &mut Decision,
+    spent: &mut Vec<Spent>,
+) -> Result<Outcome, StoreError> {
+    match rule.failure_mode {
+        FailureMode::Open => {
+            let limit = fallback_limit(policy, rule);
+            let fallback_fp = derived(fp, b"fallback");
+            let o = store::take(store, policy.slots, fallback_fp, rule.algorithm, &limit, now, 1)?;
+            if o.allowed {
+                spent.push(Spent::Bucket { rule: i, fingerprint: fallback_fp, fallback: true });
+            }
+            Ok(o)
+        }
+        FailureMode::Closed => {
+            if d.unavailable.is_none() {
+                d.unavailable = Some(i);
+            }
+            Ok(Outcome { allowed: true, remaining: 0, reset_ns: 0, retry_after_ns: 0 })
+        }
+    }
+}
+
+/// Gives back what a denied (or waiting) request spent.
+fn refund(policy: &Policy, store: &dyn SharedStore, now: u64, spent: &[Spent], d: &mut Decision) {
+    for s in spent {
+        let result = match *s {
+            Spent::Bucket { rule, fingerprint, fallback } => {
+                let r = &policy.rules[rule];
+                let limit = if fallback { fallback_limit(policy, r) } else { r.limit };
+                store::refund(store, policy.slots, fingerprint, r.algorithm, &limit, now, 1).map_err(|e| (rule, e))
+            }
+            Spent::Lease { rule, fingerprint, window } => {
+                let r = &policy.rules[rule];
+                store::lease_update(store, policy.slots, fingerprint, &r.limit, now, |l| ((), Some(l.refund(now, &r.limit, window))))
+                    .map_err(|e| (rule, e))
+            }
+        };
+        if let Err(e) = result {
+            d.errors.push(e);
+        }
+    }
 }

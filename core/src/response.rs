@@ -76,6 +76,28 @@ pub fn denial(policy: &Policy, d: &Decision, now: u64, random: u64) -> Option<Re
     Some(Reply { status: 429, headers, body })
 }
 
+/// The 503 reply when a global rule with `failure_mode: closed` cannot
+/// reach its counter service; `None` otherwise.
+pub fn unavailable(policy: &Policy, d: &Decision) -> Option<Reply> {
+    let rule = &policy.rules[d.unavailable?];
+    let body = format!(
+        concat!(
+            "{{\"error\":\"Service Unavailable\",",
+            "\"message\":\"The rate limit service is unavailable. Please try again later.\",",
+            "\"retryAfter\":1,",
+            "\"limits\":{{\"tier\":{},\"limit\":{},\"window\":\"{}\"}}}}"
+        ),
+        json_string(&rule.name),
+        rule.limit.requests,
+        rule.limit.per,
+    );
+    let headers = vec![
+        ("retry-after".to_string(), "1".to_string()),
+        ("content-type".to_string(), "application/json".to_string()),
+    ];
+    Some(Reply { status: 503, headers, body })
+}
+
 /// Headers for an admitted response: those of the rule closest to its limit.
 pub fn admitted_headers(policy: &Policy, d: &Decision, now: u64) -> Vec<(String, String)> {
     let Some(ro) = d.tightest.as_ref() else { return Vec::new() };

@@ -3,7 +3,7 @@
 //! many keys clients invent.
 //!
 //! Slot key format: `sluice/b/<index>` for `index` in `0..slots`, each value
-//! a 26-byte encoded bucket (see `bucket`). `sluice/slots` records how many
+//! an encoded bucket or lease (see `bucket`). `sluice/slots` records how many
 //! slots exist. A bucket's address is its key hash modulo `slots`; the full
 //! 64-bit hash is stored beside the state as a fingerprint, so collisions are
 //! detected. A key probes [`PROBES`] consecutive slots: its own bucket if
@@ -14,7 +14,8 @@
 //! Every write is a compare-and-swap through [`cas_update`]; Envoy's shared
 //! data is one map behind a mutex, shared by all workers of the instance.
 
-use crate::bucket::{State, ENCODED_LEN};
+use crate::bucket::State;
+use crate::lease::Lease;
 use crate::policy::{Algorithm, Limit};
 
 /// Consecutive slots a key may live in.
@@ -146,7 +147,24 @@ pub fn refund(store: &dyn SharedStore, slots: u32, fingerprint: u64, algorithm: 
     cas_update(store, slots, fingerprint, limit, now, |s| ((), (s != State::Empty).then(|| s.refund(algorithm, limit, now, cost))))
 }
 
-const _: () = assert!(ENCODED_LEN == 26);
+/// Updates the lease of the key hashed to `fingerprint` (see `lease`).
+pub fn lease_update<T>(
+    store: &dyn SharedStore,
+    slots: u32,
+    fingerprint: u64,
+    limit: &Limit,
+    now: u64,
+    mut f: impl FnMut(Lease) -> (T, Option<Lease>),
+) -> Result<T, StoreError> {
+    cas_update(store, slots, fingerprint, limit, now, |s| {
+        let lease = match s {
+            State::Lease(l) => l,
+            _ => Lease::default(),
+        };
+        let (answer, next) = f(lease);
+        (answer, next.map(State::Lease))
+    })
+}
 
 /// An in-memory `SharedStore` with Envoy's semantics (CAS tokens, first
 /// write unconditional), for tests and for `make simulate`.

@@ -5,7 +5,7 @@
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
-use sluice_core::limiter::{decide, Decision};
+use sluice_core::limiter::{decide, Ctx, Decision};
 use sluice_core::policy::Policy;
 use sluice_core::request::MemoryRequest;
 use sluice_core::response::{admitted_headers, denial};
@@ -31,7 +31,7 @@ impl Gateway {
     }
 
     fn send(&self, mut req: MemoryRequest) -> Decision {
-        decide(&self.policy, &mut req, &self.store, self.now)
+        decide(&self.policy, &mut req, &self.store, Ctx::at(self.now))
     }
 
     /// Sends `n` copies of `req` at the current instant; returns admissions.

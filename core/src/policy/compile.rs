@@ -4,10 +4,10 @@
 
 use std::collections::HashMap;
 
-use super::raw::{RawHeader, RawKeyPart, RawLimit, RawPath, RawPathParam, RawPolicy, RawRule};
+use super::raw::{RawGlobal, RawHeader, RawKeyPart, RawLimit, RawPath, RawPathParam, RawPolicy, RawRule};
 use super::{
-    Algorithm, HeaderMatch, HeaderTest, KeyPart, Limit, Mode, Policy, PolicyError, Problem, Rule,
-    MAX_SLOTS, MIN_SLOTS,
+    Algorithm, Global, HeaderMatch, HeaderTest, KeyPart, Limit, Mode, Policy, PolicyError, Problem, Rule,
+    Scope, MAX_SLOTS, MIN_SLOTS,
 };
 use crate::duration::Span;
 use crate::hash::Fnv;
@@ -80,6 +80,7 @@ impl Compiler {
                 }
             }
         }
+        let global = raw.global.and_then(|g| self.global(g));
         let shadow_all = raw.mode == Mode::Shadow;
         let mut rules: Vec<Rule> = Vec::new();
         let mut seen: HashMap<String, usize> = HashMap::new();
@@ -90,12 +91,52 @@ impl Compiler {
             } else {
                 seen.insert(raw_rule.name.clone(), i);
             }
+            if raw_rule.scope == Scope::Global && global.is_none() {
+                self.problem(format!("{at}.scope"), "a global rule needs the policy's `global` section (the counter service's cluster)");
+            }
             if let Some(mut rule) = self.rule(&at, raw_rule, !tenant.is_empty()) {
                 rule.shadow |= shadow_all;
                 rules.push(rule);
             }
         }
-        Policy { slots, trusted_hops, exempt_paths, tenant, rules }
+        Policy { slots, trusted_hops, exempt_paths, tenant, global, rules }
+    }
+
+    fn global(&mut self, raw: RawGlobal) -> Option<Global> {
+        let before = self.problems.len();
+        if raw.cluster.is_empty() {
+            self.problem("global.cluster", "must name the Envoy cluster of the counter service");
+        }
+        if raw.authority.is_empty() {
+            self.problem("global.authority", "must not be empty");
+        }
+        let timeout = match Span::parse(&raw.timeout) {
+            Ok(t) if t.nanos() <= 1_000_000_000 => Some(t),
+            Ok(_) => {
+                self.problem("global.timeout", format!("{:?} is too long: at most 1s, so that no request waits on the counter service", raw.timeout));
+                None
+            }
+            Err(e) => {
+                self.problem("global.timeout", e);
+                None
+            }
+        };
+        if !(1..=1000).contains(&raw.expected_instances) {
+            self.problem("global.expected_instances", format!("must be between 1 and 1000, got {}", raw.expected_instances));
+        }
+        if raw.secret.as_ref().is_some_and(|s| s.is_empty() || !s.bytes().all(|b| (0x21..0x7f).contains(&b))) {
+            self.problem("global.secret", "must be printable ASCII without spaces");
+        }
+        if self.problems.len() > before {
+            return None;
+        }
+        Some(Global {
+            cluster: raw.cluster,
+            authority: raw.authority,
+            timeout: timeout?,
+            expected_instances: raw.expected_instances as u32,
+            secret: raw.secret,
+        })
     }
 
     fn rule(&mut self, at: &str, raw: RawRule, has_tenant: bool) -> Option<Rule> {
@@ -187,6 +228,8 @@ impl Compiler {
             algorithm: raw.algorithm,
             shadow: raw.mode == Mode::Shadow,
             missing: raw.missing,
+            scope: raw.scope,
+            failure_mode: raw.failure_mode,
         })
     }
 

@@ -10,7 +10,7 @@ mod raw;
 
 use std::fmt;
 
-pub use raw::{Algorithm, Missing, Mode};
+pub use raw::{Algorithm, FailureMode, Missing, Mode, Scope};
 
 use crate::duration::Span;
 use crate::path::{PathMatcher, Template};
@@ -30,7 +30,25 @@ pub struct Policy {
     pub exempt_paths: Vec<String>,
     /// Where the tenant comes from: the first source with a value wins.
     pub tenant: Vec<KeyPart>,
+    /// The counter service, when any rule is global.
+    pub global: Option<Global>,
     pub rules: Vec<Rule>,
+}
+
+/// How global rules reach the counter service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Global {
+    /// Envoy cluster of the counter service.
+    pub cluster: String,
+    /// `:authority` of callouts.
+    pub authority: String,
+    /// Callout timeout.
+    pub timeout: Span,
+    /// Envoy instances sharing the service; a failing-open global rule
+    /// enforces `limit / expected_instances` locally.
+    pub expected_instances: u32,
+    /// Value of the `x-sluice-secret` header, when the service wants one.
+    pub secret: Option<String>,
 }
 
 /// One rate-limit rule.
@@ -50,6 +68,8 @@ pub struct Rule {
     pub algorithm: Algorithm,
     pub shadow: bool,
     pub missing: Missing,
+    pub scope: Scope,
+    pub failure_mode: FailureMode,
 }
 
 /// `requests` per `per`, with bursts of at most `burst` (token bucket only;

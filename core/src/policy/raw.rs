@@ -21,7 +21,36 @@ pub struct RawPolicy {
     pub tenant: Vec<RawKeyPart>,
     #[serde(default)]
     pub mode: Mode,
+    pub global: Option<RawGlobal>,
     pub rules: Vec<RawRule>,
+}
+
+fn default_cluster() -> String {
+    "sluice_counter".into()
+}
+fn default_authority() -> String {
+    "sluice-counter".into()
+}
+fn default_timeout() -> String {
+    "50ms".into()
+}
+fn default_instances() -> i64 {
+    1
+}
+
+/// How global rules reach the counter service.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGlobal {
+    #[serde(default = "default_cluster")]
+    pub cluster: String,
+    #[serde(default = "default_authority")]
+    pub authority: String,
+    #[serde(default = "default_timeout")]
+    pub timeout: String,
+    #[serde(default = "default_instances")]
+    pub expected_instances: i64,
+    pub secret: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -39,6 +68,31 @@ pub struct RawRule {
     pub mode: Mode,
     #[serde(default)]
     pub missing: Missing,
+    #[serde(default)]
+    pub scope: Scope,
+    #[serde(default)]
+    pub failure_mode: FailureMode,
+}
+
+/// Where a rule counts: in this Envoy instance, or across every instance
+/// sharing the counter service.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    #[default]
+    Local,
+    Global,
+}
+
+/// What a global rule does while the counter service cannot be reached.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureMode {
+    /// Keep enforcing locally at limit / expected instances.
+    #[default]
+    Open,
+    /// Answer 503.
+    Closed,
 }
 
 #[derive(Debug, Default, Deserialize)]

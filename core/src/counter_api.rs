@@ -1,0 +1,151 @@
+//! The counter service's wire format, as the filter speaks it:
+//! `POST /v1/reserve` with
+//! `{"instance": .., "leases": [{"rule", "id", "limit", "window_ms", "want", "next"}]}`
+//! answered by `{"now_ms": .., "leases": [{"granted", "used", "limit", "window",
+//! "starts_in_ms", "ends_in_ms"}]}` in request order. Anything else in an
+//! answer (wrong length, missing fields, a grant above the request) is an
+//! error, never trusted.
+
+use serde::{Deserialize, Serialize};
+
+use crate::lease::Answer;
+
+pub const RESERVE_PATH: &str = "/v1/reserve";
+pub const SECRET_HEADER: &str = "x-sluice-secret";
+const MS: u64 = 1_000_000;
+
+/// One key to reserve units for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Ask {
+    pub rule: String,
+    pub id: String,
+    pub limit: u64,
+    pub window_ms: u64,
+    pub want: u32,
+    pub next: bool,
+}
+
+#[derive(Serialize)]
+struct ReserveRequest<'a> {
+    instance: &'a str,
+    leases: &'a [Ask],
+}
+
+#[derive(Deserialize)]
+struct ReserveReply {
+    leases: Vec<ReplyLease>,
+}
+
+#[derive(Deserialize)]
+struct ReplyLease {
+    granted: u64,
+    used: u64,
+    window: u64,
+    starts_in_ms: u64,
+    ends_in_ms: u64,
+}
+
+/// Why an answer of the counter service was not usable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CounterError {
+    /// Not the reply format (garbage, truncated, wrong field types).
+    Malformed(String),
+    /// A well-formed reply that contradicts the request.
+    Inconsistent(String),
+    /// An HTTP status other than 200.
+    Status(u32),
+}
+
+impl std::fmt::Display for CounterError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CounterError::Malformed(m) => write!(f, "counter service answered garbage: {m}"),
+            CounterError::Inconsistent(m) => write!(f, "counter service answer does not fit the request: {m}"),
+            CounterError::Status(s) => write!(f, "counter service answered HTTP {s}"),
+        }
+    }
+}
+
+/// The request body for `asks`.
+pub fn reserve_body(instance: &str, asks: &[Ask]) -> Vec<u8> {
+    serde_json::to_vec(&ReserveRequest { instance, leases: asks }).unwrap_or_default()
+}
+
+/// Parses and checks an answer to `asks`.
+pub fn parse_reply(body: &[u8], asks: &[Ask]) -> Result<Vec<Answer>, CounterError> {
+    let reply: ReserveReply = serde_json::from_slice(body).map_err(|e| CounterError::Malformed(e.to_string()))?;
+    if reply.leases.len() != asks.len() {
+        return Err(CounterError::Inconsistent(format!("{} answers for {} asks", reply.leases.len(), asks.len())));
+    }
+    reply
+        .leases
+        .iter()
+        .zip(asks)
+        .map(|(r, a)| {
+            if r.granted > u64::from(a.want) || r.used > a.limit || r.granted > r.used || r.window == 0 {
+                return Err(CounterError::Inconsistent(format!(
+                    "granted {} of {} with {} used of {} in window {}",
+                    r.granted, a.want, r.used, a.limit, r.window
+                )));
+            }
+            if r.ends_in_ms > a.window_ms.saturating_mul(2) || r.starts_in_ms > a.window_ms {
+                return Err(CounterError::Inconsistent(format!("window timing {}..{} ms", r.starts_in_ms, r.ends_in_ms)));
+            }
+            Ok(Answer {
+                granted: u32::try_from(r.granted).unwrap_or(0),
+                used: u32::try_from(r.used).unwrap_or(u32::MAX),
+                window: r.window,
+                starts_in_ns: r.starts_in_ms.saturating_mul(MS),
+                ends_in_ns: r.ends_in_ms.saturating_mul(MS),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+
+    fn ask(want: u32) -> Ask {
+        Ask { rule: "per-tenant".into(), id: "tenant-1".into(), limit: 100, window_ms: 1000, want, next: false }
+    }
+
+    #[test]
+    fn body_has_the_documented_shape() {
+        let body = reserve_body("sluice-0", &[ask(20)]);
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(
+            v,
+            serde_json::json!({"instance": "sluice-0", "leases": [
+                {"rule": "per-tenant", "id": "tenant-1", "limit": 100, "window_ms": 1000, "want": 20, "next": false}]})
+        );
+    }
+
+    #[test]
+    fn good_answers_parse() {
+        let body = br#"{"now_ms": 1, "leases": [{"granted": 20, "used": 60, "limit": 100, "window": 7, "starts_in_ms": 0, "ends_in_ms": 400}]}"#;
+        let got = parse_reply(body, &[ask(20)]).expect("ok");
+        assert_eq!(got, vec![Answer { granted: 20, used: 60, window: 7, starts_in_ns: 0, ends_in_ns: 400 * MS }]);
+    }
+
+    #[test]
+    fn garbage_and_contradictions_are_refused() {
+        let cases: &[&[u8]] = &[
+            b"",
+            b"<html>503</html>",
+            br#"{"leases": [{"granted": "x"}]}"#,
+            br#"{"leases": []}"#,
+            br#"{"leases": [{"granted": 21, "used": 60, "window": 7, "starts_in_ms": 0, "ends_in_ms": 400}]}"#,
+            br#"{"leases": [{"granted": 5, "used": 101, "window": 7, "starts_in_ms": 0, "ends_in_ms": 400}]}"#,
+            br#"{"leases": [{"granted": 5, "used": 4, "window": 7, "starts_in_ms": 0, "ends_in_ms": 400}]}"#,
+            br#"{"leases": [{"granted": 5, "used": 50, "window": 7, "starts_in_ms": 0, "ends_in_ms": 99999}]}"#,
+            br#"{"leases": [{"granted": -1, "used": 50, "window": 7, "starts_in_ms": 0, "ends_in_ms": 10}]}"#,
+        ];
+        for body in cases {
+            assert!(parse_reply(body, &[ask(20)]).is_err(), "{}", String::from_utf8_lossy(body));
+        }
+    }
+}

@@ -1,0 +1,337 @@
+//! Leases: a global rule's share of its limit, reserved from the counter
+//! service for one window and spent locally, so that no request waits on
+//! Redis.
+//!
+//! The counter service counts fixed windows (`floor(server_ms / per)`) and
+//! never reserves more than the limit in one, so the instances together can
+//! never admit more than the limit per window. Each instance keeps, per key,
+//! one `Lease` in a shared-data slot (all workers spend from it with
+//! compare-and-swap): the units left for the current window, what the
+//! service said was reserved in it (`used`), and a reservation for the next
+//! window made ahead of time. Requests counted per window (`seen`) size the
+//! next ask: an instance asks for what it expects to spend, never more than
+//! the global budget left, so unused units (the only source of
+//! under-admission) stay few.
+//!
+//! Everything here is arithmetic on values; the filter does the callouts.
+
+use crate::policy::Limit;
+
+/// What a request found in the lease.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// One unit was spent.
+    Spent,
+    /// The global budget of this window is gone.
+    Exhausted { retry_after_ns: u64 },
+    /// No unit here, and the service may still have some: ask it.
+    Missing,
+}
+
+/// One answer of the counter service for a key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Answer {
+    pub granted: u32,
+    /// Units reserved in that window, all instances, after this grant.
+    pub used: u32,
+    /// The service's window index.
+    pub window: u64,
+    /// 0 for the current window; else nanoseconds until it starts.
+    pub starts_in_ns: u64,
+    /// Nanoseconds until that window ends.
+    pub ends_in_ns: u64,
+}
+
+/// A key's lease, as stored in its slot. `window == 0` means unknown.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Lease {
+    pub window: u64,
+    pub units: u32,
+    pub used: u32,
+    /// Local wall-clock ns at which `window` ends.
+    pub ends_at: u64,
+    pub next_units: u32,
+    pub next_used: u32,
+    /// Requests that wanted a unit in `window` and in the window before.
+    pub seen: u32,
+    pub seen_before: u32,
+    /// When a refill was asked for and not yet answered (0: none).
+    pub asked_at: u64,
+}
+
+/// An ask counts as lost after this long without an answer.
+pub const ASK_EXPIRES_NS: u64 = 500_000_000;
+
+impl Lease {
+    /// The lease as of `now`: when the window ended, the next window's
+    /// reservation becomes current and the counts move back one window.
+    pub fn roll(mut self, now: u64, per: u64) -> Lease {
+        if self.window == 0 || now < self.ends_at {
+            return self;
+        }
+        let passed = (now - self.ends_at) / per.max(1) + 1;
+        let had_next = self.next_units > 0 || self.next_used > 0;
+        self.seen_before = if passed == 1 { self.seen } else { 0 };
+        self.seen = 0;
+        if passed == 1 && had_next {
+            self.window += 1;
+            self.units = self.next_units;
+            self.used = self.next_used;
+            self.ends_at = self.ends_at.saturating_add(per);
+        } else {
+            self = Lease { seen_before: self.seen_before, asked_at: self.asked_at, ..Lease::default() };
+        }
+        self.next_units = 0;
+        self.next_used = 0;
+        self
+    }
+
+    /// A request wants one unit at `now`.
+    pub fn spend(self, now: u64, limit: &Limit) -> (Step, Lease) {
+        let mut l = self.roll(now, limit.per.nanos());
+        l.seen = l.seen.saturating_add(1);
+        let step = if l.units > 0 {
+            l.units -= 1;
+            Step::Spent
+        } else if l.window != 0 && u64::from(l.used) >= limit.requests {
+            Step::Exhausted { retry_after_ns: l.ends_at.saturating_sub(now).max(1) }
+        } else {
+            Step::Missing
+        };
+        (step, l)
+    }
+
+    /// Gives back a unit spent by a request that another rule denied. The
+    /// request still counts in `seen`: demand, not admissions, sizes asks.
+    pub fn refund(self, now: u64, limit: &Limit, window: u64) -> Lease {
+        let mut l = self.roll(now, limit.per.nanos());
+        if l.window == window && window != 0 {
+            l.units = l.units.saturating_add(1);
+        }
+        l
+    }
+
+    /// Applies the service's answer, received at `now`.
+    pub fn grant(self, now: u64, limit: &Limit, a: &Answer) -> Lease {
+        let per = limit.per.nanos();
+        let mut l = self.roll(now, per);
+        l.asked_at = 0;
+        if a.starts_in_ns == 0 {
+            if l.window == a.window {
+                l.units = l.units.saturating_add(a.granted);
+                l.used = l.used.max(a.used);
+            } else if a.window > l.window {
+                if l.window != 0 && l.window + 1 == a.window {
+                    // Our clock lags the service's: what we held as the
+                    // next window is the service's current one.
+                    l.units = l.next_units;
+                    l.used = l.next_used;
+                    l.next_units = 0;
+                    l.next_used = 0;
+                    l.seen_before = l.seen;
+                    l.seen = 0;
+                } else {
+                    l.units = 0;
+                    l.used = 0;
+                }
+                l.window = a.window;
+                l.units = l.units.saturating_add(a.granted);
+                l.used = l.used.max(a.used);
+                l.ends_at = now.saturating_add(a.ends_in_ns);
+            }
+        } else if l.window == 0 {
+            l.window = a.window.saturating_sub(1);
+            l.ends_at = now.saturating_add(a.starts_in_ns);
+            l.next_units = a.granted;
+            l.next_used = a.used;
+        } else if l.window + 1 == a.window {
+            l.next_units = l.next_units.saturating_add(a.granted);
+            l.next_used = l.next_used.max(a.used);
+        }
+        l
+    }
+
+    /// Requests expected in a whole window, from the last two windows.
+    fn rate(&self, now: u64, per: u64) -> u64 {
+        let elapsed = if self.window == 0 { per } else { per.saturating_sub(self.ends_at.saturating_sub(now)).max(per / 10).max(1) };
+        let current = u64::from(self.seen) * per / elapsed;
+        current.max(u64::from(self.seen_before)).max(1)
+    }
+
+    /// What to ask the service for now, if anything: `(units, next_window)`.
+    /// A refill is due when the units left would last less than half of the
+    /// rest of the window at the observed rate; it asks for the rest of the
+    /// window plus an eighth, never more than the global budget left. In the
+    /// last quarter of a window it asks for the next one.
+    pub fn want(&self, now: u64, limit: &Limit) -> Option<(u32, bool)> {
+        let per = limit.per.nanos().max(1);
+        if self.asked_at != 0 && now.saturating_sub(self.asked_at) < ASK_EXPIRES_NS {
+            return None;
+        }
+        let rate = self.rate(now, per);
+        let cap = |n: u64| u32::try_from(n.min(limit.requests)).unwrap_or(u32::MAX).max(1);
+        if self.window == 0 {
+            return Some((cap(rate + rate / 8), false));
+        }
+        let left_ns = self.ends_at.saturating_sub(now);
+        let needed = rate.saturating_mul(left_ns) / per;
+        let budget = limit.requests.saturating_sub(u64::from(self.used));
+        let units = u64::from(self.units);
+        if units.saturating_mul(2) < needed && budget > 0 {
+            return Some((cap((needed + rate / 8 + 1 - units).min(budget)), false));
+        }
+        if left_ns <= per / 4 && self.next_units == 0 && self.next_used == 0 {
+            return Some((cap(rate + rate / 8 + 1), true));
+        }
+        None
+    }
+
+    /// Nanoseconds until the lease holds nothing worth keeping.
+    pub fn idle_in(&self, now: u64, per: u64) -> u64 {
+        if self.window == 0 {
+            return 0;
+        }
+        let end = if self.next_units > 0 || self.next_used > 0 { self.ends_at.saturating_add(per) } else { self.ends_at };
+        end.saturating_sub(now)
+    }
+
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        for v in [self.window, self.ends_at, self.asked_at] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        for v in [self.units, self.used, self.next_units, self.next_used, self.seen, self.seen_before] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+
+    /// Length of `encode_into`'s output.
+    pub const ENCODED_LEN: usize = 3 * 8 + 6 * 4;
+
+    pub fn decode(b: &[u8]) -> Option<Lease> {
+        let u64_at = |i: usize| b.get(i..i + 8).and_then(|s| s.try_into().ok()).map(u64::from_le_bytes);
+        let u32_at = |i: usize| b.get(i..i + 4).and_then(|s| s.try_into().ok()).map(u32::from_le_bytes);
+        Some(Lease {
+            window: u64_at(0)?,
+            ends_at: u64_at(8)?,
+            asked_at: u64_at(16)?,
+            units: u32_at(24)?,
+            used: u32_at(28)?,
+            next_units: u32_at(32)?,
+            next_used: u32_at(36)?,
+            seen: u32_at(40)?,
+            seen_before: u32_at(44)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+    use crate::duration::Span;
+
+    const S: u64 = 1_000_000_000;
+
+    fn limit(n: u64) -> Limit {
+        Limit { requests: n, per: Span::from_secs(1), burst: n }
+    }
+
+    fn answer(granted: u32, used: u32, window: u64, ends_in_ns: u64) -> Answer {
+        Answer { granted, used, window, starts_in_ns: 0, ends_in_ns }
+    }
+
+    #[test]
+    fn spends_what_was_granted_then_asks() {
+        let l = limit(100);
+        let now = 10 * S;
+        let (step, lease) = Lease::default().spend(now, &l);
+        assert_eq!(step, Step::Missing);
+        assert_eq!(lease.want(now, &l), Some((1, false)));
+        let lease = lease.grant(now, &l, &answer(3, 3, 10, S));
+        let mut lease = lease;
+        for _ in 0..3 {
+            let (step, next) = lease.spend(now, &l);
+            assert_eq!(step, Step::Spent);
+            lease = next;
+        }
+        assert_eq!(lease.spend(now, &l).0, Step::Missing);
+    }
+
+    #[test]
+    fn an_exhausted_window_denies_without_asking() {
+        let l = limit(10);
+        let now = 10 * S + S / 2;
+        let lease = Lease::default().grant(now, &l, &answer(2, 10, 10, S / 2));
+        let (_, lease) = lease.spend(now, &l);
+        let (_, lease) = lease.spend(now, &l);
+        let (step, _) = lease.spend(now, &l);
+        assert_eq!(step, Step::Exhausted { retry_after_ns: S / 2 });
+    }
+
+    #[test]
+    fn the_next_window_is_reserved_ahead_and_takes_over() {
+        let l = limit(100);
+        let start = 10 * S;
+        let mut lease = Lease::default().grant(start, &l, &answer(100, 100, 10, S));
+        // 100 requests over the window; in its last quarter it wants the next.
+        for i in 0..100 {
+            lease = lease.spend(start + i * S / 100, &l).1;
+        }
+        let late = start + 4 * S / 5;
+        let (want, next) = lease.want(late, &l).expect("asks ahead");
+        assert!(next);
+        assert!((100..=120).contains(&want), "{want}");
+        lease = lease.grant(late, &l, &Answer { granted: 100, used: 100, window: 11, starts_in_ns: S / 5, ends_in_ns: 6 * S / 5 });
+        let (step, rolled) = lease.spend(start + S + 1, &l);
+        assert_eq!(step, Step::Spent);
+        assert_eq!((rolled.window, rolled.units, rolled.seen_before), (11, 99, 100));
+    }
+
+    #[test]
+    fn refills_never_exceed_the_budget_left() {
+        let l = limit(100);
+        let now = 10 * S;
+        // Busy: 80 seen in the first fifth of the window, 5 units left,
+        // the service had 90 reserved in all.
+        let lease = Lease { window: 10, units: 5, used: 90, ends_at: now + 4 * S / 5, seen: 80, ..Lease::default() };
+        let (want, next) = lease.want(now, &l).expect("refill");
+        assert!(!next);
+        assert_eq!(want, 10, "all the budget left, no more");
+        let asked = Lease { asked_at: now, ..lease };
+        assert_eq!(asked.want(now + 1, &l), None, "one ask in flight at a time");
+        assert!(asked.want(now + ASK_EXPIRES_NS, &l).is_some(), "a lost ask expires");
+    }
+
+    #[test]
+    fn a_window_without_reservation_starts_empty() {
+        let l = limit(100);
+        let lease = Lease { window: 10, units: 7, used: 50, ends_at: 11 * S, seen: 9, ..Lease::default() };
+        let rolled = lease.roll(11 * S + 1, S);
+        assert_eq!((rolled.window, rolled.units, rolled.seen_before), (0, 0, 9));
+        let far = lease.roll(15 * S, S);
+        assert_eq!(far.seen_before, 0);
+        assert_eq!(lease.spend(11 * S + 1, &l).0, Step::Missing);
+    }
+
+    #[test]
+    fn refund_returns_the_unit_to_its_window() {
+        let l = limit(100);
+        let lease = Lease::default().grant(S, &l, &answer(1, 1, 1, S));
+        let (_, spent) = lease.spend(S, &l);
+        assert_eq!(spent.units, 0);
+        assert_eq!(spent.refund(S, &l, 1).units, 1);
+        assert_eq!(spent.refund(S, &l, 2).units, 0, "another window's unit is not ours");
+    }
+
+    #[test]
+    fn encoding_round_trips() {
+        let lease = Lease { window: 1, units: 2, used: 3, ends_at: 4, next_units: 5, next_used: 6, seen: 7, seen_before: 8, asked_at: 9 };
+        let mut out = Vec::new();
+        lease.encode_into(&mut out);
+        assert_eq!(out.len(), Lease::ENCODED_LEN);
+        assert_eq!(Lease::decode(&out), Some(lease));
+        assert_eq!(Lease::decode(&out[..10]), None);
+    }
+}

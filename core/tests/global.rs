@@ -1,0 +1,218 @@
+//! Global rules decided in the core: leases, several instances sharing a
+//! counter, and the failure modes. The counter here is an in-memory fake
+//! with the service's contract (never more than the limit per window);
+//! the real service and Redis are tested in `counter/` and in real Envoy.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
+use std::collections::HashMap;
+
+use sluice_core::counter_api::Ask;
+use sluice_core::lease::Answer;
+use sluice_core::limiter::{apply_answer, decide, Ctx, Decision, LeaseNeed};
+use sluice_core::policy::Policy;
+use sluice_core::request::MemoryRequest;
+use sluice_core::response::unavailable;
+use sluice_core::store::{ensure_slots, MemoryStore};
+
+const S: u64 = 1_000_000_000;
+const MS: u64 = 1_000_000;
+const T0: u64 = 1_763_382_885 * S;
+
+fn policy(mode: &str, instances: u32) -> Policy {
+    Policy::from_json(&format!(
+        r#"{{"global": {{"expected_instances": {instances}}}, "tenant": [{{"header": "x-tenant-id"}}], "rules": [
+        {{"name": "per-tenant", "scope": "global", "failure_mode": "{mode}", "key": ["tenant"], "limit": {{"requests": 100, "per": "1s"}}}},
+        {{"name": "tools-invoke", "scope": "global", "failure_mode": "{mode}", "match": {{"paths": [{{"exact": "/api/v1/tools/invoke"}}]}},
+          "key": ["tenant"], "limit": {{"requests": 20, "per": "1s"}}}}
+    ]}}"#
+    ))
+    .expect("policy")
+}
+
+/// The counter service's contract, in memory: fixed windows on its clock.
+#[derive(Default)]
+struct FakeCounter {
+    used: HashMap<(String, String, u64), u64>,
+    calls: u64,
+}
+
+impl FakeCounter {
+    fn reserve(&mut self, asks: &[Ask], now: u64) -> Vec<Answer> {
+        self.calls += 1;
+        asks.iter()
+            .map(|a| {
+                let per = a.window_ms * MS;
+                let window = now / per + u64::from(a.next);
+                let used = self.used.entry((a.rule.clone(), a.id.clone(), window)).or_default();
+                let granted = u64::from(a.want).min(a.limit - *used);
+                *used += granted;
+                Answer {
+                    granted: granted as u32,
+                    used: *used as u32,
+                    window,
+                    starts_in_ns: if a.next { (window * per).saturating_sub(now) } else { 0 },
+                    ends_in_ns: (window + 1) * per - now,
+                }
+            })
+            .collect()
+    }
+}
+
+struct Instance {
+    policy: Policy,
+    store: MemoryStore,
+    refills: Vec<LeaseNeed>,
+}
+
+impl Instance {
+    fn new(policy: Policy) -> Instance {
+        let store = MemoryStore::default();
+        ensure_slots(&store, policy.slots).unwrap();
+        Instance { policy, store, refills: Vec::new() }
+    }
+
+    fn answer(&self, needs: &[LeaseNeed], answers: &[Answer], now: u64) {
+        for (n, a) in needs.iter().zip(answers) {
+            apply_answer(&self.policy, &self.store, n, a, now).unwrap();
+        }
+    }
+
+    /// One request the way the filter handles it: wait for a lease when
+    /// told to, then decide again.
+    fn send(&mut self, counter: &mut FakeCounter, req: &MemoryRequest, now: u64) -> Decision {
+        let d = decide(&self.policy, &mut req.clone(), &self.store, Ctx::at(now));
+        self.refills.extend(d.refills.iter().cloned());
+        if !d.pending() {
+            return d;
+        }
+        let asks: Vec<Ask> = d.wait_for.iter().map(|n| n.ask.clone()).collect();
+        let answers = counter.reserve(&asks, now);
+        self.answer(&d.wait_for, &answers, now);
+        let again = decide(&self.policy, &mut req.clone(), &self.store, Ctx { now, degraded: false, may_wait: false });
+        self.refills.extend(again.refills.iter().cloned());
+        again
+    }
+
+    /// The root context's tick: one batched call for every refill.
+    fn tick(&mut self, counter: &mut FakeCounter, now: u64) {
+        if self.refills.is_empty() {
+            return;
+        }
+        let needs = std::mem::take(&mut self.refills);
+        let asks: Vec<Ask> = needs.iter().map(|n| n.ask.clone()).collect();
+        let answers = counter.reserve(&asks, now);
+        self.answer(&needs, &answers, now);
+    }
+}
+
+fn tenant(path: &str, t: &str) -> MemoryRequest {
+    MemoryRequest::new("POST", path).header("x-tenant-id", t)
+}
+
+#[test]
+fn a_first_request_waits_for_a_lease_and_spends_nothing_meanwhile() {
+    let mut inst = Instance::new(policy("open", 1));
+    let mut counter = FakeCounter::default();
+    let req = tenant("/x", "t1");
+    let d = decide(&inst.policy, &mut req.clone(), &inst.store, Ctx::at(T0));
+    assert!(d.pending());
+    assert_eq!(d.wait_for.len(), 1);
+    assert_eq!(d.wait_for[0].ask.rule, "per-tenant");
+    assert_eq!(d.wait_for[0].ask.id, "t1");
+    assert_eq!(d.wait_for[0].ask.window_ms, 1000);
+    assert_eq!(counter.calls, 0);
+    let d = inst.send(&mut counter, &req, T0);
+    assert!(d.allowed() && !d.pending());
+    assert_eq!(counter.calls, 1);
+}
+
+#[test]
+fn instances_sharing_a_counter_admit_the_limit_and_rarely_call() {
+    // 3 instances, traffic spread over them at 3x each limit for 10 s.
+    let mut counter = FakeCounter::default();
+    let mut instances: Vec<Instance> = (0..3).map(|_| Instance::new(policy("open", 3))).collect();
+    let (mut tenant_ok, mut invoke_ok) = (0u64, 0u64);
+    // Ten whole windows: the limits allow 1000 and 200.
+    let start = T0;
+    let end = start + 10 * S;
+    let mut now = start;
+    let mut i = 0u64;
+    let mut next_tick = start;
+    while now < end {
+        // 300 req/s to /other for tenant-a, 60 req/s to invoke for tenant-b.
+        let inst = &mut instances[(i % 3) as usize];
+        if inst.send(&mut counter, &tenant("/other", "tenant-a"), now).allowed() {
+            tenant_ok += 1;
+        }
+        if i % 5 == 0 && inst.send(&mut counter, &tenant("/api/v1/tools/invoke", "tenant-b"), now).allowed() {
+            invoke_ok += 1;
+        }
+        if now >= next_tick {
+            for inst in &mut instances {
+                inst.tick(&mut counter, now);
+            }
+            next_tick += 50 * MS;
+        }
+        now += S / 300;
+        i += 1;
+    }
+    println!("per-tenant {tenant_ok}/1000, invoke {invoke_ok}/200, calls {}", counter.calls);
+    assert!((950..=1000).contains(&tenant_ok), "{tenant_ok}");
+    assert!((180..=200).contains(&invoke_ok), "{invoke_ok}");
+    let per_admitted = counter.calls as f64 / (tenant_ok + invoke_ok) as f64;
+    assert!(per_admitted <= 0.05, "{} calls for {} admitted", counter.calls, tenant_ok + invoke_ok);
+}
+
+#[test]
+fn an_exhausted_window_is_denied_until_it_ends() {
+    let mut a = Instance::new(policy("open", 2));
+    let mut b = Instance::new(policy("open", 2));
+    let mut counter = FakeCounter::default();
+    let now = T0 + 200 * MS;
+    let req = tenant("/api/v1/tools/invoke", "t");
+    let admitted = (0..30).filter(|_| a.send(&mut counter, &req, now).allowed()).count()
+        + (0..30).filter(|_| b.send(&mut counter, &req, now).allowed()).count();
+    assert_eq!(admitted, 20);
+    let d = b.send(&mut counter, &req, now);
+    let denied = d.denied_by.expect("denied");
+    assert_eq!(b.policy.rules[denied.rule].name, "tools-invoke");
+    assert_eq!(denied.outcome.retry_after_ns, 800 * MS);
+    // The next window opens the budget again.
+    assert!(b.send(&mut counter, &req, now + S).allowed());
+}
+
+#[test]
+fn failing_open_enforces_the_instance_share() {
+    let inst = Instance::new(policy("open", 4));
+    let degraded = Ctx { now: T0, degraded: true, may_wait: true };
+    let req = tenant("/api/v1/tools/invoke", "t");
+    let admitted = (0..20)
+        .filter(|_| decide(&inst.policy, &mut req.clone(), &inst.store, degraded).allowed())
+        .count();
+    assert_eq!(admitted, 5, "20/s over 4 instances");
+}
+
+#[test]
+fn failing_closed_refuses_with_503() {
+    let inst = Instance::new(policy("closed", 1));
+    let d = decide(&inst.policy, &mut tenant("/x", "t"), &inst.store, Ctx { now: T0, degraded: true, may_wait: true });
+    assert!(!d.allowed());
+    let reply = unavailable(&inst.policy, &d).expect("503");
+    assert_eq!(reply.status, 503);
+    let body: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+    assert_eq!(body["limits"]["tier"], "per-tenant");
+    assert_eq!(body["error"], "Service Unavailable");
+}
+
+#[test]
+fn a_failed_wait_falls_back_per_failure_mode() {
+    let inst = Instance::new(policy("open", 2));
+    // Second pass without a lease (the callout failed): open -> local share.
+    let ctx = Ctx { now: T0, degraded: false, may_wait: false };
+    let req = tenant("/api/v1/tools/invoke", "t");
+    let admitted = (0..20).filter(|_| decide(&inst.policy, &mut req.clone(), &inst.store, ctx).allowed()).count();
+    assert_eq!(admitted, 10);
+}
