@@ -147,7 +147,7 @@ fn instances_sharing_a_counter_admit_the_limit_and_rarely_call() {
         if inst.send(&mut counter, &tenant("/other", "tenant-a"), now).allowed() {
             tenant_ok += 1;
         }
-        if i % 5 == 0 && inst.send(&mut counter, &tenant("/api/v1/tools/invoke", "tenant-b"), now).allowed() {
+        if i.is_multiple_of(5) && inst.send(&mut counter, &tenant("/api/v1/tools/invoke", "tenant-b"), now).allowed() {
             invoke_ok += 1;
         }
         if now >= next_tick {
