@@ -1,30 +1,83 @@
 //! The HTTP context: asks the core for a decision on the request headers,
-//! answers 429 itself when denied, and adds the rate-limit headers to the
-//! upstream's response when admitted.
+//! answers 429 (or 503) itself when denied, and adds the rate-limit headers
+//! to the upstream's response when admitted. When a global rule has no
+//! lease yet, the request stays paused for one reserve call (bounded by the
+//! policy's timeout) and is then decided again.
 
 use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
-use sluice_core::limiter::{decide, Ctx};
+use sluice_core::coordination::degraded_since;
+use sluice_core::limiter::{decide, Ctx, Decision, LeaseNeed};
 use sluice_core::policy::Policy;
-use sluice_core::response::{admitted_headers, denial};
+use sluice_core::response::{admitted_headers, denial, unavailable};
 
+use crate::callout;
+use crate::global;
 use crate::host::{now_ns, HostRequest, HostStore, Jitter};
 
 pub struct SluiceFilter {
     policy: Option<Rc<Policy>>,
+    queue: Option<u32>,
+    instance: Rc<str>,
     jitter: Jitter,
     response_headers: Vec<(String, String)>,
+    /// The reserve call this request waits for.
+    waiting: Option<(u32, Vec<LeaseNeed>)>,
 }
 
 impl SluiceFilter {
-    pub fn new(policy: Option<Rc<Policy>>, jitter: Jitter) -> SluiceFilter {
-        SluiceFilter { policy, jitter, response_headers: Vec::new() }
+    pub fn new(policy: Option<Rc<Policy>>, queue: Option<u32>, instance: Rc<str>, jitter: Jitter) -> SluiceFilter {
+        SluiceFilter { policy, queue, instance, jitter, response_headers: Vec::new(), waiting: None }
+    }
+
+    fn decide(&mut self, policy: &Policy, ctx: Ctx) -> Decision {
+        let decision = decide(policy, &mut HostRequest, &HostStore, ctx);
+        for (rule, e) in &decision.errors {
+            log::warn!("rule {} let a request pass: {e}", policy.rules[*rule].name);
+        }
+        global::enqueue(self.queue, &decision.refills);
+        decision
+    }
+
+    /// Answers a final decision: a local reply, or headers for later.
+    fn finish(&mut self, policy: &Policy, d: &Decision, now: u64) -> Action {
+        let reply = unavailable(policy, d).or_else(|| denial(policy, d, now, self.jitter.next()));
+        if let Some(reply) = reply {
+            let headers: Vec<(&str, &str)> = reply.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            self.send_http_response(reply.status, headers, Some(reply.body.as_bytes()));
+            return Action::Pause;
+        }
+        self.response_headers = admitted_headers(policy, d, now);
+        Action::Continue
     }
 }
 
-impl Context for SluiceFilter {}
+impl Context for SluiceFilter {
+    fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
+        let (Some(policy), Some((expected, needs))) = (self.policy.clone(), self.waiting.take()) else { return };
+        if token != expected {
+            return;
+        }
+        let now = now_ns();
+        let ctx = match callout::answers(&needs, body_size) {
+            Ok(answers) => {
+                global::apply(&policy, &needs, &answers, now);
+                global::reachable(true, now, "");
+                Ctx { now, degraded: false, may_wait: false }
+            }
+            Err(e) => {
+                global::reachable(false, now, &e.to_string());
+                Ctx { now, degraded: true, may_wait: false }
+            }
+        };
+        let d = self.decide(&policy, ctx);
+        if self.finish(&policy, &d, now) == Action::Continue {
+            self.resume_http_request();
+        }
+    }
+}
 
 impl HttpContext for SluiceFilter {
     fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
@@ -32,17 +85,24 @@ impl HttpContext for SluiceFilter {
             return Action::Continue;
         };
         let now = now_ns();
-        let decision = decide(&policy, &mut HostRequest, &HostStore, Ctx::at(now));
-        for (rule, e) in &decision.errors {
-            log::warn!("rule {} let a request pass: {e}", policy.rules[*rule].name);
+        let degraded = policy.global.is_some() && degraded_since(&HostStore).is_some();
+        let d = self.decide(&policy, Ctx { now, degraded, may_wait: true });
+        if d.pending() {
+            if let Some(settings) = policy.global.as_ref() {
+                match callout::reserve(settings, &self.instance, &d.wait_for) {
+                    Ok(token) => {
+                        self.waiting = Some((token, d.wait_for));
+                        return Action::Pause;
+                    }
+                    Err(e) => {
+                        global::reachable(false, now, &e);
+                        let d = self.decide(&policy, Ctx { now, degraded: true, may_wait: false });
+                        return self.finish(&policy, &d, now);
+                    }
+                }
+            }
         }
-        if let Some(reply) = denial(&policy, &decision, now, self.jitter.next()) {
-            let headers: Vec<(&str, &str)> = reply.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            self.send_http_response(reply.status, headers, Some(reply.body.as_bytes()));
-            return Action::Pause;
-        }
-        self.response_headers = admitted_headers(&policy, &decision, now);
-        Action::Continue
+        self.finish(&policy, &d, now)
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {

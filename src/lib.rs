@@ -8,7 +8,11 @@
 pub use sluice_core as core;
 
 #[cfg(target_os = "wasi")]
+mod callout;
+#[cfg(target_os = "wasi")]
 mod filter;
+#[cfg(target_os = "wasi")]
+mod global;
 #[cfg(target_os = "wasi")]
 mod host;
 #[cfg(target_os = "wasi")]

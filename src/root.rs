@@ -2,23 +2,119 @@
 //! (re)configuration and hands it to each new HTTP context. A refused policy
 //! makes `on_configure` return false, which makes Envoy keep the previous
 //! configuration.
+//!
+//! With global rules, every root ticks; the one elected leader of the
+//! instance drains the refill queue into batched reserve calls and, while
+//! the counter service is down, probes it once a second.
 
+use std::collections::HashMap;
 use std::rc::Rc;
+use std::time::Duration;
 
+use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
+use sluice_core::coordination::{degraded_since, try_lead};
+use sluice_core::limiter::LeaseNeed;
 use sluice_core::policy::Policy;
 use sluice_core::store::ensure_slots;
 
+use crate::callout;
 use crate::filter::SluiceFilter;
-use crate::host::{HostStore, Jitter};
+use crate::global::{self, REFILL_QUEUE};
+use crate::host::{now_ns, HostStore, Jitter};
 
-#[derive(Default)]
-pub struct SluiceRoot {
-    policy: Option<Rc<Policy>>,
+const TICK: Duration = Duration::from_millis(50);
+const LEADER_TERM_NS: u64 = 4 * 50_000_000;
+const PROBE_EVERY_NS: u64 = 1_000_000_000;
+/// Most asks in one reserve call (the service takes up to 256).
+const BATCH: usize = 256;
+
+/// What a root context's callout was for.
+enum Call {
+    Reserve(Vec<LeaseNeed>),
+    Probe,
 }
 
-impl Context for SluiceRoot {}
+pub struct SluiceRoot {
+    policy: Option<Rc<Policy>>,
+    me: u32,
+    queue: Option<u32>,
+    instance: Rc<str>,
+    calls: HashMap<u32, Call>,
+    last_probe: u64,
+}
+
+impl Default for SluiceRoot {
+    fn default() -> Self {
+        SluiceRoot {
+            policy: None,
+            me: u32::try_from(Jitter::seeded().next() & 0xffff_ffff).unwrap_or(1),
+            queue: None,
+            instance: Rc::from("sluice"),
+            calls: HashMap::new(),
+            last_probe: 0,
+        }
+    }
+}
+
+impl Context for SluiceRoot {
+    fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
+        let now = now_ns();
+        match self.calls.remove(&token) {
+            Some(Call::Reserve(needs)) => {
+                let Some(policy) = self.policy.clone() else { return };
+                match callout::answers(&needs, body_size) {
+                    Ok(answers) => {
+                        global::apply(&policy, &needs, &answers, now);
+                        global::reachable(true, now, "");
+                    }
+                    Err(e) => {
+                        global::forget(&policy, &needs, now);
+                        global::reachable(false, now, &e.to_string());
+                    }
+                }
+            }
+            Some(Call::Probe) if callout::status() == Some(200) => global::reachable(true, now, ""),
+            Some(Call::Probe) | None => {}
+        }
+    }
+}
+
+impl SluiceRoot {
+    /// The leader's periodic work.
+    fn lead(&mut self, policy: &Policy) {
+        let Some(settings) = policy.global.as_ref() else { return };
+        let now = now_ns();
+        let degraded = degraded_since(&HostStore).is_some();
+        if degraded && now.saturating_sub(self.last_probe) >= PROBE_EVERY_NS {
+            self.last_probe = now;
+            match callout::probe(settings) {
+                Ok(token) => {
+                    self.calls.insert(token, Call::Probe);
+                }
+                Err(e) => log::debug!("probe not sent: {e}"),
+            }
+        }
+        let Some(queue) = self.queue else { return };
+        let needs = global::dequeue(queue, 4 * BATCH);
+        if degraded {
+            global::forget(policy, &needs, now);
+            return;
+        }
+        for batch in needs.chunks(BATCH) {
+            match callout::reserve(settings, &self.instance, batch) {
+                Ok(token) => {
+                    self.calls.insert(token, Call::Reserve(batch.to_vec()));
+                }
+                Err(e) => {
+                    global::forget(policy, batch, now);
+                    global::reachable(false, now, &e);
+                }
+            }
+        }
+    }
+}
 
 impl RootContext for SluiceRoot {
     fn on_configure(&mut self, _size: usize) -> bool {
@@ -41,13 +137,31 @@ impl RootContext for SluiceRoot {
             log::error!("policy refused: cannot create {} state slots: {e}", policy.slots);
             return false;
         }
+        if policy.global.is_some() {
+            self.queue = hostcalls::register_shared_queue(REFILL_QUEUE).ok();
+            if let Ok(Some(id)) = hostcalls::get_property(vec!["node", "id"]) {
+                self.instance = Rc::from(String::from_utf8_lossy(&id).as_ref());
+            }
+            self.set_tick_period(TICK);
+        } else {
+            self.set_tick_period(Duration::ZERO);
+        }
         log::info!("policy loaded: {} rules, {} slots", policy.rules.len(), policy.slots);
         self.policy = Some(Rc::new(policy));
         true
     }
 
+    fn on_tick(&mut self) {
+        let Some(policy) = self.policy.clone() else { return };
+        match try_lead(&HostStore, self.me, now_ns(), LEADER_TERM_NS) {
+            Ok(true) => self.lead(&policy),
+            Ok(false) => {}
+            Err(e) => log::debug!("leader election: {e}"),
+        }
+    }
+
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(SluiceFilter::new(self.policy.clone(), Jitter::seeded())))
+        Some(Box::new(SluiceFilter::new(self.policy.clone(), self.queue, self.instance.clone(), Jitter::seeded())))
     }
 
     fn get_type(&self) -> Option<ContextType> {

@@ -15,7 +15,7 @@ pub const SECRET_HEADER: &str = "x-sluice-secret";
 const MS: u64 = 1_000_000;
 
 /// One key to reserve units for.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ask {
     pub rule: String,
     pub id: String,
@@ -82,7 +82,9 @@ pub fn parse_reply(body: &[u8], asks: &[Ask]) -> Result<Vec<Answer>, CounterErro
         .iter()
         .zip(asks)
         .map(|(r, a)| {
-            if r.granted > u64::from(a.want) || r.used > a.limit || r.granted > r.used || r.window == 0 {
+            // `used` may exceed the limit asked with (the limit was lowered
+            // mid-window); it only means the budget is gone.
+            if r.granted > u64::from(a.want) || r.granted > r.used || r.granted > a.limit || r.window == 0 {
                 return Err(CounterError::Inconsistent(format!(
                     "granted {} of {} with {} used of {} in window {}",
                     r.granted, a.want, r.used, a.limit, r.window
@@ -93,7 +95,7 @@ pub fn parse_reply(body: &[u8], asks: &[Ask]) -> Result<Vec<Answer>, CounterErro
             }
             Ok(Answer {
                 granted: u32::try_from(r.granted).unwrap_or(0),
-                used: u32::try_from(r.used).unwrap_or(u32::MAX),
+                used: u32::try_from(r.used.min(a.limit)).unwrap_or(u32::MAX),
                 window: r.window,
                 starts_in_ns: r.starts_in_ms.saturating_mul(MS),
                 ends_in_ns: r.ends_in_ms.saturating_mul(MS),
@@ -132,6 +134,13 @@ mod tests {
     }
 
     #[test]
+    fn a_lowered_limit_reads_as_an_exhausted_budget() {
+        let body = br#"{"leases": [{"granted": 0, "used": 150, "window": 7, "starts_in_ms": 0, "ends_in_ms": 400}]}"#;
+        let got = parse_reply(body, &[ask(20)]).expect("ok");
+        assert_eq!(got[0].used, 100);
+    }
+
+    #[test]
     fn garbage_and_contradictions_are_refused() {
         let cases: &[&[u8]] = &[
             b"",
@@ -139,7 +148,7 @@ mod tests {
             br#"{"leases": [{"granted": "x"}]}"#,
             br#"{"leases": []}"#,
             br#"{"leases": [{"granted": 21, "used": 60, "window": 7, "starts_in_ms": 0, "ends_in_ms": 400}]}"#,
-            br#"{"leases": [{"granted": 5, "used": 101, "window": 7, "starts_in_ms": 0, "ends_in_ms": 400}]}"#,
+            br#"{"leases": [{"granted": 5, "used": 101, "window": 0, "starts_in_ms": 0, "ends_in_ms": 400}]}"#,
             br#"{"leases": [{"granted": 5, "used": 4, "window": 7, "starts_in_ms": 0, "ends_in_ms": 400}]}"#,
             br#"{"leases": [{"granted": 5, "used": 50, "window": 7, "starts_in_ms": 0, "ends_in_ms": 99999}]}"#,
             br#"{"leases": [{"granted": -1, "used": 50, "window": 7, "starts_in_ms": 0, "ends_in_ms": 10}]}"#,

@@ -4,6 +4,7 @@
 //! translates between Envoy and these types.
 pub mod bucket;
 pub mod client_ip;
+pub mod coordination;
 pub mod counter_api;
 pub mod duration;
 pub mod hash;

@@ -52,8 +52,9 @@ impl Ctx {
     }
 }
 
-/// A reservation to ask the counter service for.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A reservation to ask the counter service for. Serialisable, as workers
+/// hand refills to the instance's leader through a shared queue.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LeaseNeed {
     /// Index into `Policy::rules`.
     pub rule: usize,

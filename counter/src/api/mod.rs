@@ -1,0 +1,83 @@
+//! The HTTP surface: [`app`] wires the routes, the shared [`AppState`], the
+//! secret check and request counting around `/v1/*`.
+//!
+//! Routes: `POST /v1/reserve` ([`reserve`]), `GET /healthz`, `GET /readyz`
+//! ([`health`]) and `GET /metrics`.
+
+mod auth;
+mod error;
+mod health;
+mod reserve;
+mod validate;
+mod wire;
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+
+pub use error::ApiError;
+pub use wire::{LeaseReply, LeaseRequest, ReserveReply, ReserveRequest};
+
+use crate::metrics::Metrics;
+use crate::store::CounterStore;
+
+/// Largest accepted request body.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// Where counters live.
+    pub store: Arc<dyn CounterStore>,
+    /// Key prefix, see [`keys`](crate::keys).
+    pub prefix: Arc<str>,
+    /// Required value of `x-sluice-secret` on `/v1/*`, if any.
+    pub secret: Option<Arc<str>>,
+    /// Service metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+impl AppState {
+    /// State over `store` with the default prefix `rl:`, no secret and fresh
+    /// metrics.
+    pub fn new(store: Arc<dyn CounterStore>) -> AppState {
+        AppState {
+            store,
+            prefix: Arc::from("rl:"),
+            secret: None,
+            metrics: Arc::default(),
+        }
+    }
+}
+
+/// The service's router.
+pub fn app(state: AppState) -> Router {
+    let v1 = Router::new()
+        .route("/v1/reserve", post(reserve::reserve))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_secret,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ));
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .merge(v1)
+        .with_state(state)
+}
+
+/// Counts every answered `/v1/*` request by status.
+async fn count_requests(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let response = next.run(req).await;
+    state.metrics.request(response.status().as_u16());
+    response
+}

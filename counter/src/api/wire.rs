@@ -1,0 +1,61 @@
+//! The JSON bodies of `POST /v1/reserve`, exactly as they travel.
+
+use serde::{Deserialize, Serialize};
+
+/// Request body.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReserveRequest {
+    /// Who asks (informational, at most 64 bytes).
+    #[serde(default)]
+    pub instance: String,
+    /// What to reserve (1..=256 items).
+    pub leases: Vec<LeaseRequest>,
+}
+
+/// One lease wanted.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseRequest {
+    /// Rule name: 1-64 of `[A-Za-z0-9_-]`.
+    pub rule: String,
+    /// What is limited (tenant, client address...): 1-1024 bytes.
+    pub id: String,
+    /// Units per window: 1..=1_000_000_000.
+    pub limit: u64,
+    /// Window length: 1..=604_800_000 ms.
+    pub window_ms: u64,
+    /// Units wanted: 0..=limit; 0 only reads.
+    pub want: u64,
+    /// Reserve in the window that starts next.
+    #[serde(default)]
+    pub next: bool,
+}
+
+/// Reply body.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ReserveReply {
+    /// Store time, ms since the epoch (the latest seen across leases).
+    pub now_ms: u64,
+    /// One result per requested lease, in request order.
+    pub leases: Vec<LeaseReply>,
+}
+
+/// One lease result.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseReply {
+    /// Units granted.
+    pub granted: u64,
+    /// Units reserved in the window after this request.
+    pub used: u64,
+    /// The limit asked with.
+    pub limit: u64,
+    /// Window index: floor(ms since epoch / window_ms).
+    pub window: u64,
+    /// Ms until the window starts (0 for the current window).
+    pub starts_in_ms: u64,
+    /// Ms until the window ends.
+    pub ends_in_ms: u64,
+}

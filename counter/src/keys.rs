@@ -1,0 +1,110 @@
+//! Counter key names: one Redis key (or memory-map entry) per (rule, id, window length).
+//!
+//! Format: `<prefix><rule>:{<identifier>}:<window>`, following the scheme
+//! `rl:{type}:{identifier}:{window}` with the prefix defaulting to `rl:`:
+//!
+//! - `<rule>` is the rule name, already validated as 1–64 of `[A-Za-z0-9_-]`.
+//! - `<identifier>` is the lease id as is when it is at most 64 bytes of
+//!   `[A-Za-z0-9._@-]`, otherwise `h-<16 lowercase hex digits of FNV-1a 64>` of
+//!   the id's bytes. The braces around it are a Redis Cluster hash tag, so every
+//!   window length and rule of one identifier lives in one slot.
+//! - `<window>` is the window length in whole seconds when `window_ms` is a
+//!   multiple of 1000 (`60` for one minute), otherwise `<n>ms` (`250ms`).
+//!
+//! Example: `rl:per-tenant:{tenant-123}:60`. The prefix may not contain `{` or
+//! `}` (it would move the hash tag), see [`check_prefix`].
+
+/// Longest identifier kept verbatim in a key.
+const MAX_PLAIN_ID: usize = 64;
+/// Longest accepted prefix.
+const MAX_PREFIX: usize = 64;
+
+/// The key of the counter for `rule`/`id` with windows of `window_ms`.
+pub fn counter_key(prefix: &str, rule: &str, id: &str, window_ms: u64) -> String {
+    format!(
+        "{prefix}{rule}:{{{}}}:{}",
+        identifier(id),
+        window_part(window_ms)
+    )
+}
+
+/// The identifier part of a key (without the hash-tag braces).
+pub fn identifier(id: &str) -> String {
+    let plain = !id.is_empty()
+        && id.len() <= MAX_PLAIN_ID
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'@' | b'-'));
+    if plain {
+        id.to_owned()
+    } else {
+        format!("h-{:016x}", fnv1a64(id.as_bytes()))
+    }
+}
+
+/// The window part of a key: whole seconds, or `<n>ms`.
+pub fn window_part(window_ms: u64) -> String {
+    if window_ms.is_multiple_of(1000) {
+        (window_ms / 1000).to_string()
+    } else {
+        format!("{window_ms}ms")
+    }
+}
+
+/// Whether `prefix` can start keys: at most 64 printable ASCII bytes, no braces
+/// or spaces. Returns what is wrong otherwise.
+pub fn check_prefix(prefix: &str) -> Result<(), &'static str> {
+    if prefix.len() > MAX_PREFIX {
+        return Err("longer than 64 bytes");
+    }
+    if !prefix
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && b != b'{' && b != b'}')
+    {
+        return Err("only printable ASCII without spaces, '{' or '}' is allowed");
+    }
+    Ok(())
+}
+
+/// FNV-1a, 64 bits.
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
+        (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_follow_the_documented_format() {
+        assert_eq!(
+            counter_key("rl:", "per-tenant", "tenant-123", 60_000),
+            "rl:per-tenant:{tenant-123}:60"
+        );
+        assert_eq!(counter_key("x:", "r", "a@b.c", 250), "x:r:{a@b.c}:250ms");
+        assert_eq!(counter_key("", "r", "i", 1500), "r:{i}:1500ms");
+    }
+
+    #[test]
+    fn odd_identifiers_are_hashed() {
+        // FNV-1a 64 reference values.
+        assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(identifier("a b"), format!("h-{:016x}", fnv1a64(b"a b")));
+        assert_eq!(identifier("{tag}").len(), 18);
+        assert_eq!(identifier(&"x".repeat(64)), "x".repeat(64));
+        assert!(identifier(&"x".repeat(65)).starts_with("h-"));
+        assert!(identifier("é").starts_with("h-"));
+    }
+
+    #[test]
+    fn prefixes_are_checked() {
+        assert!(check_prefix("rl:").is_ok());
+        assert!(check_prefix("").is_ok());
+        assert!(check_prefix("a{b").is_err());
+        assert!(check_prefix("a b").is_err());
+        assert!(check_prefix(&"p".repeat(65)).is_err());
+    }
+}

@@ -1,0 +1,66 @@
+//! The storage boundary: the [`CounterStore`] trait every backend implements,
+//! the per-counter request and result types it speaks, and its error type.
+//!
+//! A store applies each [`Lease`] atomically on its own (see
+//! [`window::reserve`](crate::window::reserve)); leases of one call are
+//! independent of each other and may run concurrently.
+
+mod error;
+mod memory;
+mod redis;
+mod script;
+
+use std::future::Future;
+use std::pin::Pin;
+
+pub use error::StoreError;
+pub use memory::MemoryStore;
+pub use redis::{RedisStore, RedisTarget};
+
+/// A boxed, sendable future (the trait is used as `dyn CounterStore`).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One reservation against one counter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    /// Counter key, see [`keys`](crate::keys).
+    pub key: String,
+    /// Units allowed per window.
+    pub limit: u64,
+    /// Window length in milliseconds.
+    pub window_ms: u64,
+    /// Units wanted; 0 only reads.
+    pub want: u64,
+    /// Reserve in the window that starts next.
+    pub next: bool,
+}
+
+/// What a store did for one [`Lease`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reserved {
+    /// Units granted.
+    pub granted: u64,
+    /// Units reserved in the target window afterwards.
+    pub used: u64,
+    /// Index of the target window.
+    pub window: u64,
+    /// The store's clock when it applied the lease (ms since the epoch).
+    pub now_ms: u64,
+}
+
+/// A place where counters live.
+pub trait CounterStore: Send + Sync + 'static {
+    /// Applies every lease (each atomically) and returns results in order.
+    /// Either every lease is reported or the call fails; on failure some leases
+    /// may still have been applied (their units are lost, never over-granted).
+    fn reserve<'a>(
+        &'a self,
+        leases: &'a [Lease],
+    ) -> BoxFuture<'a, Result<Vec<Reserved>, StoreError>>;
+
+    /// Whether the store answers (Redis `PING`).
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Short description for logs, such as `memory` or `redis cluster`.
+    fn describe(&self) -> String;
+}

@@ -1,0 +1,201 @@
+//! [`RedisStore`]: counters in Redis, one hash per counter, each lease applied
+//! by one `EVALSHA` of [`script::RESERVE_LUA`](super::script) (falling back to
+//! `EVAL` on `NOSCRIPT`). Works against a single node or a Redis Cluster.
+//!
+//! Every call is bounded by the configured timeout: past it the call fails with
+//! [`StoreError::Timeout`] and the caller answers 503 at once. Connections are
+//! made lazily and remade in the background after a loss, so the service starts
+//! and keeps answering (503) while Redis is down and recovers by itself when
+//! Redis returns. The leases of one call are sent concurrently over the same
+//! multiplexed connection(s).
+
+use std::time::Duration;
+
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ::redis::cluster::ClusterClient;
+use ::redis::cluster_async::ClusterConnection;
+use ::redis::{Cmd, ErrorKind, RedisResult, Script, ServerErrorKind, Value};
+use futures_util::future::try_join_all;
+use tokio::sync::watch;
+
+use super::script::{parse_reply, RESERVE_LUA};
+use super::{BoxFuture, CounterStore, Lease, Reserved, StoreError};
+
+/// Delay bounds between reconnection attempts.
+const RETRY_MIN: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(1);
+/// Time allowed to open one TCP connection (in the background).
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Where Redis is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RedisTarget {
+    /// One node, as `redis://host:port[/db]`.
+    Single(String),
+    /// Seed nodes of a Redis Cluster.
+    Cluster(Vec<String>),
+}
+
+/// Counters in Redis.
+pub struct RedisStore {
+    conn: Conn,
+    timeout: Duration,
+    sha: String,
+}
+
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(watch::Receiver<Option<ClusterConnection>>),
+}
+
+/// A connection handle for one command (both kinds are cheap clones).
+enum Handle {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl Handle {
+    async fn query(&mut self, cmd: &Cmd) -> RedisResult<Value> {
+        match self {
+            Handle::Single(c) => cmd.query_async(c).await,
+            Handle::Cluster(c) => cmd.query_async(c).await,
+        }
+    }
+}
+
+impl RedisStore {
+    /// A store for `target` whose calls give up after `timeout`. Does not
+    /// connect yet (a down Redis is not an error here); must be called inside
+    /// a Tokio runtime. Fails only on malformed URLs.
+    pub fn new(target: &RedisTarget, timeout: Duration) -> Result<RedisStore, StoreError> {
+        let conn = match target {
+            RedisTarget::Single(url) => {
+                let client = ::redis::Client::open(url.as_str())?;
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                    .set_min_delay(RETRY_MIN)
+                    .set_max_delay(RETRY_MAX)
+                    .set_number_of_retries(8);
+                Conn::Single(ConnectionManager::new_lazy_with_config(client, config)?)
+            }
+            RedisTarget::Cluster(nodes) => {
+                if nodes.is_empty() {
+                    return Err(StoreError::Config("no cluster seed node given".to_owned()));
+                }
+                let client = ClusterClient::builder(nodes.iter().map(String::as_str))
+                    .connection_timeout(CONNECT_TIMEOUT)
+                    .response_timeout(timeout)
+                    .retries(2)
+                    .build()?;
+                let (tx, rx) = watch::channel(None);
+                tokio::spawn(connect_cluster(client, tx));
+                Conn::Cluster(rx)
+            }
+        };
+        Ok(RedisStore {
+            conn,
+            timeout,
+            sha: Script::new(RESERVE_LUA).get_hash().to_owned(),
+        })
+    }
+
+    /// A connection; for a cluster not yet reached, waits for the background
+    /// connection (callers bound the wait with the timeout).
+    async fn handle(&self) -> Result<Handle, StoreError> {
+        match &self.conn {
+            Conn::Single(c) => Ok(Handle::Single(c.clone())),
+            Conn::Cluster(rx) => {
+                let mut rx = rx.clone();
+                let conn = rx.wait_for(Option::is_some).await.map_err(|_| {
+                    StoreError::Unreachable("the cluster connection task stopped".to_owned())
+                })?;
+                conn.clone()
+                    .map(Handle::Cluster)
+                    .ok_or_else(|| StoreError::Unreachable("no cluster connection".to_owned()))
+            }
+        }
+    }
+
+    async fn bounded<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        tokio::time::timeout(self.timeout, work)
+            .await
+            .unwrap_or(Err(StoreError::Timeout(self.timeout)))
+    }
+
+    async fn reserve_one(&self, lease: &Lease) -> Result<Reserved, StoreError> {
+        let mut handle = self.handle().await?;
+        let mut cmd = ::redis::cmd("EVALSHA");
+        cmd.arg(&self.sha);
+        add_key_and_args(&mut cmd, lease);
+        let value = match handle.query(&cmd).await {
+            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                let mut eval = ::redis::cmd("EVAL");
+                eval.arg(RESERVE_LUA);
+                add_key_and_args(&mut eval, lease);
+                handle.query(&eval).await?
+            }
+            other => other?,
+        };
+        let (granted, used, window, now_ms) = parse_reply(&value)?;
+        Ok(Reserved {
+            granted,
+            used,
+            window,
+            now_ms,
+        })
+    }
+}
+
+/// `1 KEYS[1] ARGV[1..4]` as documented in [`super::script`].
+fn add_key_and_args(cmd: &mut Cmd, lease: &Lease) {
+    cmd.arg(1)
+        .arg(&lease.key)
+        .arg(lease.window_ms)
+        .arg(lease.limit)
+        .arg(lease.want)
+        .arg(u8::from(lease.next));
+}
+
+/// Connects to the cluster in the background until it succeeds or the store
+/// is dropped, then publishes the connection. Once connected, the cluster
+/// connection follows topology changes and reconnects to nodes by itself.
+async fn connect_cluster(client: ClusterClient, tx: watch::Sender<Option<ClusterConnection>>) {
+    let mut delay = RETRY_MIN;
+    while !tx.is_closed() {
+        if let Ok(conn) = client.get_async_connection().await {
+            let _ = tx.send(Some(conn));
+            return;
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(RETRY_MAX);
+    }
+}
+
+impl CounterStore for RedisStore {
+    fn reserve<'a>(
+        &'a self,
+        leases: &'a [Lease],
+    ) -> BoxFuture<'a, Result<Vec<Reserved>, StoreError>> {
+        Box::pin(self.bounded(try_join_all(leases.iter().map(|l| self.reserve_one(l)))))
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.bounded(async {
+            let value = self.handle().await?.query(&::redis::cmd("PING")).await?;
+            match value {
+                Value::SimpleString(s) if s == "PONG" => Ok(()),
+                other => Err(StoreError::BadReply(format!("{other:?} to PING"))),
+            }
+        }))
+    }
+
+    fn describe(&self) -> String {
+        match self.conn {
+            Conn::Single(_) => "redis".to_owned(),
+            Conn::Cluster(_) => "redis cluster".to_owned(),
+        }
+    }
+}

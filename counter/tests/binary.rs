@@ -1,0 +1,120 @@
+//! The `sluice-counter` binary: announces its address on the first stdout
+//! line, serves, and exits 0 on SIGTERM and SIGINT; refuses bad flags.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: failing loudly is the point.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+/// The running binary, killed on drop if still there.
+struct Service {
+    child: Child,
+    base: String,
+}
+
+impl Service {
+    fn start(args: &[&str]) -> Service {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice-counter"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env_remove("SLUICE_COUNTER_SECRET")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("first line");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        assert!(
+            addr.starts_with("127.0.0.1:") && !addr.ends_with(":0"),
+            "{addr}"
+        );
+        Service {
+            child,
+            base: format!("http://{addr}"),
+        }
+    }
+
+    /// Sends `signal` and returns the exit code (within 5 s).
+    fn stop(mut self, signal: i32) -> Option<i32> {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid");
+        // SAFETY: signalling our own child process by its id.
+        unsafe { libc::kill(pid, signal) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "no exit after signal {signal}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn serves_and_stops_gracefully_on_sigterm_and_sigint() {
+    let redis = wasm_test_harness::Redis::start().expect("redis");
+    for (signal, store) in [(libc::SIGTERM, None), (libc::SIGINT, Some(redis.url()))] {
+        let mut args = vec!["--secret", "k", "--prefix", "bin:"];
+        if let Some(url) = &store {
+            args.extend(["--redis-url", url.as_str()]);
+        }
+        let service = Service::start(&args);
+        let health =
+            wasm_test_harness::get(&format!("{}/healthz", service.base), &[]).expect("get");
+        assert_eq!((health.status, health.body.as_str()), (200, "ok"));
+        let body = json!({"instance": "bin", "leases": [
+            {"rule": "r", "id": "i", "limit": 5, "window_ms": 60000, "want": 3}
+        ]})
+        .to_string();
+        let url = format!("{}/v1/reserve", service.base);
+        let denied = wasm_test_harness::request("POST", &url, &[], &body).expect("post");
+        assert_eq!(denied.status, 401);
+        let res = wasm_test_harness::request("POST", &url, &[("x-sluice-secret", "k")], &body)
+            .expect("post");
+        assert_eq!(res.status, 200, "{}", res.body);
+        assert_eq!(res.json().expect("json")["leases"][0]["granted"], 3);
+        assert_eq!(service.stop(signal), Some(0), "signal {signal}");
+    }
+    let exists = support::redis_procs::command(redis.port(), "EXISTS bin:r:{i}:60");
+    assert_eq!(exists.as_deref(), Some(":1"), "the Redis run wrote its key");
+}
+
+#[test]
+fn bad_flags_are_refused_with_a_message() {
+    for args in [
+        vec!["--prefix", "a{b"],
+        vec!["--secret", ""],
+        vec!["--cluster"],
+        vec!["--redis-url", "nonsense://"],
+        vec!["--listen", "127.0.0.1:99999"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_sluice-counter"))
+            .args(&args)
+            .env_remove("SLUICE_COUNTER_SECRET")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run");
+        assert!(!out.status.success(), "{args:?} accepted");
+        assert!(!out.stderr.is_empty(), "{args:?} gave no message");
+    }
+}

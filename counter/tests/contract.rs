@@ -1,0 +1,188 @@
+//! The store contract, one body run against every store: memory, a single
+//! Redis node and a three-node Redis Cluster. It goes through the HTTP router
+//! so the reply format is checked on the way.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: failing loudly is the point.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+use sluice_counter::{CounterStore, MemoryStore, RedisStore, RedisTarget};
+use support::redis_procs::{command, Cluster};
+use support::{lease, redis_store, reserve_ok, router};
+
+fn n(v: &Value, field: &str) -> u64 {
+    v[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{field} missing in {v}"))
+}
+
+/// Everything a store must do, checked through the router.
+async fn contract(store: Arc<dyn CounterStore>) {
+    let app = router(store);
+    // Long windows keep the first checks away from window boundaries.
+    let hour = 3_600_000;
+
+    // Grants up to the limit, then nothing; want 0 only reads.
+    let (now, r) = reserve_ok(&app, vec![lease("per-tenant", "t-1", 100, hour, 60, false)]).await;
+    let wall = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    assert!(
+        now.abs_diff(wall) < 5_000,
+        "store clock {now} far from {wall}"
+    );
+    let r = &r[0];
+    assert_eq!(
+        (n(r, "granted"), n(r, "used"), n(r, "limit")),
+        (60, 60, 100)
+    );
+    assert_eq!(n(r, "starts_in_ms"), 0);
+    let window = n(r, "window");
+    assert_eq!(window, now / hour);
+    assert_eq!(n(r, "ends_in_ms"), (window + 1) * hour - now);
+    let (_, r) = reserve_ok(&app, vec![lease("per-tenant", "t-1", 100, hour, 60, false)]).await;
+    assert_eq!((n(&r[0], "granted"), n(&r[0], "used")), (40, 100));
+    let (_, r) = reserve_ok(&app, vec![lease("per-tenant", "t-1", 100, hour, 1, false)]).await;
+    assert_eq!((n(&r[0], "granted"), n(&r[0], "used")), (0, 100));
+
+    // Reads change nothing; a lower limit than `used` grants nothing.
+    let (_, r) = reserve_ok(&app, vec![lease("per-tenant", "t-2", 10, hour, 3, false)]).await;
+    assert_eq!(n(&r[0], "used"), 3);
+    for _ in 0..3 {
+        let (_, r) = reserve_ok(&app, vec![lease("per-tenant", "t-2", 10, hour, 0, false)]).await;
+        assert_eq!((n(&r[0], "granted"), n(&r[0], "used")), (0, 3));
+    }
+    let (_, r) = reserve_ok(&app, vec![lease("per-tenant", "t-2", 2, hour, 2, false)]).await;
+    assert_eq!((n(&r[0], "granted"), n(&r[0], "used")), (0, 3));
+
+    // Rule, id and window length each name a separate counter; results come
+    // in request order; an id that must be hashed works like any other.
+    let long_id = "x".repeat(1024);
+    let (_, r) = reserve_ok(
+        &app,
+        vec![
+            lease("per-tenant", "t-1", 100, 30_000, 5, false),
+            lease("other-rule", "t-1", 100, hour, 6, false),
+            lease("per-tenant", "t-3", 100, hour, 7, false),
+            lease("per-tenant", &long_id, 100, hour, 8, false),
+            lease("per-tenant", "a b/{c}", 100, hour, 9, false),
+        ],
+    )
+    .await;
+    let granted: Vec<u64> = r.iter().map(|x| n(x, "granted")).collect();
+    assert_eq!(granted, [5, 6, 7, 8, 9]);
+
+    // The same counter twice in one request shares the limit.
+    let (_, r) = reserve_ok(
+        &app,
+        vec![
+            lease("dup", "d", 10, hour, 6, false),
+            lease("dup", "d", 10, hour, 6, false),
+        ],
+    )
+    .await;
+    assert_eq!(n(&r[0], "granted") + n(&r[1], "granted"), 10);
+
+    // Next window: reported with its start, counted apart from the current
+    // one, and current once time reaches it.
+    let short = 400;
+    let (_, r) = reserve_ok(&app, vec![lease("shift", "s", 10, short, 0, false)]).await;
+    if n(&r[0], "ends_in_ms") < 150 {
+        // Start the pair well inside a window: each lease reads Redis TIME.
+        tokio::time::sleep(Duration::from_millis(n(&r[0], "ends_in_ms") + 10)).await;
+    }
+    let (now, r) = reserve_ok(
+        &app,
+        vec![
+            lease("shift", "s", 10, short, 4, true),
+            lease("shift", "s", 10, short, 9, false),
+        ],
+    )
+    .await;
+    let (next, cur) = (&r[0], &r[1]);
+    assert_eq!((n(next, "granted"), n(next, "used")), (4, 4));
+    assert_eq!((n(cur, "granted"), n(cur, "used")), (9, 9));
+    assert_eq!(n(next, "window"), n(cur, "window") + 1);
+    assert_eq!(n(next, "window"), now / short + 1);
+    let (starts, ends) = (n(next, "starts_in_ms"), n(cur, "ends_in_ms"));
+    assert!(
+        starts.abs_diff(ends) <= 5,
+        "next starts in {starts}, current ends in {ends}"
+    );
+    assert_eq!(n(next, "ends_in_ms") - n(next, "starts_in_ms"), short);
+    let wait = n(next, "starts_in_ms") + 30;
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+    let (_, r) = reserve_ok(&app, vec![lease("shift", "s", 10, short, 10, false)]).await;
+    assert_eq!(
+        n(&r[0], "window"),
+        n(next, "window"),
+        "slept into the next window"
+    );
+    assert_eq!((n(&r[0], "granted"), n(&r[0], "used")), (6, 10));
+
+    // A new window starts from zero.
+    let wait = n(&r[0], "ends_in_ms") + 30;
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+    let (_, r) = reserve_ok(&app, vec![lease("shift", "s", 10, short, 10, false)]).await;
+    assert_eq!((n(&r[0], "granted"), n(&r[0], "used")), (10, 10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn memory_store_meets_the_contract() {
+    contract(Arc::new(MemoryStore::new())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_store_meets_the_contract() {
+    let redis = wasm_test_harness::Redis::start().expect("redis");
+    contract(redis_store(&redis.url(), 1_000)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_cluster_store_meets_the_contract() {
+    let cluster = Cluster::start();
+    let target = RedisTarget::Cluster(cluster.urls());
+    let store = RedisStore::new(&target, Duration::from_millis(1_000)).expect("store");
+    contract(Arc::new(store)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_keys_are_expiring_hashes_in_the_documented_format() {
+    let redis = wasm_test_harness::Redis::start().expect("redis");
+    let mut state = support::state(redis_store(&redis.url(), 1_000));
+    state.prefix = Arc::from("rl:");
+    let app = sluice_counter::app(state);
+    reserve_ok(
+        &app,
+        vec![lease("per-tenant", "tenant-123", 100, 60_000, 20, false)],
+    )
+    .await;
+    reserve_ok(&app, vec![lease("per-ip", "10.0.0.1", 5, 1_500, 1, true)]).await;
+    reserve_ok(&app, vec![lease("per-ip", "10.0.0.2", 5, 1_500, 0, false)]).await;
+    let port = redis.port();
+    let key = "rl:per-tenant:{tenant-123}:60";
+    assert_eq!(
+        command(port, &format!("TYPE {key}")).as_deref(),
+        Some("+hash")
+    );
+    let pttl: u64 = command(port, &format!("PTTL {key}")).expect("pttl")[1..]
+        .parse()
+        .expect("int");
+    // End of the current window (≤ 60 s away) plus a 6 s margin.
+    assert!((6_000..=66_000).contains(&pttl), "PTTL {pttl}");
+    let key = "rl:per-ip:{10.0.0.1}:1500ms";
+    let pttl: u64 = command(port, &format!("PTTL {key}")).expect("pttl")[1..]
+        .parse()
+        .expect("int");
+    // Holds the next window: up to two windows plus a 1 s margin.
+    assert!((2_500..=4_000).contains(&pttl), "PTTL {pttl}");
+    assert_eq!(
+        command(port, "EXISTS rl:per-ip:{10.0.0.2}:1500ms").as_deref(),
+        Some(":0"),
+        "a read creates no key"
+    );
+}

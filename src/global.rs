@@ -1,0 +1,76 @@
+//! Glue for global rules shared by the root and HTTP contexts: handing
+//! refills to the leader through the shared queue, applying the counter
+//! service's answers, and recording (and logging once) whether the service
+//! is reachable.
+
+use proxy_wasm::hostcalls;
+use sluice_core::coordination::{record, Transition};
+use sluice_core::lease::Answer;
+use sluice_core::limiter::{apply_answer, forget_ask, LeaseNeed};
+use sluice_core::policy::Policy;
+
+use crate::host::HostStore;
+
+/// Name of the shared queue carrying refill asks to the leader.
+pub const REFILL_QUEUE: &str = "sluice_refills";
+
+/// Hands refills to the instance's leader.
+pub fn enqueue(queue: Option<u32>, needs: &[LeaseNeed]) {
+    let Some(queue) = queue else { return };
+    for need in needs {
+        let Ok(bytes) = serde_json::to_vec(need) else { continue };
+        // A lost refill only delays the lease: its ask expires and the
+        // next request asks again.
+        if let Err(e) = hostcalls::enqueue_shared_queue(queue, Some(&bytes)) {
+            log::debug!("cannot queue a lease refill: {e:?}");
+        }
+    }
+}
+
+/// Takes up to `max` queued refills.
+pub fn dequeue(queue: u32, max: usize) -> Vec<LeaseNeed> {
+    let mut out = Vec::new();
+    while out.len() < max {
+        match hostcalls::dequeue_shared_queue(queue) {
+            Ok(Some(bytes)) => {
+                if let Ok(need) = serde_json::from_slice(&bytes) {
+                    out.push(need);
+                }
+            }
+            _ => break,
+        }
+    }
+    out
+}
+
+/// Applies answers to the leases they were asked for.
+pub fn apply(policy: &Policy, needs: &[LeaseNeed], answers: &[Answer], now: u64) {
+    for (need, answer) in needs.iter().zip(answers) {
+        if let Err(e) = apply_answer(policy, &HostStore, need, answer, now) {
+            log::warn!("lease for rule {} not stored: {e}", need.ask.rule);
+        }
+    }
+}
+
+/// Lets failed asks be asked again.
+pub fn forget(policy: &Policy, needs: &[LeaseNeed], now: u64) {
+    for need in needs {
+        let _ = forget_ask(policy, &HostStore, need, now);
+    }
+}
+
+/// Records whether the counter service answered; logs transitions once per
+/// instance.
+pub fn reachable(ok: bool, now: u64, detail: &str) {
+    match record(&HostStore, ok, now) {
+        Ok(Transition::WentDown) => {
+            log::warn!("counter service unreachable ({detail}); global rules follow their failure_mode until it answers again");
+        }
+        Ok(Transition::CameBack { since }) => {
+            let secs = now.saturating_sub(since) as f64 / 1e9;
+            log::info!("counter service reachable again after {secs:.1}s; global limits enforced again");
+        }
+        Ok(Transition::Unchanged) => {}
+        Err(e) => log::warn!("cannot record the counter service state: {e}"),
+    }
+}
