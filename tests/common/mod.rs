@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use wasm_test_harness::{EchoServer, Envoy, EnvoyOptions, Response};
+use wasm_test_harness::{Counter, CounterOptions, EchoServer, Envoy, EnvoyOptions, Response};
 
 pub const GATEWAY: &str = include_str!("../../policies/mcp-gateway.json");
 
@@ -13,6 +13,40 @@ pub struct Stack {
     pub envoy: Envoy,
     // Dropped after Envoy.
     _echo: EchoServer,
+}
+
+/// Envoy instances sharing one counter service (and its store).
+pub struct Cluster {
+    pub envoys: Vec<Envoy>,
+    pub counter: Counter,
+    pub echo: EchoServer,
+}
+
+impl Cluster {
+    /// `instances` Envoys with 2 workers each, all pointed at `counter`.
+    pub fn start(policy: &str, instances: u32, counter: CounterOptions) -> Cluster {
+        let echo = EchoServer::start().expect("echo upstream");
+        let counter = Counter::start(counter).expect("counter service");
+        let envoys = (0..instances)
+            .map(|i| {
+                Envoy::start(EnvoyOptions {
+                    instance: i,
+                    upstream_port: echo.port(),
+                    counter_port: counter.port(),
+                    policy_json: policy.to_string(),
+                    concurrency: 2,
+                    ..Default::default()
+                })
+                .expect("envoy")
+            })
+            .collect();
+        Cluster { envoys, counter, echo }
+    }
+
+    /// Calls to the counter service made by every instance so far.
+    pub fn counter_calls(&self) -> u64 {
+        self.envoys.iter().map(|e| e.stat("cluster.sluice_counter.upstream_rq_total").unwrap_or(0)).sum()
+    }
 }
 
 impl Stack {

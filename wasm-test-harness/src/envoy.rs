@@ -34,6 +34,9 @@ pub struct EnvoyOptions {
     pub admin_port: u16,
     /// Port of the upstream on 127.0.0.1.
     pub upstream_port: u16,
+    /// Port of the counter service on 127.0.0.1 (cluster `sluice_counter`);
+    /// 0 points the cluster at a port nothing listens on.
+    pub counter_port: u16,
     /// The Sluice policy handed to the filter.
     pub policy_json: String,
     /// Envoy worker threads.
@@ -57,6 +60,7 @@ impl Default for EnvoyOptions {
             port: 0,
             admin_port: 0,
             upstream_port: 0,
+            counter_port: 0,
             policy_json: "{}".to_string(),
             concurrency: 2,
             run_dir: None,
@@ -116,6 +120,10 @@ impl Envoy {
             ("PORT".to_string(), port.to_string()),
             ("ADMIN_PORT".to_string(), opts.admin_port.to_string()),
             ("UPSTREAM_PORT".to_string(), opts.upstream_port.to_string()),
+            (
+                "COUNTER_PORT".to_string(),
+                if opts.counter_port == 0 { paths::free_port() } else { opts.counter_port }.to_string(),
+            ),
             (
                 "ECDS_DIR".to_string(),
                 ecds_dir.to_string_lossy().into_owned(),

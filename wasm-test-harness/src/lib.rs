@@ -5,6 +5,7 @@
 //! HTTP client plus a load generator for integration tests and benchmarks.
 //! Every process it starts is stopped again when its handle is dropped.
 
+mod counter;
 mod ecds;
 mod echo;
 mod envoy;
@@ -16,6 +17,7 @@ mod redis;
 mod stack;
 mod template;
 
+pub use counter::{counter_binary, Counter, CounterOptions};
 pub use ecds::{ecds_resource, write_ecds, ECDS_FILE};
 pub use echo::{serve_echo, EchoServer};
 pub use envoy::{Envoy, EnvoyOptions, ENVOY_VERSION};

@@ -1,0 +1,228 @@
+//! Global rules in real Envoy instances sharing one counter service and one
+//! real Redis: accuracy under overload, calls per admission, and what
+//! happens when the service or Redis fails, slows down or talks garbage.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::{eventually, Cluster};
+use wasm_test_harness::{load, CounterOptions, LoadOptions, LoadReport, Redis, RequestSpec};
+
+fn policy(failure_mode: &str, instances: u32) -> String {
+    format!(
+        r#"{{"global": {{"expected_instances": {instances}, "timeout": "50ms"}},
+        "tenant": [{{"header": "x-tenant-id"}}], "rules": [
+        {{"name": "per-tenant", "scope": "global", "failure_mode": "{failure_mode}", "key": ["tenant"], "limit": {{"requests": 100, "per": "1s"}}}},
+        {{"name": "tools-invoke", "scope": "global", "failure_mode": "{failure_mode}", "match": {{"methods": ["POST"], "paths": [{{"exact": "/api/v1/tools/invoke"}}]}},
+          "key": ["tenant"], "limit": {{"requests": 20, "per": "1s"}}}}
+    ]}}"#
+    )
+}
+
+fn redis_counter(redis: &Redis) -> CounterOptions {
+    CounterOptions { redis_url: Some(redis.url()), ..Default::default() }
+}
+
+/// Sleeps until just after the next whole second (the counter's windows
+/// are aligned to Redis' clock, which is this machine's).
+fn align_to_window() {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    let into = now.subsec_nanos();
+    std::thread::sleep(Duration::from_nanos(u64::from(1_000_000_000 - into) + 2_000_000));
+}
+
+/// Offers `rate` requests/s of `spec` to every instance for `secs` seconds.
+fn overload(cluster: &Cluster, rate: f64, secs: u64, spec: RequestSpec) -> Vec<LoadReport> {
+    let threads: Vec<_> = cluster
+        .envoys
+        .iter()
+        .map(|e| {
+            let (port, spec) = (e.port(), spec.clone());
+            std::thread::spawn(move || {
+                load(LoadOptions {
+                    port,
+                    connections: 8,
+                    duration: Some(Duration::from_secs(secs)),
+                    rate: Some(rate),
+                    request: Arc::new(move |_| spec.clone()),
+                    ..Default::default()
+                })
+                .unwrap()
+            })
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
+fn admitted(reports: &[LoadReport]) -> u64 {
+    reports.iter().map(|r| r.count(200)).sum()
+}
+
+#[test]
+fn three_instances_admit_the_global_limit() {
+    let redis = Redis::start().unwrap();
+    let cluster = Cluster::start(&policy("open", 3), 3, redis_counter(&redis));
+    // Warm up leases (the first window of a key pays one paused call).
+    for e in &cluster.envoys {
+        wasm_test_harness::get(&e.url("/warm"), &[("x-tenant-id", "warm")]).unwrap();
+    }
+
+    // 100/s per tenant, offered 3 x 100/s for 10 whole windows.
+    align_to_window();
+    let calls_before = cluster.counter_calls();
+    let reports = overload(&cluster, 100.0, 10, RequestSpec::get("/api/v1/anything").header("x-tenant-id", "tenant-a"));
+    let tenant = admitted(&reports);
+    let calls = cluster.counter_calls() - calls_before;
+    let offered: u64 = reports.iter().map(LoadReport::responses).sum();
+    println!("per-tenant 100/s: offered {offered}, admitted {tenant} of 1000 allowed ({:.1}%), {calls} counter calls ({:.3} per admitted)",
+        tenant as f64 / 10.0, calls as f64 / tenant as f64);
+    assert!(offered >= 2900, "offered {offered}");
+    assert!((950..=1010).contains(&tenant), "admitted {tenant} of 1000");
+    assert!(calls as f64 <= 0.05 * tenant as f64, "{calls} calls for {tenant} admitted");
+    for r in &reports {
+        assert_eq!(r.errors, 0, "{r:?}");
+        assert!(r.statuses.keys().all(|s| *s == 200 || *s == 429), "{r:?}");
+    }
+
+    // tools/invoke: 20/s per tenant, offered 3 x 20/s.
+    align_to_window();
+    let calls_before = cluster.counter_calls();
+    let mut spec = RequestSpec::get("/api/v1/tools/invoke").header("x-tenant-id", "tenant-b");
+    spec.method = "POST".into();
+    let reports = overload(&cluster, 20.0, 10, spec);
+    let invoke = admitted(&reports);
+    let calls = cluster.counter_calls() - calls_before;
+    println!("tools-invoke 20/s: admitted {invoke} of 200 allowed ({:.1}%), {calls} counter calls ({:.3} per admitted)",
+        invoke as f64 / 2.0, calls as f64 / invoke as f64);
+    assert!((180..=202).contains(&invoke), "admitted {invoke} of 200");
+}
+
+#[test]
+fn redis_down_falls_back_open_and_recovers() {
+    let mut redis = Redis::start().unwrap();
+    let cluster = Cluster::start(&policy("open", 2), 1, redis_counter(&redis));
+    let envoy = &cluster.envoys[0];
+    let h = [("x-tenant-id", "t")];
+    assert_eq!(wasm_test_harness::get(&envoy.url("/x"), &h).unwrap().status, 200);
+    redis.kill();
+    // Requests keep flowing, decided within the callout timeout, at the
+    // instance's share (100 / 2 instances).
+    std::thread::sleep(Duration::from_millis(1100));
+    let started = Instant::now();
+    let report = load(LoadOptions {
+        port: envoy.port(),
+        connections: 4,
+        total: Some(120),
+        request: Arc::new(|_| RequestSpec::get("/y").header("x-tenant-id", "u")),
+        ..Default::default()
+    })
+    .unwrap();
+    println!("Redis down: {report:?} in {:?}", started.elapsed());
+    assert_eq!(report.errors, 0);
+    assert!(report.max_us < 1_000_000, "a request waited {} us", report.max_us);
+    let ok = report.count(200);
+    assert!((50..=55).contains(&ok), "fallback admitted {ok} of 120 (share 50)");
+    assert!(envoy.logs_tail(2000).matches("counter service unreachable").count() == 1, "logged once");
+    // Redis returns: global enforcement resumes within 5 s.
+    redis.restart().unwrap();
+    let back = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(5), || envoy.logs_tail(2000).contains("counter service reachable again")),
+        "{}",
+        envoy.logs_tail(40)
+    );
+    println!("global enforcement back after {:?}", back.elapsed());
+    align_to_window();
+    let ok = (0..120).filter(|_| wasm_test_harness::get(&envoy.url("/z"), &[("x-tenant-id", "w")]).unwrap().status == 200).count();
+    assert_eq!(ok, 100, "the global limit again");
+}
+
+#[test]
+fn counter_service_killed_then_restarted() {
+    let redis = Redis::start().unwrap();
+    let mut cluster = Cluster::start(&policy("closed", 1), 1, redis_counter(&redis));
+    let url = cluster.envoys[0].url("/x");
+    assert_eq!(wasm_test_harness::get(&url, &[("x-tenant-id", "t")]).unwrap().status, 200);
+    cluster.counter.kill();
+    // failure_mode closed: 503 with a JSON body naming the rule.
+    let r = wasm_test_harness::get(&url, &[("x-tenant-id", "fresh")]).unwrap();
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.json().unwrap()["limits"]["tier"], "per-tenant");
+    cluster.counter.restart().unwrap();
+    assert!(eventually(Duration::from_secs(5), || {
+        wasm_test_harness::get(&url, &[("x-tenant-id", "again")]).unwrap().status == 200
+    }));
+}
+
+#[test]
+fn garbage_answers_are_not_trusted() {
+    // The counter cluster points at the echo server: 200s with the wrong body.
+    let echo = wasm_test_harness::EchoServer::start().unwrap();
+    let envoy = wasm_test_harness::Envoy::start(wasm_test_harness::EnvoyOptions {
+        upstream_port: echo.port(),
+        counter_port: echo.port(),
+        policy_json: policy("open", 4),
+        ..Default::default()
+    })
+    .unwrap();
+    let ok = (0..40)
+        .filter(|_| wasm_test_harness::get(&envoy.url("/api/v1/tools/invoke"), &[("x-tenant-id", "g")]).unwrap().status == 200)
+        .count();
+    // per-tenant falls back to 100/4 = 25 for GET; invoke is POST-only.
+    assert_eq!(ok, 25);
+    assert!(envoy.logs_tail(500).contains("counter service answered garbage"), "{}", envoy.logs_tail(40));
+}
+
+#[test]
+fn a_slow_redis_never_holds_a_request_past_the_timeout() {
+    let redis = Redis::start().unwrap();
+    let cluster = Cluster::start(&policy("open", 1), 1, redis_counter(&redis));
+    let port = cluster.envoys[0].port();
+    let sleeper = {
+        let redis_port = redis.port();
+        std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", redis_port)).unwrap();
+            s.write_all(b"DEBUG SLEEP 1.5\r\n").unwrap();
+            let mut buf = [0u8; 16];
+            let _ = s.read(&mut buf);
+        })
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    // Fresh tenants: every request needs a lease while Redis sleeps.
+    let report = load(LoadOptions {
+        port,
+        connections: 4,
+        total: Some(200),
+        request: Arc::new(|i| RequestSpec::get("/slow").header("x-tenant-id", &format!("slow-{i}"))),
+        ..Default::default()
+    })
+    .unwrap();
+    sleeper.join().unwrap();
+    println!("slow Redis: {report:?}");
+    assert_eq!(report.errors, 0);
+    assert_eq!(report.count(200), 200, "failing open: each fresh tenant is within its share");
+    assert!(report.max_us < 500_000, "a request waited {} us with a 50 ms timeout", report.max_us);
+}
+
+#[test]
+fn a_reload_keeps_outstanding_leases_and_counts() {
+    let redis = Redis::start().unwrap();
+    let cluster = Cluster::start(&policy("open", 1), 1, redis_counter(&redis));
+    let envoy = &cluster.envoys[0];
+    align_to_window();
+    let h = [("x-tenant-id", "r")];
+    let first = (0..60).filter(|_| wasm_test_harness::get(&envoy.url("/x"), &h).unwrap().status == 200).count();
+    // Same per-tenant rule, another rule changed: counts of the window survive.
+    envoy.apply_policy(&policy("open", 1).replace(r#""requests": 20"#, r#""requests": 25"#)).unwrap();
+    envoy
+        .wait_for_stat("extension_config_discovery.http_filter.sluice.update_success", |v| v >= 2, Duration::from_secs(5))
+        .unwrap();
+    let second = (0..60).filter(|_| wasm_test_harness::get(&envoy.url("/x"), &h).unwrap().status == 200).count();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    assert!(now.subsec_millis() < 950, "the test stayed within one window");
+    assert_eq!(first + second, 100, "{first} + {second}");
+}

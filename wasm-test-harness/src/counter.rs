@@ -1,0 +1,120 @@
+//! The counter service (`sluice-counter`) as a child process on 127.0.0.1:
+//! in-memory by default, or in front of a Redis URL. `kill` and `restart`
+//! (same port) let tests simulate outages; it is stopped on drop.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+
+use crate::http;
+use crate::paths;
+use crate::process::Group;
+
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How to start a [`Counter`].
+#[derive(Debug, Clone, Default)]
+pub struct CounterOptions {
+    /// Redis URL(s); `None` is the in-memory store.
+    pub redis_url: Option<String>,
+    /// Treat `redis_url` as comma-separated Redis Cluster seeds.
+    pub cluster: bool,
+    /// Shared secret the service requires.
+    pub secret: Option<String>,
+    /// Port on 127.0.0.1; 0 picks a free one.
+    pub port: u16,
+    /// Where stdout/stderr go; `None` discards them.
+    pub log_dir: Option<PathBuf>,
+}
+
+/// A running (or deliberately killed) counter service.
+pub struct Counter {
+    opts: CounterOptions,
+    group: Option<Group>,
+}
+
+/// The `sluice-counter` binary: `$SLUICE_COUNTER`, else the release or
+/// debug build under `<repo>/target`.
+pub fn counter_binary() -> anyhow::Result<PathBuf> {
+    if let Some(p) = std::env::var_os("SLUICE_COUNTER").filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(p));
+    }
+    for profile in ["release", "debug"] {
+        let path = paths::repo_root().join("target").join(profile).join("sluice-counter");
+        if path.is_file() {
+            return Ok(path);
+        }
+    }
+    bail!("sluice-counter not built; run `cargo build --release -p sluice-counter` (or set SLUICE_COUNTER)")
+}
+
+impl Counter {
+    /// Starts the service and waits until `/healthz` answers.
+    pub fn start(mut opts: CounterOptions) -> anyhow::Result<Counter> {
+        if opts.port == 0 {
+            opts.port = paths::free_port();
+        }
+        let mut counter = Counter { opts, group: None };
+        counter.restart()?;
+        Ok(counter)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.opts.port
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.opts.port)
+    }
+
+    /// Kills the service at once (SIGKILL); a no-op if it is not running.
+    pub fn kill(&mut self) {
+        if let Some(mut group) = self.group.take() {
+            group.kill();
+        }
+    }
+
+    /// (Re)starts the service on the same port.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        let bin = counter_binary()?;
+        let mut cmd = Command::new(&bin);
+        cmd.args(["--listen", &format!("127.0.0.1:{}", self.opts.port)]);
+        if let Some(url) = &self.opts.redis_url {
+            cmd.args(["--redis-url", url]);
+        }
+        if self.opts.cluster {
+            cmd.arg("--cluster");
+        }
+        if let Some(secret) = &self.opts.secret {
+            cmd.args(["--secret", secret]);
+        }
+        let logs = self.opts.log_dir.as_ref().map(|d| (d.join("counter.stdout.log"), d.join("counter.stderr.log")));
+        let mut group = Group::spawn(cmd, logs.as_ref().map(|(o, e)| (o.as_path(), e.as_path())), Duration::from_secs(2))?;
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if http::get(&self.url("/healthz"), &[]).is_ok_and(|r| r.status == 200) {
+                break;
+            }
+            if let Some(status) = group.exited() {
+                bail!("{} exited ({status}) on port {}", bin.display(), self.opts.port);
+            }
+            if Instant::now() > deadline {
+                bail!("counter service on port {} not healthy after {START_TIMEOUT:?}", self.opts.port);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.group = Some(group);
+        Ok(())
+    }
+}
+
+impl Drop for Counter {
+    fn drop(&mut self) {
+        if let Some(mut group) = self.group.take() {
+            group.terminate();
+        }
+    }
+}
