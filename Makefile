@@ -1,6 +1,8 @@
 # Sluice: rate limiting inside Envoy (proxy-wasm, Rust).
 #
-#   make run      build and start the default stack (Envoy + echo upstream)
+#   make run      build and start the default stack (Envoy + echo upstream +
+#                 counter service); INSTANCES=3 for several Envoys, REDIS_URL
+#                 to count global limits in that Redis instead of in memory
 #   make test     install what is missing, then run every test
 #   make check    POLICY=file  validate a policy
 #   make apply    POLICY=file  hot-reload a policy into the running stack
@@ -12,6 +14,7 @@
 PORT ?= 10000
 ADMIN_PORT ?= 9901
 INSTANCES ?= 1
+REDIS_URL ?=
 POLICY ?= policies/mcp-gateway.json
 RUN_DIR ?= .sluice/run-$(ADMIN_PORT)
 
@@ -54,11 +57,11 @@ redis:
 deps: envoy redis wasm-test-runner
 
 $(STACK): FORCE
-	$(CARGO) build --release -q -p wasm-test-harness --bin sluice-stack
+	$(CARGO) build --release -q -p wasm-test-harness --bin sluice-stack -p sluice-counter --bin sluice-counter
 FORCE:
 
 run: build envoy $(STACK)
-	$(STACK) run --port $(PORT) --admin-port $(ADMIN_PORT) --instances $(INSTANCES) --policy $(POLICY) --run-dir $(RUN_DIR)
+	REDIS_URL="$(REDIS_URL)" $(STACK) run --port $(PORT) --admin-port $(ADMIN_PORT) --instances $(INSTANCES) --policy $(POLICY) --run-dir $(RUN_DIR)
 
 apply: $(STACK)
 	$(STACK) apply --policy $(POLICY) --run-dir $(RUN_DIR)
@@ -71,6 +74,7 @@ test: deps build test-native test-wasm
 # Unit tests, the core against the default policy, and the filter in real
 # Envoy through the harness (tests/).
 test-native:
+	$(CARGO) build --release -q -p sluice-counter --bin sluice-counter
 	$(CARGO) test --release --workspace
 
 # The core's tests again, compiled to wasm32 (32-bit usize) and run in Node.

@@ -7,18 +7,15 @@
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
-use std::collections::HashMap;
+mod support;
 
-use sluice_core::counter_api::Ask;
-use sluice_core::lease::Answer;
-use sluice_core::limiter::{apply_answer, decide, Ctx, Decision, LeaseNeed};
+use sluice_core::limiter::{decide, Ctx};
 use sluice_core::policy::Policy;
 use sluice_core::request::MemoryRequest;
 use sluice_core::response::unavailable;
-use sluice_core::store::{ensure_slots, MemoryStore};
+use support::{FakeCounter, Instance, MS};
 
 const S: u64 = 1_000_000_000;
-const MS: u64 = 1_000_000;
 const T0: u64 = 1_763_382_885 * S;
 
 fn policy(mode: &str, instances: u32) -> Policy {
@@ -30,82 +27,6 @@ fn policy(mode: &str, instances: u32) -> Policy {
     ]}}"#
     ))
     .expect("policy")
-}
-
-/// The counter service's contract, in memory: fixed windows on its clock.
-#[derive(Default)]
-struct FakeCounter {
-    used: HashMap<(String, String, u64), u64>,
-    calls: u64,
-}
-
-impl FakeCounter {
-    fn reserve(&mut self, asks: &[Ask], now: u64) -> Vec<Answer> {
-        self.calls += 1;
-        asks.iter()
-            .map(|a| {
-                let per = a.window_ms * MS;
-                let window = now / per + u64::from(a.next);
-                let used = self.used.entry((a.rule.clone(), a.id.clone(), window)).or_default();
-                let granted = u64::from(a.want).min(a.limit - *used);
-                *used += granted;
-                Answer {
-                    granted: granted as u32,
-                    used: *used as u32,
-                    window,
-                    starts_in_ns: if a.next { (window * per).saturating_sub(now) } else { 0 },
-                    ends_in_ns: (window + 1) * per - now,
-                }
-            })
-            .collect()
-    }
-}
-
-struct Instance {
-    policy: Policy,
-    store: MemoryStore,
-    refills: Vec<LeaseNeed>,
-}
-
-impl Instance {
-    fn new(policy: Policy) -> Instance {
-        let store = MemoryStore::default();
-        ensure_slots(&store, policy.slots).unwrap();
-        Instance { policy, store, refills: Vec::new() }
-    }
-
-    fn answer(&self, needs: &[LeaseNeed], answers: &[Answer], now: u64) {
-        for (n, a) in needs.iter().zip(answers) {
-            apply_answer(&self.policy, &self.store, n, a, now).unwrap();
-        }
-    }
-
-    /// One request the way the filter handles it: wait for a lease when
-    /// told to, then decide again.
-    fn send(&mut self, counter: &mut FakeCounter, req: &MemoryRequest, now: u64) -> Decision {
-        let d = decide(&self.policy, &mut req.clone(), &self.store, Ctx::at(now));
-        self.refills.extend(d.refills.iter().cloned());
-        if !d.pending() {
-            return d;
-        }
-        let asks: Vec<Ask> = d.wait_for.iter().map(|n| n.ask.clone()).collect();
-        let answers = counter.reserve(&asks, now);
-        self.answer(&d.wait_for, &answers, now);
-        let again = decide(&self.policy, &mut req.clone(), &self.store, Ctx { now, degraded: false, may_wait: false });
-        self.refills.extend(again.refills.iter().cloned());
-        again
-    }
-
-    /// The root context's tick: one batched call for every refill.
-    fn tick(&mut self, counter: &mut FakeCounter, now: u64) {
-        if self.refills.is_empty() {
-            return;
-        }
-        let needs = std::mem::take(&mut self.refills);
-        let asks: Vec<Ask> = needs.iter().map(|n| n.ask.clone()).collect();
-        let answers = counter.reserve(&asks, now);
-        self.answer(&needs, &answers, now);
-    }
 }
 
 fn tenant(path: &str, t: &str) -> MemoryRequest {

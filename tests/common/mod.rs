@@ -9,10 +9,12 @@ use wasm_test_harness::{Counter, CounterOptions, EchoServer, Envoy, EnvoyOptions
 
 pub const GATEWAY: &str = include_str!("../../policies/mcp-gateway.json");
 
+/// One Envoy with an echo upstream and an in-memory counter service.
 pub struct Stack {
     pub envoy: Envoy,
     // Dropped after Envoy.
     _echo: EchoServer,
+    _counter: Counter,
 }
 
 /// Envoy instances sharing one counter service (and its store).
@@ -56,14 +58,16 @@ impl Stack {
 
     pub fn with_workers(policy: &str, workers: u32) -> Stack {
         let echo = EchoServer::start().expect("echo upstream");
+        let counter = Counter::start(CounterOptions::default()).expect("counter service");
         let envoy = Envoy::start(EnvoyOptions {
             upstream_port: echo.port(),
+            counter_port: counter.port(),
             policy_json: policy.to_string(),
             concurrency: workers,
             ..Default::default()
         })
         .expect("envoy");
-        Stack { envoy, _echo: echo }
+        Stack { envoy, _echo: echo, _counter: counter }
     }
 
     pub fn send(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Response {

@@ -93,10 +93,12 @@ fn repo_template_renders_with_the_standard_variables() {
         ("PORT", "1"),
         ("ADMIN_PORT", "2"),
         ("UPSTREAM_PORT", "3"),
+        ("COUNTER_PORT", "4"),
         ("ECDS_DIR", "/x"),
     ];
     let out = render_template(&text, &vars).unwrap();
     assert!(out.contains("/x/sluice.json"));
-    let missing = render_template(&text, &vars[..4]).unwrap_err();
+    assert!(out.contains("port_value: 4"));
+    let missing = render_template(&text, &vars[..5]).unwrap_err();
     assert!(missing.to_string().contains("{{ECDS_DIR}}"));
 }

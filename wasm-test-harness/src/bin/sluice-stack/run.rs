@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
-use wasm_test_harness::{EchoServer, Envoy, EnvoyOptions, StackFile, StackInstance};
+use wasm_test_harness::{Counter, CounterOptions, EchoServer, Envoy, EnvoyOptions, StackFile, StackInstance};
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -31,6 +31,10 @@ pub struct RunArgs {
     /// Envoy worker threads per instance.
     #[arg(long, default_value_t = 2)]
     concurrency: u32,
+    /// Redis behind the counter service (global rules); without it the
+    /// service counts in memory.
+    #[arg(long, env = "REDIS_URL")]
+    redis_url: Option<String>,
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -45,6 +49,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let _ = std::fs::remove_file(run_dir.join(wasm_test_harness::STACK_FILE));
 
     let echo = EchoServer::start()?;
+    let counter = Counter::start(CounterOptions {
+        redis_url: args.redis_url.clone().filter(|u| !u.is_empty()),
+        log_dir: Some(run_dir.clone()),
+        ..CounterOptions::default()
+    })
+    .context("starting the counter service")?;
     let mut envoys = Vec::new();
     for i in 0..args.instances {
         let envoy = Envoy::start(EnvoyOptions {
@@ -55,6 +65,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 .checked_add(i)
                 .context("admin port out of range")?,
             upstream_port: echo.port(),
+            counter_port: counter.port(),
             policy_json: policy.clone(),
             concurrency: args.concurrency,
             run_dir: Some(run_dir.join(format!("envoy-{i}"))),
@@ -78,8 +89,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     stack.write(&run_dir)?;
 
     println!(
-        "Sluice stack is up (echo upstream on 127.0.0.1:{}).",
-        echo.port()
+        "Sluice stack is up (echo upstream on 127.0.0.1:{}, counter service on 127.0.0.1:{} with {}).",
+        echo.port(),
+        counter.port(),
+        match &args.redis_url {
+            Some(url) if !url.is_empty() => format!("Redis at {url}"),
+            _ => "its in-memory store".to_string(),
+        }
     );
     for e in &envoys {
         println!(
@@ -98,6 +114,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     wait_for_shutdown()?;
     println!("Stopping…");
     drop(envoys);
+    drop(counter);
     drop(echo);
     let _ = std::fs::remove_file(run_dir.join(wasm_test_harness::STACK_FILE));
     Ok(ExitCode::SUCCESS)
