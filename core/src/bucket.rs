@@ -15,6 +15,7 @@
 //! c = previous); tag 4 is a global rule's lease, `[1][4][fingerprint]`
 //! followed by `Lease`'s own encoding.
 
+use crate::le::{u32_at, u64_at};
 use crate::lease::Lease;
 use crate::policy::{Algorithm, Limit};
 
@@ -190,7 +191,7 @@ impl State {
     /// fingerprint 0, which no key has.
     pub fn decode(bytes: &[u8]) -> (u64, State) {
         if bytes.get(..2) == Some(&[VERSION, 4]) {
-            let fp = bytes.get(2..10).and_then(|s| s.try_into().ok()).map_or(0, u64::from_le_bytes);
+            let fp = u64_at(bytes, 2).unwrap_or(0);
             return match bytes.get(10..).and_then(Lease::decode) {
                 Some(l) => (fp, State::Lease(l)),
                 None => (0, State::Empty),
@@ -202,10 +203,8 @@ impl State {
         if b[0] != VERSION {
             return (0, State::Empty);
         }
-        let u64_at = |i: usize| b.get(i..i + 8).and_then(|s| s.try_into().ok()).map_or(0, u64::from_le_bytes);
-        let u32_at = |i: usize| b.get(i..i + 4).and_then(|s| s.try_into().ok()).map_or(0, u32::from_le_bytes);
-        let fp = u64_at(2);
-        let (a, x, y) = (u64_at(10), u32_at(18), u32_at(22));
+        let fp = u64_at(b, 2).unwrap_or(0);
+        let (a, x, y) = (u64_at(b, 10).unwrap_or(0), u32_at(b, 18).unwrap_or(0), u32_at(b, 22).unwrap_or(0));
         let state = match b[1] {
             1 => State::Tat(a),
             2 => State::Fixed { window: a, count: x },

@@ -15,6 +15,7 @@
 //!
 //! Everything here is arithmetic on values; the filter does the callouts.
 
+use crate::le::{u32_at, u64_at};
 use crate::policy::Limit;
 
 /// What a request found in the lease.
@@ -208,18 +209,16 @@ impl Lease {
     pub const ENCODED_LEN: usize = 3 * 8 + 6 * 4;
 
     pub fn decode(b: &[u8]) -> Option<Lease> {
-        let u64_at = |i: usize| b.get(i..i + 8).and_then(|s| s.try_into().ok()).map(u64::from_le_bytes);
-        let u32_at = |i: usize| b.get(i..i + 4).and_then(|s| s.try_into().ok()).map(u32::from_le_bytes);
         Some(Lease {
-            window: u64_at(0)?,
-            ends_at: u64_at(8)?,
-            asked_at: u64_at(16)?,
-            units: u32_at(24)?,
-            used: u32_at(28)?,
-            next_units: u32_at(32)?,
-            next_used: u32_at(36)?,
-            seen: u32_at(40)?,
-            seen_before: u32_at(44)?,
+            window: u64_at(b, 0)?,
+            ends_at: u64_at(b, 8)?,
+            asked_at: u64_at(b, 16)?,
+            units: u32_at(b, 24)?,
+            used: u32_at(b, 28)?,
+            next_units: u32_at(b, 32)?,
+            next_used: u32_at(b, 36)?,
+            seen: u32_at(b, 40)?,
+            seen_before: u32_at(b, 44)?,
         })
     }
 }
@@ -230,13 +229,7 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     use super::*;
-    use crate::duration::Span;
-
-    const S: u64 = 1_000_000_000;
-
-    fn limit(n: u64) -> Limit {
-        Limit { requests: n, per: Span::from_secs(1), burst: n }
-    }
+    use crate::testing::{per_second as limit, S};
 
     fn answer(granted: u32, used: u32, window: u64, ends_in_ns: u64) -> Answer {
         Answer { granted, used, window, starts_in_ns: 0, ends_in_ns }

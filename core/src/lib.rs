@@ -9,9 +9,12 @@ pub mod counter_api;
 pub mod duration;
 pub mod hash;
 pub mod lease;
+mod le;
 pub mod limiter;
 pub mod path;
 pub mod policy;
 pub mod request;
 pub mod response;
 pub mod store;
+#[cfg(test)]
+mod testing;

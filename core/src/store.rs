@@ -62,7 +62,7 @@ pub fn slot_key(index: u32) -> String {
 /// to a missing key is unconditional and could lose a concurrent update).
 pub fn ensure_slots(store: &dyn SharedStore, slots: u32) -> Result<(), StoreError> {
     let existing = match store.get(SLOT_COUNT_KEY)? {
-        Some((v, _)) => v.get(..4).and_then(|b| b.try_into().ok()).map_or(0, u32::from_le_bytes),
+        Some((v, _)) => crate::le::u32_at(&v, 0).unwrap_or(0),
         None => 0,
     };
     if existing >= slots {
@@ -205,13 +205,7 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     use super::*;
-    use crate::duration::Span;
-
-    const S: u64 = 1_000_000_000;
-
-    fn limit(n: u64) -> Limit {
-        Limit { requests: n, per: Span::from_secs(1), burst: n }
-    }
+    use crate::testing::{per_second as limit, S};
 
     #[test]
     fn slots_are_created_once_and_bounded() {
