@@ -34,7 +34,8 @@ export SLUICE_ENVOY := $(ENVOY)
 all: build
 
 build:
-	$(CARGO) build --release --target wasm32-wasip1 -p sluice
+	CARGO_PROFILE_RELEASE_LTO=true CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 \
+	  $(CARGO) build --release --target wasm32-wasip1 -p sluice
 	@ls -l $(WASM)
 
 $(ENVOY):

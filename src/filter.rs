@@ -2,22 +2,26 @@
 //! answers 429 (or 503) itself when denied, and adds the rate-limit headers
 //! to the upstream's response when admitted. When a global rule has no
 //! lease yet, the request stays paused for one reserve call (bounded by the
-//! policy's timeout) and is then decided again.
+//! policy's timeout) and is then decided again. When a rule queues the
+//! request, it stays paused until its turn (see `queue`); if its client
+//! leaves first, what it reserved is given back.
 
 use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 use sluice_core::coordination::degraded_since;
-use sluice_core::limiter::{decide, Ctx, Decision, LeaseNeed};
+use sluice_core::limiter::{decide, give_back, Ctx, Decision, LeaseNeed, Spent};
 use sluice_core::policy::Policy;
 use sluice_core::response::{admitted_headers, denial, unavailable};
 
 use crate::callout;
 use crate::global;
 use crate::host::{now_ns, HostRequest, HostStore, Jitter};
+use crate::queue;
 
 pub struct SluiceFilter {
+    context_id: u32,
     policy: Option<Rc<Policy>>,
     queue: Option<u32>,
     instance: Rc<str>,
@@ -25,11 +29,13 @@ pub struct SluiceFilter {
     response_headers: Vec<(String, String)>,
     /// The reserve call this request waits for.
     waiting: Option<(u32, Vec<LeaseNeed>)>,
+    /// What a request held in a queue reserved.
+    held: Vec<Spent>,
 }
 
 impl SluiceFilter {
-    pub fn new(policy: Option<Rc<Policy>>, queue: Option<u32>, instance: Rc<str>, jitter: Jitter) -> SluiceFilter {
-        SluiceFilter { policy, queue, instance, jitter, response_headers: Vec::new(), waiting: None }
+    pub fn new(context_id: u32, policy: Option<Rc<Policy>>, queue: Option<u32>, instance: Rc<str>, jitter: Jitter) -> SluiceFilter {
+        SluiceFilter { context_id, policy, queue, instance, jitter, response_headers: Vec::new(), waiting: None, held: Vec::new() }
     }
 
     fn decide(&mut self, policy: &Policy, ctx: Ctx) -> Decision {
@@ -50,11 +56,28 @@ impl SluiceFilter {
             return Action::Pause;
         }
         self.response_headers = admitted_headers(policy, d, now);
+        if d.hold_ns > 0 {
+            self.held = d.spent.clone();
+            queue::hold(self.context_id, now.saturating_add(d.hold_ns));
+            return Action::Pause;
+        }
         Action::Continue
     }
 }
 
 impl Context for SluiceFilter {
+    fn on_done(&mut self) -> bool {
+        if queue::release(self.context_id) {
+            // The client left before its turn: give the turn back.
+            if let Some(policy) = &self.policy {
+                for (rule, e) in give_back(policy, &HostStore, &self.held, now_ns()) {
+                    log::warn!("rule {}: a queued turn was not given back: {e}", policy.rules[rule].name);
+                }
+            }
+        }
+        true
+    }
+
     fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
         let (Some(policy), Some((expected, needs))) = (self.policy.clone(), self.waiting.take()) else { return };
         if token != expected {

@@ -16,12 +16,14 @@ mod global;
 #[cfg(target_os = "wasi")]
 mod host;
 #[cfg(target_os = "wasi")]
+mod queue;
+#[cfg(target_os = "wasi")]
 mod root;
 
 #[cfg(target_os = "wasi")]
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn proxy_wasm::traits::RootContext> {
-        Box::new(root::SluiceRoot::default())
+    proxy_wasm::set_root_context(|context_id| -> Box<dyn proxy_wasm::traits::RootContext> {
+        Box::new(root::SluiceRoot::new(context_id))
     });
 }}

@@ -23,9 +23,13 @@ use crate::callout;
 use crate::filter::SluiceFilter;
 use crate::global::{self, REFILL_QUEUE};
 use crate::host::{now_ns, HostStore, Jitter};
+use crate::queue;
 
-const TICK: Duration = Duration::from_millis(50);
-const LEADER_TERM_NS: u64 = 4 * 50_000_000;
+/// Lease work runs every `LEASE_EVERY_NS`; queued requests are resumed
+/// on every tick.
+const TICK: Duration = Duration::from_millis(10);
+const LEASE_EVERY_NS: u64 = 50_000_000;
+const LEADER_TERM_NS: u64 = 4 * LEASE_EVERY_NS;
 const PROBE_EVERY_NS: u64 = 1_000_000_000;
 /// Most asks in one reserve call (the service takes up to 256).
 const BATCH: usize = 256;
@@ -37,23 +41,27 @@ enum Call {
 }
 
 pub struct SluiceRoot {
+    context_id: u32,
     policy: Option<Rc<Policy>>,
     me: u32,
     queue: Option<u32>,
     instance: Rc<str>,
     calls: HashMap<u32, Call>,
     last_probe: u64,
+    last_lease_work: u64,
 }
 
-impl Default for SluiceRoot {
-    fn default() -> Self {
+impl SluiceRoot {
+    pub fn new(context_id: u32) -> Self {
         SluiceRoot {
+            context_id,
             policy: None,
             me: u32::try_from(Jitter::seeded().next() & 0xffff_ffff).unwrap_or(1),
             queue: None,
             instance: Rc::from("sluice"),
             calls: HashMap::new(),
             last_probe: 0,
+            last_lease_work: 0,
         }
     }
 }
@@ -142,26 +150,43 @@ impl RootContext for SluiceRoot {
             if let Ok(Some(id)) = hostcalls::get_property(vec!["node", "id"]) {
                 self.instance = Rc::from(String::from_utf8_lossy(&id).as_ref());
             }
-            self.set_tick_period(TICK);
-        } else {
-            self.set_tick_period(Duration::ZERO);
         }
+        // Requests held under a previous policy still need waking.
+        let ticks = policy.global.is_some() || policy.rules.iter().any(|r| r.queue.is_some()) || queue::len() > 0;
+        self.set_tick_period(if ticks { TICK } else { Duration::ZERO });
         log::info!("policy loaded: {} rules, {} slots", policy.rules.len(), policy.slots);
         self.policy = Some(Rc::new(policy));
         true
     }
 
     fn on_tick(&mut self) {
+        let now = now_ns();
+        let due = queue::due(now);
+        for context_id in &due {
+            if hostcalls::set_effective_context(*context_id).is_ok() {
+                if let Err(e) = hostcalls::resume_http_request() {
+                    log::debug!("queued request {context_id} not resumed: {e:?}");
+                }
+            }
+        }
+        if !due.is_empty() {
+            // Calls made below must belong to this root, not to a stream.
+            let _ = hostcalls::set_effective_context(self.context_id);
+        }
         let Some(policy) = self.policy.clone() else { return };
-        match try_lead(&HostStore, self.me, now_ns(), LEADER_TERM_NS) {
+        if policy.global.is_none() || now.saturating_sub(self.last_lease_work) < LEASE_EVERY_NS {
+            return;
+        }
+        self.last_lease_work = now;
+        match try_lead(&HostStore, self.me, now, LEADER_TERM_NS) {
             Ok(true) => self.lead(&policy),
             Ok(false) => {}
             Err(e) => log::debug!("leader election: {e}"),
         }
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(SluiceFilter::new(self.policy.clone(), self.queue, self.instance.clone(), Jitter::seeded())))
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(SluiceFilter::new(context_id, self.policy.clone(), self.queue, self.instance.clone(), Jitter::seeded())))
     }
 
     fn get_type(&self) -> Option<ContextType> {

@@ -17,7 +17,7 @@
 
 use crate::le::{u32_at, u64_at};
 use crate::lease::Lease;
-use crate::policy::{Algorithm, Limit};
+use crate::policy::{Algorithm, Limit, Queue};
 
 pub const ENCODED_LEN: usize = 26;
 const VERSION: u8 = 1;
@@ -127,6 +127,35 @@ impl State {
                     (Outcome { allowed: false, remaining: left, reset_ns: reset, retry_after_ns: retry }, None)
                 }
             }
+        }
+    }
+
+    /// Like `take` for a token bucket, but a request over the limit may
+    /// reserve its turn: it is admitted after the returned wait when that
+    /// wait is within `queue.max_wait` and at most `queue.max_queued`
+    /// requests (this one included) are waiting. Turns are handed out in
+    /// the order of the compare-and-swap that reserves them: FIFO per key.
+    pub fn take_queued(self, limit: &Limit, now: u64, cost: u64, queue: &Queue) -> (Outcome, Option<State>, u64) {
+        let (outcome, next) = self.take(Algorithm::TokenBucket, limit, now, cost);
+        if outcome.allowed {
+            return (outcome, next, 0);
+        }
+        let per = limit.per.nanos();
+        let tat = match self.for_algorithm(Algorithm::TokenBucket) {
+            State::Tat(t) => t.max(now),
+            _ => now,
+        };
+        let step = mul_div(per, cost, limit.requests);
+        let capacity = mul_div(per, limit.burst, limit.requests);
+        let interval = mul_div(per, 1, limit.requests).max(1);
+        let new_tat = tat.saturating_add(step);
+        let wait = (new_tat - now).saturating_sub(capacity);
+        let waiting = wait.div_ceil(interval);
+        if step <= capacity && wait <= queue.max_wait.nanos() && waiting <= queue.max_queued {
+            let held = Outcome { allowed: true, remaining: 0, reset_ns: new_tat - now, retry_after_ns: 0 };
+            (held, Some(State::Tat(new_tat)), wait)
+        } else {
+            (outcome, None, 0)
         }
     }
 
@@ -322,6 +351,32 @@ mod tests {
         // Refund gives the last unit back.
         let back = state.refund(Algorithm::TokenBucket, &l, now, 1);
         assert!(back.take(Algorithm::TokenBucket, &l, now, 1).0.allowed);
+    }
+
+    #[test]
+    fn queued_requests_get_turns_in_order_within_bounds() {
+        // Notion: 3/s, wait up to 2 s.
+        let l = limit(3, 1, 3);
+        let q = Queue { max_wait: Span::from_secs(2), max_queued: 100 };
+        let now = 10 * S;
+        let mut state = State::Empty;
+        let mut waits = Vec::new();
+        for _ in 0..10 {
+            let (o, next, wait) = state.take_queued(&l, now, 1, &q);
+            if let Some(s) = next {
+                state = s;
+            }
+            // In ms, rounded: the turns are 1/3 s apart.
+            waits.push(o.allowed.then_some((wait + 500_000) / 1_000_000));
+        }
+        let want: Vec<Option<u64>> = vec![Some(0), Some(0), Some(0), Some(333), Some(667), Some(1000), Some(1333), Some(1667), Some(2000), None];
+        let third = S / 3;
+        assert_eq!(waits, want, "9 fit within 2 s, the 10th is refused");
+        let short = Queue { max_wait: Span::from_secs(2), max_queued: 2 };
+        let (o, _, _) = State::Tat(now + S + third).take_queued(&l, now, 1, &short);
+        assert!(o.allowed, "one waiting ahead, this one is the second");
+        let (o, _, _) = State::Tat(now + S + 2 * third).take_queued(&l, now, 1, &short);
+        assert!(!o.allowed, "a third waiter is over max_queued");
     }
 
     #[test]

@@ -63,9 +63,10 @@ pub struct LeaseNeed {
     pub ask: Ask,
 }
 
-/// What a request spent, to give back if it ends up denied.
-#[derive(Clone, Copy, Debug)]
-enum Spent {
+/// What a request spent, to give back if it ends up denied, or if its
+/// client leaves while it waits in a queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Spent {
     Bucket { rule: usize, fingerprint: u64, fallback: bool },
     Lease { rule: usize, fingerprint: u64, window: u64 },
 }
@@ -99,6 +100,11 @@ pub struct Decision {
     pub refills: Vec<LeaseNeed>,
     /// A global rule with `failure_mode: closed` whose service is down.
     pub unavailable: Option<usize>,
+    /// Nanoseconds the admitted request must wait for its turn in the
+    /// queues of the rules that hold it (0: go now).
+    pub hold_ns: u64,
+    /// What the request spent; see [`give_back`].
+    pub spent: Vec<Spent>,
 }
 
 impl Decision {
@@ -336,13 +342,16 @@ pub fn decide(policy: &Policy, req: &mut dyn Request, store: &dyn SharedStore, c
         let Some(params) = attrs.applies(rule, exempt) else { continue };
         let Some((fp, id)) = attrs.key(policy, rule, &params) else { continue };
         let denied = !d.allowed();
-        let result = if denied {
-            store::peek(store, policy.slots, fp, rule.algorithm, &rule.limit, now, 1)
-        } else {
-            store::take(store, policy.slots, fp, rule.algorithm, &rule.limit, now, 1)
+        let result = match (denied, rule.queue.as_ref()) {
+            (true, _) => store::peek(store, policy.slots, fp, rule.algorithm, &rule.limit, now, 1).map(|o| (o, 0)),
+            (false, Some(q)) => store::take_queued(store, policy.slots, fp, &rule.limit, q, now, 1),
+            (false, None) => store::take(store, policy.slots, fp, rule.algorithm, &rule.limit, now, 1).map(|o| (o, 0)),
         };
         let mut outcome = match result {
-            Ok(o) => o,
+            Ok((o, wait)) => {
+                d.hold_ns = d.hold_ns.max(wait);
+                o
+            }
             Err(e) => {
                 d.errors.push((i, e));
                 continue;
@@ -374,12 +383,23 @@ pub fn decide(policy: &Policy, req: &mut dyn Request, store: &dyn SharedStore, c
     if !d.allowed() || d.pending() {
         refund(policy, store, now, &spent, &mut d);
         d.tightest = None;
+        d.hold_ns = 0;
         if !d.allowed() {
             d.wait_for.clear();
         }
+    } else {
+        d.spent = spent;
     }
     d.tenant = attrs.tenant(policy);
     d
+}
+
+/// Gives back what an admitted request spent, when its client went away
+/// while it waited in a queue. Errors are reported, not fatal.
+pub fn give_back(policy: &Policy, store: &dyn SharedStore, spent: &[Spent], now: u64) -> Vec<(usize, StoreError)> {
+    let mut d = Decision::default();
+    refund(policy, store, now, spent, &mut d);
+    d.errors
 }
 
 /// The lease part of a global rule whose own bucket admitted the request.

@@ -136,6 +136,14 @@ pub fn take(store: &dyn SharedStore, slots: u32, fingerprint: u64, algorithm: Al
     cas_update(store, slots, fingerprint, limit, now, |s| s.take(algorithm, limit, now, cost))
 }
 
+/// Takes a unit or reserves a turn in the queue; the wait comes back too.
+pub fn take_queued(store: &dyn SharedStore, slots: u32, fingerprint: u64, limit: &Limit, queue: &crate::policy::Queue, now: u64, cost: u64) -> Result<(crate::bucket::Outcome, u64), StoreError> {
+    cas_update(store, slots, fingerprint, limit, now, |s| {
+        let (o, next, wait) = s.take_queued(limit, now, cost, queue);
+        ((o, wait), next)
+    })
+}
+
 /// The outcome `take` would have, without spending anything.
 pub fn peek(store: &dyn SharedStore, slots: u32, fingerprint: u64, algorithm: Algorithm, limit: &Limit, now: u64, cost: u64) -> Result<crate::bucket::Outcome, StoreError> {
     let found = locate(store, slots, fingerprint, limit, now)?;

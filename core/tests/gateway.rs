@@ -320,3 +320,34 @@ fn algorithms_and_other_key_sources() {
     g.now += 30 * S;
     assert_eq!(g.burst(&get("/fixed?user=ann"), 5), 3, "a new fixed window");
 }
+
+#[test]
+fn queued_requests_wait_their_turn_and_can_give_it_back() {
+    let policy = r#"{"tenant": [{"header": "x-tenant-id"}], "rules": [
+        {"name": "notion", "match": {"headers": [{"name": "x-integration", "exact": "notion"}]},
+         "key": ["tenant"], "limit": {"requests": 3, "per": "1s"}, "queue": {"max_wait": "2s", "max_queued": 4}}]}"#;
+    let g = Gateway::new(policy);
+    let req = tenant(get("/x"), "a").header("x-integration", "notion");
+    let holds: Vec<Option<u64>> = (0..9)
+        .map(|_| {
+            let d = g.send(req.clone());
+            d.allowed().then_some(d.hold_ns / 1_000_000)
+        })
+        .collect();
+    // 3 now, 4 queued a third of a second apart, then max_queued refuses.
+    assert_eq!(holds, [Some(0), Some(0), Some(0), Some(333), Some(666), Some(999), Some(1333), None, None]);
+    // A waiting client leaves: its turn goes to the next one.
+    let d = g.send(req.clone());
+    assert!(!d.allowed());
+    let mut g2 = Gateway::new(policy);
+    g2.now = g.now;
+    let mut last = None;
+    for _ in 0..5 {
+        last = Some(g2.send(req.clone()));
+    }
+    let leaving = last.expect("sent");
+    assert_eq!(leaving.hold_ns / 1_000_000, 666);
+    let errors = sluice_core::limiter::give_back(&g2.policy, &g2.instance.borrow().store, &leaving.spent, g2.now);
+    assert!(errors.is_empty());
+    assert_eq!(g2.send(req).hold_ns / 1_000_000, 666, "the departed client's turn is taken again");
+}

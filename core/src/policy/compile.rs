@@ -4,10 +4,10 @@
 
 use std::collections::HashMap;
 
-use super::raw::{RawGlobal, RawHeader, RawKeyPart, RawLimit, RawPath, RawPathParam, RawPolicy, RawRule};
+use super::raw::{RawGlobal, RawHeader, RawKeyPart, RawLimit, RawQueue, RawPath, RawPathParam, RawPolicy, RawRule};
 use super::{
-    Algorithm, Global, HeaderMatch, HeaderTest, KeyPart, Limit, Mode, Policy, PolicyError, Problem, Rule,
-    Scope, MAX_SLOTS, MIN_SLOTS,
+    Algorithm, Global, HeaderMatch, HeaderTest, KeyPart, Limit, Mode, Policy, PolicyError, Problem, Queue,
+    Rule, Scope, MAX_SLOTS, MIN_SLOTS,
 };
 use crate::duration::Span;
 use crate::hash::Fnv;
@@ -213,6 +213,7 @@ impl Compiler {
             }
         }
         let limit = self.limit(at, &raw.limit, raw.algorithm);
+        let queue = raw.queue.as_ref().and_then(|q| self.queue(at, q, raw.algorithm, raw.scope, limit.as_ref()));
         if self.problems.len() > before {
             return None;
         }
@@ -230,7 +231,44 @@ impl Compiler {
             missing: raw.missing,
             scope: raw.scope,
             failure_mode: raw.failure_mode,
+            queue,
         })
+    }
+
+    fn queue(&mut self, at: &str, q: &RawQueue, algorithm: Algorithm, scope: Scope, limit: Option<&Limit>) -> Option<Queue> {
+        let before = self.problems.len();
+        if algorithm != Algorithm::TokenBucket {
+            self.problem(format!("{at}.queue"), "only token_bucket rules can queue: the bucket reserves each waiting request's turn");
+        }
+        if scope == Scope::Global {
+            self.problem(format!("{at}.queue"), "global rules cannot queue yet; queue in a local rule with the same match and key");
+        }
+        let max_wait = match Span::parse(&q.max_wait) {
+            Ok(w) if w.nanos() <= 60 * 1_000_000_000 => Some(w),
+            Ok(_) => {
+                self.problem(format!("{at}.queue.max_wait"), format!("{:?} is too long: at most 60s", q.max_wait));
+                None
+            }
+            Err(e) => {
+                self.problem(format!("{at}.queue.max_wait"), e);
+                None
+            }
+        };
+        let max_queued = match q.max_queued {
+            None => None,
+            Some(n) if (1..=100_000).contains(&n) => Some(n as u64),
+            Some(n) => {
+                self.problem(format!("{at}.queue.max_queued"), format!("must be between 1 and 100000, got {n}"));
+                None
+            }
+        };
+        if self.problems.len() > before {
+            return None;
+        }
+        let (max_wait, limit) = (max_wait?, limit?);
+        // By default as many as the limit lets through in max_wait.
+        let by_rate = u64::try_from(u128::from(limit.requests) * u128::from(max_wait.nanos()) / u128::from(limit.per.nanos())).unwrap_or(u64::MAX).max(1);
+        Some(Queue { max_wait, max_queued: max_queued.unwrap_or(by_rate) })
     }
 
     fn limit(&mut self, at: &str, l: &RawLimit, algorithm: Algorithm) -> Option<Limit> {

@@ -70,6 +70,17 @@ pub struct Rule {
     pub missing: Missing,
     pub scope: Scope,
     pub failure_mode: FailureMode,
+    /// Requests over the limit wait for their turn instead of being refused.
+    pub queue: Option<Queue>,
+}
+
+/// How a rule holds requests over its limit: each takes its turn (FIFO per
+/// key, as turns are reserved in the bucket) if that comes within
+/// `max_wait` and at most `max_queued` are waiting for the key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Queue {
+    pub max_wait: Span,
+    pub max_queued: u64,
 }
 
 /// `requests` per `per`, with bursts of at most `burst` (token bucket only;

@@ -72,6 +72,15 @@ pub struct RawRule {
     pub scope: Scope,
     #[serde(default)]
     pub failure_mode: FailureMode,
+    pub queue: Option<RawQueue>,
+}
+
+/// Hold requests over the limit for up to `max_wait` instead of refusing.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawQueue {
+    pub max_wait: String,
+    pub max_queued: Option<i64>,
 }
 
 /// Where a rule counts: in this Envoy instance, or across every instance
