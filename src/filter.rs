@@ -1,24 +1,23 @@
-//! The HTTP context: asks the core for a decision on the request headers,
-//! answers 429 (or 503) itself when denied, and adds the rate-limit headers
-//! to the upstream's response when admitted. When a global rule has no
-//! lease yet, the request stays paused for one reserve call (bounded by the
-//! policy's timeout) and is then decided again. When a rule queues the
-//! request, it stays paused until its turn (see `queue`); if its client
-//! leaves first, what it reserved is given back.
+//! The HTTP context: asks the core for a decision on the request headers;
+//! `settle` answers 429/503 itself, holds the request, or lets it through
+//! with rate-limit headers added to the upstream's response. When a global
+//! rule has no lease yet, the request stays paused for one reserve call
+//! (bounded by the policy's timeout) and is then decided again. If a held
+//! request's client leaves, what it reserved is given back.
 
 use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 use sluice_core::coordination::degraded_since;
-use sluice_core::limiter::{decide, give_back, Ctx, Decision, LeaseNeed, Spent};
+use sluice_core::limiter::{decide, give_back, Ctx, Decision, LeaseNeed};
 use sluice_core::policy::Policy;
-use sluice_core::response::{admitted_headers, denial, unavailable};
 
 use crate::callout;
 use crate::global;
 use crate::host::{now_ns, HostRequest, HostStore, Jitter};
-use crate::queue;
+use crate::queue::{self, Held};
+use crate::settle::{settle, Next};
 
 pub struct SluiceFilter {
     context_id: u32,
@@ -26,53 +25,42 @@ pub struct SluiceFilter {
     queue: Option<u32>,
     instance: Rc<str>,
     jitter: Jitter,
-    response_headers: Vec<(String, String)>,
+    arrival: u64,
     /// The reserve call this request waits for.
     waiting: Option<(u32, Vec<LeaseNeed>)>,
-    /// What a request held in a queue reserved.
-    held: Vec<Spent>,
 }
 
 impl SluiceFilter {
     pub fn new(context_id: u32, policy: Option<Rc<Policy>>, queue: Option<u32>, instance: Rc<str>, jitter: Jitter) -> SluiceFilter {
-        SluiceFilter { context_id, policy, queue, instance, jitter, response_headers: Vec::new(), waiting: None, held: Vec::new() }
+        SluiceFilter { context_id, policy, queue, instance, jitter, arrival: 0, waiting: None }
     }
 
     fn decide(&mut self, policy: &Policy, ctx: Ctx) -> Decision {
+        let ctx = Ctx { random: self.jitter.next(), ..ctx };
         let decision = decide(policy, &mut HostRequest, &HostStore, ctx);
-        for (rule, e) in &decision.errors {
-            log::warn!("rule {} let a request pass: {e}", policy.rules[*rule].name);
-        }
+        log_errors(policy, &decision);
         global::enqueue(self.queue, &decision.refills);
         decision
     }
 
-    /// Answers a final decision: a local reply, or headers for later.
-    fn finish(&mut self, policy: &Policy, d: &Decision, now: u64) -> Action {
-        let reply = unavailable(policy, d).or_else(|| denial(policy, d, now, self.jitter.next()));
-        if let Some(reply) = reply {
-            let headers: Vec<(&str, &str)> = reply.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            self.send_http_response(reply.status, headers, Some(reply.body.as_bytes()));
-            return Action::Pause;
-        }
-        self.response_headers = admitted_headers(policy, d, now);
-        if d.hold_ns > 0 {
-            self.held = d.spent.clone();
-            queue::hold(self.context_id, now.saturating_add(d.hold_ns));
-            return Action::Pause;
-        }
-        Action::Continue
+    fn settle(&mut self, policy: &Rc<Policy>, d: &Decision, now: u64) -> Next {
+        settle(policy, d, self.context_id, self.arrival, now, self.jitter.next())
+    }
+}
+
+pub fn log_errors(policy: &Policy, d: &Decision) {
+    for (rule, e) in &d.errors {
+        log::warn!("rule {} let a request pass: {e}", policy.rules[*rule].name);
     }
 }
 
 impl Context for SluiceFilter {
     fn on_done(&mut self) -> bool {
-        if queue::release(self.context_id) {
+        queue::take_headers(self.context_id);
+        if let Some(Held::Resume { policy, spent }) = queue::release(self.context_id) {
             // The client left before its turn: give the turn back.
-            if let Some(policy) = &self.policy {
-                for (rule, e) in give_back(policy, &HostStore, &self.held, now_ns()) {
-                    log::warn!("rule {}: a queued turn was not given back: {e}", policy.rules[rule].name);
-                }
+            for (rule, e) in give_back(&policy, &HostStore, &spent, now_ns()) {
+                log::warn!("rule {}: a queued turn was not given back: {e}", policy.rules[rule].name);
             }
         }
         true
@@ -84,19 +72,20 @@ impl Context for SluiceFilter {
             return;
         }
         let now = now_ns();
+        let waited_ns = now.saturating_sub(self.arrival);
         let ctx = match callout::answers(&needs, body_size) {
             Ok(answers) => {
                 global::apply(&policy, &needs, &answers, now);
                 global::reachable(true, now, "");
-                Ctx { now, degraded: false, may_wait: false }
+                Ctx { may_wait: false, waited_ns, ..Ctx::at(now) }
             }
             Err(e) => {
                 global::reachable(false, now, &e.to_string());
-                Ctx { now, degraded: true, may_wait: false }
+                Ctx { degraded: true, may_wait: false, waited_ns, ..Ctx::at(now) }
             }
         };
         let d = self.decide(&policy, ctx);
-        if self.finish(&policy, &d, now) == Action::Continue {
+        if self.settle(&policy, &d, now) == Next::Go {
             self.resume_http_request();
         }
     }
@@ -108,8 +97,9 @@ impl HttpContext for SluiceFilter {
             return Action::Continue;
         };
         let now = now_ns();
+        self.arrival = now;
         let degraded = policy.global.is_some() && degraded_since(&HostStore).is_some();
-        let d = self.decide(&policy, Ctx { now, degraded, may_wait: true });
+        let mut d = self.decide(&policy, Ctx { degraded, ..Ctx::at(now) });
         if d.pending() {
             if let Some(settings) = policy.global.as_ref() {
                 match callout::reserve(settings, &self.instance, &d.wait_for) {
@@ -119,17 +109,19 @@ impl HttpContext for SluiceFilter {
                     }
                     Err(e) => {
                         global::reachable(false, now, &e);
-                        let d = self.decide(&policy, Ctx { now, degraded: true, may_wait: false });
-                        return self.finish(&policy, &d, now);
+                        d = self.decide(&policy, Ctx { degraded: true, may_wait: false, ..Ctx::at(now) });
                     }
                 }
             }
         }
-        self.finish(&policy, &d, now)
+        match self.settle(&policy, &d, now) {
+            Next::Go => Action::Continue,
+            Next::Held | Next::Replied => Action::Pause,
+        }
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
-        for (name, value) in std::mem::take(&mut self.response_headers) {
+        for (name, value) in queue::take_headers(self.context_id) {
             self.set_http_response_header(&name, Some(&value));
         }
         Action::Continue

@@ -19,6 +19,8 @@ mod host;
 mod queue;
 #[cfg(target_os = "wasi")]
 mod root;
+#[cfg(target_os = "wasi")]
+mod settle;
 
 #[cfg(target_os = "wasi")]
 proxy_wasm::main! {{

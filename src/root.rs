@@ -15,15 +15,16 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
 use sluice_core::coordination::{degraded_since, try_lead};
-use sluice_core::limiter::LeaseNeed;
+use sluice_core::limiter::{decide, Ctx, LeaseNeed};
 use sluice_core::policy::Policy;
 use sluice_core::store::ensure_slots;
 
 use crate::callout;
 use crate::filter::SluiceFilter;
 use crate::global::{self, REFILL_QUEUE};
-use crate::host::{now_ns, HostStore, Jitter};
-use crate::queue;
+use crate::host::{now_ns, HostRequest, HostStore, Jitter};
+use crate::queue::{self, Held};
+use crate::settle::{settle, Next};
 
 /// Lease work runs every `LEASE_EVERY_NS`; queued requests are resumed
 /// on every tick.
@@ -38,6 +39,8 @@ const BATCH: usize = 256;
 enum Call {
     Reserve(Vec<LeaseNeed>),
     Probe,
+    /// Leases for a held request being decided again.
+    Redo { context_id: u32, policy: Rc<Policy>, arrival: u64, needs: Vec<LeaseNeed> },
 }
 
 pub struct SluiceRoot {
@@ -49,6 +52,7 @@ pub struct SluiceRoot {
     calls: HashMap<u32, Call>,
     last_probe: u64,
     last_lease_work: u64,
+    jitter: Jitter,
 }
 
 impl SluiceRoot {
@@ -62,6 +66,7 @@ impl SluiceRoot {
             calls: HashMap::new(),
             last_probe: 0,
             last_lease_work: 0,
+            jitter: Jitter::seeded(),
         }
     }
 }
@@ -84,6 +89,26 @@ impl Context for SluiceRoot {
                 }
             }
             Some(Call::Probe) if callout::status() == Some(200) => global::reachable(true, now, ""),
+            Some(Call::Redo { context_id, policy, arrival, needs }) => {
+                let degraded = match callout::answers(&needs, body_size) {
+                    Ok(answers) => {
+                        global::apply(&policy, &needs, &answers, now);
+                        global::reachable(true, now, "");
+                        false
+                    }
+                    Err(e) => {
+                        global::reachable(false, now, &e.to_string());
+                        true
+                    }
+                };
+                // The stream may be gone meanwhile: then there is nothing to do.
+                if hostcalls::set_effective_context(context_id).is_ok() {
+                    if self.redo(&policy, context_id, arrival, now, Some(degraded)) {
+                        let _ = hostcalls::resume_http_request();
+                    }
+                    let _ = hostcalls::set_effective_context(self.context_id);
+                }
+            }
             Some(Call::Probe) | None => {}
         }
     }
@@ -121,6 +146,42 @@ impl SluiceRoot {
                 }
             }
         }
+    }
+}
+
+impl SluiceRoot {
+    /// Decides a held request again (its stream is the effective context);
+    /// true when it may go on now. Without a lease it waits for one reserve
+    /// call made by this root (`after_call`: the call was made and whether
+    /// it failed).
+    fn redo(&mut self, policy: &Rc<Policy>, context_id: u32, arrival: u64, now: u64, after_call: Option<bool>) -> bool {
+        let degraded = after_call.unwrap_or(false) || degraded_since(&HostStore).is_some();
+        let random = self.jitter.next();
+        let ctx = Ctx { degraded, may_wait: after_call.is_none(), waited_ns: now.saturating_sub(arrival), random, ..Ctx::at(now) };
+        let mut d = decide(policy, &mut HostRequest, &HostStore, ctx);
+        crate::filter::log_errors(policy, &d);
+        global::enqueue(self.queue, &d.refills);
+        if d.pending() {
+            if let Some(settings) = policy.global.as_ref() {
+                let _ = hostcalls::set_effective_context(self.context_id);
+                match callout::reserve(settings, &self.instance, &d.wait_for) {
+                    Ok(token) => {
+                        let needs = std::mem::take(&mut d.wait_for);
+                        self.calls.insert(token, Call::Redo { context_id, policy: policy.clone(), arrival, needs });
+                        return false;
+                    }
+                    Err(e) => {
+                        global::reachable(false, now, &e);
+                        if hostcalls::set_effective_context(context_id).is_err() {
+                            return false;
+                        }
+                        d = decide(policy, &mut HostRequest, &HostStore, Ctx { degraded: true, may_wait: false, ..ctx });
+                    }
+                }
+                let _ = hostcalls::set_effective_context(context_id);
+            }
+        }
+        settle(policy, &d, context_id, arrival, now, self.jitter.next()) == Next::Go
     }
 }
 
@@ -162,14 +223,22 @@ impl RootContext for SluiceRoot {
     fn on_tick(&mut self) {
         let now = now_ns();
         let due = queue::due(now);
-        for context_id in &due {
-            if hostcalls::set_effective_context(*context_id).is_ok() {
+        let woke = !due.is_empty();
+        for (context_id, held) in due {
+            if hostcalls::set_effective_context(context_id).is_err() {
+                continue;
+            }
+            let go = match held {
+                Held::Resume { .. } => true,
+                Held::Redo { policy, arrival } => self.redo(&policy, context_id, arrival, now, None),
+            };
+            if go {
                 if let Err(e) = hostcalls::resume_http_request() {
-                    log::debug!("queued request {context_id} not resumed: {e:?}");
+                    log::debug!("held request {context_id} not resumed: {e:?}");
                 }
             }
         }
-        if !due.is_empty() {
+        if woke {
             // Calls made below must belong to this root, not to a stream.
             let _ = hostcalls::set_effective_context(self.context_id);
         }

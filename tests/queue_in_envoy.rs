@@ -102,3 +102,17 @@ fn queued_requests_survive_a_reload() {
     let statuses: Vec<u16> = held.into_iter().map(|t| t.join().unwrap()).collect();
     assert_eq!(statuses, [200; 6]);
 }
+
+#[test]
+fn the_gateway_policy_queues_integration_calls() {
+    // Global (through the counter service) and queued for up to 2 s.
+    let stack = Stack::start(common::GATEWAY);
+    let answers = simultaneous(&stack, 9, "gw");
+    println!("{answers:?}");
+    assert!(answers.iter().all(|(s, _, _)| *s == 200), "{answers:?}");
+    let (first, last) = (answers[0].1, answers[8].1);
+    assert!(last - first >= 1.6 && last < 2.6, "spread out by Notion's 3/s: {answers:?}");
+    let more = simultaneous(&stack, 12, "gw2");
+    let refused = more.iter().filter(|(s, _, tier)| *s == 429 && tier == "integration-notion").count();
+    assert!(refused >= 3, "{more:?}");
+}

@@ -187,6 +187,18 @@ impl Lease {
         None
     }
 
+    /// What to reserve in the next window now, if nothing is yet: for
+    /// requests that will wait for it.
+    pub fn want_next(&self, now: u64, limit: &Limit) -> Option<u32> {
+        let per = limit.per.nanos().max(1);
+        let asked = self.asked_at != 0 && now.saturating_sub(self.asked_at) < ASK_EXPIRES_NS;
+        if asked || self.window == 0 || self.next_units > 0 || self.next_used > 0 {
+            return None;
+        }
+        let rate = self.rate(now, per);
+        u32::try_from((rate + rate / 8 + 1).min(limit.requests)).ok()
+    }
+
     /// Nanoseconds until the lease holds nothing worth keeping.
     pub fn idle_in(&self, now: u64, per: u64) -> u64 {
         if self.window == 0 {

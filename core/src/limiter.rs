@@ -44,11 +44,16 @@ pub struct Ctx {
     pub degraded: bool,
     /// The request may wait for a lease (false on the second pass).
     pub may_wait: bool,
+    /// How long the request has already waited in queues; a queue's
+    /// `max_wait` counts from its arrival.
+    pub waited_ns: u64,
+    /// Any random number: spreads requests waiting for the same window.
+    pub random: u64,
 }
 
 impl Ctx {
     pub fn at(now: u64) -> Ctx {
-        Ctx { now, degraded: false, may_wait: true }
+        Ctx { now, degraded: false, may_wait: true, waited_ns: 0, random: 0 }
     }
 }
 
@@ -103,12 +108,17 @@ pub struct Decision {
     /// Nanoseconds the admitted request must wait for its turn in the
     /// queues of the rules that hold it (0: go now).
     pub hold_ns: u64,
+    /// A queueing global rule found its window's budget gone: the request
+    /// waits until this time (wall-clock ns), having spent nothing, and is
+    /// decided again then.
+    pub redo_at: Option<u64>,
     /// What the request spent; see [`give_back`].
     pub spent: Vec<Spent>,
 }
 
 impl Decision {
-    /// The request passes (it may still have to wait, see `pending`).
+    /// The request passes (it may still have to wait, see `pending`,
+    /// `hold_ns` and `redo_at`).
     pub fn allowed(&self) -> bool {
         self.denied_by.is_none() && self.unavailable.is_none()
     }
@@ -118,6 +128,10 @@ impl Decision {
         self.allowed() && !self.wait_for.is_empty()
     }
 }
+
+/// Held requests are woken on a 10 ms tick, so a turn is kept to that
+/// precision: one that comes up to a tick after `max_wait` still counts.
+pub const TICK_GRACE_NS: u64 = 10_000_000;
 
 /// The limit a failing-open global rule enforces in each instance.
 pub fn fallback_limit(policy: &Policy, rule: &Rule) -> Limit {
@@ -344,7 +358,11 @@ pub fn decide(policy: &Policy, req: &mut dyn Request, store: &dyn SharedStore, c
         let denied = !d.allowed();
         let result = match (denied, rule.queue.as_ref()) {
             (true, _) => store::peek(store, policy.slots, fp, rule.algorithm, &rule.limit, now, 1).map(|o| (o, 0)),
-            (false, Some(q)) => store::take_queued(store, policy.slots, fp, &rule.limit, q, now, 1),
+            (false, Some(q)) => {
+                let left_ns = (q.max_wait.nanos() + TICK_GRACE_NS).saturating_sub(ctx.waited_ns);
+                let left = crate::policy::Queue { max_wait: crate::duration::Span::from_nanos(left_ns), ..*q };
+                store::take_queued(store, policy.slots, fp, &rule.limit, &left, now, 1)
+            }
             (false, None) => store::take(store, policy.slots, fp, rule.algorithm, &rule.limit, now, 1).map(|o| (o, 0)),
         };
         let mut outcome = match result {
@@ -380,12 +398,13 @@ pub fn decide(policy: &Policy, req: &mut dyn Request, store: &dyn SharedStore, c
             d.denied_by = Some(ro);
         }
     }
-    if !d.allowed() || d.pending() {
+    if !d.allowed() || d.pending() || d.redo_at.is_some() {
         refund(policy, store, now, &spent, &mut d);
         d.tightest = None;
         d.hold_ns = 0;
         if !d.allowed() {
             d.wait_for.clear();
+            d.redo_at = None;
         }
     } else {
         d.spent = spent;
@@ -423,9 +442,11 @@ fn global(
     let lease_fp = derived(fp, b"lease");
     let (step, lease, refill) = store::lease_update(store, policy.slots, lease_fp, &rule.limit, now, |l| {
         let (step, mut next) = l.spend(now, &rule.limit);
-        // An exhausted window still reserves the next one ahead of time.
+        // An exhausted window still reserves the next one ahead of time,
+        // at once when requests will queue for it.
         let refill = match step {
             Step::Spent => next.want(now, &rule.limit),
+            Step::Exhausted { .. } if rule.queue.is_some() => next.want_next(now, &rule.limit).map(|w| (w, true)),
             Step::Exhausted { .. } => next.want(now, &rule.limit).filter(|(_, ahead)| *ahead),
             Step::Missing => None,
         };
@@ -458,6 +479,18 @@ fn global(
         Step::Exhausted { retry_after_ns } => {
             if let Some((want, next)) = refill {
                 d.refills.push(ask(want, next));
+            }
+            // A queueing rule waits for the next window when it opens in
+            // time; waiters spread over up to a tenth of it (never past
+            // their max_wait) so that they do not all return at once.
+            if let Some(q) = rule.queue.as_ref() {
+                let room = (q.max_wait.nanos() + TICK_GRACE_NS).saturating_sub(ctx.waited_ns);
+                if retry_after_ns <= room {
+                    let spread_max = (rule.limit.per.nanos() / 10).min(room - retry_after_ns).max(1);
+                    let wait = retry_after_ns + ctx.random % spread_max;
+                    d.redo_at = Some(d.redo_at.unwrap_or(0).max(now + wait));
+                    return Ok(None);
+                }
             }
             Ok(Some(Outcome { allowed: false, remaining: 0, reset_ns: retry_after_ns, retry_after_ns }))
         }

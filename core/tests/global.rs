@@ -13,7 +13,7 @@ use sluice_core::limiter::{decide, Ctx};
 use sluice_core::policy::Policy;
 use sluice_core::request::MemoryRequest;
 use sluice_core::response::unavailable;
-use support::{FakeCounter, Instance, MS};
+use support::{FakeCounter, Instance, Step, MS};
 
 const S: u64 = 1_000_000_000;
 const T0: u64 = 1_763_382_885 * S;
@@ -108,7 +108,7 @@ fn an_exhausted_window_is_denied_until_it_ends() {
 #[test]
 fn failing_open_enforces_the_instance_share() {
     let inst = Instance::new(policy("open", 4));
-    let degraded = Ctx { now: T0, degraded: true, may_wait: true };
+    let degraded = Ctx { degraded: true, may_wait: true, ..Ctx::at(T0) };
     let req = tenant("/api/v1/tools/invoke", "t");
     let admitted = (0..20)
         .filter(|_| decide(&inst.policy, &mut req.clone(), &inst.store, degraded).allowed())
@@ -119,7 +119,7 @@ fn failing_open_enforces_the_instance_share() {
 #[test]
 fn failing_closed_refuses_with_503() {
     let inst = Instance::new(policy("closed", 1));
-    let d = decide(&inst.policy, &mut tenant("/x", "t"), &inst.store, Ctx { now: T0, degraded: true, may_wait: true });
+    let d = decide(&inst.policy, &mut tenant("/x", "t"), &inst.store, Ctx { degraded: true, may_wait: true, ..Ctx::at(T0) });
     assert!(!d.allowed());
     let reply = unavailable(&inst.policy, &d).expect("503");
     assert_eq!(reply.status, 503);
@@ -132,8 +132,52 @@ fn failing_closed_refuses_with_503() {
 fn a_failed_wait_falls_back_per_failure_mode() {
     let inst = Instance::new(policy("open", 2));
     // Second pass without a lease (the callout failed): open -> local share.
-    let ctx = Ctx { now: T0, degraded: false, may_wait: false };
+    let ctx = Ctx { degraded: false, may_wait: false, ..Ctx::at(T0) };
     let req = tenant("/api/v1/tools/invoke", "t");
     let admitted = (0..20).filter(|_| decide(&inst.policy, &mut req.clone(), &inst.store, ctx).allowed()).count();
     assert_eq!(admitted, 10);
+}
+
+#[test]
+fn a_queueing_global_rule_waits_for_the_next_window() {
+    // Notion, 3/s across instances, queued up to 2 s.
+    let policy = Policy::from_json(
+        r#"{"global": {}, "tenant": [{"header": "x-tenant-id"}], "rules": [
+        {"name": "integration-notion", "scope": "global", "match": {"headers": [{"name": "x-integration", "exact": "notion"}]},
+         "key": ["tenant"], "limit": {"requests": 3, "per": "1s"}, "queue": {"max_wait": "2s"}}]}"#,
+    )
+    .expect("policy");
+    let mut counter = FakeCounter::default();
+    let mut a = Instance::new(policy.clone());
+    let mut b = Instance::new(policy);
+    let req = MemoryRequest::new("POST", "/x").header("x-tenant-id", "t").header("x-integration", "notion");
+    // 10 at once, 0.5 s into a window, spread over two instances; decisions
+    // happen in time order, redone requests when their time comes.
+    let arrival = T0 + S / 2;
+    let mut pending: Vec<(u64, usize)> = (0..10).map(|i| (arrival, i)).collect();
+    let mut times: Vec<Option<u64>> = vec![None; 10];
+    let mut next_tick = arrival;
+    while let Some(pos) = (0..pending.len()).min_by_key(|p| pending[*p]) {
+        let (now, i) = pending.remove(pos);
+        while next_tick <= now {
+            a.tick(&mut counter, next_tick);
+            b.tick(&mut counter, next_tick);
+            next_tick += 50 * MS;
+        }
+        let inst = if i % 2 == 0 { &mut a } else { &mut b };
+        match inst.step(&mut counter, &req, arrival, now) {
+            Step::Refused => {}
+            Step::Redo(t) => pending.push((t, i)),
+            Step::Went(t) => times[i] = Some(t),
+        }
+    }
+    let mut went: Vec<u64> = times.iter().flatten().map(|t| (t - arrival) / MS).collect();
+    went.sort_unstable();
+    println!("{went:?} ms after arrival");
+    // 3 in this window, 3 in each of the next two (both within 2 s); the
+    // last one would wait past 2 s.
+    assert_eq!(times.iter().filter(|t| t.is_none()).count(), 1, "{times:?}");
+    let per_window = |w: u64| went.iter().filter(|ms| (**ms + 500) / 1000 == w).count();
+    assert_eq!((per_window(0), per_window(1), per_window(2)), (3, 3, 3), "{went:?}");
+    assert!(went.iter().all(|ms| *ms <= 2000), "{went:?}");
 }

@@ -213,7 +213,7 @@ impl Compiler {
             }
         }
         let limit = self.limit(at, &raw.limit, raw.algorithm);
-        let queue = raw.queue.as_ref().and_then(|q| self.queue(at, q, raw.algorithm, raw.scope, limit.as_ref()));
+        let queue = raw.queue.as_ref().and_then(|q| self.queue(at, q, raw.algorithm, limit.as_ref()));
         if self.problems.len() > before {
             return None;
         }
@@ -235,13 +235,10 @@ impl Compiler {
         })
     }
 
-    fn queue(&mut self, at: &str, q: &RawQueue, algorithm: Algorithm, scope: Scope, limit: Option<&Limit>) -> Option<Queue> {
+    fn queue(&mut self, at: &str, q: &RawQueue, algorithm: Algorithm, limit: Option<&Limit>) -> Option<Queue> {
         let before = self.problems.len();
         if algorithm != Algorithm::TokenBucket {
             self.problem(format!("{at}.queue"), "only token_bucket rules can queue: the bucket reserves each waiting request's turn");
-        }
-        if scope == Scope::Global {
-            self.problem(format!("{at}.queue"), "global rules cannot queue yet; queue in a local rule with the same match and key");
         }
         let max_wait = match Span::parse(&q.max_wait) {
             Ok(w) if w.nanos() <= 60 * 1_000_000_000 => Some(w),

@@ -15,6 +15,16 @@ use sluice_core::store::{ensure_slots, MemoryStore};
 
 pub const MS: u64 = 1_000_000;
 
+/// Where a request stands after one decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    Refused,
+    /// Decide again at this time.
+    Redo(u64),
+    /// Went upstream at this time.
+    Went(u64),
+}
+
 /// The counter service's contract, in memory: fixed windows on its clock.
 #[derive(Default)]
 pub struct FakeCounter {
@@ -74,9 +84,28 @@ impl Instance {
         let asks: Vec<Ask> = d.wait_for.iter().map(|n| n.ask.clone()).collect();
         let answers = counter.reserve(&asks, now);
         self.answer(&d.wait_for, &answers, now);
-        let again = decide(&self.policy, &mut req.clone(), &self.store, Ctx { now, degraded: false, may_wait: false });
+        let again = decide(&self.policy, &mut req.clone(), &self.store, Ctx { degraded: false, may_wait: false, ..Ctx::at(now) });
         self.refills.extend(again.refills.iter().cloned());
         again
+    }
+
+    /// One decision for a request that arrived at `arrival`, made at `now`,
+    /// the way the filter makes it (waiting for a lease when told to).
+    pub fn step(&mut self, counter: &mut FakeCounter, req: &MemoryRequest, arrival: u64, now: u64) -> Step {
+        let ctx = Ctx { waited_ns: now - arrival, ..Ctx::at(now) };
+        let mut d = decide(&self.policy, &mut req.clone(), &self.store, ctx);
+        if d.pending() {
+            let asks: Vec<Ask> = d.wait_for.iter().map(|n| n.ask.clone()).collect();
+            let answers = counter.reserve(&asks, now);
+            self.answer(&d.wait_for, &answers, now);
+            d = decide(&self.policy, &mut req.clone(), &self.store, Ctx { may_wait: false, ..ctx });
+        }
+        self.refills.extend(d.refills.iter().cloned());
+        match (d.allowed(), d.redo_at) {
+            (false, _) => Step::Refused,
+            (true, Some(t)) => Step::Redo(t),
+            (true, None) => Step::Went(now + d.hold_ns),
+        }
     }
 
     /// The root context's tick: one batched call for every refill.

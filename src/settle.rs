@@ -1,0 +1,45 @@
+//! What a decision means for the stream, wherever it was made (the HTTP
+//! context on request headers or on a lease answer, or the root context
+//! redoing a held request): a local reply, a hold, or go on.
+
+use std::rc::Rc;
+
+use proxy_wasm::hostcalls;
+use sluice_core::limiter::Decision;
+use sluice_core::policy::Policy;
+use sluice_core::response::{admitted_headers, denial, unavailable};
+
+use crate::queue::{self, Held};
+
+/// How the stream goes on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// A local reply (429/503) was sent.
+    Replied,
+    /// The request waits in `queue`.
+    Held,
+    /// Let the request through now.
+    Go,
+}
+
+/// Acts on a final decision for the stream `context_id` (the effective
+/// context), which arrived at `arrival`.
+pub fn settle(policy: &Rc<Policy>, d: &Decision, context_id: u32, arrival: u64, now: u64, random: u64) -> Next {
+    if let Some(reply) = unavailable(policy, d).or_else(|| denial(policy, d, now, random)) {
+        let headers: Vec<(&str, &str)> = reply.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        if let Err(e) = hostcalls::send_http_response(reply.status, headers, Some(reply.body.as_bytes())) {
+            log::warn!("local reply not sent: {e:?}");
+        }
+        return Next::Replied;
+    }
+    if let Some(at) = d.redo_at {
+        queue::hold(context_id, at, Held::Redo { policy: policy.clone(), arrival });
+        return Next::Held;
+    }
+    queue::set_headers(context_id, admitted_headers(policy, d, now));
+    if d.hold_ns > 0 {
+        queue::hold(context_id, now.saturating_add(d.hold_ns), Held::Resume { policy: policy.clone(), spent: d.spent.clone() });
+        return Next::Held;
+    }
+    Next::Go
+}
