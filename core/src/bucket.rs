@@ -44,6 +44,17 @@ pub struct Outcome {
     pub retry_after_ns: u64,
 }
 
+/// GCRA figures, all in ns: the arrival time after earlier requests, the
+/// step this request adds, the tolerance (burst), the time per unit, and
+/// the arrival time after this request.
+struct Gcra {
+    tat: u64,
+    step: u64,
+    capacity: u64,
+    interval: u64,
+    new_tat: u64,
+}
+
 fn mul_div(a: u64, b: u64, c: u64) -> u64 {
     let v = u128::from(a) * u128::from(b) / u128::from(c.max(1));
     u64::try_from(v).unwrap_or(u64::MAX)
@@ -65,20 +76,30 @@ impl State {
         }
     }
 
+    /// The token bucket's figures for taking `cost` units at `now`.
+    fn gcra(self, limit: &Limit, now: u64, cost: u64) -> Gcra {
+        let per = limit.per.nanos();
+        let tat = match self {
+            State::Tat(t) => t.max(now),
+            _ => now,
+        };
+        let step = mul_div(per, cost, limit.requests);
+        Gcra {
+            tat,
+            step,
+            capacity: mul_div(per, limit.burst, limit.requests),
+            interval: mul_div(per, 1, limit.requests).max(1),
+            new_tat: tat.saturating_add(step),
+        }
+    }
+
     /// Takes `cost` units at `now`. Returns the outcome and, when allowed,
     /// the state to store.
     pub fn take(self, algorithm: Algorithm, limit: &Limit, now: u64, cost: u64) -> (Outcome, Option<State>) {
         let per = limit.per.nanos();
         match (algorithm, self.for_algorithm(algorithm)) {
             (Algorithm::TokenBucket, s) => {
-                let tat = match s {
-                    State::Tat(t) => t.max(now),
-                    _ => now,
-                };
-                let step = mul_div(per, cost, limit.requests);
-                let capacity = mul_div(per, limit.burst, limit.requests);
-                let interval = mul_div(per, 1, limit.requests).max(1);
-                let new_tat = tat.saturating_add(step);
+                let Gcra { tat, step, capacity, interval, new_tat } = s.gcra(limit, now, cost);
                 let debt = new_tat - now;
                 if debt <= capacity {
                     let remaining = (capacity - debt) / interval;
@@ -140,15 +161,7 @@ impl State {
         if outcome.allowed {
             return (outcome, next, 0);
         }
-        let per = limit.per.nanos();
-        let tat = match self.for_algorithm(Algorithm::TokenBucket) {
-            State::Tat(t) => t.max(now),
-            _ => now,
-        };
-        let step = mul_div(per, cost, limit.requests);
-        let capacity = mul_div(per, limit.burst, limit.requests);
-        let interval = mul_div(per, 1, limit.requests).max(1);
-        let new_tat = tat.saturating_add(step);
+        let Gcra { step, capacity, interval, new_tat, .. } = self.for_algorithm(Algorithm::TokenBucket).gcra(limit, now, cost);
         let wait = (new_tat - now).saturating_sub(capacity);
         let waiting = wait.div_ceil(interval);
         if step <= capacity && wait <= queue.max_wait.nanos() && waiting <= queue.max_queued {
