@@ -10,7 +10,8 @@ use std::rc::Rc;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 use sluice_core::coordination::degraded_since;
-use sluice_core::limiter::{decide, give_back, Ctx, Decision, LeaseNeed};
+use sluice_core::limiter::{decide, give_back, obey_upstream, Ctx, Decision, LeaseNeed};
+use sluice_core::upstream::block_for;
 use sluice_core::policy::Policy;
 
 use crate::callout;
@@ -48,6 +49,32 @@ impl SluiceFilter {
     }
 }
 
+impl SluiceFilter {
+    /// An upstream's 429/503 with a wait blocks the keys of the rules that
+    /// obey upstream limits; the start of each block is logged once.
+    fn learn(&self, policy: &Policy, spent: &[sluice_core::limiter::Spent]) {
+        let status = self.get_http_response_header(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+        if status != 429 && status != 503 {
+            return;
+        }
+        let headers: Vec<(String, String)> =
+            self.get_http_response_headers().into_iter().map(|(n, v)| (n.to_ascii_lowercase(), v)).collect();
+        let now = now_ns();
+        let Some(wait) = block_for(status, &headers, now) else { return };
+        let (started, errors) = obey_upstream(policy, &HostStore, spent, wait, now);
+        for rule in started {
+            log::warn!(
+                "upstream answered {status} for rule {}: holding its key back for {:.1}s",
+                policy.rules[rule].name,
+                wait as f64 / 1e9
+            );
+        }
+        for (rule, e) in errors {
+            log::warn!("rule {}: upstream limit not recorded: {e}", policy.rules[rule].name);
+        }
+    }
+}
+
 pub fn log_errors(policy: &Policy, d: &Decision) {
     for (rule, e) in &d.errors {
         log::warn!("rule {} let a request pass: {e}", policy.rules[*rule].name);
@@ -56,7 +83,7 @@ pub fn log_errors(policy: &Policy, d: &Decision) {
 
 impl Context for SluiceFilter {
     fn on_done(&mut self) -> bool {
-        queue::take_headers(self.context_id);
+        queue::take_after(self.context_id);
         if let Some(Held::Resume { policy, spent }) = queue::release(self.context_id) {
             // The client left before its turn: give the turn back.
             for (rule, e) in give_back(&policy, &HostStore, &spent, now_ns()) {
@@ -121,7 +148,11 @@ impl HttpContext for SluiceFilter {
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
-        for (name, value) in queue::take_headers(self.context_id) {
+        let after = queue::take_after(self.context_id);
+        if let Some((policy, spent)) = after.learn {
+            self.learn(&policy, &spent);
+        }
+        for (name, value) in after.headers {
             self.set_http_response_header(&name, Some(&value));
         }
         Action::Continue

@@ -4,7 +4,8 @@
 //! registers here; the worker's root context wakes it from its tick. Both
 //! run on the worker's thread, in the worker's VM, so thread-local maps are
 //! all the coordination needed, and they outlive policy reloads (the VM
-//! stays). Headers for the eventual response wait here too.
+//! stays). What to do with the eventual response (headers to add, rules
+//! that learn from the upstream's answer) waits here too.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -22,9 +23,19 @@ pub enum Held {
     Redo { policy: Rc<Policy>, arrival: u64 },
 }
 
+/// What to do with the response of an admitted request.
+#[derive(Default)]
+pub struct After {
+    /// Rate-limit headers to add.
+    pub headers: Vec<(String, String)>,
+    /// When some rule obeys upstream limits: the policy and what the
+    /// request spent (its rules' keys).
+    pub learn: Option<(Rc<Policy>, Vec<Spent>)>,
+}
+
 thread_local! {
     static HELD: RefCell<BTreeMap<u32, (u64, Held)>> = const { RefCell::new(BTreeMap::new()) };
-    static HEADERS: RefCell<BTreeMap<u32, Vec<(String, String)>>> = const { RefCell::new(BTreeMap::new()) };
+    static AFTER: RefCell<BTreeMap<u32, After>> = const { RefCell::new(BTreeMap::new()) };
 }
 
 /// Registers the paused request `context_id` until `wake_at` (ns).
@@ -53,19 +64,19 @@ pub fn len() -> usize {
     HELD.with(|h| h.borrow().len())
 }
 
-/// Headers to add to the response of `context_id`.
-pub fn set_headers(context_id: u32, headers: Vec<(String, String)>) {
-    HEADERS.with(|h| {
-        let mut map = h.borrow_mut();
-        if headers.is_empty() {
+/// Records what to do with the response of `context_id`.
+pub fn set_after(context_id: u32, after: After) {
+    AFTER.with(|a| {
+        let mut map = a.borrow_mut();
+        if after.headers.is_empty() && after.learn.is_none() {
             map.remove(&context_id);
         } else {
-            map.insert(context_id, headers);
+            map.insert(context_id, after);
         }
     });
 }
 
-/// Takes the headers for the response of `context_id`.
-pub fn take_headers(context_id: u32) -> Vec<(String, String)> {
-    HEADERS.with(|h| h.borrow_mut().remove(&context_id)).unwrap_or_default()
+/// Takes what to do with the response of `context_id`.
+pub fn take_after(context_id: u32) -> After {
+    AFTER.with(|a| a.borrow_mut().remove(&context_id)).unwrap_or_default()
 }

@@ -9,7 +9,7 @@ use sluice_core::limiter::Decision;
 use sluice_core::policy::Policy;
 use sluice_core::response::{admitted_headers, denial, unavailable};
 
-use crate::queue::{self, Held};
+use crate::queue::{self, After, Held};
 
 /// How the stream goes on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,7 +36,11 @@ pub fn settle(policy: &Rc<Policy>, d: &Decision, context_id: u32, arrival: u64, 
         queue::hold(context_id, at, Held::Redo { policy: policy.clone(), arrival });
         return Next::Held;
     }
-    queue::set_headers(context_id, admitted_headers(policy, d, now));
+    let learns = d.applied.iter().any(|a| policy.rules[a.rule].obey_upstream);
+    queue::set_after(
+        context_id,
+        After { headers: admitted_headers(policy, d, now), learn: learns.then(|| (policy.clone(), d.spent.clone())) },
+    );
     if d.hold_ns > 0 {
         queue::hold(context_id, now.saturating_add(d.hold_ns), Held::Resume { policy: policy.clone(), spent: d.spent.clone() });
         return Next::Held;

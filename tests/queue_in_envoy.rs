@@ -116,3 +116,27 @@ fn the_gateway_policy_queues_integration_calls() {
     let refused = more.iter().filter(|(s, _, tier)| *s == 429 && tier == "integration-notion").count();
     assert!(refused >= 3, "{more:?}");
 }
+
+#[test]
+fn an_upstream_429_holds_the_integration_back_until_its_retry_after() {
+    let stack = Stack::start(common::GATEWAY);
+    let h = [("x-integration", "notion"), ("x-tenant-id", "up1")];
+    let told = Instant::now();
+    let r = stack.send("POST", "/api/v1/tools/invoke", &[h[0], h[1], ("x-echo-status", "429"), ("x-echo-header", "retry-after=3")]);
+    assert_eq!(r.status, 429);
+    assert!(r.json().unwrap().get("limits").is_none(), "that 429 came from the upstream");
+    // Right away: refused by Sluice (3 s is past the 2 s queue), never sent upstream.
+    let r = stack.send("POST", "/api/v1/tools/invoke", &h);
+    assert_eq!(r.status, 429);
+    assert_eq!(r.json().unwrap()["limits"]["tier"], "integration-notion");
+    // Another tenant's Notion calls are not affected.
+    assert_eq!(stack.send("POST", "/api/v1/tools/invoke", &[h[0], ("x-tenant-id", "up2")]).status, 200);
+    // Once the end is within the queue's 2 s, a call waits for it.
+    std::thread::sleep(Duration::from_millis(1300));
+    let r = stack.send("POST", "/api/v1/tools/invoke", &h);
+    let answered = told.elapsed();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(answered >= Duration::from_millis(2900) && answered < Duration::from_millis(3600), "answered after {answered:?}");
+    let log = stack.envoy.logs_tail(500);
+    assert_eq!(log.matches("upstream answered 429 for rule integration-notion").count(), 1, "{log}");
+}

@@ -172,6 +172,17 @@ impl State {
         }
     }
 
+    /// Keeps a token bucket empty until `until` (an upstream asked us to
+    /// stay away), after which it refills from nothing. Returns the new
+    /// state and whether this starts a block (the bucket was not blocked
+    /// already), for logging once per episode.
+    pub fn block(self, limit: &Limit, now: u64, until: u64) -> (State, bool) {
+        let Gcra { tat, capacity, interval, .. } = self.for_algorithm(Algorithm::TokenBucket).gcra(limit, now, 1);
+        let blocked_tat = until.saturating_add(capacity).saturating_sub(interval);
+        let was_blocked = tat.saturating_add(interval) > now.saturating_add(capacity);
+        (State::Tat(tat.max(blocked_tat)), !was_blocked && blocked_tat > tat)
+    }
+
     /// Gives back `cost` units taken at `now` by a request that was denied
     /// by a later rule after all.
     pub fn refund(self, algorithm: Algorithm, limit: &Limit, now: u64, cost: u64) -> State {
@@ -390,6 +401,23 @@ mod tests {
         assert!(o.allowed, "one waiting ahead, this one is the second");
         let (o, _, _) = State::Tat(now + S + 2 * third).take_queued(&l, now, 1, &short);
         assert!(!o.allowed, "a third waiter is over max_queued");
+    }
+
+    #[test]
+    fn a_blocked_bucket_refuses_until_the_upstream_said() {
+        let l = limit(10, 1, 10);
+        let now = 10 * S;
+        let (blocked, started) = State::Empty.block(&l, now, now + 3 * S);
+        assert!(started);
+        assert!(!blocked.take(Algorithm::TokenBucket, &l, now + 2 * S, 1).0.allowed);
+        let (o, next) = blocked.take(Algorithm::TokenBucket, &l, now + 3 * S, 1);
+        assert!(o.allowed, "one at the end of the block");
+        assert!(!next.expect("stored").take(Algorithm::TokenBucket, &l, now + 3 * S, 1).0.allowed, "then at the rate");
+        let (_, again) = blocked.block(&l, now + S, now + 4 * S);
+        assert!(!again, "the same episode");
+        let q = Queue { max_wait: Span::from_secs(4), max_queued: 100 };
+        let (o, _, wait) = blocked.take_queued(&l, now, 1, &q);
+        assert!(o.allowed && wait == 3 * S, "queued until the block ends: {wait}");
     }
 
     #[test]

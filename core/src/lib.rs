@@ -16,5 +16,6 @@ pub mod policy;
 pub mod request;
 pub mod response;
 pub mod store;
+pub mod upstream;
 #[cfg(test)]
 mod testing;

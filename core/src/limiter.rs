@@ -153,6 +153,31 @@ pub fn forget_ask(policy: &Policy, store: &dyn SharedStore, need: &LeaseNeed, no
     store::lease_update(store, policy.slots, need.fingerprint, &rule.limit, now, |l| ((), Some(crate::lease::Lease { asked_at: 0, ..l })))
 }
 
+/// An upstream answered the request that spent `spent` with a wait: keeps
+/// the buckets of its rules that obey upstream limits empty until then.
+/// Returns the rules for which this starts a block (to log once), and
+/// shared-data errors.
+pub fn obey_upstream(policy: &Policy, store: &dyn SharedStore, spent: &[Spent], wait_ns: u64, now: u64) -> (Vec<usize>, Vec<(usize, StoreError)>) {
+    let (mut started, mut errors) = (Vec::new(), Vec::new());
+    for s in spent {
+        let Spent::Bucket { rule, fingerprint, fallback: false } = *s else { continue };
+        let r = &policy.rules[rule];
+        if !r.obey_upstream {
+            continue;
+        }
+        let until = now.saturating_add(wait_ns);
+        match store::cas_update(store, policy.slots, fingerprint, &r.limit, now, |st| {
+            let (next, start) = st.block(&r.limit, now, until);
+            (start, Some(next))
+        }) {
+            Ok(true) => started.push(rule),
+            Ok(false) => {}
+            Err(e) => errors.push((rule, e)),
+        }
+    }
+    (started, errors)
+}
+
 /// Slot fingerprints derived from a rule's key fingerprint.
 fn derived(fingerprint: u64, what: &[u8]) -> u64 {
     Fnv::default().field(&fingerprint.to_le_bytes()).field(what).finish().max(1)

@@ -214,6 +214,9 @@ impl Compiler {
         }
         let limit = self.limit(at, &raw.limit, raw.algorithm);
         let queue = raw.queue.as_ref().and_then(|q| self.queue(at, q, raw.algorithm, limit.as_ref()));
+        if raw.obey_upstream && raw.algorithm != Algorithm::TokenBucket {
+            self.problem(format!("{at}.obey_upstream"), "only token_bucket rules can obey upstream limits: the bucket is kept empty until the upstream's time");
+        }
         if self.problems.len() > before {
             return None;
         }
@@ -232,6 +235,7 @@ impl Compiler {
             scope: raw.scope,
             failure_mode: raw.failure_mode,
             queue,
+            obey_upstream: raw.obey_upstream,
         })
     }
 

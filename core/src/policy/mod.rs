@@ -72,6 +72,9 @@ pub struct Rule {
     pub failure_mode: FailureMode,
     /// Requests over the limit wait for their turn instead of being refused.
     pub queue: Option<Queue>,
+    /// An upstream 429/503 with a wait (`Retry-After`, ...) empties the
+    /// key's bucket until then.
+    pub obey_upstream: bool,
 }
 
 /// How a rule holds requests over its limit: each takes its turn (FIFO per

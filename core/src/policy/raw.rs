@@ -73,6 +73,8 @@ pub struct RawRule {
     #[serde(default)]
     pub failure_mode: FailureMode,
     pub queue: Option<RawQueue>,
+    #[serde(default)]
+    pub obey_upstream: bool,
 }
 
 /// Hold requests over the limit for up to `max_wait` instead of refusing.
