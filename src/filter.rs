@@ -16,9 +16,9 @@ use sluice_core::policy::Policy;
 
 use crate::callout;
 use crate::global;
-use crate::host::{now_ns, HostRequest, HostStore, Jitter};
+use crate::host::{now_ns, HostRequest, HostStore, Jitter, MAX_BODY};
 use crate::queue::{self, Held};
-use crate::settle::{settle, Next};
+use crate::settle::{settle, Next, Stream};
 
 pub struct SluiceFilter {
     context_id: u32,
@@ -27,25 +27,66 @@ pub struct SluiceFilter {
     instance: Rc<str>,
     jitter: Jitter,
     arrival: u64,
+    /// The decision waits for the request body (a rule's cost is in it).
+    awaiting_body: bool,
+    request: HostRequest,
     /// The reserve call this request waits for.
     waiting: Option<(u32, Vec<LeaseNeed>)>,
 }
 
 impl SluiceFilter {
     pub fn new(context_id: u32, policy: Option<Rc<Policy>>, queue: Option<u32>, instance: Rc<str>, jitter: Jitter) -> SluiceFilter {
-        SluiceFilter { context_id, policy, queue, instance, jitter, arrival: 0, waiting: None }
+        SluiceFilter {
+            context_id,
+            policy,
+            queue,
+            instance,
+            jitter,
+            arrival: 0,
+            awaiting_body: false,
+            request: HostRequest::default(),
+            waiting: None,
+        }
     }
 
     fn decide(&mut self, policy: &Policy, ctx: Ctx) -> Decision {
         let ctx = Ctx { random: self.jitter.next(), ..ctx };
-        let decision = decide(policy, &mut HostRequest, &HostStore, ctx);
+        let mut request = self.request;
+        let decision = decide(policy, &mut request, &HostStore, ctx);
         log_errors(policy, &decision);
         global::enqueue(self.queue, &decision.refills);
         decision
     }
 
     fn settle(&mut self, policy: &Rc<Policy>, d: &Decision, now: u64) -> Next {
-        settle(policy, d, self.context_id, self.arrival, now, self.jitter.next())
+        let stream = Stream { context_id: self.context_id, arrival: self.arrival, body_size: self.request.body_size };
+        settle(policy, d, stream, now, self.jitter.next())
+    }
+
+    /// Decides the request (on its headers, or on its body when a rule's
+    /// cost is in it) and tells how the stream goes on.
+    fn start(&mut self, policy: &Rc<Policy>) -> Action {
+        let now = now_ns();
+        let degraded = policy.global.is_some() && degraded_since(&HostStore).is_some();
+        let mut d = self.decide(policy, Ctx { degraded, ..Ctx::at(now) });
+        if d.pending() {
+            if let Some(settings) = policy.global.as_ref() {
+                match callout::reserve(settings, &self.instance, &d.wait_for) {
+                    Ok(token) => {
+                        self.waiting = Some((token, d.wait_for));
+                        return Action::Pause;
+                    }
+                    Err(e) => {
+                        global::reachable(false, now, &e);
+                        d = self.decide(policy, Ctx { degraded: true, may_wait: false, ..Ctx::at(now) });
+                    }
+                }
+            }
+        }
+        match self.settle(policy, &d, now) {
+            Next::Go => Action::Continue,
+            Next::Held | Next::Replied => Action::Pause,
+        }
     }
 }
 
@@ -119,32 +160,34 @@ impl Context for SluiceFilter {
 }
 
 impl HttpContext for SluiceFilter {
-    fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
         let Some(policy) = self.policy.clone() else {
             return Action::Continue;
         };
-        let now = now_ns();
-        self.arrival = now;
-        let degraded = policy.global.is_some() && degraded_since(&HostStore).is_some();
-        let mut d = self.decide(&policy, Ctx { degraded, ..Ctx::at(now) });
-        if d.pending() {
-            if let Some(settings) = policy.global.as_ref() {
-                match callout::reserve(settings, &self.instance, &d.wait_for) {
-                    Ok(token) => {
-                        self.waiting = Some((token, d.wait_for));
-                        return Action::Pause;
-                    }
-                    Err(e) => {
-                        global::reachable(false, now, &e);
-                        d = self.decide(&policy, Ctx { degraded: true, may_wait: false, ..Ctx::at(now) });
-                    }
-                }
-            }
+        self.arrival = now_ns();
+        if policy.needs_body && !end_of_stream {
+            self.awaiting_body = true;
+            return Action::Pause;
         }
-        match self.settle(&policy, &d, now) {
-            Next::Go => Action::Continue,
-            Next::Held | Next::Replied => Action::Pause,
+        self.start(&policy)
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        // A request held or waiting for a lease keeps its body until it is
+        // resumed (continuing the body would release the headers too).
+        if self.waiting.is_some() || queue::is_held(self.context_id) {
+            return Action::Pause;
         }
+        let Some(policy) = self.policy.clone().filter(|_| self.awaiting_body) else {
+            return Action::Continue;
+        };
+        if !end_of_stream && body_size <= MAX_BODY {
+            // Buffer until the whole body is here (or it is too large to read).
+            return Action::Pause;
+        }
+        self.awaiting_body = false;
+        self.request.body_size = Some(body_size);
+        self.start(&policy)
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {

@@ -2,7 +2,7 @@
 //! as the `SharedStore`, the current request as a `Request`, and the clock.
 
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{MapType, Status};
+use proxy_wasm::types::{BufferType, MapType, Status};
 use sluice_core::request::Request;
 use sluice_core::store::{SharedStore, StoreError};
 
@@ -28,8 +28,16 @@ impl SharedStore for HostStore {
     }
 }
 
-/// The request being decided, read lazily through hostcalls.
-pub struct HostRequest;
+/// Most request body read for a rule's cost; a larger body costs the
+/// rule's `max`.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// The request being decided, read lazily through hostcalls. `body_size`
+/// is the buffered body's size, when the decision waited for it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HostRequest {
+    pub body_size: Option<usize>,
+}
 
 fn header(name: &str) -> Option<String> {
     hostcalls::get_map_value(MapType::HttpRequestHeaders, name).ok().flatten()
@@ -51,6 +59,10 @@ impl Request for HostRequest {
     fn property(&mut self, path: &[String]) -> Option<Vec<u8>> {
         let path: Vec<&str> = path.iter().map(String::as_str).collect();
         hostcalls::get_property(path).ok().flatten()
+    }
+    fn body(&mut self) -> Option<Vec<u8>> {
+        let size = self.body_size.filter(|s| *s <= MAX_BODY)?;
+        hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size).ok().flatten()
     }
 }
 

@@ -19,8 +19,9 @@ pub enum Held {
     /// Its turn has come: let it through. `spent` is given back if its
     /// client leaves first.
     Resume { policy: Rc<Policy>, spent: Vec<Spent> },
-    /// A new window opens: decide it again (it arrived at `arrival`).
-    Redo { policy: Rc<Policy>, arrival: u64 },
+    /// A new window opens: decide it again (it arrived at `arrival`; its
+    /// buffered body, if it was read, has `body_size` bytes).
+    Redo { policy: Rc<Policy>, arrival: u64, body_size: Option<usize> },
 }
 
 /// What to do with the response of an admitted request.
@@ -57,6 +58,11 @@ pub fn due(now: u64) -> Vec<(u32, Held)> {
         ready.sort_unstable();
         ready.into_iter().filter_map(|(_, c)| held.remove(&c).map(|(_, h)| (c, h))).collect()
     })
+}
+
+/// Whether `context_id` is held.
+pub fn is_held(context_id: u32) -> bool {
+    HELD.with(|h| h.borrow().contains_key(&context_id))
 }
 
 /// Requests held on this worker.

@@ -24,7 +24,7 @@ use crate::filter::SluiceFilter;
 use crate::global::{self, REFILL_QUEUE};
 use crate::host::{now_ns, HostRequest, HostStore, Jitter};
 use crate::queue::{self, Held};
-use crate::settle::{settle, Next};
+use crate::settle::{settle, Next, Stream};
 
 /// Lease work runs every `LEASE_EVERY_NS`; queued requests are resumed
 /// on every tick.
@@ -40,7 +40,7 @@ enum Call {
     Reserve(Vec<LeaseNeed>),
     Probe,
     /// Leases for a held request being decided again.
-    Redo { context_id: u32, policy: Rc<Policy>, arrival: u64, needs: Vec<LeaseNeed> },
+    Redo { stream: Stream, policy: Rc<Policy>, needs: Vec<LeaseNeed> },
 }
 
 pub struct SluiceRoot {
@@ -89,7 +89,7 @@ impl Context for SluiceRoot {
                 }
             }
             Some(Call::Probe) if callout::status() == Some(200) => global::reachable(true, now, ""),
-            Some(Call::Redo { context_id, policy, arrival, needs }) => {
+            Some(Call::Redo { stream, policy, needs }) => {
                 let degraded = match callout::answers(&needs, body_size) {
                     Ok(answers) => {
                         global::apply(&policy, &needs, &answers, now);
@@ -102,8 +102,8 @@ impl Context for SluiceRoot {
                     }
                 };
                 // The stream may be gone meanwhile: then there is nothing to do.
-                if hostcalls::set_effective_context(context_id).is_ok() {
-                    if self.redo(&policy, context_id, arrival, now, Some(degraded)) {
+                if hostcalls::set_effective_context(stream.context_id).is_ok() {
+                    if self.redo(&policy, stream, now, Some(degraded)) {
                         let _ = hostcalls::resume_http_request();
                     }
                     let _ = hostcalls::set_effective_context(self.context_id);
@@ -154,11 +154,12 @@ impl SluiceRoot {
     /// true when it may go on now. Without a lease it waits for one reserve
     /// call made by this root (`after_call`: the call was made and whether
     /// it failed).
-    fn redo(&mut self, policy: &Rc<Policy>, context_id: u32, arrival: u64, now: u64, after_call: Option<bool>) -> bool {
+    fn redo(&mut self, policy: &Rc<Policy>, stream: Stream, now: u64, after_call: Option<bool>) -> bool {
         let degraded = after_call.unwrap_or(false) || degraded_since(&HostStore).is_some();
         let random = self.jitter.next();
-        let ctx = Ctx { degraded, may_wait: after_call.is_none(), waited_ns: now.saturating_sub(arrival), random, ..Ctx::at(now) };
-        let mut d = decide(policy, &mut HostRequest, &HostStore, ctx);
+        let ctx = Ctx { degraded, may_wait: after_call.is_none(), waited_ns: now.saturating_sub(stream.arrival), random, ..Ctx::at(now) };
+        let mut request = HostRequest { body_size: stream.body_size };
+        let mut d = decide(policy, &mut request, &HostStore, ctx);
         crate::filter::log_errors(policy, &d);
         global::enqueue(self.queue, &d.refills);
         if d.pending() {
@@ -167,21 +168,21 @@ impl SluiceRoot {
                 match callout::reserve(settings, &self.instance, &d.wait_for) {
                     Ok(token) => {
                         let needs = std::mem::take(&mut d.wait_for);
-                        self.calls.insert(token, Call::Redo { context_id, policy: policy.clone(), arrival, needs });
+                        self.calls.insert(token, Call::Redo { stream, policy: policy.clone(), needs });
                         return false;
                     }
                     Err(e) => {
                         global::reachable(false, now, &e);
-                        if hostcalls::set_effective_context(context_id).is_err() {
+                        if hostcalls::set_effective_context(stream.context_id).is_err() {
                             return false;
                         }
-                        d = decide(policy, &mut HostRequest, &HostStore, Ctx { degraded: true, may_wait: false, ..ctx });
+                        d = decide(policy, &mut request, &HostStore, Ctx { degraded: true, may_wait: false, ..ctx });
                     }
                 }
-                let _ = hostcalls::set_effective_context(context_id);
+                let _ = hostcalls::set_effective_context(stream.context_id);
             }
         }
-        settle(policy, &d, context_id, arrival, now, self.jitter.next()) == Next::Go
+        settle(policy, &d, stream, now, self.jitter.next()) == Next::Go
     }
 }
 
@@ -230,7 +231,9 @@ impl RootContext for SluiceRoot {
             }
             let go = match held {
                 Held::Resume { .. } => true,
-                Held::Redo { policy, arrival } => self.redo(&policy, context_id, arrival, now, None),
+                Held::Redo { policy, arrival, body_size } => {
+                    self.redo(&policy, Stream { context_id, arrival, body_size }, now, None)
+                }
             };
             if go {
                 if let Err(e) = hostcalls::resume_http_request() {

@@ -22,9 +22,17 @@ pub enum Next {
     Go,
 }
 
-/// Acts on a final decision for the stream `context_id` (the effective
-/// context), which arrived at `arrival`.
-pub fn settle(policy: &Rc<Policy>, d: &Decision, context_id: u32, arrival: u64, now: u64, random: u64) -> Next {
+/// The stream a decision is about.
+#[derive(Clone, Copy, Debug)]
+pub struct Stream {
+    pub context_id: u32,
+    pub arrival: u64,
+    pub body_size: Option<usize>,
+}
+
+/// Acts on a final decision for `stream` (the effective context).
+pub fn settle(policy: &Rc<Policy>, d: &Decision, stream: Stream, now: u64, random: u64) -> Next {
+    let context_id = stream.context_id;
     if let Some(reply) = unavailable(policy, d).or_else(|| denial(policy, d, now, random)) {
         let headers: Vec<(&str, &str)> = reply.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         if let Err(e) = hostcalls::send_http_response(reply.status, headers, Some(reply.body.as_bytes())) {
@@ -33,7 +41,7 @@ pub fn settle(policy: &Rc<Policy>, d: &Decision, context_id: u32, arrival: u64, 
         return Next::Replied;
     }
     if let Some(at) = d.redo_at {
-        queue::hold(context_id, at, Held::Redo { policy: policy.clone(), arrival });
+        queue::hold(context_id, at, Held::Redo { policy: policy.clone(), arrival: stream.arrival, body_size: stream.body_size });
         return Next::Held;
     }
     let learns = d.applied.iter().any(|a| policy.rules[a.rule].obey_upstream);

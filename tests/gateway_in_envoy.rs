@@ -5,13 +5,14 @@
 
 mod common;
 
-use common::{gateway_per, Stack, GATEWAY};
+use common::{align_to_second, gateway_per, Stack, GATEWAY};
 
 #[test]
 fn denial_follows_the_gateway_contract() {
     let stack = Stack::start(GATEWAY);
     let t1 = [("x-tenant-id", "tenant-123")];
     let mut remaining = Vec::new();
+    align_to_second();
     for _ in 0..5 {
         let r = stack.get("/api/v1/tools/list", &t1);
         assert_eq!(r.status, 200, "{}", r.body);
@@ -56,10 +57,11 @@ fn tenants_are_isolated_and_limits_recover() {
     let stack = Stack::start(GATEWAY);
     let a = [("x-tenant-id", "tenant-a")];
     let b = [("x-tenant-id", "tenant-b")];
+    align_to_second();
     assert_eq!(stack.admitted(8, "GET", "/api/v1/tools/list", &a), 5);
     assert_eq!(stack.admitted(8, "GET", "/api/v1/tools/list", &b), 5);
     // 5/s: a second later tenant-a has its burst back.
-    std::thread::sleep(std::time::Duration::from_millis(1100));
+    align_to_second();
     assert_eq!(stack.admitted(8, "GET", "/api/v1/tools/list", &a), 5);
 }
 

@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{eventually, Cluster};
+use common::{align_to_second, eventually, Cluster};
 use wasm_test_harness::{load, CounterOptions, LoadOptions, LoadReport, Redis, RequestSpec};
 
 fn policy(failure_mode: &str, instances: u32) -> String {
@@ -24,14 +24,6 @@ fn policy(failure_mode: &str, instances: u32) -> String {
 
 fn redis_counter(redis: &Redis) -> CounterOptions {
     CounterOptions { redis_url: Some(redis.url()), ..Default::default() }
-}
-
-/// Sleeps until just after the next whole second (the counter's windows
-/// are aligned to Redis' clock, which is this machine's).
-fn align_to_window() {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-    let into = now.subsec_nanos();
-    std::thread::sleep(Duration::from_nanos(u64::from(1_000_000_000 - into) + 2_000_000));
 }
 
 /// Offers `rate` requests/s of `spec` to every instance for `secs` seconds.
@@ -71,7 +63,7 @@ fn three_instances_admit_the_global_limit() {
     }
 
     // 100/s per tenant, offered 3 x 100/s for 10 whole windows.
-    align_to_window();
+    align_to_second();
     let calls_before = cluster.counter_calls();
     let reports = overload(&cluster, 100.0, 10, RequestSpec::get("/api/v1/anything").header("x-tenant-id", "tenant-a"));
     let tenant = admitted(&reports);
@@ -88,7 +80,7 @@ fn three_instances_admit_the_global_limit() {
     }
 
     // tools/invoke: 20/s per tenant, offered 3 x 20/s.
-    align_to_window();
+    align_to_second();
     let calls_before = cluster.counter_calls();
     let mut spec = RequestSpec::get("/api/v1/tools/invoke").header("x-tenant-id", "tenant-b");
     spec.method = "POST".into();
@@ -135,7 +127,7 @@ fn redis_down_falls_back_open_and_recovers() {
         envoy.logs_tail(40)
     );
     println!("global enforcement back after {:?}", back.elapsed());
-    align_to_window();
+    align_to_second();
     let ok = (0..120).filter(|_| wasm_test_harness::get(&envoy.url("/z"), &[("x-tenant-id", "w")]).unwrap().status == 200).count();
     assert_eq!(ok, 100, "the global limit again");
 }
@@ -164,7 +156,8 @@ fn garbage_answers_are_not_trusted() {
     let envoy = wasm_test_harness::Envoy::start(wasm_test_harness::EnvoyOptions {
         upstream_port: echo.port(),
         counter_port: echo.port(),
-        policy_json: policy("open", 4),
+        // Hour-long windows: no refill while the test counts.
+        policy_json: policy("open", 4).replace(r#""per": "1s""#, r#""per": "1h""#),
         ..Default::default()
     })
     .unwrap();
@@ -213,7 +206,7 @@ fn a_reload_keeps_outstanding_leases_and_counts() {
     let redis = Redis::start().unwrap();
     let cluster = Cluster::start(&policy("open", 1), 1, redis_counter(&redis));
     let envoy = &cluster.envoys[0];
-    align_to_window();
+    align_to_second();
     let h = [("x-tenant-id", "r")];
     let first = (0..60).filter(|_| wasm_test_harness::get(&envoy.url("/x"), &h).unwrap().status == 200).count();
     // Same per-tenant rule, another rule changed: counts of the window survive.

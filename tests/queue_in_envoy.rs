@@ -26,7 +26,12 @@ fn simultaneous(stack: &Stack, n: usize, tenant: &str) -> Vec<(u16, f64, String)
             let url = stack.envoy.url("/api/v1/tools/invoke");
             let tenant = tenant.to_string();
             std::thread::spawn(move || {
-                let r = wasm_test_harness::request("POST", &url, &[("x-integration", "notion"), ("x-tenant-id", &tenant)], "").unwrap();
+                // A body too, which stays with the request while it waits.
+                let body = r#"{"tool": "notion.search"}"#;
+                let r = wasm_test_harness::request("POST", &url, &[("x-integration", "notion"), ("x-tenant-id", &tenant)], body).unwrap();
+                if r.status == 200 {
+                    assert_eq!(r.json().unwrap()["method"], "POST", "{}", r.body);
+                }
                 let tier = r.json().ok().and_then(|b| b["limits"]["tier"].as_str().map(String::from)).unwrap_or_default();
                 (r.status, start.elapsed().as_secs_f64(), tier)
             })

@@ -87,12 +87,13 @@ impl Lease {
         self
     }
 
-    /// A request wants one unit at `now`.
-    pub fn spend(self, now: u64, limit: &Limit) -> (Step, Lease) {
+    /// A request wants `cost` units at `now`.
+    pub fn spend(self, now: u64, limit: &Limit, cost: u64) -> (Step, Lease) {
         let mut l = self.roll(now, limit.per.nanos());
-        l.seen = l.seen.saturating_add(1);
-        let step = if l.units > 0 {
-            l.units -= 1;
+        let cost = u32::try_from(cost).unwrap_or(u32::MAX);
+        l.seen = l.seen.saturating_add(cost);
+        let step = if l.units >= cost {
+            l.units -= cost;
             Step::Spent
         } else if l.window != 0 && u64::from(l.used) >= limit.requests {
             Step::Exhausted { retry_after_ns: l.ends_at.saturating_sub(now).max(1) }
@@ -104,10 +105,10 @@ impl Lease {
 
     /// Gives back a unit spent by a request that another rule denied. The
     /// request still counts in `seen`: demand, not admissions, sizes asks.
-    pub fn refund(self, now: u64, limit: &Limit, window: u64) -> Lease {
+    pub fn refund(self, now: u64, limit: &Limit, window: u64, cost: u64) -> Lease {
         let mut l = self.roll(now, limit.per.nanos());
         if l.window == window && window != 0 {
-            l.units = l.units.saturating_add(1);
+            l.units = l.units.saturating_add(u32::try_from(cost).unwrap_or(u32::MAX));
         }
         l
     }
@@ -251,17 +252,17 @@ mod tests {
     fn spends_what_was_granted_then_asks() {
         let l = limit(100);
         let now = 10 * S;
-        let (step, lease) = Lease::default().spend(now, &l);
+        let (step, lease) = Lease::default().spend(now, &l, 1);
         assert_eq!(step, Step::Missing);
         assert_eq!(lease.want(now, &l), Some((1, false)));
         let lease = lease.grant(now, &l, &answer(3, 3, 10, S));
         let mut lease = lease;
         for _ in 0..3 {
-            let (step, next) = lease.spend(now, &l);
+            let (step, next) = lease.spend(now, &l, 1);
             assert_eq!(step, Step::Spent);
             lease = next;
         }
-        assert_eq!(lease.spend(now, &l).0, Step::Missing);
+        assert_eq!(lease.spend(now, &l, 1).0, Step::Missing);
     }
 
     #[test]
@@ -269,9 +270,9 @@ mod tests {
         let l = limit(10);
         let now = 10 * S + S / 2;
         let lease = Lease::default().grant(now, &l, &answer(2, 10, 10, S / 2));
-        let (_, lease) = lease.spend(now, &l);
-        let (_, lease) = lease.spend(now, &l);
-        let (step, _) = lease.spend(now, &l);
+        let (_, lease) = lease.spend(now, &l, 1);
+        let (_, lease) = lease.spend(now, &l, 1);
+        let (step, _) = lease.spend(now, &l, 1);
         assert_eq!(step, Step::Exhausted { retry_after_ns: S / 2 });
     }
 
@@ -282,14 +283,14 @@ mod tests {
         let mut lease = Lease::default().grant(start, &l, &answer(100, 100, 10, S));
         // 100 requests over the window; in its last quarter it wants the next.
         for i in 0..100 {
-            lease = lease.spend(start + i * S / 100, &l).1;
+            lease = lease.spend(start + i * S / 100, &l, 1).1;
         }
         let late = start + 4 * S / 5;
         let (want, next) = lease.want(late, &l).expect("asks ahead");
         assert!(next);
         assert!((100..=120).contains(&want), "{want}");
         lease = lease.grant(late, &l, &Answer { granted: 100, used: 100, window: 11, starts_in_ns: S / 5, ends_in_ns: 6 * S / 5 });
-        let (step, rolled) = lease.spend(start + S + 1, &l);
+        let (step, rolled) = lease.spend(start + S + 1, &l, 1);
         assert_eq!(step, Step::Spent);
         assert_eq!((rolled.window, rolled.units, rolled.seen_before), (11, 99, 100));
     }
@@ -317,17 +318,17 @@ mod tests {
         assert_eq!((rolled.window, rolled.units, rolled.seen_before), (0, 0, 9));
         let far = lease.roll(15 * S, S);
         assert_eq!(far.seen_before, 0);
-        assert_eq!(lease.spend(11 * S + 1, &l).0, Step::Missing);
+        assert_eq!(lease.spend(11 * S + 1, &l, 1).0, Step::Missing);
     }
 
     #[test]
     fn refund_returns_the_unit_to_its_window() {
         let l = limit(100);
         let lease = Lease::default().grant(S, &l, &answer(1, 1, 1, S));
-        let (_, spent) = lease.spend(S, &l);
+        let (_, spent) = lease.spend(S, &l, 1);
         assert_eq!(spent.units, 0);
-        assert_eq!(spent.refund(S, &l, 1).units, 1);
-        assert_eq!(spent.refund(S, &l, 2).units, 0, "another window's unit is not ours");
+        assert_eq!(spent.refund(S, &l, 1, 1).units, 1);
+        assert_eq!(spent.refund(S, &l, 2, 1).units, 0, "another window's unit is not ours");
     }
 
     #[test]

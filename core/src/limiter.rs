@@ -31,7 +31,7 @@ use crate::counter_api::Ask;
 use crate::hash::Fnv;
 use crate::lease::Step;
 use crate::path::{normalize, Params};
-use crate::policy::{FailureMode, HeaderTest, KeyPart, Limit, Missing, Policy, Rule, Scope};
+use crate::policy::{CostSource, FailureMode, HeaderTest, KeyPart, Limit, Missing, Policy, Rule, Scope};
 use crate::request::Request;
 use crate::store::{self, SharedStore, StoreError};
 
@@ -72,8 +72,8 @@ pub struct LeaseNeed {
 /// client leaves while it waits in a queue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Spent {
-    Bucket { rule: usize, fingerprint: u64, fallback: bool },
-    Lease { rule: usize, fingerprint: u64, window: u64 },
+    Bucket { rule: usize, fingerprint: u64, fallback: bool, cost: u64 },
+    Lease { rule: usize, fingerprint: u64, window: u64, cost: u64 },
 }
 
 /// One rule's answer.
@@ -160,7 +160,7 @@ pub fn forget_ask(policy: &Policy, store: &dyn SharedStore, need: &LeaseNeed, no
 pub fn obey_upstream(policy: &Policy, store: &dyn SharedStore, spent: &[Spent], wait_ns: u64, now: u64) -> (Vec<usize>, Vec<(usize, StoreError)>) {
     let (mut started, mut errors) = (Vec::new(), Vec::new());
     for s in spent {
-        let Spent::Bucket { rule, fingerprint, fallback: false } = *s else { continue };
+        let Spent::Bucket { rule, fingerprint, fallback: false, .. } = *s else { continue };
         let r = &policy.rules[rule];
         if !r.obey_upstream {
             continue;
@@ -192,6 +192,7 @@ struct Attrs<'r> {
     headers: Vec<(String, Option<String>)>,
     client_ip: Option<Option<String>>,
     tenant: Option<Option<String>>,
+    body: Option<Option<serde_json::Value>>,
 }
 
 impl<'r> Attrs<'r> {
@@ -199,7 +200,7 @@ impl<'r> Attrs<'r> {
         let method = req.method().unwrap_or_default().to_ascii_uppercase();
         let raw_path = req.path().unwrap_or_default();
         let path = normalize(&raw_path);
-        Attrs { req, method, raw_path, path, headers: Vec::new(), client_ip: None, tenant: None }
+        Attrs { req, method, raw_path, path, headers: Vec::new(), client_ip: None, tenant: None, body: None }
     }
 
     fn header(&mut self, name: &str) -> Option<String> {
@@ -254,6 +255,31 @@ impl<'r> Attrs<'r> {
             KeyPart::Const(c) => Some(c.clone()),
         };
         text.filter(|t| !t.is_empty()).map(String::into_bytes)
+    }
+
+    /// Units this request costs under `rule` (see `policy::Cost`).
+    fn cost(&mut self, rule: &Rule) -> u64 {
+        let Some(cost) = rule.cost.as_ref() else { return 1 };
+        let value = match &cost.source {
+            CostSource::Header(h) => self.header(h).map(|v| serde_json::Value::String(v.trim().to_string())),
+            CostSource::Body(path) => {
+                if self.body.is_none() {
+                    self.body = Some(self.req.body().and_then(|b| serde_json::from_slice(&b).ok()));
+                }
+                match self.body.as_ref().and_then(Option::as_ref) {
+                    // No JSON body: none sent, too large to read, or not JSON.
+                    None => return cost.max,
+                    Some(json) => path.iter().try_fold(json, |v, k| v.get(k)).cloned(),
+                }
+            }
+        };
+        let n = match value {
+            None => return cost.default,
+            Some(serde_json::Value::Number(n)) => n.as_u64(),
+            Some(serde_json::Value::String(s)) => s.parse::<u64>().ok(),
+            Some(_) => None,
+        };
+        n.filter(|n| *n <= cost.max).unwrap_or(cost.max)
     }
 
     fn tenant(&mut self, policy: &Policy) -> Option<String> {
@@ -380,15 +406,16 @@ pub fn decide(policy: &Policy, req: &mut dyn Request, store: &dyn SharedStore, c
     for (i, rule) in policy.rules.iter().enumerate() {
         let Some(params) = attrs.applies(rule, exempt) else { continue };
         let Some((fp, id)) = attrs.key(policy, rule, &params) else { continue };
+        let cost = attrs.cost(rule);
         let denied = !d.allowed();
         let result = match (denied, rule.queue.as_ref()) {
-            (true, _) => store::peek(store, policy.slots, fp, rule.algorithm, &rule.limit, now, 1).map(|o| (o, 0)),
+            (true, _) => store::peek(store, policy.slots, fp, rule.algorithm, &rule.limit, now, cost).map(|o| (o, 0)),
             (false, Some(q)) => {
                 let left_ns = (q.max_wait.nanos() + TICK_GRACE_NS).saturating_sub(ctx.waited_ns);
                 let left = crate::policy::Queue { max_wait: crate::duration::Span::from_nanos(left_ns), ..*q };
-                store::take_queued(store, policy.slots, fp, &rule.limit, &left, now, 1)
+                store::take_queued(store, policy.slots, fp, &rule.limit, &left, now, cost)
             }
-            (false, None) => store::take(store, policy.slots, fp, rule.algorithm, &rule.limit, now, 1).map(|o| (o, 0)),
+            (false, None) => store::take(store, policy.slots, fp, rule.algorithm, &rule.limit, now, cost).map(|o| (o, 0)),
         };
         let mut outcome = match result {
             Ok((o, wait)) => {
@@ -401,10 +428,10 @@ pub fn decide(policy: &Policy, req: &mut dyn Request, store: &dyn SharedStore, c
             }
         };
         if outcome.allowed && !denied {
-            spent.push(Spent::Bucket { rule: i, fingerprint: fp, fallback: false });
+            spent.push(Spent::Bucket { rule: i, fingerprint: fp, fallback: false, cost });
             if rule.scope == Scope::Global {
                 let id = id.unwrap_or_default();
-                match global(policy, rule, i, fp, id, store, ctx, &mut d, &mut spent) {
+                match global(policy, rule, i, (fp, cost), id, store, ctx, &mut d, &mut spent) {
                     Ok(Some(o)) => outcome = o,
                     Ok(None) => continue,
                     Err(e) => d.errors.push((i, e)),
@@ -453,7 +480,7 @@ fn global(
     policy: &Policy,
     rule: &Rule,
     i: usize,
-    fp: u64,
+    (fp, cost): (u64, u64),
     id: String,
     store: &dyn SharedStore,
     ctx: Ctx,
@@ -462,11 +489,11 @@ fn global(
 ) -> Result<Option<Outcome>, StoreError> {
     let now = ctx.now;
     if ctx.degraded {
-        return fail(policy, rule, i, fp, store, now, d, spent).map(Some);
+        return fail(policy, rule, i, (fp, cost), store, now, d, spent).map(Some);
     }
     let lease_fp = derived(fp, b"lease");
     let (step, lease, refill) = store::lease_update(store, policy.slots, lease_fp, &rule.limit, now, |l| {
-        let (step, mut next) = l.spend(now, &rule.limit);
+        let (step, mut next) = l.spend(now, &rule.limit, cost);
         // An exhausted window still reserves the next one ahead of time,
         // at once when requests will queue for it.
         let refill = match step {
@@ -494,7 +521,7 @@ fn global(
     };
     match step {
         Step::Spent => {
-            spent.push(Spent::Lease { rule: i, fingerprint: lease_fp, window: lease.window });
+            spent.push(Spent::Lease { rule: i, fingerprint: lease_fp, window: lease.window, cost });
             if let Some((want, next)) = refill {
                 d.refills.push(ask(want, next));
             }
@@ -521,10 +548,11 @@ fn global(
         }
         Step::Missing if ctx.may_wait => {
             let want = crate::lease::Lease { asked_at: 0, ..lease }.want(now, &rule.limit).map_or(1, |w| w.0);
+            let want = want.max(u32::try_from(cost).unwrap_or(u32::MAX));
             d.wait_for.push(ask(want, false));
             Ok(None)
         }
-        Step::Missing => fail(policy, rule, i, fp, store, now, d, spent).map(Some),
+        Step::Missing => fail(policy, rule, i, (fp, cost), store, now, d, spent).map(Some),
     }
 }
 
@@ -534,7 +562,7 @@ fn fail(
     policy: &Policy,
     rule: &Rule,
     i: usize,
-    fp: u64,
+    (fp, cost): (u64, u64),
     store: &dyn SharedStore,
     now: u64,
     d: &mut Decision,
@@ -544,9 +572,9 @@ fn fail(
         FailureMode::Open => {
             let limit = fallback_limit(policy, rule);
             let fallback_fp = derived(fp, b"fallback");
-            let o = store::take(store, policy.slots, fallback_fp, rule.algorithm, &limit, now, 1)?;
+            let o = store::take(store, policy.slots, fallback_fp, rule.algorithm, &limit, now, cost)?;
             if o.allowed {
-                spent.push(Spent::Bucket { rule: i, fingerprint: fallback_fp, fallback: true });
+                spent.push(Spent::Bucket { rule: i, fingerprint: fallback_fp, fallback: true, cost });
             }
             Ok(o)
         }
@@ -563,14 +591,14 @@ fn fail(
 fn refund(policy: &Policy, store: &dyn SharedStore, now: u64, spent: &[Spent], d: &mut Decision) {
     for s in spent {
         let result = match *s {
-            Spent::Bucket { rule, fingerprint, fallback } => {
+            Spent::Bucket { rule, fingerprint, fallback, cost } => {
                 let r = &policy.rules[rule];
                 let limit = if fallback { fallback_limit(policy, r) } else { r.limit };
-                store::refund(store, policy.slots, fingerprint, r.algorithm, &limit, now, 1).map_err(|e| (rule, e))
+                store::refund(store, policy.slots, fingerprint, r.algorithm, &limit, now, cost).map_err(|e| (rule, e))
             }
-            Spent::Lease { rule, fingerprint, window } => {
+            Spent::Lease { rule, fingerprint, window, cost } => {
                 let r = &policy.rules[rule];
-                store::lease_update(store, policy.slots, fingerprint, &r.limit, now, |l| ((), Some(l.refund(now, &r.limit, window))))
+                store::lease_update(store, policy.slots, fingerprint, &r.limit, now, |l| ((), Some(l.refund(now, &r.limit, window, cost))))
                     .map_err(|e| (rule, e))
             }
         };

@@ -13,6 +13,10 @@ pub trait Request {
     fn header(&mut self, name: &str) -> Option<String>;
     /// An Envoy attribute, e.g. `["source", "address"]`.
     fn property(&mut self, path: &[String]) -> Option<Vec<u8>>;
+    /// The request body, when it was read (only for policies that need it).
+    fn body(&mut self) -> Option<Vec<u8>> {
+        None
+    }
 }
 
 /// A request held in memory.
@@ -25,6 +29,7 @@ pub struct MemoryRequest {
     /// `source.address`, e.g. `10.0.0.1:5555`.
     pub source_address: String,
     pub properties: Vec<(Vec<String>, Vec<u8>)>,
+    pub body: Option<Vec<u8>>,
 }
 
 impl MemoryRequest {
@@ -67,5 +72,8 @@ impl Request for MemoryRequest {
             return Some(self.source_address.clone().into_bytes());
         }
         self.properties.iter().find(|(p, _)| p == path).map(|(_, v)| v.clone())
+    }
+    fn body(&mut self) -> Option<Vec<u8>> {
+        self.body.clone()
     }
 }

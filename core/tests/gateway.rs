@@ -353,3 +353,39 @@ fn queued_requests_wait_their_turn_and_can_give_it_back() {
     assert!(errors.is_empty());
     assert_eq!(g2.send(req).hold_ns / 1_000_000, 666, "the departed client's turn is taken again");
 }
+
+#[test]
+fn requests_can_cost_several_units() {
+    let policy = r#"{"read_body": true, "rules": [
+        {"name": "units", "match": {"paths": [{"prefix": "/h"}]}, "key": [], "limit": {"requests": 100, "per": "1h"},
+         "cost": {"header": "x-units", "default": 2, "max": 50}},
+        {"name": "tokens", "match": {"paths": [{"prefix": "/b"}]}, "key": [], "limit": {"requests": 100, "per": "1h"},
+         "cost": {"body": "usage.tokens", "max": 40}}
+    ]}"#;
+    let units = |g: &Gateway, v: Option<&str>| {
+        let mut r = get("/h");
+        if let Some(v) = v {
+            r = r.header("x-units", v);
+        }
+        g.send(r).applied[0].outcome.remaining
+    };
+    let g = Gateway::new(policy);
+    assert_eq!(units(&g, Some("10")), 90);
+    assert_eq!(units(&g, None), 88, "missing: the default, 2");
+    assert_eq!(units(&g, Some("-3")), 38, "malformed: the max, 50");
+    assert_eq!(units(&g, Some("51")), 38, "over max: refused at the max (38 left < 50)");
+    assert_eq!(units(&g, Some("38")), 0);
+    let body = |g: &Gateway, b: Option<&str>| {
+        let mut r = MemoryRequest::new("POST", "/b");
+        r.body = b.map(|b| b.as_bytes().to_vec());
+        let d = g.send(r);
+        (d.allowed(), d.applied[0].outcome.remaining)
+    };
+    let g = Gateway::new(policy);
+    assert_eq!(body(&g, Some(r#"{"usage": {"tokens": 30}}"#)), (true, 70));
+    assert_eq!(body(&g, Some(r#"{"usage": {}}"#)), (true, 69), "missing field: default 1");
+    assert_eq!(body(&g, Some("not json")), (true, 29), "garbage: the max, 40");
+    assert_eq!(body(&g, None), (false, 29), "no body: the max, 40, more than is left");
+    assert_eq!(body(&g, Some(r#"{"usage": {"tokens": "29"}}"#)), (true, 0));
+    assert!(!body(&g, Some(r#"{"usage": {"tokens": 1}}"#)).0);
+}

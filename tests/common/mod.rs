@@ -95,6 +95,14 @@ pub fn gateway_per(per: &str) -> String {
     GATEWAY.replace(r#""per": "1s""#, &format!(r#""per": "{per}""#))
 }
 
+/// Sleeps until just after the next whole second. Global rules count in
+/// the counter service's one-second windows (aligned to the clock); a test
+/// that counts a burst against them starts it here.
+pub fn align_to_second() {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock");
+    std::thread::sleep(Duration::from_nanos(u64::from(1_000_000_000 - now.subsec_nanos()) + 5_000_000));
+}
+
 /// Polls `f` until it returns true or `timeout` passes.
 pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;

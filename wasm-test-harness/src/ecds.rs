@@ -35,7 +35,10 @@ pub fn ecds_resource(wasm: &Path, policy_json: &str) -> String {
                         "@type": "type.googleapis.com/google.protobuf.StringValue",
                         "value": policy_json
                     },
-                    "failure_policy": "FAIL_CLOSED"
+                    "failure_policy": "FAIL_CLOSED",
+                    // Pausing on request headers must still deliver the body
+                    // (rules whose cost is in a JSON body read it first).
+                    "allow_on_headers_stop_iteration": true
                 }
             }
         }]

@@ -4,10 +4,10 @@
 
 use std::collections::HashMap;
 
-use super::raw::{RawGlobal, RawHeader, RawKeyPart, RawLimit, RawQueue, RawPath, RawPathParam, RawPolicy, RawRule};
+use super::raw::{RawCost, RawGlobal, RawHeader, RawKeyPart, RawLimit, RawQueue, RawPath, RawPathParam, RawPolicy, RawRule};
 use super::{
-    Algorithm, Global, HeaderMatch, HeaderTest, KeyPart, Limit, Mode, Policy, PolicyError, Problem, Queue,
-    Rule, Scope, MAX_SLOTS, MIN_SLOTS,
+    Algorithm, Cost, CostSource, Global, HeaderMatch, HeaderTest, KeyPart, Limit, Mode, Policy, PolicyError,
+    Problem, Queue, Rule, Scope, MAX_SLOTS, MIN_SLOTS,
 };
 use crate::duration::Span;
 use crate::hash::Fnv;
@@ -99,7 +99,14 @@ impl Compiler {
                 rules.push(rule);
             }
         }
-        Policy { slots, trusted_hops, exempt_paths, tenant, global, rules }
+        let needs_body = rules.iter().any(|r| matches!(r.cost, Some(Cost { source: CostSource::Body(_), .. })));
+        if needs_body && !raw.read_body {
+            self.problem(
+                "read_body",
+                "a rule takes its cost from the request body: set \"read_body\": true, which needs Envoy's Wasm PluginConfig allow_on_headers_stop_iteration: true (set by this project's ECDS resource; not settable through Istio's WasmPlugin)",
+            );
+        }
+        Policy { slots, trusted_hops, exempt_paths, tenant, global, rules, needs_body }
     }
 
     fn global(&mut self, raw: RawGlobal) -> Option<Global> {
@@ -214,6 +221,7 @@ impl Compiler {
         }
         let limit = self.limit(at, &raw.limit, raw.algorithm);
         let queue = raw.queue.as_ref().and_then(|q| self.queue(at, q, raw.algorithm, limit.as_ref()));
+        let cost = raw.cost.as_ref().and_then(|c| self.cost(at, c, limit.as_ref()));
         if raw.obey_upstream && raw.algorithm != Algorithm::TokenBucket {
             self.problem(format!("{at}.obey_upstream"), "only token_bucket rules can obey upstream limits: the bucket is kept empty until the upstream's time");
         }
@@ -236,7 +244,47 @@ impl Compiler {
             failure_mode: raw.failure_mode,
             queue,
             obey_upstream: raw.obey_upstream,
+            cost,
         })
+    }
+
+    fn cost(&mut self, at: &str, c: &RawCost, limit: Option<&Limit>) -> Option<Cost> {
+        let before = self.problems.len();
+        let source = match (&c.header, &c.body) {
+            (Some(h), None) => self.header_name(&format!("{at}.cost.header"), h).map(CostSource::Header),
+            (None, Some(b)) if !b.is_empty() && b.split('.').all(|p| !p.is_empty()) => {
+                Some(CostSource::Body(b.split('.').map(str::to_string).collect()))
+            }
+            (None, Some(b)) => {
+                self.problem(format!("{at}.cost.body"), format!("{b:?} must be a dotted path of JSON object keys, like \"usage.units\""));
+                None
+            }
+            _ => {
+                self.problem(format!("{at}.cost"), "give exactly one of `header` or `body`");
+                None
+            }
+        };
+        let burst = limit.map_or(MAX_REQUESTS as u64, |l| l.burst.max(l.requests));
+        let max = match c.max {
+            None => Some(burst),
+            Some(m) if m >= 1 && (m as u64) <= burst => Some(m as u64),
+            Some(m) => {
+                self.problem(format!("{at}.cost.max"), format!("must be between 1 and the rule's burst ({burst}), got {m}"));
+                None
+            }
+        };
+        let default = match c.default {
+            None => Some(1),
+            Some(d) if d >= 0 && max.is_none_or(|m| d as u64 <= m) => Some(d as u64),
+            Some(d) => {
+                self.problem(format!("{at}.cost.default"), format!("must be between 0 and `max`, got {d}"));
+                None
+            }
+        };
+        if self.problems.len() > before {
+            return None;
+        }
+        Some(Cost { source: source?, default: default?, max: max? })
     }
 
     fn queue(&mut self, at: &str, q: &RawQueue, algorithm: Algorithm, limit: Option<&Limit>) -> Option<Queue> {

@@ -33,6 +33,8 @@ pub struct Policy {
     /// The counter service, when any rule is global.
     pub global: Option<Global>,
     pub rules: Vec<Rule>,
+    /// Some rule reads the request body (decisions wait for it).
+    pub needs_body: bool,
 }
 
 /// How global rules reach the counter service.
@@ -75,6 +77,26 @@ pub struct Rule {
     /// An upstream 429/503 with a wait (`Retry-After`, ...) empties the
     /// key's bucket until then.
     pub obey_upstream: bool,
+    /// Units a request costs (1 when absent).
+    pub cost: Option<Cost>,
+}
+
+/// Where a rule reads what a request costs. A missing header or body field
+/// costs `default`; an unreadable value (not a whole number, negative,
+/// above `max`; no JSON body at all, or one too large to read) costs `max`,
+/// so that a client cannot lower its bill by sending garbage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cost {
+    pub source: CostSource,
+    pub default: u64,
+    pub max: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CostSource {
+    Header(String),
+    /// A field of a JSON body, as a path of object keys.
+    Body(Vec<String>),
 }
 
 /// How a rule holds requests over its limit: each takes its turn (FIFO per

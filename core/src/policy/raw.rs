@@ -22,6 +22,8 @@ pub struct RawPolicy {
     #[serde(default)]
     pub mode: Mode,
     pub global: Option<RawGlobal>,
+    #[serde(default)]
+    pub read_body: bool,
     pub rules: Vec<RawRule>,
 }
 
@@ -75,6 +77,17 @@ pub struct RawRule {
     pub queue: Option<RawQueue>,
     #[serde(default)]
     pub obey_upstream: bool,
+    pub cost: Option<RawCost>,
+}
+
+/// Units a request costs: from a header or a JSON body field.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCost {
+    pub header: Option<String>,
+    pub body: Option<String>,
+    pub default: Option<i64>,
+    pub max: Option<i64>,
 }
 
 /// Hold requests over the limit for up to `max_wait` instead of refusing.
