@@ -1,0 +1,216 @@
+//! Request attributes as the rules see them, fetched once per request and
+//! reused by every rule: method, normalised path, headers, client IP,
+//! tenant, query, properties, body; plus each rule's match, key and cost.
+
+use crate::client_ip::{client_ip, peer_ip};
+use crate::hash::Fnv;
+use crate::path::{normalize, Params};
+use crate::policy::{CostSource, HeaderTest, KeyPart, Missing, Policy, Rule, Scope};
+use crate::request::Request;
+
+/// Request attributes fetched once and reused by every rule.
+pub(super) struct Attrs<'r> {
+    req: &'r mut dyn Request,
+    method: String,
+    raw_path: String,
+    pub(super) path: String,
+    headers: Vec<(String, Option<String>)>,
+    client_ip: Option<Option<String>>,
+    tenant: Option<Option<String>>,
+    body: Option<Option<serde_json::Value>>,
+}
+
+impl<'r> Attrs<'r> {
+    pub(super) fn new(req: &'r mut dyn Request) -> Attrs<'r> {
+        let method = req.method().unwrap_or_default().to_ascii_uppercase();
+        let raw_path = req.path().unwrap_or_default();
+        let path = normalize(&raw_path);
+        Attrs { req, method, raw_path, path, headers: Vec::new(), client_ip: None, tenant: None, body: None }
+    }
+
+    fn header(&mut self, name: &str) -> Option<String> {
+        if let Some((_, v)) = self.headers.iter().find(|(n, _)| n == name) {
+            return v.clone();
+        }
+        let v = self.req.header(name);
+        self.headers.push((name.to_string(), v.clone()));
+        v
+    }
+
+    fn client_ip(&mut self, trusted_hops: u32) -> Option<String> {
+        if self.client_ip.is_none() {
+            let peer = self
+                .req
+                .property(&["source".to_string(), "address".to_string()])
+                .and_then(|b| String::from_utf8(b).ok())
+                .and_then(|a| peer_ip(&a));
+            let ip = peer.map(|p| {
+                let xff = if trusted_hops > 0 { self.header("x-forwarded-for") } else { None };
+                client_ip(xff.as_deref(), &p, trusted_hops)
+            });
+            self.client_ip = Some(ip);
+        }
+        self.client_ip.clone().flatten()
+    }
+
+    fn query(&self, name: &str) -> Option<String> {
+        let query = self.raw_path.split_once('?')?.1;
+        let query = query.split('#').next().unwrap_or("");
+        query.split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k) == name).then(|| percent_decode(v))
+        })
+    }
+
+    /// The value of one key part, as bytes to hash.
+    fn part(&mut self, policy: &Policy, part: &KeyPart, params: &Params) -> Option<Vec<u8>> {
+        let text = match part {
+            KeyPart::ClientIp => self.client_ip(policy.trusted_hops),
+            KeyPart::Method => Some(self.method.clone()),
+            KeyPart::Authority => self.req.authority(),
+            KeyPart::Path => Some(self.path.clone()),
+            KeyPart::Tenant => self.tenant(policy),
+            KeyPart::Header(h) => self.header(h),
+            KeyPart::PathParam(name) => params.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()),
+            KeyPart::TemplateParam { name, template } => template
+                .matches(&self.path)
+                .and_then(|ps| ps.into_iter().find(|(n, _)| n == name).map(|(_, v)| v)),
+            KeyPart::Query(q) => self.query(q),
+            KeyPart::Property(p) => return self.req.property(p).filter(|v| !v.is_empty()),
+            KeyPart::Const(c) => Some(c.clone()),
+        };
+        text.filter(|t| !t.is_empty()).map(String::into_bytes)
+    }
+
+    /// Units this request costs under `rule` (see `policy::Cost`).
+    pub(super) fn cost(&mut self, rule: &Rule) -> u64 {
+        let Some(cost) = rule.cost.as_ref() else { return 1 };
+        let value = match &cost.source {
+            CostSource::Header(h) => self.header(h).map(|v| serde_json::Value::String(v.trim().to_string())),
+            CostSource::Body(path) => {
+                if self.body.is_none() {
+                    self.body = Some(self.req.body().and_then(|b| serde_json::from_slice(&b).ok()));
+                }
+                match self.body.as_ref().and_then(Option::as_ref) {
+                    // No JSON body: none sent, too large to read, or not JSON.
+                    None => return cost.max,
+                    Some(json) => path.iter().try_fold(json, |v, k| v.get(k)).cloned(),
+                }
+            }
+        };
+        let n = match value {
+            None => return cost.default,
+            Some(serde_json::Value::Number(n)) => n.as_u64(),
+            Some(serde_json::Value::String(s)) => s.parse::<u64>().ok(),
+            Some(_) => None,
+        };
+        n.filter(|n| *n <= cost.max).unwrap_or(cost.max)
+    }
+
+    pub(super) fn tenant(&mut self, policy: &Policy) -> Option<String> {
+        if self.tenant.is_none() {
+            let mut found = None;
+            for source in &policy.tenant {
+                if let Some(v) = self.part(policy, source, &Vec::new()) {
+                    found = Some(String::from_utf8_lossy(&v).to_ascii_lowercase());
+                    break;
+                }
+            }
+            self.tenant = Some(found);
+        }
+        self.tenant.clone().flatten()
+    }
+
+    /// The path parameters when `rule` applies to this request.
+    pub(super) fn applies(&mut self, rule: &Rule, exempt: bool) -> Option<Params> {
+        if !rule.methods.is_empty() && !rule.methods.contains(&self.method) {
+            return None;
+        }
+        let params = if rule.paths.is_empty() {
+            if exempt {
+                return None;
+            }
+            Vec::new()
+        } else {
+            let path = &self.path;
+            rule.paths
+                .iter()
+                .filter(|m| !exempt || m.names_exactly(path))
+                .find_map(|m| m.matches(path))?
+        };
+        for h in &rule.headers {
+            let value = self.header(&h.name);
+            let ok = match (&h.test, value) {
+                (HeaderTest::Present(want), v) => v.is_some() == *want,
+                (HeaderTest::Exact(want), Some(v)) => v.eq_ignore_ascii_case(want),
+                (HeaderTest::Prefix(want), Some(v)) => {
+                    v.len() >= want.len() && v.as_bytes()[..want.len()].eq_ignore_ascii_case(want.as_bytes())
+                }
+                (_, None) => false,
+            };
+            if !ok {
+                return None;
+            }
+        }
+        Some(params)
+    }
+
+    /// The rule's key hash, or `None` when a part is missing and the rule
+    /// skips such requests.
+    /// For global rules also the key as text, parts joined by `:`, for
+    /// the counter service.
+    pub(super) fn key(&mut self, policy: &Policy, rule: &Rule, params: &Params) -> Option<(u64, Option<String>)> {
+        let mut h = Fnv::default();
+        h.field(&rule.identity.to_le_bytes());
+        let mut text = (rule.scope == Scope::Global).then(String::new);
+        for (i, part) in rule.key.iter().enumerate() {
+            let value = match self.part(policy, part, params) {
+                Some(mut v) => {
+                    v.make_ascii_lowercase();
+                    h.field(&v);
+                    Some(v)
+                }
+                None if rule.missing == Missing::Skip => return None,
+                // 0xfe never occurs in UTF-8, nor as a whole property value.
+                None => {
+                    h.field(&[0xfe]);
+                    None
+                }
+            };
+            if let Some(t) = text.as_mut() {
+                if i > 0 {
+                    t.push(':');
+                }
+                match value {
+                    Some(v) => t.push_str(&String::from_utf8_lossy(&v)),
+                    None => t.push('-'),
+                }
+            }
+        }
+        // 0 marks an empty slot.
+        Some((h.finish().max(1), text))
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
+                }
+                out.push(b'%');
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}

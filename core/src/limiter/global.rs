@@ -1,0 +1,150 @@
+//! The global part of a rule: spending from its lease, waiting for the
+//! next window when it queues, and the failure modes while the counter
+//! service is unreachable.
+
+use super::{Ctx, Decision, LeaseNeed, Spent, TICK_GRACE_NS};
+use crate::bucket::Outcome;
+use crate::counter_api::Ask;
+use crate::hash::Fnv;
+use crate::lease::Step;
+use crate::policy::{FailureMode, Limit, Policy, Rule};
+use crate::store::{self, SharedStore, StoreError};
+
+/// The limit a failing-open global rule enforces in each instance.
+pub fn fallback_limit(policy: &Policy, rule: &Rule) -> Limit {
+    let n = policy.global.as_ref().map_or(1, |g| u64::from(g.expected_instances.max(1)));
+    let share = |v: u64| v.div_ceil(n).max(1);
+    Limit { requests: share(rule.limit.requests), per: rule.limit.per, burst: share(rule.limit.burst) }
+}
+
+/// Applies the counter service's answer to the lease it was asked for.
+/// A rule that no longer exists (the policy changed meanwhile) is skipped.
+pub fn apply_answer(policy: &Policy, store: &dyn SharedStore, need: &LeaseNeed, answer: &crate::lease::Answer, now: u64) -> Result<(), StoreError> {
+    let Some(rule) = policy.rule(&need.ask.rule) else { return Ok(()) };
+    store::lease_update(store, policy.slots, need.fingerprint, &rule.limit, now, |l| ((), Some(l.grant(now, &rule.limit, answer))))
+}
+
+/// Forgets an ask that failed, so that the lease may ask again.
+pub fn forget_ask(policy: &Policy, store: &dyn SharedStore, need: &LeaseNeed, now: u64) -> Result<(), StoreError> {
+    let Some(rule) = policy.rule(&need.ask.rule) else { return Ok(()) };
+    store::lease_update(store, policy.slots, need.fingerprint, &rule.limit, now, |l| ((), Some(crate::lease::Lease { asked_at: 0, ..l })))
+}
+
+/// Slot fingerprints derived from a rule's key fingerprint.
+fn derived(fingerprint: u64, what: &[u8]) -> u64 {
+    Fnv::default().field(&fingerprint.to_le_bytes()).field(what).finish().max(1)
+}
+
+/// The lease part of a global rule whose own bucket admitted the request.
+/// `Ok(None)`: the rule waits for a reservation (recorded in `d`).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn global(
+    policy: &Policy,
+    rule: &Rule,
+    i: usize,
+    (fp, cost): (u64, u64),
+    id: String,
+    store: &dyn SharedStore,
+    ctx: Ctx,
+    d: &mut Decision,
+    spent: &mut Vec<Spent>,
+) -> Result<Option<Outcome>, StoreError> {
+    let now = ctx.now;
+    if ctx.degraded {
+        return fail(policy, rule, i, (fp, cost), store, now, d, spent).map(Some);
+    }
+    let lease_fp = derived(fp, b"lease");
+    let (step, lease, refill) = store::lease_update(store, policy.slots, lease_fp, &rule.limit, now, |l| {
+        let (step, mut next) = l.spend(now, &rule.limit, cost);
+        // An exhausted window still reserves the next one ahead of time,
+        // at once when requests will queue for it.
+        let refill = match step {
+            Step::Spent => next.want(now, &rule.limit),
+            Step::Exhausted { .. } if rule.queue.is_some() => next.want_next(now, &rule.limit).map(|w| (w, true)),
+            Step::Exhausted { .. } => next.want(now, &rule.limit).filter(|(_, ahead)| *ahead),
+            Step::Missing => None,
+        };
+        if refill.is_some() {
+            next.asked_at = now;
+        }
+        ((step, next, refill), Some(next))
+    })?;
+    let ask = |want: u32, next: bool| LeaseNeed {
+        rule: i,
+        fingerprint: lease_fp,
+        ask: Ask {
+            rule: rule.name.clone(),
+            id: id.clone(),
+            limit: rule.limit.requests,
+            window_ms: rule.limit.per.nanos() / 1_000_000,
+            want,
+            next,
+        },
+    };
+    match step {
+        Step::Spent => {
+            spent.push(Spent::Lease { rule: i, fingerprint: lease_fp, window: lease.window, cost });
+            if let Some((want, next)) = refill {
+                d.refills.push(ask(want, next));
+            }
+            let global_left = rule.limit.requests.saturating_sub(u64::from(lease.used)) + u64::from(lease.units);
+            Ok(Some(Outcome { allowed: true, remaining: global_left, reset_ns: lease.ends_at.saturating_sub(now), retry_after_ns: 0 }))
+        }
+        Step::Exhausted { retry_after_ns } => {
+            if let Some((want, next)) = refill {
+                d.refills.push(ask(want, next));
+            }
+            // A queueing rule waits for the next window when it opens in
+            // time; waiters spread over up to a tenth of it (never past
+            // their max_wait) so that they do not all return at once.
+            if let Some(q) = rule.queue.as_ref() {
+                let room = (q.max_wait.nanos() + TICK_GRACE_NS).saturating_sub(ctx.waited_ns);
+                if retry_after_ns <= room {
+                    let spread_max = (rule.limit.per.nanos() / 10).min(room - retry_after_ns).max(1);
+                    let wait = retry_after_ns + ctx.random % spread_max;
+                    d.redo_at = Some(d.redo_at.unwrap_or(0).max(now + wait));
+                    return Ok(None);
+                }
+            }
+            Ok(Some(Outcome { allowed: false, remaining: 0, reset_ns: retry_after_ns, retry_after_ns }))
+        }
+        Step::Missing if ctx.may_wait => {
+            let want = crate::lease::Lease { asked_at: 0, ..lease }.want(now, &rule.limit).map_or(1, |w| w.0);
+            let want = want.max(u32::try_from(cost).unwrap_or(u32::MAX));
+            d.wait_for.push(ask(want, false));
+            Ok(None)
+        }
+        Step::Missing => fail(policy, rule, i, (fp, cost), store, now, d, spent).map(Some),
+    }
+}
+
+/// A global rule without its counter service: `failure_mode` decides.
+#[allow(clippy::too_many_arguments)]
+fn fail(
+    policy: &Policy,
+    rule: &Rule,
+    i: usize,
+    (fp, cost): (u64, u64),
+    store: &dyn SharedStore,
+    now: u64,
+    d: &mut Decision,
+    spent: &mut Vec<Spent>,
+) -> Result<Outcome, StoreError> {
+    match rule.failure_mode {
+        FailureMode::Open => {
+            let limit = fallback_limit(policy, rule);
+            let fallback_fp = derived(fp, b"fallback");
+            let o = store::take(store, policy.slots, fallback_fp, rule.algorithm, &limit, now, cost)?;
+            if o.allowed {
+                spent.push(Spent::Bucket { rule: i, fingerprint: fallback_fp, fallback: true, cost });
+            }
+            Ok(o)
+        }
+        FailureMode::Closed => {
+            if d.unavailable.is_none() {
+                d.unavailable = Some(i);
+            }
+            Ok(Outcome { allowed: true, remaining: 0, reset_ns: 0, retry_after_ns: 0 })
+        }
+    }
+}

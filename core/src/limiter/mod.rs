@@ -1,0 +1,267 @@
+//! The decision for one request: which rules apply, the key of each, and
+//! whether the request may pass.
+//!
+//! Order: rules are taken in policy order. Each applicable rule spends from
+//! its bucket; when one (in enforce mode) denies, the remaining rules are
+//! only looked at (to report the most restrictive one, the one whose
+//! retry-after is longest) and what the earlier rules spent is given back.
+//! So a denied request spends no quota at all, and an admitted one spends
+//! its cost (1 unless the rule says otherwise) from every rule that applied.
+//! A rule that queues may admit a request for later (`hold_ns`): its turn
+//! is reserved now. Shadow rules count like enforced ones but never deny;
+//! their would-be denials are reported.
+//!
+//! A key is the rule's identity followed by each part's value, case-folded
+//! (a client cannot get a fresh bucket by changing the case of a header),
+//! hashed with FNV-1a. A missing part (no such header, no tenant, ...) is
+//! hashed as a marker no real value has, so by default every request lacking
+//! it shares one bucket: leaving a header out never escapes a rule. A rule
+//! with `"missing": "skip"` does not apply to such requests instead.
+//!
+//! A global rule first passes its own bucket (the instance's share of
+//! smoothing, at the full limit), then spends a unit of its lease (see
+//! `lease`). When the lease is empty and the service may still have units,
+//! the decision asks the caller to wait for a reservation (`wait_for`),
+//! having spent nothing; asks that keep leases topped up ahead of need come
+//! back in `refills`. While the counter service is unreachable (`degraded`)
+//! a global rule falls back to its `failure_mode`: `open` enforces
+//! `limit / expected_instances` in a bucket of its own, `closed` refuses.
+
+mod attrs;
+mod global;
+
+use crate::bucket::Outcome;
+use crate::counter_api::Ask;
+use crate::policy::{Policy, Scope};
+use crate::request::Request;
+use crate::store::{self, SharedStore, StoreError};
+
+use attrs::Attrs;
+pub use global::{apply_answer, fallback_limit, forget_ask};
+
+/// The circumstances of one decision.
+#[derive(Clone, Copy, Debug)]
+pub struct Ctx {
+    /// Wall-clock nanoseconds since the epoch.
+    pub now: u64,
+    /// The counter service is known to be unreachable.
+    pub degraded: bool,
+    /// The request may wait for a lease (false on the second pass).
+    pub may_wait: bool,
+    /// How long the request has already waited in queues; a queue's
+    /// `max_wait` counts from its arrival.
+    pub waited_ns: u64,
+    /// Any random number: spreads requests waiting for the same window.
+    pub random: u64,
+}
+
+impl Ctx {
+    pub fn at(now: u64) -> Ctx {
+        Ctx { now, degraded: false, may_wait: true, waited_ns: 0, random: 0 }
+    }
+}
+
+/// A reservation to ask the counter service for. Serialisable, as workers
+/// hand refills to the instance's leader through a shared queue.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LeaseNeed {
+    /// Index into `Policy::rules`.
+    pub rule: usize,
+    /// The lease's slot fingerprint, to apply the answer to.
+    pub fingerprint: u64,
+    pub ask: Ask,
+}
+
+/// What a request spent, to give back if it ends up denied, or if its
+/// client leaves while it waits in a queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Spent {
+    Bucket { rule: usize, fingerprint: u64, fallback: bool, cost: u64 },
+    Lease { rule: usize, fingerprint: u64, window: u64, cost: u64 },
+}
+
+/// One rule's answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RuleOutcome {
+    /// Index into `Policy::rules`.
+    pub rule: usize,
+    pub outcome: Outcome,
+}
+
+/// What happens to the request.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Decision {
+    /// The enforced rule that denied the request (the most restrictive one).
+    pub denied_by: Option<RuleOutcome>,
+    /// Of the rules that admitted it, the closest to its limit.
+    pub tightest: Option<RuleOutcome>,
+    /// Shadow rules that would have denied it.
+    pub shadow_denied: Vec<RuleOutcome>,
+    /// Every rule that applied, in policy order.
+    pub applied: Vec<RuleOutcome>,
+    pub tenant: Option<String>,
+    /// Shared-data failures; the affected rules let the request pass.
+    pub errors: Vec<(usize, StoreError)>,
+    /// Leases to reserve before this request can be decided; nothing was
+    /// spent. Decide again once they are answered.
+    pub wait_for: Vec<LeaseNeed>,
+    /// Leases to top up in the background.
+    pub refills: Vec<LeaseNeed>,
+    /// A global rule with `failure_mode: closed` whose service is down.
+    pub unavailable: Option<usize>,
+    /// Nanoseconds the admitted request must wait for its turn in the
+    /// queues of the rules that hold it (0: go now).
+    pub hold_ns: u64,
+    /// A queueing global rule found its window's budget gone: the request
+    /// waits until this time (wall-clock ns), having spent nothing, and is
+    /// decided again then.
+    pub redo_at: Option<u64>,
+    /// What the request spent; see [`give_back`].
+    pub spent: Vec<Spent>,
+}
+
+impl Decision {
+    /// The request passes (it may still have to wait, see `pending`,
+    /// `hold_ns` and `redo_at`).
+    pub fn allowed(&self) -> bool {
+        self.denied_by.is_none() && self.unavailable.is_none()
+    }
+
+    /// The request waits for `wait_for` before it can be decided.
+    pub fn pending(&self) -> bool {
+        self.allowed() && !self.wait_for.is_empty()
+    }
+}
+
+/// Held requests are woken on a 10 ms tick, so a turn is kept to that
+/// precision: one that comes up to a tick after `max_wait` still counts.
+pub const TICK_GRACE_NS: u64 = 10_000_000;
+
+/// An upstream answered the request that spent `spent` with a wait: keeps
+/// the buckets of its rules that obey upstream limits empty until then.
+/// Returns the rules for which this starts a block (to log once), and
+/// shared-data errors.
+pub fn obey_upstream(policy: &Policy, store: &dyn SharedStore, spent: &[Spent], wait_ns: u64, now: u64) -> (Vec<usize>, Vec<(usize, StoreError)>) {
+    let (mut started, mut errors) = (Vec::new(), Vec::new());
+    for s in spent {
+        let Spent::Bucket { rule, fingerprint, fallback: false, .. } = *s else { continue };
+        let r = &policy.rules[rule];
+        if !r.obey_upstream {
+            continue;
+        }
+        let until = now.saturating_add(wait_ns);
+        match store::cas_update(store, policy.slots, fingerprint, &r.limit, now, |st| {
+            let (next, start) = st.block(&r.limit, now, until);
+            (start, Some(next))
+        }) {
+            Ok(true) => started.push(rule),
+            Ok(false) => {}
+            Err(e) => errors.push((rule, e)),
+        }
+    }
+    (started, errors)
+}
+
+/// `a` is closer to its limit than `b`: a smaller share of the limit left.
+fn tighter(policy: &Policy, a: &RuleOutcome, b: &RuleOutcome) -> bool {
+    let (la, lb) = (policy.rules[a.rule].limit.requests, policy.rules[b.rule].limit.requests);
+    u128::from(a.outcome.remaining) * u128::from(lb) < u128::from(b.outcome.remaining) * u128::from(la)
+}
+
+/// Decides one request.
+pub fn decide(policy: &Policy, req: &mut dyn Request, store: &dyn SharedStore, ctx: Ctx) -> Decision {
+    let now = ctx.now;
+    let mut attrs = Attrs::new(req);
+    let exempt = policy.exempt_paths.iter().any(|p| p.eq_ignore_ascii_case(&attrs.path));
+    let mut d = Decision::default();
+    let mut spent: Vec<Spent> = Vec::new();
+    for (i, rule) in policy.rules.iter().enumerate() {
+        let Some(params) = attrs.applies(rule, exempt) else { continue };
+        let Some((fp, id)) = attrs.key(policy, rule, &params) else { continue };
+        let cost = attrs.cost(rule);
+        let denied = !d.allowed();
+        let result = match (denied, rule.queue.as_ref()) {
+            (true, _) => store::peek(store, policy.slots, fp, rule.algorithm, &rule.limit, now, cost).map(|o| (o, 0)),
+            (false, Some(q)) => {
+                let left_ns = (q.max_wait.nanos() + TICK_GRACE_NS).saturating_sub(ctx.waited_ns);
+                let left = crate::policy::Queue { max_wait: crate::duration::Span::from_nanos(left_ns), ..*q };
+                store::take_queued(store, policy.slots, fp, &rule.limit, &left, now, cost)
+            }
+            (false, None) => store::take(store, policy.slots, fp, rule.algorithm, &rule.limit, now, cost).map(|o| (o, 0)),
+        };
+        let mut outcome = match result {
+            Ok((o, wait)) => {
+                d.hold_ns = d.hold_ns.max(wait);
+                o
+            }
+            Err(e) => {
+                d.errors.push((i, e));
+                continue;
+            }
+        };
+        if outcome.allowed && !denied {
+            spent.push(Spent::Bucket { rule: i, fingerprint: fp, fallback: false, cost });
+            if rule.scope == Scope::Global {
+                let id = id.unwrap_or_default();
+                match global::global(policy, rule, i, (fp, cost), id, store, ctx, &mut d, &mut spent) {
+                    Ok(Some(o)) => outcome = o,
+                    Ok(None) => continue,
+                    Err(e) => d.errors.push((i, e)),
+                }
+            }
+        }
+        let ro = RuleOutcome { rule: i, outcome };
+        d.applied.push(ro);
+        if outcome.allowed {
+            if !denied && d.tightest.as_ref().is_none_or(|t| tighter(policy, &ro, t)) {
+                d.tightest = Some(ro);
+            }
+        } else if rule.shadow {
+            d.shadow_denied.push(ro);
+        } else if d.denied_by.as_ref().is_none_or(|w| outcome.retry_after_ns > w.outcome.retry_after_ns) {
+            d.denied_by = Some(ro);
+        }
+    }
+    if !d.allowed() || d.pending() || d.redo_at.is_some() {
+        refund(policy, store, now, &spent, &mut d);
+        d.tightest = None;
+        d.hold_ns = 0;
+        if !d.allowed() {
+            d.wait_for.clear();
+            d.redo_at = None;
+        }
+    } else {
+        d.spent = spent;
+    }
+    d.tenant = attrs.tenant(policy);
+    d
+}
+
+/// Gives back what an admitted request spent, when its client went away
+/// while it waited in a queue. Errors are reported, not fatal.
+pub fn give_back(policy: &Policy, store: &dyn SharedStore, spent: &[Spent], now: u64) -> Vec<(usize, StoreError)> {
+    let mut d = Decision::default();
+    refund(policy, store, now, spent, &mut d);
+    d.errors
+}
+
+/// Gives back what a denied (or waiting) request spent.
+fn refund(policy: &Policy, store: &dyn SharedStore, now: u64, spent: &[Spent], d: &mut Decision) {
+    for s in spent {
+        let result = match *s {
+            Spent::Bucket { rule, fingerprint, fallback, cost } => {
+                let r = &policy.rules[rule];
+                let limit = if fallback { fallback_limit(policy, r) } else { r.limit };
+                store::refund(store, policy.slots, fingerprint, r.algorithm, &limit, now, cost).map_err(|e| (rule, e))
+            }
+            Spent::Lease { rule, fingerprint, window, cost } => {
+                let r = &policy.rules[rule];
+                store::lease_update(store, policy.slots, fingerprint, &r.limit, now, |l| ((), Some(l.refund(now, &r.limit, window, cost))))
+                    .map_err(|e| (rule, e))
+            }
+        };
+        if let Err(e) = result {
+            d.errors.push(e);
+        }
+    }
+}
