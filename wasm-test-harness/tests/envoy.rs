@@ -1,6 +1,6 @@
 //! Envoy lifecycle with whatever filter `SLUICE_WASM` (or the default build
-//! path) provides. Needs Envoy and a built filter, so it is opt-in:
-//! `cargo test -p wasm-test-harness -- --ignored`.
+//! path) provides. Needs Envoy and a built filter: `make test` installs and
+//! builds both first.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -15,7 +15,6 @@ fn policy() -> String {
 }
 
 #[test]
-#[ignore = "needs Envoy and a built filter"]
 fn start_proxy_reload_stop() {
     let echo = EchoServer::start().unwrap();
     let t = Instant::now();
@@ -50,7 +49,6 @@ fn start_proxy_reload_stop() {
 }
 
 #[test]
-#[ignore = "needs Envoy and a built filter"]
 fn load_through_envoy_one_worker() {
     let echo = EchoServer::start().unwrap();
     let envoy = Envoy::start(EnvoyOptions {
@@ -81,7 +79,6 @@ fn load_through_envoy_one_worker() {
 }
 
 #[test]
-#[ignore = "needs Envoy"]
 fn missing_filter_is_a_clear_error() {
     let err = Envoy::start(EnvoyOptions {
         wasm: Some("/nonexistent/sluice.wasm".into()),
@@ -93,7 +90,6 @@ fn missing_filter_is_a_clear_error() {
 }
 
 #[test]
-#[ignore = "needs Envoy and a built filter"]
 fn early_exit_reports_envoy_log() {
     let dir = tempfile::tempdir().unwrap();
     let template = dir.path().join("bad.yaml");
