@@ -78,7 +78,7 @@ test: deps build test-native test-wasm
 # Envoy through the harness (tests/).
 test-native:
 	$(CARGO) build --release -q -p sluice-counter --bin sluice-counter
-	$(CARGO) test --release --workspace
+	$(CARGO) test --release --workspace --no-fail-fast
 
 # The core's tests again, compiled to wasm32 (32-bit usize) and run in Node.
 test-wasm: wasm-test-runner

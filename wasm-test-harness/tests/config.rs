@@ -22,7 +22,8 @@ fn ecds_resource_shape() {
                 "vm_config":{"vm_id":"sluice","runtime":"envoy.wasm.runtime.v8",
                     "code":{"local":{"filename":"/opt/sluice.wasm"}}},
                 "configuration":{"@type":"type.googleapis.com/google.protobuf.StringValue","value":POLICY},
-                "failure_policy":"FAIL_CLOSED"}}}]});
+                "failure_policy":"FAIL_CLOSED",
+                "allow_on_headers_stop_iteration":true}}}]});
     assert_eq!(got, want);
 }
 
