@@ -135,10 +135,8 @@ impl Context for SluiceFilter {
     }
 
     fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
-        let (Some(policy), Some((expected, needs))) = (self.policy.clone(), self.waiting.take()) else { return };
-        if token != expected {
-            return;
-        }
+        let Some(policy) = self.policy.clone() else { return };
+        let Some((_, needs)) = self.waiting.take_if(|(expected, _)| *expected == token) else { return };
         let now = now_ns();
         let waited_ns = now.saturating_sub(self.arrival);
         let ctx = match callout::answers(&needs, body_size) {
