@@ -57,15 +57,15 @@ fn admitted(reports: &[LoadReport]) -> u64 {
 fn three_instances_admit_the_global_limit() {
     let redis = Redis::start().unwrap();
     let cluster = Cluster::start(&policy("open", 3), 3, redis_counter(&redis));
-    // Warm up leases (the first window of a key pays one paused call).
-    for e in &cluster.envoys {
-        wasm_test_harness::get(&e.url("/warm"), &[("x-tenant-id", "warm")]).unwrap();
-    }
-
-    // 100/s per tenant, offered 3 x 100/s for 10 whole windows.
+    // 100/s per tenant, offered 3 x 100/s: one window to warm the key's
+    // leases up (a key's first window pays for paused calls), then 10
+    // whole windows measured.
+    let tenant_a = RequestSpec::get("/api/v1/anything").header("x-tenant-id", "tenant-a");
+    align_to_second();
+    overload(&cluster, 100.0, 1, tenant_a.clone());
     align_to_second();
     let calls_before = cluster.counter_calls();
-    let reports = overload(&cluster, 100.0, 10, RequestSpec::get("/api/v1/anything").header("x-tenant-id", "tenant-a"));
+    let reports = overload(&cluster, 100.0, 10, tenant_a);
     let tenant = admitted(&reports);
     let calls = cluster.counter_calls() - calls_before;
     let offered: u64 = reports.iter().map(LoadReport::responses).sum();
@@ -79,11 +79,13 @@ fn three_instances_admit_the_global_limit() {
         assert!(r.statuses.keys().all(|s| *s == 200 || *s == 429), "{r:?}");
     }
 
-    // tools/invoke: 20/s per tenant, offered 3 x 20/s.
-    align_to_second();
-    let calls_before = cluster.counter_calls();
+    // tools/invoke: 20/s per tenant, offered 3 x 20/s, warmed up likewise.
     let mut spec = RequestSpec::get("/api/v1/tools/invoke").header("x-tenant-id", "tenant-b");
     spec.method = "POST".into();
+    align_to_second();
+    overload(&cluster, 20.0, 1, spec.clone());
+    align_to_second();
+    let calls_before = cluster.counter_calls();
     let reports = overload(&cluster, 20.0, 10, spec);
     let invoke = admitted(&reports);
     let calls = cluster.counter_calls() - calls_before;

@@ -21,7 +21,13 @@ pub fn fallback_limit(policy: &Policy, rule: &Rule) -> Limit {
 /// A rule that no longer exists (the policy changed meanwhile) is skipped.
 pub fn apply_answer(policy: &Policy, store: &dyn SharedStore, need: &LeaseNeed, answer: &crate::lease::Answer, now: u64) -> Result<(), StoreError> {
     let Some(rule) = policy.rule(&need.ask.rule) else { return Ok(()) };
-    store::lease_update(store, policy.slots, need.fingerprint, &rule.limit, now, |l| ((), Some(l.grant(now, &rule.limit, answer))))
+    store::lease_update(store, policy.slots, need.fingerprint, &rule.limit, now, |l| {
+        let mut granted = l.grant(now, &rule.limit, answer);
+        if !need.owns_ask {
+            granted.asked_at = l.asked_at;
+        }
+        ((), Some(granted))
+    })
 }
 
 /// Forgets an ask that failed, so that the lease may ask again.
@@ -62,6 +68,9 @@ pub(super) fn global(
             Step::Spent => next.want(now, &rule.limit),
             Step::Exhausted { .. } if rule.queue.is_some() => next.want_next(now, &rule.limit).map(|w| (w, true)),
             Step::Exhausted { .. } => next.want(now, &rule.limit).filter(|(_, ahead)| *ahead),
+            // The first waiter asks for the lease (sized to the rate); the
+            // others, while that ask is in flight, for themselves only.
+            Step::Missing if ctx.may_wait => next.want(now, &rule.limit),
             Step::Missing => None,
         };
         if refill.is_some() {
@@ -72,6 +81,7 @@ pub(super) fn global(
     let ask = |want: u32, next: bool| LeaseNeed {
         rule: i,
         fingerprint: lease_fp,
+        owns_ask: true,
         ask: Ask {
             rule: rule.name.clone(),
             id: id.clone(),
@@ -109,9 +119,15 @@ pub(super) fn global(
             Ok(Some(Outcome { allowed: false, remaining: 0, reset_ns: retry_after_ns, retry_after_ns }))
         }
         Step::Missing if ctx.may_wait => {
-            let want = crate::lease::Lease { asked_at: 0, ..lease }.want(now, &rule.limit).map_or(1, |w| w.0);
-            let want = want.max(u32::try_from(cost).unwrap_or(u32::MAX));
-            d.wait_for.push(ask(want, false));
+            // Parallel waiters each asking for the rate would take the
+            // window's budget into answers not yet applied, and some would
+            // see it gone: only the one that owns the lease's ask does.
+            let own = u32::try_from(cost).unwrap_or(u32::MAX).max(1);
+            let need = match refill {
+                Some((want, false)) => ask(want.max(own), false),
+                _ => LeaseNeed { owns_ask: false, ..ask(own, false) },
+            };
+            d.wait_for.push(need);
             Ok(None)
         }
         Step::Missing => fail(policy, rule, i, (fp, cost), store, now, d, spent).map(Some),

@@ -70,6 +70,9 @@ pub struct LeaseNeed {
     /// The lease's slot fingerprint, to apply the answer to.
     pub fingerprint: u64,
     pub ask: Ask,
+    /// This is the lease's one ask in flight (its answer lets the lease ask
+    /// again); a waiting request's own small ask is not.
+    pub owns_ask: bool,
 }
 
 /// What a request spent, to give back if it ends up denied, or if its
