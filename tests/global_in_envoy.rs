@@ -53,42 +53,39 @@ fn admitted(reports: &[LoadReport]) -> u64 {
     reports.iter().map(|r| r.count(200)).sum()
 }
 
+/// Offers `rate`/s of `spec` to every instance: one window to warm the
+/// key's leases up (a key's first window pays for paused calls), then 10
+/// whole windows measured. Returns (offered, admitted, counter calls).
+fn measure(cluster: &Cluster, rate: f64, spec: RequestSpec) -> (u64, u64, u64) {
+    align_to_second();
+    overload(cluster, rate, 1, spec.clone());
+    align_to_second();
+    let calls_before = cluster.counter_calls();
+    let reports = overload(cluster, rate, 10, spec);
+    for r in &reports {
+        assert_eq!(r.errors, 0, "{r:?}");
+        assert!(r.statuses.keys().all(|s| *s == 200 || *s == 429), "{r:?}");
+    }
+    let offered = reports.iter().map(LoadReport::responses).sum();
+    (offered, admitted(&reports), cluster.counter_calls() - calls_before)
+}
+
 #[test]
 fn three_instances_admit_the_global_limit() {
     let redis = Redis::start().unwrap();
     let cluster = Cluster::start(&policy("open", 3), 3, redis_counter(&redis));
-    // 100/s per tenant, offered 3 x 100/s: one window to warm the key's
-    // leases up (a key's first window pays for paused calls), then 10
-    // whole windows measured.
-    let tenant_a = RequestSpec::get("/api/v1/anything").header("x-tenant-id", "tenant-a");
-    align_to_second();
-    overload(&cluster, 100.0, 1, tenant_a.clone());
-    align_to_second();
-    let calls_before = cluster.counter_calls();
-    let reports = overload(&cluster, 100.0, 10, tenant_a);
-    let tenant = admitted(&reports);
-    let calls = cluster.counter_calls() - calls_before;
-    let offered: u64 = reports.iter().map(LoadReport::responses).sum();
+    // 100/s per tenant, offered 3 x 100/s.
+    let (offered, tenant, calls) = measure(&cluster, 100.0, RequestSpec::get("/api/v1/anything").header("x-tenant-id", "tenant-a"));
     println!("per-tenant 100/s: offered {offered}, admitted {tenant} of 1000 allowed ({:.1}%), {calls} counter calls ({:.3} per admitted)",
         tenant as f64 / 10.0, calls as f64 / tenant as f64);
     assert!(offered >= 2900, "offered {offered}");
     assert!((950..=1010).contains(&tenant), "admitted {tenant} of 1000");
     assert!(calls as f64 <= 0.05 * tenant as f64, "{calls} calls for {tenant} admitted");
-    for r in &reports {
-        assert_eq!(r.errors, 0, "{r:?}");
-        assert!(r.statuses.keys().all(|s| *s == 200 || *s == 429), "{r:?}");
-    }
 
-    // tools/invoke: 20/s per tenant, offered 3 x 20/s, warmed up likewise.
+    // tools/invoke: 20/s per tenant, offered 3 x 20/s.
     let mut spec = RequestSpec::get("/api/v1/tools/invoke").header("x-tenant-id", "tenant-b");
     spec.method = "POST".into();
-    align_to_second();
-    overload(&cluster, 20.0, 1, spec.clone());
-    align_to_second();
-    let calls_before = cluster.counter_calls();
-    let reports = overload(&cluster, 20.0, 10, spec);
-    let invoke = admitted(&reports);
-    let calls = cluster.counter_calls() - calls_before;
+    let (_, invoke, calls) = measure(&cluster, 20.0, spec);
     println!("tools-invoke 20/s: admitted {invoke} of 200 allowed ({:.1}%), {calls} counter calls ({:.3} per admitted)",
         invoke as f64 / 2.0, calls as f64 / invoke as f64);
     assert!((180..=202).contains(&invoke), "admitted {invoke} of 200");
