@@ -139,17 +139,8 @@ impl Context for SluiceFilter {
         let Some((_, needs)) = self.waiting.take_if(|(expected, _)| *expected == token) else { return };
         let now = now_ns();
         let waited_ns = now.saturating_sub(self.arrival);
-        let ctx = match callout::answers(&needs, body_size) {
-            Ok(answers) => {
-                global::apply(&policy, &needs, &answers, now);
-                global::reachable(true, now, "");
-                Ctx { may_wait: false, waited_ns, ..Ctx::at(now) }
-            }
-            Err(e) => {
-                global::reachable(false, now, &e.to_string());
-                Ctx { degraded: true, may_wait: false, waited_ns, ..Ctx::at(now) }
-            }
-        };
+        let degraded = !global::receive(&policy, &needs, body_size, now);
+        let ctx = Ctx { degraded, may_wait: false, waited_ns, ..Ctx::at(now) };
         let d = self.decide(&policy, ctx);
         if self.settle(&policy, &d, now) == Next::Go {
             self.resume_http_request();

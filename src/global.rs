@@ -43,8 +43,25 @@ pub fn dequeue(queue: u32, max: usize) -> Vec<LeaseNeed> {
     out
 }
 
+/// Reads the answer to a reserve call for `needs` (the call being
+/// answered), applies it and records that the service answered; on a
+/// failure records that instead. Returns whether it was applied.
+pub fn receive(policy: &Policy, needs: &[LeaseNeed], body_size: usize, now: u64) -> bool {
+    match crate::callout::answers(needs, body_size) {
+        Ok(answers) => {
+            apply(policy, needs, &answers, now);
+            reachable(true, now, "");
+            true
+        }
+        Err(e) => {
+            reachable(false, now, &e.to_string());
+            false
+        }
+    }
+}
+
 /// Applies answers to the leases they were asked for.
-pub fn apply(policy: &Policy, needs: &[LeaseNeed], answers: &[Answer], now: u64) {
+fn apply(policy: &Policy, needs: &[LeaseNeed], answers: &[Answer], now: u64) {
     for (need, answer) in needs.iter().zip(answers) {
         if let Err(e) = apply_answer(policy, &HostStore, need, answer, now) {
             log::warn!("lease for rule {} not stored: {e}", need.ask.rule);

@@ -77,30 +77,13 @@ impl Context for SluiceRoot {
         match self.calls.remove(&token) {
             Some(Call::Reserve(needs)) => {
                 let Some(policy) = self.policy.clone() else { return };
-                match callout::answers(&needs, body_size) {
-                    Ok(answers) => {
-                        global::apply(&policy, &needs, &answers, now);
-                        global::reachable(true, now, "");
-                    }
-                    Err(e) => {
-                        global::forget(&policy, &needs, now);
-                        global::reachable(false, now, &e.to_string());
-                    }
+                if !global::receive(&policy, &needs, body_size, now) {
+                    global::forget(&policy, &needs, now);
                 }
             }
             Some(Call::Probe) if callout::status() == Some(200) => global::reachable(true, now, ""),
             Some(Call::Redo { stream, policy, needs }) => {
-                let degraded = match callout::answers(&needs, body_size) {
-                    Ok(answers) => {
-                        global::apply(&policy, &needs, &answers, now);
-                        global::reachable(true, now, "");
-                        false
-                    }
-                    Err(e) => {
-                        global::reachable(false, now, &e.to_string());
-                        true
-                    }
-                };
+                let degraded = !global::receive(&policy, &needs, body_size, now);
                 // The stream may be gone meanwhile: then there is nothing to do.
                 if hostcalls::set_effective_context(stream.context_id).is_ok() {
                     if self.redo(&policy, stream, now, Some(degraded)) {
