@@ -10,7 +10,7 @@ use std::rc::Rc;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 use sluice_core::coordination::degraded_since;
-use sluice_core::limiter::{decide, give_back, obey_upstream, Ctx, Decision, LeaseNeed};
+use sluice_core::limiter::{give_back, obey_upstream, Ctx, Decision, LeaseNeed};
 use sluice_core::upstream::block_for;
 use sluice_core::policy::Policy;
 
@@ -52,10 +52,7 @@ impl SluiceFilter {
     fn decide(&mut self, policy: &Policy, ctx: Ctx) -> Decision {
         let ctx = Ctx { random: self.jitter.next(), ..ctx };
         let mut request = self.request;
-        let decision = decide(policy, &mut request, &HostStore, ctx);
-        log_errors(policy, &decision);
-        global::enqueue(self.queue, &decision.refills);
-        decision
+        global::decide(policy, &mut request, ctx, self.queue)
     }
 
     fn settle(&mut self, policy: &Rc<Policy>, d: &Decision, now: u64) -> Next {
@@ -113,12 +110,6 @@ impl SluiceFilter {
         for (rule, e) in errors {
             log::warn!("rule {}: upstream limit not recorded: {e}", policy.rules[rule].name);
         }
-    }
-}
-
-pub fn log_errors(policy: &Policy, d: &Decision) {
-    for (rule, e) in &d.errors {
-        log::warn!("rule {} let a request pass: {e}", policy.rules[*rule].name);
     }
 }
 

@@ -1,4 +1,4 @@
-//! Glue for global rules shared by the root and HTTP contexts: handing
+//! Glue shared by the root and HTTP contexts: deciding a request, handing
 //! refills to the leader through the shared queue, applying the counter
 //! service's answers, and recording (and logging once) whether the service
 //! is reachable.
@@ -6,10 +6,10 @@
 use proxy_wasm::hostcalls;
 use sluice_core::coordination::{record, Transition};
 use sluice_core::lease::Answer;
-use sluice_core::limiter::{apply_answer, forget_ask, LeaseNeed};
+use sluice_core::limiter::{apply_answer, forget_ask, Ctx, Decision, LeaseNeed};
 use sluice_core::policy::Policy;
 
-use crate::host::HostStore;
+use crate::host::{HostRequest, HostStore};
 
 /// Name of the shared queue carrying refill asks to the leader.
 pub const REFILL_QUEUE: &str = "sluice_refills";
@@ -25,6 +25,17 @@ pub fn enqueue(queue: Option<u32>, needs: &[LeaseNeed]) {
             log::debug!("cannot queue a lease refill: {e:?}");
         }
     }
+}
+
+/// Decides a request (the effective context's stream), logs shared-data
+/// errors, and hands the decision's refills to the leader.
+pub fn decide(policy: &Policy, request: &mut HostRequest, ctx: Ctx, queue: Option<u32>) -> Decision {
+    let d = sluice_core::limiter::decide(policy, request, &HostStore, ctx);
+    for (rule, e) in &d.errors {
+        log::warn!("rule {} let a request pass: {e}", policy.rules[*rule].name);
+    }
+    enqueue(queue, &d.refills);
+    d
 }
 
 /// Takes up to `max` queued refills.

@@ -142,9 +142,7 @@ impl SluiceRoot {
         let random = self.jitter.next();
         let ctx = Ctx { degraded, may_wait: after_call.is_none(), waited_ns: now.saturating_sub(stream.arrival), random, ..Ctx::at(now) };
         let mut request = HostRequest { body_size: stream.body_size };
-        let mut d = decide(policy, &mut request, &HostStore, ctx);
-        crate::filter::log_errors(policy, &d);
-        global::enqueue(self.queue, &d.refills);
+        let mut d = global::decide(policy, &mut request, ctx, self.queue);
         if d.pending() {
             if let Some(settings) = policy.global.as_ref() {
                 let _ = hostcalls::set_effective_context(self.context_id);
