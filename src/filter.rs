@@ -10,12 +10,12 @@ use std::rc::Rc;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 use sluice_core::coordination::degraded_since;
-use sluice_core::limiter::{give_back, obey_upstream, Ctx, Decision, LeaseNeed};
+use sluice_core::limiter::{give_back, give_back_kept, obey_upstream, Carry, Ctx};
 use sluice_core::upstream::block_for;
 use sluice_core::policy::Policy;
 
 use crate::callout;
-use crate::global;
+use crate::global::{self, Then, Waiting};
 use crate::host::{now_ns, HostRequest, HostStore, Jitter, MAX_BODY};
 use crate::queue::{self, Held};
 use crate::settle::{settle, Next, Stream};
@@ -31,7 +31,7 @@ pub struct SluiceFilter {
     awaiting_body: bool,
     request: HostRequest,
     /// The reserve call this request waits for.
-    waiting: Option<(u32, Vec<LeaseNeed>)>,
+    waiting: Option<Waiting>,
 }
 
 impl SluiceFilter {
@@ -49,15 +49,25 @@ impl SluiceFilter {
         }
     }
 
-    fn decide(&mut self, policy: &Policy, ctx: Ctx) -> Decision {
+    /// Decides the request with what it carries; settles the decision, or
+    /// pauses for the reserve call it waits for.
+    fn decide(&mut self, policy: &Rc<Policy>, ctx: Ctx, carried: &[Carry]) -> Next {
         let ctx = Ctx { random: self.jitter.next(), ..ctx };
         let mut request = self.request;
-        global::decide(policy, &mut request, ctx, self.queue)
-    }
-
-    fn settle(&mut self, policy: &Rc<Policy>, d: &Decision, now: u64) -> Next {
-        let stream = Stream { context_id: self.context_id, arrival: self.arrival, body_size: self.request.body_size };
-        settle(policy, d, stream, now, self.jitter.next())
+        let instance = self.instance.clone();
+        let then = global::decide_or_call(policy, &mut request, ctx, carried, self.queue, |settings, needs| {
+            callout::reserve(settings, &instance, needs)
+        });
+        match then {
+            Then::Settle(d) => {
+                let stream = Stream { context_id: self.context_id, arrival: self.arrival, body_size: self.request.body_size };
+                settle(policy, &d, stream, ctx.now, self.jitter.next())
+            }
+            Then::Wait(waiting) => {
+                self.waiting = Some(waiting);
+                Next::Held
+            }
+        }
     }
 
     /// Decides the request (on its headers, or on its body when a rule's
@@ -65,22 +75,7 @@ impl SluiceFilter {
     fn start(&mut self, policy: &Rc<Policy>) -> Action {
         let now = now_ns();
         let degraded = policy.global.is_some() && degraded_since(&HostStore).is_some();
-        let mut d = self.decide(policy, Ctx { degraded, ..Ctx::at(now) });
-        if d.pending() {
-            if let Some(settings) = policy.global.as_ref() {
-                match callout::reserve(settings, &self.instance, &d.wait_for) {
-                    Ok(token) => {
-                        self.waiting = Some((token, d.wait_for));
-                        return Action::Pause;
-                    }
-                    Err(e) => {
-                        global::reachable(false, now, &e);
-                        d = self.decide(policy, Ctx { degraded: true, may_wait: false, ..Ctx::at(now) });
-                    }
-                }
-            }
-        }
-        match self.settle(policy, &d, now) {
+        match self.decide(policy, Ctx { degraded, ..Ctx::at(now) }, &[]) {
             Next::Go => Action::Continue,
             Next::Held | Next::Replied => Action::Pause,
         }
@@ -116,24 +111,32 @@ impl SluiceFilter {
 impl Context for SluiceFilter {
     fn on_done(&mut self) -> bool {
         queue::take_after(self.context_id);
-        if let Some(Held::Resume { policy, spent }) = queue::release(self.context_id) {
-            // The client left before its turn: give the turn back.
-            for (rule, e) in give_back(&policy, &HostStore, &spent, now_ns()) {
-                log::warn!("rule {}: a queued turn was not given back: {e}", policy.rules[rule].name);
-            }
+        // The client left before its turn: give the turn back.
+        let now = now_ns();
+        let errors = match (queue::release(self.context_id), self.waiting.take(), self.policy.as_ref()) {
+            (Some(Held::Resume { policy, spent }), _, _) => (give_back(&policy, &HostStore, &spent, now), policy),
+            (Some(Held::Redo { policy, kept, .. }), _, _) => (give_back_kept(&policy, &HostStore, &kept, now), policy),
+            (None, Some(waiting), Some(policy)) => (give_back_kept(policy, &HostStore, &waiting.kept, now), policy.clone()),
+            _ => return true,
+        };
+        let (errors, policy) = errors;
+        for (rule, e) in errors {
+            log::warn!("rule {}: a queued turn was not given back: {e}", policy.rules[rule].name);
         }
         true
     }
 
     fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
         let Some(policy) = self.policy.clone() else { return };
-        let Some((_, needs)) = self.waiting.take_if(|(expected, _)| *expected == token) else { return };
+        let Some(waiting) = self.waiting.take_if(|w| w.token == token) else { return };
         let now = now_ns();
         let waited_ns = now.saturating_sub(self.arrival);
-        let degraded = !global::receive(&policy, &needs, body_size, now);
+        let granted = global::receive(&policy, &waiting.needs, body_size, now);
+        let degraded = granted.is_none();
+        let mut carried = granted.unwrap_or_default();
+        carried.extend(waiting.kept);
         let ctx = Ctx { degraded, may_wait: false, waited_ns, ..Ctx::at(now) };
-        let d = self.decide(&policy, ctx);
-        if self.settle(&policy, &d, now) == Next::Go {
+        if self.decide(&policy, ctx, &carried) == Next::Go {
             self.resume_http_request();
         }
     }

@@ -6,8 +6,8 @@
 use proxy_wasm::hostcalls;
 use sluice_core::coordination::{record, Transition};
 use sluice_core::lease::Answer;
-use sluice_core::limiter::{apply_answer, forget_ask, Ctx, Decision, LeaseNeed};
-use sluice_core::policy::Policy;
+use sluice_core::limiter::{apply_answer, decide_carrying, forget_ask, Carry, Ctx, Decision, LeaseNeed};
+use sluice_core::policy::{Global, Policy};
 
 use crate::host::{HostRequest, HostStore};
 
@@ -27,15 +27,56 @@ pub fn enqueue(queue: Option<u32>, needs: &[LeaseNeed]) {
     }
 }
 
-/// Decides a request (the effective context's stream), logs shared-data
-/// errors, and hands the decision's refills to the leader.
-pub fn decide(policy: &Policy, request: &mut HostRequest, ctx: Ctx, queue: Option<u32>) -> Decision {
-    let d = sluice_core::limiter::decide(policy, request, &HostStore, ctx);
+/// Decides a request (the effective context's stream) with what it
+/// carries, logs shared-data errors, and hands the decision's refills to
+/// the leader.
+pub fn decide(policy: &Policy, request: &mut HostRequest, ctx: Ctx, carried: &[Carry], queue: Option<u32>) -> Decision {
+    let d = decide_carrying(policy, request, &HostStore, ctx, carried);
     for (rule, e) in &d.errors {
         log::warn!("rule {} let a request pass: {e}", policy.rules[*rule].name);
     }
     enqueue(queue, &d.refills);
     d
+}
+
+/// A request paused for one reserve call.
+pub struct Waiting {
+    pub token: u32,
+    pub needs: Vec<LeaseNeed>,
+    /// Turns it keeps meanwhile (to carry into the next decision, or give
+    /// back if it ends first).
+    pub kept: Vec<Carry>,
+}
+
+/// What comes of deciding a request.
+pub enum Then {
+    /// A final decision to settle.
+    Settle(Decision),
+    /// It waits for a reserve call.
+    Wait(Waiting),
+}
+
+/// Decides a request; when the decision waits for leases, makes the one
+/// reserve call it waits for through `call` (which dispatches it from the
+/// right context) and returns that instead. When the call cannot be made,
+/// the request is decided again at once as if the service were down.
+pub fn decide_or_call(
+    policy: &Policy,
+    request: &mut HostRequest,
+    ctx: Ctx,
+    carried: &[Carry],
+    queue: Option<u32>,
+    call: impl FnOnce(&Global, &[LeaseNeed]) -> Result<u32, String>,
+) -> Then {
+    let d = decide(policy, request, ctx, carried, queue);
+    let Some(settings) = policy.global.as_ref().filter(|_| d.pending()) else { return Then::Settle(d) };
+    match call(settings, &d.wait_for) {
+        Ok(token) => Then::Wait(Waiting { token, needs: d.wait_for, kept: d.kept }),
+        Err(e) => {
+            reachable(false, ctx.now, &e);
+            Then::Settle(decide(policy, request, Ctx { degraded: true, may_wait: false, ..ctx }, &d.kept, queue))
+        }
+    }
 }
 
 /// Takes up to `max` queued refills.
@@ -56,28 +97,32 @@ pub fn dequeue(queue: u32, max: usize) -> Vec<LeaseNeed> {
 
 /// Reads the answer to a reserve call for `needs` (the call being
 /// answered), applies it and records that the service answered; on a
-/// failure records that instead. Returns whether it was applied.
-pub fn receive(policy: &Policy, needs: &[LeaseNeed], body_size: usize, now: u64) -> bool {
+/// failure records that instead. Returns the units granted to the request
+/// that waited for the call, or None when the call failed.
+pub fn receive(policy: &Policy, needs: &[LeaseNeed], body_size: usize, now: u64) -> Option<Vec<Carry>> {
     match crate::callout::answers(needs, body_size) {
         Ok(answers) => {
-            apply(policy, needs, &answers, now);
+            let carried = apply(policy, needs, &answers, now);
             reachable(true, now, "");
-            true
+            Some(carried)
         }
         Err(e) => {
             reachable(false, now, &e.to_string());
-            false
+            None
         }
     }
 }
 
 /// Applies answers to the leases they were asked for.
-fn apply(policy: &Policy, needs: &[LeaseNeed], answers: &[Answer], now: u64) {
+fn apply(policy: &Policy, needs: &[LeaseNeed], answers: &[Answer], now: u64) -> Vec<Carry> {
+    let mut carried = Vec::new();
     for (need, answer) in needs.iter().zip(answers) {
-        if let Err(e) = apply_answer(policy, &HostStore, need, answer, now) {
-            log::warn!("lease for rule {} not stored: {e}", need.ask.rule);
+        match apply_answer(policy, &HostStore, need, answer, now) {
+            Ok(c) => carried.extend(c),
+            Err(e) => log::warn!("lease for rule {} not stored: {e}", need.ask.rule),
         }
     }
+    carried
 }
 
 /// Lets failed asks be asked again.

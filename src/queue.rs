@@ -11,7 +11,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-use sluice_core::limiter::Spent;
+use sluice_core::limiter::{Carry, Spent};
 use sluice_core::policy::Policy;
 
 /// What to do when a held request's time comes.
@@ -19,9 +19,10 @@ pub enum Held {
     /// Its turn has come: let it through. `spent` is given back if its
     /// client leaves first.
     Resume { policy: Rc<Policy>, spent: Vec<Spent> },
-    /// A new window opens: decide it again (it arrived at `arrival`; its
-    /// buffered body, if it was read, has `body_size` bytes).
-    Redo { policy: Rc<Policy>, arrival: u64, body_size: Option<usize> },
+    /// A new window opens, or its turn comes: decide it again (it arrived
+    /// at `arrival`; its buffered body, if it was read, has `body_size`
+    /// bytes). `kept`: its turns in queues, given back if its client leaves.
+    Redo { policy: Rc<Policy>, arrival: u64, body_size: Option<usize>, kept: Vec<Carry> },
 }
 
 /// What to do with the response of an admitted request.

@@ -15,13 +15,13 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
 use sluice_core::coordination::{degraded_since, try_lead};
-use sluice_core::limiter::{decide, Ctx, LeaseNeed};
+use sluice_core::limiter::{give_back_kept, Carry, Ctx, LeaseNeed};
 use sluice_core::policy::Policy;
 use sluice_core::store::ensure_slots;
 
 use crate::callout;
 use crate::filter::SluiceFilter;
-use crate::global::{self, REFILL_QUEUE};
+use crate::global::{self, Then, REFILL_QUEUE};
 use crate::host::{now_ns, HostRequest, HostStore, Jitter};
 use crate::queue::{self, Held};
 use crate::settle::{settle, Next, Stream};
@@ -39,8 +39,8 @@ const BATCH: usize = 256;
 enum Call {
     Reserve(Vec<LeaseNeed>),
     Probe,
-    /// Leases for a held request being decided again.
-    Redo { stream: Stream, policy: Rc<Policy>, needs: Vec<LeaseNeed> },
+    /// Leases for a held request being decided again (`kept`: its turns).
+    Redo { stream: Stream, policy: Rc<Policy>, needs: Vec<LeaseNeed>, kept: Vec<Carry> },
 }
 
 pub struct SluiceRoot {
@@ -77,19 +77,24 @@ impl Context for SluiceRoot {
         match self.calls.remove(&token) {
             Some(Call::Reserve(needs)) => {
                 let Some(policy) = self.policy.clone() else { return };
-                if !global::receive(&policy, &needs, body_size, now) {
+                if global::receive(&policy, &needs, body_size, now).is_none() {
                     global::forget(&policy, &needs, now);
                 }
             }
             Some(Call::Probe) if callout::status() == Some(200) => global::reachable(true, now, ""),
-            Some(Call::Redo { stream, policy, needs }) => {
-                let degraded = !global::receive(&policy, &needs, body_size, now);
-                // The stream may be gone meanwhile: then there is nothing to do.
+            Some(Call::Redo { stream, policy, needs, kept }) => {
+                let granted = global::receive(&policy, &needs, body_size, now);
+                let degraded = granted.is_none();
+                let mut carried = granted.unwrap_or_default();
+                carried.extend(kept.iter().copied());
                 if hostcalls::set_effective_context(stream.context_id).is_ok() {
-                    if self.redo(&policy, stream, now, Some(degraded)) {
+                    if self.redo(&policy, stream, now, Some(degraded), &carried) {
                         let _ = hostcalls::resume_http_request();
                     }
                     let _ = hostcalls::set_effective_context(self.context_id);
+                } else {
+                    // The client left meanwhile: its place in line is free.
+                    let _ = give_back_kept(&policy, &HostStore, &kept, now);
                 }
             }
             Some(Call::Probe) | None => {}
@@ -133,37 +138,30 @@ impl SluiceRoot {
 }
 
 impl SluiceRoot {
-    /// Decides a held request again (its stream is the effective context);
-    /// true when it may go on now. Without a lease it waits for one reserve
-    /// call made by this root (`after_call`: the call was made and whether
-    /// it failed).
-    fn redo(&mut self, policy: &Rc<Policy>, stream: Stream, now: u64, after_call: Option<bool>) -> bool {
+    /// Decides a held request again (its stream is the effective context)
+    /// with what it carries; true when it may go on now. Without a lease it
+    /// waits for one reserve call made by this root (`after_call`: the call
+    /// was made and whether it failed).
+    fn redo(&mut self, policy: &Rc<Policy>, stream: Stream, now: u64, after_call: Option<bool>, carried: &[Carry]) -> bool {
         let degraded = after_call.unwrap_or(false) || degraded_since(&HostStore).is_some();
         let random = self.jitter.next();
         let ctx = Ctx { degraded, may_wait: after_call.is_none(), waited_ns: now.saturating_sub(stream.arrival), random, ..Ctx::at(now) };
         let mut request = HostRequest { body_size: stream.body_size };
-        let mut d = global::decide(policy, &mut request, ctx, self.queue);
-        if d.pending() {
-            if let Some(settings) = policy.global.as_ref() {
-                let _ = hostcalls::set_effective_context(self.context_id);
-                match callout::reserve(settings, &self.instance, &d.wait_for) {
-                    Ok(token) => {
-                        let needs = std::mem::take(&mut d.wait_for);
-                        self.calls.insert(token, Call::Redo { stream, policy: policy.clone(), needs });
-                        return false;
-                    }
-                    Err(e) => {
-                        global::reachable(false, now, &e);
-                        if hostcalls::set_effective_context(stream.context_id).is_err() {
-                            return false;
-                        }
-                        d = decide(policy, &mut request, &HostStore, Ctx { degraded: true, may_wait: false, ..ctx });
-                    }
-                }
-                let _ = hostcalls::set_effective_context(stream.context_id);
+        let (root, instance) = (self.context_id, self.instance.clone());
+        let then = global::decide_or_call(policy, &mut request, ctx, carried, self.queue, |settings, needs| {
+            // The call belongs to this root, not to the stream.
+            let _ = hostcalls::set_effective_context(root);
+            let call = callout::reserve(settings, &instance, needs);
+            let _ = hostcalls::set_effective_context(stream.context_id);
+            call
+        });
+        match then {
+            Then::Settle(d) => settle(policy, &d, stream, now, self.jitter.next()) == Next::Go,
+            Then::Wait(w) => {
+                self.calls.insert(w.token, Call::Redo { stream, policy: policy.clone(), needs: w.needs, kept: w.kept });
+                false
             }
         }
-        settle(policy, &d, stream, now, self.jitter.next()) == Next::Go
     }
 }
 
@@ -212,8 +210,8 @@ impl RootContext for SluiceRoot {
             }
             let go = match held {
                 Held::Resume { .. } => true,
-                Held::Redo { policy, arrival, body_size } => {
-                    self.redo(&policy, Stream { context_id, arrival, body_size }, now, None)
+                Held::Redo { policy, arrival, body_size, kept } => {
+                    self.redo(&policy, Stream { context_id, arrival, body_size }, now, None, &kept)
                 }
             };
             if go {

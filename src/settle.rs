@@ -41,7 +41,7 @@ pub fn settle(policy: &Rc<Policy>, d: &Decision, stream: Stream, now: u64, rando
         return Next::Replied;
     }
     if let Some(at) = d.redo_at {
-        queue::hold(context_id, at, Held::Redo { policy: policy.clone(), arrival: stream.arrival, body_size: stream.body_size });
+        queue::hold(context_id, at, Held::Redo { policy: policy.clone(), arrival: stream.arrival, body_size: stream.body_size, kept: d.kept.clone() });
         return Next::Held;
     }
     let learns = d.applied.iter().any(|a| policy.rules[a.rule].obey_upstream);

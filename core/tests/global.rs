@@ -9,7 +9,7 @@ use wasm_bindgen_test::wasm_bindgen_test as test;
 
 mod support;
 
-use sluice_core::limiter::{decide, Ctx};
+use sluice_core::limiter::{decide, decide_carrying, Ctx};
 use sluice_core::policy::Policy;
 use sluice_core::request::MemoryRequest;
 use sluice_core::response::unavailable;
@@ -161,20 +161,20 @@ fn a_queueing_global_rule_waits_for_the_next_window() {
     // 10 at once, 0.5 s into a window, spread over two instances; decisions
     // happen in time order, redone requests when their time comes.
     let arrival = T0 + S / 2;
-    let mut pending: Vec<(u64, usize)> = (0..10).map(|i| (arrival, i)).collect();
+    let mut pending: Vec<(u64, usize, Vec<_>)> = (0..10).map(|i| (arrival, i, Vec::new())).collect();
     let mut times: Vec<Option<u64>> = vec![None; 10];
     let mut next_tick = arrival;
-    while let Some(pos) = (0..pending.len()).min_by_key(|p| pending[*p]) {
-        let (now, i) = pending.remove(pos);
+    while let Some(pos) = (0..pending.len()).min_by_key(|p| (pending[*p].0, pending[*p].1)) {
+        let (now, i, kept) = pending.remove(pos);
         while next_tick <= now {
             a.tick(&mut counter, next_tick);
             b.tick(&mut counter, next_tick);
             next_tick += 50 * MS;
         }
         let inst = if i % 2 == 0 { &mut a } else { &mut b };
-        match inst.step(&mut counter, &req, arrival, now) {
+        match inst.step(&mut counter, &req, arrival, now, &kept) {
             Step::Refused => {}
-            Step::Redo(t) => pending.push((t, i)),
+            Step::Redo(t, kept) => pending.push((t, i, kept)),
             Step::Went(t) => times[i] = Some(t),
         }
     }
@@ -187,4 +187,81 @@ fn a_queueing_global_rule_waits_for_the_next_window() {
     let per_window = |w: u64| went.iter().filter(|ms| (**ms + 500) / 1000 == w).count();
     assert_eq!((per_window(0), per_window(1), per_window(2)), (3, 3, 3), "{went:?}");
     assert!(went.iter().all(|ms| *ms <= 2000), "{went:?}");
+}
+
+#[test]
+fn units_granted_to_a_waiting_request_are_its_own() {
+    // Ten requests for a cold key wait for their leases together; while
+    // each answer is applied, a fresh request arrives. The fresh one must
+    // not spend the waiter's unit (the waiter would then fall back to the
+    // instance share, admitting what the service never granted).
+    let mut inst = Instance::new(policy("open", 3));
+    let mut counter = FakeCounter::default();
+    let req = tenant("/api/v1/tools/invoke", "cold");
+    let waiting: Vec<_> = (0..10).map(|_| inst.first(&req, T0)).collect();
+    assert!(waiting.iter().all(|d| d.pending()));
+    let mut admitted = 0u64;
+    for first in &waiting {
+        let asks: Vec<_> = first.wait_for.iter().map(|n| n.ask.clone()).collect();
+        let answers = counter.reserve(&asks, T0);
+        let carried = inst.answer(&first.wait_for, &answers, T0);
+        if inst.send(&mut counter, &req, T0).allowed() {
+            admitted += 1;
+        }
+        let ctx = Ctx { may_wait: false, ..Ctx::at(T0) };
+        let again = decide_carrying(&inst.policy, &mut req.clone(), &inst.store, ctx, &carried);
+        assert!(again.allowed() && !again.pending(), "{again:?}");
+        admitted += 1;
+    }
+    let granted = counter.used.iter().filter(|((rule, id, _), _)| rule == "tools-invoke" && id == "cold").map(|(_, n)| *n).sum::<u64>();
+    assert_eq!(admitted, 20);
+    assert!(admitted <= granted, "admitted {admitted}, the service granted {granted}");
+}
+
+#[test]
+fn queued_requests_keep_their_turn_across_global_windows() {
+    // Notion, 3/s across instances, queued up to 2 s: nine simultaneous
+    // calls all go within 2 s whatever the phase of the counter's window,
+    // in order of their turns, never more than 3 in one window.
+    let policy = Policy::from_json(
+        r#"{"global": {}, "tenant": [{"header": "x-tenant-id"}], "rules": [
+        {"name": "integration-notion", "scope": "global", "match": {"headers": [{"name": "x-integration", "exact": "notion"}]},
+         "key": ["tenant"], "limit": {"requests": 3, "per": "1s"}, "queue": {"max_wait": "2s"}}]}"#,
+    )
+    .expect("policy");
+    for phase_ms in (10..1000).step_by(70) {
+        let mut counter = FakeCounter::default();
+        let mut a = Instance::new(policy.clone());
+        let req = MemoryRequest::new("POST", "/x").header("x-tenant-id", "t").header("x-integration", "notion");
+        let arrival = T0 + phase_ms * MS;
+        // A tenth call 100 ms later finds the line full: it must not take
+        // the place of one of the nine while they wait for a window (ties
+        // go to the latest caller, the worst case).
+        let arrivals: Vec<u64> = (0..10).map(|i| if i < 9 { arrival } else { arrival + 100 * MS }).collect();
+        let mut pending: Vec<(u64, usize, Vec<_>)> = (0..10).map(|i| (arrivals[i], i, Vec::new())).collect();
+        let mut went = vec![None; 10];
+        let mut next_tick = arrival;
+        while let Some(pos) = (0..pending.len()).min_by_key(|p| (pending[*p].0, std::cmp::Reverse(pending[*p].1))) {
+            let (now, i, kept) = pending.remove(pos);
+            while next_tick <= now {
+                a.tick(&mut counter, next_tick);
+                next_tick += 50 * MS;
+            }
+            match a.step(&mut counter, &req, arrivals[i], now, &kept) {
+                Step::Refused => {}
+                Step::Redo(t, kept) => pending.push((t, i, kept)),
+                Step::Went(t) => went[i] = Some(t),
+            }
+        }
+        assert!(went[9].is_none(), "phase {phase_ms} ms: the late call went: {went:?}");
+        went.truncate(9);
+        assert!(went.iter().all(Option::is_some), "phase {phase_ms} ms: {went:?}");
+        let ms: Vec<u64> = went.iter().flatten().map(|t| (t - arrival) / MS).collect();
+        assert!(ms.iter().all(|m| *m <= 2010), "phase {phase_ms} ms: {ms:?}");
+        for w in 0..4 {
+            let start = T0 + w * S;
+            let n = went.iter().flatten().filter(|t| (start..start + S).contains(*t)).count();
+            assert!(n <= 3, "phase {phase_ms} ms: {n} in window {w}: {ms:?}");
+        }
+    }
 }

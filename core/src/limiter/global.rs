@@ -2,7 +2,7 @@
 //! next window when it queues, and the failure modes while the counter
 //! service is unreachable.
 
-use super::{Ctx, Decision, LeaseNeed, Spent, TICK_GRACE_NS};
+use super::{Carry, Ctx, Decision, LeaseNeed, Spent, TICK_GRACE_NS};
 use crate::bucket::Outcome;
 use crate::counter_api::Ask;
 use crate::hash::Fnv;
@@ -18,16 +18,21 @@ pub fn fallback_limit(policy: &Policy, rule: &Rule) -> Limit {
 }
 
 /// Applies the counter service's answer to the lease it was asked for.
-/// A rule that no longer exists (the policy changed meanwhile) is skipped.
-pub fn apply_answer(policy: &Policy, store: &dyn SharedStore, need: &LeaseNeed, answer: &crate::lease::Answer, now: u64) -> Result<(), StoreError> {
-    let Some(rule) = policy.rule(&need.ask.rule) else { return Ok(()) };
+/// The units that belong to the waiting request that asked (`carry`) are
+/// not pooled: they come back for that request to spend. A rule that no
+/// longer exists (the policy changed meanwhile) is skipped.
+pub fn apply_answer(policy: &Policy, store: &dyn SharedStore, need: &LeaseNeed, answer: &crate::lease::Answer, now: u64) -> Result<Option<Carry>, StoreError> {
+    let Some((index, rule)) = policy.rules.iter().enumerate().find(|(_, r)| r.name == need.ask.rule) else { return Ok(None) };
+    let own = if need.carry > 0 && answer.granted >= need.carry && answer.starts_in_ns == 0 { need.carry } else { 0 };
+    let pooled = crate::lease::Answer { granted: answer.granted - own, ..*answer };
     store::lease_update(store, policy.slots, need.fingerprint, &rule.limit, now, |l| {
-        let mut granted = l.grant(now, &rule.limit, answer);
+        let mut granted = l.grant(now, &rule.limit, &pooled);
         if !need.owns_ask {
             granted.asked_at = l.asked_at;
         }
         ((), Some(granted))
-    })
+    })?;
+    Ok((own > 0).then_some(Carry::Units { rule: index, window: answer.window, units: u64::from(own) }))
 }
 
 /// Forgets an ask that failed, so that the lease may ask again.
@@ -52,16 +57,29 @@ pub(super) fn global(
     id: String,
     store: &dyn SharedStore,
     ctx: Ctx,
+    (carried, turn_wait): (Option<u64>, u64),
     d: &mut Decision,
     spent: &mut Vec<Spent>,
 ) -> Result<Option<Outcome>, StoreError> {
     let now = ctx.now;
-    if ctx.degraded {
+    if ctx.degraded && carried.is_none() {
         return fail(policy, rule, i, (fp, cost), store, now, d, spent).map(Some);
+    }
+    // A queued request spends from the window in which its turn comes, so
+    // that it goes within that window: it is decided again then, keeping
+    // its turn.
+    if rule.queue.is_some() && turn_wait > 0 {
+        d.redo_at = Some(d.redo_at.unwrap_or(0).max(now.saturating_add(turn_wait)));
+        return Ok(None);
     }
     let lease_fp = derived(fp, b"lease");
     let (step, lease, refill) = store::lease_update(store, policy.slots, lease_fp, &rule.limit, now, |l| {
-        let (step, mut next) = l.spend(now, &rule.limit, cost);
+        // Units granted to this request are its own: nothing to spend
+        // here (it was counted in `seen` when it first asked).
+        let (step, mut next) = match carried {
+            Some(_) => (Step::Spent, l.roll(now, rule.limit.per.nanos())),
+            None => l.spend(now, &rule.limit, cost),
+        };
         // An exhausted window still reserves the next one ahead of time,
         // at once when requests will queue for it.
         let refill = match step {
@@ -82,6 +100,7 @@ pub(super) fn global(
         rule: i,
         fingerprint: lease_fp,
         owns_ask: true,
+        carry: 0,
         ask: Ask {
             rule: rule.name.clone(),
             id: id.clone(),
@@ -93,7 +112,7 @@ pub(super) fn global(
     };
     match step {
         Step::Spent => {
-            spent.push(Spent::Lease { rule: i, fingerprint: lease_fp, window: lease.window, cost });
+            spent.push(Spent::Lease { rule: i, fingerprint: lease_fp, window: carried.unwrap_or(lease.window), cost });
             if let Some((want, next)) = refill {
                 d.refills.push(ask(want, next));
             }
@@ -124,8 +143,8 @@ pub(super) fn global(
             // see it gone: only the one that owns the lease's ask does.
             let own = u32::try_from(cost).unwrap_or(u32::MAX).max(1);
             let need = match refill {
-                Some((want, false)) => ask(want.max(own), false),
-                _ => LeaseNeed { owns_ask: false, ..ask(own, false) },
+                Some((want, false)) => LeaseNeed { carry: own, ..ask(want.max(own), false) },
+                _ => LeaseNeed { owns_ask: false, carry: own, ..ask(own, false) },
             };
             d.wait_for.push(need);
             Ok(None)

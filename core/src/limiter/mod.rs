@@ -39,6 +39,31 @@ use crate::store::{self, SharedStore, StoreError};
 use attrs::Attrs;
 pub use global::{apply_answer, fallback_limit, forget_ask};
 
+/// What a request already holds when it is decided again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Carry {
+    /// Units of a global rule's window that the counter service reserved
+    /// for this very request (its own wait's answer): spent by it, never by
+    /// another request that happens to look at the lease first.
+    Units { rule: usize, window: u64, units: u64 },
+    /// Its turn in a queueing rule's bucket, due at `at` (wall-clock ns),
+    /// kept while the request waits for something else (a lease, or the
+    /// next window of a global rule), so that it keeps its place in line.
+    Turn { rule: usize, fingerprint: u64, at: u64, cost: u64 },
+}
+
+impl Carry {
+    /// What the request spent for it, to give back if it never goes (the
+    /// client left, or a rule denied it). Granted units are only ever held
+    /// within one decision, so only turns have something to give back.
+    fn spent(&self) -> Option<Spent> {
+        match *self {
+            Carry::Turn { rule, fingerprint, cost, .. } => Some(Spent::Bucket { rule, fingerprint, fallback: false, cost }),
+            Carry::Units { .. } => None,
+        }
+    }
+}
+
 /// The circumstances of one decision.
 #[derive(Clone, Copy, Debug)]
 pub struct Ctx {
@@ -73,6 +98,10 @@ pub struct LeaseNeed {
     /// This is the lease's one ask in flight (its answer lets the lease ask
     /// again); a waiting request's own small ask is not.
     pub owns_ask: bool,
+    /// Units of the answer that belong to the waiting request that asked
+    /// (its cost; 0 for a refill): they are carried by it, not pooled.
+    #[serde(default)]
+    pub carry: u32,
 }
 
 /// What a request spent, to give back if it ends up denied, or if its
@@ -121,6 +150,10 @@ pub struct Decision {
     pub redo_at: Option<u64>,
     /// What the request spent; see [`give_back`].
     pub spent: Vec<Spent>,
+    /// Turns in queues the request keeps while it waits (`wait_for` or
+    /// `redo_at`): pass them to the next decision, or to [`give_back_kept`]
+    /// if the request ends before.
+    pub kept: Vec<Carry>,
 }
 
 impl Decision {
@@ -173,29 +206,45 @@ fn tighter(policy: &Policy, a: &RuleOutcome, b: &RuleOutcome) -> bool {
 
 /// Decides one request.
 pub fn decide(policy: &Policy, req: &mut dyn Request, store: &dyn SharedStore, ctx: Ctx) -> Decision {
+    decide_carrying(policy, req, store, ctx, &[])
+}
+
+/// Decides a request again, with what it already holds (`carried`: the
+/// units its own reserve call was granted, the turns it kept).
+pub fn decide_carrying(policy: &Policy, req: &mut dyn Request, store: &dyn SharedStore, ctx: Ctx, carried: &[Carry]) -> Decision {
     let now = ctx.now;
     let mut attrs = Attrs::new(req);
     let exempt = policy.exempt_paths.iter().any(|p| p.eq_ignore_ascii_case(&attrs.path));
     let mut d = Decision::default();
-    let mut spent: Vec<Spent> = Vec::new();
+    // Kept turns are spent already: a denial gives them back like the rest.
+    let mut turns: Vec<Carry> = carried.iter().filter(|c| matches!(c, Carry::Turn { .. })).copied().collect();
+    let mut spent: Vec<Spent> = turns.iter().filter_map(Carry::spent).collect();
     for (i, rule) in policy.rules.iter().enumerate() {
         let Some(params) = attrs.applies(rule, exempt) else { continue };
         let Some((fp, id)) = attrs.key(policy, rule, &params) else { continue };
         let cost = attrs.cost(rule);
         let denied = !d.allowed();
-        let result = match (denied, rule.queue.as_ref()) {
-            (true, _) => store::peek(store, policy.slots, fp, rule.algorithm, &rule.limit, now, cost).map(|o| (o, 0)),
-            (false, Some(q)) => {
+        let kept_turn = carried.iter().find_map(|c| match *c {
+            Carry::Turn { rule, fingerprint, at, .. } if rule == i && fingerprint == fp => Some(at),
+            _ => None,
+        });
+        let result = match (denied, rule.queue.as_ref(), kept_turn) {
+            (true, _, _) => store::peek(store, policy.slots, fp, rule.algorithm, &rule.limit, now, cost).map(|o| (o, 0)),
+            (false, _, Some(at)) => {
+                let wait = at.saturating_sub(now);
+                Ok((Outcome { allowed: true, remaining: 0, reset_ns: wait, retry_after_ns: 0 }, wait))
+            }
+            (false, Some(q), None) => {
                 let left_ns = (q.max_wait.nanos() + TICK_GRACE_NS).saturating_sub(ctx.waited_ns);
                 let left = crate::policy::Queue { max_wait: crate::duration::Span::from_nanos(left_ns), ..*q };
                 store::take_queued(store, policy.slots, fp, &rule.limit, &left, now, cost)
             }
-            (false, None) => store::take(store, policy.slots, fp, rule.algorithm, &rule.limit, now, cost).map(|o| (o, 0)),
+            (false, None, None) => store::take(store, policy.slots, fp, rule.algorithm, &rule.limit, now, cost).map(|o| (o, 0)),
         };
-        let mut outcome = match result {
+        let (mut outcome, wait) = match result {
             Ok((o, wait)) => {
                 d.hold_ns = d.hold_ns.max(wait);
-                o
+                (o, wait)
             }
             Err(e) => {
                 d.errors.push((i, e));
@@ -203,10 +252,19 @@ pub fn decide(policy: &Policy, req: &mut dyn Request, store: &dyn SharedStore, c
             }
         };
         if outcome.allowed && !denied {
-            spent.push(Spent::Bucket { rule: i, fingerprint: fp, fallback: false, cost });
+            if kept_turn.is_none() {
+                spent.push(Spent::Bucket { rule: i, fingerprint: fp, fallback: false, cost });
+                if rule.queue.is_some() {
+                    turns.push(Carry::Turn { rule: i, fingerprint: fp, at: now.saturating_add(wait), cost });
+                }
+            }
             if rule.scope == Scope::Global {
                 let id = id.unwrap_or_default();
-                match global::global(policy, rule, i, (fp, cost), id, store, ctx, &mut d, &mut spent) {
+                let units = carried.iter().find_map(|c| match *c {
+                    Carry::Units { rule, window, units } if rule == i && units >= cost => Some(window),
+                    _ => None,
+                });
+                match global::global(policy, rule, i, (fp, cost), id, store, ctx, (units, wait), &mut d, &mut spent) {
                     Ok(Some(o)) => outcome = o,
                     Ok(None) => continue,
                     Err(e) => d.errors.push((i, e)),
@@ -225,14 +283,21 @@ pub fn decide(policy: &Policy, req: &mut dyn Request, store: &dyn SharedStore, c
             d.denied_by = Some(ro);
         }
     }
-    if !d.allowed() || d.pending() || d.redo_at.is_some() {
+    if !d.allowed() {
         refund(policy, store, now, &spent, &mut d);
         d.tightest = None;
         d.hold_ns = 0;
-        if !d.allowed() {
-            d.wait_for.clear();
-            d.redo_at = None;
-        }
+        d.wait_for.clear();
+        d.redo_at = None;
+    } else if d.pending() || d.redo_at.is_some() {
+        // Waiting for a lease or a window: keep the turns taken in queues
+        // (the request's place in line), give back everything else.
+        let kept: Vec<Spent> = turns.iter().filter_map(Carry::spent).collect();
+        let rest: Vec<Spent> = spent.into_iter().filter(|s| !kept.contains(s)).collect();
+        refund(policy, store, now, &rest, &mut d);
+        d.kept = turns;
+        d.tightest = None;
+        d.hold_ns = 0;
     } else {
         d.spent = spent;
     }
@@ -246,6 +311,12 @@ pub fn give_back(policy: &Policy, store: &dyn SharedStore, spent: &[Spent], now:
     let mut d = Decision::default();
     refund(policy, store, now, spent, &mut d);
     d.errors
+}
+
+/// Gives back the turns a waiting request kept, when its client left.
+pub fn give_back_kept(policy: &Policy, store: &dyn SharedStore, kept: &[Carry], now: u64) -> Vec<(usize, StoreError)> {
+    let spent: Vec<Spent> = kept.iter().filter_map(Carry::spent).collect();
+    give_back(policy, store, &spent, now)
 }
 
 /// Gives back what a denied (or waiting) request spent.

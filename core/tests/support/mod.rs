@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use sluice_core::counter_api::Ask;
 use sluice_core::lease::Answer;
-use sluice_core::limiter::{apply_answer, decide, Ctx, Decision, LeaseNeed};
+use sluice_core::limiter::{apply_answer, decide_carrying, Carry, Ctx, Decision, LeaseNeed};
 use sluice_core::policy::Policy;
 use sluice_core::request::MemoryRequest;
 use sluice_core::store::{ensure_slots, MemoryStore};
@@ -16,11 +16,11 @@ use sluice_core::store::{ensure_slots, MemoryStore};
 pub const MS: u64 = 1_000_000;
 
 /// Where a request stands after one decision.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
     Refused,
-    /// Decide again at this time.
-    Redo(u64),
+    /// Decide again at this time, with what the request kept.
+    Redo(u64, Vec<Carry>),
     /// Went upstream at this time.
     Went(u64),
 }
@@ -58,52 +58,70 @@ pub struct Instance {
     pub policy: Policy,
     pub store: MemoryStore,
     pub refills: Vec<LeaseNeed>,
+    /// A xorshift state: the random number each decision gets.
+    pub rng: u64,
 }
 
 impl Instance {
     pub fn new(policy: Policy) -> Instance {
         let store = MemoryStore::default();
         ensure_slots(&store, policy.slots).unwrap();
-        Instance { policy, store, refills: Vec::new() }
+        Instance { policy, store, refills: Vec::new(), rng: 0x9e37_79b9_7f4a_7c15 }
     }
 
-    pub fn answer(&self, needs: &[LeaseNeed], answers: &[Answer], now: u64) {
-        for (n, a) in needs.iter().zip(answers) {
-            apply_answer(&self.policy, &self.store, n, a, now).unwrap();
-        }
+    /// Applies answers; returns the units that belong to the asking request.
+    pub fn answer(&self, needs: &[LeaseNeed], answers: &[Answer], now: u64) -> Vec<Carry> {
+        needs.iter().zip(answers).filter_map(|(n, a)| apply_answer(&self.policy, &self.store, n, a, now).unwrap()).collect()
+    }
+
+    /// A request's first decision, up to its wait for a lease (if any).
+    pub fn first(&mut self, req: &MemoryRequest, now: u64) -> Decision {
+        let d = decide_carrying(&self.policy, &mut req.clone(), &self.store, Ctx::at(now), &[]);
+        self.refills.extend(d.refills.iter().cloned());
+        d
+    }
+
+    /// The decision after the counter answered the wait of `first`.
+    pub fn then(&mut self, counter: &mut FakeCounter, req: &MemoryRequest, first: &Decision, now: u64) -> Decision {
+        let asks: Vec<Ask> = first.wait_for.iter().map(|n| n.ask.clone()).collect();
+        let answers = counter.reserve(&asks, now);
+        let mut carried = self.answer(&first.wait_for, &answers, now);
+        carried.extend(first.kept.iter().copied());
+        let again = decide_carrying(&self.policy, &mut req.clone(), &self.store, Ctx { may_wait: false, ..Ctx::at(now) }, &carried);
+        self.refills.extend(again.refills.iter().cloned());
+        again
     }
 
     /// One request the way the filter handles it: wait for a lease when
     /// told to, then decide again.
     pub fn send(&mut self, counter: &mut FakeCounter, req: &MemoryRequest, now: u64) -> Decision {
-        let d = decide(&self.policy, &mut req.clone(), &self.store, Ctx::at(now));
-        self.refills.extend(d.refills.iter().cloned());
+        let d = self.first(req, now);
         if !d.pending() {
             return d;
         }
-        let asks: Vec<Ask> = d.wait_for.iter().map(|n| n.ask.clone()).collect();
-        let answers = counter.reserve(&asks, now);
-        self.answer(&d.wait_for, &answers, now);
-        let again = decide(&self.policy, &mut req.clone(), &self.store, Ctx { degraded: false, may_wait: false, ..Ctx::at(now) });
-        self.refills.extend(again.refills.iter().cloned());
-        again
+        self.then(counter, req, &d, now)
     }
 
     /// One decision for a request that arrived at `arrival`, made at `now`,
     /// the way the filter makes it (waiting for a lease when told to).
-    pub fn step(&mut self, counter: &mut FakeCounter, req: &MemoryRequest, arrival: u64, now: u64) -> Step {
-        let ctx = Ctx { waited_ns: now - arrival, ..Ctx::at(now) };
-        let mut d = decide(&self.policy, &mut req.clone(), &self.store, ctx);
+    /// `kept`: what it kept from its previous decision.
+    pub fn step(&mut self, counter: &mut FakeCounter, req: &MemoryRequest, arrival: u64, now: u64, kept: &[Carry]) -> Step {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let ctx = Ctx { waited_ns: now - arrival, random: self.rng, ..Ctx::at(now) };
+        let mut d = decide_carrying(&self.policy, &mut req.clone(), &self.store, ctx, kept);
         if d.pending() {
             let asks: Vec<Ask> = d.wait_for.iter().map(|n| n.ask.clone()).collect();
             let answers = counter.reserve(&asks, now);
-            self.answer(&d.wait_for, &answers, now);
-            d = decide(&self.policy, &mut req.clone(), &self.store, Ctx { may_wait: false, ..ctx });
+            let mut carried = self.answer(&d.wait_for, &answers, now);
+            carried.extend(d.kept.iter().copied());
+            d = decide_carrying(&self.policy, &mut req.clone(), &self.store, Ctx { may_wait: false, ..ctx }, &carried);
         }
         self.refills.extend(d.refills.iter().cloned());
         match (d.allowed(), d.redo_at) {
             (false, _) => Step::Refused,
-            (true, Some(t)) => Step::Redo(t),
+            (true, Some(t)) => Step::Redo(t, d.kept),
             (true, None) => Step::Went(now + d.hold_ns),
         }
     }
