@@ -172,6 +172,25 @@ impl State {
         }
     }
 
+    /// Like `take` for a token bucket, for a priority class that leaves
+    /// `reserve` units for the classes above it: allowed only while that
+    /// many would still be left. A refusal's `retry_after_ns` is when there
+    /// will be room for this class (if nobody else takes it first).
+    pub fn take_leaving(self, limit: &Limit, now: u64, cost: u64, reserve: u64) -> (Outcome, Option<State>) {
+        let s = self.for_algorithm(Algorithm::TokenBucket);
+        let Gcra { tat, step, capacity, interval, new_tat } = s.gcra(limit, now, cost);
+        let room = capacity.saturating_sub(mul_div(limit.per.nanos(), reserve, limit.requests));
+        let debt = new_tat - now;
+        if debt <= room {
+            let remaining = (room - debt) / interval;
+            (Outcome { allowed: true, remaining, reset_ns: debt, retry_after_ns: 0 }, Some(State::Tat(new_tat)))
+        } else {
+            let remaining = room.saturating_sub(tat - now) / interval;
+            let retry = if step > room { limit.per.nanos() } else { debt - room };
+            (Outcome { allowed: false, remaining, reset_ns: tat - now, retry_after_ns: retry }, None)
+        }
+    }
+
     /// Keeps a token bucket empty until `until` (an upstream asked us to
     /// stay away), after which it refills from nothing. Returns the new
     /// state and whether this starts a block (the bucket was not blocked

@@ -136,6 +136,12 @@ pub fn take(store: &dyn SharedStore, slots: u32, fingerprint: u64, algorithm: Al
     cas_update(store, slots, fingerprint, limit, now, |s| s.take(algorithm, limit, now, cost))
 }
 
+/// Takes units for a priority class that leaves `reserve` to the classes
+/// above it (see `State::take_leaving`).
+pub fn take_leaving(store: &dyn SharedStore, slots: u32, fingerprint: u64, limit: &Limit, now: u64, cost: u64, reserve: u64) -> Result<crate::bucket::Outcome, StoreError> {
+    cas_update(store, slots, fingerprint, limit, now, |s| s.take_leaving(limit, now, cost, reserve))
+}
+
 /// Takes a unit or reserves a turn in the queue; the wait comes back too.
 pub fn take_queued(store: &dyn SharedStore, slots: u32, fingerprint: u64, limit: &Limit, queue: &crate::policy::Queue, now: u64, cost: u64) -> Result<(crate::bucket::Outcome, u64), StoreError> {
     cas_update(store, slots, fingerprint, limit, now, |s| {

@@ -1,7 +1,8 @@
-//! Counter key names: one Redis key (or memory-map entry) per (rule, id, window length).
+//! Key names: one Redis key (or memory-map entry) per counter (rule, id, window
+//! length), and one per upstream block (rule, id).
 //!
-//! Format: `<prefix><rule>:{<identifier>}:<window>`, following the scheme
-//! `rl:{type}:{identifier}:{window}` with the prefix defaulting to `rl:`:
+//! Counter format: `<prefix><rule>:{<identifier>}:<window>`, following the
+//! scheme `rl:{type}:{identifier}:{window}` with the prefix defaulting to `rl:`:
 //!
 //! - `<rule>` is the rule name, already validated as 1–64 of `[A-Za-z0-9_-]`.
 //! - `<identifier>` is the lease id as is when it is at most 64 bytes of
@@ -11,8 +12,16 @@
 //! - `<window>` is the window length in whole seconds when `window_ms` is a
 //!   multiple of 1000 (`60` for one minute), otherwise `<n>ms` (`250ms`).
 //!
-//! Example: `rl:per-tenant:{tenant-123}:60`. The prefix may not contain `{` or
-//! `}` (it would move the hash tag), see [`check_prefix`].
+//! Example: `rl:per-tenant:{tenant-123}:60`.
+//!
+//! Block format: `<prefix><rule>:{<identifier>}:block`, e.g.
+//! `rl:per-tenant:{tenant-123}:block`. It has the same hash tag as the
+//! counters of that rule and id, so the reserve script can read it in the same
+//! call, and it cannot collide with a counter key (whose last part is digits,
+//! or digits and `ms`).
+//!
+//! The prefix may not contain `{` or `}` (it would move the hash tag), see
+//! [`check_prefix`].
 
 /// Longest identifier kept verbatim in a key.
 const MAX_PLAIN_ID: usize = 64;
@@ -26,6 +35,11 @@ pub fn counter_key(prefix: &str, rule: &str, id: &str, window_ms: u64) -> String
         identifier(id),
         window_part(window_ms)
     )
+}
+
+/// The key of the upstream block for `rule`/`id`.
+pub fn block_key(prefix: &str, rule: &str, id: &str) -> String {
+    format!("{prefix}{rule}:{{{}}}:block", identifier(id))
 }
 
 /// The identifier part of a key (without the hash-tag braces).
@@ -85,6 +99,25 @@ mod tests {
         );
         assert_eq!(counter_key("x:", "r", "a@b.c", 250), "x:r:{a@b.c}:250ms");
         assert_eq!(counter_key("", "r", "i", 1500), "r:{i}:1500ms");
+        assert_eq!(
+            block_key("rl:", "per-tenant", "tenant-123"),
+            "rl:per-tenant:{tenant-123}:block"
+        );
+    }
+
+    #[test]
+    fn a_block_shares_the_hash_tag_of_its_counters() {
+        let tag = |key: &str| -> String {
+            let open = key.find('{').expect("open");
+            let close = key[open..].find('}').expect("close") + open;
+            key[open..=close].to_owned()
+        };
+        for id in ["tenant-123", "a b/{c}", &"x".repeat(1024)] {
+            let block = block_key("rl:", "r", id);
+            assert_eq!(tag(&block), tag(&counter_key("rl:", "r", id, 60_000)));
+            assert_eq!(tag(&block), tag(&counter_key("rl:", "r", id, 250)));
+            assert!(block.ends_with(":block"));
+        }
     }
 
     #[test]

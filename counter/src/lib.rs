@@ -15,4 +15,6 @@ pub mod store;
 pub mod window;
 
 pub use api::{app, AppState};
-pub use store::{CounterStore, Lease, MemoryStore, RedisStore, RedisTarget, Reserved, StoreError};
+pub use store::{
+    Block, Blocked, CounterStore, Lease, MemoryStore, RedisStore, RedisTarget, Reserved, StoreError,
+};

@@ -8,6 +8,10 @@
 //! count becomes the current one; further on, both are forgotten. If the clock
 //! ever reads earlier than `w` (a Redis failover to a node whose clock is
 //! behind), the counter keeps serving window `w`, so no window is granted twice.
+//!
+//! A key (rule, id) may also be *blocked* until some time ([`block_until`]):
+//! while it is, every reservation for it is a read (`want` taken as 0), and the
+//! reply says for how long the block still holds ([`blocked_ms`]).
 
 /// The stored state of one counter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,6 +94,20 @@ pub fn expires_at_ms(slot: &Slot, window_ms: u64) -> u64 {
 /// Expiry margin after a window ends: max(1 s, window / 10).
 pub fn margin_ms(window_ms: u64) -> u64 {
     (window_ms / 10).max(1000)
+}
+
+/// Ms a key whose block ends at `until_ms` (None: no block) stays blocked
+/// at `now_ms`; 0 when it is not blocked.
+pub fn blocked_ms(until_ms: Option<u64>, now_ms: u64) -> u64 {
+    until_ms.map_or(0, |until| until.saturating_sub(now_ms))
+}
+
+/// When a key's block ends after blocking it for `for_ms` at `now_ms`, given
+/// when its current block ends (None: none): the later of the two, so a block
+/// is never shortened.
+pub fn block_until(until_ms: Option<u64>, now_ms: u64, for_ms: u64) -> u64 {
+    let wanted = now_ms.saturating_add(for_ms);
+    until_ms.map_or(wanted, |until| until.max(wanted))
 }
 
 /// (starts_in_ms, ends_in_ms) of window `window` seen at `now_ms`.
@@ -190,6 +208,17 @@ mod tests {
                 window: 9
             }
         );
+    }
+
+    #[test]
+    fn blocks_only_grow_and_count_down() {
+        assert_eq!(block_until(None, 1_000, 300), 1_300);
+        assert_eq!(block_until(Some(1_300), 1_100, 50), 1_300, "not shortened");
+        assert_eq!(block_until(Some(1_300), 1_100, 500), 1_600, "lengthened");
+        assert_eq!(blocked_ms(Some(1_300), 1_100), 200);
+        assert_eq!(blocked_ms(Some(1_300), 1_300), 0);
+        assert_eq!(blocked_ms(Some(1_300), 1_400), 0);
+        assert_eq!(blocked_ms(None, 1_400), 0);
     }
 
     #[test]

@@ -28,7 +28,7 @@ impl<'r> Attrs<'r> {
         Attrs { req, method, raw_path, path, headers: Vec::new(), client_ip: None, tenant: None, body: None }
     }
 
-    fn header(&mut self, name: &str) -> Option<String> {
+    pub(super) fn header(&mut self, name: &str) -> Option<String> {
         if let Some((_, v)) = self.headers.iter().find(|(n, _)| n == name) {
             return v.clone();
         }

@@ -228,11 +228,29 @@ pub fn decide_carrying(policy: &Policy, req: &mut dyn Request, store: &dyn Share
             Carry::Turn { rule, fingerprint, at, .. } if rule == i && fingerprint == fp => Some(at),
             _ => None,
         });
+        let class = rule.priority.as_ref().map_or(0, |p| p.class(attrs.header(&p.header).as_deref(), ctx.waited_ns));
         let result = match (denied, rule.queue.as_ref(), kept_turn) {
             (true, _, _) => store::peek(store, policy.slots, fp, rule.algorithm, &rule.limit, now, cost).map(|o| (o, 0)),
             (false, _, Some(at)) => {
                 let wait = at.saturating_sub(now);
                 Ok((Outcome { allowed: true, remaining: 0, reset_ns: wait, retry_after_ns: 0 }, wait))
+            }
+            (false, queue, None) if class > 0 => {
+                // A lower class takes a token only while the higher ones
+                // keep theirs; when it queues it waits, without a turn,
+                // until there is room for it, and is decided again then.
+                let reserve = (class as u64).saturating_mul(rule.priority.as_ref().map_or(0, |p| p.reserve));
+                match store::take_leaving(store, policy.slots, fp, &rule.limit, now, cost, reserve) {
+                    Ok(o) if !o.allowed && !rule.shadow => {
+                        let room = queue.map_or(0, |q| (q.max_wait.nanos() + TICK_GRACE_NS).saturating_sub(ctx.waited_ns));
+                        if o.retry_after_ns <= room {
+                            d.redo_at = Some(d.redo_at.unwrap_or(0).max(now.saturating_add(o.retry_after_ns)));
+                            continue;
+                        }
+                        Ok((o, 0))
+                    }
+                    other => other.map(|o| (o, 0)),
+                }
             }
             (false, Some(q), None) => {
                 let left_ns = (q.max_wait.nanos() + TICK_GRACE_NS).saturating_sub(ctx.waited_ns);

@@ -4,10 +4,10 @@
 
 use std::collections::HashMap;
 
-use super::raw::{RawCost, RawGlobal, RawHeader, RawKeyPart, RawLimit, RawQueue, RawPath, RawPathParam, RawPolicy, RawRule};
+use super::raw::{RawCost, RawGlobal, RawPriority, RawHeader, RawKeyPart, RawLimit, RawQueue, RawPath, RawPathParam, RawPolicy, RawRule};
 use super::{
     Algorithm, Cost, CostSource, Global, HeaderMatch, HeaderTest, KeyPart, Limit, Mode, Policy, PolicyError,
-    Problem, Queue, Rule, Scope, MAX_SLOTS, MIN_SLOTS,
+    Priority, Problem, Queue, Rule, Scope, MAX_SLOTS, MIN_SLOTS,
 };
 use crate::duration::Span;
 use crate::hash::Fnv;
@@ -222,6 +222,7 @@ impl Compiler {
         let limit = self.limit(at, &raw.limit, raw.algorithm);
         let queue = raw.queue.as_ref().and_then(|q| self.queue(at, q, raw.algorithm, limit.as_ref()));
         let cost = raw.cost.as_ref().and_then(|c| self.cost(at, c, limit.as_ref()));
+        let priority = raw.priority.as_ref().and_then(|p| self.priority(at, p, raw.algorithm, limit.as_ref(), queue.as_ref()));
         if raw.obey_upstream && raw.algorithm != Algorithm::TokenBucket {
             self.problem(format!("{at}.obey_upstream"), "only token_bucket rules can obey upstream limits: the bucket is kept empty until the upstream's time");
         }
@@ -245,7 +246,72 @@ impl Compiler {
             queue,
             obey_upstream: raw.obey_upstream,
             cost,
+            priority,
         })
+    }
+
+    fn priority(&mut self, at: &str, p: &RawPriority, algorithm: Algorithm, limit: Option<&Limit>, queue: Option<&Queue>) -> Option<Priority> {
+        let before = self.problems.len();
+        let here = format!("{at}.priority");
+        if algorithm != Algorithm::TokenBucket {
+            self.problem(here.clone(), "only token_bucket rules have priority classes: classes are kept apart by the tokens left in the bucket");
+        }
+        let header = self.header_name(&format!("{here}.header"), &p.header);
+        let classes: Vec<String> = p.classes.iter().map(|c| c.trim().to_ascii_lowercase()).collect();
+        if !(2..=8).contains(&classes.len()) {
+            self.problem(format!("{here}.classes"), format!("give 2 to 8 class names, highest first; got {}", classes.len()));
+        }
+        for (i, c) in classes.iter().enumerate() {
+            if c.is_empty() || classes[..i].contains(c) {
+                self.problem(format!("{here}.classes[{i}]"), format!("{c:?} must be a non-empty name used once"));
+            }
+        }
+        let default = match &p.default {
+            None => Some(classes.len().saturating_sub(1) / 2),
+            Some(d) => {
+                let found = classes.iter().position(|c| c.eq_ignore_ascii_case(d));
+                if found.is_none() {
+                    self.problem(format!("{here}.default"), format!("{d:?} is not one of the classes"));
+                }
+                found
+            }
+        };
+        let lower = classes.len().saturating_sub(1) as u64;
+        let burst = limit.map_or(u64::MAX, |l| l.burst);
+        let reserve = match p.reserve {
+            None => Some((burst / classes.len().max(1) as u64).max(1)),
+            Some(r) if r >= 1 => Some(r as u64),
+            Some(r) => {
+                self.problem(format!("{here}.reserve"), format!("must be at least 1, got {r}"));
+                None
+            }
+        };
+        if let (Some(r), Some(l)) = (reserve, limit) {
+            if r.saturating_mul(lower) >= l.burst {
+                self.problem(
+                    format!("{here}.reserve"),
+                    format!("{r} tokens kept back per class leave the lowest class no room: the burst ({}) must exceed reserve × {lower}", l.burst),
+                );
+            }
+        }
+        let aging = match &p.aging {
+            None => Some(queue.map_or(Span::from_nanos(1_000_000_000), |q| Span::from_nanos((q.max_wait.nanos() / classes.len().max(1) as u64).max(1)))),
+            Some(a) => match Span::parse(a) {
+                Ok(s) if s.nanos() > 0 => Some(s),
+                Ok(_) => {
+                    self.problem(format!("{here}.aging"), "must be longer than 0");
+                    None
+                }
+                Err(e) => {
+                    self.problem(format!("{here}.aging"), e);
+                    None
+                }
+            },
+        };
+        if self.problems.len() > before {
+            return None;
+        }
+        Some(Priority { header: header?, classes, default: default?, reserve: reserve?, aging: aging? })
     }
 
     fn cost(&mut self, at: &str, c: &RawCost, limit: Option<&Limit>) -> Option<Cost> {

@@ -79,6 +79,37 @@ pub struct Rule {
     pub obey_upstream: bool,
     /// Units a request costs (1 when absent).
     pub cost: Option<Cost>,
+    /// Classes that take tokens in order under contention.
+    pub priority: Option<Priority>,
+}
+
+/// Priority classes of a token-bucket rule. Class `c` (0 is the highest)
+/// may only take a token while `c × reserve` tokens are left for the
+/// classes above it, so under contention the higher classes get tokens
+/// first and the lowest last. The top class queues for its turn (when the
+/// rule queues); the others wait, without a turn, until the bucket has
+/// room for their class. Against starvation, a waiting request moves up
+/// one class per `aging` it has waited, so that it reaches the top class,
+/// and a turn, after at most `(classes - 1) × aging`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Priority {
+    /// Lower-case header name.
+    pub header: String,
+    /// Lower-case class names, highest first.
+    pub classes: Vec<String>,
+    /// Class of a request without the header or with an unknown value.
+    pub default: usize,
+    pub reserve: u64,
+    pub aging: Span,
+}
+
+impl Priority {
+    /// The class of a request carrying `value`, after waiting `waited_ns`.
+    pub fn class(&self, value: Option<&str>, waited_ns: u64) -> usize {
+        let named = value.and_then(|v| self.classes.iter().position(|c| c.eq_ignore_ascii_case(v.trim()))).unwrap_or(self.default);
+        let steps = waited_ns / self.aging.nanos().max(1);
+        named.saturating_sub(usize::try_from(steps).unwrap_or(usize::MAX))
+    }
 }
 
 /// Where a rule reads what a request costs. A missing header or body field

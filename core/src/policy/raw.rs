@@ -78,6 +78,18 @@ pub struct RawRule {
     #[serde(default)]
     pub obey_upstream: bool,
     pub cost: Option<RawCost>,
+    pub priority: Option<RawPriority>,
+}
+
+/// Classes of requests, highest first, read from a header.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPriority {
+    pub header: String,
+    pub classes: Vec<String>,
+    pub default: Option<String>,
+    pub reserve: Option<i64>,
+    pub aging: Option<String>,
 }
 
 /// Units a request costs: from a header or a JSON body field.

@@ -107,3 +107,26 @@ fn istio_plugin_config_form_is_the_same_document() {
     let again = serde_json::to_string(&v).expect("text");
     assert!(Policy::from_json(&again).is_ok());
 }
+
+#[test]
+fn priority_classes_are_checked() {
+    let limit = r#""limit": {"requests": 10, "per": "1s", "burst": 3}"#;
+    let bad: &[(&str, &str)] = &[
+        (r#""priority": {"header": "x-priority", "classes": ["only"]}"#, "rules[0].priority.classes"),
+        (r#""priority": {"header": "x-priority", "classes": ["a", "A"]}"#, "rules[0].priority.classes[1]"),
+        (r#""priority": {"header": "x p", "classes": ["a", "b"]}"#, "rules[0].priority.header"),
+        (r#""priority": {"header": "x-priority", "classes": ["a", "b"], "default": "c"}"#, "rules[0].priority.default"),
+        (r#""priority": {"header": "x-priority", "classes": ["a", "b", "c"], "reserve": 2}"#, "rules[0].priority.reserve"),
+        (r#""priority": {"header": "x-priority", "classes": ["a", "b"], "aging": "0s"}"#, "rules[0].priority.aging"),
+    ];
+    for (prio, path) in bad {
+        let found = problems(&one_rule(&format!("{limit}, {prio}")));
+        assert!(found.iter().any(|p| p.starts_with(path)), "{prio}: {found:?}");
+    }
+    let fixed = problems(&one_rule(r#""limit": {"requests": 10, "per": "1s"}, "algorithm": "fixed_window", "priority": {"header": "x-priority", "classes": ["a", "b"]}"#));
+    assert!(fixed.iter().any(|p| p.starts_with("rules[0].priority")), "{fixed:?}");
+    let ok = Policy::from_json(&one_rule(&format!(r#"{limit}, "priority": {{"header": "X-Priority", "classes": ["Critical", "normal", "bulk"]}}"#))).expect("valid");
+    let p = ok.rules[0].priority.as_ref().expect("priority");
+    assert_eq!((p.header.as_str(), p.default, p.reserve), ("x-priority", 1, 1));
+    assert_eq!(p.classes, ["critical", "normal", "bulk"]);
+}

@@ -47,6 +47,15 @@ impl ApiError {
         }
     }
 
+    /// A failed store call, logged unless it is transient (those show in
+    /// the metrics and the 503s).
+    pub fn from_store(err: StoreError) -> ApiError {
+        if !err.is_transient() {
+            eprintln!("sluice-counter: store error: {err}");
+        }
+        ApiError::Store(err)
+    }
+
     fn field(&self) -> Option<&str> {
         match self {
             ApiError::BadJson { field, .. } => field.as_deref(),

@@ -1,11 +1,12 @@
-//! Checks a parsed [`ReserveRequest`] against the documented limits and turns
-//! it into store [`Lease`]s with their keys. The first problem found is
-//! reported, with the path of its field.
+//! Checks a parsed [`ReserveRequest`] or [`BlockRequest`] against the
+//! documented limits and turns it into store [`Lease`]s or [`Block`]s with
+//! their keys. The first problem found is reported, with the path of its
+//! field.
 
-use super::wire::ReserveRequest;
+use super::wire::{BlockRequest, ReserveRequest};
 use super::ApiError;
 use crate::keys;
-use crate::store::Lease;
+use crate::store::{Block, Lease};
 
 /// Longest `instance`.
 pub const MAX_INSTANCE: usize = 64;
@@ -19,45 +20,64 @@ pub const MAX_ID: usize = 1024;
 pub const MAX_LIMIT: u64 = 1_000_000_000;
 /// Longest window: one week.
 pub const MAX_WINDOW_MS: u64 = 604_800_000;
+/// Most blocks in one request.
+pub const MAX_BLOCKS: usize = 256;
+/// Longest block: one hour.
+pub const MAX_BLOCK_MS: u64 = 3_600_000;
 
-/// The leases of a valid request, keys under `prefix`.
-pub fn leases(req: &ReserveRequest, prefix: &str) -> Result<Vec<Lease>, ApiError> {
-    let invalid = |field: String, message: String| ApiError::Invalid { message, field };
-    if req.instance.len() > MAX_INSTANCE {
+fn invalid(field: String, message: String) -> ApiError {
+    ApiError::Invalid { message, field }
+}
+
+fn check_instance(instance: &str) -> Result<(), ApiError> {
+    if instance.len() > MAX_INSTANCE {
         return Err(invalid(
             "instance".into(),
             format!("instance is longer than {MAX_INSTANCE} bytes"),
         ));
     }
-    if req.leases.is_empty() || req.leases.len() > MAX_LEASES {
+    Ok(())
+}
+
+/// 1..=`max` items in the list `name`.
+fn check_count(name: &str, len: usize, max: usize) -> Result<(), ApiError> {
+    if len == 0 || len > max {
         return Err(invalid(
-            "leases".into(),
-            format!(
-                "leases must hold 1 to {MAX_LEASES} items, not {}",
-                req.leases.len()
-            ),
+            name.into(),
+            format!("{name} must hold 1 to {max} items, not {len}"),
         ));
     }
+    Ok(())
+}
+
+/// A rule and id as in reserve; `at` names the field.
+fn check_rule_and_id(rule: &str, id: &str, at: impl Fn(&str) -> String) -> Result<(), ApiError> {
+    let rule_ok = (1..=MAX_RULE).contains(&rule.len())
+        && rule
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !rule_ok {
+        return Err(invalid(
+            at("rule"),
+            format!("rule must be 1 to {MAX_RULE} characters of A-Z, a-z, 0-9, '_' and '-'"),
+        ));
+    }
+    if id.is_empty() || id.len() > MAX_ID {
+        return Err(invalid(at("id"), format!("id must be 1 to {MAX_ID} bytes")));
+    }
+    Ok(())
+}
+
+/// The leases of a valid request, keys under `prefix`.
+pub fn leases(req: &ReserveRequest, prefix: &str) -> Result<Vec<Lease>, ApiError> {
+    check_instance(&req.instance)?;
+    check_count("leases", req.leases.len(), MAX_LEASES)?;
     req.leases
         .iter()
         .enumerate()
         .map(|(i, l)| {
             let at = |name: &str| format!("leases[{i}].{name}");
-            let rule_ok = (1..=MAX_RULE).contains(&l.rule.len())
-                && l.rule
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-            if !rule_ok {
-                return Err(invalid(
-                    at("rule"),
-                    format!(
-                        "rule must be 1 to {MAX_RULE} characters of A-Z, a-z, 0-9, '_' and '-'"
-                    ),
-                ));
-            }
-            if l.id.is_empty() || l.id.len() > MAX_ID {
-                return Err(invalid(at("id"), format!("id must be 1 to {MAX_ID} bytes")));
-            }
+            check_rule_and_id(&l.rule, &l.id, at)?;
             if !(1..=MAX_LIMIT).contains(&l.limit) {
                 return Err(invalid(
                     at("limit"),
@@ -84,10 +104,38 @@ pub fn leases(req: &ReserveRequest, prefix: &str) -> Result<Vec<Lease>, ApiError
             }
             Ok(Lease {
                 key: keys::counter_key(prefix, &l.rule, &l.id, l.window_ms),
+                block_key: keys::block_key(prefix, &l.rule, &l.id),
                 limit: l.limit,
                 window_ms: l.window_ms,
                 want: l.want,
                 next: l.next,
+            })
+        })
+        .collect()
+}
+
+/// The blocks of a valid request, keys under `prefix`.
+pub fn blocks(req: &BlockRequest, prefix: &str) -> Result<Vec<Block>, ApiError> {
+    check_instance(&req.instance)?;
+    check_count("blocks", req.blocks.len(), MAX_BLOCKS)?;
+    req.blocks
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let at = |name: &str| format!("blocks[{i}].{name}");
+            check_rule_and_id(&b.rule, &b.id, at)?;
+            if !(1..=MAX_BLOCK_MS).contains(&b.for_ms) {
+                return Err(invalid(
+                    at("for_ms"),
+                    format!(
+                        "for_ms must be between 1 and {MAX_BLOCK_MS}, not {}",
+                        b.for_ms
+                    ),
+                ));
+            }
+            Ok(Block {
+                key: keys::block_key(prefix, &b.rule, &b.id),
+                for_ms: b.for_ms,
             })
         })
         .collect()

@@ -1,4 +1,5 @@
-//! The JSON bodies of `POST /v1/reserve`, exactly as they travel.
+//! The JSON bodies of `POST /v1/reserve` and `POST /v1/block`, exactly as
+//! they travel.
 
 use serde::{Deserialize, Serialize};
 
@@ -58,4 +59,50 @@ pub struct LeaseReply {
     pub starts_in_ms: u64,
     /// Ms until the window ends.
     pub ends_in_ms: u64,
+    /// Ms the key (rule, id) stays blocked by `/v1/block`; 0 when it is not.
+    /// While it is, `granted` is 0.
+    #[serde(default)]
+    pub blocked_ms: u64,
+}
+
+/// `POST /v1/block` request body.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlockRequest {
+    /// Who asks (informational, at most 64 bytes).
+    #[serde(default)]
+    pub instance: String,
+    /// What to block (1..=256 items).
+    pub blocks: Vec<KeyBlockRequest>,
+}
+
+/// One key to block.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyBlockRequest {
+    /// Rule name: 1-64 of `[A-Za-z0-9_-]`.
+    pub rule: String,
+    /// What is limited: 1-1024 bytes.
+    pub id: String,
+    /// Block for this many ms from the store's clock: 1..=3_600_000.
+    pub for_ms: u64,
+}
+
+/// `POST /v1/block` reply body.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BlockReply {
+    /// Store time, ms since the epoch (the latest seen across blocks).
+    pub now_ms: u64,
+    /// One result per requested block, in request order.
+    pub blocks: Vec<KeyBlockReply>,
+}
+
+/// One block result.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct KeyBlockReply {
+    /// Ms the key stays blocked (at least the asked `for_ms`, more when a
+    /// longer block was already in place).
+    pub blocked_ms: u64,
 }

@@ -1,15 +1,17 @@
-//! [`MemoryStore`]: counters in a process-local map, for a single counter
-//! instance without Redis (and for tests). Time is the process wall clock.
+//! [`MemoryStore`]: counters and upstream blocks in process-local maps, for a
+//! single counter instance without Redis (and for tests). Time is the process
+//! wall clock.
 //!
-//! Entries past their expiry (see [`window::expires_at_ms`]) read as absent and
-//! are swept out every few thousand writes, so memory follows the set of
-//! counters in use rather than every counter ever seen.
+//! Entries past their expiry (see [`window::expires_at_ms`]; a block at its
+//! end) read as absent and are swept out every few thousand writes, so memory
+//! follows the set of counters and blocks in use rather than every one ever
+//! seen.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::{BoxFuture, CounterStore, Lease, Reserved, StoreError};
+use super::{Block, Blocked, BoxFuture, CounterStore, Lease, Reserved, StoreError};
 use crate::window::{self, Ask, Slot};
 
 /// Writes between two sweeps of expired entries.
@@ -24,7 +26,25 @@ pub struct MemoryStore {
 #[derive(Default)]
 struct Inner {
     counters: HashMap<String, (Slot, u64)>,
+    /// Block key → when the block ends (ms since the epoch).
+    blocks: HashMap<String, u64>,
     writes: u64,
+}
+
+impl Inner {
+    /// When the block on `key` ends, if it still holds at `now_ms`.
+    fn block_until(&self, key: &str, now_ms: u64) -> Option<u64> {
+        self.blocks.get(key).copied().filter(|until| *until > now_ms)
+    }
+
+    /// Drops expired entries once enough writes have happened.
+    fn maybe_sweep(&mut self, now_ms: u64) {
+        if self.writes >= SWEEP_EVERY {
+            self.writes = 0;
+            self.counters.retain(|_, (_, expires)| *expires > now_ms);
+            self.blocks.retain(|_, until| *until > now_ms);
+        }
+    }
 }
 
 impl MemoryStore {
@@ -33,9 +53,11 @@ impl MemoryStore {
         MemoryStore::default()
     }
 
-    /// Number of entries held (expired ones included until the next sweep).
+    /// Number of entries held, counters and blocks (expired ones included
+    /// until the next sweep).
     pub fn len(&self) -> usize {
-        self.lock().counters.len()
+        let inner = self.lock();
+        inner.counters.len() + inner.blocks.len()
     }
 
     /// Whether no entry is held.
@@ -56,6 +78,7 @@ impl MemoryStore {
         let results = leases
             .iter()
             .map(|lease| {
+                let blocked_ms = window::blocked_ms(inner.block_until(&lease.block_key, now_ms), now_ms);
                 let slot = inner
                     .counters
                     .get(&lease.key)
@@ -65,7 +88,7 @@ impl MemoryStore {
                     now_ms,
                     window_ms: lease.window_ms,
                     limit: lease.limit,
-                    want: lease.want,
+                    want: if blocked_ms > 0 { 0 } else { lease.want },
                     next: lease.next,
                 };
                 let (changed, outcome) = window::reserve(slot, &ask);
@@ -79,13 +102,32 @@ impl MemoryStore {
                     used: outcome.used,
                     window: outcome.window,
                     now_ms,
+                    blocked_ms,
                 }
             })
             .collect();
-        if inner.writes >= SWEEP_EVERY {
-            inner.writes = 0;
-            inner.counters.retain(|_, (_, expires)| *expires > now_ms);
-        }
+        inner.maybe_sweep(now_ms);
+        results
+    }
+
+    fn apply_blocks(&self, blocks: &[Block], now_ms: u64) -> Vec<Blocked> {
+        let mut inner = self.lock();
+        let results = blocks
+            .iter()
+            .map(|block| {
+                let current = inner.block_until(&block.key, now_ms);
+                let until = window::block_until(current, now_ms, block.for_ms);
+                if current != Some(until) {
+                    inner.blocks.insert(block.key.clone(), until);
+                    inner.writes += 1;
+                }
+                Blocked {
+                    blocked_ms: window::blocked_ms(Some(until), now_ms),
+                    now_ms,
+                }
+            })
+            .collect();
+        inner.maybe_sweep(now_ms);
         results
     }
 }
@@ -106,6 +148,10 @@ impl CounterStore for MemoryStore {
         Box::pin(async move { Ok(self.apply(leases, now_ms())) })
     }
 
+    fn block<'a>(&'a self, blocks: &'a [Block]) -> BoxFuture<'a, Result<Vec<Blocked>, StoreError>> {
+        Box::pin(async move { Ok(self.apply_blocks(blocks, now_ms())) })
+    }
+
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async { Ok(()) })
     }
@@ -123,6 +169,7 @@ mod tests {
     fn expired_entries_read_as_absent_and_are_swept() {
         let store = MemoryStore::new();
         let lease = |key: String| Lease {
+            block_key: format!("{key}:block"),
             key,
             limit: 1,
             window_ms: 10,
@@ -144,5 +191,45 @@ mod tests {
         let count = usize::try_from(SWEEP_EVERY).expect("small");
         assert_eq!(store.len(), count, "the sweep drops the expired batch");
         assert!(!store.is_empty());
+    }
+
+    #[test]
+    fn blocks_hold_grow_and_are_swept() {
+        let store = MemoryStore::new();
+        let lease = |want: u64| Lease {
+            key: "c".into(),
+            block_key: "b".into(),
+            limit: 10,
+            window_ms: 60_000,
+            want,
+            next: false,
+        };
+        let block = |for_ms: u64| Block {
+            key: "b".into(),
+            for_ms,
+        };
+        let t = 6_000_000;
+        assert_eq!(store.apply(&[lease(2)], t)[0].granted, 2);
+        assert_eq!(store.apply_blocks(&[block(300)], t)[0].blocked_ms, 300);
+        let r = store.apply(&[lease(2)], t + 100)[0];
+        assert_eq!((r.granted, r.used, r.blocked_ms), (0, 2, 200));
+        let b = store.apply_blocks(&[block(50)], t + 100)[0];
+        assert_eq!(b.blocked_ms, 200, "a shorter block does not shorten it");
+        let b = store.apply_blocks(&[block(500)], t + 100)[0];
+        assert_eq!(b.blocked_ms, 500, "a longer one lengthens it");
+        let r = store.apply(&[lease(2)], t + 600)[0];
+        assert_eq!((r.granted, r.used, r.blocked_ms), (2, 4, 0));
+        let batch = |tag: &str| -> Vec<Block> {
+            (0..SWEEP_EVERY)
+                .map(|i| Block {
+                    key: format!("{tag}{i}"),
+                    for_ms: 10,
+                })
+                .collect()
+        };
+        store.apply_blocks(&batch("old"), t + 1_000);
+        store.apply_blocks(&batch("new"), t + 2_000);
+        let count = usize::try_from(SWEEP_EVERY).expect("small");
+        assert_eq!(store.len(), count + 1, "expired blocks are swept, not the counter");
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! A store applies each [`Lease`] atomically on its own (see
 //! [`window::reserve`](crate::window::reserve)); leases of one call are
-//! independent of each other and may run concurrently.
+//! independent of each other and may run concurrently. Likewise a store
+//! records each [`Block`] atomically on its own.
 
 mod error;
 mod memory;
@@ -25,6 +26,10 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub struct Lease {
     /// Counter key, see [`keys`](crate::keys).
     pub key: String,
+    /// Key of the upstream block of the counter's rule and id, see
+    /// [`keys::block_key`](crate::keys::block_key); while it holds, the lease
+    /// grants nothing.
+    pub block_key: String,
     /// Units allowed per window.
     pub limit: u64,
     /// Window length in milliseconds.
@@ -46,6 +51,27 @@ pub struct Reserved {
     pub window: u64,
     /// The store's clock when it applied the lease (ms since the epoch).
     pub now_ms: u64,
+    /// Ms the key's upstream block still holds (0: not blocked).
+    pub blocked_ms: u64,
+}
+
+/// One upstream block of one key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Block {
+    /// Block key, see [`keys::block_key`](crate::keys::block_key).
+    pub key: String,
+    /// Block for this many ms from the store's clock (a longer block already
+    /// in place stays).
+    pub for_ms: u64,
+}
+
+/// What a store did for one [`Block`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Blocked {
+    /// Ms the key stays blocked after this call.
+    pub blocked_ms: u64,
+    /// The store's clock when it applied the block (ms since the epoch).
+    pub now_ms: u64,
 }
 
 /// A place where counters live.
@@ -57,6 +83,11 @@ pub trait CounterStore: Send + Sync + 'static {
         &'a self,
         leases: &'a [Lease],
     ) -> BoxFuture<'a, Result<Vec<Reserved>, StoreError>>;
+
+    /// Records every block (each atomically): the key is blocked until the
+    /// store's clock plus `for_ms`, unless it is already blocked for longer.
+    /// Returns results in order. On failure some blocks may have been applied.
+    fn block<'a>(&'a self, blocks: &'a [Block]) -> BoxFuture<'a, Result<Vec<Blocked>, StoreError>>;
 
     /// Whether the store answers (Redis `PING`).
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;

@@ -1,13 +1,15 @@
 //! [`RedisStore`]: counters in Redis, one hash per counter, each lease applied
 //! by one `EVALSHA` of [`script::RESERVE_LUA`](super::script) (falling back to
-//! `EVAL` on `NOSCRIPT`). Works against a single node or a Redis Cluster.
+//! `EVAL` on `NOSCRIPT`), which also reads the key's upstream block. Each block
+//! is recorded by one `EVALSHA` of [`script::BLOCK_LUA`](super::script). Works
+//! against a single node or a Redis Cluster.
 //!
 //! Every call is bounded by the configured timeout: past it the call fails with
 //! [`StoreError::Timeout`] and the caller answers 503 at once. Connections are
 //! made lazily and remade in the background after a loss, so the service starts
 //! and keeps answering (503) while Redis is down and recovers by itself when
-//! Redis returns. The leases of one call are sent concurrently over the same
-//! multiplexed connection(s).
+//! Redis returns. The leases (or blocks) of one call are sent concurrently over
+//! the same multiplexed connection(s).
 
 use std::time::Duration;
 
@@ -18,8 +20,8 @@ use ::redis::{Cmd, ErrorKind, RedisResult, Script, ServerErrorKind, Value};
 use futures_util::future::try_join_all;
 use tokio::sync::watch;
 
-use super::script::{parse_reply, RESERVE_LUA};
-use super::{BoxFuture, CounterStore, Lease, Reserved, StoreError};
+use super::script::{parse_block_reply, parse_reply, BLOCK_LUA, RESERVE_LUA};
+use super::{Block, Blocked, BoxFuture, CounterStore, Lease, Reserved, StoreError};
 
 /// Delay bounds between reconnection attempts.
 const RETRY_MIN: Duration = Duration::from_millis(50);
@@ -40,7 +42,23 @@ pub enum RedisTarget {
 pub struct RedisStore {
     conn: Conn,
     timeout: Duration,
+    reserve: Lua,
+    block: Lua,
+}
+
+/// A script and its SHA1.
+struct Lua {
+    source: &'static str,
     sha: String,
+}
+
+impl Lua {
+    fn new(source: &'static str) -> Lua {
+        Lua {
+            source,
+            sha: Script::new(source).get_hash().to_owned(),
+        }
+    }
 }
 
 enum Conn {
@@ -95,7 +113,8 @@ impl RedisStore {
         Ok(RedisStore {
             conn,
             timeout,
-            sha: Script::new(RESERVE_LUA).get_hash().to_owned(),
+            reserve: Lua::new(RESERVE_LUA),
+            block: Lua::new(BLOCK_LUA),
         })
     }
 
@@ -125,38 +144,52 @@ impl RedisStore {
             .unwrap_or(Err(StoreError::Timeout(self.timeout)))
     }
 
-    async fn reserve_one(&self, lease: &Lease) -> Result<Reserved, StoreError> {
+    /// Runs `lua` on `keys` (all in one hash slot) with `args`: `EVALSHA`,
+    /// then `EVAL` if Redis does not know the script yet.
+    async fn eval(&self, lua: &Lua, keys: &[&str], args: &[u64]) -> Result<Value, StoreError> {
         let mut handle = self.handle().await?;
-        let mut cmd = ::redis::cmd("EVALSHA");
-        cmd.arg(&self.sha);
-        add_key_and_args(&mut cmd, lease);
-        let value = match handle.query(&cmd).await {
-            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                let mut eval = ::redis::cmd("EVAL");
-                eval.arg(RESERVE_LUA);
-                add_key_and_args(&mut eval, lease);
-                handle.query(&eval).await?
-            }
-            other => other?,
+        let command = |name: &str, script: &str| {
+            let mut cmd = ::redis::cmd(name);
+            cmd.arg(script).arg(keys.len()).arg(keys).arg(args);
+            cmd
         };
-        let (granted, used, window, now_ms) = parse_reply(&value)?;
+        match handle.query(&command("EVALSHA", &lua.sha)).await {
+            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                Ok(handle.query(&command("EVAL", lua.source)).await?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// `KEYS[1..2]` and `ARGV[1..4]` of the reserve script, as documented in
+    /// [`super::script`].
+    async fn reserve_one(&self, lease: &Lease) -> Result<Reserved, StoreError> {
+        let keys = [lease.key.as_str(), lease.block_key.as_str()];
+        let args = [
+            lease.window_ms,
+            lease.limit,
+            lease.want,
+            u64::from(lease.next),
+        ];
+        let value = self.eval(&self.reserve, &keys, &args).await?;
+        let (granted, used, window, now_ms, blocked_ms) = parse_reply(&value)?;
         Ok(Reserved {
             granted,
             used,
             window,
             now_ms,
+            blocked_ms,
         })
     }
-}
 
-/// `1 KEYS[1] ARGV[1..4]` as documented in [`super::script`].
-fn add_key_and_args(cmd: &mut Cmd, lease: &Lease) {
-    cmd.arg(1)
-        .arg(&lease.key)
-        .arg(lease.window_ms)
-        .arg(lease.limit)
-        .arg(lease.want)
-        .arg(u8::from(lease.next));
+    /// `KEYS[1]` and `ARGV[1]` of the block script.
+    async fn block_one(&self, block: &Block) -> Result<Blocked, StoreError> {
+        let value = self
+            .eval(&self.block, &[block.key.as_str()], &[block.for_ms])
+            .await?;
+        let (blocked_ms, now_ms) = parse_block_reply(&value)?;
+        Ok(Blocked { blocked_ms, now_ms })
+    }
 }
 
 /// Connects to the cluster in the background until it succeeds or the store
@@ -180,6 +213,10 @@ impl CounterStore for RedisStore {
         leases: &'a [Lease],
     ) -> BoxFuture<'a, Result<Vec<Reserved>, StoreError>> {
         Box::pin(self.bounded(try_join_all(leases.iter().map(|l| self.reserve_one(l)))))
+    }
+
+    fn block<'a>(&'a self, blocks: &'a [Block]) -> BoxFuture<'a, Result<Vec<Blocked>, StoreError>> {
+        Box::pin(self.bounded(try_join_all(blocks.iter().map(|b| self.block_one(b)))))
     }
 
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
