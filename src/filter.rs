@@ -108,6 +108,36 @@ impl SluiceFilter {
     }
 }
 
+impl SluiceFilter {
+    /// Records the upstream's answer for adaptive rules; a change of an
+    /// effective limit is logged.
+    fn adapt(&self, policy: &Policy, rules: &[usize], sent_at: u64) {
+        let status = self.get_http_response_header(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+        let now = now_ns();
+        for &i in rules {
+            let rule = &policy.rules[i];
+            match sluice_core::adaptive::record(&HostStore, rule, now, now.saturating_sub(sent_at), status) {
+                Ok(Some(c)) => {
+                    let (verb, level) = if c.to < c.from { ("lowered", log::Level::Warn) } else { ("raised", log::Level::Info) };
+                    log::log!(
+                        level,
+                        "rule {}: effective limit {verb} from {} to {} per {} (last interval: {} answers, {} slow, {} 5xx)",
+                        rule.name,
+                        c.from,
+                        c.to,
+                        rule.limit.per,
+                        c.seen.answers,
+                        c.seen.slow,
+                        c.seen.errors
+                    );
+                }
+                Ok(None) => {}
+                Err(e) => log::debug!("rule {}: upstream health not recorded: {e}", rule.name),
+            }
+        }
+    }
+}
+
 impl Context for SluiceFilter {
     fn on_done(&mut self) -> bool {
         queue::take_after(self.context_id);
@@ -177,6 +207,9 @@ impl HttpContext for SluiceFilter {
         let after = queue::take_after(self.context_id);
         if let Some((policy, spent)) = after.learn {
             self.learn(&policy, &spent);
+        }
+        if let Some((policy, rules)) = after.adapt {
+            self.adapt(&policy, &rules, after.sent_at);
         }
         for (name, value) in after.headers {
             self.set_http_response_header(&name, Some(&value));

@@ -33,6 +33,11 @@ pub struct After {
     /// When some rule obeys upstream limits: the policy and what the
     /// request spent (its rules' keys).
     pub learn: Option<(Rc<Policy>, Vec<Spent>)>,
+    /// When some rule adapts to the upstream's health: the policy and
+    /// those rules.
+    pub adapt: Option<(Rc<Policy>, Vec<usize>)>,
+    /// When the request was let go upstream (wall-clock ns).
+    pub sent_at: u64,
 }
 
 thread_local! {
@@ -75,10 +80,19 @@ pub fn len() -> usize {
 pub fn set_after(context_id: u32, after: After) {
     AFTER.with(|a| {
         let mut map = a.borrow_mut();
-        if after.headers.is_empty() && after.learn.is_none() {
+        if after.headers.is_empty() && after.learn.is_none() && after.adapt.is_none() {
             map.remove(&context_id);
         } else {
             map.insert(context_id, after);
+        }
+    });
+}
+
+/// Records that `context_id`, held until now, was let go upstream.
+pub fn sent(context_id: u32, now: u64) {
+    AFTER.with(|a| {
+        if let Some(after) = a.borrow_mut().get_mut(&context_id) {
+            after.sent_at = now;
         }
     });
 }

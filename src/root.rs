@@ -186,6 +186,10 @@ impl RootContext for SluiceRoot {
             log::error!("policy refused: cannot create {} state slots: {e}", policy.slots);
             return false;
         }
+        if let Err(e) = sluice_core::adaptive::ensure(&HostStore, &policy.rules) {
+            log::error!("policy refused: cannot create the adaptive rules' state: {e}");
+            return false;
+        }
         if policy.global.is_some() {
             self.queue = hostcalls::register_shared_queue(REFILL_QUEUE).ok();
             if let Ok(Some(id)) = hostcalls::get_property(vec!["node", "id"]) {
@@ -215,6 +219,7 @@ impl RootContext for SluiceRoot {
                 }
             };
             if go {
+                queue::sent(context_id, now);
                 if let Err(e) = hostcalls::resume_http_request() {
                     log::debug!("held request {context_id} not resumed: {e:?}");
                 }

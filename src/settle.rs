@@ -45,9 +45,15 @@ pub fn settle(policy: &Rc<Policy>, d: &Decision, stream: Stream, now: u64, rando
         return Next::Held;
     }
     let learns = d.applied.iter().any(|a| policy.rules[a.rule].obey_upstream);
+    let adapts: Vec<usize> = d.applied.iter().filter(|a| policy.rules[a.rule].adaptive.is_some()).map(|a| a.rule).collect();
     queue::set_after(
         context_id,
-        After { headers: admitted_headers(policy, d, now), learn: learns.then(|| (policy.clone(), d.spent.clone())) },
+        After {
+            headers: admitted_headers(policy, d, now),
+            learn: learns.then(|| (policy.clone(), d.spent.clone())),
+            adapt: (!adapts.is_empty()).then(|| (policy.clone(), adapts)),
+            sent_at: now,
+        },
     );
     if d.hold_ns > 0 {
         queue::hold(context_id, now.saturating_add(d.hold_ns), Held::Resume { policy: policy.clone(), spent: d.spent.clone() });

@@ -2,6 +2,7 @@
 //! I/O inside. Time, request data and stored bytes come in as arguments;
 //! decisions come back as values. The proxy-wasm adapter in `src/` only
 //! translates between Envoy and these types.
+pub mod adaptive;
 pub mod bucket;
 pub mod client_ip;
 pub mod coordination;

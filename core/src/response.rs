@@ -31,12 +31,12 @@ fn ceil_secs(ns: u64) -> u64 {
 fn common_headers(policy: &Policy, ro: &RuleOutcome, tenant: Option<&str>, reset_at_s: u64, t_s: u64) -> Vec<(String, String)> {
     let rule = &policy.rules[ro.rule];
     let mut h = vec![
-        ("x-ratelimit-limit".to_string(), rule.limit.requests.to_string()),
+        ("x-ratelimit-limit".to_string(), ro.limit.to_string()),
         ("x-ratelimit-remaining".to_string(), ro.outcome.remaining.to_string()),
         ("x-ratelimit-reset".to_string(), reset_at_s.to_string()),
         (
             "ratelimit-policy".to_string(),
-            format!("\"{}\";q={};w={}", rule.name, rule.limit.requests, ceil_secs(rule.limit.per.nanos())),
+            format!("\"{}\";q={};w={}", rule.name, ro.limit, ceil_secs(rule.limit.per.nanos())),
         ),
         ("ratelimit".to_string(), format!("\"{}\";r={};t={}", rule.name, ro.outcome.remaining, t_s)),
     ];
@@ -68,7 +68,7 @@ pub fn denial(policy: &Policy, d: &Decision, now: u64, random: u64) -> Option<Re
         ),
         retry_after,
         json_string(&rule.name),
-        rule.limit.requests,
+        ro.limit,
         rule.limit.per,
         ro.outcome.remaining,
         rfc3339(reset_at),

@@ -51,7 +51,7 @@ fn derived(fingerprint: u64, what: &[u8]) -> u64 {
 #[allow(clippy::too_many_arguments)]
 pub(super) fn global(
     policy: &Policy,
-    rule: &Rule,
+    (rule, limit): (&Rule, &Limit),
     i: usize,
     (fp, cost): (u64, u64),
     id: String,
@@ -73,22 +73,22 @@ pub(super) fn global(
         return Ok(None);
     }
     let lease_fp = derived(fp, b"lease");
-    let (step, lease, refill) = store::lease_update(store, policy.slots, lease_fp, &rule.limit, now, |l| {
+    let (step, lease, refill) = store::lease_update(store, policy.slots, lease_fp, limit, now, |l| {
         // Units granted to this request are its own: nothing to spend
         // here (it was counted in `seen` when it first asked).
         let (step, mut next) = match carried {
-            Some(_) => (Step::Spent, l.roll(now, rule.limit.per.nanos())),
-            None => l.spend(now, &rule.limit, cost),
+            Some(_) => (Step::Spent, l.roll(now, limit.per.nanos())),
+            None => l.spend(now, limit, cost),
         };
         // An exhausted window still reserves the next one ahead of time,
         // at once when requests will queue for it.
         let refill = match step {
-            Step::Spent => next.want(now, &rule.limit),
-            Step::Exhausted { .. } if rule.queue.is_some() => next.want_next(now, &rule.limit).map(|w| (w, true)),
-            Step::Exhausted { .. } => next.want(now, &rule.limit).filter(|(_, ahead)| *ahead),
+            Step::Spent => next.want(now, limit),
+            Step::Exhausted { .. } if rule.queue.is_some() => next.want_next(now, limit).map(|w| (w, true)),
+            Step::Exhausted { .. } => next.want(now, limit).filter(|(_, ahead)| *ahead),
             // The first waiter asks for the lease (sized to the rate); the
             // others, while that ask is in flight, for themselves only.
-            Step::Missing if ctx.may_wait => next.want(now, &rule.limit),
+            Step::Missing if ctx.may_wait => next.want(now, limit),
             Step::Missing => None,
         };
         if refill.is_some() {
@@ -104,8 +104,8 @@ pub(super) fn global(
         ask: Ask {
             rule: rule.name.clone(),
             id: id.clone(),
-            limit: rule.limit.requests,
-            window_ms: rule.limit.per.nanos() / 1_000_000,
+            limit: limit.requests,
+            window_ms: limit.per.nanos() / 1_000_000,
             want,
             next,
         },
@@ -116,7 +116,7 @@ pub(super) fn global(
             if let Some((want, next)) = refill {
                 d.refills.push(ask(want, next));
             }
-            let global_left = rule.limit.requests.saturating_sub(u64::from(lease.used)) + u64::from(lease.units);
+            let global_left = limit.requests.saturating_sub(u64::from(lease.used)) + u64::from(lease.units);
             Ok(Some(Outcome { allowed: true, remaining: global_left, reset_ns: lease.ends_at.saturating_sub(now), retry_after_ns: 0 }))
         }
         Step::Exhausted { retry_after_ns } => {
@@ -129,7 +129,7 @@ pub(super) fn global(
             if let Some(q) = rule.queue.as_ref() {
                 let room = (q.max_wait.nanos() + TICK_GRACE_NS).saturating_sub(ctx.waited_ns);
                 if retry_after_ns <= room {
-                    let spread_max = (rule.limit.per.nanos() / 10).min(room - retry_after_ns).max(1);
+                    let spread_max = (limit.per.nanos() / 10).min(room - retry_after_ns).max(1);
                     let wait = retry_after_ns + ctx.random % spread_max;
                     d.redo_at = Some(d.redo_at.unwrap_or(0).max(now + wait));
                     return Ok(None);

@@ -118,6 +118,9 @@ pub struct RuleOutcome {
     /// Index into `Policy::rules`.
     pub rule: usize,
     pub outcome: Outcome,
+    /// The rule's requests per `per` as enforced (an adaptive rule's
+    /// effective limit).
+    pub limit: u64,
 }
 
 /// What happens to the request.
@@ -186,8 +189,9 @@ pub fn obey_upstream(policy: &Policy, store: &dyn SharedStore, spent: &[Spent], 
             continue;
         }
         let until = now.saturating_add(wait_ns);
-        match store::cas_update(store, policy.slots, fingerprint, &r.limit, now, |st| {
-            let (next, start) = st.block(&r.limit, now, until);
+        let limit = crate::adaptive::limit(store, r);
+        match store::cas_update(store, policy.slots, fingerprint, &limit, now, |st| {
+            let (next, start) = st.block(&limit, now, until);
             (start, Some(next))
         }) {
             Ok(true) => started.push(rule),
@@ -199,8 +203,8 @@ pub fn obey_upstream(policy: &Policy, store: &dyn SharedStore, spent: &[Spent], 
 }
 
 /// `a` is closer to its limit than `b`: a smaller share of the limit left.
-fn tighter(policy: &Policy, a: &RuleOutcome, b: &RuleOutcome) -> bool {
-    let (la, lb) = (policy.rules[a.rule].limit.requests, policy.rules[b.rule].limit.requests);
+fn tighter(a: &RuleOutcome, b: &RuleOutcome) -> bool {
+    let (la, lb) = (a.limit, b.limit);
     u128::from(a.outcome.remaining) * u128::from(lb) < u128::from(b.outcome.remaining) * u128::from(la)
 }
 
@@ -228,9 +232,11 @@ pub fn decide_carrying(policy: &Policy, req: &mut dyn Request, store: &dyn Share
             Carry::Turn { rule, fingerprint, at, .. } if rule == i && fingerprint == fp => Some(at),
             _ => None,
         });
+        // An adaptive rule's limit as it stands (its configured one otherwise).
+        let limit = crate::adaptive::limit(store, rule);
         let class = rule.priority.as_ref().map_or(0, |p| p.class(attrs.header(&p.header).as_deref(), ctx.waited_ns));
         let result = match (denied, rule.queue.as_ref(), kept_turn) {
-            (true, _, _) => store::peek(store, policy.slots, fp, rule.algorithm, &rule.limit, now, cost).map(|o| (o, 0)),
+            (true, _, _) => store::peek(store, policy.slots, fp, rule.algorithm, &limit, now, cost).map(|o| (o, 0)),
             (false, _, Some(at)) => {
                 let wait = at.saturating_sub(now);
                 Ok((Outcome { allowed: true, remaining: 0, reset_ns: wait, retry_after_ns: 0 }, wait))
@@ -240,7 +246,7 @@ pub fn decide_carrying(policy: &Policy, req: &mut dyn Request, store: &dyn Share
                 // keep theirs; when it queues it waits, without a turn,
                 // until there is room for it, and is decided again then.
                 let reserve = (class as u64).saturating_mul(rule.priority.as_ref().map_or(0, |p| p.reserve));
-                match store::take_leaving(store, policy.slots, fp, &rule.limit, now, cost, reserve) {
+                match store::take_leaving(store, policy.slots, fp, &limit, now, cost, reserve) {
                     Ok(o) if !o.allowed && !rule.shadow => {
                         let room = queue.map_or(0, |q| (q.max_wait.nanos() + TICK_GRACE_NS).saturating_sub(ctx.waited_ns));
                         if o.retry_after_ns <= room {
@@ -255,9 +261,9 @@ pub fn decide_carrying(policy: &Policy, req: &mut dyn Request, store: &dyn Share
             (false, Some(q), None) => {
                 let left_ns = (q.max_wait.nanos() + TICK_GRACE_NS).saturating_sub(ctx.waited_ns);
                 let left = crate::policy::Queue { max_wait: crate::duration::Span::from_nanos(left_ns), ..*q };
-                store::take_queued(store, policy.slots, fp, &rule.limit, &left, now, cost)
+                store::take_queued(store, policy.slots, fp, &limit, &left, now, cost)
             }
-            (false, None, None) => store::take(store, policy.slots, fp, rule.algorithm, &rule.limit, now, cost).map(|o| (o, 0)),
+            (false, None, None) => store::take(store, policy.slots, fp, rule.algorithm, &limit, now, cost).map(|o| (o, 0)),
         };
         let (mut outcome, wait) = match result {
             Ok((o, wait)) => {
@@ -282,17 +288,17 @@ pub fn decide_carrying(policy: &Policy, req: &mut dyn Request, store: &dyn Share
                     Carry::Units { rule, window, units } if rule == i && units >= cost => Some(window),
                     _ => None,
                 });
-                match global::global(policy, rule, i, (fp, cost), id, store, ctx, (units, wait), &mut d, &mut spent) {
+                match global::global(policy, (rule, &limit), i, (fp, cost), id, store, ctx, (units, wait), &mut d, &mut spent) {
                     Ok(Some(o)) => outcome = o,
                     Ok(None) => continue,
                     Err(e) => d.errors.push((i, e)),
                 }
             }
         }
-        let ro = RuleOutcome { rule: i, outcome };
+        let ro = RuleOutcome { rule: i, outcome, limit: limit.requests };
         d.applied.push(ro);
         if outcome.allowed {
-            if !denied && d.tightest.as_ref().is_none_or(|t| tighter(policy, &ro, t)) {
+            if !denied && d.tightest.as_ref().is_none_or(|t| tighter(&ro, t)) {
                 d.tightest = Some(ro);
             }
         } else if rule.shadow {
@@ -343,7 +349,7 @@ fn refund(policy: &Policy, store: &dyn SharedStore, now: u64, spent: &[Spent], d
         let result = match *s {
             Spent::Bucket { rule, fingerprint, fallback, cost } => {
                 let r = &policy.rules[rule];
-                let limit = if fallback { fallback_limit(policy, r) } else { r.limit };
+                let limit = if fallback { fallback_limit(policy, r) } else { crate::adaptive::limit(store, r) };
                 store::refund(store, policy.slots, fingerprint, r.algorithm, &limit, now, cost).map_err(|e| (rule, e))
             }
             Spent::Lease { rule, fingerprint, window, cost } => {

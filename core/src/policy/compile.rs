@@ -4,10 +4,10 @@
 
 use std::collections::HashMap;
 
-use super::raw::{RawCost, RawGlobal, RawPriority, RawHeader, RawKeyPart, RawLimit, RawQueue, RawPath, RawPathParam, RawPolicy, RawRule};
+use super::raw::{RawAdaptive, RawCost, RawGlobal, RawPriority, RawHeader, RawKeyPart, RawLimit, RawQueue, RawPath, RawPathParam, RawPolicy, RawRule};
 use super::{
     Algorithm, Cost, CostSource, Global, HeaderMatch, HeaderTest, KeyPart, Limit, Mode, Policy, PolicyError,
-    Priority, Problem, Queue, Rule, Scope, MAX_SLOTS, MIN_SLOTS,
+    Adaptive, Priority, Problem, Queue, Rule, Scope, MAX_SLOTS, MIN_SLOTS,
 };
 use crate::duration::Span;
 use crate::hash::Fnv;
@@ -223,6 +223,7 @@ impl Compiler {
         let queue = raw.queue.as_ref().and_then(|q| self.queue(at, q, raw.algorithm, limit.as_ref()));
         let cost = raw.cost.as_ref().and_then(|c| self.cost(at, c, limit.as_ref()));
         let priority = raw.priority.as_ref().and_then(|p| self.priority(at, p, raw.algorithm, limit.as_ref(), queue.as_ref()));
+        let adaptive = raw.adaptive.as_ref().and_then(|a| self.adaptive(at, a, limit.as_ref()));
         if raw.obey_upstream && raw.algorithm != Algorithm::TokenBucket {
             self.problem(format!("{at}.obey_upstream"), "only token_bucket rules can obey upstream limits: the bucket is kept empty until the upstream's time");
         }
@@ -247,6 +248,101 @@ impl Compiler {
             obey_upstream: raw.obey_upstream,
             cost,
             priority,
+            adaptive,
+        })
+    }
+
+    fn adaptive(&mut self, at: &str, a: &RawAdaptive, limit: Option<&Limit>) -> Option<Adaptive> {
+        let before = self.problems.len();
+        let here = format!("{at}.adaptive");
+        let requests = limit.map_or(MAX_REQUESTS as u64, |l| l.requests);
+        let floor = match a.floor {
+            None => Some((requests / 10).max(1)),
+            Some(f) if f >= 1 && f as u64 <= requests => Some(f as u64),
+            Some(f) => {
+                self.problem(format!("{here}.floor"), format!("must be between 1 and the rule's limit ({requests}), got {f}"));
+                None
+            }
+        };
+        let latency = match &a.latency {
+            None => None,
+            Some(l) => {
+                if !(50..=99).contains(&l.percentile) {
+                    self.problem(format!("{here}.latency.percentile"), format!("must be a whole number from 50 to 99, got {}", l.percentile));
+                }
+                match Span::parse(&l.above) {
+                    Ok(s) if s.nanos() > 0 => Some((l.percentile.clamp(50, 99) as u8, s)),
+                    Ok(_) => {
+                        self.problem(format!("{here}.latency.above"), "must be longer than 0");
+                        None
+                    }
+                    Err(e) => {
+                        self.problem(format!("{here}.latency.above"), e);
+                        None
+                    }
+                }
+            }
+        };
+        let share = |v: f64| (v > 0.0 && v < 1.0).then(|| (v * 1000.0).round() as u32);
+        let errors_permille = match a.errors {
+            None => Some(100),
+            Some(e) => {
+                let s = share(e);
+                if s.is_none() {
+                    self.problem(format!("{here}.errors"), format!("must be a share between 0 and 1 (exclusive), got {e}"));
+                }
+                s
+            }
+        };
+        let decrease_permille = match a.decrease {
+            None => Some(500),
+            Some(d) => {
+                let s = share(d);
+                if s.is_none() {
+                    self.problem(format!("{here}.decrease"), format!("must be a factor between 0 and 1 (exclusive), got {d}"));
+                }
+                s
+            }
+        };
+        let interval = match a.interval.as_deref().map(Span::parse) {
+            None => Some(Span::from_secs(10)),
+            Some(Ok(s)) if s.nanos() >= 100_000_000 => Some(s),
+            Some(Ok(_)) => {
+                self.problem(format!("{here}.interval"), "must be at least 100ms");
+                None
+            }
+            Some(Err(e)) => {
+                self.problem(format!("{here}.interval"), e);
+                None
+            }
+        };
+        let increase = match a.increase {
+            None => Some((requests / 10).max(1)),
+            Some(i) if i >= 1 && i as u64 <= requests => Some(i as u64),
+            Some(i) => {
+                self.problem(format!("{here}.increase"), format!("must be between 1 and the rule's limit ({requests}), got {i}"));
+                None
+            }
+        };
+        let min_samples = match a.min_samples {
+            None => Some(10),
+            Some(n) if (1..=1_000_000).contains(&n) => Some(n as u32),
+            Some(n) => {
+                self.problem(format!("{here}.min_samples"), format!("must be between 1 and 1000000, got {n}"));
+                None
+            }
+        };
+        if self.problems.len() > before {
+            return None;
+        }
+        Some(Adaptive {
+            floor: floor?,
+            latency,
+            errors_permille,
+            interval: interval?,
+            decrease_permille: decrease_permille?,
+            increase: increase?,
+            min_samples: min_samples?,
         })
     }
 

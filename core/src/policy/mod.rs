@@ -81,6 +81,27 @@ pub struct Rule {
     pub cost: Option<Cost>,
     /// Classes that take tokens in order under contention.
     pub priority: Option<Priority>,
+    /// The effective limit follows the upstream's health (see `adaptive`).
+    pub adaptive: Option<Adaptive>,
+}
+
+/// How an adaptive rule judges the upstream's health and moves its limit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Adaptive {
+    /// The effective limit never goes below this many requests per `per`.
+    pub floor: u64,
+    /// Overloaded when this percentile of latency is above this bound.
+    pub latency: Option<(u8, Span)>,
+    /// Overloaded when more than this share (in 1/1000) of answers are 5xx.
+    pub errors_permille: Option<u32>,
+    /// Health is judged over this sliding interval.
+    pub interval: Span,
+    /// A cut keeps this share (in 1/1000) of the effective limit.
+    pub decrease_permille: u32,
+    /// Requests added per healthy half-interval.
+    pub increase: u64,
+    /// Fewer answers in an interval change nothing.
+    pub min_samples: u32,
 }
 
 /// Priority classes of a token-bucket rule. Class `c` (0 is the highest)

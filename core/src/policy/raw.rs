@@ -79,6 +79,27 @@ pub struct RawRule {
     pub obey_upstream: bool,
     pub cost: Option<RawCost>,
     pub priority: Option<RawPriority>,
+    pub adaptive: Option<RawAdaptive>,
+}
+
+/// Let the effective limit follow the upstream's health.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdaptive {
+    pub floor: Option<i64>,
+    pub latency: Option<RawLatency>,
+    pub errors: Option<f64>,
+    pub interval: Option<String>,
+    pub decrease: Option<f64>,
+    pub increase: Option<i64>,
+    pub min_samples: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLatency {
+    pub percentile: i64,
+    pub above: String,
 }
 
 /// Classes of requests, highest first, read from a header.

@@ -130,3 +130,27 @@ fn priority_classes_are_checked() {
     assert_eq!((p.header.as_str(), p.default, p.reserve), ("x-priority", 1, 1));
     assert_eq!(p.classes, ["critical", "normal", "bulk"]);
 }
+
+#[test]
+fn adaptive_settings_are_checked() {
+    let limit = r#""limit": {"requests": 20, "per": "1s"}"#;
+    let bad: &[(&str, &str)] = &[
+        (r#""adaptive": {"floor": 0}"#, "rules[0].adaptive.floor"),
+        (r#""adaptive": {"floor": 21}"#, "rules[0].adaptive.floor"),
+        (r#""adaptive": {"latency": {"percentile": 100, "above": "1s"}}"#, "rules[0].adaptive.latency.percentile"),
+        (r#""adaptive": {"latency": {"percentile": 90, "above": "soon"}}"#, "rules[0].adaptive.latency.above"),
+        (r#""adaptive": {"errors": 1.5}"#, "rules[0].adaptive.errors"),
+        (r#""adaptive": {"decrease": 1.0}"#, "rules[0].adaptive.decrease"),
+        (r#""adaptive": {"interval": "10ms"}"#, "rules[0].adaptive.interval"),
+        (r#""adaptive": {"increase": 0}"#, "rules[0].adaptive.increase"),
+        (r#""adaptive": {"min_samples": 0}"#, "rules[0].adaptive.min_samples"),
+    ];
+    for (adaptive, path) in bad {
+        let found = problems(&one_rule(&format!("{limit}, {adaptive}")));
+        assert!(found.iter().any(|p| p.starts_with(path)), "{adaptive}: {found:?}");
+    }
+    let ok = Policy::from_json(&one_rule(&format!(r#"{limit}, "adaptive": {{}}"#))).expect("valid");
+    let a = ok.rules[0].adaptive.as_ref().expect("adaptive");
+    assert_eq!((a.floor, a.increase, a.min_samples, a.decrease_permille, a.errors_permille), (2, 2, 10, 500, Some(100)));
+    assert_eq!(a.latency, None);
+}
