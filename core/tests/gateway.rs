@@ -389,3 +389,33 @@ fn requests_can_cost_several_units() {
     assert_eq!(body(&g, Some(r#"{"usage": {"tokens": "29"}}"#)), (true, 0));
     assert!(!body(&g, Some(r#"{"usage": {"tokens": 1}}"#)).0);
 }
+
+#[test]
+fn the_integration_comes_from_a_header_the_body_or_the_upstream_authority() {
+    // The gateway policy, with the body as a second source (read_body on).
+    let json = GATEWAY
+        .replace(",\n     \"queue\": {\"max_wait\": \"2s\"}", "")
+        .replace(r#""integration": [{"header": "x-integration"}, "authority"]"#, r#""read_body": true, "integration": [{"header": "x-integration"}, {"body": "integration"}, "authority"]"#);
+    let g = Gateway::new(&json);
+    assert!(g.policy.needs_body);
+    let invoke = |body: &str| {
+        let mut r = tenant(MemoryRequest::new("POST", "/api/v1/tools/invoke"), "t-src");
+        r.body = Some(body.as_bytes().to_vec());
+        r
+    };
+    let mut egress = tenant(get("/v1/search"), "t-src");
+    egress.authority = "API.Notion.com".into();
+    // Notion allows 3/s per tenant: one through each source, then a 429
+    // whichever source names it.
+    assert!(g.send(tenant(get("/api/v1/integrations/call"), "t-src").header("x-integration", "notion")).allowed());
+    assert!(g.send(invoke(r#"{"integration": "Notion", "tool": "search"}"#)).allowed());
+    assert!(g.send(egress.clone()).allowed());
+    assert_eq!(g.denied_by(egress).as_deref(), Some("integration-notion"));
+    assert_eq!(g.denied_by(invoke(r#"{"integration": "notion"}"#)).as_deref(), Some("integration-notion"));
+    // A body without the field, or not JSON, names no integration.
+    assert!(g.send(invoke(r#"{"tool": "search"}"#)).applied.iter().all(|a| !g.policy.rules[a.rule].name.starts_with("integration-")));
+    assert!(g.send(invoke("not json")).allowed());
+    // The header wins over the body.
+    let both = invoke(r#"{"integration": "notion"}"#).header("x-integration", "github");
+    assert!(g.send(both).allowed());
+}

@@ -76,6 +76,7 @@ impl Default for EnvoyOptions {
 pub struct Envoy {
     group: Group,
     port: u16,
+    egress_port: u16,
     admin_port: u16,
     run_dir: PathBuf,
     wasm: PathBuf,
@@ -113,11 +114,13 @@ impl Envoy {
             opts.port
         };
 
+        let egress_port = paths::free_port();
         let text = std::fs::read_to_string(&opts.template)
             .with_context(|| format!("reading template {}", opts.template.display()))?;
         let mut vars = vec![
             ("INSTANCE".to_string(), opts.instance.to_string()),
             ("PORT".to_string(), port.to_string()),
+            ("EGRESS_PORT".to_string(), egress_port.to_string()),
             ("ADMIN_PORT".to_string(), opts.admin_port.to_string()),
             ("UPSTREAM_PORT".to_string(), opts.upstream_port.to_string()),
             (
@@ -148,6 +151,7 @@ impl Envoy {
         let mut envoy = Envoy {
             group,
             port,
+            egress_port,
             admin_port: opts.admin_port,
             run_dir,
             wasm,
@@ -206,6 +210,16 @@ impl Envoy {
     }
 
     /// Admin port.
+    /// Port of the egress listener (calls to third-party APIs).
+    pub fn egress_port(&self) -> u16 {
+        self.egress_port
+    }
+
+    /// URL of `path` on the egress listener.
+    pub fn egress_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.egress_port, path)
+    }
+
     pub fn admin_port(&self) -> u16 {
         self.admin_port
     }

@@ -17,6 +17,7 @@ pub(super) struct Attrs<'r> {
     headers: Vec<(String, Option<String>)>,
     client_ip: Option<Option<String>>,
     tenant: Option<Option<String>>,
+    integration: Option<Option<String>>,
     body: Option<Option<serde_json::Value>>,
 }
 
@@ -25,7 +26,7 @@ impl<'r> Attrs<'r> {
         let method = req.method().unwrap_or_default().to_ascii_uppercase();
         let raw_path = req.path().unwrap_or_default();
         let path = normalize(&raw_path);
-        Attrs { req, method, raw_path, path, headers: Vec::new(), client_ip: None, tenant: None, body: None }
+        Attrs { req, method, raw_path, path, headers: Vec::new(), client_ip: None, tenant: None, integration: None, body: None }
     }
 
     pub(super) fn header(&mut self, name: &str) -> Option<String> {
@@ -70,7 +71,15 @@ impl<'r> Attrs<'r> {
             KeyPart::Authority => self.req.authority(),
             KeyPart::Path => Some(self.path.clone()),
             KeyPart::Tenant => self.tenant(policy),
+            KeyPart::Integration => self.integration(policy),
             KeyPart::Header(h) => self.header(h),
+            KeyPart::Body(path) => match self.json_body().and_then(|json| path.iter().try_fold(json, |v, k| v.get(k))) {
+                Some(serde_json::Value::String(s)) => Some(s.clone()),
+                Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+                Some(serde_json::Value::Bool(b)) => Some(b.to_string()),
+                // Absent, null, an object or a list: no value.
+                _ => None,
+            },
             KeyPart::PathParam(name) => params.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()),
             KeyPart::TemplateParam { name, template } => template
                 .matches(&self.path)
@@ -88,10 +97,7 @@ impl<'r> Attrs<'r> {
         let value = match &cost.source {
             CostSource::Header(h) => self.header(h).map(|v| serde_json::Value::String(v.trim().to_string())),
             CostSource::Body(path) => {
-                if self.body.is_none() {
-                    self.body = Some(self.req.body().and_then(|b| serde_json::from_slice(&b).ok()));
-                }
-                match self.body.as_ref().and_then(Option::as_ref) {
+                match self.json_body() {
                     // No JSON body: none sent, too large to read, or not JSON.
                     None => return cost.max,
                     Some(json) => path.iter().try_fold(json, |v, k| v.get(k)).cloned(),
@@ -105,6 +111,29 @@ impl<'r> Attrs<'r> {
             Some(_) => None,
         };
         n.filter(|n| *n <= cost.max).unwrap_or(cost.max)
+    }
+
+    /// The request body as JSON, when it was read and is JSON.
+    fn json_body(&mut self) -> Option<&serde_json::Value> {
+        if self.body.is_none() {
+            self.body = Some(self.req.body().and_then(|b| serde_json::from_slice(&b).ok()));
+        }
+        self.body.as_ref().and_then(Option::as_ref)
+    }
+
+    /// The request's integration (lower case), from the policy's sources.
+    pub(super) fn integration(&mut self, policy: &Policy) -> Option<String> {
+        if self.integration.is_none() {
+            let mut found = None;
+            for source in &policy.integration {
+                if let Some(v) = self.part(policy, source, &Vec::new()) {
+                    found = Some(String::from_utf8_lossy(&v).trim().to_ascii_lowercase());
+                    break;
+                }
+            }
+            self.integration = Some(found);
+        }
+        self.integration.clone().flatten()
     }
 
     pub(super) fn tenant(&mut self, policy: &Policy) -> Option<String> {
@@ -122,9 +151,15 @@ impl<'r> Attrs<'r> {
     }
 
     /// The path parameters when `rule` applies to this request.
-    pub(super) fn applies(&mut self, rule: &Rule, exempt: bool) -> Option<Params> {
+    pub(super) fn applies(&mut self, policy: &Policy, rule: &Rule, exempt: bool) -> Option<Params> {
         if !rule.methods.is_empty() && !rule.methods.contains(&self.method) {
             return None;
+        }
+        if !rule.integrations.is_empty() {
+            let integration = self.integration(policy)?;
+            if !rule.integrations.contains(&integration) {
+                return None;
+            }
         }
         let params = if rule.paths.is_empty() {
             if exempt {
@@ -164,7 +199,12 @@ impl<'r> Attrs<'r> {
         h.field(&rule.identity.to_le_bytes());
         let mut text = (rule.scope == Scope::Global).then(String::new);
         for (i, part) in rule.key.iter().enumerate() {
-            let value = match self.part(policy, part, params) {
+            let found = match (part, rule.integrations.first()) {
+                // Every name the rule matches is one integration.
+                (KeyPart::Integration, Some(own)) => Some(own.clone().into_bytes()),
+                _ => self.part(policy, part, params),
+            };
+            let value = match found {
                 Some(mut v) => {
                     v.make_ascii_lowercase();
                     h.field(&v);

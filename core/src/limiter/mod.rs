@@ -224,7 +224,7 @@ pub fn decide_carrying(policy: &Policy, req: &mut dyn Request, store: &dyn Share
     let mut turns: Vec<Carry> = carried.iter().filter(|c| matches!(c, Carry::Turn { .. })).copied().collect();
     let mut spent: Vec<Spent> = turns.iter().filter_map(Carry::spent).collect();
     for (i, rule) in policy.rules.iter().enumerate() {
-        let Some(params) = attrs.applies(rule, exempt) else { continue };
+        let Some(params) = attrs.applies(policy, rule, exempt) else { continue };
         let Some((fp, id)) = attrs.key(policy, rule, &params) else { continue };
         let cost = attrs.cost(rule);
         let denied = !d.allowed();

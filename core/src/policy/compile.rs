@@ -68,7 +68,7 @@ impl Compiler {
         for (i, part) in raw.tenant.into_iter().enumerate() {
             let at = format!("tenant[{i}]");
             match part {
-                RawKeyPart::Tenant => self.problem(at, "the tenant cannot be defined by itself"),
+                RawKeyPart::Tenant | RawKeyPart::Integration => self.problem(at, "the tenant cannot be defined by itself or by the integration"),
                 RawKeyPart::PathParam(RawPathParam::Name(n)) => self.problem(
                     at,
                     format!("path_param {n:?} needs its own template here: {{\"path_param\": {{\"name\": {n:?}, \"template\": \"/.../{{{n}}}/**\"}}}}"),
@@ -76,6 +76,23 @@ impl Compiler {
                 other => {
                     if let Some(p) = self.key_part(&at, other, &[]) {
                         tenant.push(p);
+                    }
+                }
+            }
+        }
+        let mut integration = Vec::new();
+        let sources = raw.integration.unwrap_or_else(|| vec![RawKeyPart::Header("x-integration".into())]);
+        for (i, part) in sources.into_iter().enumerate() {
+            let at = format!("integration[{i}]");
+            match part {
+                RawKeyPart::Integration | RawKeyPart::Tenant => self.problem(at, "the integration cannot be defined by itself or by the tenant"),
+                RawKeyPart::PathParam(RawPathParam::Name(n)) => self.problem(
+                    at,
+                    format!("path_param {n:?} needs its own template here: {{\"path_param\": {{\"name\": {n:?}, \"template\": \"/.../{{{n}}}/**\"}}}}"),
+                ),
+                other => {
+                    if let Some(p) = self.key_part(&at, other, &[]) {
+                        integration.push(p);
                     }
                 }
             }
@@ -99,14 +116,17 @@ impl Compiler {
                 rules.push(rule);
             }
         }
-        let needs_body = rules.iter().any(|r| matches!(r.cost, Some(Cost { source: CostSource::Body(_), .. })));
+        let body_part = |p: &KeyPart| matches!(p, KeyPart::Body(_));
+        let needs_body = rules.iter().any(|r| matches!(r.cost, Some(Cost { source: CostSource::Body(_), .. })) || r.key.iter().any(body_part))
+            || tenant.iter().any(body_part)
+            || integration.iter().any(body_part);
         if needs_body && !raw.read_body {
             self.problem(
                 "read_body",
-                "a rule takes its cost from the request body: set \"read_body\": true, which needs Envoy's Wasm PluginConfig allow_on_headers_stop_iteration: true (set by this project's ECDS resource; not settable through Istio's WasmPlugin)",
+                "a cost, key, tenant or integration comes from the request body: set \"read_body\": true, which needs Envoy's Wasm PluginConfig allow_on_headers_stop_iteration: true (set by this project's ECDS resource; not settable through Istio's WasmPlugin)",
             );
         }
-        Policy { slots, trusted_hops, exempt_paths, tenant, global, rules, needs_body }
+        Policy { slots, trusted_hops, exempt_paths, tenant, integration, global, rules, needs_body }
     }
 
     fn global(&mut self, raw: RawGlobal) -> Option<Global> {
@@ -183,6 +203,12 @@ impl Compiler {
                 },
             }
         }
+        let integrations: Vec<String> = raw.matcher.integration.iter().map(|n| n.trim().to_ascii_lowercase()).collect();
+        for (i, n) in integrations.iter().enumerate() {
+            if n.is_empty() {
+                self.problem(format!("{at}.match.integration[{i}]"), "must not be empty");
+            }
+        }
         let headers = raw
             .matcher
             .headers
@@ -237,6 +263,7 @@ impl Compiler {
             methods,
             paths,
             headers,
+            integrations,
             key,
             limit: limit?,
             algorithm: raw.algorithm,
@@ -545,7 +572,13 @@ impl Compiler {
             RawKeyPart::Authority => KeyPart::Authority,
             RawKeyPart::Path => KeyPart::Path,
             RawKeyPart::Tenant => KeyPart::Tenant,
+            RawKeyPart::Integration => KeyPart::Integration,
             RawKeyPart::Header(h) => KeyPart::Header(self.header_name(&format!("{at}.header"), &h)?),
+            RawKeyPart::Body(b) if b.is_empty() || b.split('.').any(str::is_empty) => {
+                self.problem(format!("{at}.body"), format!("{b:?} must be a dotted path of JSON object keys, like \"integration\" or \"params.tool\""));
+                return None;
+            }
+            RawKeyPart::Body(b) => KeyPart::Body(b.split('.').map(str::to_string).collect()),
             RawKeyPart::PathParam(RawPathParam::Name(n)) => {
                 if !params.contains(&n) {
                     self.problem(

@@ -30,6 +30,9 @@ pub struct Policy {
     pub exempt_paths: Vec<String>,
     /// Where the tenant comes from: the first source with a value wins.
     pub tenant: Vec<KeyPart>,
+    /// Where the integration (the third-party API a request is for) comes
+    /// from: the first source with a value wins.
+    pub integration: Vec<KeyPart>,
     /// The counter service, when any rule is global.
     pub global: Option<Global>,
     pub rules: Vec<Rule>,
@@ -65,6 +68,9 @@ pub struct Rule {
     /// Empty means any path.
     pub paths: Vec<PathMatcher>,
     pub headers: Vec<HeaderMatch>,
+    /// Integration names (lower case) the rule applies to; empty means
+    /// any. The first is the rule's own name for the integration.
+    pub integrations: Vec<String>,
     pub key: Vec<KeyPart>,
     pub limit: Limit,
     pub algorithm: Algorithm,
@@ -194,7 +200,12 @@ pub enum KeyPart {
     Path,
     /// The policy's tenant.
     Tenant,
+    /// The policy's integration; for a rule that matches integrations, the
+    /// first name it lists (so every spelling of it shares a bucket).
+    Integration,
     Header(String),
+    /// A field of a JSON request body, as a path of object keys.
+    Body(Vec<String>),
     /// A parameter of the template the rule matched.
     PathParam(String),
     /// A parameter of a template of its own (used where the rule matches

@@ -19,6 +19,7 @@ pub struct RawPolicy {
     pub exempt_paths: Vec<String>,
     #[serde(default)]
     pub tenant: Vec<RawKeyPart>,
+    pub integration: Option<Vec<RawKeyPart>>,
     #[serde(default)]
     pub mode: Mode,
     pub global: Option<RawGlobal>,
@@ -161,6 +162,8 @@ pub struct RawMatch {
     pub paths: Vec<RawPath>,
     #[serde(default)]
     pub headers: Vec<RawHeader>,
+    #[serde(default)]
+    pub integration: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -226,7 +229,9 @@ pub enum RawKeyPart {
     Authority,
     Path,
     Tenant,
+    Integration,
     Header(String),
+    Body(String),
     PathParam(RawPathParam),
     Query(String),
     Property(Vec<String>),

@@ -99,8 +99,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     );
     for e in &envoys {
         println!(
-            "  listening on http://127.0.0.1:{}  admin http://127.0.0.1:{}  run dir {}",
+            "  listening on http://127.0.0.1:{}  egress http://127.0.0.1:{}  admin http://127.0.0.1:{}  run dir {}",
             e.port(),
+            e.egress_port(),
             e.admin_port(),
             e.run_dir().display()
         );
@@ -109,6 +110,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         "Try:\n  curl -i http://127.0.0.1:{}/api/v1/tools/list -H 'x-tenant-id: tenant-123'",
         args.port
     );
+    if let Some(e) = envoys.first() {
+        println!(
+            "  curl -i http://127.0.0.1:{}/v1/search -H 'host: api.notion.com' -H 'x-tenant-id: tenant-123'   (egress: a Notion call)",
+            e.egress_port()
+        );
+    }
     println!("Press Ctrl-C to stop.");
 
     wait_for_shutdown()?;
