@@ -19,6 +19,9 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<u16, u64>>,
     leases: AtomicU64,
     granted: AtomicU64,
+    leases_blocked: AtomicU64,
+    block_requests: AtomicU64,
+    blocks: AtomicU64,
     store_errors: AtomicU64,
     latency_buckets: [AtomicU64; BUCKETS.len()],
     latency_count: AtomicU64,
@@ -32,10 +35,18 @@ impl Metrics {
         *requests.entry(status).or_default() += 1;
     }
 
-    /// Counts `leases` applied leases that granted `units` in total.
-    pub fn leases(&self, leases: u64, units: u64) {
+    /// Counts `leases` applied leases that granted `units` in total, of
+    /// which `blocked` were answered while their key was blocked.
+    pub fn leases(&self, leases: u64, units: u64, blocked: u64) {
         self.leases.fetch_add(leases, Ordering::Relaxed);
         self.granted.fetch_add(units, Ordering::Relaxed);
+        self.leases_blocked.fetch_add(blocked, Ordering::Relaxed);
+    }
+
+    /// Counts one applied `/v1/block` request recording `blocks` blocks.
+    pub fn blocks(&self, blocks: u64) {
+        self.block_requests.fetch_add(1, Ordering::Relaxed);
+        self.blocks.fetch_add(blocks, Ordering::Relaxed);
     }
 
     /// Records one store call taking `elapsed`, failed or not.
@@ -85,6 +96,21 @@ impl Metrics {
                 load(&self.granted),
             ),
             (
+                "sluice_counter_leases_blocked_total",
+                "Leases answered while their key was blocked (granting nothing).",
+                load(&self.leases_blocked),
+            ),
+            (
+                "sluice_counter_block_requests_total",
+                "Block requests applied.",
+                load(&self.block_requests),
+            ),
+            (
+                "sluice_counter_blocks_total",
+                "Blocks applied.",
+                load(&self.blocks),
+            ),
+            (
                 "sluice_counter_store_errors_total",
                 "Failed store calls.",
                 load(&self.store_errors),
@@ -124,7 +150,9 @@ mod tests {
         m.request(200);
         m.request(200);
         m.request(503);
-        m.leases(3, 42);
+        m.leases(3, 42, 1);
+        m.blocks(2);
+        m.blocks(1);
         m.store_call(Duration::from_millis(3), false);
         m.store_call(Duration::from_millis(45), true);
         let text = m.render();
@@ -133,6 +161,9 @@ mod tests {
             "sluice_counter_requests_total{status=\"503\"} 1",
             "sluice_counter_leases_total 3",
             "sluice_counter_units_granted_total 42",
+            "sluice_counter_leases_blocked_total 1",
+            "sluice_counter_block_requests_total 2",
+            "sluice_counter_blocks_total 3",
             "sluice_counter_store_errors_total 1",
             "sluice_counter_store_seconds_bucket{le=\"0.005\"} 1",
             "sluice_counter_store_seconds_bucket{le=\"0.05\"} 2",

@@ -93,10 +93,32 @@ fn serves_and_stops_gracefully_on_sigterm_and_sigint() {
             .expect("post");
         assert_eq!(res.status, 200, "{}", res.body);
         assert_eq!(res.json().expect("json")["leases"][0]["granted"], 3);
+        let blocks = json!({"instance": "bin", "blocks": [
+            {"rule": "r", "id": "i", "for_ms": 60000}
+        ]})
+        .to_string();
+        let block_url = format!("{}/v1/block", service.base);
+        let denied = wasm_test_harness::request("POST", &block_url, &[], &blocks).expect("post");
+        assert_eq!(denied.status, 401);
+        let res =
+            wasm_test_harness::request("POST", &block_url, &[("x-sluice-secret", "k")], &blocks)
+                .expect("post");
+        assert_eq!(res.status, 200, "{}", res.body);
+        assert_eq!(res.json().expect("json")["blocks"][0]["blocked_ms"], 60000);
+        let res = wasm_test_harness::request("POST", &url, &[("x-sluice-secret", "k")], &body)
+            .expect("post");
+        let lease = &res.json().expect("json")["leases"][0];
+        assert_eq!(
+            (&lease["granted"], &lease["used"]),
+            (&json!(0), &json!(3)),
+            "{lease}"
+        );
         assert_eq!(service.stop(signal), Some(0), "signal {signal}");
     }
     let exists = support::redis_procs::command(redis.port(), "EXISTS bin:r:{i}:60");
     assert_eq!(exists.as_deref(), Some(":1"), "the Redis run wrote its key");
+    let exists = support::redis_procs::command(redis.port(), "EXISTS bin:r:{i}:block");
+    assert_eq!(exists.as_deref(), Some(":1"), "and its block");
 }
 
 #[test]

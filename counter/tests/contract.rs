@@ -6,17 +6,29 @@
 mod support;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use sluice_counter::{CounterStore, MemoryStore, RedisStore, RedisTarget};
 use support::redis_procs::{command, Cluster};
-use support::{lease, redis_store, reserve_ok, router};
+use support::{block_item, block_ok, lease, redis_store, reserve_ok, router};
 
 fn n(v: &Value, field: &str) -> u64 {
     v[field]
         .as_u64()
         .unwrap_or_else(|| panic!("{field} missing in {v}"))
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64
+}
+
+/// Ms since `since`, rounded up, plus 2 ms for clocks ticking in whole ms.
+fn ms_since(since: Instant) -> u64 {
+    since.elapsed().as_millis() as u64 + 3
 }
 
 /// Everything a store must do, checked through the router.
@@ -27,10 +39,7 @@ async fn contract(store: Arc<dyn CounterStore>) {
 
     // Grants up to the limit, then nothing; want 0 only reads.
     let (now, r) = reserve_ok(&app, vec![lease("per-tenant", "t-1", 100, hour, 60, false)]).await;
-    let wall = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as u64;
+    let wall = wall_ms();
     assert!(
         now.abs_diff(wall) < 5_000,
         "store clock {now} far from {wall}"
@@ -44,6 +53,7 @@ async fn contract(store: Arc<dyn CounterStore>) {
     let window = n(r, "window");
     assert_eq!(window, now / hour);
     assert_eq!(n(r, "ends_in_ms"), (window + 1) * hour - now);
+    assert_eq!(n(r, "blocked_ms"), 0, "no block");
     let (_, r) = reserve_ok(&app, vec![lease("per-tenant", "t-1", 100, hour, 60, false)]).await;
     assert_eq!((n(&r[0], "granted"), n(&r[0], "used")), (40, 100));
     let (_, r) = reserve_ok(&app, vec![lease("per-tenant", "t-1", 100, hour, 1, false)]).await;
@@ -129,6 +139,132 @@ async fn contract(store: Arc<dyn CounterStore>) {
     tokio::time::sleep(Duration::from_millis(wait)).await;
     let (_, r) = reserve_ok(&app, vec![lease("shift", "s", 10, short, 10, false)]).await;
     assert_eq!((n(&r[0], "granted"), n(&r[0], "used")), (10, 10));
+
+    blocks(&app).await;
+}
+
+/// Upstream blocks: a blocked key grants nothing and says for how long; a
+/// shorter block does not shorten it, a longer one lengthens it; once it ends
+/// the key grants again; other ids and rules are never affected.
+async fn blocks(app: &axum::Router) {
+    let hour = 3_600_000;
+    let (_, r) = reserve_ok(app, vec![lease("blk", "b-1", 100, hour, 5, false)]).await;
+    assert_eq!((n(&r[0], "granted"), n(&r[0], "blocked_ms")), (5, 0));
+
+    let blocked_at = Instant::now();
+    let (now, b) = block_ok(
+        app,
+        vec![
+            block_item("blk", "b-1", 400),
+            block_item("blk", "b-9", 1_000),
+            block_item("blk", "a b/{c}", 2_000),
+        ],
+    )
+    .await;
+    assert!(now.abs_diff(wall_ms()) < 5_000, "store clock {now}");
+    let fresh: Vec<u64> = b.iter().map(|x| n(x, "blocked_ms")).collect();
+    assert_eq!(fresh, [400, 1_000, 2_000], "fresh blocks, in request order");
+
+    // b-1 is blocked for every window length, current and next; b-2 and
+    // another rule with id b-1 are not.
+    let (now, r) = reserve_ok(
+        app,
+        vec![
+            lease("blk", "b-1", 100, hour, 5, false),
+            lease("blk", "b-1", 100, 30_000, 5, true),
+            lease("blk", "b-1", 100, hour, 0, false),
+            lease("blk", "b-2", 100, hour, 5, false),
+            lease("blk-other", "b-1", 100, hour, 5, false),
+            lease("blk", "a b/{c}", 100, hour, 5, false),
+        ],
+    )
+    .await;
+    let elapsed = ms_since(blocked_at);
+    let r0 = &r[0];
+    assert_eq!(
+        (n(r0, "granted"), n(r0, "used"), n(r0, "limit")),
+        (0, 5, 100)
+    );
+    assert_eq!(n(r0, "window"), now / hour, "timing reported as usual");
+    assert_eq!(n(r0, "starts_in_ms"), 0);
+    // now_ms is the latest of the leases' clocks (each lease reads its own).
+    let ends = (now / hour + 1) * hour - now;
+    assert!(
+        (ends..=ends + elapsed).contains(&n(r0, "ends_in_ms")),
+        "ends_in_ms {} vs {ends}",
+        n(r0, "ends_in_ms")
+    );
+    for blocked in [&r[0], &r[1], &r[2]] {
+        let ms = n(blocked, "blocked_ms");
+        assert!(
+            (400u64.saturating_sub(elapsed)..=400).contains(&ms),
+            "blocked_ms {ms} not within {elapsed} ms of 400: {blocked}"
+        );
+        assert_eq!(n(blocked, "granted"), 0, "{blocked}");
+    }
+    assert_eq!(n(&r[1], "window"), now / 30_000 + 1);
+    assert_eq!((n(&r[1], "used"), n(&r[2], "used")), (0, 5));
+    for (free, used) in [(&r[3], 5), (&r[4], 5)] {
+        assert_eq!(
+            (n(free, "granted"), n(free, "used"), n(free, "blocked_ms")),
+            (5, used, 0),
+            "{free}"
+        );
+    }
+    assert_eq!(n(&r[5], "granted"), 0, "a hashed id is blocked too");
+    assert!(n(&r[5], "blocked_ms") > 1_000);
+
+    // A shorter block leaves the longer one; a longer one replaces it.
+    let asked = Instant::now();
+    let (_, b) = block_ok(
+        app,
+        vec![
+            block_item("blk", "b-1", 50),
+            block_item("blk", "b-9", 1_500),
+        ],
+    )
+    .await;
+    let elapsed = ms_since(blocked_at);
+    let left = n(&b[0], "blocked_ms");
+    assert!(
+        (400u64.saturating_sub(elapsed)..=400).contains(&left),
+        "a 50 ms block shortened a 400 ms one to {left} ms after {elapsed} ms"
+    );
+    assert_eq!(n(&b[1], "blocked_ms"), 1_500, "a longer block lengthens");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (_, r) = reserve_ok(app, vec![lease("blk", "b-1", 100, hour, 5, false)]).await;
+    let ms = n(&r[0], "blocked_ms");
+    assert_eq!(
+        n(&r[0], "granted"),
+        0,
+        "still blocked 100 ms after a 50 ms block"
+    );
+    // At least 100 ms passed on the store's clock (99 after truncating to
+    // whole ms), and at most the time since the block call was sent.
+    assert!(
+        (left.saturating_sub(ms_since(asked))..=left.saturating_sub(99)).contains(&ms),
+        "blocked_ms {ms}, {left} before"
+    );
+
+    // Once the block ends the key grants again (and is not blocked).
+    tokio::time::sleep(Duration::from_millis(ms + 30)).await;
+    let (_, r) = reserve_ok(app, vec![lease("blk", "b-1", 100, hour, 5, false)]).await;
+    assert_eq!(
+        (
+            n(&r[0], "granted"),
+            n(&r[0], "used"),
+            n(&r[0], "blocked_ms")
+        ),
+        (5, 10, 0),
+        "the block ended"
+    );
+    let (_, r) = reserve_ok(app, vec![lease("blk", "b-9", 100, hour, 5, false)]).await;
+    assert_eq!(n(&r[0], "granted"), 0, "b-9's 1.5 s block still holds");
+    assert!(n(&r[0], "blocked_ms") > 0);
+
+    // Blocking again after the end starts a fresh block.
+    let (_, b) = block_ok(app, vec![block_item("blk", "b-1", 300)]).await;
+    assert_eq!(n(&b[0], "blocked_ms"), 300);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -184,5 +320,26 @@ async fn redis_keys_are_expiring_hashes_in_the_documented_format() {
         command(port, "EXISTS rl:per-ip:{10.0.0.2}:1500ms").as_deref(),
         Some(":0"),
         "a read creates no key"
+    );
+
+    // A block is a string of its end time (Redis clock) that expires with it.
+    let (now, b) = block_ok(&app, vec![block_item("per-tenant", "tenant-123", 250)]).await;
+    assert_eq!(b[0]["blocked_ms"], 250);
+    let key = "rl:per-tenant:{tenant-123}:block";
+    assert_eq!(
+        command(port, &format!("TYPE {key}")).as_deref(),
+        Some("+string")
+    );
+    let value = command(port, &format!("GET {key}")).expect("get");
+    assert_eq!(value.lines().last(), Some((now + 250).to_string().as_str()));
+    let pttl: u64 = command(port, &format!("PTTL {key}")).expect("pttl")[1..]
+        .parse()
+        .expect("int");
+    assert!((1..=250).contains(&pttl), "PTTL {pttl}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        command(port, &format!("EXISTS {key}")).as_deref(),
+        Some(":0"),
+        "the block key expires by itself"
     );
 }

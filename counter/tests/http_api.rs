@@ -1,6 +1,6 @@
-//! The HTTP surface over the memory store: request validation (a table of bad
-//! bodies and the status, message and field each gets), the shared secret,
-//! probes and metrics.
+//! The HTTP surface over the memory store: request validation (tables of bad
+//! bodies for `/v1/reserve` and `/v1/block` and the status, message and field
+//! each gets), the shared secret, probes and metrics.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: failing loudly is the point.
 
 mod support;
@@ -10,7 +10,9 @@ use std::sync::Arc;
 use axum::http::StatusCode;
 use serde_json::{json, Value};
 use sluice_counter::{app, MemoryStore};
-use support::{body, call, lease, reserve, reserve_ok, router};
+use support::{
+    block, block_body, block_item, block_ok, body, call, lease, reserve, reserve_ok, router,
+};
 
 fn memory_app() -> axum::Router {
     router(Arc::new(MemoryStore::new()))
@@ -184,6 +186,213 @@ async fn invalid_requests_get_4xx_json_naming_the_field() {
 }
 
 #[tokio::test]
+async fn invalid_block_requests_get_4xx_json_naming_the_field() {
+    let app = memory_app();
+    let ok = block_item("r", "i", 1000);
+    let with = |field: &str, value: Value| {
+        let mut b = ok.clone();
+        b[field] = value;
+        block_body(vec![ok.clone(), ok.clone(), b])
+    };
+    let many: Vec<Value> = (0..257).map(|_| ok.clone()).collect();
+    let table: Vec<(&str, String, u16, Option<&str>, &str)> = vec![
+        ("not json", "{".into(), 400, None, "invalid JSON body"),
+        ("empty body", String::new(), 400, None, "invalid JSON body"),
+        ("not an object", "5".into(), 400, None, "invalid type"),
+        (
+            "trailing data",
+            format!("{} x", block_body(vec![ok.clone()])),
+            400,
+            None,
+            "trailing",
+        ),
+        (
+            "no blocks field",
+            json!({"instance": "i"}).to_string(),
+            400,
+            None,
+            "missing field `blocks`",
+        ),
+        (
+            "leases instead of blocks",
+            json!({"leases": [ok]}).to_string(),
+            400,
+            Some("leases"),
+            "unknown field `leases`",
+        ),
+        (
+            "unknown block field",
+            with("want", json!(1)).to_string(),
+            400,
+            Some("blocks[2].want"),
+            "unknown field `want`",
+        ),
+        (
+            "missing for_ms",
+            json!({"blocks": [{"rule": "r", "id": "i"}]}).to_string(),
+            400,
+            Some("blocks[0]"),
+            "missing field `for_ms`",
+        ),
+        (
+            "negative for_ms",
+            with("for_ms", json!(-5)).to_string(),
+            400,
+            Some("blocks[2].for_ms"),
+            "invalid value",
+        ),
+        (
+            "fractional for_ms",
+            with("for_ms", json!(1.5)).to_string(),
+            400,
+            Some("blocks[2].for_ms"),
+            "invalid type",
+        ),
+        (
+            "string for_ms",
+            with("for_ms", json!("100")).to_string(),
+            400,
+            Some("blocks[2].for_ms"),
+            "invalid type",
+        ),
+        (
+            "zero for_ms",
+            with("for_ms", json!(0)).to_string(),
+            400,
+            Some("blocks[2].for_ms"),
+            "for_ms must be between 1 and 3600000, not 0",
+        ),
+        (
+            "for_ms over an hour",
+            with("for_ms", json!(3_600_001u64)).to_string(),
+            400,
+            Some("blocks[2].for_ms"),
+            "for_ms must be between 1 and 3600000, not 3600001",
+        ),
+        (
+            "no blocks",
+            block_body(vec![]).to_string(),
+            400,
+            Some("blocks"),
+            "blocks must hold 1 to 256 items, not 0",
+        ),
+        (
+            "too many blocks",
+            block_body(many).to_string(),
+            400,
+            Some("blocks"),
+            "blocks must hold 1 to 256 items, not 257",
+        ),
+        (
+            "long instance",
+            json!({"instance": "i".repeat(65), "blocks": [ok]}).to_string(),
+            400,
+            Some("instance"),
+            "64 bytes",
+        ),
+        (
+            "empty rule",
+            with("rule", json!("")).to_string(),
+            400,
+            Some("blocks[2].rule"),
+            "rule must be",
+        ),
+        (
+            "rule with colon",
+            with("rule", json!("a:b")).to_string(),
+            400,
+            Some("blocks[2].rule"),
+            "rule must be",
+        ),
+        (
+            "long rule",
+            with("rule", json!("r".repeat(65))).to_string(),
+            400,
+            Some("blocks[2].rule"),
+            "rule must be",
+        ),
+        (
+            "empty id",
+            with("id", json!("")).to_string(),
+            400,
+            Some("blocks[2].id"),
+            "1 to 1024 bytes",
+        ),
+        (
+            "long id",
+            with("id", json!("i".repeat(1025))).to_string(),
+            400,
+            Some("blocks[2].id"),
+            "1 to 1024 bytes",
+        ),
+        (
+            "body over 64 KiB",
+            json!({"instance": "x".repeat(70_000), "blocks": [ok]}).to_string(),
+            413,
+            None,
+            "larger than 65536 bytes",
+        ),
+    ];
+    for (name, text, status, field, message) in table {
+        let (got, reply) = call(&app, "POST", "/v1/block", &[], text).await;
+        assert_eq!(got.as_u16(), status, "{name}: {reply}");
+        let error = reply["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name}: no error in {reply}"));
+        assert!(
+            error.contains(message),
+            "{name}: {error:?} lacks {message:?}"
+        );
+        assert_eq!(reply["field"].as_str(), field, "{name}: {reply}");
+    }
+    // None of them blocked anything.
+    let (_, r) = reserve_ok(&app, vec![lease("r", "i", 10, 1000, 1, false)]).await;
+    assert_eq!(
+        (&r[0]["granted"], &r[0]["blocked_ms"]),
+        (&json!(1), &json!(0))
+    );
+    let (status, _) = call(&app, "GET", "/v1/block", &[], "").await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[tokio::test]
+async fn block_boundary_values_are_accepted() {
+    let app = memory_app();
+    let (_, b) = block_ok(
+        &app,
+        vec![
+            block_item(&"R_-9".repeat(16), &"i".repeat(1024), 3_600_000),
+            block_item("r", "i", 1),
+        ],
+    )
+    .await;
+    assert_eq!(b[0]["blocked_ms"], 3_600_000);
+    assert!(b[1]["blocked_ms"].as_u64().expect("blocked_ms") <= 1);
+    let blocks: Vec<Value> = (0..256)
+        .map(|i| block_item("r", &i.to_string(), 1000))
+        .collect();
+    let body = json!({"blocks": blocks}).to_string();
+    let (status, reply) = call(&app, "POST", "/v1/block", &[], body).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "256 blocks and no instance: {reply}"
+    );
+    assert_eq!(reply["blocks"].as_array().map(Vec::len), Some(256));
+    let (_, r) = reserve_ok(
+        &app,
+        vec![
+            lease(&"R_-9".repeat(16), &"i".repeat(1024), 5, 1000, 5, false),
+            lease("r", "255", 5, 1000, 5, false),
+            lease("r", "256", 5, 1000, 5, false),
+        ],
+    )
+    .await;
+    let granted: Vec<&Value> = r.iter().map(|x| &x["granted"]).collect();
+    assert_eq!(granted, [&json!(0), &json!(0), &json!(5)]);
+}
+
+#[tokio::test]
 async fn boundary_values_are_accepted() {
     let app = memory_app();
     let (_, r) = reserve_ok(
@@ -235,10 +444,47 @@ async fn the_secret_guards_v1_only() {
         "POST",
         "/v1/reserve",
         &[("x-sluice-secret", "s3cret")],
-        text,
+        text.clone(),
     )
     .await;
     assert_eq!(status, StatusCode::OK);
+    let blocks = block_body(vec![block_item("r", "i", 60_000)]).to_string();
+    for headers in [vec![], vec![("x-sluice-secret", "S3CRET")]] {
+        let (status, reply) = call(&app, "POST", "/v1/block", &headers, blocks.clone()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{headers:?}");
+        assert_eq!(reply["error"], "missing or wrong x-sluice-secret header");
+    }
+    let (_, reply) = call(
+        &app,
+        "POST",
+        "/v1/reserve",
+        &[("x-sluice-secret", "s3cret")],
+        text.clone(),
+    )
+    .await;
+    assert_eq!(
+        reply["leases"][0]["granted"], 1,
+        "the refused blocks did nothing"
+    );
+    let (status, reply) = call(
+        &app,
+        "POST",
+        "/v1/block",
+        &[("x-sluice-secret", "s3cret")],
+        blocks,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(reply["blocks"][0]["blocked_ms"], 60_000);
+    let (_, reply) = call(
+        &app,
+        "POST",
+        "/v1/reserve",
+        &[("x-sluice-secret", "s3cret")],
+        text,
+    )
+    .await;
+    assert_eq!(reply["leases"][0]["granted"], 0, "blocked now");
     for path in ["/healthz", "/readyz", "/metrics"] {
         let (status, _) = call(&app, "GET", path, &[], "").await;
         assert_eq!(status, StatusCode::OK, "{path} needs no secret");
@@ -246,7 +492,7 @@ async fn the_secret_guards_v1_only() {
     let (_, metrics) = call(&app, "GET", "/metrics", &[], "").await;
     let metrics = metrics.as_str().expect("text");
     assert!(
-        metrics.contains("sluice_counter_requests_total{status=\"401\"} 3"),
+        metrics.contains("sluice_counter_requests_total{status=\"401\"} 5"),
         "{metrics}"
     );
 }
@@ -273,15 +519,35 @@ async fn probes_and_metrics_report() {
     reserve_ok(&app, vec![lease("r", "i", 10, 1000, 7, false)]).await;
     let (status, _) = reserve(&app, &body(vec![])).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+    block_ok(
+        &app,
+        vec![block_item("r", "i", 60_000), block_item("r", "k", 60_000)],
+    )
+    .await;
+    block_ok(&app, vec![block_item("r", "i", 1_000)]).await;
+    let (status, _) = block(&app, &block_body(vec![])).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    reserve_ok(
+        &app,
+        vec![
+            lease("r", "i", 10, 60_000, 3, false),
+            lease("r", "j", 10, 60_000, 2, false),
+            lease("r", "k", 10, 60_000, 0, false),
+        ],
+    )
+    .await;
     let (_, metrics) = call(&app, "GET", "/metrics", &[], "").await;
     let metrics = metrics.as_str().expect("text");
     for line in [
-        "sluice_counter_requests_total{status=\"200\"} 2",
-        "sluice_counter_requests_total{status=\"400\"} 1",
-        "sluice_counter_leases_total 3",
-        "sluice_counter_units_granted_total 10",
+        "sluice_counter_requests_total{status=\"200\"} 5",
+        "sluice_counter_requests_total{status=\"400\"} 2",
+        "sluice_counter_leases_total 6",
+        "sluice_counter_units_granted_total 12",
+        "sluice_counter_leases_blocked_total 2",
+        "sluice_counter_block_requests_total 2",
+        "sluice_counter_blocks_total 3",
         "sluice_counter_store_errors_total 0",
-        "sluice_counter_store_seconds_count 2",
+        "sluice_counter_store_seconds_count 5",
     ] {
         assert!(
             metrics.lines().any(|l| l == line),

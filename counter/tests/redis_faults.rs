@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use axum::http::StatusCode;
 use support::fake_redis::FakeRedis;
 use support::redis_procs::debug_server;
-use support::{body, call, eventually, lease, redis_store, reserve, router};
+use support::{
+    block, block_body, block_item, body, call, eventually, lease, redis_store, reserve, router,
+};
 
 fn one() -> serde_json::Value {
     body(vec![lease("r", "i", 1_000_000, 60_000, 1, false)])
@@ -25,6 +27,9 @@ async fn a_killed_redis_gives_503_and_recovery_needs_no_restart() {
     assert_eq!(reserve(&app, &one()).await.0, StatusCode::OK);
 
     redis.kill();
+    let blocks = block_body(vec![block_item("r", "i", 1_000)]);
+    let (status, reply) = block(&app, &blocks).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{reply}");
     for _ in 0..5 {
         let started = Instant::now();
         let (status, reply) = reserve(&app, &one()).await;
@@ -115,6 +120,14 @@ async fn garbage_replies_give_503() {
     let fake = FakeRedis::start();
     let app = router(redis_store(&fake.url(), 500));
     let (status, reply) = reserve(&app, &one()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{reply}");
+    let error = reply["error"].as_str().expect("error");
+    assert!(
+        error.starts_with("store unavailable: unexpected reply from Redis"),
+        "{error}"
+    );
+    let blocks = block_body(vec![block_item("r", "i", 1_000)]);
+    let (status, reply) = block(&app, &blocks).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{reply}");
     let error = reply["error"].as_str().expect("error");
     assert!(

@@ -1,10 +1,12 @@
 //! The HTTP surface: [`app`] wires the routes, the shared [`AppState`], the
 //! secret check and request counting around `/v1/*`.
 //!
-//! Routes: `POST /v1/reserve` ([`reserve`]), `GET /healthz`, `GET /readyz`
-//! ([`health`]) and `GET /metrics`.
+//! Routes: `POST /v1/reserve` ([`reserve`]), `POST /v1/block` ([`block`]),
+//! `GET /healthz`, `GET /readyz` ([`health`]) and `GET /metrics`.
 
 mod auth;
+mod block;
+mod body;
 mod error;
 mod health;
 mod reserve;
@@ -20,7 +22,10 @@ use axum::routing::{get, post};
 use axum::Router;
 
 pub use error::ApiError;
-pub use wire::{LeaseReply, LeaseRequest, ReserveReply, ReserveRequest};
+pub use wire::{
+    BlockReply, BlockRequest, KeyBlockReply, KeyBlockRequest, LeaseReply, LeaseRequest,
+    ReserveReply, ReserveRequest,
+};
 
 use crate::metrics::Metrics;
 use crate::store::CounterStore;
@@ -58,6 +63,7 @@ impl AppState {
 pub fn app(state: AppState) -> Router {
     let v1 = Router::new()
         .route("/v1/reserve", post(reserve::reserve))
+        .route("/v1/block", post(block::block))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(
             state.clone(),

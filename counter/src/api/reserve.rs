@@ -28,7 +28,9 @@ pub async fn reserve(
 
     let granted: u64 = reserved.iter().map(|r| r.granted).sum();
     let blocked = reserved.iter().filter(|r| r.blocked_ms > 0).count() as u64;
-    state.metrics.leases(reserved.len() as u64, granted, blocked);
+    state
+        .metrics
+        .leases(reserved.len() as u64, granted, blocked);
     let now_ms = reserved.iter().map(|r| r.now_ms).max().unwrap_or_default();
     let leases = leases
         .iter()

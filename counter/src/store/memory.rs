@@ -34,7 +34,10 @@ struct Inner {
 impl Inner {
     /// When the block on `key` ends, if it still holds at `now_ms`.
     fn block_until(&self, key: &str, now_ms: u64) -> Option<u64> {
-        self.blocks.get(key).copied().filter(|until| *until > now_ms)
+        self.blocks
+            .get(key)
+            .copied()
+            .filter(|until| *until > now_ms)
     }
 
     /// Drops expired entries once enough writes have happened.
@@ -78,7 +81,8 @@ impl MemoryStore {
         let results = leases
             .iter()
             .map(|lease| {
-                let blocked_ms = window::blocked_ms(inner.block_until(&lease.block_key, now_ms), now_ms);
+                let blocked_ms =
+                    window::blocked_ms(inner.block_until(&lease.block_key, now_ms), now_ms);
                 let slot = inner
                     .counters
                     .get(&lease.key)
@@ -230,6 +234,10 @@ mod tests {
         store.apply_blocks(&batch("old"), t + 1_000);
         store.apply_blocks(&batch("new"), t + 2_000);
         let count = usize::try_from(SWEEP_EVERY).expect("small");
-        assert_eq!(store.len(), count + 1, "expired blocks are swept, not the counter");
+        assert_eq!(
+            store.len(),
+            count + 1,
+            "expired blocks are swept, not the counter"
+        );
     }
 }

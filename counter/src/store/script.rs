@@ -144,7 +144,10 @@ mod tests {
         assert_eq!(parse_reply(&ok).expect("valid"), (1, 2, 3, 4, 5));
         assert!(parse_reply(&Value::Okay).is_err());
         assert!(parse_reply(&ints(&[1])).is_err());
-        assert!(parse_reply(&ints(&[1, 2, 3, 4])).is_err(), "the old 4-item reply");
+        assert!(
+            parse_reply(&ints(&[1, 2, 3, 4])).is_err(),
+            "the old 4-item reply"
+        );
         assert!(parse_reply(&ints(&[-1; 5])).is_err());
         assert_eq!(parse_block_reply(&ints(&[7, 8])).expect("valid"), (7, 8));
         assert!(parse_block_reply(&ints(&[7])).is_err());

@@ -78,7 +78,53 @@ pub async fn reserve_ok(app: &Router, leases: Vec<Value>) -> (u64, Vec<Value>) {
     let (status, reply) = reserve(app, &body(leases)).await;
     assert_eq!(status, StatusCode::OK, "reply: {reply}");
     let now = reply["now_ms"].as_u64().expect("now_ms");
-    (now, reply["leases"].as_array().expect("leases").clone())
+    let leases = reply["leases"].as_array().expect("leases").clone();
+    for l in &leases {
+        let mut fields: Vec<&String> = l.as_object().expect("object").keys().collect();
+        fields.sort();
+        assert_eq!(
+            fields,
+            [
+                "blocked_ms",
+                "ends_in_ms",
+                "granted",
+                "limit",
+                "starts_in_ms",
+                "used",
+                "window"
+            ],
+            "lease result {l}"
+        );
+    }
+    (now, leases)
+}
+
+/// `POST /v1/block` with a JSON body.
+pub async fn block(app: &Router, body: &Value) -> (StatusCode, Value) {
+    call(app, "POST", "/v1/block", &[], body.to_string()).await
+}
+
+/// One block item.
+pub fn block_item(rule: &str, id: &str, for_ms: u64) -> Value {
+    json!({"rule": rule, "id": id, "for_ms": for_ms})
+}
+
+/// A block request body holding `blocks`.
+pub fn block_body(blocks: Vec<Value>) -> Value {
+    json!({"instance": "test", "blocks": blocks})
+}
+
+/// `POST /v1/block` expecting 200; returns `now_ms` and the block results.
+pub async fn block_ok(app: &Router, blocks: Vec<Value>) -> (u64, Vec<Value>) {
+    let (status, reply) = block(app, &block_body(blocks)).await;
+    assert_eq!(status, StatusCode::OK, "reply: {reply}");
+    let now = reply["now_ms"].as_u64().expect("now_ms");
+    let blocks = reply["blocks"].as_array().expect("blocks").clone();
+    for b in &blocks {
+        let fields: Vec<&String> = b.as_object().expect("object").keys().collect();
+        assert_eq!(fields, ["blocked_ms"], "block result {b}");
+    }
+    (now, blocks)
 }
 
 /// Polls `check` every 50 ms until it holds or `within` passes; returns the
