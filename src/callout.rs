@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType};
-use sluice_core::counter_api::{parse_reply, reserve_body, Ask, CounterError, RESERVE_PATH, SECRET_HEADER};
+use sluice_core::counter_api::{block_body, parse_reply, reserve_body, Ask, Block, CounterError, BLOCK_PATH, RESERVE_PATH, SECRET_HEADER};
 use sluice_core::lease::Answer;
 use sluice_core::limiter::LeaseNeed;
 use sluice_core::policy::Global;
@@ -17,6 +17,12 @@ pub fn reserve(global: &Global, instance: &str, needs: &[LeaseNeed]) -> Result<u
     let asks: Vec<Ask> = needs.iter().map(|n| n.ask.clone()).collect();
     let body = reserve_body(instance, &asks);
     dispatch(global, "POST", RESERVE_PATH, Some(&body))
+}
+
+/// Dispatches one call sharing upstream blocks with the other instances;
+/// its answer is not waited for (the service keeps the longest block).
+pub fn block(global: &Global, instance: &str, blocks: &[Block]) -> Result<u32, String> {
+    dispatch(global, "POST", BLOCK_PATH, Some(&block_body(instance, blocks)))
 }
 
 /// Dispatches a readiness probe (`GET /readyz`).

@@ -11,6 +11,7 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 use sluice_core::coordination::degraded_since;
 use sluice_core::limiter::{give_back, give_back_kept, obey_upstream, Carry, Ctx};
+use sluice_core::counter_api::{Block, MAX_BLOCK_MS};
 use sluice_core::upstream::block_for;
 use sluice_core::policy::Policy;
 
@@ -85,7 +86,7 @@ impl SluiceFilter {
 impl SluiceFilter {
     /// An upstream's 429/503 with a wait blocks the keys of the rules that
     /// obey upstream limits; the start of each block is logged once.
-    fn learn(&self, policy: &Policy, spent: &[sluice_core::limiter::Spent]) {
+    fn learn(&self, policy: &Policy, spent: &[sluice_core::limiter::Spent], ids: &[(usize, String)]) {
         let status = self.get_http_response_header(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
         if status != 429 && status != 503 {
             return;
@@ -95,12 +96,23 @@ impl SluiceFilter {
         let now = now_ns();
         let Some(wait) = block_for(status, &headers, now) else { return };
         let (started, errors) = obey_upstream(policy, &HostStore, spent, wait, now);
+        let for_ms = (wait / 1_000_000).clamp(1, MAX_BLOCK_MS);
+        let mut blocks = Vec::new();
         for rule in started {
             log::warn!(
                 "upstream answered {status} for rule {}: holding its key back for {:.1}s",
                 policy.rules[rule].name,
                 wait as f64 / 1e9
             );
+            // A global rule's other instances learn it through the counter service.
+            if let Some((_, id)) = ids.iter().find(|(r, _)| *r == rule) {
+                blocks.push(Block { rule: policy.rules[rule].name.clone(), id: id.clone(), for_ms });
+            }
+        }
+        if let (Some(settings), false) = (policy.global.as_ref(), blocks.is_empty()) {
+            if let Err(e) = callout::block(settings, &self.instance, &blocks) {
+                log::warn!("upstream block not shared with the other instances: {e}");
+            }
         }
         for (rule, e) in errors {
             log::warn!("rule {}: upstream limit not recorded: {e}", policy.rules[rule].name);
@@ -161,10 +173,8 @@ impl Context for SluiceFilter {
         let Some(waiting) = self.waiting.take_if(|w| w.token == token) else { return };
         let now = now_ns();
         let waited_ns = now.saturating_sub(self.arrival);
-        let granted = global::receive(&policy, &waiting.needs, body_size, now);
-        let degraded = granted.is_none();
-        let mut carried = granted.unwrap_or_default();
-        carried.extend(waiting.kept);
+        let (answered, carried) = global::receive(&policy, &waiting.needs, body_size, now, waiting.kept);
+        let degraded = !answered;
         let ctx = Ctx { degraded, may_wait: false, waited_ns, ..Ctx::at(now) };
         if self.decide(&policy, ctx, &carried) == Next::Go {
             self.resume_http_request();
@@ -205,8 +215,8 @@ impl HttpContext for SluiceFilter {
 
     fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
         let after = queue::take_after(self.context_id);
-        if let Some((policy, spent)) = after.learn {
-            self.learn(&policy, &spent);
+        if let Some((policy, spent, ids)) = after.learn {
+            self.learn(&policy, &spent, &ids);
         }
         if let Some((policy, rules)) = after.adapt {
             self.adapt(&policy, &rules, after.sent_at);

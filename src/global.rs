@@ -97,31 +97,47 @@ pub fn dequeue(queue: u32, max: usize) -> Vec<LeaseNeed> {
 
 /// Reads the answer to a reserve call for `needs` (the call being
 /// answered), applies it and records that the service answered; on a
-/// failure records that instead. Returns the units granted to the request
-/// that waited for the call, or None when the call failed.
-pub fn receive(policy: &Policy, needs: &[LeaseNeed], body_size: usize, now: u64) -> Option<Vec<Carry>> {
+/// failure records that instead. Returns whether the call was answered,
+/// and what the request that waited for it carries into its next
+/// decision: the units granted to it and the turns it `kept` (but not in
+/// the queue of a rule whose upstream now asks to wait).
+pub fn receive(policy: &Policy, needs: &[LeaseNeed], body_size: usize, now: u64, kept: Vec<Carry>) -> (bool, Vec<Carry>) {
     match crate::callout::answers(needs, body_size) {
         Ok(answers) => {
-            let carried = apply(policy, needs, &answers, now);
+            let carried = apply(policy, needs, &answers, now, kept);
             reachable(true, now, "");
-            Some(carried)
+            (true, carried)
         }
         Err(e) => {
             reachable(false, now, &e.to_string());
-            None
+            (false, kept)
         }
     }
 }
 
 /// Applies answers to the leases they were asked for.
-fn apply(policy: &Policy, needs: &[LeaseNeed], answers: &[Answer], now: u64) -> Vec<Carry> {
+fn apply(policy: &Policy, needs: &[LeaseNeed], answers: &[Answer], now: u64, mut kept: Vec<Carry>) -> Vec<Carry> {
     let mut carried = Vec::new();
     for (need, answer) in needs.iter().zip(answers) {
         match apply_answer(policy, &HostStore, need, answer, now) {
-            Ok(c) => carried.extend(c),
+            Ok(applied) => {
+                carried.extend(applied.carry);
+                if let Some(blocked) = applied.blocked_rule {
+                    kept.retain(|c| !matches!(c, Carry::Turn { rule, .. } if *rule == blocked));
+                }
+                if applied.block_started {
+                    log::warn!(
+                        "rule {}: key {:?} held back for {:.1}s: its upstream asked another instance to wait",
+                        need.ask.rule,
+                        need.ask.id,
+                        answer.blocked_ns as f64 / 1e9
+                    );
+                }
+            }
             Err(e) => log::warn!("lease for rule {} not stored: {e}", need.ask.rule),
         }
     }
+    carried.extend(kept);
     carried
 }
 

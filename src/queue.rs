@@ -30,9 +30,9 @@ pub enum Held {
 pub struct After {
     /// Rate-limit headers to add.
     pub headers: Vec<(String, String)>,
-    /// When some rule obeys upstream limits: the policy and what the
-    /// request spent (its rules' keys).
-    pub learn: Option<(Rc<Policy>, Vec<Spent>)>,
+    /// When some rule obeys upstream limits: the policy, what the request
+    /// spent (its rules' keys) and the keys of its global rules.
+    pub learn: Option<(Rc<Policy>, Vec<Spent>, Vec<(usize, String)>)>,
     /// When some rule adapts to the upstream's health: the policy and
     /// those rules.
     pub adapt: Option<(Rc<Policy>, Vec<usize>)>,

@@ -77,18 +77,15 @@ impl Context for SluiceRoot {
         match self.calls.remove(&token) {
             Some(Call::Reserve(needs)) => {
                 let Some(policy) = self.policy.clone() else { return };
-                if global::receive(&policy, &needs, body_size, now).is_none() {
+                if !global::receive(&policy, &needs, body_size, now, Vec::new()).0 {
                     global::forget(&policy, &needs, now);
                 }
             }
             Some(Call::Probe) if callout::status() == Some(200) => global::reachable(true, now, ""),
             Some(Call::Redo { stream, policy, needs, kept }) => {
-                let granted = global::receive(&policy, &needs, body_size, now);
-                let degraded = granted.is_none();
-                let mut carried = granted.unwrap_or_default();
-                carried.extend(kept.iter().copied());
+                let (answered, carried) = global::receive(&policy, &needs, body_size, now, kept.clone());
                 if hostcalls::set_effective_context(stream.context_id).is_ok() {
-                    if self.redo(&policy, stream, now, Some(degraded), &carried) {
+                    if self.redo(&policy, stream, now, Some(!answered), &carried) {
                         let _ = hostcalls::resume_http_request();
                     }
                     let _ = hostcalls::set_effective_context(self.context_id);

@@ -50,7 +50,7 @@ pub fn settle(policy: &Rc<Policy>, d: &Decision, stream: Stream, now: u64, rando
         context_id,
         After {
             headers: admitted_headers(policy, d, now),
-            learn: learns.then(|| (policy.clone(), d.spent.clone())),
+            learn: learns.then(|| (policy.clone(), d.spent.clone(), d.global_ids.clone())),
             adapt: (!adapts.is_empty()).then(|| (policy.clone(), adapts)),
             sent_at: now,
         },

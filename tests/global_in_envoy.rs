@@ -218,3 +218,42 @@ fn a_reload_keeps_outstanding_leases_and_counts() {
     assert!(now.subsec_millis() < 950, "the test stayed within one window");
     assert_eq!(first + second, 100, "{first} + {second}");
 }
+
+#[test]
+fn an_upstream_429_at_one_instance_holds_the_key_back_at_every_instance() {
+    let redis = Redis::start().expect("redis");
+    let cluster = Cluster::start(common::GATEWAY, 2, redis_counter(&redis));
+    let notion = [("x-integration", "notion"), ("x-tenant-id", "shared-block")];
+    let send = |i: usize, extra: &[(&str, &str)]| {
+        let url = cluster.envoys[i].url("/api/v1/integrations/notion/search");
+        let headers: Vec<(&str, &str)> = notion.iter().chain(extra).copied().collect();
+        wasm_test_harness::request("POST", &url, &headers, "").unwrap()
+    };
+    // Instance 0 reaches Notion, which answers 429, Retry-After: 3.
+    let start = Instant::now();
+    let r = send(0, &[("x-echo-status", "429"), ("x-echo-header", "retry-after=3")]);
+    assert_eq!(r.status, 429);
+    assert!(r.json().map_or(true, |b| b["limits"].is_null()), "the upstream's own answer: {}", r.body);
+    // Instance 1 never saw that answer, yet holds the key back: its 429 is
+    // Sluice's, at once, with about 3 s to wait.
+    let r = send(1, &[]);
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert_eq!(r.json().unwrap()["limits"]["tier"], "integration-notion");
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((2..=4).contains(&retry), "retry-after {retry}");
+    assert!(start.elapsed() < Duration::from_secs(1));
+    let log = cluster.envoys[1].logs_tail(300);
+    assert_eq!(log.matches("its upstream asked another instance to wait").count(), 1, "{log}");
+    // Another tenant is unaffected; after the 3 s, the key is served again.
+    let other = wasm_test_harness::request(
+        "POST",
+        &cluster.envoys[1].url("/api/v1/integrations/notion/search"),
+        &[("x-integration", "notion"), ("x-tenant-id", "someone-else")],
+        "",
+    )
+    .unwrap();
+    assert_eq!(other.status, 200);
+    std::thread::sleep(Duration::from_millis(3200).saturating_sub(start.elapsed()));
+    let r = send(1, &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+}

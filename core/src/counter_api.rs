@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 use crate::lease::Answer;
 
 pub const RESERVE_PATH: &str = "/v1/reserve";
+pub const BLOCK_PATH: &str = "/v1/block";
+/// Longest upstream block shared or believed (the service takes up to an hour).
+pub const MAX_BLOCK_MS: u64 = 300_000;
 pub const SECRET_HEADER: &str = "x-sluice-secret";
 const MS: u64 = 1_000_000;
 
@@ -43,6 +46,9 @@ struct ReplyLease {
     window: u64,
     starts_in_ms: u64,
     ends_in_ms: u64,
+    /// Absent from services that do not share upstream blocks.
+    #[serde(default)]
+    blocked_ms: u64,
 }
 
 /// Why an answer of the counter service was not usable.
@@ -64,6 +70,25 @@ impl std::fmt::Display for CounterError {
             CounterError::Status(s) => write!(f, "counter service answered HTTP {s}"),
         }
     }
+}
+
+/// One key an upstream asked us to stay away from, for `ms` milliseconds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Block {
+    pub rule: String,
+    pub id: String,
+    pub for_ms: u64,
+}
+
+#[derive(Serialize)]
+struct BlockRequest<'a> {
+    instance: &'a str,
+    blocks: &'a [Block],
+}
+
+/// The `POST /v1/block` body for `blocks`.
+pub fn block_body(instance: &str, blocks: &[Block]) -> Vec<u8> {
+    serde_json::to_vec(&BlockRequest { instance, blocks }).unwrap_or_default()
 }
 
 /// The request body for `asks`.
@@ -99,6 +124,8 @@ pub fn parse_reply(body: &[u8], asks: &[Ask]) -> Result<Vec<Answer>, CounterErro
                 window: r.window,
                 starts_in_ns: r.starts_in_ms.saturating_mul(MS),
                 ends_in_ns: r.ends_in_ms.saturating_mul(MS),
+                // An upstream's wait is capped at 5 minutes where it is learnt.
+                blocked_ns: r.blocked_ms.min(MAX_BLOCK_MS).saturating_mul(MS),
             })
         })
         .collect()
@@ -130,7 +157,12 @@ mod tests {
     fn good_answers_parse() {
         let body = br#"{"now_ms": 1, "leases": [{"granted": 20, "used": 60, "limit": 100, "window": 7, "starts_in_ms": 0, "ends_in_ms": 400}]}"#;
         let got = parse_reply(body, &[ask(20)]).expect("ok");
-        assert_eq!(got, vec![Answer { granted: 20, used: 60, window: 7, starts_in_ns: 0, ends_in_ns: 400 * MS }]);
+        assert_eq!(got, vec![Answer { granted: 20, used: 60, window: 7, starts_in_ns: 0, ends_in_ns: 400 * MS, blocked_ns: 0 }]);
+        let blocked = br#"{"leases": [{"granted": 0, "used": 60, "window": 7, "starts_in_ms": 0, "ends_in_ms": 400, "blocked_ms": 2500}]}"#;
+        assert_eq!(parse_reply(blocked, &[ask(20)]).expect("ok")[0].blocked_ns, 2500 * MS);
+        let body = block_body("sluice-0", &[Block { rule: "integration-notion".into(), id: "notion:t1".into(), for_ms: 3000 }]);
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(v, serde_json::json!({"instance": "sluice-0", "blocks": [{"rule": "integration-notion", "id": "notion:t1", "for_ms": 3000}]}));
     }
 
     #[test]

@@ -41,6 +41,9 @@ pub struct Answer {
     pub starts_in_ns: u64,
     /// Nanoseconds until that window ends.
     pub ends_in_ns: u64,
+    /// Nanoseconds the key stays blocked by an upstream's limit, learnt by
+    /// some instance (0: not blocked).
+    pub blocked_ns: u64,
 }
 
 /// A key's lease, as stored in its slot. `window == 0` means unknown.
@@ -245,7 +248,7 @@ mod tests {
     use crate::testing::{per_second as limit, S};
 
     fn answer(granted: u32, used: u32, window: u64, ends_in_ns: u64) -> Answer {
-        Answer { granted, used, window, starts_in_ns: 0, ends_in_ns }
+        Answer { granted, used, window, starts_in_ns: 0, ends_in_ns, blocked_ns: 0 }
     }
 
     #[test]
@@ -289,7 +292,7 @@ mod tests {
         let (want, next) = lease.want(late, &l).expect("asks ahead");
         assert!(next);
         assert!((100..=120).contains(&want), "{want}");
-        lease = lease.grant(late, &l, &Answer { granted: 100, used: 100, window: 11, starts_in_ns: S / 5, ends_in_ns: 6 * S / 5 });
+        lease = lease.grant(late, &l, &Answer { granted: 100, used: 100, window: 11, starts_in_ns: S / 5, ends_in_ns: 6 * S / 5, blocked_ns: 0 });
         let (step, rolled) = lease.spend(start + S + 1, &l, 1);
         assert_eq!(step, Step::Spent);
         assert_eq!((rolled.window, rolled.units, rolled.seen_before), (11, 99, 100));

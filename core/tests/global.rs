@@ -265,3 +265,28 @@ fn queued_requests_keep_their_turn_across_global_windows() {
         }
     }
 }
+
+#[test]
+fn an_upstream_block_reported_by_the_service_holds_the_key_back() {
+    let policy = Policy::from_json(
+        r#"{"global": {}, "tenant": [{"header": "x-tenant-id"}], "rules": [
+        {"name": "integration-notion", "scope": "global", "match": {"integration": ["notion"]},
+         "key": ["integration", "tenant"], "limit": {"requests": 3, "per": "1s"}, "obey_upstream": true}]}"#,
+    )
+    .expect("policy");
+    let inst = Instance::new(policy);
+    let req = MemoryRequest::new("POST", "/x").header("x-tenant-id", "t").header("x-integration", "notion");
+    let d = decide(&inst.policy, &mut req.clone(), &inst.store, Ctx::at(T0));
+    assert!(d.pending());
+    assert_eq!(d.wait_for[0].ask.id, "notion:t");
+    // Another instance learnt a 3 s block: nothing granted, blocked_ms set.
+    let answer = sluice_core::lease::Answer { granted: 0, used: 0, window: T0 / S, starts_in_ns: 0, ends_in_ns: S, blocked_ns: 3 * S };
+    let applied = sluice_core::limiter::apply_answer(&inst.policy, &inst.store, &d.wait_for[0], &answer, T0).unwrap();
+    assert!(applied.block_started && applied.carry.is_none());
+    assert_eq!(applied.blocked_rule, Some(0));
+    let again = sluice_core::limiter::apply_answer(&inst.policy, &inst.store, &d.wait_for[0], &answer, T0).unwrap();
+    assert!(!again.block_started, "logged once per episode");
+    let d = decide(&inst.policy, &mut req.clone(), &inst.store, Ctx { may_wait: false, ..Ctx::at(T0) });
+    let denied = d.denied_by.expect("held back");
+    assert!(denied.outcome.retry_after_ns >= 2 * S && denied.outcome.retry_after_ns <= 3 * S, "{denied:?}");
+}

@@ -17,12 +17,37 @@ pub fn fallback_limit(policy: &Policy, rule: &Rule) -> Limit {
     Limit { requests: share(rule.limit.requests), per: rule.limit.per, burst: share(rule.limit.burst) }
 }
 
+/// What applying an answer gave.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Units that belong to the waiting request that asked.
+    pub carry: Option<Carry>,
+    /// The answer reported an upstream block that this instance did not
+    /// know of (to log once); the key's bucket is now kept empty.
+    pub block_started: bool,
+    /// The answer reported an upstream block for this rule (index): a turn
+    /// the waiting request kept in its queue no longer holds.
+    pub blocked_rule: Option<usize>,
+}
+
 /// Applies the counter service's answer to the lease it was asked for.
 /// The units that belong to the waiting request that asked (`carry`) are
-/// not pooled: they come back for that request to spend. A rule that no
-/// longer exists (the policy changed meanwhile) is skipped.
-pub fn apply_answer(policy: &Policy, store: &dyn SharedStore, need: &LeaseNeed, answer: &crate::lease::Answer, now: u64) -> Result<Option<Carry>, StoreError> {
-    let Some((index, rule)) = policy.rules.iter().enumerate().find(|(_, r)| r.name == need.ask.rule) else { return Ok(None) };
+/// not pooled: they come back for that request to spend. A block learnt
+/// by another instance (`blocked_ns`) keeps the key's bucket empty until
+/// it ends, for rules that obey upstream limits. A rule that no longer
+/// exists (the policy changed meanwhile) is skipped.
+pub fn apply_answer(policy: &Policy, store: &dyn SharedStore, need: &LeaseNeed, answer: &crate::lease::Answer, now: u64) -> Result<Applied, StoreError> {
+    let Some((index, rule)) = policy.rules.iter().enumerate().find(|(_, r)| r.name == need.ask.rule) else { return Ok(Applied::default()) };
+    let mut block_started = false;
+    let blocked = answer.blocked_ns > 0 && rule.obey_upstream && need.bucket != 0;
+    if blocked {
+        let limit = crate::adaptive::limit(store, rule);
+        let until = now.saturating_add(answer.blocked_ns);
+        block_started = store::cas_update(store, policy.slots, need.bucket, &limit, now, |st| {
+            let (next, start) = st.block(&limit, now, until);
+            (start, Some(next))
+        })?;
+    }
     let own = if need.carry > 0 && answer.granted >= need.carry && answer.starts_in_ns == 0 { need.carry } else { 0 };
     let pooled = crate::lease::Answer { granted: answer.granted - own, ..*answer };
     store::lease_update(store, policy.slots, need.fingerprint, &rule.limit, now, |l| {
@@ -32,7 +57,11 @@ pub fn apply_answer(policy: &Policy, store: &dyn SharedStore, need: &LeaseNeed, 
         }
         ((), Some(granted))
     })?;
-    Ok((own > 0).then_some(Carry::Units { rule: index, window: answer.window, units: u64::from(own) }))
+    Ok(Applied {
+        carry: (own > 0).then_some(Carry::Units { rule: index, window: answer.window, units: u64::from(own) }),
+        block_started,
+        blocked_rule: blocked.then_some(index),
+    })
 }
 
 /// Forgets an ask that failed, so that the lease may ask again.
@@ -101,6 +130,7 @@ pub(super) fn global(
         fingerprint: lease_fp,
         owns_ask: true,
         carry: 0,
+        bucket: fp,
         ask: Ask {
             rule: rule.name.clone(),
             id: id.clone(),

@@ -37,7 +37,7 @@ use crate::request::Request;
 use crate::store::{self, SharedStore, StoreError};
 
 use attrs::Attrs;
-pub use global::{apply_answer, fallback_limit, forget_ask};
+pub use global::{apply_answer, fallback_limit, forget_ask, Applied};
 
 /// What a request already holds when it is decided again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,6 +102,10 @@ pub struct LeaseNeed {
     /// (its cost; 0 for a refill): they are carried by it, not pooled.
     #[serde(default)]
     pub carry: u32,
+    /// The fingerprint of the key's own bucket, which an answer reporting
+    /// an upstream block keeps empty (rules that obey upstream limits).
+    #[serde(default)]
+    pub bucket: u64,
 }
 
 /// What a request spent, to give back if it ends up denied, or if its
@@ -153,6 +157,10 @@ pub struct Decision {
     pub redo_at: Option<u64>,
     /// What the request spent; see [`give_back`].
     pub spent: Vec<Spent>,
+    /// Keys (as the counter service knows them) of the global rules that
+    /// obey upstream limits, to share an upstream's block with the other
+    /// instances.
+    pub global_ids: Vec<(usize, String)>,
     /// Turns in queues the request keeps while it waits (`wait_for` or
     /// `redo_at`): pass them to the next decision, or to [`give_back_kept`]
     /// if the request ends before.
@@ -284,6 +292,9 @@ pub fn decide_carrying(policy: &Policy, req: &mut dyn Request, store: &dyn Share
             }
             if rule.scope == Scope::Global {
                 let id = id.unwrap_or_default();
+                if rule.obey_upstream {
+                    d.global_ids.push((i, id.clone()));
+                }
                 let units = carried.iter().find_map(|c| match *c {
                     Carry::Units { rule, window, units } if rule == i && units >= cost => Some(window),
                     _ => None,

@@ -48,6 +48,7 @@ impl FakeCounter {
                     window,
                     starts_in_ns: if a.next { (window * per).saturating_sub(now) } else { 0 },
                     ends_in_ns: (window + 1) * per - now,
+                    blocked_ns: 0,
                 }
             })
             .collect()
@@ -71,7 +72,7 @@ impl Instance {
 
     /// Applies answers; returns the units that belong to the asking request.
     pub fn answer(&self, needs: &[LeaseNeed], answers: &[Answer], now: u64) -> Vec<Carry> {
-        needs.iter().zip(answers).filter_map(|(n, a)| apply_answer(&self.policy, &self.store, n, a, now).unwrap()).collect()
+        needs.iter().zip(answers).filter_map(|(n, a)| apply_answer(&self.policy, &self.store, n, a, now).unwrap().carry).collect()
     }
 
     /// A request's first decision, up to its wait for a lease (if any).
