@@ -215,8 +215,8 @@ impl HttpContext for SluiceFilter {
 
     fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
         let after = queue::take_after(self.context_id);
-        if let Some((policy, spent, ids)) = after.learn {
-            self.learn(&policy, &spent, &ids);
+        if let Some(learn) = after.learn {
+            self.learn(&learn.policy, &learn.spent, &learn.global_ids);
         }
         if let Some((policy, rules)) = after.adapt {
             self.adapt(&policy, &rules, after.sent_at);

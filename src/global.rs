@@ -48,7 +48,9 @@ pub struct Waiting {
     pub kept: Vec<Carry>,
 }
 
-/// What comes of deciding a request.
+/// What comes of deciding a request. (Not boxed: it lives for one call,
+/// and the decision path should not allocate for it.)
+#[allow(clippy::large_enum_variant)]
 pub enum Then {
     /// A final decision to settle.
     Settle(Decision),

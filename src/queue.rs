@@ -25,14 +25,22 @@ pub enum Held {
     Redo { policy: Rc<Policy>, arrival: u64, body_size: Option<usize>, kept: Vec<Carry> },
 }
 
+/// What an upstream's 429/503 is learnt for.
+pub struct Learn {
+    pub policy: Rc<Policy>,
+    /// What the request spent (its rules' keys).
+    pub spent: Vec<Spent>,
+    /// The keys of its global rules that obey upstream limits.
+    pub global_ids: Vec<(usize, String)>,
+}
+
 /// What to do with the response of an admitted request.
 #[derive(Default)]
 pub struct After {
     /// Rate-limit headers to add.
     pub headers: Vec<(String, String)>,
-    /// When some rule obeys upstream limits: the policy, what the request
-    /// spent (its rules' keys) and the keys of its global rules.
-    pub learn: Option<(Rc<Policy>, Vec<Spent>, Vec<(usize, String)>)>,
+    /// When some rule obeys upstream limits: what to learn from.
+    pub learn: Option<Learn>,
     /// When some rule adapts to the upstream's health: the policy and
     /// those rules.
     pub adapt: Option<(Rc<Policy>, Vec<usize>)>,

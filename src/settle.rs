@@ -9,7 +9,7 @@ use sluice_core::limiter::Decision;
 use sluice_core::policy::Policy;
 use sluice_core::response::{admitted_headers, denial, unavailable};
 
-use crate::queue::{self, After, Held};
+use crate::queue::{self, After, Held, Learn};
 
 /// How the stream goes on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,7 +50,7 @@ pub fn settle(policy: &Rc<Policy>, d: &Decision, stream: Stream, now: u64, rando
         context_id,
         After {
             headers: admitted_headers(policy, d, now),
-            learn: learns.then(|| (policy.clone(), d.spent.clone(), d.global_ids.clone())),
+            learn: learns.then(|| Learn { policy: policy.clone(), spent: d.spent.clone(), global_ids: d.global_ids.clone() }),
             adapt: (!adapts.is_empty()).then(|| (policy.clone(), adapts)),
             sent_at: now,
         },
