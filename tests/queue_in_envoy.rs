@@ -190,3 +190,32 @@ fn priority_order_holds_under_contention() {
     // And the rate holds: 12 calls take at least 0.9 s after the burst.
     assert!(answers[11].2 - answers[0].2 >= 0.85, "{answers:?}");
 }
+
+#[test]
+fn a_client_that_leaves_while_queued_on_a_global_rule_gives_its_turn_back() {
+    // The gateway policy: Notion's rule is global and queues; a queued call
+    // waits for its turn, then spends from the window its turn falls in.
+    let stack = Stack::start(common::GATEWAY);
+    let path = "/api/v1/integrations/notion/search";
+    let h = [("x-integration", "notion"), ("x-tenant-id", "gone")];
+    // Three calls late in a counter window use its budget ...
+    common::align_to_second();
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(stack.statuses(3, "POST", path, &h), [200, 200, 200]);
+    // ... two more queue (turns at ~0.33 and ~0.67 s, in the next window)
+    // and hang up.
+    for _ in 0..2 {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", stack.envoy.port())).unwrap();
+        let req = format!("POST {path} HTTP/1.1\r\nhost: x\r\nx-integration: notion\r\nx-tenant-id: gone\r\ncontent-length: 0\r\n\r\n");
+        s.write_all(req.as_bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        drop(s);
+    }
+    // The next call takes the first turn (~0.33 s after the burst), not the
+    // third (~1 s).
+    let start = Instant::now();
+    let r = stack.send("POST", path, &h);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let waited = start.elapsed();
+    assert!(waited < Duration::from_millis(500), "waited {waited:?}: turns of departed clients were kept");
+}
