@@ -222,7 +222,7 @@ fn a_reload_keeps_outstanding_leases_and_counts() {
 #[test]
 fn an_upstream_429_at_one_instance_holds_the_key_back_at_every_instance() {
     let redis = Redis::start().expect("redis");
-    let cluster = Cluster::start(common::GATEWAY, 2, redis_counter(&redis));
+    let cluster = Cluster::start(&common::patient(common::GATEWAY), 2, redis_counter(&redis));
     let notion = [("x-integration", "notion"), ("x-tenant-id", "shared-block")];
     let send = |i: usize, extra: &[(&str, &str)]| {
         let url = cluster.envoys[i].url("/api/v1/integrations/notion/search");

@@ -10,7 +10,7 @@ use common::Stack;
 /// The gateway policy without queues (so that refusals are immediate),
 /// reading the integration from the body too.
 fn policy() -> String {
-    common::GATEWAY
+    common::patient(common::GATEWAY)
         .replace(",\n     \"queue\": {\"max_wait\": \"2s\"}", "")
         .replace(r#""integration": [{"header": "x-integration"}, "authority"]"#, r#""read_body": true, "integration": [{"header": "x-integration"}, {"body": "integration"}, "authority"]"#)
 }
@@ -44,7 +44,7 @@ fn header_body_and_egress_authority_share_the_integration_limit() {
 
 #[test]
 fn the_default_policy_names_integrations_by_header_and_egress_authority() {
-    let stack = Stack::start(common::GATEWAY);
+    let stack = Stack::start(&common::patient(common::GATEWAY));
     let egress = stack.envoy.egress_url("/v1/search");
     let r = wasm_test_harness::request("GET", &egress, &[("x-tenant-id", "d1"), ("host", "api.github.com")], "").unwrap();
     assert_eq!(r.status, 200, "{}", r.body);

@@ -117,7 +117,7 @@ fn the_gateway_policy_queues_integration_calls() {
     // Global (through the counter service) and queued for up to 2 s, on
     // the tools-invoke endpoint, whose own global rule (20/s per tenant)
     // sees the queued calls released in bursts at window starts and turns.
-    let stack = Stack::start(common::GATEWAY);
+    let stack = Stack::start(&common::patient(common::GATEWAY));
     let path = "/api/v1/tools/invoke";
     // Three phases of the counter's one-second windows.
     for (round, phase_ms) in [("gw-a", 50), ("gw-b", 400), ("gw-c", 850)] {
@@ -136,7 +136,7 @@ fn the_gateway_policy_queues_integration_calls() {
 
 #[test]
 fn an_upstream_429_holds_the_integration_back_until_its_retry_after() {
-    let stack = Stack::start(common::GATEWAY);
+    let stack = Stack::start(&common::patient(common::GATEWAY));
     let h = [("x-integration", "notion"), ("x-tenant-id", "up1")];
     let told = Instant::now();
     let r = stack.send("POST", "/api/v1/tools/invoke", &[h[0], h[1], ("x-echo-status", "429"), ("x-echo-header", "retry-after=3")]);
@@ -195,7 +195,9 @@ fn priority_order_holds_under_contention() {
 fn a_client_that_leaves_while_queued_on_a_global_rule_gives_its_turn_back() {
     // The gateway policy: Notion's rule is global and queues; a queued call
     // waits for its turn, then spends from the window its turn falls in.
-    let stack = Stack::start(common::GATEWAY);
+    // (A patient counter-service timeout: tests run side by side, and a
+    // timed-out reserve call would put the instance in fallback mode.)
+    let stack = Stack::start(&common::patient(common::GATEWAY));
     let path = "/api/v1/integrations/notion/search";
     let h = [("x-integration", "notion"), ("x-tenant-id", "gone")];
     // Three calls late in a counter window use its budget ...

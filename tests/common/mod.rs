@@ -9,6 +9,15 @@ use wasm_test_harness::{Counter, CounterOptions, EchoServer, Envoy, EnvoyOptions
 
 pub const GATEWAY: &str = include_str!("../../policies/mcp-gateway.json");
 
+/// `policy` (the gateway's, or one derived from it) with a counter-service
+/// timeout that a busy test machine keeps: tests run side by side, and one
+/// timed-out reserve call puts an instance in fallback mode for a second.
+pub fn patient(policy: &str) -> String {
+    let patient = policy.replace(r#""timeout": "50ms""#, r#""timeout": "1s""#);
+    assert_ne!(patient, policy, "the policy names no 50ms timeout");
+    patient
+}
+
 /// One Envoy with an echo upstream and an in-memory counter service.
 pub struct Stack {
     pub envoy: Envoy,

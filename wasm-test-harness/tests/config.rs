@@ -95,11 +95,12 @@ fn repo_template_renders_with_the_standard_variables() {
         ("ADMIN_PORT", "2"),
         ("UPSTREAM_PORT", "3"),
         ("COUNTER_PORT", "4"),
+        ("EGRESS_PORT", "5"),
         ("ECDS_DIR", "/x"),
     ];
     let out = render_template(&text, &vars).unwrap();
     assert!(out.contains("/x/sluice.json"));
     assert!(out.contains("port_value: 4"));
-    let missing = render_template(&text, &vars[..5]).unwrap_err();
+    let missing = render_template(&text, &vars[..6]).unwrap_err();
     assert!(missing.to_string().contains("{{ECDS_DIR}}"));
 }
