@@ -51,3 +51,25 @@ fn the_default_policy_names_integrations_by_header_and_egress_authority() {
     // GitHub's 60/s is the tightest rule that applied (per-tenant is 100/s).
     assert_eq!(r.header("x-ratelimit-limit"), Some("60"));
 }
+
+#[test]
+fn the_access_log_records_what_a_replay_needs() {
+    let stack = Stack::start(&common::patient(common::GATEWAY));
+    let r = stack.send("GET", "/api/v1/tools/list?x=1", &[("x-tenant-id", "logged"), ("x-forwarded-for", "203.0.113.9")]);
+    assert_eq!(r.status, 200);
+    let path = stack.envoy.access_log();
+    assert!(common::eventually(std::time::Duration::from_secs(5), || std::fs::read_to_string(&path).is_ok_and(|t| !t.is_empty())));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let line: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    println!("{line}");
+    assert_eq!(line["method"], "GET");
+    assert_eq!(line["path"], "/api/v1/tools/list?x=1");
+    assert_eq!(line["client_ip"], "127.0.0.1");
+    assert_eq!(line["headers"]["x-tenant-id"], "logged");
+    assert_eq!(line["headers"]["x-forwarded-for"], "203.0.113.9");
+    assert!(line["headers"]["x-integration"].is_null(), "{line}");
+    let ts: f64 = line["ts"].as_str().unwrap().parse().unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    assert!((now - ts).abs() < 30.0, "{ts}");
+    assert_eq!(line["status"], 200);
+}

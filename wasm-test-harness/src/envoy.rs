@@ -131,6 +131,10 @@ impl Envoy {
                 "ECDS_DIR".to_string(),
                 ecds_dir.to_string_lossy().into_owned(),
             ),
+            (
+                "ACCESS_LOG".to_string(),
+                run_dir.join("access.log").to_string_lossy().into_owned(),
+            ),
         ];
         vars.extend(opts.extra_vars.iter().cloned());
         let refs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -210,6 +214,11 @@ impl Envoy {
     }
 
     /// Admin port.
+    /// The ingress listener's JSON access log (one line per request).
+    pub fn access_log(&self) -> PathBuf {
+        self.run_dir.join("access.log")
+    }
+
     /// Port of the egress listener (calls to third-party APIs).
     pub fn egress_port(&self) -> u16 {
         self.egress_port

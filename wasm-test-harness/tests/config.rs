@@ -96,11 +96,12 @@ fn repo_template_renders_with_the_standard_variables() {
         ("UPSTREAM_PORT", "3"),
         ("COUNTER_PORT", "4"),
         ("EGRESS_PORT", "5"),
+        ("ACCESS_LOG", "/x/access.log"),
         ("ECDS_DIR", "/x"),
     ];
     let out = render_template(&text, &vars).unwrap();
     assert!(out.contains("/x/sluice.json"));
     assert!(out.contains("port_value: 4"));
-    let missing = render_template(&text, &vars[..6]).unwrap_err();
+    let missing = render_template(&text, &vars[..7]).unwrap_err();
     assert!(missing.to_string().contains("{{ECDS_DIR}}"));
 }
