@@ -56,12 +56,14 @@ impl SluiceFilter {
         let ctx = Ctx { random: self.jitter.next(), ..ctx };
         let mut request = self.request;
         let instance = self.instance.clone();
+        let started = std::time::Instant::now();
         let then = global::decide_or_call(policy, &mut request, ctx, carried, self.queue, |settings, needs| {
             callout::reserve(settings, &instance, needs)
         });
+        crate::metrics::decision_time(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
         match then {
             Then::Settle(d) => {
-                let stream = Stream { context_id: self.context_id, arrival: self.arrival, body_size: self.request.body_size };
+                let stream = Stream { context_id: self.context_id, arrival: self.arrival, body_size: self.request.body_size, first: true };
                 settle(policy, &d, stream, ctx.now, self.jitter.next())
             }
             Then::Wait(waiting) => {
@@ -110,8 +112,12 @@ impl SluiceFilter {
             }
         }
         if let (Some(settings), false) = (policy.global.as_ref(), blocks.is_empty()) {
-            if let Err(e) = callout::block(settings, &self.instance, &blocks) {
-                log::warn!("upstream block not shared with the other instances: {e}");
+            match callout::block(settings, &self.instance, &blocks) {
+                Ok(_) => crate::metrics::sent(crate::metrics::Call::Block),
+                Err(e) => {
+                    crate::metrics::failed(crate::metrics::Call::Block);
+                    log::warn!("upstream block not shared with the other instances: {e}");
+                }
             }
         }
         for (rule, e) in errors {
@@ -156,7 +162,7 @@ impl Context for SluiceFilter {
         // The client left before its turn: give the turn back.
         let now = now_ns();
         let errors = match (queue::release(self.context_id), self.waiting.take(), self.policy.as_ref()) {
-            (Some(Held::Resume { policy, spent }), _, _) => (give_back(&policy, &HostStore, &spent, now), policy),
+            (Some(Held::Resume { policy, spent, .. }), _, _) => (give_back(&policy, &HostStore, &spent, now), policy),
             (Some(Held::Redo { policy, kept, .. }), _, _) => (give_back_kept(&policy, &HostStore, &kept, now), policy),
             (None, Some(waiting), Some(policy)) => (give_back_kept(policy, &HostStore, &waiting.kept, now), policy.clone()),
             _ => return true,

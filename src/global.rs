@@ -35,6 +35,14 @@ pub fn decide(policy: &Policy, request: &mut HostRequest, ctx: Ctx, carried: &[C
     for (rule, e) in &d.errors {
         log::warn!("rule {} let a request pass: {e}", policy.rules[*rule].name);
     }
+    if !d.notes.is_empty() {
+        crate::logs::notes(policy, &d, ctx.now);
+        for (i, note) in &d.notes {
+            if *note == sluice_core::limiter::Note::Reset {
+                crate::metrics::count(crate::metrics::rule(&policy.rules[*i]).resets);
+            }
+        }
+    }
     enqueue(queue, &d.refills);
     d
 }
@@ -73,8 +81,12 @@ pub fn decide_or_call(
     let d = decide(policy, request, ctx, carried, queue);
     let Some(settings) = policy.global.as_ref().filter(|_| d.pending()) else { return Then::Settle(d) };
     match call(settings, &d.wait_for) {
-        Ok(token) => Then::Wait(Waiting { token, needs: d.wait_for, kept: d.kept }),
+        Ok(token) => {
+            crate::metrics::sent(crate::metrics::Call::Reserve);
+            Then::Wait(Waiting { token, needs: d.wait_for, kept: d.kept })
+        }
         Err(e) => {
+            crate::metrics::failed(crate::metrics::Call::Reserve);
             reachable(false, ctx.now, &e);
             Then::Settle(decide(policy, request, Ctx { degraded: true, may_wait: false, ..ctx }, &d.kept, queue))
         }
@@ -111,6 +123,7 @@ pub fn receive(policy: &Policy, needs: &[LeaseNeed], body_size: usize, now: u64,
             (true, carried)
         }
         Err(e) => {
+            crate::metrics::failed(crate::metrics::Call::Reserve);
             reachable(false, now, &e.to_string());
             (false, kept)
         }
@@ -124,6 +137,9 @@ fn apply(policy: &Policy, needs: &[LeaseNeed], answers: &[Answer], now: u64, mut
         match apply_answer(policy, &HostStore, need, answer, now) {
             Ok(applied) => {
                 carried.extend(applied.carry);
+                if let Some(rule) = policy.rule(&need.ask.rule) {
+                    crate::metrics::lease_units(crate::metrics::rule(rule), u64::from(answer.granted));
+                }
                 if let Some(blocked) = applied.blocked_rule {
                     kept.retain(|c| !matches!(c, Carry::Turn { rule, .. } if *rule == blocked));
                 }
@@ -155,9 +171,11 @@ pub fn forget(policy: &Policy, needs: &[LeaseNeed], now: u64) {
 pub fn reachable(ok: bool, now: u64, detail: &str) {
     match record(&HostStore, ok, now) {
         Ok(Transition::WentDown) => {
+            crate::metrics::degraded(true);
             log::warn!("counter service unreachable ({detail}); global rules follow their failure_mode until it answers again");
         }
         Ok(Transition::CameBack { since }) => {
+            crate::metrics::degraded(false);
             let secs = now.saturating_sub(since) as f64 / 1e9;
             log::info!("counter service reachable again after {secs:.1}s; global limits enforced again");
         }

@@ -16,6 +16,10 @@ mod global;
 #[cfg(target_os = "wasi")]
 mod host;
 #[cfg(target_os = "wasi")]
+mod logs;
+#[cfg(target_os = "wasi")]
+mod metrics;
+#[cfg(target_os = "wasi")]
 mod queue;
 #[cfg(target_os = "wasi")]
 mod root;

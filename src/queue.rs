@@ -18,7 +18,7 @@ use sluice_core::policy::Policy;
 pub enum Held {
     /// Its turn has come: let it through. `spent` is given back if its
     /// client leaves first.
-    Resume { policy: Rc<Policy>, spent: Vec<Spent> },
+    Resume { policy: Rc<Policy>, spent: Vec<Spent>, arrival: u64 },
     /// A new window opens, or its turn comes: decide it again (it arrived
     /// at `arrival`; its buffered body, if it was read, has `body_size`
     /// bytes). `kept`: its turns in queues, given back if its client leaves.
@@ -55,12 +55,18 @@ thread_local! {
 
 /// Registers the paused request `context_id` until `wake_at` (ns).
 pub fn hold(context_id: u32, wake_at: u64, held: Held) {
-    HELD.with(|h| h.borrow_mut().insert(context_id, (wake_at, held)));
+    if HELD.with(|h| h.borrow_mut().insert(context_id, (wake_at, held))).is_none() {
+        crate::metrics::queue_length(1);
+    }
 }
 
 /// Forgets `context_id`; returns what it was held for (its client left).
 pub fn release(context_id: u32) -> Option<Held> {
-    HELD.with(|h| h.borrow_mut().remove(&context_id)).map(|(_, held)| held)
+    let held = HELD.with(|h| h.borrow_mut().remove(&context_id)).map(|(_, held)| held);
+    if held.is_some() {
+        crate::metrics::queue_length(-1);
+    }
+    held
 }
 
 /// Takes the requests whose time has come, earliest first; each is handed
@@ -70,7 +76,9 @@ pub fn due(now: u64) -> Vec<(u32, Held)> {
         let mut held = h.borrow_mut();
         let mut ready: Vec<(u64, u32)> = held.iter().filter(|(_, (w, _))| *w <= now).map(|(c, (w, _))| (*w, *c)).collect();
         ready.sort_unstable();
-        ready.into_iter().filter_map(|(_, c)| held.remove(&c).map(|(_, h)| (c, h))).collect()
+        let out: Vec<(u32, Held)> = ready.into_iter().filter_map(|(_, c)| held.remove(&c).map(|(_, h)| (c, h))).collect();
+        crate::metrics::queue_length(-(out.len() as i64));
+        out
     })
 }
 

@@ -82,6 +82,7 @@ impl Context for SluiceRoot {
                 }
             }
             Some(Call::Probe) if callout::status() == Some(200) => global::reachable(true, now, ""),
+            Some(Call::Probe) => crate::metrics::failed(crate::metrics::Call::Probe),
             Some(Call::Redo { stream, policy, needs, kept }) => {
                 let (answered, carried) = global::receive(&policy, &needs, body_size, now, kept.clone());
                 if hostcalls::set_effective_context(stream.context_id).is_ok() {
@@ -94,7 +95,7 @@ impl Context for SluiceRoot {
                     let _ = give_back_kept(&policy, &HostStore, &kept, now);
                 }
             }
-            Some(Call::Probe) | None => {}
+            None => {}
         }
     }
 }
@@ -109,9 +110,13 @@ impl SluiceRoot {
             self.last_probe = now;
             match callout::probe(settings) {
                 Ok(token) => {
+                    crate::metrics::sent(crate::metrics::Call::Probe);
                     self.calls.insert(token, Call::Probe);
                 }
-                Err(e) => log::debug!("probe not sent: {e}"),
+                Err(e) => {
+                    crate::metrics::failed(crate::metrics::Call::Probe);
+                    log::debug!("probe not sent: {e}");
+                }
             }
         }
         let Some(queue) = self.queue else { return };
@@ -123,9 +128,11 @@ impl SluiceRoot {
         for batch in needs.chunks(BATCH) {
             match callout::reserve(settings, &self.instance, batch) {
                 Ok(token) => {
+                    crate::metrics::sent(crate::metrics::Call::Reserve);
                     self.calls.insert(token, Call::Reserve(batch.to_vec()));
                 }
                 Err(e) => {
+                    crate::metrics::failed(crate::metrics::Call::Reserve);
                     global::forget(policy, batch, now);
                     global::reachable(false, now, &e);
                 }
@@ -190,12 +197,13 @@ impl RootContext for SluiceRoot {
         if policy.global.is_some() {
             self.queue = hostcalls::register_shared_queue(REFILL_QUEUE).ok();
             if let Ok(Some(id)) = hostcalls::get_property(vec!["node", "id"]) {
-                self.instance = Rc::from(String::from_utf8_lossy(&id).as_ref());
+                self.instance = Rc::from(sluice_core::counter_api::instance_name(&String::from_utf8_lossy(&id)));
             }
         }
         // Requests held under a previous policy still need waking.
         let ticks = policy.global.is_some() || policy.rules.iter().any(|r| r.queue.is_some()) || queue::len() > 0;
         self.set_tick_period(if ticks { TICK } else { Duration::ZERO });
+        crate::metrics::define_rules(&policy.rules);
         log::info!("policy loaded: {} rules, {} slots", policy.rules.len(), policy.slots);
         self.policy = Some(Rc::new(policy));
         true
@@ -210,9 +218,12 @@ impl RootContext for SluiceRoot {
                 continue;
             }
             let go = match held {
-                Held::Resume { .. } => true,
+                Held::Resume { arrival, .. } => {
+                    crate::metrics::queue_wait(now.saturating_sub(arrival) / 1_000_000);
+                    true
+                }
                 Held::Redo { policy, arrival, body_size, kept } => {
-                    self.redo(&policy, Stream { context_id, arrival, body_size }, now, None, &kept)
+                    self.redo(&policy, Stream { context_id, arrival, body_size, first: false }, now, None, &kept)
                 }
             };
             if go {

@@ -28,6 +28,39 @@ pub struct Stream {
     pub context_id: u32,
     pub arrival: u64,
     pub body_size: Option<usize>,
+    /// Its first decision (not one made again after a wait).
+    pub first: bool,
+}
+
+/// Counts a decision in the metrics: every rule that applied, once, when
+/// the decision is final; `queued` when the request first waits.
+fn count(policy: &Policy, d: &Decision, stream: Stream, held: bool) {
+    let waits = d.hold_ns > 0 || d.redo_at.is_some();
+    if waits && stream.first {
+        for a in &d.applied {
+            let rule = &policy.rules[a.rule];
+            if rule.queue.is_some() {
+                crate::metrics::count(crate::metrics::rule(rule).queued);
+            }
+        }
+    }
+    if held && d.redo_at.is_some() {
+        return;
+    }
+    for a in &d.applied {
+        let ids = crate::metrics::rule(&policy.rules[a.rule]);
+        let id = if d.denied_by.is_some_and(|w| w.rule == a.rule) {
+            ids.denied
+        } else if d.shadow_denied.iter().any(|s| s.rule == a.rule) {
+            ids.shadow_denied
+        } else {
+            ids.allowed
+        };
+        crate::metrics::count(id);
+        if a.near {
+            crate::metrics::count(ids.near_limit);
+        }
+    }
 }
 
 /// Acts on a final decision for `stream` (the effective context).
@@ -38,12 +71,15 @@ pub fn settle(policy: &Rc<Policy>, d: &Decision, stream: Stream, now: u64, rando
         if let Err(e) = hostcalls::send_http_response(reply.status, headers, Some(reply.body.as_bytes())) {
             log::warn!("local reply not sent: {e:?}");
         }
+        count(policy, d, stream, false);
         return Next::Replied;
     }
     if let Some(at) = d.redo_at {
+        count(policy, d, stream, true);
         queue::hold(context_id, at, Held::Redo { policy: policy.clone(), arrival: stream.arrival, body_size: stream.body_size, kept: d.kept.clone() });
         return Next::Held;
     }
+    count(policy, d, stream, d.hold_ns > 0);
     let learns = d.applied.iter().any(|a| policy.rules[a.rule].obey_upstream);
     let adapts: Vec<usize> = d.applied.iter().filter(|a| policy.rules[a.rule].adaptive.is_some()).map(|a| a.rule).collect();
     queue::set_after(
@@ -56,7 +92,7 @@ pub fn settle(policy: &Rc<Policy>, d: &Decision, stream: Stream, now: u64, rando
         },
     );
     if d.hold_ns > 0 {
-        queue::hold(context_id, now.saturating_add(d.hold_ns), Held::Resume { policy: policy.clone(), spent: d.spent.clone() });
+        queue::hold(context_id, now.saturating_add(d.hold_ns), Held::Resume { policy: policy.clone(), spent: d.spent.clone(), arrival: stream.arrival });
         return Next::Held;
     }
     Next::Go

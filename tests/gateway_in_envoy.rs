@@ -104,10 +104,10 @@ fn integrations_are_limited_by_header() {
 fn health_checks_skip_the_global_per_ip_rule() {
     // per-ip at 1000/h and health at 1000/h make the counts exact.
     let stack = Stack::start(&gateway_per("1h").replace(
-        r#""name": "per-ip",
+        r#""name": "per-ip", "tier": "ip",
      "key": ["client_ip"],
      "limit": {"requests": 1000"#,
-        r#""name": "per-ip",
+        r#""name": "per-ip", "tier": "ip",
      "key": ["client_ip"],
      "limit": {"requests": 10"#,
     ));

@@ -13,7 +13,9 @@
 //! with tag 0 = empty, 1 = token bucket (a = tat), 2 = fixed window
 //! (a = window, b = count), 3 = sliding window (a = window, b = current,
 //! c = previous); tag 4 is a global rule's lease, `[1][4][fingerprint]`
-//! followed by `Lease`'s own encoding.
+//! followed by `Lease`'s own encoding. A bucket's 27th byte, when present,
+//! holds flags about its key (see `store::FLAG_*`); older 26-byte values
+//! read as no flags.
 
 use crate::le::{u32_at, u64_at};
 use crate::lease::Lease;
@@ -237,6 +239,11 @@ impl State {
     }
 
     pub fn encode(self, fingerprint: u64) -> Vec<u8> {
+        self.encode_flagged(fingerprint, 0)
+    }
+
+    /// Encodes with the key's flags (buckets only; a lease has none).
+    pub fn encode_flagged(self, fingerprint: u64, flags: u8) -> Vec<u8> {
         let mut out = Vec::with_capacity(10 + Lease::ENCODED_LEN);
         out.push(VERSION);
         let (tag, a, b, c) = match self {
@@ -256,7 +263,18 @@ impl State {
         out.extend_from_slice(&a.to_le_bytes());
         out.extend_from_slice(&b.to_le_bytes());
         out.extend_from_slice(&c.to_le_bytes());
+        if flags != 0 {
+            out.push(flags);
+        }
         out
+    }
+
+    /// The flags byte of an encoded bucket (0 when absent).
+    pub fn flags(bytes: &[u8]) -> u8 {
+        match bytes.get(1) {
+            Some(1..=3) => bytes.get(ENCODED_LEN).copied().unwrap_or(0),
+            _ => 0,
+        }
     }
 
     /// Decodes a slot; anything malformed reads as an empty slot with

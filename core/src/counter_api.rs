@@ -72,6 +72,30 @@ impl std::fmt::Display for CounterError {
     }
 }
 
+/// Longest `instance` the counter service accepts.
+pub const MAX_INSTANCE: usize = 64;
+
+/// The name an Envoy gives itself in calls: its node id, shortened when
+/// longer than the service accepts (Istio's sidecar ids, such as
+/// `sidecar~10.244.12.34~mcp-gateway-5f7d8c9b6d-abcde.mcp~mcp.svc.cluster.local`,
+/// often are) to its start and a hash of the whole, so that it stays
+/// unique and recognisable.
+pub fn instance_name(node_id: &str) -> String {
+    let clean: String = node_id.chars().filter(|c| !c.is_control()).collect();
+    if clean.is_empty() {
+        return "sluice".into();
+    }
+    if clean.len() <= MAX_INSTANCE {
+        return clean;
+    }
+    let hash = crate::hash::fnv1a(clean.as_bytes());
+    let mut head = MAX_INSTANCE - 17;
+    while !clean.is_char_boundary(head) {
+        head -= 1;
+    }
+    format!("{}~{hash:016x}", &clean[..head])
+}
+
 /// One key an upstream asked us to stay away from, for `ms` milliseconds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Block {
@@ -151,6 +175,19 @@ mod tests {
             serde_json::json!({"instance": "sluice-0", "leases": [
                 {"rule": "per-tenant", "id": "tenant-1", "limit": 100, "window_ms": 1000, "want": 20, "next": false}]})
         );
+    }
+
+    #[test]
+    fn long_node_ids_are_shortened_uniquely() {
+        assert_eq!(instance_name("sluice-0"), "sluice-0");
+        assert_eq!(instance_name(""), "sluice");
+        let a = instance_name("sidecar~10.244.12.34~mcp-gateway-5f7d8c9b6d-abcde.mcp~mcp.svc.cluster.local");
+        let b = instance_name("sidecar~10.244.12.35~mcp-gateway-5f7d8c9b6d-fghij.mcp~mcp.svc.cluster.local");
+        assert!(a.len() <= MAX_INSTANCE && b.len() <= MAX_INSTANCE);
+        assert!(a.starts_with("sidecar~10.244.12.34~mcp-gateway"));
+        assert_ne!(a, b);
+        let wide = instance_name(&"é".repeat(40));
+        assert!(wide.len() <= MAX_INSTANCE);
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod path;
 pub mod policy;
 pub mod request;
 pub mod response;
+pub mod simulate;
 pub mod store;
 pub mod upstream;
 #[cfg(test)]

@@ -98,11 +98,21 @@ pub fn unavailable(policy: &Policy, d: &Decision) -> Option<Reply> {
     Some(Reply { status: 503, headers, body })
 }
 
-/// Headers for an admitted response: those of the rule closest to its limit.
+/// Headers for an admitted response: those of the rule closest to its
+/// limit. When a shadow rule would have refused the request, its headers
+/// as a 429 would carry them (without `Retry-After`, since the request
+/// passed), plus `X-RateLimit-Shadow: <rule>`, so that clients and
+/// operators see the enforcement to come.
 pub fn admitted_headers(policy: &Policy, d: &Decision, now: u64) -> Vec<(String, String)> {
+    let tenant = d.tenant.as_deref().filter(|t| is_header_safe(t));
+    if let Some(ro) = d.shadow_denied.iter().max_by_key(|s| s.outcome.retry_after_ns) {
+        let retry_after = ceil_secs(ro.outcome.retry_after_ns).max(1);
+        let mut h = common_headers(policy, ro, tenant, now / NS + retry_after, retry_after);
+        h.push(("x-ratelimit-shadow".to_string(), policy.rules[ro.rule].name.clone()));
+        return h;
+    }
     let Some(ro) = d.tightest.as_ref() else { return Vec::new() };
     let reset_in = ceil_secs(ro.outcome.reset_ns);
-    let tenant = d.tenant.as_deref().filter(|t| is_header_safe(t));
     common_headers(policy, ro, tenant, now.div_ceil(NS) + reset_in, reset_in)
 }
 

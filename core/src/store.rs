@@ -84,6 +84,51 @@ pub struct Found {
     pub key: String,
     pub cas: u32,
     pub state: State,
+    /// Flags about the key (`FLAG_*`).
+    pub flags: u8,
+}
+
+/// The key is in a rejection episode: a request was refused and none was
+/// admitted since.
+pub const FLAG_REFUSING: u8 = 1;
+/// The key was reported as approaching its limit, and has not fallen back
+/// below half of it since.
+pub const FLAG_WARNED: u8 = 2;
+
+/// What a take meant for its key, to log and count once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Note {
+    /// The key has just passed 95 % of its limit.
+    Approaching,
+    /// The first refusal after admissions: a rejection episode starts.
+    Refusing,
+    /// The first admission after refusals: the limit has reset.
+    Reset,
+}
+
+/// The flags after an outcome of a key whose capacity is `capacity`, and
+/// what changed.
+fn noted(o: &crate::bucket::Outcome, capacity: u64, flags: u8) -> (u8, Option<Note>) {
+    let capacity = u128::from(capacity.max(1));
+    let left = u128::from(o.remaining);
+    if !o.allowed {
+        return if flags & FLAG_REFUSING == 0 { (flags | FLAG_REFUSING, Some(Note::Refusing)) } else { (flags, None) };
+    }
+    if flags & FLAG_REFUSING != 0 {
+        return (flags & !FLAG_REFUSING, Some(Note::Reset));
+    }
+    if left * 20 <= capacity && flags & FLAG_WARNED == 0 {
+        return (flags | FLAG_WARNED, Some(Note::Approaching));
+    }
+    if left * 2 > capacity && flags & FLAG_WARNED != 0 {
+        return (flags & !FLAG_WARNED, None);
+    }
+    (flags, None)
+}
+
+/// The most a key's bucket holds: its burst (token bucket) or its limit.
+fn capacity(algorithm: Algorithm, limit: &Limit) -> u64 {
+    if algorithm == Algorithm::TokenBucket { limit.burst } else { limit.requests }
 }
 
 /// Finds the slot for the key hashed to `fingerprint` (see the module docs).
@@ -96,11 +141,11 @@ pub fn locate(store: &dyn SharedStore, slots: u32, fingerprint: u64, limit: &Lim
         let (bytes, cas) = store.get(&key)?.unwrap_or_default();
         let (fp, state) = State::decode(&bytes);
         if fp == fingerprint {
-            return Ok(Found { key, cas, state });
+            return Ok(Found { key, cas, state, flags: State::flags(&bytes) });
         }
         let idle_in = if fp == 0 { 0 } else { state.idle_in(limit, now) };
         if best.as_ref().is_none_or(|(b, _)| idle_in < *b) {
-            best = Some((idle_in, Found { key, cas, state: State::Empty }));
+            best = Some((idle_in, Found { key, cas, state: State::Empty, flags: 0 }));
         }
     }
     best.map(|(_, f)| f).ok_or_else(|| StoreError::Host("no slots".into()))
@@ -116,13 +161,29 @@ pub fn cas_update<T>(
     now: u64,
     mut f: impl FnMut(State) -> (T, Option<State>),
 ) -> Result<T, StoreError> {
+    cas_update_flagged(store, slots, fingerprint, limit, now, |s, flags| {
+        let (answer, next) = f(s);
+        (answer, next.map(|n| (n, flags)))
+    })
+}
+
+/// Like `cas_update`, with the key's flags read and written too.
+pub fn cas_update_flagged<T>(
+    store: &dyn SharedStore,
+    slots: u32,
+    fingerprint: u64,
+    limit: &Limit,
+    now: u64,
+    mut f: impl FnMut(State, u8) -> (T, Option<(State, u8)>),
+) -> Result<T, StoreError> {
     for _ in 0..CAS_ATTEMPTS {
         let found = locate(store, slots, fingerprint, limit, now)?;
-        let (answer, next) = f(found.state);
-        let Some(next) = next else {
+        let (answer, next) = f(found.state, found.flags);
+        let Some((next, flags)) = next else {
             return Ok(answer);
         };
-        match store.set(&found.key, &next.encode(fingerprint), found.cas) {
+        let flags = if matches!(next, State::Lease(_)) { 0 } else { flags };
+        match store.set(&found.key, &next.encode_flagged(fingerprint, flags), found.cas) {
             Ok(()) => return Ok(answer),
             Err(StoreError::CasMismatch) => continue,
             Err(e) => return Err(e),
@@ -134,6 +195,35 @@ pub fn cas_update<T>(
 /// Takes `cost` units from the key's bucket.
 pub fn take(store: &dyn SharedStore, slots: u32, fingerprint: u64, algorithm: Algorithm, limit: &Limit, now: u64, cost: u64) -> Result<crate::bucket::Outcome, StoreError> {
     cas_update(store, slots, fingerprint, limit, now, |s| s.take(algorithm, limit, now, cost))
+}
+
+/// Like `take`, noting what the outcome means for the key (see `Note`);
+/// a rejection episode's first refusal writes its flag.
+pub fn take_noting(store: &dyn SharedStore, slots: u32, fingerprint: u64, algorithm: Algorithm, limit: &Limit, now: u64, cost: u64) -> Result<(crate::bucket::Outcome, Option<Note>), StoreError> {
+    cas_update_flagged(store, slots, fingerprint, limit, now, |s, flags| {
+        let (o, next) = s.take(algorithm, limit, now, cost);
+        let (f, note) = noted(&o, capacity(algorithm, limit), flags);
+        let write = next.or((f != flags).then_some(s)).map(|n| (n, f));
+        ((o, note), write)
+    })
+}
+
+/// Like `take_queued`, noting what the outcome means for the key.
+pub fn take_queued_noting(
+    store: &dyn SharedStore,
+    slots: u32,
+    fingerprint: u64,
+    limit: &Limit,
+    queue: &crate::policy::Queue,
+    now: u64,
+    cost: u64,
+) -> Result<((crate::bucket::Outcome, u64), Option<Note>), StoreError> {
+    cas_update_flagged(store, slots, fingerprint, limit, now, |s, flags| {
+        let (o, next, wait) = s.take_queued(limit, now, cost, queue);
+        let (f, note) = noted(&o, limit.burst, flags);
+        let write = next.or((f != flags).then_some(s)).map(|n| (n, f));
+        (((o, wait), note), write)
+    })
 }
 
 /// Takes units for a priority class that leaves `reserve` to the classes

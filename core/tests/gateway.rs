@@ -285,7 +285,7 @@ fn admitted_headers_show_the_tightest_rule() {
 
 #[test]
 fn shadow_rules_count_but_never_deny() {
-    let shadowed = GATEWAY.replace(r#""name": "tools-list","#, r#""name": "tools-list", "mode": "shadow","#);
+    let shadowed = GATEWAY.replace(r#""name": "tools-list", "tier": "endpoint","#, r#""name": "tools-list", "tier": "endpoint", "mode": "shadow","#);
     let g = Gateway::new(&shadowed);
     let list = tenant(get("/api/v1/tools/list"), "tenant-a");
     assert_eq!(g.burst(&list, 5), 5);
@@ -293,6 +293,13 @@ fn shadow_rules_count_but_never_deny() {
     assert!(d.allowed());
     assert_eq!(d.shadow_denied.len(), 1);
     assert_eq!(g.policy.rules[d.shadow_denied[0].rule].name, "tools-list");
+    // Headed as if enforced: the shadow rule's limit, nothing remaining.
+    let h = admitted_headers(&g.policy, &d, T0);
+    let get_h = |n: &str| h.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+    assert_eq!(get_h("x-ratelimit-shadow"), Some("tools-list"));
+    assert_eq!(get_h("x-ratelimit-limit"), Some("5"));
+    assert_eq!(get_h("x-ratelimit-remaining"), Some("0"));
+    assert_eq!(get_h("retry-after"), None);
     let whole = Gateway::new(&GATEWAY.replacen("{\n", "{\n  \"mode\": \"shadow\",\n", 1));
     let list = tenant(get("/api/v1/tools/list"), "tenant-a");
     assert_eq!(whole.burst(&list, 20), 20);
@@ -418,4 +425,40 @@ fn the_integration_comes_from_a_header_the_body_or_the_upstream_authority() {
     // The header wins over the body.
     let both = invoke(r#"{"integration": "notion"}"#).header("x-integration", "github");
     assert!(g.send(both).allowed());
+}
+
+#[test]
+fn episodes_and_approaching_are_noted_once() {
+    use sluice_core::limiter::{decide, Ctx, Note};
+    use sluice_core::store::{ensure_slots, MemoryStore};
+    let policy = Policy::from_json(GATEWAY).expect("policy");
+    let store = MemoryStore::default();
+    ensure_slots(&store, policy.slots).expect("slots");
+    let list = policy.rules.iter().position(|r| r.name == "tools-list").expect("rule");
+    assert_eq!(policy.rules[list].tier, "endpoint");
+    let req = tenant(get("/api/v1/tools/list"), "noted");
+    // The gateway's rules made local, to keep this in memory.
+    let local = Policy::from_json(&GATEWAY.replace(r#" "scope": "global","#, "")).expect("policy");
+    assert_eq!(local.rules[list].scope, sluice_core::policy::Scope::Local);
+    let notes = |now: u64| {
+        let d = decide(&local, &mut req.clone(), &store, Ctx::at(now));
+        (d.allowed(), d.notes.iter().filter(|(r, _)| *r == list).map(|(_, n)| *n).collect::<Vec<_>>())
+    };
+    // 5 per second: the fifth leaves nothing (past 95 %), the sixth starts
+    // an episode, the seventh is in it; a second later the limit has reset.
+    for _ in 0..4 {
+        assert_eq!(notes(T0), (true, vec![]));
+    }
+    assert_eq!(notes(T0), (true, vec![Note::Approaching]));
+    assert_eq!(notes(T0), (false, vec![Note::Refusing]));
+    assert_eq!(notes(T0), (false, vec![]));
+    assert_eq!(notes(T0 + 1_000_000_000), (true, vec![Note::Reset]));
+    // Warned already, and still near the limit: no second warning until the
+    // key falls below half of it.
+    assert_eq!(notes(T0 + 1_000_000_000), (true, vec![]));
+    assert_eq!(notes(T0 + 3_000_000_000), (true, vec![]));
+    for _ in 0..4 {
+        notes(T0 + 3_000_000_000);
+    }
+    assert_eq!(notes(T0 + 3_000_000_000).1, vec![Note::Refusing]);
 }

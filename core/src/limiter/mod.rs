@@ -28,6 +28,7 @@
 //! `limit / expected_instances` in a bucket of its own, `closed` refuses.
 
 mod attrs;
+mod explain;
 mod global;
 
 use crate::bucket::Outcome;
@@ -35,8 +36,10 @@ use crate::counter_api::Ask;
 use crate::policy::{Policy, Scope};
 use crate::request::Request;
 use crate::store::{self, SharedStore, StoreError};
+pub use crate::store::Note;
 
 use attrs::Attrs;
+pub use explain::{explain, resolve, Explained, KeyValue, Resolved, Skip};
 pub use global::{apply_answer, fallback_limit, forget_ask, Applied};
 
 /// What a request already holds when it is decided again.
@@ -125,6 +128,9 @@ pub struct RuleOutcome {
     /// The rule's requests per `per` as enforced (an adaptive rule's
     /// effective limit).
     pub limit: u64,
+    /// Admitted with at most a fifth of the rule's capacity left (80 %
+    /// used or more).
+    pub near: bool,
 }
 
 /// What happens to the request.
@@ -157,6 +163,9 @@ pub struct Decision {
     pub redo_at: Option<u64>,
     /// What the request spent; see [`give_back`].
     pub spent: Vec<Spent>,
+    /// What this decision meant for its keys (episodes, approaching): for
+    /// logs and metrics, once per occurrence.
+    pub notes: Vec<(usize, Note)>,
     /// Keys (as the counter service knows them) of the global rules that
     /// obey upstream limits, to share an upstream's block with the other
     /// instances.
@@ -269,9 +278,15 @@ pub fn decide_carrying(policy: &Policy, req: &mut dyn Request, store: &dyn Share
             (false, Some(q), None) => {
                 let left_ns = (q.max_wait.nanos() + TICK_GRACE_NS).saturating_sub(ctx.waited_ns);
                 let left = crate::policy::Queue { max_wait: crate::duration::Span::from_nanos(left_ns), ..*q };
-                store::take_queued(store, policy.slots, fp, &limit, &left, now, cost)
+                store::take_queued_noting(store, policy.slots, fp, &limit, &left, now, cost).map(|(ow, note)| {
+                    d.notes.extend(note.map(|n| (i, n)));
+                    ow
+                })
             }
-            (false, None, None) => store::take(store, policy.slots, fp, rule.algorithm, &limit, now, cost).map(|o| (o, 0)),
+            (false, None, None) => store::take_noting(store, policy.slots, fp, rule.algorithm, &limit, now, cost).map(|(o, note)| {
+                d.notes.extend(note.map(|n| (i, n)));
+                (o, 0)
+            }),
         };
         let (mut outcome, wait) = match result {
             Ok((o, wait)) => {
@@ -306,7 +321,9 @@ pub fn decide_carrying(policy: &Policy, req: &mut dyn Request, store: &dyn Share
                 }
             }
         }
-        let ro = RuleOutcome { rule: i, outcome, limit: limit.requests };
+        let capacity = if rule.algorithm == crate::policy::Algorithm::TokenBucket { limit.burst } else { limit.requests };
+        let near = outcome.allowed && u128::from(outcome.remaining) * 5 <= u128::from(capacity);
+        let ro = RuleOutcome { rule: i, outcome, limit: limit.requests, near };
         d.applied.push(ro);
         if outcome.allowed {
             if !denied && d.tightest.as_ref().is_none_or(|t| tighter(&ro, t)) {

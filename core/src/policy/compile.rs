@@ -174,6 +174,10 @@ impl Compiler {
         if !name_ok {
             self.problem(format!("{at}.name"), format!("{:?} must be 1-{MAX_NAME_LEN} letters, digits, '-' or '_'", raw.name));
         }
+        let tier = raw.tier.clone().unwrap_or_else(|| "default".to_string());
+        if tier.is_empty() || tier.len() > 32 || !tier.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_') {
+            self.problem(format!("{at}.tier"), format!("{tier:?} must be 1-32 lower-case letters, digits, '-' or '_'"));
+        }
         let methods = raw
             .matcher
             .methods
@@ -260,6 +264,7 @@ impl Compiler {
         Some(Rule {
             identity: identity.finish(),
             name: raw.name,
+            tier,
             methods,
             paths,
             headers,

@@ -60,6 +60,9 @@ pub struct Global {
 #[derive(Clone, Debug)]
 pub struct Rule {
     pub name: String,
+    /// A label grouping rules in metrics and logs (`ip`, `tenant`,
+    /// `endpoint`, `integration`, ...); `default` when not given.
+    pub tier: String,
     /// Stable across reloads while the name and key spec are unchanged, so
     /// the rule's buckets keep their counts.
     pub identity: u64,

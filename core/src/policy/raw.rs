@@ -60,6 +60,7 @@ pub struct RawGlobal {
 #[serde(deny_unknown_fields)]
 pub struct RawRule {
     pub name: String,
+    pub tier: Option<String>,
     #[serde(rename = "match", default)]
     pub matcher: RawMatch,
     #[serde(default)]

@@ -1,0 +1,107 @@
+//! The rate-limit log lines of the seed's section 7.2, bounded in volume.
+//!
+//! A key crossing 95 % of its limit is logged once as a warning ("rate
+//! limit approaching"), and each rejection episode of a key (from its first
+//! refusal to its next admission) once as an error ("rate limit exceeded"),
+//! whatever the request rate: the episode is a flag in the key's own
+//! bucket (see `sluice_core::store::Note`). An attacker inventing a key per
+//! request still makes one episode per key, so each worker also spends a
+//! log budget (`PER_SECOND` lines a second, bursts of `BURST`); lines past
+//! it are counted (`sluice_log_lines_suppressed_total`) and summed up in
+//! one line per second.
+
+use std::cell::Cell;
+
+use proxy_wasm::hostcalls;
+use sluice_core::limiter::{Decision, Note};
+use sluice_core::policy::Policy;
+use sluice_core::response::rfc3339;
+
+const PER_SECOND: u64 = 20;
+const BURST: u64 = 50;
+const NS: u64 = 1_000_000_000;
+
+thread_local! {
+    /// The budget's bucket: when it is full again (GCRA), and the lines
+    /// suppressed since the last summary, and when that was.
+    static TAT: Cell<u64> = const { Cell::new(0) };
+    static SUPPRESSED: Cell<u64> = const { Cell::new(0) };
+    static SUMMARY_AT: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Spends one line of the budget; false when over it.
+fn budget(now: u64) -> bool {
+    let interval = NS / PER_SECOND;
+    let tat = TAT.with(Cell::get).max(now);
+    if tat + interval - now > BURST * interval {
+        SUPPRESSED.with(|s| s.set(s.get() + 1));
+        crate::metrics::log_suppressed(1);
+        return false;
+    }
+    TAT.with(|t| t.set(tat + interval));
+    let suppressed = SUPPRESSED.with(Cell::get);
+    if suppressed > 0 && now.saturating_sub(SUMMARY_AT.with(Cell::get)) >= NS {
+        log::warn!("{suppressed} rate-limit log lines suppressed (more than {PER_SECOND} a second)");
+        SUPPRESSED.with(|s| s.set(0));
+        SUMMARY_AT.with(|s| s.set(now));
+    }
+    true
+}
+
+fn json(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}
+
+/// Logs what the decision's notes call for (the effective context is the
+/// request's stream).
+pub fn notes(policy: &Policy, d: &Decision, now: u64) {
+    for (i, note) in &d.notes {
+        let rule = &policy.rules[*i];
+        let tenant = json(d.tenant.as_deref().unwrap_or("-"));
+        let outcome = d.applied.iter().find(|a| a.rule == *i).map(|a| a.outcome);
+        match note {
+            Note::Approaching => {
+                if !budget(now) {
+                    continue;
+                }
+                let limit = d.applied.iter().find(|a| a.rule == *i).map_or(rule.limit.requests, |a| a.limit);
+                let remaining = outcome.map_or(0, |o| o.remaining);
+                let reset_at = now / NS + outcome.map_or(0, |o| o.reset_ns.div_ceil(NS));
+                log::warn!(
+                    "rate limit approaching {{\"rule\":{},\"tier\":{},\"tenant\":{tenant},\"used\":{},\"limit\":{limit},\"window\":\"{}\",\"resetAt\":\"{}\"}}",
+                    json(&rule.name),
+                    json(&rule.tier),
+                    limit.saturating_sub(remaining),
+                    rule.limit.per,
+                    rfc3339(reset_at)
+                );
+            }
+            Note::Refusing => {
+                if !budget(now) {
+                    continue;
+                }
+                let method = hostcalls::get_map_value(proxy_wasm::types::MapType::HttpRequestHeaders, ":method").ok().flatten().unwrap_or_default();
+                let path = hostcalls::get_map_value(proxy_wasm::types::MapType::HttpRequestHeaders, ":path").ok().flatten().unwrap_or_default();
+                let path = path.split('?').next().unwrap_or("");
+                let wait = outcome.map_or(0, |o| o.retry_after_ns.div_ceil(NS));
+                let endpoint = json(&format!("{method} {path}"));
+                if rule.shadow {
+                    log::warn!(
+                        "rate limit exceeded (shadow: not enforced) {{\"rule\":{},\"tier\":{},\"tenant\":{tenant},\"endpoint\":{endpoint},\"timestamp\":\"{}\",\"remainingWait\":{wait}}}",
+                        json(&rule.name),
+                        json(&rule.tier),
+                        rfc3339(now / NS)
+                    );
+                } else {
+                    log::error!(
+                        "rate limit exceeded {{\"rule\":{},\"tier\":{},\"tenant\":{tenant},\"endpoint\":{endpoint},\"timestamp\":\"{}\",\"remainingWait\":{wait}}}",
+                        json(&rule.name),
+                        json(&rule.tier),
+                        rfc3339(now / NS)
+                    );
+                }
+            }
+            Note::Reset => {}
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! Sluice's metrics as Prometheus scrapes them from Envoy's
+//! `/stats/prometheus`, with their labels; and its rate-limit log lines.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::Stack;
+
+/// The value of the series `name{labels}` (labels as written by Envoy,
+/// in any order), or None.
+fn series(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (head, value) = l.rsplit_once(' ')?;
+        let (n, rest) = head.split_once('{').unwrap_or((head, "}"));
+        if n != name {
+            return None;
+        }
+        let ok = labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+        ok.then(|| value.parse().ok()).flatten()
+    })
+}
+
+#[test]
+fn metrics_carry_rule_tier_and_decision_labels() {
+    let stack = Stack::start(&common::patient(common::GATEWAY));
+    let h = [("x-tenant-id", "metrics-a")];
+    let statuses = stack.statuses(7, "GET", "/api/v1/tools/list", &h);
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 2, "{statuses:?}");
+    let text = wasm_test_harness::get(&stack.envoy.admin_url("/stats/prometheus"), &[]).unwrap().body;
+    let sluice: Vec<&str> = text.lines().filter(|l| l.contains("sluice_")).collect();
+    println!("{}", sluice.join("\n"));
+    let list = [("rule", "tools-list"), ("tier", "endpoint")];
+    assert_eq!(series(&text, "sluice_requests_total", &[list[0], list[1], ("decision", "allowed")]), Some(5.0));
+    assert_eq!(series(&text, "sluice_requests_total", &[list[0], list[1], ("decision", "denied")]), Some(2.0));
+    assert!(series(&text, "sluice_near_limit_total", &list).unwrap() >= 1.0);
+    assert!(series(&text, "sluice_requests_total", &[("rule", "per-tenant"), ("tier", "tenant"), ("decision", "allowed")]).unwrap() >= 5.0);
+    // Histograms show after Envoy's stats flush (every 5 s by default).
+    let scrape = || wasm_test_harness::get(&stack.envoy.admin_url("/stats/prometheus"), &[]).unwrap().body;
+    assert!(
+        common::eventually(std::time::Duration::from_secs(12), || series(&scrape(), "sluice_decision_duration_us_count", &[]).unwrap_or(0.0) >= 7.0),
+        "decision times recorded"
+    );
+    let text = scrape();
+    let p99_bucket = ["5", "10", "25", "50", "100", "250", "500", "1000"]
+        .iter()
+        .find(|le| series(&text, "sluice_decision_duration_us_bucket", &[("le", le)]).unwrap_or(0.0) >= 7.0 * 0.99);
+    println!("99 % of decisions within {p99_bucket:?} us");
+    assert!(series(&text, "sluice_callouts_total", &[("call", "reserve")]).unwrap() >= 1.0);
+    // One approaching warning and one exceeded line for the episode.
+    let log = stack.envoy.logs_tail(400);
+    assert_eq!(log.matches("rate limit approaching {\"rule\":\"tools-list\"").count(), 1, "{log}");
+    assert_eq!(log.matches("rate limit exceeded {\"rule\":\"tools-list\"").count(), 1, "{log}");
+}
+
+fn scrape(stack: &Stack) -> String {
+    wasm_test_harness::get(&stack.envoy.admin_url("/stats/prometheus"), &[]).unwrap().body
+}
+
+#[test]
+fn shadow_denials_are_counted_apart_and_headed_as_if_enforced() {
+    let stack = Stack::start(r#"{"rules": [{"name": "list", "tier": "endpoint", "mode": "shadow", "key": [{"header": "x-tenant-id"}],
+        "limit": {"requests": 3, "per": "1s"}}]}"#);
+    let h = [("x-tenant-id", "shadowed")];
+    let answers: Vec<_> = (0..5).map(|_| stack.get("/x", &h)).collect();
+    assert!(answers.iter().all(|r| r.status == 200));
+    assert_eq!(answers[4].header("x-ratelimit-shadow"), Some("list"));
+    assert_eq!(answers[4].header("x-ratelimit-remaining"), Some("0"));
+    assert_eq!(answers[1].header("x-ratelimit-shadow"), None);
+    let text = scrape(&stack);
+    let rule = [("rule", "list"), ("tier", "endpoint")];
+    assert_eq!(series(&text, "sluice_requests_total", &[rule[0], rule[1], ("decision", "shadow_denied")]), Some(2.0));
+    assert_eq!(series(&text, "sluice_requests_total", &[rule[0], rule[1], ("decision", "allowed")]), Some(3.0));
+    assert_eq!(series(&text, "sluice_requests_total", &[rule[0], rule[1], ("decision", "denied")]), Some(0.0));
+    let log = stack.envoy.logs_tail(300);
+    assert_eq!(log.matches("rate limit exceeded (shadow: not enforced) {\"rule\":\"list\"").count(), 1, "{log}");
+}
+
+#[test]
+fn queued_requests_and_resets_are_counted() {
+    let stack = Stack::start(r#"{"rules": [
+        {"name": "notion", "tier": "integration", "match": {"paths": [{"prefix": "/x"}]}, "key": [{"header": "x-tenant-id"}],
+         "limit": {"requests": 4, "per": "1s"}, "queue": {"max_wait": "2s"}},
+        {"name": "plain", "match": {"paths": [{"prefix": "/y"}]}, "limit": {"requests": 2, "per": "1s"}}]}"#);
+    let url = stack.envoy.url("/x");
+    let threads: Vec<_> = (0..6)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || wasm_test_harness::request("GET", &url, &[("x-tenant-id", "q")], "").unwrap().status)
+        })
+        .collect();
+    let statuses: Vec<u16> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(statuses, [200; 6]);
+    let rule = [("rule", "notion"), ("tier", "integration")];
+    let text = scrape(&stack);
+    assert_eq!(series(&text, "sluice_requests_total", &[rule[0], rule[1], ("decision", "queued")]), Some(2.0));
+    assert_eq!(series(&text, "sluice_requests_total", &[rule[0], rule[1], ("decision", "allowed")]), Some(6.0));
+    assert_eq!(series(&text, "sluice_queue_length", &[]), Some(0.0));
+    assert!(
+        common::eventually(std::time::Duration::from_secs(12), || series(&scrape(&stack), "sluice_queue_wait_ms_count", &[]).unwrap_or(0.0) >= 2.0),
+        "queue waits recorded"
+    );
+    // A refusal, then an admission once the limit has refilled: one reset.
+    assert_eq!(stack.statuses(3, "GET", "/y", &[]), [200, 200, 429]);
+    let plain = [("rule", "plain"), ("tier", "default")];
+    assert_eq!(series(&scrape(&stack), "sluice_limit_resets_total", &plain), Some(0.0));
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_eq!(stack.get("/y", &[]).status, 200);
+    assert_eq!(series(&scrape(&stack), "sluice_limit_resets_total", &plain), Some(1.0));
+}
+
+#[test]
+fn a_flood_of_new_keys_keeps_the_log_bounded() {
+    // One request a second per key: every second request of a key starts
+    // a rejection episode. 600 keys in about a second.
+    let stack = Stack::start(r#"{"rules": [{"name": "per-key", "key": [{"header": "x-key"}], "limit": {"requests": 1, "per": "10s"}}]}"#);
+    let started = std::time::Instant::now();
+    let url = stack.envoy.url("/x");
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let mut refused = 0;
+                for i in 0..150 {
+                    let key = format!("k{t}-{i}");
+                    for _ in 0..2 {
+                        if wasm_test_harness::request("GET", &url, &[("x-key", &key)], "").unwrap().status == 429 {
+                            refused += 1;
+                        }
+                    }
+                }
+                refused
+            })
+        })
+        .collect();
+    let refused: u32 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    let secs = started.elapsed().as_secs_f64();
+    assert_eq!(refused, 600, "one refusal per key");
+    let log = stack.envoy.logs_tail(5000);
+    // Each key's first request leaves it at its limit ("approaching"), its
+    // second starts an episode ("exceeded"): 1200 lines due.
+    let lines = log.matches("rate limit exceeded {").count() + log.matches("rate limit approaching {").count();
+    // 2 workers, each at most a burst of 50 plus 20 a second.
+    let bound = 2.0 * (50.0 + 20.0 * (secs + 1.0));
+    println!("{lines} lines logged for 1200 due in {secs:.1} s (bound {bound:.0})");
+    assert!(lines >= 40 && (lines as f64) <= bound, "{lines} lines");
+    let suppressed = series(&scrape(&stack), "sluice_log_lines_suppressed_total", &[]).unwrap();
+    assert_eq!(lines as f64 + suppressed, 1200.0, "every line either logged or counted as suppressed");
+    assert!(log.contains("rate-limit log lines suppressed"), "a summary line");
+}
