@@ -87,6 +87,7 @@ impl Context for SluiceRoot {
                 let (answered, carried) = global::receive(&policy, &needs, body_size, now, kept.clone());
                 if hostcalls::set_effective_context(stream.context_id).is_ok() {
                     if self.redo(&policy, stream, now, Some(!answered), &carried) {
+                        crate::metrics::queue_wait(now.saturating_sub(stream.arrival) / 1_000_000);
                         let _ = hostcalls::resume_http_request();
                     }
                     let _ = hostcalls::set_effective_context(self.context_id);
@@ -223,7 +224,11 @@ impl RootContext for SluiceRoot {
                     true
                 }
                 Held::Redo { policy, arrival, body_size, kept } => {
-                    self.redo(&policy, Stream { context_id, arrival, body_size, first: false }, now, None, &kept)
+                    let go = self.redo(&policy, Stream { context_id, arrival, body_size, first: false }, now, None, &kept);
+                    if go {
+                        crate::metrics::queue_wait(now.saturating_sub(arrival) / 1_000_000);
+                    }
+                    go
                 }
             };
             if go {
