@@ -7,6 +7,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use sluice_core::policy::Policy;
 
+mod env_policy;
+mod explain;
+mod simulate;
+
 #[derive(Parser)]
 #[command(name = "sluicectl", about = "Operator tools for Sluice rate-limit policies")]
 struct Cli {
@@ -21,6 +25,12 @@ enum Command {
         /// The policy JSON file (`-` for standard input).
         policy: String,
     },
+    /// Which rules match a request, with their keys and limits.
+    Explain(explain::Args),
+    /// Replay recorded traffic through a policy: admitted, queued, denied.
+    Simulate(simulate::Args),
+    /// The default policy with the gateway's environment variables applied.
+    PolicyFromEnv(env_policy::Args),
 }
 
 fn read(path: &str) -> Result<String, String> {
@@ -33,6 +43,9 @@ fn read(path: &str) -> Result<String, String> {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
+        Command::Explain(args) => explain::run(args),
+        Command::Simulate(args) => simulate::run(args),
+        Command::PolicyFromEnv(args) => env_policy::run(args),
         Command::Check { policy } => {
             let text = match read(&policy) {
                 Ok(t) => t,
