@@ -123,6 +123,12 @@ impl<'r> Attrs<'r> {
 
     /// The request's integration (lower case), from the policy's sources.
     pub(super) fn integration(&mut self, policy: &Policy) -> Option<String> {
+        self.integration_ref(policy).map(str::to_string)
+    }
+
+    /// The request's integration, resolved once and borrowed (every rule
+    /// that matches integrations asks).
+    fn integration_ref(&mut self, policy: &Policy) -> Option<&str> {
         if self.integration.is_none() {
             let mut found = None;
             for source in &policy.integration {
@@ -133,7 +139,7 @@ impl<'r> Attrs<'r> {
             }
             self.integration = Some(found);
         }
-        self.integration.clone().flatten()
+        self.integration.as_ref().and_then(Option::as_deref)
     }
 
     pub(super) fn tenant(&mut self, policy: &Policy) -> Option<String> {
@@ -156,8 +162,8 @@ impl<'r> Attrs<'r> {
             return None;
         }
         if !rule.integrations.is_empty() {
-            let integration = self.integration(policy)?;
-            if !rule.integrations.contains(&integration) {
+            let integration = self.integration_ref(policy)?;
+            if !rule.integrations.iter().any(|n| n == integration) {
                 return None;
             }
         }
