@@ -143,6 +143,11 @@ impl<'r> Attrs<'r> {
     }
 
     pub(super) fn tenant(&mut self, policy: &Policy) -> Option<String> {
+        self.tenant_ref(policy).map(str::to_string)
+    }
+
+    /// The request's tenant (lower case), resolved once and borrowed.
+    fn tenant_ref(&mut self, policy: &Policy) -> Option<&str> {
         if self.tenant.is_none() {
             let mut found = None;
             for source in &policy.tenant {
@@ -153,7 +158,7 @@ impl<'r> Attrs<'r> {
             }
             self.tenant = Some(found);
         }
-        self.tenant.clone().flatten()
+        self.tenant.as_ref().and_then(Option::as_deref)
     }
 
     /// The path parameters when `rule` applies to this request.
@@ -205,15 +210,23 @@ impl<'r> Attrs<'r> {
         h.field(&rule.identity.to_le_bytes());
         let mut text = (rule.scope == Scope::Global).then(String::new);
         for (i, part) in rule.key.iter().enumerate() {
-            let found = match (part, rule.integrations.first()) {
-                // Every name the rule matches is one integration.
-                (KeyPart::Integration, Some(own)) => Some(own.clone().into_bytes()),
-                _ => self.part(policy, part, params),
+            let owned;
+            let found: Option<&[u8]> = match (part, rule.integrations.first()) {
+                // Every name the rule matches is one integration. Both it
+                // and the tenant are lower case already: borrowed, not copied.
+                (KeyPart::Integration, Some(own)) => Some(own.as_bytes()),
+                (KeyPart::Tenant, _) => self.tenant_ref(policy).map(str::as_bytes),
+                _ => {
+                    owned = self.part(policy, part, params).map(|mut v| {
+                        v.make_ascii_lowercase();
+                        v
+                    });
+                    owned.as_deref()
+                }
             };
             let value = match found {
-                Some(mut v) => {
-                    v.make_ascii_lowercase();
-                    h.field(&v);
+                Some(v) => {
+                    h.field(v);
                     Some(v)
                 }
                 None if rule.missing == Missing::Skip => return None,
@@ -228,7 +241,7 @@ impl<'r> Attrs<'r> {
                     t.push(':');
                 }
                 match value {
-                    Some(v) => t.push_str(&String::from_utf8_lossy(&v)),
+                    Some(v) => t.push_str(&String::from_utf8_lossy(v)),
                     None => t.push('-'),
                 }
             }
