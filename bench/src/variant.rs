@@ -1,0 +1,216 @@
+//! The Envoy set-ups the bench compares, each rendered from a template under
+//! `bench/envoy/` and started through wasm-test-harness:
+//!
+//! | variant | template | filter |
+//! |---|---|---|
+//! | `none` | `none.yaml` | no rate-limit filter: the baseline |
+//! | `native-local-ratelimit` | `native.yaml` | Envoy's `local_ratelimit` with descriptors for the default policy's local rules |
+//! | `noop-wasm` | `wasm.yaml` | `bench/noop-filter`, a proxy-wasm filter that does nothing: the VM floor |
+//! | `sluice-local` | `wasm.yaml` | Sluice, the default policy with its global rules made local |
+//! | `sluice-global` | `wasm.yaml` | Sluice, the default policy as is, counting through the counter service and a real Redis |
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use serde::Serialize;
+use wasm_test_harness::{Counter, CounterOptions, Envoy, EnvoyOptions, Redis};
+
+use crate::machine::Pinning;
+
+/// One Envoy set-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Variant {
+    None,
+    NativeLocalRatelimit,
+    NoopWasm,
+    SluiceLocal,
+    SluiceGlobal,
+}
+
+impl Variant {
+    pub const ALL: [Variant; 5] =
+        [Variant::None, Variant::NativeLocalRatelimit, Variant::NoopWasm, Variant::SluiceLocal, Variant::SluiceGlobal];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Variant::None => "none",
+            Variant::NativeLocalRatelimit => "native-local-ratelimit",
+            Variant::NoopWasm => "noop-wasm",
+            Variant::SluiceLocal => "sluice-local",
+            Variant::SluiceGlobal => "sluice-global",
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Variant::None => "Envoy without a rate-limit filter",
+            Variant::NativeLocalRatelimit => "Envoy's local_ratelimit, descriptors for the default policy's local rules",
+            Variant::NoopWasm => "a proxy-wasm filter that does nothing (the VM floor)",
+            Variant::SluiceLocal => "Sluice, default policy with every rule local",
+            Variant::SluiceGlobal => "Sluice, default policy (global rules through the counter service and Redis)",
+        }
+    }
+
+    fn template(self) -> &'static str {
+        match self {
+            Variant::None => "none.yaml",
+            Variant::NativeLocalRatelimit => "native.yaml",
+            Variant::NoopWasm | Variant::SluiceLocal | Variant::SluiceGlobal => "wasm.yaml",
+        }
+    }
+}
+
+/// A bench template under `bench/envoy/`.
+pub fn template(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("envoy").join(name)
+}
+
+/// The default policy, `policies/mcp-gateway.json`.
+pub fn gateway_policy() -> anyhow::Result<String> {
+    let path = wasm_test_harness::repo_root().join("policies/mcp-gateway.json");
+    std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// `policy` with every rule counted locally: no `global` section, no rule
+/// `scope`. Validated like `make check` does.
+pub fn local_policy(policy: &str) -> anyhow::Result<String> {
+    let mut doc: serde_json::Value = serde_json::from_str(policy).context("the default policy is not JSON")?;
+    let root = doc.as_object_mut().context("the default policy is not a JSON object")?;
+    root.remove("global");
+    if let Some(rules) = root.get_mut("rules").and_then(|r| r.as_array_mut()) {
+        for rule in rules {
+            if let Some(rule) = rule.as_object_mut() {
+                rule.remove("scope");
+            }
+        }
+    }
+    let json = serde_json::to_string_pretty(&doc)?;
+    checked(&json)
+}
+
+/// `json` if the filter would accept it.
+pub fn checked(json: &str) -> anyhow::Result<String> {
+    if let Err(e) = sluice_core::policy::check(json) {
+        bail!("policy refused: {}", e.one_line());
+    }
+    Ok(json.to_string())
+}
+
+/// Redis and a counter service in front of it, for global rules.
+pub struct Backends {
+    // Dropped before Redis.
+    pub counter: Counter,
+    pub redis: Redis,
+}
+
+impl Backends {
+    pub fn start() -> anyhow::Result<Backends> {
+        let redis = Redis::start().context("starting redis-server (make redis installs it)")?;
+        let counter = Counter::start(CounterOptions { redis_url: Some(redis.url()), ..Default::default() })
+            .context("starting sluice-counter (cargo build --release -p sluice-counter)")?;
+        Ok(Backends { counter, redis })
+    }
+}
+
+/// Everything the variants of a scenario share: modules, policies, CPU
+/// pinning, and Redis with the counter service when a variant needs them.
+pub struct Setup {
+    sluice_wasm: PathBuf,
+    noop_wasm: PathBuf,
+    pub local_policy: String,
+    pub global_policy: String,
+    pinning: Option<Pinning>,
+    backends: Option<Backends>,
+}
+
+impl Setup {
+    /// Checks that the modules exist and starts the backends if one of
+    /// `variants` counts globally. `local` replaces the default policy made
+    /// local.
+    pub fn new(variants: &[Variant], pinning: Option<Pinning>, local: Option<&Path>) -> anyhow::Result<Setup> {
+        let sluice_wasm = wasm_test_harness::wasm_module();
+        if !sluice_wasm.is_file() {
+            bail!("{} is missing: run `make build`", sluice_wasm.display());
+        }
+        let noop_wasm = noop_module();
+        if variants.contains(&Variant::NoopWasm) && !noop_wasm.is_file() {
+            bail!("{} is missing: run `make bench` (it builds bench/noop-filter)", noop_wasm.display());
+        }
+        let gateway = gateway_policy()?;
+        let backends = if variants.contains(&Variant::SluiceGlobal) { Some(Backends::start()?) } else { None };
+        Ok(Setup {
+            sluice_wasm,
+            noop_wasm,
+            local_policy: match local {
+                Some(path) => checked(&std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?)?,
+                None => local_policy(&gateway)?,
+            },
+            global_policy: checked(&gateway)?,
+            pinning,
+            backends,
+        })
+    }
+
+    /// Starts `variant` with `concurrency` workers, pinned when pinning is on.
+    pub fn start(&self, variant: Variant, concurrency: u32, log_level: &str) -> anyhow::Result<Envoy> {
+        let (wasm, policy) = match variant {
+            Variant::NoopWasm => (&self.noop_wasm, "{}"),
+            Variant::SluiceGlobal => (&self.sluice_wasm, self.global_policy.as_str()),
+            _ => (&self.sluice_wasm, self.local_policy.as_str()),
+        };
+        let counter_port = match (&self.backends, variant) {
+            (Some(b), Variant::SluiceGlobal) => b.counter.port(),
+            (None, Variant::SluiceGlobal) => bail!("sluice-global needs the counter service"),
+            _ => 0,
+        };
+        let envoy = Envoy::start(EnvoyOptions {
+            template: template(variant.template()),
+            wasm: Some(wasm.clone()),
+            policy_json: policy.to_string(),
+            concurrency,
+            counter_port,
+            log_level: log_level.to_string(),
+            ..Default::default()
+        })
+        .with_context(|| format!("starting Envoy ({})", variant.name()))?;
+        if let Some(pinning) = &self.pinning {
+            pinning.envoy_to_its_cpu(&envoy)?;
+        }
+        Ok(envoy)
+    }
+
+    pub fn backends_mut(&mut self) -> Option<&mut Backends> {
+        self.backends.as_mut()
+    }
+}
+
+/// The do-nothing filter: `$SLUICE_NOOP_WASM`, else its release build.
+pub fn noop_module() -> PathBuf {
+    match std::env::var_os("SLUICE_NOOP_WASM") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => wasm_test_harness::repo_root().join("target/wasm32-wasip1/release/sluice_noop_filter.wasm"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_policy_made_local_is_valid_and_has_no_global_rule() {
+        let local = local_policy(&gateway_policy().unwrap()).unwrap();
+        assert!(!local.contains("\"global\""), "{local}");
+        let policy = sluice_core::policy::Policy::from_json(&local).unwrap();
+        assert!(policy.global.is_none());
+        assert!(policy.rule("per-tenant").is_some());
+    }
+
+    #[test]
+    fn every_template_exists_and_names_its_placeholders() {
+        for v in Variant::ALL {
+            let text = std::fs::read_to_string(template(v.template())).unwrap();
+            assert!(text.contains("{{PORT}}") && text.contains("{{ADMIN_PORT}}"), "{}", v.name());
+        }
+    }
+}
