@@ -125,20 +125,25 @@ fn json_string(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_string())
 }
 
-/// `2025-11-17T12:34:45Z` for epoch seconds (proleptic Gregorian, UTC).
-pub fn rfc3339(epoch_s: u64) -> String {
-    let days = (epoch_s / 86_400) as i64;
-    let secs = epoch_s % 86_400;
-    // Howard Hinnant's civil_from_days.
+/// The proleptic Gregorian `(year, month, day)` of the day `days` after
+/// 1970-01-01 (Howard Hinnant's `civil_from_days`).
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
     let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
     let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
     let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// `2025-11-17T12:34:45Z` for epoch seconds (proleptic Gregorian, UTC).
+pub fn rfc3339(epoch_s: u64) -> String {
+    let secs = epoch_s % 86_400;
+    let (year, month, day) = civil_from_days((epoch_s / 86_400) as i64);
     format!(
         "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
         secs / 3_600,

@@ -31,6 +31,7 @@ use crate::lease::Answer;
 use crate::limiter::{apply_answer, decide_carrying, explain, Carry, Ctx, Decision, Explained, LeaseNeed, TICK_GRACE_NS};
 use crate::policy::{Algorithm, Policy, Rule, Scope};
 use crate::request::MemoryRequest;
+use crate::response::civil_from_days;
 use crate::store::MemoryStore;
 
 const NS_PER_S: u64 = 1_000_000_000;
@@ -253,20 +254,6 @@ fn days_from_civil(year: i64, month: u64, day: u64) -> i64 {
     let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day as i64 - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     era * 146_097 + doe - 719_468
-}
-
-/// The date of a day counted from 1970-01-01.
-fn civil_from_days(days: i64) -> (i64, u64, u64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u64;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u64;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 /// Nanoseconds since the epoch as RFC 3339 UTC, to the millisecond.
