@@ -19,7 +19,7 @@
 
 use crate::le::{u32_at, u64_at};
 use crate::policy::{Adaptive, Limit, Rule};
-use crate::store::{SharedStore, StoreError, CAS_ATTEMPTS};
+use crate::store::{update_key, SharedStore, StoreError};
 
 /// Answers counted in one half-interval.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -177,18 +177,11 @@ pub fn scaled(rule: &Rule, requests: u64) -> Limit {
 /// Records one answer of the upstream for `rule`.
 pub fn record(store: &dyn SharedStore, rule: &Rule, now: u64, latency_ns: u64, status: u32) -> Result<Option<Change>, StoreError> {
     let Some(a) = rule.adaptive.as_ref() else { return Ok(None) };
-    let k = key(rule);
-    for _ in 0..CAS_ATTEMPTS {
-        let (bytes, cas) = store.get(&k)?.unwrap_or_default();
-        let mut health = Health::decode(&bytes);
+    update_key(store, &key(rule), |bytes| {
+        let mut health = Health::decode(bytes);
         let change = health.record(a, rule, now, latency_ns, status);
-        match store.set(&k, &health.encode(), cas) {
-            Ok(()) => return Ok(change),
-            Err(StoreError::CasMismatch) => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(StoreError::Contended)
+        (change, Some(health.encode()))
+    })
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 //! Keys: `sluice/leader` = `[deadline ns: u64][holder: u32]`,
 //! `sluice/degraded` = `[since ns: u64]` (0: the service is reachable).
 
-use crate::store::{SharedStore, StoreError, CAS_ATTEMPTS};
+use crate::store::{update_key, SharedStore, StoreError};
 
 const LEADER_KEY: &str = "sluice/leader";
 const DEGRADED_KEY: &str = "sluice/degraded";
@@ -22,21 +22,20 @@ fn u32_at(b: &[u8], i: usize) -> u32 {
 /// Becomes (or stays) the leader when the current one's term has run out
 /// or is `me`; a term lasts `term_ns`. Returns whether `me` leads.
 pub fn try_lead(store: &dyn SharedStore, me: u32, now: u64, term_ns: u64) -> Result<bool, StoreError> {
-    for _ in 0..CAS_ATTEMPTS {
-        let (bytes, cas) = store.get(LEADER_KEY)?.unwrap_or_default();
-        let (deadline, holder) = (u64_at(&bytes, 0), u32_at(&bytes, 8));
+    let lead = update_key(store, LEADER_KEY, |bytes| {
+        let (deadline, holder) = (u64_at(bytes, 0), u32_at(bytes, 8));
         if holder != me && now < deadline {
-            return Ok(false);
+            return (false, None);
         }
         let mut value = (now + term_ns).to_le_bytes().to_vec();
         value.extend_from_slice(&me.to_le_bytes());
-        match store.set(LEADER_KEY, &value, cas) {
-            Ok(()) => return Ok(true),
-            Err(StoreError::CasMismatch) => continue,
-            Err(e) => return Err(e),
-        }
+        (true, Some(value))
+    });
+    // Always contended: someone else is taking the lead.
+    match lead {
+        Err(StoreError::Contended) => Ok(false),
+        other => other,
     }
-    Ok(false)
 }
 
 /// A change of the counter service's reachability, to log once.
@@ -60,21 +59,11 @@ pub fn degraded_since(store: &dyn SharedStore) -> Option<u64> {
 /// Records the outcome of a call to the counter service. Exactly one of the
 /// workers that see a change gets the transition back.
 pub fn record(store: &dyn SharedStore, reachable: bool, now: u64) -> Result<Transition, StoreError> {
-    for _ in 0..CAS_ATTEMPTS {
-        let (bytes, cas) = store.get(DEGRADED_KEY)?.unwrap_or_default();
-        let since = u64_at(&bytes, 0);
-        let (value, transition) = match (reachable, since) {
-            (true, 0) | (false, 1..) => return Ok(Transition::Unchanged),
-            (true, s) => (0u64, Transition::CameBack { since: s }),
-            (false, 0) => (now.max(1), Transition::WentDown),
-        };
-        match store.set(DEGRADED_KEY, &value.to_le_bytes(), cas) {
-            Ok(()) => return Ok(transition),
-            Err(StoreError::CasMismatch) => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(StoreError::Contended)
+    update_key(store, DEGRADED_KEY, |bytes| match (reachable, u64_at(bytes, 0)) {
+        (true, 0) | (false, 1..) => (Transition::Unchanged, None),
+        (true, s) => (Transition::CameBack { since: s }, Some(0u64.to_le_bytes().to_vec())),
+        (false, 0) => (Transition::WentDown, Some(now.max(1).to_le_bytes().to_vec())),
+    })
 }
 
 #[cfg(test)]

@@ -78,6 +78,23 @@ pub fn ensure_slots(store: &dyn SharedStore, slots: u32) -> Result<(), StoreErro
     store.set(SLOT_COUNT_KEY, &slots.to_le_bytes(), 0)
 }
 
+/// Updates the value of a plain shared-data key (not a slot) with
+/// compare-and-swap: `f` reads the current bytes (empty when absent) and
+/// returns its answer and the bytes to store, if any.
+pub fn update_key<T>(store: &dyn SharedStore, key: &str, mut f: impl FnMut(&[u8]) -> (T, Option<Vec<u8>>)) -> Result<T, StoreError> {
+    for _ in 0..CAS_ATTEMPTS {
+        let (bytes, cas) = store.get(key)?.unwrap_or_default();
+        let (answer, next) = f(&bytes);
+        let Some(next) = next else { return Ok(answer) };
+        match store.set(key, &next, cas) {
+            Ok(()) => return Ok(answer),
+            Err(StoreError::CasMismatch) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(StoreError::Contended)
+}
+
 /// A bucket found for a key: where it is and what it holds.
 #[derive(Clone, Debug)]
 pub struct Found {
@@ -208,7 +225,8 @@ pub fn take_noting(store: &dyn SharedStore, slots: u32, fingerprint: u64, algori
     })
 }
 
-/// Like `take_queued`, noting what the outcome means for the key.
+/// Takes a unit or reserves a turn in the queue (the wait comes back too),
+/// noting what the outcome means for the key.
 pub fn take_queued_noting(
     store: &dyn SharedStore,
     slots: u32,
@@ -230,14 +248,6 @@ pub fn take_queued_noting(
 /// above it (see `State::take_leaving`).
 pub fn take_leaving(store: &dyn SharedStore, slots: u32, fingerprint: u64, limit: &Limit, now: u64, cost: u64, reserve: u64) -> Result<crate::bucket::Outcome, StoreError> {
     cas_update(store, slots, fingerprint, limit, now, |s| s.take_leaving(limit, now, cost, reserve))
-}
-
-/// Takes a unit or reserves a turn in the queue; the wait comes back too.
-pub fn take_queued(store: &dyn SharedStore, slots: u32, fingerprint: u64, limit: &Limit, queue: &crate::policy::Queue, now: u64, cost: u64) -> Result<(crate::bucket::Outcome, u64), StoreError> {
-    cas_update(store, slots, fingerprint, limit, now, |s| {
-        let (o, next, wait) = s.take_queued(limit, now, cost, queue);
-        ((o, wait), next)
-    })
 }
 
 /// The outcome `take` would have, without spending anything.
