@@ -73,24 +73,18 @@ pub fn parse_request(text: &str) -> Result<Parsed, String> {
 pub fn run(args: Args) -> ExitCode {
     let text = match crate::read(&args.policy) {
         Ok(t) => t,
-        Err(e) => return fail(&e),
+        Err(e) => return crate::fail(&e),
     };
-    let policy = match Policy::from_json(&text) {
+    let policy = match crate::parse_policy(&args.policy, &text, ExitCode::from(2)) {
         Ok(p) => p,
-        Err(e) => {
-            eprintln!("{}: policy refused:", args.policy);
-            for problem in &e.problems {
-                eprintln!("  {problem}");
-            }
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let parsed = match parse_request(&args.request) {
         Ok(p) => p,
-        Err(e) => return fail(&format!("bad --request: {e}")),
+        Err(e) => return crate::fail(&format!("bad --request: {e}")),
     };
     if sluice_core::client_ip::peer_ip(&args.client_ip).is_none() {
-        return fail(&format!("bad --client-ip: {:?} is not an IP address", args.client_ip));
+        return crate::fail(&format!("bad --client-ip: {:?} is not an IP address", args.client_ip));
     }
     let mut req = MemoryRequest::new(&parsed.method, &parsed.path).from_address(&args.client_ip);
     req.authority = String::new();
@@ -103,11 +97,6 @@ pub fn run(args: Args) -> ExitCode {
     req.body = args.body.as_ref().map(|b| b.clone().into_bytes());
     print!("{}", report(&policy, &parsed, &args, &req));
     ExitCode::SUCCESS
-}
-
-fn fail(message: &str) -> ExitCode {
-    eprintln!("{message}");
-    ExitCode::from(2)
 }
 
 /// The whole explanation, as printed.

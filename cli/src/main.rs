@@ -41,6 +41,24 @@ fn read(path: &str) -> Result<String, String> {
     }
 }
 
+/// Prints `message` on standard error: the exit code of unusable input.
+fn fail(message: &str) -> ExitCode {
+    eprintln!("{message}");
+    ExitCode::from(2)
+}
+
+/// Validates the policy text read from `path`; a refused policy prints
+/// every problem with its JSON path and gives `refused` as the exit code.
+fn parse_policy(path: &str, text: &str, refused: ExitCode) -> Result<Policy, ExitCode> {
+    Policy::from_json(text).map_err(|e| {
+        eprintln!("{path}: policy refused:");
+        for problem in &e.problems {
+            eprintln!("  {problem}");
+        }
+        refused
+    })
+}
+
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Explain(args) => explain::run(args),
@@ -49,23 +67,14 @@ fn main() -> ExitCode {
         Command::Check { policy } => {
             let text = match read(&policy) {
                 Ok(t) => t,
-                Err(e) => {
-                    eprintln!("{e}");
-                    return ExitCode::from(2);
-                }
+                Err(e) => return fail(&e),
             };
-            match Policy::from_json(&text) {
+            match parse_policy(&policy, &text, ExitCode::FAILURE) {
                 Ok(p) => {
                     println!("OK: {} rules, {} slots", p.rules.len(), p.slots);
                     ExitCode::SUCCESS
                 }
-                Err(e) => {
-                    eprintln!("{policy}: policy refused:");
-                    for problem in &e.problems {
-                        eprintln!("  {problem}");
-                    }
-                    ExitCode::FAILURE
-                }
+                Err(code) => code,
             }
         }
     }

@@ -6,7 +6,6 @@
 use std::io::BufRead;
 use std::process::ExitCode;
 
-use sluice_core::policy::Policy;
 use sluice_core::simulate::{format_time, Record, Replay, Report};
 
 /// Bad lines reported one by one; the rest are only counted.
@@ -65,17 +64,11 @@ fn read_log(input: &mut dyn BufRead) -> Result<Read, String> {
 pub fn run(args: Args) -> ExitCode {
     let text = match std::fs::read_to_string(&args.policy) {
         Ok(t) => t,
-        Err(e) => return fail(&format!("cannot read {}: {e}", args.policy)),
+        Err(e) => return crate::fail(&format!("cannot read {}: {e}", args.policy)),
     };
-    let policy = match Policy::from_json(&text) {
+    let policy = match crate::parse_policy(&args.policy, &text, ExitCode::from(2)) {
         Ok(p) => p,
-        Err(e) => {
-            eprintln!("{}: policy refused:", args.policy);
-            for problem in &e.problems {
-                eprintln!("  {problem}");
-            }
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let read = if args.log == "-" {
         read_log(&mut std::io::stdin().lock())
@@ -87,7 +80,7 @@ pub fn run(args: Args) -> ExitCode {
     };
     let mut read = match read {
         Ok(r) => r,
-        Err(e) => return fail(&e),
+        Err(e) => return crate::fail(&e),
     };
     if read.bad_count > 0 {
         for (line, reason) in &read.bad {
@@ -107,7 +100,7 @@ pub fn run(args: Args) -> ExitCode {
     if args.json {
         match json(&report, &args, read.bad_count) {
             Ok(text) => println!("{text}"),
-            Err(e) => return fail(&format!("cannot write JSON: {e}")),
+            Err(e) => return crate::fail(&format!("cannot write JSON: {e}")),
         }
     } else {
         print!("{}", table(&report, &args, read.bad_count));
@@ -117,11 +110,6 @@ pub fn run(args: Args) -> ExitCode {
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
-}
-
-fn fail(message: &str) -> ExitCode {
-    eprintln!("{message}");
-    ExitCode::from(2)
 }
 
 fn json(report: &Report, args: &Args, bad: usize) -> Result<String, serde_json::Error> {
