@@ -88,8 +88,7 @@ impl SluiceFilter {
 impl SluiceFilter {
     /// An upstream's 429/503 with a wait blocks the keys of the rules that
     /// obey upstream limits; the start of each block is logged once.
-    fn learn(&self, policy: &Policy, spent: &[sluice_core::limiter::Spent], ids: &[(usize, String)]) {
-        let status = self.get_http_response_header(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+    fn learn(&self, policy: &Policy, status: u32, spent: &[sluice_core::limiter::Spent], ids: &[(usize, String)]) {
         if status != 429 && status != 503 {
             return;
         }
@@ -129,8 +128,7 @@ impl SluiceFilter {
 impl SluiceFilter {
     /// Records the upstream's answer for adaptive rules; a change of an
     /// effective limit is logged.
-    fn adapt(&self, policy: &Policy, rules: &[usize], sent_at: u64) {
-        let status = self.get_http_response_header(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+    fn adapt(&self, policy: &Policy, status: u32, rules: &[usize], sent_at: u64) {
         let now = now_ns();
         for &i in rules {
             let rule = &policy.rules[i];
@@ -221,11 +219,15 @@ impl HttpContext for SluiceFilter {
 
     fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
         let after = queue::take_after(self.context_id);
-        if let Some(learn) = after.learn {
-            self.learn(&learn.policy, &learn.spent, &learn.global_ids);
-        }
-        if let Some((policy, rules)) = after.adapt {
-            self.adapt(&policy, &rules, after.sent_at);
+        if after.learn.is_some() || after.adapt.is_some() {
+            // The upstream's status, read once for both.
+            let status = self.get_http_response_header(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+            if let Some(learn) = after.learn {
+                self.learn(&learn.policy, status, &learn.spent, &learn.global_ids);
+            }
+            if let Some((policy, rules)) = after.adapt {
+                self.adapt(&policy, status, &rules, after.sent_at);
+            }
         }
         for (name, value) in after.headers {
             self.set_http_response_header(&name, Some(&value));
