@@ -19,6 +19,7 @@ use serde::Serialize;
 use wasm_test_harness::{load, Envoy, LoadOptions};
 
 use crate::chart::{self, Bars};
+use crate::machine::envoy_cpu_ns;
 use crate::mix::Mix;
 use crate::report::{Files, SETUP, Target};
 use crate::stats::{number, Spread};
@@ -61,6 +62,11 @@ pub struct Run {
     /// Sluice's own `sluice_decision_duration_us` histogram over the whole
     /// run (p50, p99): the time inside the filter's decision.
     pub decision_us: Option<(f64, f64)>,
+    /// Envoy's CPU time per request, µs (all its threads, from schedstat):
+    /// at saturation and at the fixed rate. Less noisy than throughput, and
+    /// what a filter costs whatever the load.
+    pub saturation_cpu_us: Option<f64>,
+    pub fixed_cpu_us: Option<f64>,
     pub envoy_rss_bytes: u64,
 }
 
@@ -102,6 +108,10 @@ pub struct Summary {
     pub fixed_denied: Option<Spread>,
     pub decision_p50_us: Option<Spread>,
     pub decision_p99_us: Option<Spread>,
+    pub cpu_us: Option<Spread>,
+    /// CPU per request minus noop-wasm's in the same round: the filter's own cost.
+    pub cpu_us_vs_noop: Option<Spread>,
+    pub fixed_cpu_us: Option<Spread>,
     pub socket_errors: u64,
 }
 
@@ -122,11 +132,12 @@ pub fn run(setup: &Setup, wrk: &Wrk, settings: &Settings) -> anyhow::Result<Comp
             match one(setup, wrk, settings, variant, round) {
                 Ok(r) => {
                     eprintln!(
-                        "  round {}/{} {:<23} {:>7} req/s (p50 {} µs, p99 {} µs, {:.1}% denied) | {} req/s: p50 {} µs, p99 {} µs",
+                        "  round {}/{} {:<23} {:>7} req/s, {} µs CPU each (p50 {} µs, p99 {} µs, {:.1}% denied) | {} req/s: p50 {} µs, p99 {} µs",
                         round + 1,
                         settings.rounds,
                         variant.name(),
                         number(r.saturation_rps, 0),
+                        r.saturation_cpu_us.map_or_else(|| "?".into(), |c| number(c, 1)),
                         r.saturation.p50_us,
                         r.saturation.p99_us,
                         100.0 * r.saturation.denied(),
@@ -151,8 +162,12 @@ fn one(setup: &Setup, wrk: &Wrk, settings: &Settings, variant: Variant, round: u
     let envoy = setup.start(variant, settings.envoy_workers, "warn")?;
     let port = envoy.port();
     wrk.run(port, &settings.mix, settings.warmup)?;
+    let cpu = || envoy_cpu_ns(&envoy);
+    let before = cpu();
     let saturation = wrk.run(port, &settings.mix, settings.saturation)?;
+    let saturation_cpu_us = per_request(before, cpu(), saturation.requests);
     std::thread::sleep(Duration::from_millis(200));
+    let before = cpu();
     let report = load(LoadOptions {
         port,
         connections: settings.fixed_connections,
@@ -162,6 +177,7 @@ fn one(setup: &Setup, wrk: &Wrk, settings: &Settings, variant: Variant, round: u
         timeout: Duration::from_secs(5),
         ..Default::default()
     })?;
+    let fixed_cpu_us = per_request(before, cpu(), report.statuses.values().sum());
     let envoy_rss_bytes = envoy.rss_bytes().unwrap_or(0);
     let decision_us = decision_quantiles(&envoy);
     drop(envoy);
@@ -180,8 +196,16 @@ fn one(setup: &Setup, wrk: &Wrk, settings: &Settings, variant: Variant, round: u
             errors: report.errors,
         },
         decision_us,
+        saturation_cpu_us,
+        fixed_cpu_us,
         envoy_rss_bytes,
     })
+}
+
+/// CPU µs per request between two schedstat readings.
+fn per_request(before: Option<u64>, after: Option<u64>, requests: u64) -> Option<f64> {
+    let spent = after?.checked_sub(before?)?;
+    (requests > 0).then(|| spent as f64 / 1e3 / requests as f64)
 }
 
 /// p50 and p99 of Sluice's decision-time histogram, from Envoy's admin.
@@ -234,6 +258,12 @@ fn summarise(runs: &[Run], variant: Variant) -> Summary {
         fixed_denied: of(&|r| r.fixed.denied()),
         decision_p50_us: of(&|r| r.decision_us.map_or(f64::NAN, |d| d.0)),
         decision_p99_us: of(&|r| r.decision_us.map_or(f64::NAN, |d| d.1)),
+        cpu_us: of(&|r| r.saturation_cpu_us.unwrap_or(f64::NAN)),
+        cpu_us_vs_noop: paired(Variant::NoopWasm, &|r, b| match (r.saturation_cpu_us, b.saturation_cpu_us) {
+            (Some(a), Some(b)) => a - b,
+            _ => f64::NAN,
+        }),
+        fixed_cpu_us: of(&|r| r.fixed_cpu_us.unwrap_or(f64::NAN)),
         socket_errors: mine.iter().map(|r| r.saturation.errors() + r.fixed.errors).sum(),
     }
 }
@@ -295,9 +325,9 @@ pub fn render(c: &Comparison, settings: &Settings, files: &Files, title: &str, h
     let rate = number(settings.fixed_rate, 0);
     let mut md = vec![format!("### {title}"), String::new(), format!("{SETUP}{header}"), String::new()];
     md.push(format!(
-        "| variant | req/s at saturation | × none | × noop-wasm | p50 / p99 µs at {rate} req/s | added p50 µs | added p99 µs | Sluice's decision p50 / p99 µs | denied |"
+        "| variant | req/s at saturation | × none | × noop-wasm | Envoy CPU µs per request | CPU µs over noop-wasm | p50 / p99 µs at {rate} req/s | added p50 µs | added p99 µs | Sluice's decision p50 / p99 µs | denied |"
     ));
-    md.push("|---|---|---|---|---|---|---|---|---|".into());
+    md.push("|---|---|---|---|---|---|---|---|---|---|---|".into());
     let show = |s: Option<Spread>, d: usize| s.map_or_else(|| "–".to_string(), |s| s.show(d));
     for s in &c.summaries {
         let lat = match (s.fixed_p50_us, s.fixed_p99_us) {
@@ -310,11 +340,13 @@ pub fn render(c: &Comparison, settings: &Settings, files: &Files, title: &str, h
             _ => "–".into(),
         };
         md.push(format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             s.variant.name(),
             show(s.rps, 0),
             show(s.rps_vs_none, 3),
             show(s.rps_vs_noop, 3),
+            show(s.cpu_us, 1),
+            show(s.cpu_us_vs_noop, 1),
             lat,
             show(s.added_p50_us, 0),
             show(s.added_p99_us, 0),

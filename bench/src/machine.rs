@@ -120,6 +120,20 @@ fn taskset(pid: u32, cpus: &str) -> anyhow::Result<()> {
 }
 
 /// The process named `envoy` whose command line names this Envoy's config.
+/// CPU time Envoy's threads have used so far, in nanoseconds (the first
+/// field of every `/proc/<pid>/task/<tid>/schedstat`); `None` when the
+/// process or schedstat cannot be read.
+pub fn envoy_cpu_ns(envoy: &Envoy) -> Option<u64> {
+    let pid = envoy_pid(envoy)?;
+    let tasks = std::fs::read_dir(Path::new("/proc").join(pid.to_string()).join("task")).ok()?;
+    let mut total = 0u64;
+    for task in tasks {
+        let text = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+        total = total.saturating_add(text.split_whitespace().next()?.parse::<u64>().ok()?);
+    }
+    Some(total)
+}
+
 fn envoy_pid(envoy: &Envoy) -> Option<u32> {
     let config = envoy.run_dir().join("envoy.yaml");
     let config = config.to_string_lossy();

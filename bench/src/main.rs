@@ -108,6 +108,10 @@ struct Args {
     /// policy made local; to see what a policy's rules cost.
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
+    /// Another build of the filter, run as variant `sluice-before` beside
+    /// `sluice-local` (same policy), to measure a change before and after.
+    #[arg(long, value_name = "FILE")]
+    before: Option<PathBuf>,
     /// Leave README.md and docs/bench.md alone.
     #[arg(long)]
     no_readme: bool,
@@ -129,6 +133,9 @@ impl Args {
 
     fn variants(&self) -> Vec<Variant> {
         let mut v = if self.variants.is_empty() { Variant::ALL.to_vec() } else { self.variants.clone() };
+        if self.before.is_some() {
+            v.extend([Variant::SluiceBefore, Variant::SluiceLocal]);
+        }
         v.sort();
         v.dedup();
         v
@@ -148,6 +155,9 @@ impl Args {
         }
         if !self.variants.is_empty() {
             c.extend(self.variants().iter().map(|v| format!("--variant {}", v.name())));
+        }
+        if let Some(b) = &self.before {
+            c.push(format!("--before {}", b.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned())));
         }
         if let Some(p) = &self.policy {
             c.push(format!("--policy {}", p.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned())));
@@ -251,7 +261,7 @@ fn run_scenario(args: &Args, scenario: Scenario, files: &Files, machine: &Machin
             }
             let wrk = Wrk::find(args.connections)?;
             let variants = args.variants();
-            let setup = Setup::new(&variants, pinning.cloned(), args.policy.as_deref())?;
+            let setup = Setup::new(&variants, pinning.cloned(), args.policy.as_deref(), args.before.as_deref())?;
             let hot = scenario == Scenario::Denial;
             let mix = Mix { keys: args.clients, offset: 0, hot };
             let settings = compare::Settings {
@@ -311,7 +321,7 @@ fn run_scenario(args: &Args, scenario: Scenario, files: &Files, machine: &Machin
                 p.bench_to_load_cpu()?;
             }
             let wrk = Wrk::find(args.connections)?;
-            let setup = Setup::new(&[Variant::SluiceLocal], pinning.cloned(), args.policy.as_deref())?;
+            let setup = Setup::new(&[Variant::SluiceLocal], pinning.cloned(), args.policy.as_deref(), None)?;
             let levels: Vec<u64> = if quick { vec![10_000, 100_000] } else { vec![10_000, 100_000, 1_000_000] };
             let results = cardinality::run(&setup, &wrk, &levels)?;
             let header = format!(
@@ -327,7 +337,7 @@ fn run_scenario(args: &Args, scenario: Scenario, files: &Files, machine: &Machin
             })
         }
         Scenario::Outage => {
-            let mut setup = Setup::new(&[Variant::SluiceGlobal], None, None)?;
+            let mut setup = Setup::new(&[Variant::SluiceGlobal], None, None, None)?;
             let mix = Mix { keys: args.clients, offset: 0, hot: false };
             let phase = secs(if quick { 3 } else { 5 });
             let result = outage::run(&mut setup, mix, args.rate, phase)?;

@@ -26,6 +26,9 @@ pub enum Variant {
     NoopWasm,
     SluiceLocal,
     SluiceGlobal,
+    /// Sluice with local rules, from another build (`--before FILE`): an
+    /// earlier module run interleaved with the current one.
+    SluiceBefore,
 }
 
 impl Variant {
@@ -39,6 +42,7 @@ impl Variant {
             Variant::NoopWasm => "noop-wasm",
             Variant::SluiceLocal => "sluice-local",
             Variant::SluiceGlobal => "sluice-global",
+            Variant::SluiceBefore => "sluice-before",
         }
     }
 
@@ -49,6 +53,7 @@ impl Variant {
             Variant::NoopWasm => "a proxy-wasm filter that does nothing (the VM floor)",
             Variant::SluiceLocal => "Sluice, default policy with every rule local",
             Variant::SluiceGlobal => "Sluice, default policy (global rules through the counter service and Redis)",
+            Variant::SluiceBefore => "Sluice with every rule local, the module given by --before",
         }
     }
 
@@ -56,7 +61,7 @@ impl Variant {
         match self {
             Variant::None => "none.yaml",
             Variant::NativeLocalRatelimit => "native.yaml",
-            Variant::NoopWasm | Variant::SluiceLocal | Variant::SluiceGlobal => "wasm.yaml",
+            Variant::NoopWasm | Variant::SluiceLocal | Variant::SluiceGlobal | Variant::SluiceBefore => "wasm.yaml",
         }
     }
 }
@@ -118,6 +123,7 @@ impl Backends {
 pub struct Setup {
     sluice_wasm: PathBuf,
     noop_wasm: PathBuf,
+    before_wasm: Option<PathBuf>,
     pub local_policy: String,
     pub global_policy: String,
     pinning: Option<Pinning>,
@@ -127,8 +133,8 @@ pub struct Setup {
 impl Setup {
     /// Checks that the modules exist and starts the backends if one of
     /// `variants` counts globally. `local` replaces the default policy made
-    /// local.
-    pub fn new(variants: &[Variant], pinning: Option<Pinning>, local: Option<&Path>) -> anyhow::Result<Setup> {
+    /// local; `before` is the module of `sluice-before`.
+    pub fn new(variants: &[Variant], pinning: Option<Pinning>, local: Option<&Path>, before: Option<&Path>) -> anyhow::Result<Setup> {
         let sluice_wasm = wasm_test_harness::wasm_module();
         if !sluice_wasm.is_file() {
             bail!("{} is missing: run `make build`", sluice_wasm.display());
@@ -137,11 +143,15 @@ impl Setup {
         if variants.contains(&Variant::NoopWasm) && !noop_wasm.is_file() {
             bail!("{} is missing: run `make bench` (it builds bench/noop-filter)", noop_wasm.display());
         }
+        if let Some(before) = before.filter(|b| !b.is_file()) {
+            bail!("--before {}: no such module", before.display());
+        }
         let gateway = gateway_policy()?;
         let backends = if variants.contains(&Variant::SluiceGlobal) { Some(Backends::start()?) } else { None };
         Ok(Setup {
             sluice_wasm,
             noop_wasm,
+            before_wasm: before.map(Path::to_path_buf),
             local_policy: match local {
                 Some(path) => checked(&std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?)?,
                 None => local_policy(&gateway)?,
@@ -157,6 +167,10 @@ impl Setup {
         let (wasm, policy) = match variant {
             Variant::NoopWasm => (&self.noop_wasm, "{}"),
             Variant::SluiceGlobal => (&self.sluice_wasm, self.global_policy.as_str()),
+            Variant::SluiceBefore => match &self.before_wasm {
+                Some(before) => (before, self.local_policy.as_str()),
+                None => bail!("sluice-before needs --before FILE"),
+            },
             _ => (&self.sluice_wasm, self.local_policy.as_str()),
         };
         let counter_port = match (&self.backends, variant) {
