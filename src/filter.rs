@@ -30,7 +30,8 @@ pub struct SluiceFilter {
     arrival: u64,
     /// The decision waits for the request body (a rule's cost is in it).
     awaiting_body: bool,
-    request: HostRequest,
+    /// The buffered body's size, when the decision waited for it.
+    body_size: Option<usize>,
     /// The reserve call this request waits for.
     waiting: Option<Waiting>,
 }
@@ -45,7 +46,7 @@ impl SluiceFilter {
             jitter,
             arrival: 0,
             awaiting_body: false,
-            request: HostRequest::default(),
+            body_size: None,
             waiting: None,
         }
     }
@@ -54,7 +55,7 @@ impl SluiceFilter {
     /// pauses for the reserve call it waits for.
     fn decide(&mut self, policy: &Rc<Policy>, ctx: Ctx, carried: &[Carry]) -> Next {
         let ctx = Ctx { random: self.jitter.next(), ..ctx };
-        let mut request = self.request;
+        let mut request = HostRequest::new(self.body_size);
         let instance = self.instance.clone();
         let started = std::time::Instant::now();
         let then = global::decide_or_call(policy, &mut request, ctx, carried, self.queue, |settings, needs| {
@@ -63,7 +64,7 @@ impl SluiceFilter {
         crate::metrics::decision_time(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
         match then {
             Then::Settle(d) => {
-                let stream = Stream { context_id: self.context_id, arrival: self.arrival, body_size: self.request.body_size, first: true };
+                let stream = Stream { context_id: self.context_id, arrival: self.arrival, body_size: self.body_size, first: true };
                 settle(policy, &d, stream, ctx.now, self.jitter.next())
             }
             Then::Wait(waiting) => {
@@ -74,9 +75,8 @@ impl SluiceFilter {
     }
 
     /// Decides the request (on its headers, or on its body when a rule's
-    /// cost is in it) and tells how the stream goes on.
-    fn start(&mut self, policy: &Rc<Policy>) -> Action {
-        let now = now_ns();
+    /// cost is in it) at `now` and tells how the stream goes on.
+    fn start(&mut self, policy: &Rc<Policy>, now: u64) -> Action {
         let degraded = policy.global.is_some() && degraded_since(&HostStore).is_some();
         match self.decide(policy, Ctx { degraded, ..Ctx::at(now) }, &[]) {
             Next::Go => Action::Continue,
@@ -196,7 +196,7 @@ impl HttpContext for SluiceFilter {
             self.awaiting_body = true;
             return Action::Pause;
         }
-        self.start(&policy)
+        self.start(&policy, self.arrival)
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
@@ -213,8 +213,8 @@ impl HttpContext for SluiceFilter {
             return Action::Pause;
         }
         self.awaiting_body = false;
-        self.request.body_size = Some(body_size);
-        self.start(&policy)
+        self.body_size = Some(body_size);
+        self.start(&policy, now_ns())
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {

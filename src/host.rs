@@ -3,7 +3,7 @@
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType, Status};
-use sluice_core::request::Request;
+use sluice_core::request::{HeaderPairs, Request};
 use sluice_core::store::{SharedStore, StoreError};
 
 /// Envoy's shared data: one map per VM id, shared by all workers.
@@ -32,29 +32,64 @@ impl SharedStore for HostStore {
 /// rule's `max`.
 pub const MAX_BODY: usize = 64 * 1024;
 
-/// The request being decided, read lazily through hostcalls. `body_size`
-/// is the buffered body's size, when the decision waited for it.
-#[derive(Clone, Copy, Debug, Default)]
+/// The request being decided, read lazily through hostcalls: all its
+/// headers in one crossing, on the first one asked for. `body_size` is
+/// the buffered body's size, when the decision waited for it.
+#[derive(Debug, Default)]
 pub struct HostRequest {
-    pub body_size: Option<usize>,
+    body_size: Option<usize>,
+    headers: Option<HeaderPairs>,
 }
 
-fn header(name: &str) -> Option<String> {
-    hostcalls::get_map_value(MapType::HttpRequestHeaders, name).ok().flatten()
+mod abi {
+    use proxy_wasm::types::{MapType, Status};
+
+    extern "C" {
+        /// The same import the SDK's `get_map` uses; called directly so
+        /// that the map is parsed without a `String` per header, and a
+        /// refusal is an empty map rather than the SDK's panic.
+        pub fn proxy_get_header_map_pairs(map_type: MapType, return_map_data: *mut *mut u8, return_map_size: *mut usize) -> Status;
+    }
+}
+
+/// The current stream's request headers in their serialized form.
+fn request_headers() -> HeaderPairs {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: the host writes a pointer to `size` bytes it allocated through
+    // the SDK's `proxy_on_memory_allocate` (a `Vec<u8>` of that capacity),
+    // which we take back as a `Vec` and so free once.
+    let buf = unsafe {
+        match abi::proxy_get_header_map_pairs(MapType::HttpRequestHeaders, &mut data, &mut size) {
+            Status::Ok if !data.is_null() => Vec::from_raw_parts(data, size, size),
+            _ => Vec::new(),
+        }
+    };
+    HeaderPairs::parse(buf)
+}
+
+impl HostRequest {
+    pub fn new(body_size: Option<usize>) -> HostRequest {
+        HostRequest { body_size, headers: None }
+    }
+
+    fn get(&mut self, name: &str) -> Option<String> {
+        self.headers.get_or_insert_with(request_headers).get(name).map(str::to_string)
+    }
 }
 
 impl Request for HostRequest {
     fn method(&mut self) -> Option<String> {
-        header(":method")
+        self.get(":method")
     }
     fn path(&mut self) -> Option<String> {
-        header(":path")
+        self.get(":path")
     }
     fn authority(&mut self) -> Option<String> {
-        header(":authority")
+        self.get(":authority")
     }
     fn header(&mut self, name: &str) -> Option<String> {
-        header(name)
+        self.get(name)
     }
     fn property(&mut self, path: &[String]) -> Option<Vec<u8>> {
         let path: Vec<&str> = path.iter().map(String::as_str).collect();

@@ -151,7 +151,7 @@ impl SluiceRoot {
         let degraded = after_call.unwrap_or(false) || degraded_since(&HostStore).is_some();
         let random = self.jitter.next();
         let ctx = Ctx { degraded, may_wait: after_call.is_none(), waited_ns: now.saturating_sub(stream.arrival), random, ..Ctx::at(now) };
-        let mut request = HostRequest { body_size: stream.body_size };
+        let mut request = HostRequest::new(stream.body_size);
         let (root, instance) = (self.context_id, self.instance.clone());
         let then = global::decide_or_call(policy, &mut request, ctx, carried, self.queue, |settings, needs| {
             // The call belongs to this root, not to the stream.

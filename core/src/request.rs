@@ -77,3 +77,129 @@ impl Request for MemoryRequest {
         self.body.clone()
     }
 }
+
+/// A header map as proxy-wasm hands it over in one hostcall
+/// (`proxy_get_header_map_pairs`): a little-endian `u32` pair count, then
+/// each pair's key and value lengths (`u32` each), then each key and value
+/// followed by a NUL byte. One crossing for every header a decision reads,
+/// instead of one per header.
+#[derive(Clone, Debug, Default)]
+pub struct HeaderPairs {
+    buf: Vec<u8>,
+    /// (key start, key end, value start, value end) in `buf`.
+    pairs: Vec<(usize, usize, usize, usize)>,
+}
+
+impl HeaderPairs {
+    /// Parses `buf`. A malformed map keeps the pairs read before the fault
+    /// (a truncated map loses its tail, never a panic).
+    pub fn parse(buf: Vec<u8>) -> HeaderPairs {
+        let u32_at = |at: usize| -> Option<usize> {
+            let b = buf.get(at..at.checked_add(4)?)?;
+            usize::try_from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])).ok()
+        };
+        let mut pairs = Vec::new();
+        if let Some(n) = u32_at(0) {
+            // Never more pairs than the sizes that fit in the buffer.
+            let n = n.min(buf.len().saturating_sub(4) / 8);
+            let mut data = 4 + 8 * n;
+            for i in 0..n {
+                let (Some(klen), Some(vlen)) = (u32_at(4 + 8 * i), u32_at(8 + 8 * i)) else { break };
+                let Some(key_end) = data.checked_add(klen) else { break };
+                let Some(value_end) = key_end.checked_add(1).and_then(|s| s.checked_add(vlen)) else { break };
+                if value_end >= buf.len() {
+                    break;
+                }
+                pairs.push((data, key_end, key_end + 1, value_end));
+                data = value_end + 1;
+            }
+        }
+        HeaderPairs { buf, pairs }
+    }
+
+    /// The first value of header `name` (ASCII case-insensitive); `None`
+    /// when absent or not UTF-8.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.pairs.iter().find_map(|&(ks, ke, vs, ve)| {
+            let key = self.buf.get(ks..ke)?;
+            if !key.eq_ignore_ascii_case(name.as_bytes()) {
+                return None;
+            }
+            std::str::from_utf8(self.buf.get(vs..ve)?).ok()
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.pairs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pairs.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serialize(pairs: &[(&str, &str)]) -> Vec<u8> {
+        let mut b = (pairs.len() as u32).to_le_bytes().to_vec();
+        for (k, v) in pairs {
+            b.extend((k.len() as u32).to_le_bytes());
+            b.extend((v.len() as u32).to_le_bytes());
+        }
+        for (k, v) in pairs {
+            b.extend(k.as_bytes());
+            b.push(0);
+            b.extend(v.as_bytes());
+            b.push(0);
+        }
+        b
+    }
+
+    #[test]
+    fn finds_every_header_by_name_in_any_case_and_the_first_of_repeats() {
+        let h = HeaderPairs::parse(serialize(&[
+            (":method", "GET"),
+            (":path", "/api/v1/items?x=1"),
+            ("x-tenant-id", "acme"),
+            ("empty", ""),
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-for", "10.0.0.2"),
+        ]));
+        assert_eq!(h.len(), 6);
+        assert_eq!(h.get(":method"), Some("GET"));
+        assert_eq!(h.get(":path"), Some("/api/v1/items?x=1"));
+        assert_eq!(h.get("X-Tenant-ID"), Some("acme"));
+        assert_eq!(h.get("empty"), Some(""));
+        assert_eq!(h.get("x-forwarded-for"), Some("10.0.0.1"));
+        assert_eq!(h.get("x-missing"), None);
+    }
+
+    #[test]
+    fn a_malformed_map_keeps_what_was_whole_and_never_panics() {
+        let whole = serialize(&[("a", "1"), ("bb", "22"), ("ccc", "333")]);
+        // Cut anywhere: the pairs before the cut survive, nothing panics.
+        for cut in 0..whole.len() {
+            let h = HeaderPairs::parse(whole[..cut].to_vec());
+            assert!(h.len() <= 3);
+            if h.get("a").is_some() {
+                assert_eq!(h.get("a"), Some("1"));
+            }
+            assert_ne!(h.get("ccc"), Some("333"), "cut at {cut} still had the last pair");
+        }
+        assert_eq!(HeaderPairs::parse(whole).get("ccc"), Some("333"));
+        // A count far beyond the buffer, and lengths that overflow.
+        let mut huge = u32::MAX.to_le_bytes().to_vec();
+        huge.extend(u32::MAX.to_le_bytes());
+        huge.extend(u32::MAX.to_le_bytes());
+        assert!(HeaderPairs::parse(huge).is_empty());
+        assert!(HeaderPairs::parse(Vec::new()).is_empty());
+        // A value that is not UTF-8 is absent, its neighbours are not.
+        let mut bad = serialize(&[("x", "\u{e9}"), ("y", "ok")]);
+        let at = bad.iter().position(|b| *b == 0xc3).unwrap();
+        bad[at] = 0xff;
+        let h = HeaderPairs::parse(bad);
+        assert_eq!((h.get("x"), h.get("y")), (None, Some("ok")));
+    }
+}
