@@ -19,7 +19,43 @@ pub fn peer_ip(source_address: &str) -> Option<String> {
     } else {
         source_address
     };
-    host.parse::<IpAddr>().ok().map(|ip| ip.to_string())
+    host.parse::<IpAddr>().ok().map(canonical)
+}
+
+/// The address as text, IPv4 written without the formatting machinery
+/// (every decision keyed on the client formats one).
+fn canonical(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut s = String::with_capacity(15);
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    s.push('.');
+                }
+                if octet >= 100 {
+                    s.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    s.push(char::from(b'0' + octet / 10 % 10));
+                }
+                s.push(char::from(b'0' + octet % 10));
+            }
+            s
+        }
+        IpAddr::V6(_) => ip.to_string(),
+    }
+}
+
+/// The client IP that `X-Forwarded-For` names for `trusted_hops`, or
+/// `None` when the peer itself is the client: no trusted hops, no header,
+/// a chain too short, or an unparseable entry where the client should be.
+/// Decided without the peer, so that it is read only when needed.
+pub fn forwarded_client(xff: Option<&str>, trusted_hops: u32) -> Option<String> {
+    let hops = usize::try_from(trusted_hops).ok().filter(|h| *h > 0)?;
+    // chain = entries ++ [peer]; the client sits at chain[len - 1 - hops],
+    // the hops-th entry from the right.
+    let candidate = xff?.rsplit(',').nth(hops - 1)?.trim();
+    candidate.parse::<IpAddr>().ok().map(canonical)
 }
 
 /// The client IP for `trusted_hops`, given the raw `X-Forwarded-For` header
@@ -28,23 +64,7 @@ pub fn peer_ip(source_address: &str) -> Option<String> {
 /// key, and canonical text means `::ffff:1.2.3.4`-style aliases of one
 /// address share a key only when they are the same address.
 pub fn client_ip(xff: Option<&str>, peer: &str, trusted_hops: u32) -> String {
-    if trusted_hops == 0 {
-        return peer.to_string();
-    }
-    let Some(xff) = xff else {
-        return peer.to_string();
-    };
-    let entries: Vec<&str> = xff.split(',').map(str::trim).collect();
-    let hops = trusted_hops as usize;
-    // chain = entries ++ [peer]; the client sits at chain[len - 1 - hops].
-    if entries.len() < hops {
-        return peer.to_string();
-    }
-    let candidate = entries[entries.len() - hops];
-    match candidate.parse::<IpAddr>() {
-        Ok(ip) => ip.to_string(),
-        Err(_) => peer.to_string(),
-    }
+    forwarded_client(xff, trusted_hops).unwrap_or_else(|| peer.to_string())
 }
 
 #[cfg(test)]
@@ -79,5 +99,20 @@ mod tests {
         ] {
             assert_eq!(client_ip(xff, peer, hops), want, "{xff:?} hops={hops}");
         }
+    }
+
+    #[test]
+    fn ipv4_text_is_canonical() {
+        for (raw, want) in [("0.0.0.0", "0.0.0.0"), ("10.9.99.100", "10.9.99.100"), ("255.255.255.255", "255.255.255.255")] {
+            assert_eq!(forwarded_client(Some(raw), 1).as_deref(), Some(want));
+        }
+        for octets in [[1, 20, 199, 250], [0, 5, 10, 255], [100, 101, 9, 99]] {
+            let ip = std::net::Ipv4Addr::from(octets);
+            assert_eq!(canonical(IpAddr::V4(ip)), ip.to_string());
+        }
+        // What the parser refuses never becomes a key.
+        assert_eq!(forwarded_client(Some("010.1.1.1"), 1), None);
+        assert_eq!(forwarded_client(Some("1.1.1.1"), 0), None);
+        assert_eq!(forwarded_client(None, 1), None);
     }
 }

@@ -53,7 +53,22 @@ pub trait SharedStore {
 }
 
 pub fn slot_key(index: u32) -> String {
-    format!("sluice/b/{index}")
+    // Built by hand: every probe of every decision names a slot.
+    let mut digits = [0u8; 10];
+    let mut at = digits.len();
+    let mut n = index;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let mut key = String::with_capacity(9 + digits.len() - at);
+    key.push_str("sluice/b/");
+    key.extend(digits[at..].iter().map(|d| char::from(*d)));
+    key
 }
 
 /// Creates the slots `0..slots` that do not exist yet. Done once per
@@ -320,6 +335,13 @@ mod tests {
 
     use super::*;
     use crate::testing::{per_second as limit, S};
+
+    #[test]
+    fn slot_keys_name_their_index() {
+        for i in [0, 7, 10, 65_535, 1_000_000, u32::MAX] {
+            assert_eq!(slot_key(i), format!("sluice/b/{i}"));
+        }
+    }
 
     #[test]
     fn slots_are_created_once_and_bounded() {

@@ -2,7 +2,7 @@
 //! reused by every rule: method, normalised path, headers, client IP,
 //! tenant, query, properties, body; plus each rule's match, key and cost.
 
-use crate::client_ip::{client_ip, peer_ip};
+use crate::client_ip::{forwarded_client, peer_ip};
 use crate::hash::Fnv;
 use crate::path::{normalize, Params};
 use crate::policy::{CostSource, HeaderTest, KeyPart, Missing, Policy, Rule, Scope};
@@ -23,7 +23,8 @@ pub(super) struct Attrs<'r> {
 
 impl<'r> Attrs<'r> {
     pub(super) fn new(req: &'r mut dyn Request) -> Attrs<'r> {
-        let method = req.method().unwrap_or_default().to_ascii_uppercase();
+        let mut method = req.method().unwrap_or_default();
+        method.make_ascii_uppercase();
         let raw_path = req.path().unwrap_or_default();
         let path = normalize(&raw_path);
         Attrs { req, method, raw_path, path, headers: Vec::new(), client_ip: None, tenant: None, integration: None, body: None }
@@ -40,14 +41,14 @@ impl<'r> Attrs<'r> {
 
     fn client_ip(&mut self, trusted_hops: u32) -> Option<String> {
         if self.client_ip.is_none() {
-            let peer = self
-                .req
-                .property(&["source".to_string(), "address".to_string()])
-                .and_then(|b| String::from_utf8(b).ok())
-                .and_then(|a| peer_ip(&a));
-            let ip = peer.map(|p| {
-                let xff = if trusted_hops > 0 { self.header("x-forwarded-for") } else { None };
-                client_ip(xff.as_deref(), &p, trusted_hops)
+            let xff = if trusted_hops > 0 { self.header("x-forwarded-for") } else { None };
+            // The peer is read (a hostcall in Envoy) only when the header
+            // does not name the client.
+            let ip = forwarded_client(xff.as_deref(), trusted_hops).or_else(|| {
+                self.req
+                    .property(&["source".to_string(), "address".to_string()])
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .and_then(|a| peer_ip(&a))
             });
             self.client_ip = Some(ip);
         }
