@@ -9,7 +9,6 @@ use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
-use sluice_core::coordination::degraded_since;
 use sluice_core::limiter::{give_back, give_back_kept, obey_upstream, Carry, Ctx};
 use sluice_core::counter_api::{Block, MAX_BLOCK_MS};
 use sluice_core::upstream::block_for;
@@ -17,7 +16,7 @@ use sluice_core::policy::Policy;
 
 use crate::callout;
 use crate::global::{self, Then, Waiting};
-use crate::host::{now_ns, HostRequest, HostStore, Jitter, MAX_BODY};
+use crate::host::{now_ns, random, HostRequest, HostStore, MAX_BODY};
 use crate::queue::{self, Held};
 use crate::settle::{settle, Next, Stream};
 
@@ -26,7 +25,6 @@ pub struct SluiceFilter {
     policy: Option<Rc<Policy>>,
     queue: Option<u32>,
     instance: Rc<str>,
-    jitter: Jitter,
     arrival: u64,
     /// The decision waits for the request body (a rule's cost is in it).
     awaiting_body: bool,
@@ -37,13 +35,12 @@ pub struct SluiceFilter {
 }
 
 impl SluiceFilter {
-    pub fn new(context_id: u32, policy: Option<Rc<Policy>>, queue: Option<u32>, instance: Rc<str>, jitter: Jitter) -> SluiceFilter {
+    pub fn new(context_id: u32, policy: Option<Rc<Policy>>, queue: Option<u32>, instance: Rc<str>) -> SluiceFilter {
         SluiceFilter {
             context_id,
             policy,
             queue,
             instance,
-            jitter,
             arrival: 0,
             awaiting_body: false,
             body_size: None,
@@ -54,18 +51,20 @@ impl SluiceFilter {
     /// Decides the request with what it carries; settles the decision, or
     /// pauses for the reserve call it waits for.
     fn decide(&mut self, policy: &Rc<Policy>, ctx: Ctx, carried: &[Carry]) -> Next {
-        let ctx = Ctx { random: self.jitter.next(), ..ctx };
+        let ctx = Ctx { random: random(), ..ctx };
         let mut request = HostRequest::new(self.body_size);
         let instance = self.instance.clone();
-        let started = std::time::Instant::now();
+        let started = crate::metrics::time_this_decision().then(std::time::Instant::now);
         let then = global::decide_or_call(policy, &mut request, ctx, carried, self.queue, |settings, needs| {
             callout::reserve(settings, &instance, needs)
         });
-        crate::metrics::decision_time(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
+        if let Some(started) = started {
+            crate::metrics::decision_time(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
+        }
         match then {
             Then::Settle(d) => {
                 let stream = Stream { context_id: self.context_id, arrival: self.arrival, body_size: self.body_size, first: true };
-                settle(policy, &d, stream, ctx.now, self.jitter.next())
+                settle(policy, &d, stream, ctx.now, random())
             }
             Then::Wait(waiting) => {
                 self.waiting = Some(waiting);
@@ -77,7 +76,7 @@ impl SluiceFilter {
     /// Decides the request (on its headers, or on its body when a rule's
     /// cost is in it) at `now` and tells how the stream goes on.
     fn start(&mut self, policy: &Rc<Policy>, now: u64) -> Action {
-        let degraded = policy.global.is_some() && degraded_since(&HostStore).is_some();
+        let degraded = policy.global.is_some() && global::degraded();
         match self.decide(policy, Ctx { degraded, ..Ctx::at(now) }, &[]) {
             Next::Go => Action::Continue,
             Next::Held | Next::Replied => Action::Pause,

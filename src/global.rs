@@ -166,10 +166,34 @@ pub fn forget(policy: &Policy, needs: &[LeaseNeed], now: u64) {
     }
 }
 
+thread_local! {
+    /// The instance's "counter service down" flag as this worker last saw
+    /// it: read from shared data on every tick of the root (10 ms) and set
+    /// when this worker records a call's outcome, so that a request does
+    /// not read it through a hostcall.
+    static DEGRADED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the counter service is known to be unreachable (see `DEGRADED`).
+pub fn degraded() -> bool {
+    DEGRADED.with(std::cell::Cell::get)
+}
+
+/// Reads the instance's flag into the worker's copy.
+pub fn refresh_degraded() -> bool {
+    let down = sluice_core::coordination::degraded_since(&HostStore).is_some();
+    DEGRADED.with(|d| d.set(down));
+    down
+}
+
 /// Records whether the counter service answered; logs transitions once per
 /// instance.
 pub fn reachable(ok: bool, now: u64, detail: &str) {
-    match record(&HostStore, ok, now) {
+    let recorded = record(&HostStore, ok, now);
+    if recorded.is_ok() {
+        DEGRADED.with(|d| d.set(!ok));
+    }
+    match recorded {
         Ok(Transition::WentDown) => {
             crate::metrics::degraded(true);
             log::warn!("counter service unreachable ({detail}); global rules follow their failure_mode until it answers again");

@@ -109,6 +109,16 @@ pub fn now_ns() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
+thread_local! {
+    static WORKER_JITTER: std::cell::RefCell<Option<Jitter>> = const { std::cell::RefCell::new(None) };
+}
+
+/// A random number from the worker's generator (seeded once per worker,
+/// not once per stream: seeding is a hostcall).
+pub fn random() -> u64 {
+    WORKER_JITTER.with(|j| j.borrow_mut().get_or_insert_with(Jitter::seeded).next())
+}
+
 /// A small xorshift generator for jitter, seeded once per context.
 pub struct Jitter(u64);
 

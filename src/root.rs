@@ -202,8 +202,9 @@ impl RootContext for SluiceRoot {
             }
         }
         // Requests held under a previous policy still need waking.
+        // Otherwise the tick only hands the worker's metrics to Envoy.
         let ticks = policy.global.is_some() || policy.rules.iter().any(|r| r.queue.is_some()) || queue::len() > 0;
-        self.set_tick_period(if ticks { TICK } else { Duration::ZERO });
+        self.set_tick_period(if ticks { TICK } else { crate::metrics::FLUSH_EVERY });
         crate::metrics::define_rules(&policy.rules);
         log::info!("policy loaded: {} rules, {} slots", policy.rules.len(), policy.slots);
         self.policy = Some(Rc::new(policy));
@@ -211,6 +212,7 @@ impl RootContext for SluiceRoot {
     }
 
     fn on_tick(&mut self) {
+        crate::metrics::flush();
         let now = now_ns();
         let due = queue::due(now);
         let woke = !due.is_empty();
@@ -243,6 +245,9 @@ impl RootContext for SluiceRoot {
             let _ = hostcalls::set_effective_context(self.context_id);
         }
         let Some(policy) = self.policy.clone() else { return };
+        if policy.global.is_some() {
+            global::refresh_degraded();
+        }
         if policy.global.is_none() || now.saturating_sub(self.last_lease_work) < LEASE_EVERY_NS {
             return;
         }
@@ -255,7 +260,7 @@ impl RootContext for SluiceRoot {
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(SluiceFilter::new(context_id, self.policy.clone(), self.queue, self.instance.clone(), Jitter::seeded())))
+        Some(Box::new(SluiceFilter::new(context_id, self.policy.clone(), self.queue, self.instance.clone())))
     }
 
     fn get_type(&self) -> Option<ContextType> {
