@@ -156,11 +156,22 @@ impl Lease {
         l
     }
 
-    /// Requests expected in a whole window, from the last two windows.
+    /// Requests expected in a whole window, from the last two windows: the
+    /// previous window's count, the count over the last whole window
+    /// (sliding), and, once half of the window has passed, the current
+    /// window's pace. A young window's pace is not extrapolated: one early
+    /// request would read as ten times the rate, and every instance asking
+    /// that much would take the budget the others need (denials far under
+    /// the limit).
     fn rate(&self, now: u64, per: u64) -> u64 {
-        let elapsed = if self.window == 0 { per } else { per.saturating_sub(self.ends_at.saturating_sub(now)).max(per / 10).max(1) };
-        let current = u64::from(self.seen) * per / elapsed;
-        current.max(u64::from(self.seen_before)).max(1)
+        let (seen, before) = (u64::from(self.seen), u64::from(self.seen_before));
+        if self.window == 0 {
+            return seen.max(before).max(1);
+        }
+        let elapsed = per.saturating_sub(self.ends_at.saturating_sub(now)).clamp(1, per);
+        let sliding = seen + before * (per - elapsed) / per;
+        let pace = if elapsed >= per / 2 { seen * per / elapsed } else { 0 };
+        sliding.max(pace).max(before).max(1)
     }
 
     /// What to ask the service for now, if anything: `(units, next_window)`.

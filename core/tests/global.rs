@@ -95,6 +95,37 @@ fn instances_sharing_a_counter_admit_the_limit_and_rarely_call() {
 }
 
 #[test]
+fn instances_under_the_limit_deny_nothing_at_window_starts() {
+    // 3 instances, each sent 4 requests a window (12 of the 20 allowed),
+    // the first of each just after the window opens: young windows must
+    // not read one early request as ten times the rate and reserve the
+    // others' budget.
+    let mut counter = FakeCounter::default();
+    let mut instances: Vec<Instance> = (0..3).map(|_| Instance::new(policy("open", 3))).collect();
+    let mut denied = Vec::new();
+    let mut next_tick = T0;
+    for w in 0..8u64 {
+        for k in 0..4u64 {
+            for n in 0..3 {
+                let now = T0 + w * S + 5 * MS + n as u64 * MS + k * 300 * MS;
+                // The leaders send the refills every 50 ms.
+                while next_tick <= now {
+                    for inst in &mut instances {
+                        inst.tick(&mut counter, next_tick);
+                    }
+                    next_tick += 50 * MS;
+                }
+                let inst = &mut instances[n];
+                if !inst.send(&mut counter, &tenant("/api/v1/tools/invoke", "half"), now).allowed() {
+                    denied.push((w, k, n));
+                }
+            }
+        }
+    }
+    assert_eq!(denied, [], "(window, request, instance) denied under the limit");
+}
+
+#[test]
 fn an_exhausted_window_is_denied_until_it_ends() {
     let mut a = Instance::new(policy("open", 2));
     let mut b = Instance::new(policy("open", 2));
