@@ -11,7 +11,7 @@
 //! its limit.
 
 use crate::limiter::{Decision, RuleOutcome};
-use crate::policy::Policy;
+use crate::policy::{Policy, ResponseHeaders};
 
 const NS: u64 = 1_000_000_000;
 const MAX_JITTER_NS: u64 = 5 * NS;
@@ -30,15 +30,18 @@ fn ceil_secs(ns: u64) -> u64 {
 
 fn common_headers(policy: &Policy, ro: &RuleOutcome, tenant: Option<&str>, reset_at_s: u64, t_s: u64) -> Vec<(String, String)> {
     let rule = &policy.rules[ro.rule];
+    let mut h = x_ratelimit_headers(ro, tenant, reset_at_s);
+    h.push(("ratelimit-policy".to_string(), format!("\"{}\";q={};w={}", rule.name, ro.limit, ceil_secs(rule.limit.per.nanos()))));
+    h.push(("ratelimit".to_string(), format!("\"{}\";r={};t={}", rule.name, ro.outcome.remaining, t_s)));
+    h
+}
+
+/// The seed's `X-RateLimit-*` headers.
+fn x_ratelimit_headers(ro: &RuleOutcome, tenant: Option<&str>, reset_at_s: u64) -> Vec<(String, String)> {
     let mut h = vec![
         ("x-ratelimit-limit".to_string(), ro.limit.to_string()),
         ("x-ratelimit-remaining".to_string(), ro.outcome.remaining.to_string()),
         ("x-ratelimit-reset".to_string(), reset_at_s.to_string()),
-        (
-            "ratelimit-policy".to_string(),
-            format!("\"{}\";q={};w={}", rule.name, ro.limit, ceil_secs(rule.limit.per.nanos())),
-        ),
-        ("ratelimit".to_string(), format!("\"{}\";r={};t={}", rule.name, ro.outcome.remaining, t_s)),
     ];
     if let Some(t) = tenant {
         h.push(("x-ratelimit-tenant".to_string(), t.to_string()));
@@ -113,7 +116,11 @@ pub fn admitted_headers(policy: &Policy, d: &Decision, now: u64) -> Vec<(String,
     }
     let Some(ro) = d.tightest.as_ref() else { return Vec::new() };
     let reset_in = ceil_secs(ro.outcome.reset_ns);
-    common_headers(policy, ro, tenant, now.div_ceil(NS) + reset_in, reset_in)
+    match policy.response_headers {
+        ResponseHeaders::All => common_headers(policy, ro, tenant, now.div_ceil(NS) + reset_in, reset_in),
+        ResponseHeaders::XRatelimit => x_ratelimit_headers(ro, tenant, now.div_ceil(NS) + reset_in),
+        ResponseHeaders::None => Vec::new(),
+    }
 }
 
 /// Tenants come from requests; only printable ASCII goes back in a header.

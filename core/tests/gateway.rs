@@ -280,7 +280,31 @@ fn admitted_headers_show_the_tightest_rule() {
     assert_eq!(h("x-ratelimit-limit"), Some("5"));
     assert_eq!(h("x-ratelimit-remaining"), Some("4"));
     assert_eq!(h("x-ratelimit-reset"), Some("1763382886"));
+    assert_eq!(h("ratelimit-policy"), Some("\"tools-list\";q=5;w=1"));
     assert!(h("retry-after").is_none());
+}
+
+#[test]
+fn response_headers_choose_what_admitted_responses_carry_and_never_what_429s_do() {
+    for (choice, want) in [
+        ("all", vec!["x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset", "x-ratelimit-tenant", "ratelimit-policy", "ratelimit"]),
+        ("x-ratelimit", vec!["x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset", "x-ratelimit-tenant"]),
+        ("none", vec![]),
+    ] {
+        let g = Gateway::new(&GATEWAY.replacen("{\n", &format!("{{\n  \"response_headers\": \"{choice}\",\n"), 1));
+        let list = tenant(get("/api/v1/tools/list"), "tenant-a");
+        let d = g.send(list.clone());
+        let names: Vec<String> = admitted_headers(&g.policy, &d, g.now).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(names, want, "{choice}");
+        // The limit's 429 carries every header whatever the choice.
+        assert_eq!(g.burst(&list, 10), 4);
+        let reply = denial(&g.policy, &g.send(list), g.now, 0).expect("denied");
+        for name in ["retry-after", "x-ratelimit-limit", "x-ratelimit-tenant", "ratelimit-policy", "ratelimit"] {
+            assert!(reply.headers.iter().any(|(k, _)| k == name), "{choice}: {name} missing from the 429");
+        }
+    }
+    let refused = Policy::from_json(&GATEWAY.replacen("{\n", "{\n  \"response_headers\": \"some\",\n", 1)).unwrap_err();
+    assert!(refused.to_string().contains("response_headers"), "{refused}");
 }
 
 #[test]

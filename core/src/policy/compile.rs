@@ -126,7 +126,7 @@ impl Compiler {
                 "a cost, key, tenant or integration comes from the request body: set \"read_body\": true, which needs Envoy's Wasm PluginConfig allow_on_headers_stop_iteration: true (set by this project's ECDS resource; not settable through Istio's WasmPlugin)",
             );
         }
-        Policy { slots, trusted_hops, exempt_paths, tenant, integration, global, rules, needs_body }
+        Policy { slots, trusted_hops, exempt_paths, tenant, integration, global, rules, needs_body, response_headers: raw.response_headers }
     }
 
     fn global(&mut self, raw: RawGlobal) -> Option<Global> {

@@ -10,7 +10,7 @@ mod raw;
 
 use std::fmt;
 
-pub use raw::{Algorithm, FailureMode, Missing, Mode, Scope};
+pub use raw::{Algorithm, FailureMode, Missing, Mode, ResponseHeaders, Scope};
 
 use crate::duration::Span;
 use crate::path::{PathMatcher, Template};
@@ -38,6 +38,8 @@ pub struct Policy {
     pub rules: Vec<Rule>,
     /// Some rule reads the request body (decisions wait for it).
     pub needs_body: bool,
+    /// The rate-limit headers admitted responses carry.
+    pub response_headers: ResponseHeaders,
 }
 
 /// How global rules reach the counter service.

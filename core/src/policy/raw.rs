@@ -25,6 +25,8 @@ pub struct RawPolicy {
     pub global: Option<RawGlobal>,
     #[serde(default)]
     pub read_body: bool,
+    #[serde(default)]
+    pub response_headers: ResponseHeaders,
     pub rules: Vec<RawRule>,
 }
 
@@ -199,6 +201,19 @@ pub enum Algorithm {
     TokenBucket,
     FixedWindow,
     SlidingWindow,
+}
+
+/// The rate-limit headers of admitted responses (429s always carry them all).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResponseHeaders {
+    /// `X-RateLimit-Limit`, `-Remaining`, `-Reset`, `-Tenant`, `RateLimit-Policy` and `RateLimit`.
+    #[default]
+    All,
+    /// The `X-RateLimit-*` headers only.
+    XRatelimit,
+    /// None.
+    None,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
