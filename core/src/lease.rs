@@ -178,7 +178,9 @@ impl Lease {
     /// A refill is due when the units left would last less than half of the
     /// rest of the window at the observed rate; it asks for the rest of the
     /// window plus an eighth, never more than the global budget left. In the
-    /// last quarter of a window it asks for the next one.
+    /// second half of a window it asks for the next one: a key with a
+    /// request or two a window then finds its next window reserved rather
+    /// than waiting for a call in it.
     pub fn want(&self, now: u64, limit: &Limit) -> Option<(u32, bool)> {
         let per = limit.per.nanos().max(1);
         if self.asked_at != 0 && now.saturating_sub(self.asked_at) < ASK_EXPIRES_NS {
@@ -196,7 +198,7 @@ impl Lease {
         if units.saturating_mul(2) < needed && budget > 0 {
             return Some((cap((needed + rate / 8 + 1 - units).min(budget)), false));
         }
-        if left_ns <= per / 4 && self.next_units == 0 && self.next_used == 0 {
+        if left_ns <= per / 2 && self.next_units == 0 && self.next_used == 0 {
             return Some((cap(rate + rate / 8 + 1), true));
         }
         None
@@ -295,7 +297,7 @@ mod tests {
         let l = limit(100);
         let start = 10 * S;
         let mut lease = Lease::default().grant(start, &l, &answer(100, 100, 10, S));
-        // 100 requests over the window; in its last quarter it wants the next.
+        // 100 requests over the window; in its second half it wants the next.
         for i in 0..100 {
             lease = lease.spend(start + i * S / 100, &l, 1).1;
         }
