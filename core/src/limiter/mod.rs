@@ -33,7 +33,7 @@ mod global;
 
 use crate::bucket::Outcome;
 use crate::counter_api::Ask;
-use crate::policy::{Policy, Scope};
+use crate::policy::{Policy, Rule, Scope};
 use crate::request::Request;
 use crate::store::{self, SharedStore, StoreError};
 pub use crate::store::Note;
@@ -222,7 +222,19 @@ pub fn obey_upstream(policy: &Policy, store: &dyn SharedStore, spent: &[Spent], 
 /// `a` is closer to its limit than `b`: a smaller share of the limit left.
 fn tighter(a: &RuleOutcome, b: &RuleOutcome) -> bool {
     let (la, lb) = (a.limit, b.limit);
-    u128::from(a.outcome.remaining) * u128::from(lb) < u128::from(b.outcome.remaining) * u128::from(la)
+    let (x, y) = (u128::from(a.outcome.remaining) * u128::from(lb), u128::from(b.outcome.remaining) * u128::from(la));
+    // Ties go to the rule first in the policy, whatever the order of evaluation.
+    x < y || (x == y && a.rule < b.rule)
+}
+
+/// The rules in the order they are evaluated: local rules first, then
+/// global ones (each in policy order). A request a local rule refuses then
+/// only peeks at its global rules' buckets, instead of spending from their
+/// buckets and leases and giving it all back (several shared-data
+/// round trips). What is decided does not depend on the order.
+fn evaluation_order(policy: &Policy) -> impl Iterator<Item = (usize, &Rule)> {
+    let local = policy.rules.iter().enumerate().filter(|(_, r)| r.scope != Scope::Global);
+    local.chain(policy.rules.iter().enumerate().filter(|(_, r)| r.scope == Scope::Global))
 }
 
 /// Decides one request.
@@ -240,7 +252,7 @@ pub fn decide_carrying(policy: &Policy, req: &mut dyn Request, store: &dyn Share
     // Kept turns are spent already: a denial gives them back like the rest.
     let mut turns: Vec<Carry> = carried.iter().filter(|c| matches!(c, Carry::Turn { .. })).copied().collect();
     let mut spent: Vec<Spent> = turns.iter().filter_map(Carry::spent).collect();
-    for (i, rule) in policy.rules.iter().enumerate() {
+    for (i, rule) in evaluation_order(policy) {
         let Some(params) = attrs.applies(policy, rule, exempt) else { continue };
         let Some((fp, id)) = attrs.key(policy, rule, &params) else { continue };
         let cost = attrs.cost(rule);
@@ -331,10 +343,15 @@ pub fn decide_carrying(policy: &Policy, req: &mut dyn Request, store: &dyn Share
             }
         } else if rule.shadow {
             d.shadow_denied.push(ro);
-        } else if d.denied_by.as_ref().is_none_or(|w| outcome.retry_after_ns > w.outcome.retry_after_ns) {
+        } else if d.denied_by.as_ref().is_none_or(|w| (outcome.retry_after_ns, std::cmp::Reverse(i)) > (w.outcome.retry_after_ns, std::cmp::Reverse(w.rule))) {
             d.denied_by = Some(ro);
         }
     }
+    // Reported in policy order.
+    d.applied.sort_by_key(|a| a.rule);
+    d.shadow_denied.sort_by_key(|a| a.rule);
+    d.notes.sort_by_key(|(i, _)| *i);
+    d.global_ids.sort_by_key(|(i, _)| *i);
     if !d.allowed() {
         refund(policy, store, now, &spent, &mut d);
         d.tightest = None;
