@@ -85,8 +85,22 @@ pub struct Envoy {
 }
 
 impl Envoy {
-    /// Starts Envoy and waits until it is live.
+    /// Starts Envoy and waits until it is live. The ports chosen here were
+    /// free a moment before Envoy binds them; the kernel may hand one to
+    /// another socket first (Envoy's own admin port among them), and such
+    /// a start is tried again with new ports.
     pub fn start(opts: EnvoyOptions) -> anyhow::Result<Envoy> {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match Envoy::start_once(&opts) {
+                Err(e) if attempts < 3 && opts.port == 0 && format!("{e:#}").contains("Address already in use") => continue,
+                other => return other,
+            }
+        }
+    }
+
+    fn start_once(opts: &EnvoyOptions) -> anyhow::Result<Envoy> {
         let envoy_bin = paths::envoy_binary()?;
         let wasm = opts.wasm.clone().unwrap_or_else(paths::wasm_module);
         if !wasm.is_file() {
@@ -146,7 +160,7 @@ impl Envoy {
 
         let admin_file = run_dir.join("admin-address.txt");
         let _ = std::fs::remove_file(&admin_file);
-        let cmd = command(&envoy_bin, &config, &admin_file, &opts);
+        let cmd = command(&envoy_bin, &config, &admin_file, opts);
         let group = Group::spawn(
             cmd,
             Some((&run_dir.join("stdout.log"), &run_dir.join("stderr.log"))),
