@@ -44,10 +44,32 @@ pub fn wasm_module() -> PathBuf {
     }
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago (bind to port 0 and release).
+/// A TCP port on 127.0.0.1 that was free a moment ago (bind to port 0 and
+/// release), and never handed out before by this process: the kernel may
+/// give a released port to the next bind(0), and two Envoys of parallel
+/// tests given one port would both bind it (Envoy's listeners set
+/// SO_REUSEPORT) and share each other's requests.
 pub fn free_port() -> u16 {
-    TcpListener::bind(("127.0.0.1", 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    for _ in 0..100 {
+        let port = TcpListener::bind(("127.0.0.1", 0)).and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0);
+        if port != 0 && !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn free_ports_are_never_handed_out_twice() {
+        let mut ports: Vec<u16> = (0..300).map(|_| super::free_port()).collect();
+        assert!(ports.iter().all(|p| *p != 0));
+        ports.sort_unstable();
+        ports.dedup();
+        assert_eq!(ports.len(), 300);
+    }
 }
