@@ -131,13 +131,7 @@ impl<'r> Attrs<'r> {
     /// that matches integrations asks).
     fn integration_ref(&mut self, policy: &Policy) -> Option<&str> {
         if self.integration.is_none() {
-            let mut found = None;
-            for source in &policy.integration {
-                if let Some(v) = self.part(policy, source, &Vec::new()) {
-                    found = Some(String::from_utf8_lossy(&v).trim().to_ascii_lowercase());
-                    break;
-                }
-            }
+            let found = self.first_value(policy, &policy.integration).map(|v| v.trim().to_ascii_lowercase());
             self.integration = Some(found);
         }
         self.integration.as_ref().and_then(Option::as_deref)
@@ -150,16 +144,16 @@ impl<'r> Attrs<'r> {
     /// The request's tenant (lower case), resolved once and borrowed.
     fn tenant_ref(&mut self, policy: &Policy) -> Option<&str> {
         if self.tenant.is_none() {
-            let mut found = None;
-            for source in &policy.tenant {
-                if let Some(v) = self.part(policy, source, &Vec::new()) {
-                    found = Some(String::from_utf8_lossy(&v).to_ascii_lowercase());
-                    break;
-                }
-            }
+            let found = self.first_value(policy, &policy.tenant).map(|v| v.to_ascii_lowercase());
             self.tenant = Some(found);
         }
         self.tenant.as_ref().and_then(Option::as_deref)
+    }
+
+    /// The value of the first of `sources` that has one, as text.
+    fn first_value(&mut self, policy: &Policy, sources: &[KeyPart]) -> Option<String> {
+        let v = sources.iter().find_map(|s| self.part(policy, s, &Vec::new()))?;
+        Some(String::from_utf8_lossy(&v).into_owned())
     }
 
     /// The path parameters when `rule` applies to this request.
