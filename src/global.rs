@@ -180,10 +180,9 @@ pub fn degraded() -> bool {
 }
 
 /// Reads the instance's flag into the worker's copy.
-pub fn refresh_degraded() -> bool {
+pub fn refresh_degraded() {
     let down = sluice_core::coordination::degraded_since(&HostStore).is_some();
     DEGRADED.with(|d| d.set(down));
-    down
 }
 
 /// Records whether the counter service answered; logs transitions once per

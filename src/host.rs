@@ -119,16 +119,16 @@ pub fn random() -> u64 {
     WORKER_JITTER.with(|j| j.borrow_mut().get_or_insert_with(Jitter::seeded).next())
 }
 
-/// A small xorshift generator for jitter, seeded once per context.
-pub struct Jitter(u64);
+/// A small xorshift generator for jitter, seeded once per worker.
+struct Jitter(u64);
 
 impl Jitter {
-    pub fn seeded() -> Jitter {
+    fn seeded() -> Jitter {
         let seed = getrandom::u64().unwrap_or_else(|_| now_ns());
         Jitter(seed | 1)
     }
 
-    pub fn next(&mut self) -> u64 {
+    fn next(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x << 13;
         x ^= x >> 7;

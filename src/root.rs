@@ -22,7 +22,7 @@ use sluice_core::store::ensure_slots;
 use crate::callout;
 use crate::filter::SluiceFilter;
 use crate::global::{self, Then, REFILL_QUEUE};
-use crate::host::{now_ns, HostRequest, HostStore, Jitter};
+use crate::host::{now_ns, random, HostRequest, HostStore};
 use crate::queue::{self, Held};
 use crate::settle::{settle, Next, Stream};
 
@@ -52,7 +52,6 @@ pub struct SluiceRoot {
     calls: HashMap<u32, Call>,
     last_probe: u64,
     last_lease_work: u64,
-    jitter: Jitter,
 }
 
 impl SluiceRoot {
@@ -60,13 +59,12 @@ impl SluiceRoot {
         SluiceRoot {
             context_id,
             policy: None,
-            me: u32::try_from(Jitter::seeded().next() & 0xffff_ffff).unwrap_or(1),
+            me: u32::try_from(random() & 0xffff_ffff).unwrap_or(1),
             queue: None,
             instance: Rc::from("sluice"),
             calls: HashMap::new(),
             last_probe: 0,
             last_lease_work: 0,
-            jitter: Jitter::seeded(),
         }
     }
 }
@@ -106,7 +104,8 @@ impl SluiceRoot {
     fn lead(&mut self, policy: &Policy) {
         let Some(settings) = policy.global.as_ref() else { return };
         let now = now_ns();
-        let degraded = degraded_since(&HostStore).is_some();
+        // Read from shared data on this very tick (`on_tick`).
+        let degraded = global::degraded();
         if degraded && now.saturating_sub(self.last_probe) >= PROBE_EVERY_NS {
             self.last_probe = now;
             match callout::probe(settings) {
@@ -149,8 +148,7 @@ impl SluiceRoot {
     /// was made and whether it failed).
     fn redo(&mut self, policy: &Rc<Policy>, stream: Stream, now: u64, after_call: Option<bool>, carried: &[Carry]) -> bool {
         let degraded = after_call.unwrap_or(false) || degraded_since(&HostStore).is_some();
-        let random = self.jitter.next();
-        let ctx = Ctx { degraded, may_wait: after_call.is_none(), waited_ns: now.saturating_sub(stream.arrival), random, ..Ctx::at(now) };
+        let ctx = Ctx { degraded, may_wait: after_call.is_none(), waited_ns: now.saturating_sub(stream.arrival), random: random(), ..Ctx::at(now) };
         let mut request = HostRequest::new(stream.body_size);
         let (root, instance) = (self.context_id, self.instance.clone());
         let then = global::decide_or_call(policy, &mut request, ctx, carried, self.queue, |settings, needs| {
@@ -161,7 +159,7 @@ impl SluiceRoot {
             call
         });
         match then {
-            Then::Settle(d) => settle(policy, &d, stream, now, self.jitter.next()) == Next::Go,
+            Then::Settle(d) => settle(policy, &d, stream, now, random()) == Next::Go,
             Then::Wait(w) => {
                 self.calls.insert(w.token, Call::Redo { stream, policy: policy.clone(), needs: w.needs, kept: w.kept });
                 false
