@@ -20,14 +20,17 @@ fn series(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     })
 }
 
-/// Envoy's Prometheus page once the series `name{labels}` reads `want`
-/// (workers hand their increments over on a tick, within 100 ms), or after
-/// 5 s as it is then.
-fn scrape_when(stack: &Stack, name: &str, labels: &[(&str, &str)], want: f64) -> String {
+/// A series (name, labels) and the value it should read.
+type Want<'a> = (&'a str, &'a [(&'a str, &'a str)], f64);
+
+/// Envoy's Prometheus page once every series `name{labels}` reads its
+/// value (each worker hands its increments over on its own tick, within
+/// 100 ms), or after 5 s as it is then.
+fn scrape_when(stack: &Stack, wants: &[Want]) -> String {
     let mut text = scrape(stack);
     common::eventually(std::time::Duration::from_secs(5), || {
         text = scrape(stack);
-        series(&text, name, labels) == Some(want)
+        wants.iter().all(|(name, labels, want)| series(&text, name, labels) == Some(*want))
     });
     text
 }
@@ -39,7 +42,8 @@ fn metrics_carry_rule_tier_and_decision_labels() {
     let statuses = stack.statuses(7, "GET", "/api/v1/tools/list", &h);
     assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 2, "{statuses:?}");
     let list = [("rule", "tools-list"), ("tier", "endpoint")];
-    let text = scrape_when(&stack, "sluice_requests_total", &[list[0], list[1], ("decision", "denied")], 2.0);
+    let (allowed, denied) = ([list[0], list[1], ("decision", "allowed")], [list[0], list[1], ("decision", "denied")]);
+    let text = scrape_when(&stack, &[("sluice_requests_total", &allowed, 5.0), ("sluice_requests_total", &denied, 2.0)]);
     let sluice: Vec<&str> = text.lines().filter(|l| l.contains("sluice_")).collect();
     println!("{}", sluice.join("\n"));
     assert_eq!(series(&text, "sluice_requests_total", &[list[0], list[1], ("decision", "allowed")]), Some(5.0));
@@ -79,7 +83,8 @@ fn shadow_denials_are_counted_apart_and_headed_as_if_enforced() {
     assert_eq!(answers[4].header("x-ratelimit-remaining"), Some("0"));
     assert_eq!(answers[1].header("x-ratelimit-shadow"), None);
     let rule = [("rule", "list"), ("tier", "endpoint")];
-    let text = scrape_when(&stack, "sluice_requests_total", &[rule[0], rule[1], ("decision", "allowed")], 3.0);
+    let (allowed, shadowed) = ([rule[0], rule[1], ("decision", "allowed")], [rule[0], rule[1], ("decision", "shadow_denied")]);
+    let text = scrape_when(&stack, &[("sluice_requests_total", &allowed, 3.0), ("sluice_requests_total", &shadowed, 2.0)]);
     assert_eq!(series(&text, "sluice_requests_total", &[rule[0], rule[1], ("decision", "shadow_denied")]), Some(2.0));
     assert_eq!(series(&text, "sluice_requests_total", &[rule[0], rule[1], ("decision", "allowed")]), Some(3.0));
     assert_eq!(series(&text, "sluice_requests_total", &[rule[0], rule[1], ("decision", "denied")]), Some(0.0));
@@ -103,8 +108,11 @@ fn queued_requests_and_resets_are_counted() {
     let statuses: Vec<u16> = threads.into_iter().map(|t| t.join().unwrap()).collect();
     assert_eq!(statuses, [200; 6]);
     let rule = [("rule", "notion"), ("tier", "integration")];
-    scrape_when(&stack, "sluice_requests_total", &[rule[0], rule[1], ("decision", "allowed")], 6.0);
-    let text = scrape_when(&stack, "sluice_queue_length", &[], 0.0);
+    let (allowed, queued) = ([rule[0], rule[1], ("decision", "allowed")], [rule[0], rule[1], ("decision", "queued")]);
+    let text = scrape_when(
+        &stack,
+        &[("sluice_requests_total", &allowed, 6.0), ("sluice_requests_total", &queued, 2.0), ("sluice_queue_length", &[], 0.0)],
+    );
     assert_eq!(series(&text, "sluice_requests_total", &[rule[0], rule[1], ("decision", "queued")]), Some(2.0));
     assert_eq!(series(&text, "sluice_requests_total", &[rule[0], rule[1], ("decision", "allowed")]), Some(6.0));
     assert_eq!(series(&text, "sluice_queue_length", &[]), Some(0.0));
@@ -118,7 +126,7 @@ fn queued_requests_and_resets_are_counted() {
     assert_eq!(series(&scrape(&stack), "sluice_limit_resets_total", &plain), Some(0.0));
     std::thread::sleep(std::time::Duration::from_millis(1100));
     assert_eq!(stack.get("/y", &[]).status, 200);
-    assert_eq!(series(&scrape_when(&stack, "sluice_limit_resets_total", &plain, 1.0), "sluice_limit_resets_total", &plain), Some(1.0));
+    assert_eq!(series(&scrape_when(&stack, &[("sluice_limit_resets_total", &plain, 1.0)]), "sluice_limit_resets_total", &plain), Some(1.0));
 }
 
 #[test]
@@ -156,7 +164,7 @@ fn a_flood_of_new_keys_keeps_the_log_bounded() {
     let bound = 2.0 * (50.0 + 20.0 * (secs + 1.0));
     println!("{lines} lines logged for 1200 due in {secs:.1} s (bound {bound:.0})");
     assert!(lines >= 40 && (lines as f64) <= bound, "{lines} lines");
-    let text = scrape_when(&stack, "sluice_log_lines_suppressed_total", &[], 1200.0 - lines as f64);
+    let text = scrape_when(&stack, &[("sluice_log_lines_suppressed_total", &[], 1200.0 - lines as f64)]);
     let suppressed = series(&text, "sluice_log_lines_suppressed_total", &[]).unwrap();
     assert_eq!(lines as f64 + suppressed, 1200.0, "every line either logged or counted as suppressed");
     assert!(log.contains("rate-limit log lines suppressed"), "a summary line");
