@@ -49,6 +49,19 @@ mod abi {
         /// that the map is parsed without a `String` per header, and a
         /// refusal is an empty map rather than the SDK's panic.
         pub fn proxy_get_header_map_pairs(map_type: MapType, return_map_data: *mut *mut u8, return_map_size: *mut usize) -> Status;
+        /// The SDK's `done` panics when the host answers anything but Ok.
+        pub fn proxy_done() -> Status;
+    }
+}
+
+/// Tells the host that the current (root) context, which asked to finish
+/// later, has finished. Whatever the host answers, there is nothing more
+/// to do.
+pub fn done() {
+    // SAFETY: an import without arguments.
+    let status = unsafe { abi::proxy_done() };
+    if status != Status::Ok {
+        log::debug!("proxy_done: {status:?}");
     }
 }
 

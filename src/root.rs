@@ -14,7 +14,7 @@ use std::time::Duration;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
-use sluice_core::coordination::{degraded_since, try_lead};
+use sluice_core::coordination::{degraded_since, resign, try_lead};
 use sluice_core::limiter::{give_back_kept, Carry, Ctx, LeaseNeed};
 use sluice_core::policy::Policy;
 use sluice_core::store::ensure_slots;
@@ -52,6 +52,9 @@ pub struct SluiceRoot {
     calls: HashMap<u32, Call>,
     last_probe: u64,
     last_lease_work: u64,
+    /// Envoy is done with this root (its configuration was replaced): it
+    /// only waits for the answers of its calls in flight.
+    closing: bool,
 }
 
 impl SluiceRoot {
@@ -65,12 +68,35 @@ impl SluiceRoot {
             calls: HashMap::new(),
             last_probe: 0,
             last_lease_work: 0,
+            closing: false,
         }
     }
 }
 
 impl Context for SluiceRoot {
     fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
+        self.answered(token, body_size);
+        if self.closing && self.calls.is_empty() {
+            crate::host::done();
+        }
+    }
+
+    /// A root whose configuration was replaced stays until the answers to
+    /// its calls are in: the counter service has already counted the units
+    /// they reserve, and a call cancelled with the context would leave
+    /// them spent by nobody. It gives up the lead at once, so that the new
+    /// root takes it at its next tick.
+    fn on_done(&mut self) -> bool {
+        self.closing = true;
+        if let Err(e) = resign(&HostStore, self.me) {
+            log::debug!("leader resignation: {e}");
+        }
+        self.calls.is_empty()
+    }
+}
+
+impl SluiceRoot {
+    fn answered(&mut self, token: u32, body_size: usize) {
         let now = now_ns();
         match self.calls.remove(&token) {
             Some(Call::Reserve(needs)) => {
@@ -97,9 +123,7 @@ impl Context for SluiceRoot {
             None => {}
         }
     }
-}
 
-impl SluiceRoot {
     /// The leader's periodic work.
     fn lead(&mut self, policy: &Policy) {
         let Some(settings) = policy.global.as_ref() else { return };
@@ -246,7 +270,7 @@ impl RootContext for SluiceRoot {
         if policy.global.is_some() {
             global::refresh_degraded();
         }
-        if policy.global.is_none() || now.saturating_sub(self.last_lease_work) < LEASE_EVERY_NS {
+        if self.closing || policy.global.is_none() || now.saturating_sub(self.last_lease_work) < LEASE_EVERY_NS {
             return;
         }
         self.last_lease_work = now;

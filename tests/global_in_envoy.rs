@@ -80,7 +80,11 @@ fn three_instances_admit_the_global_limit() {
         tenant as f64 / 10.0, calls as f64 / tenant as f64);
     assert!(offered >= 2900, "offered {offered}");
     assert!((950..=1010).contains(&tenant), "admitted {tenant} of 1000");
-    assert!(calls as f64 <= 0.05 * tenant as f64, "{calls} calls for {tenant} admitted");
+    // One reservation per instance and window (0.03 per admitted) when the
+    // machine keeps up; on a loaded one, reservations made ahead arrive
+    // late and the first requests of a window ask for their own units.
+    // Asking per request would be 1.0.
+    assert!(calls as f64 <= 0.1 * tenant as f64, "{calls} calls for {tenant} admitted");
 
     // tools/invoke: 20/s per tenant, offered 3 x 20/s.
     let mut spec = RequestSpec::get("/api/v1/tools/invoke").header("x-tenant-id", "tenant-b");
@@ -173,17 +177,7 @@ fn a_slow_redis_never_holds_a_request_past_the_timeout() {
     let redis = Redis::start().unwrap();
     let cluster = Cluster::start(&policy("open", 1), 1, redis_counter(&redis));
     let port = cluster.envoys[0].port();
-    let sleeper = {
-        let redis_port = redis.port();
-        std::thread::spawn(move || {
-            use std::io::{Read, Write};
-            let mut s = std::net::TcpStream::connect(("127.0.0.1", redis_port)).unwrap();
-            s.write_all(b"DEBUG SLEEP 1.5\r\n").unwrap();
-            let mut buf = [0u8; 16];
-            let _ = s.read(&mut buf);
-        })
-    };
-    std::thread::sleep(Duration::from_millis(100));
+    let sleeper = sleep_redis(&redis, 1.5);
     // Fresh tenants: every request needs a lease while Redis sleeps.
     let report = load(LoadOptions {
         port,
@@ -217,6 +211,52 @@ fn a_reload_keeps_outstanding_leases_and_counts() {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
     assert!(now.subsec_millis() < 950, "the test stayed within one window");
     assert_eq!(first + second, 100, "{first} + {second}");
+}
+
+#[test]
+fn a_reload_while_a_refill_is_in_flight_loses_no_units() {
+    // Hour-long windows: the count only ends at the limit. A patient
+    // timeout: the refill waits for a sleeping Redis instead of failing.
+    let redis = Redis::start().unwrap();
+    let policy = common::patient(&policy("open", 1)).replace(r#""per": "1s""#, r#""per": "1h""#);
+    let cluster = Cluster::start(&policy, 1, redis_counter(&redis));
+    let envoy = &cluster.envoys[0];
+    let h = [("x-tenant-id", "in-flight")];
+    let admit = |n: usize| (0..n).filter(|_| wasm_test_harness::get(&envoy.url("/x"), &h).unwrap().status == 200).count();
+    assert_eq!(admit(20), 20);
+    // Redis sleeps; requests go on spending the lease until the leader's
+    // refill is on its way and held there.
+    let sleeper = sleep_redis(&redis, 1.0);
+    let in_flight = || envoy.stat("cluster.sluice_counter.upstream_rq_active").unwrap_or(0) >= 1;
+    let mut during = 0;
+    while !in_flight() && during < 15 {
+        during += admit(1);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(in_flight(), "no reserve call was held by the sleeping Redis");
+    // The configuration that made the call is replaced meanwhile.
+    envoy.apply_policy(&policy.replace(r#""requests": 20"#, r#""requests": 25"#)).unwrap();
+    envoy
+        .wait_for_stat("extension_config_discovery.http_filter.sluice.update_success", |v| v >= 2, Duration::from_secs(5))
+        .unwrap();
+    sleeper.join().unwrap();
+    // Every unit Redis reserved is spent by someone: 100 in all.
+    let after = admit(120);
+    assert_eq!(20 + during + after, 100, "20 + {during} + {after}");
+}
+
+/// Makes `redis` sleep for `secs` seconds, on a connection of its own.
+fn sleep_redis(redis: &Redis, secs: f64) -> std::thread::JoinHandle<()> {
+    let port = redis.port();
+    let t = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(format!("DEBUG SLEEP {secs}\r\n").as_bytes()).unwrap();
+        let mut buf = [0u8; 16];
+        let _ = s.read(&mut buf);
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    t
 }
 
 #[test]

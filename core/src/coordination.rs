@@ -38,6 +38,21 @@ pub fn try_lead(store: &dyn SharedStore, me: u32, now: u64, term_ns: u64) -> Res
     }
 }
 
+/// Gives the lead up when `me` holds it, so that another root takes it at
+/// its next try instead of waiting for the term to run out.
+pub fn resign(store: &dyn SharedStore, me: u32) -> Result<(), StoreError> {
+    let done = update_key(store, LEADER_KEY, |bytes| {
+        if u32_at(bytes, 8) != me {
+            return ((), None);
+        }
+        ((), Some(vec![0; 12]))
+    });
+    match done {
+        Err(StoreError::Contended) => Ok(()),
+        other => other,
+    }
+}
+
 /// A change of the counter service's reachability, to log once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transition {
@@ -83,6 +98,17 @@ mod tests {
         assert_eq!(try_lead(&store, 2, 180, 50), Ok(false));
         assert_eq!(try_lead(&store, 2, 191, 50), Ok(true), "a silent leader is replaced");
         assert_eq!(try_lead(&store, 1, 200, 50), Ok(false));
+    }
+
+    #[test]
+    fn a_leader_that_resigns_is_replaced_at_once() {
+        let store = MemoryStore::default();
+        assert_eq!(try_lead(&store, 1, 100, 50), Ok(true));
+        assert_eq!(resign(&store, 2), Ok(()));
+        assert_eq!(try_lead(&store, 2, 110, 50), Ok(false), "only the holder resigns");
+        assert_eq!(resign(&store, 1), Ok(()));
+        assert_eq!(try_lead(&store, 2, 111, 50), Ok(true));
+        assert_eq!(try_lead(&store, 1, 112, 50), Ok(false));
     }
 
     #[test]
