@@ -54,7 +54,8 @@ fn nine_simultaneous_notion_calls_all_succeed_spread_over_two_seconds() {
     assert!(answers.iter().all(|(s, _, _)| *s == 200), "{answers:?}");
     let (first, last) = (answers[0].1, answers[8].1);
     assert!(first < 0.3, "the first three go at once: {answers:?}");
-    assert!(last - first >= 1.9 && last < 2.6, "spread over 2 s: {answers:?}");
+    // Turns count from the first arrival, which a busy machine answers late.
+    assert!(last >= 1.9 && last < 2.6, "spread over 2 s: {answers:?}");
 }
 
 #[test]
@@ -80,7 +81,7 @@ fn a_client_that_leaves_while_queued_gives_its_turn_back() {
         std::thread::sleep(Duration::from_millis(50));
         drop(s);
     }
-    std::thread::sleep(Duration::from_millis(100));
+    stack.wait_until_gone();
     // Their turns were given back: the next request takes the first turn
     // (at ~0.33 s after the burst), not the third (~1 s).
     let start = Instant::now();
@@ -126,8 +127,9 @@ fn the_gateway_policy_queues_integration_calls() {
         let answers = simultaneous_to(&stack, path, 9, round);
         println!("phase {phase_ms} ms: {answers:?}");
         assert!(answers.iter().all(|(s, _, _)| *s == 200), "{answers:?}");
-        let (first, last) = (answers[0].1, answers[8].1);
-        assert!(last - first >= 1.9 && last < 2.4, "spread out by Notion's 3/s: {answers:?}");
+        let last = answers[8].1;
+        // Turns count from the first arrival, which a busy machine answers late.
+        assert!(last >= 1.9 && last < 2.4, "spread out by Notion's 3/s: {answers:?}");
     }
     let more = simultaneous_to(&stack, path, 12, "gw2");
     let refused = more.iter().filter(|(s, _, tier)| *s == 429 && tier == "integration-notion").count();
@@ -213,6 +215,7 @@ fn a_client_that_leaves_while_queued_on_a_global_rule_gives_its_turn_back() {
         std::thread::sleep(Duration::from_millis(50));
         drop(s);
     }
+    stack.wait_until_gone();
     // The next call takes the first turn (~0.33 s after the burst), not the
     // third (~1 s).
     let start = Instant::now();

@@ -92,6 +92,14 @@ impl Stack {
         (0..n).map(|_| self.send(method, path, headers).status).collect()
     }
 
+    /// Waits until Envoy has no request in flight on the ingress
+    /// listener: clients that hung up have been seen to leave.
+    pub fn wait_until_gone(&self) {
+        self.envoy
+            .wait_for_stat("http.ingress.downstream_rq_active", |v| v == 0, Duration::from_secs(5))
+            .expect("requests of departed clients ended");
+    }
+
     /// Number of 200s among `n` identical requests.
     pub fn admitted(&self, n: usize, method: &str, path: &str, headers: &[(&str, &str)]) -> usize {
         self.statuses(n, method, path, headers).iter().filter(|s| **s == 200).count()
