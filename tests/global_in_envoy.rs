@@ -245,6 +245,31 @@ fn a_reload_while_a_refill_is_in_flight_loses_no_units() {
     assert_eq!(20 + during + after, 100, "20 + {during} + {after}");
 }
 
+#[test]
+fn envoy_stops_at_once_while_a_reserve_call_is_in_flight() {
+    // A root that waits for its calls' answers must not hold up shutdown.
+    let redis = Redis::start().unwrap();
+    let policy = common::patient(&policy("open", 1));
+    let cluster = Cluster::start(&policy, 1, redis_counter(&redis));
+    let envoy = &cluster.envoys[0];
+    let sleeper = sleep_redis(&redis, 3.0);
+    let url = envoy.url("/x");
+    // A fresh tenant waits for its reserve call, held by the sleeping Redis.
+    let client = std::thread::spawn(move || wasm_test_harness::get(&url, &[("x-tenant-id", "stopping")]).map(|r| r.status));
+    assert!(
+        eventually(Duration::from_secs(2), || envoy.stat("cluster.sluice_counter.upstream_rq_active").unwrap_or(0) >= 1),
+        "no reserve call in flight"
+    );
+    let Cluster { envoys, .. } = cluster;
+    let stopping = Instant::now();
+    drop(envoys);
+    let took = stopping.elapsed();
+    let _ = client.join();
+    sleeper.join().unwrap();
+    println!("Envoy stopped in {took:?} with a reserve call in flight");
+    assert!(took < Duration::from_secs(2), "Envoy took {took:?} to stop");
+}
+
 /// Makes `redis` sleep for `secs` seconds, on a connection of its own.
 fn sleep_redis(redis: &Redis, secs: f64) -> std::thread::JoinHandle<()> {
     let port = redis.port();
