@@ -167,8 +167,10 @@ fn garbage_answers_are_not_trusted() {
     let ok = (0..40)
         .filter(|_| wasm_test_harness::get(&envoy.url("/api/v1/tools/invoke"), &[("x-tenant-id", "g")]).unwrap().status == 200)
         .count();
-    // per-tenant falls back to 100/4 = 25 for GET; invoke is POST-only.
-    assert_eq!(ok, 25);
+    // The first request goes on credit (nothing is known of the key yet,
+    // nor that the service talks garbage); then per-tenant falls back to
+    // 100/4 = 25 for GET; invoke is POST-only.
+    assert_eq!(ok, 1 + 25);
     assert!(envoy.logs_tail(500).contains("counter service answered garbage"), "{}", envoy.logs_tail(40));
 }
 
@@ -243,6 +245,38 @@ fn a_reload_while_a_refill_is_in_flight_loses_no_units() {
     // Every unit Redis reserved is spent by someone: 100 in all.
     let after = admit(120);
     assert_eq!(20 + during + after, 100, "20 + {during} + {after}");
+}
+
+#[test]
+fn a_quiet_key_does_not_wait_for_a_sleeping_redis_unless_credit_is_off() {
+    let redis = Redis::start().unwrap();
+    let policy = common::patient(&policy("open", 1));
+    // The service waits for Redis as long as Envoy waits for the service.
+    let cluster = Cluster::start(&policy, 1, CounterOptions { redis_timeout_ms: Some(1000), ..redis_counter(&redis) });
+    let envoy = &cluster.envoys[0];
+    let timed = |tenant: &str| {
+        let start = Instant::now();
+        let status = wasm_test_harness::get(&envoy.url("/x"), &[("x-tenant-id", tenant)]).unwrap().status;
+        (status, start.elapsed())
+    };
+    // A new key's first request is admitted on credit.
+    let sleeper = sleep_redis(&redis, 0.8);
+    let (status, took) = timed("quiet-1");
+    sleeper.join().unwrap();
+    println!("on credit: {status} after {took:?}");
+    assert_eq!(status, 200);
+    assert!(took < Duration::from_millis(400), "waited {took:?} for a sleeping Redis");
+    // Without credit it waits for its reservation.
+    envoy.apply_policy(&policy.replace(r#""timeout": "1s""#, r#""timeout": "1s", "credit": false"#)).unwrap();
+    envoy
+        .wait_for_stat("extension_config_discovery.http_filter.sluice.update_success", |v| v >= 2, Duration::from_secs(5))
+        .unwrap();
+    let sleeper = sleep_redis(&redis, 0.8);
+    let (status, took) = timed("quiet-2");
+    sleeper.join().unwrap();
+    println!("without credit: {status} after {took:?}");
+    assert_eq!(status, 200);
+    assert!(took >= Duration::from_millis(300), "answered after {took:?}: it did not wait");
 }
 
 #[test]

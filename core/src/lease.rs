@@ -61,6 +61,10 @@ pub struct Lease {
     pub seen_before: u32,
     /// When a refill was asked for and not yet answered (0: none).
     pub asked_at: u64,
+    /// Units admitted on credit in `window`, not yet covered by a grant.
+    pub owed: u32,
+    /// All instances' reservations in the window before, as last known.
+    pub used_before: u32,
 }
 
 /// An ask counts as lost after this long without an answer.
@@ -76,22 +80,26 @@ impl Lease {
         let passed = (now - self.ends_at) / per.max(1) + 1;
         let had_next = self.next_units > 0 || self.next_used > 0;
         self.seen_before = if passed == 1 { self.seen } else { 0 };
+        self.used_before = if passed == 1 { self.used } else { 0 };
         self.seen = 0;
+        // A debt the service never covered stays with its window.
+        self.owed = 0;
         if passed == 1 && had_next {
             self.window += 1;
             self.units = self.next_units;
             self.used = self.next_used;
             self.ends_at = self.ends_at.saturating_add(per);
         } else {
-            self = Lease { seen_before: self.seen_before, asked_at: self.asked_at, ..Lease::default() };
+            self = Lease { seen_before: self.seen_before, used_before: self.used_before, asked_at: self.asked_at, ..Lease::default() };
         }
         self.next_units = 0;
         self.next_used = 0;
         self
     }
 
-    /// A request wants `cost` units at `now`.
-    pub fn spend(self, now: u64, limit: &Limit, cost: u64) -> (Step, Lease) {
+    /// A request wants `cost` units at `now`; `credit`: a quiet key's
+    /// request may be admitted on credit (see `quiet`).
+    pub fn spend(self, now: u64, limit: &Limit, cost: u64, credit: bool) -> (Step, Lease) {
         let mut l = self.roll(now, limit.per.nanos());
         let cost = u32::try_from(cost).unwrap_or(u32::MAX);
         l.seen = l.seen.saturating_add(cost);
@@ -100,18 +108,41 @@ impl Lease {
             Step::Spent
         } else if l.window != 0 && u64::from(l.used) >= limit.requests {
             Step::Exhausted { retry_after_ns: l.ends_at.saturating_sub(now).max(1) }
+        } else if credit && l.quiet(limit, cost) {
+            l.owed = l.owed.saturating_add(cost);
+            Step::Spent
         } else {
             Step::Missing
         };
         (step, l)
     }
 
+    /// Whether a request may be admitted on credit: nothing is owed yet,
+    /// and the key's reservations, all instances together, were at most
+    /// half of the limit in this window and the one before (as last
+    /// known), with room for this request. A quiet key's request then
+    /// does not wait for the counter service; the refill it triggers pays
+    /// the debt. The limit can only be passed if a key's traffic jumps
+    /// from under half of it to over all of it within one window, and then
+    /// by at most one request per instance.
+    fn quiet(&self, limit: &Limit, cost: u32) -> bool {
+        let used = u64::from(self.used.max(self.used_before));
+        self.owed == 0 && (used + u64::from(cost)).saturating_mul(2) <= limit.requests
+    }
+
+    /// Adds units granted for the current window, paying the debt first.
+    fn credit(&mut self, granted: u32) {
+        let pay = granted.min(self.owed);
+        self.owed -= pay;
+        self.units = self.units.saturating_add(granted - pay);
+    }
+
     /// Gives back a unit spent by a request that another rule denied. The
     /// request still counts in `seen`: demand, not admissions, sizes asks.
     pub fn refund(self, now: u64, limit: &Limit, window: u64, cost: u64) -> Lease {
         let mut l = self.roll(now, limit.per.nanos());
-        if l.window == window && window != 0 {
-            l.units = l.units.saturating_add(u32::try_from(cost).unwrap_or(u32::MAX));
+        if l.window == window && (window != 0 || l.owed > 0) {
+            l.credit(u32::try_from(cost).unwrap_or(u32::MAX));
         }
         l
     }
@@ -123,24 +154,31 @@ impl Lease {
         l.asked_at = 0;
         if a.starts_in_ns == 0 {
             if l.window == a.window {
-                l.units = l.units.saturating_add(a.granted);
+                l.credit(a.granted);
                 l.used = l.used.max(a.used);
             } else if a.window > l.window {
                 if l.window != 0 && l.window + 1 == a.window {
                     // Our clock lags the service's: what we held as the
                     // next window is the service's current one.
                     l.units = l.next_units;
+                    l.used_before = l.used;
                     l.used = l.next_used;
                     l.next_units = 0;
                     l.next_used = 0;
                     l.seen_before = l.seen;
                     l.seen = 0;
+                    l.owed = 0;
                 } else {
+                    // A debt taken while the window was unknown is this
+                    // window's; an older window's is not.
+                    if l.window != 0 {
+                        l.owed = 0;
+                    }
                     l.units = 0;
                     l.used = 0;
                 }
                 l.window = a.window;
-                l.units = l.units.saturating_add(a.granted);
+                l.credit(a.granted);
                 l.used = l.used.max(a.used);
                 l.ends_at = now.saturating_add(a.ends_in_ns);
             }
@@ -176,8 +214,9 @@ impl Lease {
 
     /// What to ask the service for now, if anything: `(units, next_window)`.
     /// A refill is due when the units left would last less than half of the
-    /// rest of the window at the observed rate; it asks for the rest of the
-    /// window plus an eighth, never more than the global budget left. In the
+    /// rest of the window at the observed rate, or when units are owed; it
+    /// asks for the rest of the window plus an eighth (plus the debt),
+    /// never more than the global budget left. In the
     /// second half of a window it asks for the next one: a key with a
     /// request or two a window then finds its next window reserved rather
     /// than waiting for a call in it.
@@ -194,9 +233,9 @@ impl Lease {
         let left_ns = self.ends_at.saturating_sub(now);
         let needed = rate.saturating_mul(left_ns) / per;
         let budget = limit.requests.saturating_sub(u64::from(self.used));
-        let units = u64::from(self.units);
-        if units.saturating_mul(2) < needed && budget > 0 {
-            return Some((cap((needed + rate / 8 + 1 - units).min(budget)), false));
+        let (units, owed) = (u64::from(self.units), u64::from(self.owed));
+        if (units.saturating_mul(2) < needed || owed > 0) && budget > 0 {
+            return Some((cap((needed + rate / 8 + 1 + owed).saturating_sub(units).min(budget)), false));
         }
         if left_ns <= per / 2 && self.next_units == 0 && self.next_used == 0 {
             return Some((cap(rate + rate / 8 + 1), true));
@@ -229,13 +268,13 @@ impl Lease {
         for v in [self.window, self.ends_at, self.asked_at] {
             out.extend_from_slice(&v.to_le_bytes());
         }
-        for v in [self.units, self.used, self.next_units, self.next_used, self.seen, self.seen_before] {
+        for v in [self.units, self.used, self.next_units, self.next_used, self.seen, self.seen_before, self.owed, self.used_before] {
             out.extend_from_slice(&v.to_le_bytes());
         }
     }
 
     /// Length of `encode_into`'s output.
-    pub const ENCODED_LEN: usize = 3 * 8 + 6 * 4;
+    pub const ENCODED_LEN: usize = 3 * 8 + 8 * 4;
 
     pub fn decode(b: &[u8]) -> Option<Lease> {
         Some(Lease {
@@ -248,6 +287,9 @@ impl Lease {
             next_used: u32_at(b, 36)?,
             seen: u32_at(b, 40)?,
             seen_before: u32_at(b, 44)?,
+            // Absent from leases stored by earlier versions.
+            owed: u32_at(b, 48).unwrap_or(0),
+            used_before: u32_at(b, 52).unwrap_or(0),
         })
     }
 }
@@ -268,17 +310,73 @@ mod tests {
     fn spends_what_was_granted_then_asks() {
         let l = limit(100);
         let now = 10 * S;
-        let (step, lease) = Lease::default().spend(now, &l, 1);
+        // A busy key (60 of 100 reserved in the window before) waits.
+        let busy = Lease { used_before: 60, ..Lease::default() };
+        let (step, lease) = busy.spend(now, &l, 1, true);
         assert_eq!(step, Step::Missing);
         assert_eq!(lease.want(now, &l), Some((1, false)));
-        let lease = lease.grant(now, &l, &answer(3, 3, 10, S));
-        let mut lease = lease;
+        let mut lease = lease.grant(now, &l, &answer(3, 63, 10, S));
         for _ in 0..3 {
-            let (step, next) = lease.spend(now, &l, 1);
+            let (step, next) = lease.spend(now, &l, 1, true);
             assert_eq!(step, Step::Spent);
             lease = next;
         }
-        assert_eq!(lease.spend(now, &l, 1).0, Step::Missing);
+        assert_eq!(lease.spend(now, &l, 1, true).0, Step::Missing);
+    }
+
+    #[test]
+    fn a_quiet_key_spends_on_credit_and_the_grant_pays_the_debt() {
+        let l = limit(100);
+        let now = 10 * S;
+        // A key never seen: its first request does not wait.
+        let (step, lease) = Lease::default().spend(now, &l, 1, true);
+        assert_eq!(step, Step::Spent);
+        assert_eq!(lease.owed, 1);
+        assert_eq!(Lease::default().spend(now, &l, 1, false).0, Step::Missing, "without credit it waits");
+        // One debt at a time: the next request waits for the refill.
+        assert_eq!(lease.spend(now, &l, 1, true).0, Step::Missing);
+        let (want, next) = lease.want(now, &l).expect("the debt is asked for");
+        assert!(!next && want >= 1, "{want}");
+        let lease = lease.grant(now, &l, &answer(3, 3, 10, S));
+        assert_eq!((lease.owed, lease.units), (0, 2), "the grant paid the debt first");
+        // A grant short of the debt leaves it owed: no more credit.
+        let short = Lease { window: 10, ends_at: now + S, owed: 2, ..Lease::default() }.grant(now, &l, &answer(1, 100, 10, S));
+        assert_eq!((short.owed, short.units), (1, 0));
+        assert!(matches!(short.spend(now, &l, 1, true).0, Step::Exhausted { .. }));
+    }
+
+    #[test]
+    fn credit_needs_a_quiet_window_and_the_one_before() {
+        let l = limit(100);
+        let now = 10 * S;
+        let known = Lease { window: 10, ends_at: now + S / 2, ..Lease::default() };
+        assert_eq!(Lease { used: 49, ..known }.spend(now, &l, 1, true).0, Step::Spent);
+        assert_eq!(Lease { used: 50, ..known }.spend(now, &l, 1, true).0, Step::Missing);
+        assert_eq!(Lease { used_before: 50, ..known }.spend(now, &l, 1, true).0, Step::Missing);
+        assert_eq!(Lease { used: 10, ..known }.spend(now, &l, 41, true).0, Step::Missing, "room for the whole cost");
+        // The window's reservations become the one before's.
+        let rolled = Lease { used: 70, next_used: 5, next_units: 5, ..known }.roll(now + S / 2, S);
+        assert_eq!((rolled.used, rolled.used_before), (5, 70));
+        let unknown = Lease { used: 70, ..known }.roll(now + S / 2, S);
+        assert_eq!((unknown.window, unknown.used_before), (0, 70));
+        assert_eq!(unknown.spend(now + S / 2, &l, 1, true).0, Step::Missing);
+    }
+
+    #[test]
+    fn a_debt_is_refunded_or_forgotten_with_its_window() {
+        let l = limit(100);
+        let now = 10 * S;
+        let (_, owing) = Lease { window: 10, ends_at: now + S / 2, ..Lease::default() }.spend(now, &l, 1, true);
+        assert_eq!(owing.owed, 1);
+        // Denied by another rule: the debt is cancelled, not turned into a unit.
+        let refunded = owing.refund(now, &l, 10, 1);
+        assert_eq!((refunded.owed, refunded.units), (0, 0));
+        // A debt the service never covered stays with its window.
+        assert_eq!(owing.roll(now + S / 2, S).owed, 0);
+        // Taken while the window was unknown, it is the answer's window's.
+        let (_, fresh) = Lease::default().spend(now, &l, 1, true);
+        let refunded = fresh.refund(now, &l, 0, 1);
+        assert_eq!((refunded.owed, refunded.units), (0, 0));
     }
 
     #[test]
@@ -286,9 +384,9 @@ mod tests {
         let l = limit(10);
         let now = 10 * S + S / 2;
         let lease = Lease::default().grant(now, &l, &answer(2, 10, 10, S / 2));
-        let (_, lease) = lease.spend(now, &l, 1);
-        let (_, lease) = lease.spend(now, &l, 1);
-        let (step, _) = lease.spend(now, &l, 1);
+        let (_, lease) = lease.spend(now, &l, 1, true);
+        let (_, lease) = lease.spend(now, &l, 1, true);
+        let (step, _) = lease.spend(now, &l, 1, true);
         assert_eq!(step, Step::Exhausted { retry_after_ns: S / 2 });
     }
 
@@ -299,14 +397,14 @@ mod tests {
         let mut lease = Lease::default().grant(start, &l, &answer(100, 100, 10, S));
         // 100 requests over the window; in its second half it wants the next.
         for i in 0..100 {
-            lease = lease.spend(start + i * S / 100, &l, 1).1;
+            lease = lease.spend(start + i * S / 100, &l, 1, true).1;
         }
         let late = start + 4 * S / 5;
         let (want, next) = lease.want(late, &l).expect("asks ahead");
         assert!(next);
         assert!((100..=120).contains(&want), "{want}");
         lease = lease.grant(late, &l, &Answer { granted: 100, used: 100, window: 11, starts_in_ns: S / 5, ends_in_ns: 6 * S / 5, blocked_ns: 0 });
-        let (step, rolled) = lease.spend(start + S + 1, &l, 1);
+        let (step, rolled) = lease.spend(start + S + 1, &l, 1, true);
         assert_eq!(step, Step::Spent);
         assert_eq!((rolled.window, rolled.units, rolled.seen_before), (11, 99, 100));
     }
@@ -334,14 +432,14 @@ mod tests {
         assert_eq!((rolled.window, rolled.units, rolled.seen_before), (0, 0, 9));
         let far = lease.roll(15 * S, S);
         assert_eq!(far.seen_before, 0);
-        assert_eq!(lease.spend(11 * S + 1, &l, 1).0, Step::Missing);
+        assert_eq!(lease.spend(11 * S + 1, &l, 1, true).0, Step::Missing);
     }
 
     #[test]
     fn refund_returns_the_unit_to_its_window() {
         let l = limit(100);
         let lease = Lease::default().grant(S, &l, &answer(1, 1, 1, S));
-        let (_, spent) = lease.spend(S, &l, 1);
+        let (_, spent) = lease.spend(S, &l, 1, true);
         assert_eq!(spent.units, 0);
         assert_eq!(spent.refund(S, &l, 1, 1).units, 1);
         assert_eq!(spent.refund(S, &l, 2, 1).units, 0, "another window's unit is not ours");
@@ -349,11 +447,13 @@ mod tests {
 
     #[test]
     fn encoding_round_trips() {
-        let lease = Lease { window: 1, units: 2, used: 3, ends_at: 4, next_units: 5, next_used: 6, seen: 7, seen_before: 8, asked_at: 9 };
+        let lease = Lease { window: 1, units: 2, used: 3, ends_at: 4, next_units: 5, next_used: 6, seen: 7, seen_before: 8, asked_at: 9, owed: 10, used_before: 11 };
         let mut out = Vec::new();
         lease.encode_into(&mut out);
         assert_eq!(out.len(), Lease::ENCODED_LEN);
         assert_eq!(Lease::decode(&out), Some(lease));
         assert_eq!(Lease::decode(&out[..10]), None);
+        let earlier = Lease::decode(&out[..48]).expect("a lease of an earlier version");
+        assert_eq!(earlier, Lease { owed: 0, used_before: 0, ..lease });
     }
 }

@@ -18,9 +18,14 @@ use support::{FakeCounter, Instance, Step, MS};
 const S: u64 = 1_000_000_000;
 const T0: u64 = 1_763_382_885 * S;
 
+/// Without credit: a request that finds no units waits for the counter.
 fn policy(mode: &str, instances: u32) -> Policy {
+    policy_with(mode, instances, false)
+}
+
+fn policy_with(mode: &str, instances: u32, credit: bool) -> Policy {
     Policy::from_json(&format!(
-        r#"{{"global": {{"expected_instances": {instances}}}, "tenant": [{{"header": "x-tenant-id"}}], "rules": [
+        r#"{{"global": {{"expected_instances": {instances}, "credit": {credit}}}, "tenant": [{{"header": "x-tenant-id"}}], "rules": [
         {{"name": "per-tenant", "scope": "global", "failure_mode": "{mode}", "key": ["tenant"], "limit": {{"requests": 100, "per": "1s"}}}},
         {{"name": "tools-invoke", "scope": "global", "failure_mode": "{mode}", "match": {{"paths": [{{"exact": "/api/v1/tools/invoke"}}]}},
           "key": ["tenant"], "limit": {{"requests": 20, "per": "1s"}}}}
@@ -51,10 +56,38 @@ fn a_first_request_waits_for_a_lease_and_spends_nothing_meanwhile() {
 }
 
 #[test]
+fn a_quiet_key_is_admitted_on_credit_and_its_refill_pays_for_it() {
+    let mut inst = Instance::new(policy_with("open", 1, true));
+    let mut counter = FakeCounter::default();
+    let req = tenant("/x", "quiet");
+    // Admitted at once; the ask for the lease goes to the leader.
+    let d = inst.send(&mut counter, &req, T0);
+    assert!(d.allowed() && !d.pending(), "{d:?}");
+    assert_eq!(counter.calls, 0, "nobody waited for the counter");
+    inst.tick(&mut counter, T0 + 50 * MS);
+    assert_eq!(counter.calls, 1);
+    let window = T0 / S;
+    assert_eq!(counter.used.get(&("per-tenant".to_string(), "quiet".to_string(), window)), Some(&1), "the credited unit was reserved");
+    // Paid: the debt is gone, so the next request may go on credit again,
+    // and the lease asks for it in turn.
+    let d = inst.send(&mut counter, &req, T0 + 100 * MS);
+    assert!(d.allowed() && !d.pending(), "{d:?}");
+    inst.tick(&mut counter, T0 + 150 * MS);
+    let used = counter.used.get(&("per-tenant".to_string(), "quiet".to_string(), window)).copied().unwrap_or(0);
+    assert!(used >= 2, "the second credited unit was reserved too: {used}");
+}
+
+#[test]
 fn instances_sharing_a_counter_admit_the_limit_and_rarely_call() {
+    for credit in [false, true] {
+        sharing_a_counter(credit);
+    }
+}
+
+fn sharing_a_counter(credit: bool) {
     // 3 instances, traffic spread over them at 3x each limit for 10 s.
     let mut counter = FakeCounter::default();
-    let mut instances: Vec<Instance> = (0..3).map(|_| Instance::new(policy("open", 3))).collect();
+    let mut instances: Vec<Instance> = (0..3).map(|_| Instance::new(policy_with("open", 3, credit))).collect();
     let (mut tenant_ok, mut invoke_ok) = (0u64, 0u64);
     // A window of warm-up, then ten whole windows measured: the limits
     // allow 1000 and 200 in them.
@@ -87,7 +120,7 @@ fn instances_sharing_a_counter_admit_the_limit_and_rarely_call() {
         i += 1;
     }
     let calls = counter.calls - calls_before.unwrap_or(0);
-    println!("per-tenant {tenant_ok}/1000, invoke {invoke_ok}/200, calls {calls}");
+    println!("credit {credit}: per-tenant {tenant_ok}/1000, invoke {invoke_ok}/200, calls {calls}");
     assert!((950..=1000).contains(&tenant_ok), "{tenant_ok}");
     assert!((180..=200).contains(&invoke_ok), "{invoke_ok}");
     let per_admitted = calls as f64 / (tenant_ok + invoke_ok) as f64;
@@ -96,12 +129,18 @@ fn instances_sharing_a_counter_admit_the_limit_and_rarely_call() {
 
 #[test]
 fn instances_under_the_limit_deny_nothing_at_window_starts() {
+    for credit in [false, true] {
+        under_the_limit(credit);
+    }
+}
+
+fn under_the_limit(credit: bool) {
     // 3 instances, each sent 4 requests a window (12 of the 20 allowed),
     // the first of each just after the window opens: young windows must
     // not read one early request as ten times the rate and reserve the
     // others' budget.
     let mut counter = FakeCounter::default();
-    let mut instances: Vec<Instance> = (0..3).map(|_| Instance::new(policy("open", 3))).collect();
+    let mut instances: Vec<Instance> = (0..3).map(|_| Instance::new(policy_with("open", 3, credit))).collect();
     let mut denied = Vec::new();
     let mut next_tick = T0;
     for w in 0..8u64 {
@@ -122,7 +161,7 @@ fn instances_under_the_limit_deny_nothing_at_window_starts() {
             }
         }
     }
-    assert_eq!(denied, [], "(window, request, instance) denied under the limit");
+    assert_eq!(denied, [], "(window, request, instance) denied under the limit, credit {credit}");
 }
 
 #[test]

@@ -23,6 +23,8 @@ pub struct CounterOptions {
     pub cluster: bool,
     /// Shared secret the service requires.
     pub secret: Option<String>,
+    /// The service's timeout for Redis commands (its default otherwise).
+    pub redis_timeout_ms: Option<u64>,
     /// Port on 127.0.0.1; 0 picks a free one.
     pub port: u16,
     /// Where stdout/stderr go; `None` discards them.
@@ -87,6 +89,9 @@ impl Counter {
         }
         if self.opts.cluster {
             cmd.arg("--cluster");
+        }
+        if let Some(ms) = self.opts.redis_timeout_ms {
+            cmd.args(["--redis-timeout-ms", &ms.to_string()]);
         }
         if let Some(secret) = &self.opts.secret {
             cmd.args(["--secret", secret]);

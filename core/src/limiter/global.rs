@@ -70,6 +70,25 @@ pub fn forget_ask(policy: &Policy, store: &dyn SharedStore, need: &LeaseNeed, no
     store::lease_update(store, policy.slots, need.fingerprint, &rule.limit, now, |l| ((), Some(crate::lease::Lease { asked_at: 0, ..l })))
 }
 
+/// Smallest limit whose quiet keys may be admitted on credit: one request
+/// per instance over the limit is then at most a percent or so, and only in
+/// a window in which a key goes from under half of its limit to over all
+/// of it.
+pub const CREDIT_MIN_LIMIT: u64 = 100;
+
+/// Whether a request of `rule` may be admitted on credit (see
+/// `Lease::spend`): the policy allows it, the limit is large, the rule
+/// fails open (a closed one refuses rather than guess), and it neither
+/// queues (turns count exact windows) nor protects an upstream's own
+/// limit.
+fn credit_allowed(policy: &Policy, rule: &Rule, limit: &Limit) -> bool {
+    policy.global.as_ref().is_some_and(|g| g.credit)
+        && limit.requests >= CREDIT_MIN_LIMIT
+        && rule.failure_mode == FailureMode::Open
+        && rule.queue.is_none()
+        && !rule.obey_upstream
+}
+
 /// Slot fingerprints derived from a rule's key fingerprint.
 fn derived(fingerprint: u64, what: &[u8]) -> u64 {
     Fnv::default().field(&fingerprint.to_le_bytes()).field(what).finish().max(1)
@@ -102,12 +121,13 @@ pub(super) fn global(
         return Ok(None);
     }
     let lease_fp = derived(fp, b"lease");
+    let credit = credit_allowed(policy, rule, limit);
     let (step, lease, refill) = store::lease_update(store, policy.slots, lease_fp, limit, now, |l| {
         // Units granted to this request are its own: nothing to spend
         // here (it was counted in `seen` when it first asked).
         let (step, mut next) = match carried {
             Some(_) => (Step::Spent, l.roll(now, limit.per.nanos())),
-            None => l.spend(now, limit, cost),
+            None => l.spend(now, limit, cost, credit),
         };
         // An exhausted window still reserves the next one ahead of time,
         // at once when requests will queue for it.
@@ -146,8 +166,13 @@ pub(super) fn global(
             if let Some((want, next)) = refill {
                 d.refills.push(ask(want, next));
             }
-            let global_left = limit.requests.saturating_sub(u64::from(lease.used)) + u64::from(lease.units);
-            Ok(Some(Outcome { allowed: true, remaining: global_left, reset_ns: lease.ends_at.saturating_sub(now), retry_after_ns: 0 }))
+            let reserved = u64::from(lease.used) + u64::from(lease.owed);
+            let global_left = limit.requests.saturating_sub(reserved) + u64::from(lease.units);
+            // On credit for a window not known yet: the service's windows
+            // are aligned to its clock, which ours is assumed to match.
+            let per = limit.per.nanos().max(1);
+            let reset_ns = if lease.window == 0 { per - now % per } else { lease.ends_at.saturating_sub(now) };
+            Ok(Some(Outcome { allowed: true, remaining: global_left, reset_ns, retry_after_ns: 0 }))
         }
         Step::Exhausted { retry_after_ns } => {
             if let Some((want, next)) = refill {

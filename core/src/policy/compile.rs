@@ -163,6 +163,7 @@ impl Compiler {
             timeout: timeout?,
             expected_instances: raw.expected_instances as u32,
             secret: raw.secret,
+            credit: raw.credit,
         })
     }
 

@@ -56,6 +56,9 @@ pub struct Global {
     pub expected_instances: u32,
     /// Value of the `x-sluice-secret` header, when the service wants one.
     pub secret: Option<String>,
+    /// A quiet key's request is admitted on credit instead of waiting for
+    /// the counter service (see `lease`).
+    pub credit: bool,
 }
 
 /// One rate-limit rule.

@@ -39,6 +39,11 @@ fn default_authority() -> String {
 fn default_timeout() -> String {
     "50ms".into()
 }
+
+fn default_credit() -> bool {
+    true
+}
+
 fn default_instances() -> i64 {
     1
 }
@@ -56,6 +61,8 @@ pub struct RawGlobal {
     #[serde(default = "default_instances")]
     pub expected_instances: i64,
     pub secret: Option<String>,
+    #[serde(default = "default_credit")]
+    pub credit: bool,
 }
 
 #[derive(Debug, Deserialize)]

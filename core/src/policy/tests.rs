@@ -27,6 +27,7 @@ fn the_gateway_policy_is_valid() {
     assert_eq!(list.limit.burst, 5);
     assert_eq!(list.limit.per, crate::duration::Span::from_secs(1));
     assert_eq!(p.rules.iter().filter(|r| r.name.starts_with("integration-")).count(), 14);
+    assert!(p.global.as_ref().is_some_and(|g| g.credit), "credit is on unless turned off");
     // Every limit of the policy is "N per second" with bursts of one second.
     for r in &p.rules {
         assert_eq!(r.limit.per.nanos(), 1_000_000_000, "{}", r.name);
@@ -70,6 +71,7 @@ fn each_mistake_is_named_with_its_path() {
         (r#"{"exempt_paths": ["health"], "rules": []}"#, "exempt_paths[0]"),
         (r#"{"tenant": ["tenant"], "rules": []}"#, "tenant[0]: the tenant cannot be defined by itself"),
         (r#"{"tenant": [{"path_param": "tenantId"}], "rules": []}"#, "tenant[0]: path_param \"tenantId\" needs its own template"),
+        (r#"{"global": {"credit": "yes"}, "rules": []}"#, "global.credit: invalid type"),
         (r#"{"rules": {}}"#, "rules: invalid type"),
         (r#"{"rules": ["#, "EOF while parsing"),
         ("", "EOF while parsing"),
