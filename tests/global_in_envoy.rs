@@ -22,6 +22,15 @@ fn policy(failure_mode: &str, instances: u32) -> String {
     )
 }
 
+/// `policy` with credit turned off: a key's first requests wait for their
+/// reservations, so that a window admits exactly its limit even when a
+/// new key jumps from nothing to over its limit.
+fn without_credit(policy: &str) -> String {
+    let strict = policy.replacen(r#""global": {"#, r#""global": {"credit": false, "#, 1);
+    assert_ne!(strict, policy, "the policy has no global section");
+    strict
+}
+
 fn redis_counter(redis: &Redis) -> CounterOptions {
     CounterOptions { redis_url: Some(redis.url()), ..Default::default() }
 }
@@ -132,7 +141,10 @@ fn redis_down_falls_back_open_and_recovers() {
     println!("global enforcement back after {:?}", back.elapsed());
     align_to_second();
     let ok = (0..120).filter(|_| wasm_test_harness::get(&envoy.url("/z"), &[("x-tenant-id", "w")]).unwrap().status == 200).count();
-    assert_eq!(ok, 100, "the global limit again");
+    // One more at most: the new key's first request goes on credit, and
+    // the window's whole budget may be reserved before its refill is
+    // answered (the bound of credit, docs/global.md).
+    assert!((100..=101).contains(&ok), "the global limit again: {ok}");
 }
 
 #[test]
@@ -199,13 +211,13 @@ fn a_slow_redis_never_holds_a_request_past_the_timeout() {
 #[test]
 fn a_reload_keeps_outstanding_leases_and_counts() {
     let redis = Redis::start().unwrap();
-    let cluster = Cluster::start(&policy("open", 1), 1, redis_counter(&redis));
+    let cluster = Cluster::start(&without_credit(&policy("open", 1)), 1, redis_counter(&redis));
     let envoy = &cluster.envoys[0];
     align_to_second();
     let h = [("x-tenant-id", "r")];
     let first = (0..60).filter(|_| wasm_test_harness::get(&envoy.url("/x"), &h).unwrap().status == 200).count();
     // Same per-tenant rule, another rule changed: counts of the window survive.
-    envoy.apply_policy(&policy("open", 1).replace(r#""requests": 20"#, r#""requests": 25"#)).unwrap();
+    envoy.apply_policy(&without_credit(&policy("open", 1)).replace(r#""requests": 20"#, r#""requests": 25"#)).unwrap();
     envoy
         .wait_for_stat("extension_config_discovery.http_filter.sluice.update_success", |v| v >= 2, Duration::from_secs(5))
         .unwrap();
@@ -220,15 +232,16 @@ fn a_reload_while_a_refill_is_in_flight_loses_no_units() {
     // Hour-long windows: the count only ends at the limit. A patient
     // timeout: the refill waits for a sleeping Redis instead of failing.
     let redis = Redis::start().unwrap();
-    let policy = common::patient(&policy("open", 1)).replace(r#""per": "1s""#, r#""per": "1h""#);
-    let cluster = Cluster::start(&policy, 1, redis_counter(&redis));
+    let policy = without_credit(&common::patient(&policy("open", 1))).replace(r#""per": "1s""#, r#""per": "1h""#);
+    // The service waits for Redis as long as Envoy waits for the service.
+    let cluster = Cluster::start(&policy, 1, CounterOptions { redis_timeout_ms: Some(2000), ..redis_counter(&redis) });
     let envoy = &cluster.envoys[0];
     let h = [("x-tenant-id", "in-flight")];
     let admit = |n: usize| (0..n).filter(|_| wasm_test_harness::get(&envoy.url("/x"), &h).unwrap().status == 200).count();
     assert_eq!(admit(20), 20);
     // Redis sleeps; requests go on spending the lease until the leader's
     // refill is on its way and held there.
-    let sleeper = sleep_redis(&redis, 1.0);
+    let sleeper = sleep_redis(&redis, 0.9);
     let in_flight = || envoy.stat("cluster.sluice_counter.upstream_rq_active").unwrap_or(0) >= 1;
     let mut during = 0;
     while !in_flight() && during < 15 {
