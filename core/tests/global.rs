@@ -78,6 +78,20 @@ fn a_quiet_key_is_admitted_on_credit_and_its_refill_pays_for_it() {
 }
 
 #[test]
+fn a_request_waiting_behind_a_credited_one_pays_its_debt() {
+    let mut inst = Instance::new(policy_with("open", 1, true));
+    let mut counter = FakeCounter::default();
+    let req = tenant("/x", "owing");
+    assert!(inst.send(&mut counter, &req, T0).allowed(), "on credit");
+    // Before the leader's refill goes out, the next request waits for a
+    // call of its own, which asks for its unit and the debt.
+    let d = inst.send(&mut counter, &req, T0 + MS);
+    assert!(d.allowed());
+    assert_eq!(counter.calls, 1);
+    assert_eq!(counter.used.get(&("per-tenant".to_string(), "owing".to_string(), T0 / S)), Some(&2));
+}
+
+#[test]
 fn instances_sharing_a_counter_admit_the_limit_and_rarely_call() {
     for credit in [false, true] {
         sharing_a_counter(credit);

@@ -196,10 +196,14 @@ pub(super) fn global(
             // Parallel waiters each asking for the rate would take the
             // window's budget into answers not yet applied, and some would
             // see it gone: only the one that owns the lease's ask does.
+            // A waiter also asks for what the lease owes (a request admitted
+            // on credit): its answer, a call away, pays the debt before the
+            // leader's batched refill does, which shrinks the time in which
+            // the budget could be gone before the debt is covered.
             let own = u32::try_from(cost).unwrap_or(u32::MAX).max(1);
             let need = match refill {
                 Some((want, false)) => LeaseNeed { carry: own, ..ask(want.max(own), false) },
-                _ => LeaseNeed { owns_ask: false, carry: own, ..ask(own, false) },
+                _ => LeaseNeed { owns_ask: false, carry: own, ..ask(own.saturating_add(lease.owed), false) },
             };
             d.wait_for.push(need);
             Ok(None)
