@@ -11,7 +11,8 @@
 //! window made ahead of time. Requests counted per window (`seen`) size the
 //! next ask: an instance asks for what it expects to spend, never more than
 //! the global budget left, so unused units (the only source of
-//! under-admission) stay few.
+//! under-admission) stay few. A quiet key's request that finds no units
+//! may be admitted on credit (`owed`), paid by the next grant.
 //!
 //! Everything here is arithmetic on values; the filter does the callouts.
 
