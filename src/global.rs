@@ -43,6 +43,11 @@ pub fn decide(policy: &Policy, request: &mut HostRequest, ctx: Ctx, carried: &[C
             }
         }
     }
+    if d.allowed() && !d.pending() {
+        for i in &d.credited {
+            crate::metrics::count(crate::metrics::rule(&policy.rules[*i]).credit);
+        }
+    }
     enqueue(queue, &d.refills);
     d
 }

@@ -30,6 +30,7 @@ pub struct RuleIds {
     pub near_limit: Option<u32>,
     pub resets: Option<u32>,
     pub lease_units: Option<u32>,
+    pub credit: Option<u32>,
 }
 
 /// Series without a rule.
@@ -141,6 +142,7 @@ pub fn rule(rule: &Rule) -> RuleIds {
         near_limit: define(MetricType::Counter, &format!("sluice_near_limit_total{tags}")),
         resets: define(MetricType::Counter, &format!("sluice_limit_resets_total{tags}")),
         lease_units: define(MetricType::Counter, &format!("sluice_lease_units_granted_total{tags}")),
+        credit: define(MetricType::Counter, &format!("sluice_lease_credit_total{tags}")),
     };
     RULES.with(|r| r.borrow_mut().insert(key, ids));
     ids

@@ -50,6 +50,14 @@ fn metrics_carry_rule_tier_and_decision_labels() {
     assert_eq!(series(&text, "sluice_requests_total", &[list[0], list[1], ("decision", "denied")]), Some(2.0));
     assert!(series(&text, "sluice_near_limit_total", &list).unwrap() >= 1.0);
     assert!(series(&text, "sluice_requests_total", &[("rule", "per-tenant"), ("tier", "tenant"), ("decision", "allowed")]).unwrap() >= 5.0);
+    // The new tenant's first request went on credit for per-tenant (a
+    // limit of 100); tools-list (5 a second) never gives credit.
+    let credit = |text: &str, rule: &str, tier: &str| series(text, "sluice_lease_credit_total", &[("rule", rule), ("tier", tier)]);
+    assert!(
+        common::eventually(std::time::Duration::from_secs(5), || credit(&scrape(&stack), "per-tenant", "tenant").unwrap_or(0.0) >= 1.0),
+        "no credit counted"
+    );
+    assert_eq!(credit(&scrape(&stack), "tools-list", "endpoint"), Some(0.0));
     // Histograms show after Envoy's stats flush (every 5 s by default).
     let scrape = || wasm_test_harness::get(&stack.envoy.admin_url("/stats/prometheus"), &[]).unwrap().body;
     assert!(

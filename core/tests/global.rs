@@ -63,6 +63,7 @@ fn a_quiet_key_is_admitted_on_credit_and_its_refill_pays_for_it() {
     // Admitted at once; the ask for the lease goes to the leader.
     let d = inst.send(&mut counter, &req, T0);
     assert!(d.allowed() && !d.pending(), "{d:?}");
+    assert_eq!(d.credited, [0], "per-tenant's unit was taken on credit");
     assert_eq!(counter.calls, 0, "nobody waited for the counter");
     inst.tick(&mut counter, T0 + 50 * MS);
     assert_eq!(counter.calls, 1);
@@ -86,7 +87,7 @@ fn a_request_waiting_behind_a_credited_one_pays_its_debt() {
     // Before the leader's refill goes out, the next request waits for a
     // call of its own, which asks for its unit and the debt.
     let d = inst.send(&mut counter, &req, T0 + MS);
-    assert!(d.allowed());
+    assert!(d.allowed() && d.credited.is_empty(), "{d:?}");
     assert_eq!(counter.calls, 1);
     assert_eq!(counter.used.get(&("per-tenant".to_string(), "owing".to_string(), T0 / S)), Some(&2));
 }

@@ -122,7 +122,7 @@ pub(super) fn global(
     }
     let lease_fp = derived(fp, b"lease");
     let credit = credit_allowed(policy, rule, limit);
-    let (step, lease, refill) = store::lease_update(store, policy.slots, lease_fp, limit, now, |l| {
+    let (step, lease, refill, credited) = store::lease_update(store, policy.slots, lease_fp, limit, now, |l| {
         // Units granted to this request are its own: nothing to spend
         // here (it was counted in `seen` when it first asked).
         let (step, mut next) = match carried {
@@ -143,7 +143,8 @@ pub(super) fn global(
         if refill.is_some() {
             next.asked_at = now;
         }
-        ((step, next, refill), Some(next))
+        let credited = next.owed > l.owed;
+        ((step, next, refill, credited), Some(next))
     })?;
     let ask = |want: u32, next: bool| LeaseNeed {
         rule: i,
@@ -163,6 +164,9 @@ pub(super) fn global(
     match step {
         Step::Spent => {
             spent.push(Spent::Lease { rule: i, fingerprint: lease_fp, window: carried.unwrap_or(lease.window), cost });
+            if credited {
+                d.credited.push(i);
+            }
             if let Some((want, next)) = refill {
                 d.refills.push(ask(want, next));
             }

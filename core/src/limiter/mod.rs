@@ -174,6 +174,9 @@ pub struct Decision {
     /// `redo_at`): pass them to the next decision, or to [`give_back_kept`]
     /// if the request ends before.
     pub kept: Vec<Carry>,
+    /// Global rules whose unit the admitted request took on credit (see
+    /// `lease`); empty unless the request goes on now.
+    pub credited: Vec<usize>,
 }
 
 impl Decision {
@@ -358,6 +361,7 @@ pub fn decide_carrying(policy: &Policy, req: &mut dyn Request, store: &dyn Share
         d.hold_ns = 0;
         d.wait_for.clear();
         d.redo_at = None;
+        d.credited.clear();
     } else if d.pending() || d.redo_at.is_some() {
         // Waiting for a lease or a window: keep the turns taken in queues
         // (the request's place in line), give back everything else.
@@ -367,6 +371,7 @@ pub fn decide_carrying(policy: &Policy, req: &mut dyn Request, store: &dyn Share
         d.kept = turns;
         d.tightest = None;
         d.hold_ns = 0;
+        d.credited.clear();
     } else {
         d.spent = spent;
     }
