@@ -158,6 +158,11 @@ impl Lease {
                 l.credit(a.granted);
                 l.used = l.used.max(a.used);
             } else if a.window > l.window {
+                // A debt taken while the window was unknown is this
+                // window's; an older window's is not.
+                if l.window != 0 {
+                    l.owed = 0;
+                }
                 if l.window != 0 && l.window + 1 == a.window {
                     // Our clock lags the service's: what we held as the
                     // next window is the service's current one.
@@ -168,13 +173,7 @@ impl Lease {
                     l.next_used = 0;
                     l.seen_before = l.seen;
                     l.seen = 0;
-                    l.owed = 0;
                 } else {
-                    // A debt taken while the window was unknown is this
-                    // window's; an older window's is not.
-                    if l.window != 0 {
-                        l.owed = 0;
-                    }
                     l.units = 0;
                     l.used = 0;
                 }
