@@ -43,10 +43,10 @@ pub fn decide(policy: &Policy, request: &mut HostRequest, ctx: Ctx, carried: &[C
             }
         }
     }
-    if d.allowed() && !d.pending() {
-        for i in &d.credited {
-            crate::metrics::count(crate::metrics::rule(&policy.rules[*i]).credit);
-        }
+    // Empty unless the request goes on now (the core gives back the
+    // credit of a request denied or waiting).
+    for i in &d.credited {
+        crate::metrics::count(crate::metrics::rule(&policy.rules[*i]).credit);
     }
     enqueue(queue, &d.refills);
     d

@@ -280,7 +280,7 @@ fn a_quiet_key_does_not_wait_for_a_sleeping_redis_unless_credit_is_off() {
     assert_eq!(status, 200);
     assert!(took < Duration::from_millis(400), "waited {took:?} for a sleeping Redis");
     // Without credit it waits for its reservation.
-    envoy.apply_policy(&policy.replace(r#""timeout": "1s""#, r#""timeout": "1s", "credit": false"#)).unwrap();
+    envoy.apply_policy(&without_credit(&policy)).unwrap();
     envoy
         .wait_for_stat("extension_config_discovery.http_filter.sluice.update_success", |v| v >= 2, Duration::from_secs(5))
         .unwrap();
