@@ -116,6 +116,28 @@ async fn a_slow_redis_gives_503_within_the_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_long_timeout_is_waited_out_in_full() {
+    // A Redis slower than the client library's own default (500 ms) but
+    // within the configured timeout still answers: giving up earlier would
+    // leave units counted in Redis that no caller receives.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis = debug_server(dir.path());
+    let app = router(redis_store(&redis.url(), 2_000));
+    assert_eq!(reserve(&app, &one()).await.0, StatusCode::OK);
+
+    let mut other = TcpStream::connect(("127.0.0.1", redis.port)).expect("connect");
+    other.write_all(b"DEBUG SLEEP 0.9\r\n").expect("send");
+    std::thread::sleep(Duration::from_millis(30));
+
+    let started = Instant::now();
+    let (status, reply) = reserve(&app, &one()).await;
+    let took = started.elapsed();
+    assert_eq!(status, StatusCode::OK, "after {took:?}: {reply}");
+    assert_eq!(reply["leases"][0]["granted"], 1, "{reply}");
+    assert!(took >= Duration::from_millis(600), "Redis did not sleep: {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn garbage_replies_give_503() {
     let fake = FakeRedis::start();
     let app = router(redis_store(&fake.url(), 500));

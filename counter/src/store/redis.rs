@@ -28,6 +28,9 @@ const RETRY_MIN: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(1);
 /// Time allowed to open one TCP connection (in the background).
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// How much longer than the configured timeout the client library waits
+/// for a reply: the configured one fires first, with a clear message.
+const RESPONSE_SLACK: Duration = Duration::from_millis(100);
 
 /// Where Redis is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -89,8 +92,11 @@ impl RedisStore {
         let conn = match target {
             RedisTarget::Single(url) => {
                 let client = ::redis::Client::open(url.as_str())?;
+                // The library's own response timeout (500 ms by default)
+                // would cut a longer configured one short.
                 let config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                    .set_response_timeout(Some(timeout.saturating_add(RESPONSE_SLACK)))
                     .set_min_delay(RETRY_MIN)
                     .set_max_delay(RETRY_MAX)
                     .set_number_of_retries(8);
@@ -102,7 +108,7 @@ impl RedisStore {
                 }
                 let client = ClusterClient::builder(nodes.iter().map(String::as_str))
                     .connection_timeout(CONNECT_TIMEOUT)
-                    .response_timeout(timeout)
+                    .response_timeout(timeout.saturating_add(RESPONSE_SLACK))
                     .retries(2)
                     .build()?;
                 let (tx, rx) = watch::channel(None);
