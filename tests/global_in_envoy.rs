@@ -257,7 +257,10 @@ fn a_reload_while_a_refill_is_in_flight_loses_no_units() {
     sleeper.join().unwrap();
     // Every unit Redis reserved is spent by someone: 100 in all.
     let after = admit(120);
-    assert_eq!(20 + during + after, 100, "20 + {during} + {after}");
+    // What the calls did, should the count be off.
+    let mut calls: Vec<_> = envoy.stats().unwrap_or_default().into_iter().filter(|(k, _)| k.contains("sluice_lease_units") || k.contains("sluice_callout")).collect();
+    calls.sort();
+    assert_eq!(20 + during + after, 100, "20 + {during} + {after}; {calls:?}\n{}", envoy.logs_tail(30));
 }
 
 #[test]
