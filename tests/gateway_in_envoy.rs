@@ -5,11 +5,11 @@
 
 mod common;
 
-use common::{align_to_second, gateway_per, Stack, GATEWAY};
+use common::{align_to_second, gateway_per, patient, Stack, GATEWAY};
 
 #[test]
 fn denial_follows_the_gateway_contract() {
-    let stack = Stack::start(GATEWAY);
+    let stack = Stack::start(&patient(GATEWAY));
     let t1 = [("x-tenant-id", "tenant-123")];
     let mut remaining = Vec::new();
     align_to_second();
@@ -54,7 +54,7 @@ fn denial_follows_the_gateway_contract() {
 
 #[test]
 fn tenants_are_isolated_and_limits_recover() {
-    let stack = Stack::start(GATEWAY);
+    let stack = Stack::start(&patient(GATEWAY));
     let a = [("x-tenant-id", "tenant-a")];
     let b = [("x-tenant-id", "tenant-b")];
     align_to_second();

@@ -107,9 +107,10 @@ impl Stack {
 }
 
 /// The default policy with every `"per": "1s"` turned into `per`, so that
-/// tests can count without tokens coming back mid-test.
+/// tests can count without tokens coming back mid-test; patient, so that a
+/// loaded machine does not send its global rules to their fallback.
 pub fn gateway_per(per: &str) -> String {
-    GATEWAY.replace(r#""per": "1s""#, &format!(r#""per": "{per}""#))
+    patient(GATEWAY).replace(r#""per": "1s""#, &format!(r#""per": "{per}""#))
 }
 
 /// Sleeps until just after the next whole second. Global rules count in
