@@ -228,7 +228,7 @@ impl Lease {
         let rate = self.rate(now, per);
         let cap = |n: u64| u32::try_from(n.min(limit.requests)).unwrap_or(u32::MAX).max(1);
         if self.window == 0 {
-            return Some((cap(rate + rate / 8), false));
+            return Some((cap(rate + rate / 8 + u64::from(self.owed)), false));
         }
         let left_ns = self.ends_at.saturating_sub(now);
         let needed = rate.saturating_mul(left_ns) / per;

@@ -68,14 +68,18 @@ fn a_quiet_key_is_admitted_on_credit_and_its_refill_pays_for_it() {
     inst.tick(&mut counter, T0 + 50 * MS);
     assert_eq!(counter.calls, 1);
     let window = T0 / S;
-    assert_eq!(counter.used.get(&("per-tenant".to_string(), "quiet".to_string(), window)), Some(&1), "the credited unit was reserved");
-    // Paid: the debt is gone, so the next request may go on credit again,
-    // and the lease asks for it in turn.
+    // The refill asks for the debt and for the key's rate (one a window).
+    assert_eq!(counter.used.get(&("per-tenant".to_string(), "quiet".to_string(), window)), Some(&2), "the credited unit was reserved");
+    // Paid: the next request spends the unit reserved for it.
     let d = inst.send(&mut counter, &req, T0 + 100 * MS);
-    assert!(d.allowed() && !d.pending(), "{d:?}");
+    assert!(d.allowed() && !d.pending() && d.credited.is_empty(), "{d:?}");
+    // Then the lease is empty but the debt is paid: the next one may go
+    // on credit again, and the lease asks for it in turn.
+    let d = inst.send(&mut counter, &req, T0 + 110 * MS);
+    assert_eq!(d.credited, [0], "{d:?}");
     inst.tick(&mut counter, T0 + 150 * MS);
     let used = counter.used.get(&("per-tenant".to_string(), "quiet".to_string(), window)).copied().unwrap_or(0);
-    assert!(used >= 2, "the second credited unit was reserved too: {used}");
+    assert!(used >= 3, "the second credited unit was reserved too: {used}");
 }
 
 #[test]
@@ -90,6 +94,33 @@ fn a_request_waiting_behind_a_credited_one_pays_its_debt() {
     assert!(d.allowed() && d.credited.is_empty(), "{d:?}");
     assert_eq!(counter.calls, 1);
     assert_eq!(counter.used.get(&("per-tenant".to_string(), "owing".to_string(), T0 / S)), Some(&2));
+}
+
+#[test]
+fn a_slow_key_asks_once_a_window_with_or_without_credit() {
+    // Two requests a window (say 1000 tenants at 2000 req/s), the leader
+    // ticking every 50 ms: the second request of a window reserves the
+    // next one, which then covers both of its requests. A credited
+    // request's refill asks for the window's rate on top of its debt, or
+    // the lease runs dry in mid-window and asks again every window.
+    for credit in [false, true] {
+        for offset in [0, 100, 300, 450] {
+            let mut inst = Instance::new(policy_with("open", 1, credit));
+            let mut counter = FakeCounter::default();
+            let req = tenant("/x", "slow");
+            for step in 0..2000u64 {
+                let t = T0 + step * 10 * MS;
+                if step % 50 == offset / 10 {
+                    assert!(inst.send(&mut counter, &req, t).allowed());
+                }
+                if step % 5 == 0 {
+                    inst.tick(&mut counter, t + MS);
+                }
+            }
+            // 20 windows: one call each, and one for the first request.
+            assert!(counter.calls <= 22, "credit {credit}, requests at {offset} ms: {} calls in 20 windows", counter.calls);
+        }
+    }
 }
 
 #[test]
