@@ -6,7 +6,7 @@
 use proxy_wasm::hostcalls;
 use sluice_core::coordination::{record, Transition};
 use sluice_core::lease::Answer;
-use sluice_core::limiter::{apply_answer, decide_carrying, forget_ask, Carry, Ctx, Decision, LeaseNeed};
+use sluice_core::limiter::{apply_answer, decide_carrying, decode_needs, encode_needs, forget_ask, Carry, Ctx, Decision, LeaseNeed};
 use sluice_core::policy::{Global, Policy};
 
 use crate::host::{HostRequest, HostStore};
@@ -14,16 +14,34 @@ use crate::host::{HostRequest, HostStore};
 /// Name of the shared queue carrying refill asks to the leader.
 pub const REFILL_QUEUE: &str = "sluice_refills";
 
-/// Hands refills to the instance's leader.
+thread_local! {
+    /// Refills this worker's requests asked for since its root's last
+    /// tick: they go to the leader in one queue message per tick rather
+    /// than one hostcall per request.
+    static PENDING: std::cell::RefCell<Vec<LeaseNeed>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Hands refills to the instance's leader, at this worker's next tick
+/// (`send_refills`).
 pub fn enqueue(queue: Option<u32>, needs: &[LeaseNeed]) {
+    if queue.is_none() || needs.is_empty() {
+        return;
+    }
+    PENDING.with(|p| p.borrow_mut().extend_from_slice(needs));
+}
+
+/// Sends this worker's pending refills to the leader (every tick).
+pub fn send_refills(queue: Option<u32>) {
     let Some(queue) = queue else { return };
-    for need in needs {
-        let Ok(bytes) = serde_json::to_vec(need) else { continue };
-        // A lost refill only delays the lease: its ask expires and the
-        // next request asks again.
-        if let Err(e) = hostcalls::enqueue_shared_queue(queue, Some(&bytes)) {
-            log::debug!("cannot queue a lease refill: {e:?}");
-        }
+    let needs = PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()));
+    if needs.is_empty() {
+        return;
+    }
+    // A lost refill only delays its lease: its ask expires and the next
+    // request asks again.
+    let Some(bytes) = encode_needs(&needs) else { return };
+    if let Err(e) = hostcalls::enqueue_shared_queue(queue, Some(&bytes)) {
+        log::debug!("cannot queue {} lease refills: {e:?}", needs.len());
     }
 }
 
@@ -98,16 +116,12 @@ pub fn decide_or_call(
     }
 }
 
-/// Takes up to `max` queued refills.
+/// Takes queued refills, up to about `max` (whole messages).
 pub fn dequeue(queue: u32, max: usize) -> Vec<LeaseNeed> {
     let mut out = Vec::new();
     while out.len() < max {
         match hostcalls::dequeue_shared_queue(queue) {
-            Ok(Some(bytes)) => {
-                if let Ok(need) = serde_json::from_slice(&bytes) {
-                    out.push(need);
-                }
-            }
+            Ok(Some(bytes)) => out.extend(decode_needs(&bytes)),
             _ => break,
         }
     }

@@ -3,9 +3,10 @@
 //! makes `on_configure` return false, which makes Envoy keep the previous
 //! configuration.
 //!
-//! With global rules, every root ticks; the one elected leader of the
-//! instance drains the refill queue into batched reserve calls and, while
-//! the counter service is down, probes it once a second.
+//! With global rules, every root ticks, handing its worker's refills to the
+//! shared queue; the one elected leader of the instance drains the queue
+//! into batched reserve calls and, while the counter service is down,
+//! probes it once a second.
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -269,6 +270,7 @@ impl RootContext for SluiceRoot {
         let Some(policy) = self.policy.clone() else { return };
         if policy.global.is_some() {
             global::refresh_degraded();
+            global::send_refills(self.queue);
         }
         if self.closing || policy.global.is_none() || now.saturating_sub(self.last_lease_work) < LEASE_EVERY_NS {
             return;

@@ -124,6 +124,43 @@ fn a_slow_key_asks_once_a_window_with_or_without_credit() {
 }
 
 #[test]
+fn refills_travel_to_the_leader_in_one_message_and_old_messages_still_read() {
+    use sluice_core::limiter::{decode_needs, encode_needs};
+    let mut inst = Instance::new(policy_with("open", 1, true));
+    let mut counter = FakeCounter::default();
+    for t in ["a", "b", "c"] {
+        assert!(inst.send(&mut counter, &tenant("/x", t), T0).allowed());
+    }
+    let mut needs = std::mem::take(&mut inst.refills);
+    assert_eq!(needs.len(), 3, "{needs:?}");
+    // Every field survives, whatever its value.
+    needs[1].carry = 7;
+    needs[1].bucket = u64::MAX;
+    needs[1].owns_ask = !needs[1].owns_ask;
+    needs[1].ask.next = !needs[1].ask.next;
+    needs[2].ask.id = "tenant with ünicode and \"quotes\"".into();
+    let message = encode_needs(&needs).unwrap();
+    assert_eq!(decode_needs(&message), needs);
+    // JSON, one need or several per message, as earlier versions sent.
+    let single = serde_json::to_vec(&needs[1]).unwrap();
+    assert_eq!(decode_needs(&single), [needs[1].clone()]);
+    assert_eq!(decode_needs(&serde_json::to_vec(&needs).unwrap()), needs);
+    // Garbage and every truncation read as nothing (never a made-up need).
+    for bad in [&b""[..], b"{}", b"[1, 2]", b"null", b"\xb1\x01"] {
+        assert!(decode_needs(bad).is_empty(), "{:?}", String::from_utf8_lossy(bad));
+    }
+    for cut in 1..message.len() {
+        let read = decode_needs(&message[..cut]);
+        assert!(read.is_empty(), "{cut} of {} bytes read as {read:?}", message.len());
+    }
+    assert!(decode_needs(&encode_needs(&[]).unwrap()).is_empty());
+    // A name too long for the format is refused, not cut.
+    let mut long = needs[0].clone();
+    long.ask.id = "x".repeat(70_000);
+    assert!(encode_needs(&[long]).is_none());
+}
+
+#[test]
 fn instances_sharing_a_counter_admit_the_limit_and_rarely_call() {
     for credit in [false, true] {
         sharing_a_counter(credit);

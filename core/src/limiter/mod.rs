@@ -30,6 +30,7 @@
 mod attrs;
 mod explain;
 mod global;
+mod handoff;
 
 use crate::bucket::Outcome;
 use crate::counter_api::Ask;
@@ -41,6 +42,7 @@ pub use crate::store::Note;
 use attrs::Attrs;
 pub use explain::{explain, resolve, Explained, KeyValue, Resolved, Skip};
 pub use global::{apply_answer, fallback_limit, forget_ask, Applied};
+pub use handoff::{decode_needs, encode_needs};
 
 /// What a request already holds when it is decided again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

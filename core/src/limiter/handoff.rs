@@ -1,0 +1,86 @@
+//! Refills on their way from a worker to the instance's leader: one
+//! shared-queue message per worker tick, in a compact binary form (JSON
+//! cost more than the rest of the leader's work per refill).
+//!
+//! A message is the byte `FORMAT`, the number of needs (u32), then per need: `rule` (u32),
+//! `fingerprint`, `bucket` (u64), `carry` (u32), flags (u8: bit 0
+//! `owns_ask`, bit 1 `ask.next`), `ask.limit`, `ask.window_ms` (u64),
+//! `ask.want` (u32), then `ask.rule` and `ask.id`, each a u16 length and
+//! its UTF-8 bytes; numbers little-endian.
+
+use super::LeaseNeed;
+use crate::counter_api::Ask;
+use crate::le::{u32_at, u64_at};
+
+/// First byte of a message (never the first byte of JSON text).
+const FORMAT: u8 = 0xb1;
+
+/// Encodes `needs` as one message; `None` when a name is too long for
+/// its u16 length (policies keep them far shorter).
+pub fn encode_needs(needs: &[LeaseNeed]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(5 + needs.iter().map(|n| 49 + n.ask.rule.len() + n.ask.id.len()).sum::<usize>());
+    out.push(FORMAT);
+    out.extend_from_slice(&u32::try_from(needs.len()).ok()?.to_le_bytes());
+    for n in needs {
+        out.extend_from_slice(&u32::try_from(n.rule).ok()?.to_le_bytes());
+        out.extend_from_slice(&n.fingerprint.to_le_bytes());
+        out.extend_from_slice(&n.bucket.to_le_bytes());
+        out.extend_from_slice(&n.carry.to_le_bytes());
+        out.push(u8::from(n.owns_ask) | (u8::from(n.ask.next) << 1));
+        out.extend_from_slice(&n.ask.limit.to_le_bytes());
+        out.extend_from_slice(&n.ask.window_ms.to_le_bytes());
+        out.extend_from_slice(&n.ask.want.to_le_bytes());
+        for text in [&n.ask.rule, &n.ask.id] {
+            out.extend_from_slice(&u16::try_from(text.len()).ok()?.to_le_bytes());
+            out.extend_from_slice(text.as_bytes());
+        }
+    }
+    Some(out)
+}
+
+/// Reads a message of `encode_needs`, or JSON holding one need or an array
+/// of them (as earlier versions sent, which a new leader may meet during
+/// an upgrade). A malformed message reads as no need at all: a lost refill
+/// only delays its lease, whose ask expires and is made again.
+pub fn decode_needs(bytes: &[u8]) -> Vec<LeaseNeed> {
+    match bytes.first() {
+        Some(&FORMAT) => decode_binary(&bytes[1..]).unwrap_or_default(),
+        Some(b'[') => serde_json::from_slice(bytes).unwrap_or_default(),
+        Some(b'{') => serde_json::from_slice::<LeaseNeed>(bytes).map(|n| vec![n]).unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
+fn decode_binary(b: &[u8]) -> Option<Vec<LeaseNeed>> {
+    let count = usize::try_from(u32_at(b, 0)?).ok()?;
+    let mut b = b.get(4..)?;
+    // Each need takes at least 49 bytes: a count beyond that is a lie.
+    let mut out = Vec::with_capacity(count.min(b.len() / 49));
+    for _ in 0..count {
+        let rule = usize::try_from(u32_at(b, 0)?).ok()?;
+        let fingerprint = u64_at(b, 4)?;
+        let bucket = u64_at(b, 12)?;
+        let carry = u32_at(b, 20)?;
+        let flags = *b.get(24)?;
+        let limit = u64_at(b, 25)?;
+        let window_ms = u64_at(b, 33)?;
+        let want = u32_at(b, 41)?;
+        b = b.get(45..)?;
+        let mut texts = [String::new(), String::new()];
+        for text in &mut texts {
+            let len = usize::from(u16::from_le_bytes(b.get(..2)?.try_into().ok()?));
+            *text = std::str::from_utf8(b.get(2..2 + len)?).ok()?.to_owned();
+            b = &b[2 + len..];
+        }
+        let [rule_name, id] = texts;
+        out.push(LeaseNeed {
+            rule,
+            fingerprint,
+            ask: Ask { rule: rule_name, id, limit, window_ms, want, next: flags & 2 != 0 },
+            owns_ask: flags & 1 != 0,
+            carry,
+            bucket,
+        });
+    }
+    b.is_empty().then_some(out)
+}
