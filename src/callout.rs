@@ -14,7 +14,7 @@ use sluice_core::policy::Global;
 
 /// Dispatches one reserve call for `needs`; returns the call's token.
 pub fn reserve(global: &Global, instance: &str, needs: &[LeaseNeed]) -> Result<u32, String> {
-    let asks: Vec<Ask> = needs.iter().map(|n| n.ask.clone()).collect();
+    let asks: Vec<&Ask> = needs.iter().map(|n| &n.ask).collect();
     let body = reserve_body(instance, &asks);
     dispatch(global, "POST", RESERVE_PATH, Some(&body))
 }
@@ -62,6 +62,6 @@ pub fn answers(needs: &[LeaseNeed], body_size: usize) -> Result<Vec<Answer>, Cou
         .ok()
         .flatten()
         .unwrap_or_default();
-    let asks: Vec<Ask> = needs.iter().map(|n| n.ask.clone()).collect();
+    let asks: Vec<&Ask> = needs.iter().map(|n| &n.ask).collect();
     parse_reply(&body, &asks)
 }

@@ -150,15 +150,18 @@ impl SluiceRoot {
             global::forget(policy, &needs, now);
             return;
         }
-        for batch in needs.chunks(BATCH) {
-            match callout::reserve(settings, &self.instance, batch) {
+        let mut rest = needs;
+        while !rest.is_empty() {
+            let tail = rest.split_off(rest.len().min(BATCH));
+            let batch = std::mem::replace(&mut rest, tail);
+            match callout::reserve(settings, &self.instance, &batch) {
                 Ok(token) => {
                     crate::metrics::sent(crate::metrics::Call::Reserve);
-                    self.calls.insert(token, Call::Reserve(batch.to_vec()));
+                    self.calls.insert(token, Call::Reserve(batch));
                 }
                 Err(e) => {
                     crate::metrics::failed(crate::metrics::Call::Reserve);
-                    global::forget(policy, batch, now);
+                    global::forget(policy, &batch, now);
                     global::reachable(false, now, &e);
                 }
             }

@@ -31,7 +31,7 @@ pub struct Ask {
 #[derive(Serialize)]
 struct ReserveRequest<'a> {
     instance: &'a str,
-    leases: &'a [Ask],
+    leases: &'a [&'a Ask],
 }
 
 #[derive(Deserialize)]
@@ -116,12 +116,12 @@ pub fn block_body(instance: &str, blocks: &[Block]) -> Vec<u8> {
 }
 
 /// The request body for `asks`.
-pub fn reserve_body(instance: &str, asks: &[Ask]) -> Vec<u8> {
+pub fn reserve_body(instance: &str, asks: &[&Ask]) -> Vec<u8> {
     serde_json::to_vec(&ReserveRequest { instance, leases: asks }).unwrap_or_default()
 }
 
 /// Parses and checks an answer to `asks`.
-pub fn parse_reply(body: &[u8], asks: &[Ask]) -> Result<Vec<Answer>, CounterError> {
+pub fn parse_reply(body: &[u8], asks: &[&Ask]) -> Result<Vec<Answer>, CounterError> {
     let reply: ReserveReply = serde_json::from_slice(body).map_err(|e| CounterError::Malformed(e.to_string()))?;
     if reply.leases.len() != asks.len() {
         return Err(CounterError::Inconsistent(format!("{} answers for {} asks", reply.leases.len(), asks.len())));
@@ -168,7 +168,7 @@ mod tests {
 
     #[test]
     fn body_has_the_documented_shape() {
-        let body = reserve_body("sluice-0", &[ask(20)]);
+        let body = reserve_body("sluice-0", &[&ask(20)]);
         let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
         assert_eq!(
             v,
@@ -193,10 +193,10 @@ mod tests {
     #[test]
     fn good_answers_parse() {
         let body = br#"{"now_ms": 1, "leases": [{"granted": 20, "used": 60, "limit": 100, "window": 7, "starts_in_ms": 0, "ends_in_ms": 400}]}"#;
-        let got = parse_reply(body, &[ask(20)]).expect("ok");
+        let got = parse_reply(body, &[&ask(20)]).expect("ok");
         assert_eq!(got, vec![Answer { granted: 20, used: 60, window: 7, starts_in_ns: 0, ends_in_ns: 400 * MS, blocked_ns: 0 }]);
         let blocked = br#"{"leases": [{"granted": 0, "used": 60, "window": 7, "starts_in_ms": 0, "ends_in_ms": 400, "blocked_ms": 2500}]}"#;
-        assert_eq!(parse_reply(blocked, &[ask(20)]).expect("ok")[0].blocked_ns, 2500 * MS);
+        assert_eq!(parse_reply(blocked, &[&ask(20)]).expect("ok")[0].blocked_ns, 2500 * MS);
         let body = block_body("sluice-0", &[Block { rule: "integration-notion".into(), id: "notion:t1".into(), for_ms: 3000 }]);
         let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
         assert_eq!(v, serde_json::json!({"instance": "sluice-0", "blocks": [{"rule": "integration-notion", "id": "notion:t1", "for_ms": 3000}]}));
@@ -205,7 +205,7 @@ mod tests {
     #[test]
     fn a_lowered_limit_reads_as_an_exhausted_budget() {
         let body = br#"{"leases": [{"granted": 0, "used": 150, "window": 7, "starts_in_ms": 0, "ends_in_ms": 400}]}"#;
-        let got = parse_reply(body, &[ask(20)]).expect("ok");
+        let got = parse_reply(body, &[&ask(20)]).expect("ok");
         assert_eq!(got[0].used, 100);
     }
 
@@ -223,7 +223,7 @@ mod tests {
             br#"{"leases": [{"granted": -1, "used": 50, "window": 7, "starts_in_ms": 0, "ends_in_ms": 10}]}"#,
         ];
         for body in cases {
-            assert!(parse_reply(body, &[ask(20)]).is_err(), "{}", String::from_utf8_lossy(body));
+            assert!(parse_reply(body, &[&ask(20)]).is_err(), "{}", String::from_utf8_lossy(body));
         }
     }
 }

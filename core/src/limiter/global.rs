@@ -37,7 +37,12 @@ pub struct Applied {
 /// it ends, for rules that obey upstream limits. A rule that no longer
 /// exists (the policy changed meanwhile) is skipped.
 pub fn apply_answer(policy: &Policy, store: &dyn SharedStore, need: &LeaseNeed, answer: &crate::lease::Answer, now: u64) -> Result<Applied, StoreError> {
-    let Some((index, rule)) = policy.rules.iter().enumerate().find(|(_, r)| r.name == need.ask.rule) else { return Ok(Applied::default()) };
+    // The rule at the index asked with, unless the policy changed meanwhile.
+    let found = match policy.rules.get(need.rule) {
+        Some(r) if r.name == need.ask.rule => Some((need.rule, r)),
+        _ => policy.rules.iter().enumerate().find(|(_, r)| r.name == need.ask.rule),
+    };
+    let Some((index, rule)) = found else { return Ok(Applied::default()) };
     let mut block_started = false;
     let blocked = answer.blocked_ns > 0 && rule.obey_upstream && need.bucket != 0;
     if blocked {
