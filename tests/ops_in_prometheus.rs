@@ -295,11 +295,14 @@ fn alert_names() -> Vec<String> {
     text.lines().filter_map(|l| l.trim().strip_prefix("- alert: ")).map(|s| s.trim().to_string()).collect()
 }
 
-/// Sends `n` requests at once; returns their statuses.
-fn burst(url: &str, method: &str, n: usize, headers: &[(&str, &str)]) -> Vec<u16> {
+/// Sends `n` requests at once; returns their statuses and the body of the
+/// last refusal (to tell why, should a check fail).
+fn burst(url: &str, method: &str, n: usize, headers: &[(&str, &str)]) -> (Vec<u16>, String) {
     std::thread::scope(|s| {
-        let threads: Vec<_> = (0..n).map(|_| s.spawn(|| wasm_test_harness::request(method, url, headers, "").map_or(0, |r| r.status))).collect();
-        threads.into_iter().map(|t| t.join().unwrap()).collect()
+        let threads: Vec<_> = (0..n).map(|_| s.spawn(|| wasm_test_harness::request(method, url, headers, "").map_or((0, String::new()), |r| (r.status, r.body)))).collect();
+        let answers: Vec<(u16, String)> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        let refusal = answers.iter().rev().find(|(status, _)| *status != 200).map(|(_, body)| body.clone()).unwrap_or_default();
+        (answers.into_iter().map(|(status, _)| status).collect(), refusal)
     })
 }
 
@@ -338,8 +341,8 @@ fn round(cluster: &Cluster, r: usize) {
         }
         wasm_test_harness::get(&e.url(&format!("/api/v1/tenants/{tenant}/integrations")), &[]).unwrap();
         wasm_test_harness::get(&e.url("/api/v1/categories"), &[]).unwrap();
-        for queued in [queue.join().unwrap(), batch.join().unwrap()] {
-            assert!(queued.iter().filter(|s| **s == 200).count() >= 6, "{queued:?}");
+        for (queued, refusal) in [queue.join().unwrap(), batch.join().unwrap()] {
+            assert!(queued.iter().filter(|s| **s == 200).count() >= 6, "{queued:?}; {refusal}");
         }
     });
 }
