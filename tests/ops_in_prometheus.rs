@@ -488,6 +488,10 @@ fn dashboard_queries_and_alerts_work_against_real_prometheus() {
         "global enforcement back at both instances: {:?}",
         cluster.envoys.iter().map(degraded).collect::<Vec<_>>()
     );
+    // Workers read the flag at their root's next tick (every 10 ms); until
+    // then a request still goes to the fallback (one Notion call per
+    // instance, the rest refused). Leave a loaded machine room for it.
+    std::thread::sleep(Duration::from_millis(300));
     round(&cluster, r);
     println!("outage and recovery done after {:.1} s", started.elapsed().as_secs_f64());
 
