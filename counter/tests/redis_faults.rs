@@ -11,13 +11,34 @@ use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use support::fake_redis::FakeRedis;
-use support::redis_procs::debug_server;
+use support::redis_procs::{debug_server, Server};
 use support::{
     block, block_body, block_item, body, call, eventually, lease, redis_store, reserve, router,
 };
 
 fn one() -> serde_json::Value {
     body(vec![lease("r", "i", 1_000_000, 60_000, 1, false)])
+}
+
+/// A service whose calls to a Redis of its own give up after `timeout_ms`,
+/// checked to serve; then that Redis frozen for `secs` from another
+/// connection. The second value keeps Redis running.
+async fn frozen(timeout_ms: u64, secs: f64) -> (axum::Router, (tempfile::TempDir, Server, TcpStream)) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis = debug_server(dir.path());
+    let app = router(redis_store(&redis.url(), timeout_ms));
+    assert_eq!(reserve(&app, &one()).await.0, StatusCode::OK);
+    let mut other = TcpStream::connect(("127.0.0.1", redis.port)).expect("connect");
+    other.write_all(format!("DEBUG SLEEP {secs}\r\n").as_bytes()).expect("send");
+    std::thread::sleep(Duration::from_millis(30));
+    (app, (dir, redis, other))
+}
+
+/// One reservation, with the time its answer took.
+async fn timed_reserve(app: &axum::Router) -> (StatusCode, serde_json::Value, Duration) {
+    let started = Instant::now();
+    let (status, reply) = reserve(app, &one()).await;
+    (status, reply, started.elapsed())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -74,19 +95,8 @@ async fn a_killed_redis_gives_503_and_recovery_needs_no_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_slow_redis_gives_503_within_the_timeout() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let redis = debug_server(dir.path());
-    let app = router(redis_store(&redis.url(), 40));
-    assert_eq!(reserve(&app, &one()).await.0, StatusCode::OK);
-
-    // Freeze Redis for 300 ms from another connection.
-    let mut other = TcpStream::connect(("127.0.0.1", redis.port)).expect("connect");
-    other.write_all(b"DEBUG SLEEP 0.3\r\n").expect("send");
-    std::thread::sleep(Duration::from_millis(30));
-
-    let started = Instant::now();
-    let (status, reply) = reserve(&app, &one()).await;
-    let took = started.elapsed();
+    let (app, _redis) = frozen(40, 0.3).await;
+    let (status, reply, took) = timed_reserve(&app).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{reply}");
     assert_eq!(
         reply["error"],
@@ -120,18 +130,8 @@ async fn a_long_timeout_is_waited_out_in_full() {
     // A Redis slower than the client library's own default (500 ms) but
     // within the configured timeout still answers: giving up earlier would
     // leave units counted in Redis that no caller receives.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let redis = debug_server(dir.path());
-    let app = router(redis_store(&redis.url(), 2_000));
-    assert_eq!(reserve(&app, &one()).await.0, StatusCode::OK);
-
-    let mut other = TcpStream::connect(("127.0.0.1", redis.port)).expect("connect");
-    other.write_all(b"DEBUG SLEEP 0.9\r\n").expect("send");
-    std::thread::sleep(Duration::from_millis(30));
-
-    let started = Instant::now();
-    let (status, reply) = reserve(&app, &one()).await;
-    let took = started.elapsed();
+    let (app, _redis) = frozen(2_000, 0.9).await;
+    let (status, reply, took) = timed_reserve(&app).await;
     assert_eq!(status, StatusCode::OK, "after {took:?}: {reply}");
     assert_eq!(reply["leases"][0]["granted"], 1, "{reply}");
     assert!(took >= Duration::from_millis(600), "Redis did not sleep: {took:?}");
