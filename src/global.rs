@@ -156,8 +156,8 @@ fn apply(policy: &Policy, needs: &[LeaseNeed], answers: &[Answer], now: u64, mut
         match apply_answer(policy, &HostStore, need, answer, now) {
             Ok(applied) => {
                 carried.extend(applied.carry);
-                if let Some(rule) = policy.rule(&need.ask.rule) {
-                    crate::metrics::lease_units(crate::metrics::rule(rule), u64::from(answer.granted));
+                if let Some(rule) = applied.rule {
+                    crate::metrics::lease_units(crate::metrics::rule(&policy.rules[rule]), u64::from(answer.granted));
                 }
                 if let Some(blocked) = applied.blocked_rule {
                     kept.retain(|c| !matches!(c, Carry::Turn { rule, .. } if *rule == blocked));

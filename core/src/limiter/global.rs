@@ -28,6 +28,18 @@ pub struct Applied {
     /// The answer reported an upstream block for this rule (index): a turn
     /// the waiting request kept in its queue no longer holds.
     pub blocked_rule: Option<usize>,
+    /// The rule (index) the answer was applied to; `None` when the policy
+    /// no longer has it.
+    pub rule: Option<usize>,
+}
+
+/// The rule a need was asked for: the one at its index, unless the policy
+/// changed meanwhile, then the one of its name, if any.
+fn rule_of<'a>(policy: &'a Policy, need: &LeaseNeed) -> Option<(usize, &'a Rule)> {
+    match policy.rules.get(need.rule) {
+        Some(r) if r.name == need.ask.rule => Some((need.rule, r)),
+        _ => policy.rules.iter().enumerate().find(|(_, r)| r.name == need.ask.rule),
+    }
 }
 
 /// Applies the counter service's answer to the lease it was asked for.
@@ -37,12 +49,7 @@ pub struct Applied {
 /// it ends, for rules that obey upstream limits. A rule that no longer
 /// exists (the policy changed meanwhile) is skipped.
 pub fn apply_answer(policy: &Policy, store: &dyn SharedStore, need: &LeaseNeed, answer: &crate::lease::Answer, now: u64) -> Result<Applied, StoreError> {
-    // The rule at the index asked with, unless the policy changed meanwhile.
-    let found = match policy.rules.get(need.rule) {
-        Some(r) if r.name == need.ask.rule => Some((need.rule, r)),
-        _ => policy.rules.iter().enumerate().find(|(_, r)| r.name == need.ask.rule),
-    };
-    let Some((index, rule)) = found else { return Ok(Applied::default()) };
+    let Some((index, rule)) = rule_of(policy, need) else { return Ok(Applied::default()) };
     let mut block_started = false;
     let blocked = answer.blocked_ns > 0 && rule.obey_upstream && need.bucket != 0;
     if blocked {
@@ -66,12 +73,13 @@ pub fn apply_answer(policy: &Policy, store: &dyn SharedStore, need: &LeaseNeed, 
         carry: (own > 0).then_some(Carry::Units { rule: index, window: answer.window, units: u64::from(own) }),
         block_started,
         blocked_rule: blocked.then_some(index),
+        rule: Some(index),
     })
 }
 
 /// Forgets an ask that failed, so that the lease may ask again.
 pub fn forget_ask(policy: &Policy, store: &dyn SharedStore, need: &LeaseNeed, now: u64) -> Result<(), StoreError> {
-    let Some(rule) = policy.rule(&need.ask.rule) else { return Ok(()) };
+    let Some((_, rule)) = rule_of(policy, need) else { return Ok(()) };
     store::lease_update(store, policy.slots, need.fingerprint, &rule.limit, now, |l| ((), Some(crate::lease::Lease { asked_at: 0, ..l })))
 }
 
