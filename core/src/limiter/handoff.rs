@@ -14,11 +14,13 @@ use crate::le::{u32_at, u64_at};
 
 /// First byte of a message (never the first byte of JSON text).
 const FORMAT: u8 = 0xb1;
+/// Bytes of a need with empty names.
+const NEED_MIN: usize = 49;
 
 /// Encodes `needs` as one message; `None` when a name is too long for
 /// its u16 length (policies keep them far shorter).
 pub fn encode_needs(needs: &[LeaseNeed]) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(5 + needs.iter().map(|n| 49 + n.ask.rule.len() + n.ask.id.len()).sum::<usize>());
+    let mut out = Vec::with_capacity(5 + needs.iter().map(|n| NEED_MIN + n.ask.rule.len() + n.ask.id.len()).sum::<usize>());
     out.push(FORMAT);
     out.extend_from_slice(&u32::try_from(needs.len()).ok()?.to_le_bytes());
     for n in needs {
@@ -54,8 +56,8 @@ pub fn decode_needs(bytes: &[u8]) -> Vec<LeaseNeed> {
 fn decode_binary(b: &[u8]) -> Option<Vec<LeaseNeed>> {
     let count = usize::try_from(u32_at(b, 0)?).ok()?;
     let mut b = b.get(4..)?;
-    // Each need takes at least 49 bytes: a count beyond that is a lie.
-    let mut out = Vec::with_capacity(count.min(b.len() / 49));
+    // A count beyond what the bytes can hold is a lie.
+    let mut out = Vec::with_capacity(count.min(b.len() / NEED_MIN));
     for _ in 0..count {
         let rule = usize::try_from(u32_at(b, 0)?).ok()?;
         let fingerprint = u64_at(b, 4)?;
