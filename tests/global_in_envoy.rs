@@ -227,10 +227,7 @@ fn a_reload_keeps_outstanding_leases_and_counts() {
     let h = [("x-tenant-id", "r")];
     let first = (0..60).filter(|_| wasm_test_harness::get(&envoy.url("/x"), &h).unwrap().status == 200).count();
     // Same per-tenant rule, another rule changed: counts of the window survive.
-    envoy.apply_policy(&policy.replace(r#""requests": 20"#, r#""requests": 25"#)).unwrap();
-    envoy
-        .wait_for_stat("extension_config_discovery.http_filter.sluice.update_success", |v| v >= 2, Duration::from_secs(5))
-        .unwrap();
+    common::reload(envoy, &policy.replace(r#""requests": 20"#, r#""requests": 25"#));
     let second = (0..60).filter(|_| wasm_test_harness::get(&envoy.url("/x"), &h).unwrap().status == 200).count();
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
     assert!(now.subsec_millis() < 950, "the test stayed within one window");
@@ -260,10 +257,7 @@ fn a_reload_while_a_refill_is_in_flight_loses_no_units() {
     }
     assert!(in_flight(), "no reserve call was held by the sleeping Redis");
     // The configuration that made the call is replaced meanwhile.
-    envoy.apply_policy(&policy.replace(r#""requests": 20"#, r#""requests": 25"#)).unwrap();
-    envoy
-        .wait_for_stat("extension_config_discovery.http_filter.sluice.update_success", |v| v >= 2, Duration::from_secs(5))
-        .unwrap();
+    common::reload(envoy, &policy.replace(r#""requests": 20"#, r#""requests": 25"#));
     sleeper.join().unwrap();
     // Every unit Redis reserved is spent by someone: 100 in all.
     let after = admit(120);
@@ -293,10 +287,7 @@ fn a_quiet_key_does_not_wait_for_a_sleeping_redis_unless_credit_is_off() {
     assert_eq!(status, 200);
     assert!(took < Duration::from_millis(400), "waited {took:?} for a sleeping Redis");
     // Without credit it waits for its reservation.
-    envoy.apply_policy(&without_credit(&policy)).unwrap();
-    envoy
-        .wait_for_stat("extension_config_discovery.http_filter.sluice.update_success", |v| v >= 2, Duration::from_secs(5))
-        .unwrap();
+    common::reload(envoy, &without_credit(&policy));
     let sleeper = sleep_redis(&redis, 0.8);
     let (status, took) = timed("quiet-2");
     sleeper.join().unwrap();

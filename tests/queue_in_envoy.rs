@@ -104,11 +104,7 @@ fn queued_requests_survive_a_reload() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(150));
-    stack.envoy.apply_policy(&NOTION.replace(r#""max_wait": "2s""#, r#""max_wait": "3s""#)).unwrap();
-    stack
-        .envoy
-        .wait_for_stat("extension_config_discovery.http_filter.sluice.update_success", |v| v >= 2, Duration::from_secs(5))
-        .unwrap();
+    common::reload(&stack.envoy, &NOTION.replace(r#""max_wait": "2s""#, r#""max_wait": "3s""#));
     let statuses: Vec<u16> = held.into_iter().map(|t| t.join().unwrap()).collect();
     assert_eq!(statuses, [200; 6]);
 }

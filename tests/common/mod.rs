@@ -18,6 +18,15 @@ pub fn patient(policy: &str) -> String {
     patient
 }
 
+/// Replaces `envoy`'s policy through ECDS and waits until Envoy has taken
+/// it (its second accepted configuration).
+pub fn reload(envoy: &Envoy, policy: &str) {
+    envoy.apply_policy(policy).unwrap();
+    envoy
+        .wait_for_stat("extension_config_discovery.http_filter.sluice.update_success", |v| v >= 2, Duration::from_secs(5))
+        .unwrap();
+}
+
 /// One Envoy with an echo upstream and an in-memory counter service.
 pub struct Stack {
     pub envoy: Envoy,
