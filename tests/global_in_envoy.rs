@@ -240,7 +240,7 @@ fn a_reload_while_a_refill_is_in_flight_loses_no_units() {
     // timeout: the refill waits for a sleeping Redis instead of failing.
     let redis = Redis::start().unwrap();
     let policy = without_credit(&common::patient(&policy("open", 1))).replace(r#""per": "1s""#, r#""per": "1h""#);
-    // The service waits for Redis as long as Envoy waits for the service.
+    // The service waits for Redis at least as long as Envoy waits for it.
     let cluster = Cluster::start(&policy, 1, CounterOptions { redis_timeout_ms: Some(2000), ..redis_counter(&redis) });
     let envoy = &cluster.envoys[0];
     let h = [("x-tenant-id", "in-flight")];
@@ -271,7 +271,7 @@ fn a_reload_while_a_refill_is_in_flight_loses_no_units() {
 fn a_quiet_key_does_not_wait_for_a_sleeping_redis_unless_credit_is_off() {
     let redis = Redis::start().unwrap();
     let policy = common::patient(&policy("open", 1));
-    // The service waits for Redis as long as Envoy waits for the service.
+    // The service waits for Redis at least as long as Envoy waits for it.
     let cluster = Cluster::start(&policy, 1, CounterOptions { redis_timeout_ms: Some(1000), ..redis_counter(&redis) });
     let envoy = &cluster.envoys[0];
     let timed = |tenant: &str| {
