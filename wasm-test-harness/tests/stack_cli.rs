@@ -168,6 +168,21 @@ struct Stack {
 
 impl Stack {
     fn start(instances: u16) -> Stack {
+        // A port of the block may be taken between the check and Envoy's
+        // bind (another test's Envoy picking an ephemeral admin port): then
+        // the stack starts again on another block.
+        for _ in 0..3 {
+            let mut stack = Stack::spawn(instances);
+            match stack.wait_serving() {
+                Ok(()) => return stack,
+                Err(_) if stack.logs().contains("Address already in use") => continue,
+                Err(status) => panic!("sluice-stack run exited ({status}) before serving"),
+            }
+        }
+        panic!("sluice-stack run found its ports taken three times");
+    }
+
+    fn spawn(instances: u16) -> Stack {
         let wasm = built_wasm();
         let dir = tempfile::Builder::new()
             .prefix("sluice-stack-")
@@ -192,22 +207,21 @@ impl Stack {
             .stderr(log)
             .spawn()
             .unwrap();
-        let mut stack = Stack {
+        Stack {
             child,
             dir: Some(dir),
             base_port,
             instances,
-        };
-        stack.wait_serving();
-        stack
+        }
     }
 
-    /// Waits until `stack.json` is written and every admin says LIVE.
-    fn wait_serving(&mut self) {
+    /// Waits until `stack.json` is written and every admin says LIVE; the
+    /// exit status if `run` ends first.
+    fn wait_serving(&mut self) -> Result<(), std::process::ExitStatus> {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("sluice-stack run exited ({status}) before serving");
+                return Err(status);
             }
             let live = |i| {
                 get(
@@ -217,7 +231,7 @@ impl Stack {
                 .is_ok_and(|r| r.status == 200 && r.body.trim() == "LIVE")
             };
             if self.run_dir().join("stack.json").is_file() && (0..self.instances).all(live) {
-                return;
+                return Ok(());
             }
             assert!(
                 Instant::now() < deadline,
