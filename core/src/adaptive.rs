@@ -88,13 +88,13 @@ impl Health {
             return None;
         }
         let seen = self.current.plus(self.previous);
-        let halves = (now - self.started) / half;
+        let halves = now.saturating_sub(self.started).checked_div(half).unwrap_or(1);
         self.previous = if halves == 1 { self.current } else { Counts::default() };
         self.current = Counts::default();
         self.started = self.started.saturating_add(halves.saturating_mul(half));
         let from = self.requests(rule);
-        let share = |n: u32| u64::from(n) * 1000 / u64::from(seen.answers.max(1));
-        let too_slow = a.latency.is_some_and(|(pct, _)| share(seen.slow) > 1000 - u64::from(pct) * 10);
+        let share = |n: u32| crate::bucket::mul_div(u64::from(n), 1000, u64::from(seen.answers));
+        let too_slow = a.latency.is_some_and(|(pct, _)| share(seen.slow) > 1000u64.saturating_sub(u64::from(pct).saturating_mul(10)));
         let failing = a.errors_permille.is_some_and(|e| share(seen.errors) > u64::from(e));
         let to = match (too_slow || failing, seen.answers >= a.min_samples) {
             // Too few answers to judge an overload: hold.
@@ -104,7 +104,7 @@ impl Health {
                     return None;
                 }
                 self.cut_at = now;
-                (from * u64::from(a.decrease_permille) / 1000).max(a.floor)
+                crate::bucket::mul_div(from, u64::from(a.decrease_permille), 1000).max(a.floor)
             }
             // No sign of overload, however few answers a low limit lets
             // through: climb back.
@@ -131,7 +131,7 @@ impl Health {
 
     /// A value that is not a state (garbage, or absent) reads as fresh.
     pub fn decode(b: &[u8]) -> Health {
-        let counts = |at: usize| Some(Counts { answers: u32_at(b, at)?, slow: u32_at(b, at + 4)?, errors: u32_at(b, at + 8)? });
+        let counts = |at: usize| Some(Counts { answers: u32_at(b, at)?, slow: u32_at(b, at.checked_add(4)?)?, errors: u32_at(b, at.checked_add(8)?)? });
         let read = || {
             Some(Health { effective: u64_at(b, 0)?, started: u64_at(b, 8)?, cut_at: u64_at(b, 16)?, current: counts(24)?, previous: counts(36)? })
         };
@@ -170,7 +170,7 @@ pub fn scaled(rule: &Rule, requests: u64) -> Limit {
     if requests >= l.requests {
         return l;
     }
-    let burst = u64::try_from(u128::from(l.burst) * u128::from(requests) / u128::from(l.requests.max(1))).unwrap_or(l.burst).max(1);
+    let burst = crate::bucket::mul_div(l.burst, requests, l.requests).max(1);
     Limit { requests: requests.max(1), per: l.per, burst }
 }
 

@@ -17,6 +17,8 @@
 //! holds flags about its key (see `store::FLAG_*`); older 26-byte values
 //! read as no flags.
 
+use std::num::{NonZeroU128, NonZeroU64};
+
 use crate::le::{u32_at, u64_at};
 use crate::lease::Lease;
 use crate::policy::{Algorithm, Limit, Queue};
@@ -53,12 +55,21 @@ struct Gcra {
     tat: u64,
     step: u64,
     capacity: u64,
-    interval: u64,
+    interval: NonZeroU64,
     new_tat: u64,
 }
 
-fn mul_div(a: u64, b: u64, c: u64) -> u64 {
-    let v = u128::from(a) * u128::from(b) / u128::from(c.max(1));
+/// When window `w` of `per` ns ends (saturating at the end of time).
+fn window_end(w: u64, per: NonZeroU64) -> u64 {
+    w.saturating_add(1).saturating_mul(per.get())
+}
+
+/// `a × b / c` without overflow (a zero `c` counts as 1), saturating at
+/// `u64::MAX`.
+pub(crate) fn mul_div(a: u64, b: u64, c: u64) -> u64 {
+    // Two u64 never overflow a u128 product.
+    let c = NonZeroU128::new(u128::from(c)).unwrap_or(NonZeroU128::MIN);
+    let v = u128::from(a).saturating_mul(u128::from(b)) / c;
     u64::try_from(v).unwrap_or(u64::MAX)
 }
 
@@ -90,7 +101,7 @@ impl State {
             tat,
             step,
             capacity: mul_div(per, limit.burst, limit.requests),
-            interval: mul_div(per, 1, limit.requests).max(1),
+            interval: NonZeroU64::new(mul_div(per, 1, limit.requests)).unwrap_or(NonZeroU64::MIN),
             new_tat: tat.saturating_add(step),
         }
     }
@@ -98,18 +109,18 @@ impl State {
     /// Takes `cost` units at `now`. Returns the outcome and, when allowed,
     /// the state to store.
     pub fn take(self, algorithm: Algorithm, limit: &Limit, now: u64, cost: u64) -> (Outcome, Option<State>) {
-        let per = limit.per.nanos();
+        let per = limit.per.nonzero_nanos();
         match (algorithm, self.for_algorithm(algorithm)) {
             (Algorithm::TokenBucket, s) => {
                 let Gcra { tat, step, capacity, interval, new_tat } = s.gcra(limit, now, cost);
-                let debt = new_tat - now;
+                let debt = new_tat.saturating_sub(now);
                 if debt <= capacity {
-                    let remaining = (capacity - debt) / interval;
+                    let remaining = capacity.saturating_sub(debt) / interval;
                     (Outcome { allowed: true, remaining, reset_ns: debt, retry_after_ns: 0 }, Some(State::Tat(new_tat)))
                 } else {
-                    let remaining = capacity.saturating_sub(tat - now) / interval;
-                    let retry = if step > capacity { per } else { debt - capacity };
-                    (Outcome { allowed: false, remaining, reset_ns: tat - now, retry_after_ns: retry }, None)
+                    let remaining = capacity.saturating_sub(tat.saturating_sub(now)) / interval;
+                    let retry = if step > capacity { per.get() } else { debt.saturating_sub(capacity) };
+                    (Outcome { allowed: false, remaining, reset_ns: tat.saturating_sub(now), retry_after_ns: retry }, None)
                 }
             }
             (Algorithm::FixedWindow, s) => {
@@ -118,12 +129,13 @@ impl State {
                     State::Fixed { window: w, count } if w == window => u64::from(count),
                     _ => 0,
                 };
-                let reset = (window + 1).saturating_mul(per) - now;
-                if count + cost <= limit.requests {
-                    let next = State::Fixed { window, count: clamp_u32(count + cost) };
-                    (Outcome { allowed: true, remaining: limit.requests - count - cost, reset_ns: reset, retry_after_ns: 0 }, Some(next))
+                let reset = window_end(window, per).saturating_sub(now);
+                let after = count.saturating_add(cost);
+                if after <= limit.requests {
+                    let next = State::Fixed { window, count: clamp_u32(after) };
+                    (Outcome { allowed: true, remaining: limit.requests.saturating_sub(after), reset_ns: reset, retry_after_ns: 0 }, Some(next))
                 } else {
-                    let retry = if cost > limit.requests { per } else { reset };
+                    let retry = if cost > limit.requests { per.get() } else { reset };
                     (Outcome { allowed: false, remaining: limit.requests.saturating_sub(count), reset_ns: reset, retry_after_ns: retry }, None)
                 }
             }
@@ -131,22 +143,26 @@ impl State {
                 let window = now / per;
                 let (current, previous) = match s {
                     State::Sliding { window: w, current, previous } if w == window => (u64::from(current), u64::from(previous)),
-                    State::Sliding { window: w, current, .. } if w + 1 == window => (0, u64::from(current)),
+                    State::Sliding { window: w, current, .. } if w.checked_add(1) == Some(window) => (0, u64::from(current)),
                     _ => (0, 0),
                 };
-                let elapsed = now - window * per;
-                // Estimate in units of 1/per requests to stay in integers.
-                let estimate = u128::from(previous) * u128::from(per - elapsed) + u128::from(current) * u128::from(per);
-                let wanted = u128::from(cost) * u128::from(per);
-                let budget = u128::from(limit.requests) * u128::from(per);
-                let reset = (window + 1).saturating_mul(per) - now;
-                if estimate + wanted <= budget {
-                    let left = u64::try_from((budget - estimate - wanted) / u128::from(per)).unwrap_or(u64::MAX);
-                    let next = State::Sliding { window, current: clamp_u32(current + cost), previous: clamp_u32(previous) };
+                let elapsed = now % per;
+                // Estimate in units of 1/per requests to stay in integers;
+                // products of two u64 cannot overflow a u128, and the sums
+                // of two of them are far from its end.
+                let wide = |a: u64, b: u64| u128::from(a).saturating_mul(u128::from(b));
+                let estimate = wide(previous, per.get().saturating_sub(elapsed)).saturating_add(wide(current, per.get()));
+                let wanted = wide(cost, per.get());
+                let budget = wide(limit.requests, per.get());
+                let per_wide = NonZeroU128::from(per);
+                let reset = window_end(window, per).saturating_sub(now);
+                if estimate.saturating_add(wanted) <= budget {
+                    let left = u64::try_from(budget.saturating_sub(estimate).saturating_sub(wanted) / per_wide).unwrap_or(u64::MAX);
+                    let next = State::Sliding { window, current: clamp_u32(current.saturating_add(cost)), previous: clamp_u32(previous) };
                     (Outcome { allowed: true, remaining: left, reset_ns: reset, retry_after_ns: 0 }, Some(next))
                 } else {
-                    let left = u64::try_from(budget.saturating_sub(estimate) / u128::from(per)).unwrap_or(u64::MAX);
-                    let retry = sliding_retry(limit.requests, per, elapsed, current, previous, cost);
+                    let left = u64::try_from(budget.saturating_sub(estimate) / per_wide).unwrap_or(u64::MAX);
+                    let retry = sliding_retry(limit.requests, per.get(), elapsed, current, previous, cost);
                     (Outcome { allowed: false, remaining: left, reset_ns: reset, retry_after_ns: retry }, None)
                 }
             }
@@ -164,10 +180,10 @@ impl State {
             return (outcome, next, 0);
         }
         let Gcra { step, capacity, interval, new_tat, .. } = self.for_algorithm(Algorithm::TokenBucket).gcra(limit, now, cost);
-        let wait = (new_tat - now).saturating_sub(capacity);
-        let waiting = wait.div_ceil(interval);
+        let wait = new_tat.saturating_sub(now).saturating_sub(capacity);
+        let waiting = wait.div_ceil(interval.get());
         if step <= capacity && wait <= queue.max_wait.nanos() && waiting <= queue.max_queued {
-            let held = Outcome { allowed: true, remaining: 0, reset_ns: new_tat - now, retry_after_ns: 0 };
+            let held = Outcome { allowed: true, remaining: 0, reset_ns: new_tat.saturating_sub(now), retry_after_ns: 0 };
             (held, Some(State::Tat(new_tat)), wait)
         } else {
             (outcome, None, 0)
@@ -182,14 +198,14 @@ impl State {
         let s = self.for_algorithm(Algorithm::TokenBucket);
         let Gcra { tat, step, capacity, interval, new_tat } = s.gcra(limit, now, cost);
         let room = capacity.saturating_sub(mul_div(limit.per.nanos(), reserve, limit.requests));
-        let debt = new_tat - now;
+        let debt = new_tat.saturating_sub(now);
         if debt <= room {
-            let remaining = (room - debt) / interval;
+            let remaining = room.saturating_sub(debt) / interval;
             (Outcome { allowed: true, remaining, reset_ns: debt, retry_after_ns: 0 }, Some(State::Tat(new_tat)))
         } else {
-            let remaining = room.saturating_sub(tat - now) / interval;
-            let retry = if step > room { limit.per.nanos() } else { debt - room };
-            (Outcome { allowed: false, remaining, reset_ns: tat - now, retry_after_ns: retry }, None)
+            let remaining = room.saturating_sub(tat.saturating_sub(now)) / interval;
+            let retry = if step > room { limit.per.nanos() } else { debt.saturating_sub(room) };
+            (Outcome { allowed: false, remaining, reset_ns: tat.saturating_sub(now), retry_after_ns: retry }, None)
         }
     }
 
@@ -199,17 +215,17 @@ impl State {
     /// already), for logging once per episode.
     pub fn block(self, limit: &Limit, now: u64, until: u64) -> (State, bool) {
         let Gcra { tat, capacity, interval, .. } = self.for_algorithm(Algorithm::TokenBucket).gcra(limit, now, 1);
-        let blocked_tat = until.saturating_add(capacity).saturating_sub(interval);
-        let was_blocked = tat.saturating_add(interval) > now.saturating_add(capacity);
+        let blocked_tat = until.saturating_add(capacity).saturating_sub(interval.get());
+        let was_blocked = tat.saturating_add(interval.get()) > now.saturating_add(capacity);
         (State::Tat(tat.max(blocked_tat)), !was_blocked && blocked_tat > tat)
     }
 
     /// Gives back `cost` units taken at `now` by a request that was denied
     /// by a later rule after all.
     pub fn refund(self, algorithm: Algorithm, limit: &Limit, now: u64, cost: u64) -> State {
-        let per = limit.per.nanos();
+        let per = limit.per.nonzero_nanos();
         match self.for_algorithm(algorithm) {
-            State::Tat(t) => State::Tat(t.saturating_sub(mul_div(per, cost, limit.requests)).max(now)),
+            State::Tat(t) => State::Tat(t.saturating_sub(mul_div(per.get(), cost, limit.requests)).max(now)),
             State::Fixed { window, count } if window == now / per => {
                 State::Fixed { window, count: count.saturating_sub(clamp_u32(cost)) }
             }
@@ -223,17 +239,18 @@ impl State {
     /// Nanoseconds until this bucket is indistinguishable from an empty one;
     /// 0 means the slot may be taken over.
     pub fn idle_in(self, limit: &Limit, now: u64) -> u64 {
-        let per = limit.per.nanos();
+        let per = limit.per.nonzero_nanos();
         let window = now / per;
+        let until_end_of = |w: u64| window_end(w, per).saturating_sub(now);
         match self {
             State::Empty => 0,
             State::Tat(t) => t.saturating_sub(now),
-            State::Fixed { window: w, count } if w == window && count > 0 => (w + 1) * per - now,
+            State::Fixed { window: w, count } if w == window && count > 0 => until_end_of(w),
             State::Sliding { window: w, current, previous } if w == window && (current > 0 || previous > 0) => {
-                (if current > 0 { w + 2 } else { w + 1 }) * per - now
+                until_end_of(if current > 0 { w.saturating_add(1) } else { w })
             }
-            State::Sliding { window: w, current, .. } if w + 1 == window && current > 0 => (w + 2) * per - now,
-            State::Lease(l) => l.idle_in(now, per),
+            State::Sliding { window: w, current, .. } if w.checked_add(1) == Some(window) && current > 0 => until_end_of(window),
+            State::Lease(l) => l.idle_in(now, per.get()),
             _ => 0,
         }
     }
@@ -290,15 +307,15 @@ impl State {
         let Some(b) = bytes.get(..ENCODED_LEN) else {
             return (0, State::Empty);
         };
-        if b[0] != VERSION {
+        if b.first() != Some(&VERSION) {
             return (0, State::Empty);
         }
         let fp = u64_at(b, 2).unwrap_or(0);
         let (a, x, y) = (u64_at(b, 10).unwrap_or(0), u32_at(b, 18).unwrap_or(0), u32_at(b, 22).unwrap_or(0));
-        let state = match b[1] {
-            1 => State::Tat(a),
-            2 => State::Fixed { window: a, count: x },
-            3 => State::Sliding { window: a, current: x, previous: y },
+        let state = match b.get(1) {
+            Some(1) => State::Tat(a),
+            Some(2) => State::Fixed { window: a, count: x },
+            Some(3) => State::Sliding { window: a, current: x, previous: y },
             _ => return (0, State::Empty),
         };
         (fp, state)
@@ -310,20 +327,20 @@ fn sliding_retry(requests: u64, per: u64, elapsed: u64, current: u64, previous: 
     if cost > requests {
         return per;
     }
-    let until_end = per - elapsed;
-    if current + cost <= requests && previous > 0 {
+    let until_end = per.saturating_sub(elapsed);
+    if current.saturating_add(cost) <= requests && previous > 0 {
         // Within this window, once previous * (per - e) / per <= requests - cost - current.
-        let room = requests - cost - current;
-        let e_needed = per - mul_div(room, per, previous);
+        let room = requests.saturating_sub(cost).saturating_sub(current);
+        let e_needed = per.saturating_sub(mul_div(room, per, previous));
         return e_needed.saturating_sub(elapsed).max(1);
     }
     if current == 0 {
         return until_end.max(1);
     }
     // Next window: the current count becomes the weighted previous one.
-    let room = requests - cost;
+    let room = requests.saturating_sub(cost);
     let e_needed = per.saturating_sub(mul_div(room, per, current));
-    until_end + e_needed.max(1)
+    until_end.saturating_add(e_needed.max(1))
 }
 
 #[cfg(test)]

@@ -28,17 +28,18 @@ fn canonical(ip: IpAddr) -> String {
     match ip {
         IpAddr::V4(v4) => {
             let mut s = String::with_capacity(15);
+            // A decimal digit fits in the low bits of b'0' (0x30).
             for (i, octet) in v4.octets().into_iter().enumerate() {
                 if i > 0 {
                     s.push('.');
                 }
                 if octet >= 100 {
-                    s.push(char::from(b'0' + octet / 100));
+                    s.push(char::from(b'0' | (octet / 100)));
                 }
                 if octet >= 10 {
-                    s.push(char::from(b'0' + octet / 10 % 10));
+                    s.push(char::from(b'0' | (octet / 10 % 10)));
                 }
-                s.push(char::from(b'0' + octet % 10));
+                s.push(char::from(b'0' | (octet % 10)));
             }
             s
         }
@@ -54,7 +55,7 @@ pub fn forwarded_client(xff: Option<&str>, trusted_hops: u32) -> Option<String> 
     let hops = usize::try_from(trusted_hops).ok().filter(|h| *h > 0)?;
     // chain = entries ++ [peer]; the client sits at chain[len - 1 - hops],
     // the hops-th entry from the right.
-    let candidate = xff?.rsplit(',').nth(hops - 1)?.trim();
+    let candidate = xff?.rsplit(',').nth(hops.checked_sub(1)?)?.trim();
     candidate.parse::<IpAddr>().ok().map(canonical)
 }
 

@@ -27,7 +27,7 @@ pub fn try_lead(store: &dyn SharedStore, me: u32, now: u64, term_ns: u64) -> Res
         if holder != me && now < deadline {
             return (false, None);
         }
-        let mut value = (now + term_ns).to_le_bytes().to_vec();
+        let mut value = now.saturating_add(term_ns).to_le_bytes().to_vec();
         value.extend_from_slice(&me.to_le_bytes());
         (true, Some(value))
     });

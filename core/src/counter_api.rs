@@ -91,7 +91,7 @@ pub fn instance_name(node_id: &str) -> String {
     let hash = crate::hash::fnv1a(clean.as_bytes());
     let mut head = MAX_INSTANCE - 17;
     while !clean.is_char_boundary(head) {
-        head -= 1;
+        head = head.saturating_sub(1);
     }
     format!("{}~{hash:016x}", &clean[..head])
 }

@@ -2,6 +2,7 @@
 //! and as people read them in a 429 body (`1 second`, `2 minutes`).
 
 use std::fmt;
+use std::num::NonZeroU64;
 
 const NS_PER_MS: u64 = 1_000_000;
 const NS_PER_S: u64 = 1_000_000_000;
@@ -24,6 +25,11 @@ impl Span {
     }
     pub fn nanos(self) -> u64 {
         self.0
+    }
+    /// The nanoseconds as a divisor: never zero (a zero span, which no
+    /// policy can hold, counts as 1 ns).
+    pub fn nonzero_nanos(self) -> NonZeroU64 {
+        NonZeroU64::new(self.0).unwrap_or(NonZeroU64::MIN)
     }
 
     /// Parses `500ms`, `1s`, `30s`, `2m`, `1h`, `1d`: one integer and one unit,
@@ -77,7 +83,7 @@ impl fmt::Display for Span {
         ];
         for (scale, name) in UNITS {
             if self.0.is_multiple_of(scale) {
-                let n = self.0 / scale;
+                let n = self.0.checked_div(scale).unwrap_or(0);
                 let plural = if n == 1 { "" } else { "s" };
                 return write!(f, "{n} {name}{plural}");
             }

@@ -16,6 +16,7 @@
 //!
 //! Everything here is arithmetic on values; the filter does the callouts.
 
+use crate::bucket::mul_div;
 use crate::le::{u32_at, u64_at};
 use crate::policy::Limit;
 
@@ -78,7 +79,7 @@ impl Lease {
         if self.window == 0 || now < self.ends_at {
             return self;
         }
-        let passed = (now - self.ends_at) / per.max(1) + 1;
+        let passed = now.saturating_sub(self.ends_at).checked_div(per).unwrap_or(0).saturating_add(1);
         let had_next = self.next_units > 0 || self.next_used > 0;
         self.seen_before = if passed == 1 { self.seen } else { 0 };
         self.used_before = if passed == 1 { self.used } else { 0 };
@@ -86,7 +87,7 @@ impl Lease {
         // A debt the service never covered stays with its window.
         self.owed = 0;
         if passed == 1 && had_next {
-            self.window += 1;
+            self.window = self.window.saturating_add(1);
             self.units = self.next_units;
             self.used = self.next_used;
             self.ends_at = self.ends_at.saturating_add(per);
@@ -105,7 +106,7 @@ impl Lease {
         let cost = u32::try_from(cost).unwrap_or(u32::MAX);
         l.seen = l.seen.saturating_add(cost);
         let step = if l.units >= cost {
-            l.units -= cost;
+            l.units = l.units.saturating_sub(cost);
             Step::Spent
         } else if l.window != 0 && u64::from(l.used) >= limit.requests {
             Step::Exhausted { retry_after_ns: l.ends_at.saturating_sub(now).max(1) }
@@ -128,14 +129,14 @@ impl Lease {
     /// by at most one request per instance.
     fn quiet(&self, limit: &Limit, cost: u32) -> bool {
         let used = u64::from(self.used.max(self.used_before));
-        self.owed == 0 && (used + u64::from(cost)).saturating_mul(2) <= limit.requests
+        self.owed == 0 && used.saturating_add(u64::from(cost)).saturating_mul(2) <= limit.requests
     }
 
     /// Adds units granted for the current window, paying the debt first.
     fn credit(&mut self, granted: u32) {
         let pay = granted.min(self.owed);
-        self.owed -= pay;
-        self.units = self.units.saturating_add(granted - pay);
+        self.owed = self.owed.saturating_sub(pay);
+        self.units = self.units.saturating_add(granted.saturating_sub(pay));
     }
 
     /// Gives back a unit spent by a request that another rule denied. The
@@ -163,7 +164,7 @@ impl Lease {
                 if l.window != 0 {
                     l.owed = 0;
                 }
-                if l.window != 0 && l.window + 1 == a.window {
+                if l.window != 0 && l.window.checked_add(1) == Some(a.window) {
                     // Our clock lags the service's: what we held as the
                     // next window is the service's current one.
                     l.units = l.next_units;
@@ -187,7 +188,7 @@ impl Lease {
             l.ends_at = now.saturating_add(a.starts_in_ns);
             l.next_units = a.granted;
             l.next_used = a.used;
-        } else if l.window + 1 == a.window {
+        } else if l.window.checked_add(1) == Some(a.window) {
             l.next_units = l.next_units.saturating_add(a.granted);
             l.next_used = l.next_used.max(a.used);
         }
@@ -207,8 +208,8 @@ impl Lease {
             return seen.max(before).max(1);
         }
         let elapsed = per.saturating_sub(self.ends_at.saturating_sub(now)).clamp(1, per);
-        let sliding = seen + before * (per - elapsed) / per;
-        let pace = if elapsed >= per / 2 { seen * per / elapsed } else { 0 };
+        let sliding = seen.saturating_add(mul_div(before, per.saturating_sub(elapsed), per));
+        let pace = if elapsed >= per / 2 { mul_div(seen, per, elapsed) } else { 0 };
         sliding.max(pace).max(before).max(1)
     }
 
@@ -228,17 +229,18 @@ impl Lease {
         let rate = self.rate(now, per);
         let cap = |n: u64| u32::try_from(n.min(limit.requests)).unwrap_or(u32::MAX).max(1);
         if self.window == 0 {
-            return Some((cap(rate + rate / 8 + u64::from(self.owed)), false));
+            return Some((cap(rate.saturating_add(rate / 8).saturating_add(u64::from(self.owed))), false));
         }
         let left_ns = self.ends_at.saturating_sub(now);
-        let needed = rate.saturating_mul(left_ns) / per;
+        let needed = mul_div(rate, left_ns, per);
         let budget = limit.requests.saturating_sub(u64::from(self.used));
         let (units, owed) = (u64::from(self.units), u64::from(self.owed));
         if (units.saturating_mul(2) < needed || owed > 0) && budget > 0 {
-            return Some((cap((needed + rate / 8 + 1 + owed).saturating_sub(units).min(budget)), false));
+            let want = needed.saturating_add(rate / 8).saturating_add(1).saturating_add(owed);
+            return Some((cap(want.saturating_sub(units).min(budget)), false));
         }
         if left_ns <= per / 2 && self.next_units == 0 && self.next_used == 0 {
-            return Some((cap(rate + rate / 8 + 1), true));
+            return Some((cap(rate.saturating_add(rate / 8).saturating_add(1)), true));
         }
         None
     }
@@ -252,7 +254,7 @@ impl Lease {
             return None;
         }
         let rate = self.rate(now, per);
-        u32::try_from((rate + rate / 8 + 1).min(limit.requests)).ok()
+        u32::try_from(rate.saturating_add(rate / 8).saturating_add(1).min(limit.requests)).ok()
     }
 
     /// Nanoseconds until the lease holds nothing worth keeping.
@@ -300,6 +302,7 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     use super::*;
+    use crate::duration::Span;
     use crate::testing::{per_second as limit, S};
 
     fn answer(granted: u32, used: u32, window: u64, ends_in_ns: u64) -> Answer {
@@ -443,6 +446,29 @@ mod tests {
         assert_eq!(spent.units, 0);
         assert_eq!(spent.refund(S, &l, 1, 1).units, 1);
         assert_eq!(spent.refund(S, &l, 2, 1).units, 0, "another window's unit is not ours");
+    }
+
+    #[test]
+    fn hostile_counts_and_windows_do_not_wrap() {
+        // A week's window (the longest) and counts at the top of u32:
+        // `seen * per` is far past u64.
+        let week = crate::duration::MAX_NS;
+        let l = Limit { requests: u64::MAX, per: Span::from_nanos(week), burst: u64::MAX };
+        let now = 10 * week;
+        let lease = Lease { window: 10, ends_at: now + week / 4, seen: u32::MAX, seen_before: u32::MAX, units: 0, ..Lease::default() };
+        // Three quarters of the window passed: the pace is seen * 4 / 3.
+        let pace = u64::from(u32::MAX) * 4 / 3;
+        assert_eq!(lease.rate(now, week), pace);
+        // A quarter of the window left at that pace, an eighth more, and one.
+        assert_eq!(lease.want(now, &l), Some((u32::try_from(pace / 4 + pace / 8 + 1).unwrap(), false)));
+        // Rolled past u64::MAX: no wrap back to the start of time.
+        let far = Lease { window: u64::MAX, ends_at: u64::MAX - 1, next_units: 1, ..Lease::default() };
+        assert_eq!(far.roll(u64::MAX, 2).window, u64::MAX);
+        let last = Lease { window: u64::MAX, ends_at: now + week, ..Lease::default() };
+        let answer = Answer { granted: 1, used: 1, window: u64::MAX, starts_in_ns: 5, ends_in_ns: 5, blocked_ns: 0 };
+        assert_eq!(last.grant(now, &l, &answer).next_units, 0, "no window after the last");
+        let tiny = Limit { requests: 10, per: Span::from_nanos(1), burst: 10 };
+        assert_eq!(Lease { window: 1, ends_at: 1, seen: u32::MAX, ..Lease::default() }.want_next(0, &tiny), Some(10));
     }
 
     #[test]

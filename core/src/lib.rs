@@ -2,8 +2,15 @@
 //! I/O inside. Time, request data and stored bytes come in as arguments;
 //! decisions come back as values. The proxy-wasm adapter in `src/` only
 //! translates between Envoy and these types.
+//!
+//! Everything here may meet hostile values (request data, upstream and
+//! counter answers, policies), so arithmetic and indexing that could
+//! overflow or panic are refused outside tests: use `checked_*`,
+//! `saturating_*`, `NonZero*` divisors and `get`.
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects, clippy::indexing_slicing))]
 pub mod adaptive;
 pub mod bucket;
+pub mod civil;
 pub mod client_ip;
 pub mod coordination;
 pub mod counter_api;

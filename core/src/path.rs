@@ -34,7 +34,7 @@ fn rebuild(path: &str) -> String {
             s => out.push(s),
         }
     }
-    let mut normalized = String::with_capacity(decoded.len() + 1);
+    let mut normalized = String::with_capacity(decoded.len().saturating_add(1));
     for s in &out {
         normalized.push('/');
         normalized.push_str(s);
@@ -58,42 +58,38 @@ fn is_normal(path: &str) -> bool {
 /// Decodes `%XX` only where XX is an unreserved character (RFC 3986 2.3), so
 /// `/tools/%6Cist` is `/tools/list` while `%2F` stays an encoded slash.
 fn decode_unreserved(path: &str) -> String {
-    let bytes = path.as_bytes();
     let mut out = String::with_capacity(path.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex = |b: u8| (b as char).to_digit(16);
-            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                let c = (h * 16 + l) as u8;
-                if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~') {
-                    out.push(c as char);
-                    i += 3;
-                    continue;
-                }
+    let mut rest = path;
+    while let Some(at) = rest.find('%') {
+        let (before, from) = rest.split_at(at);
+        out.push_str(before);
+        let unreserved = match from.as_bytes() {
+            [_, h, l, ..] => hex_byte(*h, *l).filter(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~')),
+            _ => None,
+        };
+        match (unreserved, from.get(3..)) {
+            (Some(c), Some(after)) => {
+                out.push(char::from(c));
+                rest = after;
+            }
+            _ => {
+                out.push('%');
+                rest = from.get(1..).unwrap_or("");
             }
         }
-        // Copy one whole UTF-8 character.
-        let len = utf8_len(bytes[i]);
-        let end = (i + len).min(bytes.len());
-        out.push_str(path.get(i..end).unwrap_or("\u{fffd}"));
-        i = end;
     }
+    out.push_str(rest);
     out
 }
 
-fn utf8_len(first: u8) -> usize {
-    match first {
-        0x00..=0x7f => 1,
-        0xc0..=0xdf => 2,
-        0xe0..=0xef => 3,
-        _ => 4,
-    }
+/// The byte two hex digits spell, if they are hex digits.
+pub(crate) fn hex_byte(high: u8, low: u8) -> Option<u8> {
+    let digit = |b: u8| char::from(b).to_digit(16);
+    u8::try_from(digit(high)?.checked_mul(16)?.checked_add(digit(low)?)?).ok()
 }
 
-fn starts_with_ignore_case(text: &str, prefix: &str) -> bool {
-    text.len() >= prefix.len()
-        && text.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+pub(crate) fn starts_with_ignore_case(text: &str, prefix: &str) -> bool {
+    text.as_bytes().get(..prefix.len()).is_some_and(|head| head.eq_ignore_ascii_case(prefix.as_bytes()))
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -124,7 +120,7 @@ impl Template {
         let parts: Vec<&str> = if body.is_empty() { vec![] } else { body.split('/').collect() };
         for (i, part) in parts.iter().enumerate() {
             let seg = if *part == "**" {
-                if i + 1 != parts.len() {
+                if i.saturating_add(1) != parts.len() {
                     return Err(format!("template {source:?}: '**' may only be the last segment"));
                 }
                 Segment::Rest

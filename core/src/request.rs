@@ -99,16 +99,19 @@ impl HeaderPairs {
         if let Some(n) = u32_at(0) {
             // Never more pairs than the sizes that fit in the buffer.
             let n = n.min(buf.len().saturating_sub(4) / 8);
-            let mut data = 4 + 8 * n;
+            // n fits in the buffer's length, so these offsets cannot overflow.
+            let mut data = n.saturating_mul(8).saturating_add(4);
             for i in 0..n {
-                let (Some(klen), Some(vlen)) = (u32_at(4 + 8 * i), u32_at(8 + 8 * i)) else { break };
+                let size_at = i.saturating_mul(8).saturating_add(4);
+                let (Some(klen), Some(vlen)) = (u32_at(size_at), u32_at(size_at.saturating_add(4))) else { break };
                 let Some(key_end) = data.checked_add(klen) else { break };
                 let Some(value_end) = key_end.checked_add(1).and_then(|s| s.checked_add(vlen)) else { break };
                 if value_end >= buf.len() {
                     break;
                 }
-                pairs.push((data, key_end, key_end + 1, value_end));
-                data = value_end + 1;
+                // value_end < buf.len(): adding 1 cannot overflow.
+                pairs.push((data, key_end, key_end.saturating_add(1), value_end));
+                data = value_end.saturating_add(1);
             }
         }
         HeaderPairs { buf, pairs }

@@ -10,8 +10,9 @@
 //! Admitted: the same headers, less `Retry-After`, for the rule closest to
 //! its limit.
 
+pub use crate::civil::civil_from_days;
 use crate::limiter::{Decision, RuleOutcome};
-use crate::policy::{Policy, ResponseHeaders};
+use crate::policy::{Policy, ResponseHeaders, Rule};
 
 const NS: u64 = 1_000_000_000;
 const MAX_JITTER_NS: u64 = 5 * NS;
@@ -28,8 +29,7 @@ fn ceil_secs(ns: u64) -> u64 {
     ns.div_ceil(NS)
 }
 
-fn common_headers(policy: &Policy, ro: &RuleOutcome, tenant: Option<&str>, reset_at_s: u64, t_s: u64) -> Vec<(String, String)> {
-    let rule = &policy.rules[ro.rule];
+fn common_headers(rule: &Rule, ro: &RuleOutcome, tenant: Option<&str>, reset_at_s: u64, t_s: u64) -> Vec<(String, String)> {
     let mut h = x_ratelimit_headers(ro, tenant, reset_at_s);
     h.push(("ratelimit-policy".to_string(), format!("\"{}\";q={};w={}", rule.name, ro.limit, ceil_secs(rule.limit.per.nanos()))));
     h.push(("ratelimit".to_string(), format!("\"{}\";r={};t={}", rule.name, ro.outcome.remaining, t_s)));
@@ -53,13 +53,13 @@ fn x_ratelimit_headers(ro: &RuleOutcome, tenant: Option<&str>, reset_at_s: u64) 
 /// `now` is wall-clock ns since the epoch; `random` any random number.
 pub fn denial(policy: &Policy, d: &Decision, now: u64, random: u64) -> Option<Reply> {
     let ro = d.denied_by.as_ref()?;
-    let rule = &policy.rules[ro.rule];
+    let rule = policy.rules.get(ro.rule)?;
     let jitter_span = (rule.limit.per.nanos() / 10).min(MAX_JITTER_NS);
-    let jitter = if jitter_span == 0 { 0 } else { random % (jitter_span + 1) };
-    let retry_after = ceil_secs(ro.outcome.retry_after_ns + jitter).max(1);
-    let reset_at = now / NS + retry_after;
+    let jitter = random.checked_rem(jitter_span.saturating_add(1)).unwrap_or(0);
+    let retry_after = ceil_secs(ro.outcome.retry_after_ns.saturating_add(jitter)).max(1);
+    let reset_at = (now / NS).saturating_add(retry_after);
     let tenant = d.tenant.as_deref().filter(|t| is_header_safe(t));
-    let mut headers = common_headers(policy, ro, tenant, reset_at, retry_after);
+    let mut headers = common_headers(rule, ro, tenant, reset_at, retry_after);
     headers.insert(0, ("retry-after".to_string(), retry_after.to_string()));
     headers.push(("content-type".to_string(), "application/json".to_string()));
     let body = format!(
@@ -82,7 +82,7 @@ pub fn denial(policy: &Policy, d: &Decision, now: u64, random: u64) -> Option<Re
 /// The 503 reply when a global rule with `failure_mode: closed` cannot
 /// reach its counter service; `None` otherwise.
 pub fn unavailable(policy: &Policy, d: &Decision) -> Option<Reply> {
-    let rule = &policy.rules[d.unavailable?];
+    let rule = policy.rules.get(d.unavailable?)?;
     let body = format!(
         concat!(
             "{{\"error\":\"Service Unavailable\",",
@@ -109,16 +109,19 @@ pub fn unavailable(policy: &Policy, d: &Decision) -> Option<Reply> {
 pub fn admitted_headers(policy: &Policy, d: &Decision, now: u64) -> Vec<(String, String)> {
     let tenant = d.tenant.as_deref().filter(|t| is_header_safe(t));
     if let Some(ro) = d.shadow_denied.iter().max_by_key(|s| s.outcome.retry_after_ns) {
+        let Some(rule) = policy.rules.get(ro.rule) else { return Vec::new() };
         let retry_after = ceil_secs(ro.outcome.retry_after_ns).max(1);
-        let mut h = common_headers(policy, ro, tenant, now / NS + retry_after, retry_after);
-        h.push(("x-ratelimit-shadow".to_string(), policy.rules[ro.rule].name.clone()));
+        let mut h = common_headers(rule, ro, tenant, (now / NS).saturating_add(retry_after), retry_after);
+        h.push(("x-ratelimit-shadow".to_string(), rule.name.clone()));
         return h;
     }
     let Some(ro) = d.tightest.as_ref() else { return Vec::new() };
+    let Some(rule) = policy.rules.get(ro.rule) else { return Vec::new() };
     let reset_in = ceil_secs(ro.outcome.reset_ns);
+    let reset_at = now.div_ceil(NS).saturating_add(reset_in);
     match policy.response_headers {
-        ResponseHeaders::All => common_headers(policy, ro, tenant, now.div_ceil(NS) + reset_in, reset_in),
-        ResponseHeaders::XRatelimit => x_ratelimit_headers(ro, tenant, now.div_ceil(NS) + reset_in),
+        ResponseHeaders::All => common_headers(rule, ro, tenant, reset_at, reset_in),
+        ResponseHeaders::XRatelimit => x_ratelimit_headers(ro, tenant, reset_at),
         ResponseHeaders::None => Vec::new(),
     }
 }
@@ -132,25 +135,10 @@ fn json_string(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_string())
 }
 
-/// The proleptic Gregorian `(year, month, day)` of the day `days` after
-/// 1970-01-01 (Howard Hinnant's `civil_from_days`).
-pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
 /// `2025-11-17T12:34:45Z` for epoch seconds (proleptic Gregorian, UTC).
 pub fn rfc3339(epoch_s: u64) -> String {
     let secs = epoch_s % 86_400;
-    let (year, month, day) = civil_from_days((epoch_s / 86_400) as i64);
+    let (year, month, day) = civil_from_days(i64::try_from(epoch_s / 86_400).unwrap_or(i64::MAX));
     format!(
         "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
         secs / 3_600,

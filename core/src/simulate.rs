@@ -23,6 +23,7 @@
 //! per rule, what happened to the requests it applied to.
 
 use std::collections::{BTreeMap, HashMap};
+use std::num::NonZeroU64;
 
 use serde::Serialize;
 
@@ -31,7 +32,7 @@ use crate::lease::Answer;
 use crate::limiter::{apply_answer, decide_carrying, explain, Carry, Ctx, Decision, Explained, LeaseNeed, TICK_GRACE_NS};
 use crate::policy::{Algorithm, Policy, Rule, Scope};
 use crate::request::MemoryRequest;
-use crate::response::civil_from_days;
+use crate::civil::{civil_from_days, days_from_civil};
 use crate::store::MemoryStore;
 
 const NS_PER_S: u64 = 1_000_000_000;
@@ -172,23 +173,31 @@ fn parse_epoch(s: &str) -> Result<u64, String> {
         return Err(bad());
     }
     let secs: u64 = secs.parse().map_err(|_| bad())?;
+    secs.checked_mul(NS_PER_S).and_then(|n| n.checked_add(fraction_ns(frac.as_bytes()))).ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// Nanoseconds of the decimal digits after a point (beyond the ninth
+/// ignored).
+fn fraction_ns(digits: &[u8]) -> u64 {
+    let mut scale = 100_000_000u64;
     let mut nanos = 0u64;
-    for (i, b) in frac.bytes().take(9).enumerate() {
-        nanos += u64::from(b - b'0') * 10u64.pow(8 - i as u32);
+    for d in digits.iter().take(9) {
+        nanos = nanos.saturating_add(u64::from(d.saturating_sub(b'0')).saturating_mul(scale));
+        scale /= 10;
     }
-    secs.checked_mul(NS_PER_S).and_then(|n| n.checked_add(nanos)).ok_or_else(|| format!("{s:?} is too large"))
+    nanos
 }
 
 /// `YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM|-HH:MM)`.
 fn parse_rfc3339(s: &str) -> Result<u64, String> {
     let bad = || format!("{s:?} is not an RFC 3339 time (like 2026-11-26T12:34:45.312Z)");
     let b = s.as_bytes();
-    let num = |from: usize, len: usize| -> Result<u64, String> {
-        let part = b.get(from..from + len).ok_or_else(bad)?;
+    let num = |from: usize, len: usize| -> Result<u32, String> {
+        let part = from.checked_add(len).and_then(|end| b.get(from..end)).ok_or_else(bad)?;
         if !part.iter().all(u8::is_ascii_digit) {
             return Err(bad());
         }
-        Ok(part.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
+        std::str::from_utf8(part).ok().and_then(|p| p.parse().ok()).ok_or_else(bad)
     };
     let sep = |at: usize, want: &[u8]| b.get(at).is_some_and(|c| want.contains(c));
     if !(sep(4, b"-") && sep(7, b"-") && sep(10, b"Tt ") && sep(13, b":") && sep(16, b":")) {
@@ -199,61 +208,50 @@ fn parse_rfc3339(s: &str) -> Result<u64, String> {
     if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) || hour > 23 || minute > 59 || second > 60 {
         return Err(bad());
     }
-    let mut i = 19;
-    let mut nanos = 0u64;
-    if sep(i, b".") {
-        i += 1;
-        let start = i;
-        while b.get(i).is_some_and(u8::is_ascii_digit) {
-            if i - start < 9 {
-                nanos += u64::from(b[i] - b'0') * 10u64.pow(8 - (i - start) as u32);
+    // After the seconds: an optional fraction, then the offset.
+    let rest = b.get(19..).unwrap_or_default();
+    let (nanos, rest) = match rest.split_first() {
+        Some((b'.', after)) => {
+            let digits = after.iter().take_while(|c| c.is_ascii_digit()).count();
+            let (fraction, rest) = after.split_at(digits);
+            if fraction.is_empty() {
+                return Err(bad());
             }
-            i += 1;
+            (fraction_ns(fraction), rest)
         }
-        if i == start {
-            return Err(bad());
-        }
-    }
-    let offset_s: i64 = match b.get(i) {
-        Some(b'Z' | b'z') if i + 1 == b.len() => 0,
-        Some(sign @ (b'+' | b'-')) if i + 6 == b.len() && sep(i + 3, b":") => {
-            let (h, m) = (num(i + 1, 2)?, num(i + 4, 2)?);
+        _ => (0, rest),
+    };
+    let offset_s: i64 = match rest {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] if [h1, h2, m1, m2].iter().all(|c| c.is_ascii_digit()) => {
+            let two = |a: &u8, b: &u8| i64::from(a.saturating_sub(b'0')).saturating_mul(10).saturating_add(i64::from(b.saturating_sub(b'0')));
+            let (h, m) = (two(h1, h2), two(m1, m2));
             if h > 23 || m > 59 {
                 return Err(bad());
             }
-            let o = (h * 3600 + m * 60) as i64;
+            let o = h.saturating_mul(3600).saturating_add(m.saturating_mul(60));
             if *sign == b'+' {
                 o
             } else {
-                -o
+                o.saturating_neg()
             }
         }
         _ => return Err(bad()),
     };
-    let days = days_from_civil(year as i64, month, day);
-    let secs = days * 86_400 + (hour * 3600 + minute * 60 + second) as i64 - offset_s;
+    let days = days_from_civil(i64::from(year), month, day).ok_or_else(bad)?;
+    let clock = i64::from(hour.saturating_mul(3600).saturating_add(minute.saturating_mul(60)).saturating_add(second));
+    let secs = days.checked_mul(86_400).and_then(|d| d.checked_add(clock)).and_then(|s| s.checked_sub(offset_s)).ok_or_else(bad)?;
     let secs = u64::try_from(secs).map_err(|_| format!("{s:?} is before 1970"))?;
-    secs.checked_mul(NS_PER_S).map(|n| n + nanos).ok_or_else(|| format!("{s:?} is too far ahead"))
+    secs.checked_mul(NS_PER_S).and_then(|n| n.checked_add(nanos)).ok_or_else(|| format!("{s:?} is too far ahead"))
 }
 
-fn days_in_month(year: u64, month: u64) -> u64 {
+fn days_in_month(year: u32, month: u32) -> u32 {
     match month {
         2 if year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400)) => 29,
         2 => 28,
         4 | 6 | 9 | 11 => 30,
         _ => 31,
     }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date.
-fn days_from_civil(year: i64, month: u64, day: u64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = month as i64;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day as i64 - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 /// Nanoseconds since the epoch as RFC 3339 UTC, to the millisecond.
@@ -290,12 +288,12 @@ impl Counter {
         asks.iter()
             .map(|a| {
                 let per = a.window_ms.max(1).saturating_mul(NS_PER_MS);
-                let window = now / per + u64::from(a.next);
+                let window = (now / NonZeroU64::new(per).unwrap_or(NonZeroU64::MIN)).saturating_add(u64::from(a.next));
                 let start = window.saturating_mul(per);
                 let end = start.saturating_add(per);
                 let used = self.used.entry((a.rule.clone(), a.id.clone(), window)).or_insert((0, end));
                 let granted = u64::from(a.want).min(a.limit.saturating_sub(used.0));
-                used.0 += granted;
+                used.0 = used.0.saturating_add(granted);
                 Answer {
                     granted: u32::try_from(granted).unwrap_or(u32::MAX),
                     used: u32::try_from(used.0).unwrap_or(u32::MAX),
@@ -459,7 +457,7 @@ impl<'p> Replay<'p> {
         self.rng ^= self.rng << 13;
         self.rng ^= self.rng >> 7;
         self.rng ^= self.rng << 17;
-        f.decisions += 1;
+        f.decisions = f.decisions.saturating_add(1);
         let ctx = Ctx { waited_ns: now.saturating_sub(f.arrival), random: self.rng, ..Ctx::at(now) };
         let mut carried = std::mem::take(&mut f.kept);
         let mut d = decide_carrying(policy, &mut f.req.clone(), &self.store, ctx, &carried);
@@ -501,7 +499,7 @@ impl<'p> Replay<'p> {
                 // Held requests are woken on the filter's 10 ms tick.
                 let tick = TICK_GRACE_NS;
                 let at = at.max(now.saturating_add(1)).div_ceil(tick).saturating_mul(tick);
-                self.seq += 1;
+                self.seq = self.seq.wrapping_add(1);
                 self.held.insert((at, self.seq), f);
             }
             (true, None) => {
@@ -514,8 +512,7 @@ impl<'p> Replay<'p> {
                         } else {
                             // A turn taken now: the bucket's debt is past
                             // what it lets through at once.
-                            let rule = &policy.rules[o.rule];
-                            rule.queue.is_some() && o.outcome.reset_ns > capacity_ns(&self.store, rule)
+                            policy.rules.get(o.rule).is_some_and(|rule| rule.queue.is_some() && o.outcome.reset_ns > capacity_ns(&self.store, rule))
                         };
                         if waits {
                             add(&mut f.held_by, o.rule);
@@ -537,28 +534,28 @@ impl<'p> Replay<'p> {
     fn settle(&mut self, mut f: Flight, d: &Decision, admitted: bool) {
         let policy = self.policy;
         let r = &mut self.report;
-        r.requests += 1;
-        if admitted {
-            r.admitted += 1;
-        } else {
-            r.denied += 1;
-        }
-        r.queued += u64::from(f.held);
-        r.shadow_denied += u64::from(!d.shadow_denied.is_empty());
+        let bump = |n: &mut u64, by: bool| *n = n.saturating_add(u64::from(by));
+        bump(&mut r.requests, true);
+        bump(&mut r.admitted, admitted);
+        bump(&mut r.denied, !admitted);
+        bump(&mut r.queued, f.held);
+        bump(&mut r.shadow_denied, !d.shadow_denied.is_empty());
         for &i in &f.applied {
-            self.rules[i].applied += 1;
-            self.rules[i].admitted += u64::from(admitted);
+            if let Some(rule) = self.rules.get_mut(i) {
+                bump(&mut rule.applied, true);
+                bump(&mut rule.admitted, admitted);
+            }
         }
         for &i in &f.held_by {
-            self.rules[i].queued += 1;
+            self.rules.get_mut(i).into_iter().for_each(|rule| bump(&mut rule.queued, true));
         }
         let mut denials: Vec<usize> = d.shadow_denied.iter().map(|o| o.rule).collect();
         if let Some(o) = d.denied_by {
-            self.rules[o.rule].denied += 1;
+            self.rules.get_mut(o.rule).into_iter().for_each(|rule| bump(&mut rule.denied, true));
             denials.push(o.rule);
         }
         for o in &d.shadow_denied {
-            self.rules[o.rule].shadow_denied += 1;
+            self.rules.get_mut(o.rule).into_iter().for_each(|rule| bump(&mut rule.shadow_denied, true));
         }
         if denials.is_empty() {
             return;
@@ -566,7 +563,9 @@ impl<'p> Replay<'p> {
         let explained = f.explained(policy);
         for i in denials {
             let key = explained.get(i).map(Explained::key_text).unwrap_or_default();
-            *self.rules[i].keys.entry(key).or_default() += 1;
+            if let Some(rule) = self.rules.get_mut(i) {
+                bump(rule.keys.entry(key).or_default(), true);
+            }
         }
     }
 }
@@ -577,8 +576,7 @@ fn capacity_ns(store: &MemoryStore, rule: &Rule) -> u64 {
         return u64::MAX;
     }
     let limit = crate::adaptive::limit(store, rule);
-    let v = u128::from(limit.per.nanos()) * u128::from(limit.burst) / u128::from(limit.requests.max(1));
-    u64::try_from(v).unwrap_or(u64::MAX)
+    crate::bucket::mul_div(limit.per.nanos(), limit.burst, limit.requests)
 }
 
 /// Replays `records` (sorted by time here; equal times keep their order).

@@ -14,6 +14,8 @@
 //! Every write is a compare-and-swap through [`cas_update`]; Envoy's shared
 //! data is one map behind a mutex, shared by all workers of the instance.
 
+use std::num::{NonZeroU32, NonZeroU64};
+
 use crate::bucket::State;
 use crate::lease::Lease;
 use crate::policy::{Algorithm, Limit};
@@ -54,20 +56,21 @@ pub trait SharedStore {
 
 pub fn slot_key(index: u32) -> String {
     // Built by hand: every probe of every decision names a slot.
-    let mut digits = [0u8; 10];
-    let mut at = digits.len();
+    let mut digits = [b'0'; 10];
     let mut n = index;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
+    let mut first = digits.len();
+    for (at, d) in digits.iter_mut().enumerate().rev() {
+        // A decimal digit fits in the low bits of b'0' (0x30).
+        *d = b'0' | (n % 10) as u8;
         n /= 10;
+        first = at;
         if n == 0 {
             break;
         }
     }
-    let mut key = String::with_capacity(9 + digits.len() - at);
+    let mut key = String::with_capacity(19);
     key.push_str("sluice/b/");
-    key.extend(digits[at..].iter().map(|d| char::from(*d)));
+    key.extend(digits.iter().skip(first).map(|d| char::from(*d)));
     key
 }
 
@@ -165,11 +168,12 @@ fn capacity(algorithm: Algorithm, limit: &Limit) -> u64 {
 
 /// Finds the slot for the key hashed to `fingerprint` (see the module docs).
 pub fn locate(store: &dyn SharedStore, slots: u32, fingerprint: u64, limit: &Limit, now: u64) -> Result<Found, StoreError> {
-    let slots = slots.max(1);
-    let home = (fingerprint % u64::from(slots)) as u32;
+    let slots = NonZeroU32::new(slots).unwrap_or(NonZeroU32::MIN);
+    // Below `slots`, so the cast keeps every bit.
+    let home = (fingerprint % NonZeroU64::from(slots)) as u32;
     let mut best: Option<(u64, Found)> = None;
-    for probe in 0..PROBES.min(slots) {
-        let key = slot_key((home + probe) % slots);
+    for probe in 0..PROBES.min(slots.get()) {
+        let key = slot_key(home.saturating_add(probe) % slots);
         let (bytes, cas) = store.get(&key)?.unwrap_or_default();
         let (fp, state) = State::decode(&bytes);
         if fp == fingerprint {

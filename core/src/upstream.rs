@@ -23,17 +23,23 @@ pub fn block_for(status: u32, headers: &[(String, String)], now: u64) -> Option<
     let seconds = |v: &str| v.parse::<u64>().ok();
     let exhausted = || header("x-ratelimit-remaining").and_then(seconds).is_none_or(|r| r == 0);
     let wait = header("retry-after")
-        .and_then(|v| seconds(v).map(|s| s * S).or_else(|| http_date(v).map(until_epoch)))
+        .and_then(|v| seconds(v).map(secs_to_ns).or_else(|| http_date(v).map(until_epoch)))
         .or_else(|| header("ratelimit").and_then(ietf_wait))
         .or_else(|| {
             let reset = header("ratelimit-reset").and_then(seconds)?;
-            (header("ratelimit-remaining").and_then(seconds) == Some(0)).then_some(reset * S)
+            (header("ratelimit-remaining").and_then(seconds) == Some(0)).then_some(secs_to_ns(reset))
         })
         .or_else(|| {
             let reset = header("x-ratelimit-reset").and_then(seconds)?;
-            exhausted().then(|| if reset >= EPOCH_SECONDS_FROM { until_epoch(reset) } else { reset * S })
+            exhausted().then(|| if reset >= EPOCH_SECONDS_FROM { until_epoch(reset) } else { secs_to_ns(reset) })
         })?;
     Some(wait.min(MAX_BLOCK_NS)).filter(|w| *w > 0)
+}
+
+/// Seconds from a header, in nanoseconds; the largest numbers saturate
+/// (and are then capped) instead of wrapping to a short wait.
+fn secs_to_ns(secs: u64) -> u64 {
+    secs.saturating_mul(S)
 }
 
 /// `"name";r=0;t=3` (several items comma-separated): the longest `t` of an
@@ -51,28 +57,23 @@ fn ietf_wait(value: &str) -> Option<u64> {
                     _ => {}
                 }
             }
-            (r == Some(0)).then_some(t?).map(|t| t * S)
+            (r == Some(0)).then_some(t?).map(secs_to_ns)
         })
         .max()
 }
 
-/// Epoch seconds of an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`).
+/// Epoch seconds of an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`);
+/// `None` for a date before the epoch or too far ahead to count.
 fn http_date(v: &str) -> Option<u64> {
     let parts: Vec<&str> = v.split_whitespace().collect();
     let [_, day, month, year, time, "GMT"] = parts.as_slice() else { return None };
-    let month = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"].iter().position(|m| m == month)? as i64 + 1;
-    let (day, year): (i64, i64) = (day.parse().ok()?, year.parse().ok()?);
+    let month = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"].iter().position(|m| m == month)?;
+    let month = u32::try_from(month).ok()?.checked_add(1)?;
+    let (day, year): (u32, i64) = (day.parse().ok()?, year.parse().ok()?);
     let hms: Vec<u64> = time.split(':').map(|x| x.parse().ok()).collect::<Option<_>>()?;
     let [h, m, s] = hms.as_slice() else { return None };
-    // Howard Hinnant's days_from_civil.
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = u64::try_from(era * 146_097 + doe - 719_468).ok()?;
-    Some(days * 86_400 + h * 3_600 + m * 60 + s)
+    let days = u64::try_from(crate::civil::days_from_civil(year, month, day)?).ok()?;
+    days.checked_mul(86_400)?.checked_add(h.checked_mul(3_600)?)?.checked_add(m.checked_mul(60)?)?.checked_add(*s)
 }
 
 #[cfg(test)]
@@ -109,6 +110,28 @@ mod tests {
         ] {
             assert_eq!(block_for(status, &headers, NOW), want, "{status} {headers:?}");
         }
+    }
+
+    #[test]
+    fn hostile_numbers_are_capped_not_wrapped() {
+        // 18446744074 s is just over u64::MAX ns: multiplied unchecked it
+        // wrapped to 0.29 s (and panicked with overflow checks on).
+        for (name, value) in [
+            ("retry-after", "18446744074"),
+            ("retry-after", "18446744073709551615"),
+            ("ratelimit", "\"x\";r=0;t=18446744074"),
+        ] {
+            assert_eq!(block_for(429, &h(&[(name, value)]), NOW), Some(MAX_BLOCK_NS), "{name}: {value}");
+        }
+        let reset = h(&[("ratelimit-remaining", "0"), ("ratelimit-reset", "18446744074")]);
+        assert_eq!(block_for(429, &reset, NOW), Some(MAX_BLOCK_NS));
+        let x_reset = h(&[("x-ratelimit-reset", "999999999")]);
+        assert_eq!(block_for(429, &x_reset, NOW), Some(MAX_BLOCK_NS));
+        assert_eq!(block_for(429, &h(&[("retry-after", "Sun, 06 Nov 999999 08:49:37 GMT")]), NOW), Some(MAX_BLOCK_NS));
+        // A year too far out to count is no date at all.
+        assert_eq!(block_for(429, &h(&[("retry-after", "Sun, 06 Nov 9999999999999999 08:49:37 GMT")]), NOW), None);
+        assert_eq!(http_date("Sun, 99999999999999999 Nov 1994 08:49:37 GMT"), None);
+        assert_eq!(http_date("Sun, 06 Nov 1994 18446744073709551615:49:37 GMT"), None);
     }
 
     #[test]

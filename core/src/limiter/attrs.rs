@@ -4,7 +4,7 @@
 
 use crate::client_ip::{forwarded_client, peer_ip};
 use crate::hash::Fnv;
-use crate::path::{normalize, Params};
+use crate::path::{hex_byte, normalize, starts_with_ignore_case, Params};
 use crate::policy::{CostSource, HeaderTest, KeyPart, Missing, Policy, Rule, Scope};
 use crate::request::Request;
 
@@ -184,9 +184,7 @@ impl<'r> Attrs<'r> {
             let ok = match (&h.test, value) {
                 (HeaderTest::Present(want), v) => v.is_some() == *want,
                 (HeaderTest::Exact(want), Some(v)) => v.eq_ignore_ascii_case(want),
-                (HeaderTest::Prefix(want), Some(v)) => {
-                    v.len() >= want.len() && v.as_bytes()[..want.len()].eq_ignore_ascii_case(want.as_bytes())
-                }
+                (HeaderTest::Prefix(want), Some(v)) => starts_with_ignore_case(&v, want),
                 (_, None) => false,
             };
             if !ok {
@@ -247,24 +245,18 @@ impl<'r> Attrs<'r> {
 }
 
 fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                    out.push((h * 16 + l) as u8);
-                    i += 3;
-                    continue;
-                }
-                out.push(b'%');
+    let mut out = Vec::with_capacity(s.len());
+    let mut rest = s.as_bytes();
+    while let Some((&b, tail)) = rest.split_first() {
+        rest = tail;
+        match (b, tail) {
+            (b'%', [h, l, after @ ..]) if hex_byte(*h, *l).is_some() => {
+                out.extend(hex_byte(*h, *l));
+                rest = after;
             }
-            b'+' => out.push(b' '),
-            b => out.push(b),
+            (b'+', _) => out.push(b' '),
+            (b, _) => out.push(b),
         }
-        i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
 }

@@ -254,7 +254,7 @@ fn why_not(attrs: &mut Attrs<'_>, policy: &Policy, rule: &Rule, exempt: bool, me
         let ok = match (&h.test, value.as_deref()) {
             (HeaderTest::Present(want), v) => v.is_some() == *want,
             (HeaderTest::Exact(want), Some(v)) => v.eq_ignore_ascii_case(want),
-            (HeaderTest::Prefix(want), Some(v)) => v.len() >= want.len() && v.as_bytes()[..want.len()].eq_ignore_ascii_case(want.as_bytes()),
+            (HeaderTest::Prefix(want), Some(v)) => crate::path::starts_with_ignore_case(v, want),
             (_, None) => false,
         };
         if !ok {

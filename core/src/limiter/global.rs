@@ -61,7 +61,7 @@ pub fn apply_answer(policy: &Policy, store: &dyn SharedStore, need: &LeaseNeed, 
         })?;
     }
     let own = if need.carry > 0 && answer.granted >= need.carry && answer.starts_in_ns == 0 { need.carry } else { 0 };
-    let pooled = crate::lease::Answer { granted: answer.granted - own, ..*answer };
+    let pooled = crate::lease::Answer { granted: answer.granted.saturating_sub(own), ..*answer };
     store::lease_update(store, policy.slots, need.fingerprint, &rule.limit, now, |l| {
         let mut granted = l.grant(now, &rule.limit, &pooled);
         if !need.owns_ask {
@@ -183,12 +183,12 @@ pub(super) fn global(
             if let Some((want, next)) = refill {
                 d.refills.push(ask(want, next));
             }
-            let reserved = u64::from(lease.used) + u64::from(lease.owed);
-            let global_left = limit.requests.saturating_sub(reserved) + u64::from(lease.units);
+            let reserved = u64::from(lease.used).saturating_add(u64::from(lease.owed));
+            let global_left = limit.requests.saturating_sub(reserved).saturating_add(u64::from(lease.units));
             // On credit for a window not known yet: the service's windows
             // are aligned to its clock, which ours is assumed to match.
-            let per = limit.per.nanos().max(1);
-            let reset_ns = if lease.window == 0 { per - now % per } else { lease.ends_at.saturating_sub(now) };
+            let per = limit.per.nonzero_nanos();
+            let reset_ns = if lease.window == 0 { per.get().saturating_sub(now % per) } else { lease.ends_at.saturating_sub(now) };
             Ok(Some(Outcome { allowed: true, remaining: global_left, reset_ns, retry_after_ns: 0 }))
         }
         Step::Exhausted { retry_after_ns } => {
@@ -199,11 +199,11 @@ pub(super) fn global(
             // time; waiters spread over up to a tenth of it (never past
             // their max_wait) so that they do not all return at once.
             if let Some(q) = rule.queue.as_ref() {
-                let room = (q.max_wait.nanos() + TICK_GRACE_NS).saturating_sub(ctx.waited_ns);
+                let room = q.max_wait.nanos().saturating_add(TICK_GRACE_NS).saturating_sub(ctx.waited_ns);
                 if retry_after_ns <= room {
-                    let spread_max = (limit.per.nanos() / 10).min(room - retry_after_ns).max(1);
-                    let wait = retry_after_ns + ctx.random % spread_max;
-                    d.redo_at = Some(d.redo_at.unwrap_or(0).max(now + wait));
+                    let spread_max = (limit.per.nanos() / 10).min(room.saturating_sub(retry_after_ns));
+                    let wait = retry_after_ns.saturating_add(ctx.random.checked_rem(spread_max).unwrap_or(0));
+                    d.redo_at = Some(d.redo_at.unwrap_or(0).max(now.saturating_add(wait)));
                     return Ok(None);
                 }
             }

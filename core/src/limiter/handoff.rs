@@ -20,7 +20,8 @@ const NEED_MIN: usize = 49;
 /// Encodes `needs` as one message; `None` when a name is too long for
 /// its u16 length (policies keep them far shorter).
 pub fn encode_needs(needs: &[LeaseNeed]) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(5 + needs.iter().map(|n| NEED_MIN + n.ask.rule.len() + n.ask.id.len()).sum::<usize>());
+    let size = needs.iter().fold(5usize, |sum, n| sum.saturating_add(NEED_MIN).saturating_add(n.ask.rule.len()).saturating_add(n.ask.id.len()));
+    let mut out = Vec::with_capacity(size);
     out.push(FORMAT);
     out.extend_from_slice(&u32::try_from(needs.len()).ok()?.to_le_bytes());
     for n in needs {
@@ -46,7 +47,7 @@ pub fn encode_needs(needs: &[LeaseNeed]) -> Option<Vec<u8>> {
 /// only delays its lease, whose ask expires and is made again.
 pub fn decode_needs(bytes: &[u8]) -> Vec<LeaseNeed> {
     match bytes.first() {
-        Some(&FORMAT) => decode_binary(&bytes[1..]).unwrap_or_default(),
+        Some(&FORMAT) => bytes.get(1..).and_then(decode_binary).unwrap_or_default(),
         Some(b'[') => serde_json::from_slice(bytes).unwrap_or_default(),
         Some(b'{') => serde_json::from_slice::<LeaseNeed>(bytes).map(|n| vec![n]).unwrap_or_default(),
         _ => Vec::new(),
@@ -71,8 +72,9 @@ fn decode_binary(b: &[u8]) -> Option<Vec<LeaseNeed>> {
         let mut texts = [String::new(), String::new()];
         for text in &mut texts {
             let len = usize::from(u16::from_le_bytes(b.get(..2)?.try_into().ok()?));
-            *text = std::str::from_utf8(b.get(2..2 + len)?).ok()?.to_owned();
-            b = &b[2 + len..];
+            let (head, rest) = b.get(2..)?.split_at_checked(len)?;
+            *text = std::str::from_utf8(head).ok()?.to_owned();
+            b = rest;
         }
         let [rule_name, id] = texts;
         out.push(LeaseNeed {

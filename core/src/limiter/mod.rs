@@ -206,7 +206,7 @@ pub fn obey_upstream(policy: &Policy, store: &dyn SharedStore, spent: &[Spent], 
     let (mut started, mut errors) = (Vec::new(), Vec::new());
     for s in spent {
         let Spent::Bucket { rule, fingerprint, fallback: false, .. } = *s else { continue };
-        let r = &policy.rules[rule];
+        let Some(r) = policy.rules.get(rule) else { continue };
         if !r.obey_upstream {
             continue;
         }
@@ -227,7 +227,8 @@ pub fn obey_upstream(policy: &Policy, store: &dyn SharedStore, spent: &[Spent], 
 /// `a` is closer to its limit than `b`: a smaller share of the limit left.
 fn tighter(a: &RuleOutcome, b: &RuleOutcome) -> bool {
     let (la, lb) = (a.limit, b.limit);
-    let (x, y) = (u128::from(a.outcome.remaining) * u128::from(lb), u128::from(b.outcome.remaining) * u128::from(la));
+    // Two u64 never overflow a u128 product.
+    let (x, y) = (u128::from(a.outcome.remaining).saturating_mul(u128::from(lb)), u128::from(b.outcome.remaining).saturating_mul(u128::from(la)));
     // Ties go to the rule first in the policy, whatever the order of evaluation.
     x < y || (x == y && a.rule < b.rule)
 }
@@ -282,7 +283,7 @@ pub fn decide_carrying(policy: &Policy, req: &mut dyn Request, store: &dyn Share
                 let reserve = (class as u64).saturating_mul(rule.priority.as_ref().map_or(0, |p| p.reserve));
                 match store::take_leaving(store, policy.slots, fp, &limit, now, cost, reserve) {
                     Ok(o) if !o.allowed && !rule.shadow => {
-                        let room = queue.map_or(0, |q| (q.max_wait.nanos() + TICK_GRACE_NS).saturating_sub(ctx.waited_ns));
+                        let room = queue.map_or(0, |q| q.max_wait.nanos().saturating_add(TICK_GRACE_NS).saturating_sub(ctx.waited_ns));
                         if o.retry_after_ns <= room {
                             d.redo_at = Some(d.redo_at.unwrap_or(0).max(now.saturating_add(o.retry_after_ns)));
                             continue;
@@ -293,7 +294,7 @@ pub fn decide_carrying(policy: &Policy, req: &mut dyn Request, store: &dyn Share
                 }
             }
             (false, Some(q), None) => {
-                let left_ns = (q.max_wait.nanos() + TICK_GRACE_NS).saturating_sub(ctx.waited_ns);
+                let left_ns = q.max_wait.nanos().saturating_add(TICK_GRACE_NS).saturating_sub(ctx.waited_ns);
                 let left = crate::policy::Queue { max_wait: crate::duration::Span::from_nanos(left_ns), ..*q };
                 store::take_queued_noting(store, policy.slots, fp, &limit, &left, now, cost).map(|(ow, note)| {
                     d.notes.extend(note.map(|n| (i, n)));
@@ -400,12 +401,12 @@ fn refund(policy: &Policy, store: &dyn SharedStore, now: u64, spent: &[Spent], d
     for s in spent {
         let result = match *s {
             Spent::Bucket { rule, fingerprint, fallback, cost } => {
-                let r = &policy.rules[rule];
+                let Some(r) = policy.rules.get(rule) else { continue };
                 let limit = if fallback { fallback_limit(policy, r) } else { crate::adaptive::limit(store, r) };
                 store::refund(store, policy.slots, fingerprint, r.algorithm, &limit, now, cost).map_err(|e| (rule, e))
             }
             Spent::Lease { rule, fingerprint, window, cost } => {
-                let r = &policy.rules[rule];
+                let Some(r) = policy.rules.get(rule) else { continue };
                 store::lease_update(store, policy.slots, fingerprint, &r.limit, now, |l| ((), Some(l.refund(now, &r.limit, window, cost))))
                     .map_err(|e| (rule, e))
             }

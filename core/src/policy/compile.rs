@@ -231,8 +231,10 @@ impl Compiler {
             .collect();
         let all_templates = !paths.is_empty() && templates.len() == paths.len();
         let params: Vec<String> = if all_templates {
-            templates[0]
-                .params()
+            templates
+                .first()
+                .into_iter()
+                .flat_map(|t| t.params())
                 .filter(|n| templates.iter().all(|t| t.params().any(|m| m == *n)))
                 .map(str::to_string)
                 .collect()
@@ -391,7 +393,7 @@ impl Compiler {
             self.problem(format!("{here}.classes"), format!("give 2 to 8 class names, highest first; got {}", classes.len()));
         }
         for (i, c) in classes.iter().enumerate() {
-            if c.is_empty() || classes[..i].contains(c) {
+            if c.is_empty() || classes.iter().take(i).any(|o| o == c) {
                 self.problem(format!("{here}.classes[{i}]"), format!("{c:?} must be a non-empty name used once"));
             }
         }
@@ -408,7 +410,7 @@ impl Compiler {
         let lower = classes.len().saturating_sub(1) as u64;
         let burst = limit.map_or(u64::MAX, |l| l.burst);
         let reserve = match p.reserve {
-            None => Some((burst / classes.len().max(1) as u64).max(1)),
+            None => Some(burst.checked_div(classes.len() as u64).unwrap_or(burst).max(1)),
             Some(r) if r >= 1 => Some(r as u64),
             Some(r) => {
                 self.problem(format!("{here}.reserve"), format!("must be at least 1, got {r}"));
@@ -424,7 +426,7 @@ impl Compiler {
             }
         }
         let aging = match &p.aging {
-            None => Some(queue.map_or(Span::from_nanos(1_000_000_000), |q| Span::from_nanos((q.max_wait.nanos() / classes.len().max(1) as u64).max(1)))),
+            None => Some(queue.map_or(Span::from_nanos(1_000_000_000), |q| Span::from_nanos(q.max_wait.nanos().checked_div(classes.len() as u64).unwrap_or(1).max(1)))),
             Some(a) => match Span::parse(a) {
                 Ok(s) if s.nanos() > 0 => Some(s),
                 Ok(_) => {
@@ -511,7 +513,7 @@ impl Compiler {
         }
         let (max_wait, limit) = (max_wait?, limit?);
         // By default as many as the limit lets through in max_wait.
-        let by_rate = u64::try_from(u128::from(limit.requests) * u128::from(max_wait.nanos()) / u128::from(limit.per.nanos())).unwrap_or(u64::MAX).max(1);
+        let by_rate = crate::bucket::mul_div(limit.requests, max_wait.nanos(), limit.per.nanos()).max(1);
         Some(Queue { max_wait, max_queued: max_queued.unwrap_or(by_rate) })
     }
 

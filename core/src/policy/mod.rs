@@ -142,7 +142,7 @@ impl Priority {
     /// The class of a request carrying `value`, after waiting `waited_ns`.
     pub fn class(&self, value: Option<&str>, waited_ns: u64) -> usize {
         let named = value.and_then(|v| self.classes.iter().position(|c| c.eq_ignore_ascii_case(v.trim()))).unwrap_or(self.default);
-        let steps = waited_ns / self.aging.nanos().max(1);
+        let steps = waited_ns / self.aging.nonzero_nanos();
         named.saturating_sub(usize::try_from(steps).unwrap_or(usize::MAX))
     }
 }
