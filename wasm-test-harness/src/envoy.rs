@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 
 use crate::process::{self, Group};
+use crate::upstream::Upstream;
 use crate::{ecds, http, paths, template};
 
 /// The Envoy version the stack is built and tested against.
@@ -32,8 +33,11 @@ pub struct EnvoyOptions {
     pub port: u16,
     /// Admin port; 0 lets Envoy pick one.
     pub admin_port: u16,
-    /// Port of the upstream on 127.0.0.1.
+    /// Port of the upstream on 127.0.0.1 (the echo server).
     pub upstream_port: u16,
+    /// Another upstream instead (`make run UPSTREAM=...`); overrides
+    /// `upstream_port`.
+    pub upstream: Option<Upstream>,
     /// Port of the counter service on 127.0.0.1 (cluster `sluice_counter`);
     /// 0 points the cluster at a port nothing listens on.
     pub counter_port: u16,
@@ -60,6 +64,7 @@ impl Default for EnvoyOptions {
             port: 0,
             admin_port: 0,
             upstream_port: 0,
+            upstream: None,
             counter_port: 0,
             policy_json: "{}".to_string(),
             concurrency: 2,
@@ -94,7 +99,13 @@ impl Envoy {
         loop {
             attempts += 1;
             match Envoy::start_once(&opts) {
-                Err(e) if attempts < 3 && opts.port == 0 && format!("{e:#}").contains("Address already in use") => continue,
+                Err(e)
+                    if attempts < 3
+                        && opts.port == 0
+                        && format!("{e:#}").contains("Address already in use") =>
+                {
+                    continue
+                }
                 other => return other,
             }
         }
@@ -136,10 +147,14 @@ impl Envoy {
             ("PORT".to_string(), port.to_string()),
             ("EGRESS_PORT".to_string(), egress_port.to_string()),
             ("ADMIN_PORT".to_string(), opts.admin_port.to_string()),
-            ("UPSTREAM_PORT".to_string(), opts.upstream_port.to_string()),
             (
                 "COUNTER_PORT".to_string(),
-                if opts.counter_port == 0 { paths::free_port() } else { opts.counter_port }.to_string(),
+                if opts.counter_port == 0 {
+                    paths::free_port()
+                } else {
+                    opts.counter_port
+                }
+                .to_string(),
             ),
             (
                 "ECDS_DIR".to_string(),
@@ -150,6 +165,11 @@ impl Envoy {
                 run_dir.join("access.log").to_string_lossy().into_owned(),
             ),
         ];
+        let upstream = opts
+            .upstream
+            .clone()
+            .unwrap_or_else(|| Upstream::local(opts.upstream_port));
+        vars.extend(upstream.template_vars());
         vars.extend(opts.extra_vars.iter().cloned());
         let refs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let rendered = template::render_template(&text, &refs)

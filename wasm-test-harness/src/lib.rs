@@ -16,6 +16,7 @@ mod process;
 mod redis;
 mod stack;
 mod template;
+mod upstream;
 
 pub use counter::{counter_binary, Counter, CounterOptions};
 pub use ecds::{ecds_resource, write_ecds, ECDS_FILE};
@@ -27,3 +28,4 @@ pub use paths::{envoy_binary, free_port, repo_root, wasm_module};
 pub use redis::Redis;
 pub use stack::{StackFile, StackInstance, STACK_FILE};
 pub use template::render_template;
+pub use upstream::{Upstream, UpstreamProtocol};

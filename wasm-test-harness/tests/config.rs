@@ -93,7 +93,10 @@ fn repo_template_renders_with_the_standard_variables() {
         ("INSTANCE", "0"),
         ("PORT", "1"),
         ("ADMIN_PORT", "2"),
+        ("UPSTREAM_HOST", "127.0.0.1"),
         ("UPSTREAM_PORT", "3"),
+        ("UPSTREAM_TYPE", "STATIC"),
+        ("UPSTREAM_HTTP", "http_protocol_options"),
         ("COUNTER_PORT", "4"),
         ("EGRESS_PORT", "5"),
         ("ACCESS_LOG", "/x/access.log"),
@@ -102,6 +105,6 @@ fn repo_template_renders_with_the_standard_variables() {
     let out = render_template(&text, &vars).unwrap();
     assert!(out.contains("/x/sluice.json"));
     assert!(out.contains("port_value: 4"));
-    let missing = render_template(&text, &vars[..7]).unwrap_err();
+    let missing = render_template(&text, &vars[..vars.len() - 1]).unwrap_err();
     assert!(missing.to_string().contains("{{ECDS_DIR}}"));
 }

@@ -47,6 +47,83 @@ const BURST_ATTEMPTS: usize = 5;
 // ---------------------------------------------------------------------------
 
 #[test]
+fn run_in_front_of_an_http1_service_streams_and_limits() {
+    run_in_front_of_a_streaming_service(false);
+}
+
+#[test]
+fn run_in_front_of_an_h2c_service_streams_and_limits() {
+    run_in_front_of_a_streaming_service(true);
+}
+
+/// `make run UPSTREAM=...`: the user's own service behind Sluice. A slow
+/// event stream passes chunk by chunk (the service sends the next event
+/// only once the client has received the previous one, so a buffering
+/// proxy would leave the client with one event), and the default policy's
+/// limits apply to the service's other paths.
+fn run_in_front_of_a_streaming_service(h2c: bool) {
+    let service = StreamingService::start(h2c);
+    let upstream = if h2c {
+        format!("h2c://127.0.0.1:{}", service.port)
+    } else {
+        format!("127.0.0.1:{}", service.port)
+    };
+    let stack = Stack::start_with(1, &["--upstream", &upstream]);
+    assert!(
+        stack.logs().contains(&format!(
+            "routing to {}",
+            if h2c {
+                upstream.clone()
+            } else {
+                format!("http://{upstream}")
+            }
+        )),
+        "the banner names the upstream:\n{}",
+        stack.logs()
+    );
+    assert!(stack.logs().contains("client IP:"), "{}", stack.logs());
+
+    let r = tools_list(stack.port(0), &fresh_tenant());
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.body, "from the user's service",
+        "answered by the service, not the echo server"
+    );
+    assert_eq!(observed_limit(stack.port(0)), DEFAULT_LIMIT);
+
+    let started = Instant::now();
+    let events = read_event_stream(stack.port(0), &service);
+    assert_eq!(
+        events,
+        (0..STREAM_EVENTS)
+            .map(|i| format!("event-{i}"))
+            .collect::<Vec<_>>(),
+        "every event arrived while the stream was still open"
+    );
+    assert!(
+        started.elapsed() >= STREAM_GAP * (STREAM_EVENTS as u32 - 1),
+        "the service paced its events ({:?})",
+        started.elapsed()
+    );
+    assert_eq!(
+        service.seen_protocol(),
+        Some(if h2c { "HTTP/2.0" } else { "HTTP/1.1" }.to_string())
+    );
+}
+
+#[test]
+fn run_refuses_a_malformed_upstream() {
+    let out = run_cli(
+        Command::new(BIN)
+            .args(["run", "--upstream", "https://example.com:443", "--policy"])
+            .arg(default_policy()),
+        APPLY_TIMEOUT,
+    );
+    assert_eq!(out.code, Some(2), "{out}");
+    assert!(out.stderr.contains("only http:// and h2c://"), "{out}");
+}
+
+#[test]
 fn run_serves_echo_and_limits_tools_list() {
     let stack = Stack::start(1);
     let r = tools_list(stack.port(0), &fresh_tenant());
@@ -168,11 +245,16 @@ struct Stack {
 
 impl Stack {
     fn start(instances: u16) -> Stack {
+        Stack::start_with(instances, &[])
+    }
+
+    /// `sluice-stack run` with more arguments (e.g. `--upstream`).
+    fn start_with(instances: u16, extra: &[&str]) -> Stack {
         // A port of the block may be taken between the check and Envoy's
         // bind (another test's Envoy picking an ephemeral admin port): then
         // the stack starts again on another block.
         for _ in 0..3 {
-            let mut stack = Stack::spawn(instances);
+            let mut stack = Stack::spawn(instances, extra);
             match stack.wait_serving() {
                 Ok(()) => return stack,
                 Err(_) if stack.logs().contains("Address already in use") => continue,
@@ -182,7 +264,7 @@ impl Stack {
         panic!("sluice-stack run found its ports taken three times");
     }
 
-    fn spawn(instances: u16) -> Stack {
+    fn spawn(instances: u16, extra: &[&str]) -> Stack {
         let wasm = built_wasm();
         let dir = tempfile::Builder::new()
             .prefix("sluice-stack-")
@@ -202,6 +284,7 @@ impl Stack {
             .arg(dir.path().join("run"))
             .arg("--wasm")
             .arg(wasm)
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -545,4 +628,182 @@ fn read_all(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
         let _ = pipe.read_to_string(&mut text);
         text
     })
+}
+
+// ---------------------------------------------------------------------------
+// A user's service that streams: server-sent events, paced by the reader
+// ---------------------------------------------------------------------------
+
+const STREAM_EVENTS: usize = 4;
+/// 4 events 700 ms apart: a stream of just over 2 s.
+const STREAM_GAP: Duration = Duration::from_millis(700);
+/// How long the service waits for the client to have read an event.
+const STREAM_ACK_TIMEOUT: Duration = Duration::from_secs(10);
+const STREAM_PATH: &str = "/events";
+
+/// An HTTP/1.1 or h2c server: `GET /events` answers `text/event-stream`
+/// and sends event i+1 only after the test reports (through `acks`) that
+/// the client has read event i and `STREAM_GAP` has passed; any other path
+/// answers a short text at once.
+struct StreamingService {
+    port: u16,
+    acks: std::sync::mpsc::Sender<usize>,
+    protocol: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl StreamingService {
+    fn start(h2c: bool) -> StreamingService {
+        use std::sync::{Arc, Mutex};
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (acks, ack_rx) = std::sync::mpsc::channel::<usize>();
+        let ack_rx = Arc::new(Mutex::new(ack_rx));
+        let protocol = Arc::new(Mutex::new(None));
+        let seen = protocol.clone();
+        runtime.spawn(async move {
+            loop {
+                let Ok((socket, _)) = listener.accept().await else {
+                    return;
+                };
+                let (ack_rx, seen) = (ack_rx.clone(), seen.clone());
+                let service = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let (ack_rx, seen) = (ack_rx.clone(), seen.clone());
+                        async move {
+                            *seen.lock().unwrap() = Some(format!("{:?}", req.version()));
+                            Ok::<_, std::convert::Infallible>(stream_or_text(
+                                req.uri().path(),
+                                ack_rx,
+                            ))
+                        }
+                    },
+                );
+                let io = hyper_util::rt::TokioIo::new(socket);
+                tokio::spawn(async move {
+                    if h2c {
+                        let _ = hyper::server::conn::http2::Builder::new(
+                            hyper_util::rt::TokioExecutor::new(),
+                        )
+                        .serve_connection(io, service)
+                        .await;
+                    } else {
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(io, service)
+                            .await;
+                    }
+                });
+            }
+        });
+        StreamingService {
+            port,
+            acks,
+            protocol,
+            _runtime: runtime,
+        }
+    }
+
+    /// The HTTP version of the last request the service received.
+    fn seen_protocol(&self) -> Option<String> {
+        self.protocol.lock().unwrap().clone()
+    }
+}
+
+fn stream_or_text(
+    path: &str,
+    acks: std::sync::Arc<std::sync::Mutex<std::sync::mpsc::Receiver<usize>>>,
+) -> hyper::Response<ChannelBody> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    if path != STREAM_PATH {
+        let _ = tx.try_send(bytes::Bytes::from_static(b"from the user's service"));
+        return hyper::Response::new(ChannelBody(rx));
+    }
+    tokio::spawn(async move {
+        for i in 0..STREAM_EVENTS {
+            if i > 0 {
+                tokio::time::sleep(STREAM_GAP).await;
+                let acks = acks.clone();
+                let read = tokio::task::spawn_blocking(move || {
+                    acks.lock().unwrap().recv_timeout(STREAM_ACK_TIMEOUT)
+                })
+                .await;
+                // The client never saw the last event: end the stream short.
+                if !matches!(read, Ok(Ok(n)) if n == i - 1) {
+                    return;
+                }
+            }
+            let event = bytes::Bytes::from(format!("data: event-{i}\n\n"));
+            if tx.send(event).await.is_err() {
+                return;
+            }
+        }
+    });
+    hyper::Response::builder()
+        .header("content-type", "text/event-stream")
+        .header("cache-control", "no-cache")
+        .body(ChannelBody(rx))
+        .unwrap()
+}
+
+/// A response body fed from a channel, one frame per message.
+struct ChannelBody(tokio::sync::mpsc::Receiver<bytes::Bytes>);
+
+impl hyper::body::Body for ChannelBody {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|m| m.map(|b| Ok(hyper::body::Frame::data(b))))
+    }
+}
+
+/// Reads `GET /events` through Envoy over a raw HTTP/1.1 connection,
+/// reporting each event to the service as soon as it arrives; returns the
+/// events in order.
+fn read_event_stream(port: u16, service: &StreamingService) -> Vec<String> {
+    use std::io::Write;
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.set_read_timeout(Some(STREAM_ACK_TIMEOUT * 2)).unwrap();
+    write!(
+        conn,
+        "GET {STREAM_PATH} HTTP/1.1\r\nhost: localhost\r\nx-tenant-id: {}\r\naccept: text/event-stream\r\nconnection: close\r\n\r\n",
+        fresh_tenant()
+    )
+    .unwrap();
+    let mut seen = Vec::new();
+    let mut text = String::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = match conn.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) => panic!("reading the event stream: {e} (so far: {text:?})"),
+        };
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        while seen.len() < STREAM_EVENTS {
+            let i = seen.len();
+            if !text.contains(&format!("data: event-{i}\n\n")) {
+                break;
+            }
+            seen.push(format!("event-{i}"));
+            let _ = service.acks.send(i);
+        }
+        if seen.len() == STREAM_EVENTS && text.contains("\r\n0\r\n\r\n") {
+            break;
+        }
+    }
+    seen
 }

@@ -1,12 +1,15 @@
-//! `sluice-stack run`: echo upstream plus N Envoys, in the foreground until
-//! Ctrl-C or SIGTERM, recorded in `<run-dir>/stack.json`.
+//! `sluice-stack run`: N Envoys in front of the echo upstream (or of the
+//! user's own service with `--upstream`), in the foreground until Ctrl-C or
+//! SIGTERM, recorded in `<run-dir>/stack.json`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
-use wasm_test_harness::{Counter, CounterOptions, EchoServer, Envoy, EnvoyOptions, StackFile, StackInstance};
+use wasm_test_harness::{
+    Counter, CounterOptions, EchoServer, Envoy, EnvoyOptions, StackFile, StackInstance, Upstream,
+};
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -35,6 +38,10 @@ pub struct RunArgs {
     /// service counts in memory.
     #[arg(long, env = "REDIS_URL")]
     redis_url: Option<String>,
+    /// The service to protect instead of the echo server: `host:port` or
+    /// `http://host:port` (HTTP/1.1), `h2c://host:port` (HTTP/2 without TLS).
+    #[arg(long)]
+    upstream: Option<String>,
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -42,13 +49,34 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Ok(p) => p,
         Err(code) => return Ok(code),
     };
+    let upstream = match args
+        .upstream
+        .as_deref()
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+    {
+        Some(text) => match Upstream::parse(text) {
+            Ok(u) => Some(u),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return Ok(ExitCode::from(2));
+            }
+        },
+        None => None,
+    };
     let wasm = std::path::absolute(args.wasm.unwrap_or_else(wasm_test_harness::wasm_module))?;
     std::fs::create_dir_all(&args.run_dir)
         .with_context(|| format!("creating {}", args.run_dir.display()))?;
     let run_dir = std::path::absolute(&args.run_dir)?;
     let _ = std::fs::remove_file(run_dir.join(wasm_test_harness::STACK_FILE));
 
-    let echo = EchoServer::start()?;
+    // The echo server only when nothing else is protected.
+    let echo = match upstream {
+        Some(_) => None,
+        None => Some(EchoServer::start()?),
+    };
+    let upstream =
+        upstream.unwrap_or_else(|| Upstream::local(echo.as_ref().map_or(0, EchoServer::port)));
     let counter = Counter::start(CounterOptions {
         redis_url: args.redis_url.clone().filter(|u| !u.is_empty()),
         log_dir: Some(run_dir.clone()),
@@ -64,7 +92,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 .admin_port
                 .checked_add(i)
                 .context("admin port out of range")?,
-            upstream_port: echo.port(),
+            upstream: Some(upstream.clone()),
             counter_port: counter.port(),
             policy_json: policy.clone(),
             concurrency: args.concurrency,
@@ -88,9 +116,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     stack.write(&run_dir)?;
 
+    let routes_to = match &echo {
+        Some(e) => format!("echo upstream on 127.0.0.1:{}", e.port()),
+        None => format!("routing to {upstream}"),
+    };
     println!(
-        "Sluice stack is up (echo upstream on 127.0.0.1:{}, counter service on 127.0.0.1:{} with {}).",
-        echo.port(),
+        "Sluice stack is up ({routes_to}, counter service on 127.0.0.1:{} with {}).",
         counter.port(),
         match &args.redis_url {
             Some(url) if !url.is_empty() => format!("Redis at {url}"),
@@ -106,6 +137,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             e.run_dir().display()
         );
     }
+    println!("  {}", trust_line(&policy));
     println!(
         "Try:\n  curl -i http://127.0.0.1:{}/api/v1/tools/list -H 'x-tenant-id: tenant-123'",
         args.port
@@ -139,4 +171,29 @@ fn wait_for_shutdown() -> anyhow::Result<()> {
         }
     })?;
     Ok(())
+}
+
+/// What the listener believes about the client's address, from the
+/// policy's `trusted_hops` (docs/policy.md, Client IP).
+fn trust_line(policy_json: &str) -> String {
+    match sluice_core::policy::Policy::from_json(policy_json).map(|p| p.trusted_hops) {
+        Ok(0) => "client IP: the TCP peer; X-Forwarded-For is ignored (trusted_hops 0: Envoy is the edge)".to_string(),
+        Ok(n) => format!(
+            "client IP: the X-Forwarded-For entry {n} from the right (trusted_hops {n}); only safe when {n} proxy hop(s) in front of Envoy set that header, otherwise any client can choose its own per-IP bucket"
+        ),
+        Err(e) => format!("client IP: unknown ({})", e.one_line()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::trust_line;
+
+    #[test]
+    fn trust_line_names_who_sets_the_address() {
+        assert!(trust_line(r#"{"rules": []}"#).contains("X-Forwarded-For is ignored"));
+        let two = trust_line(r#"{"trusted_hops": 2, "rules": []}"#);
+        assert!(two.contains("entry 2 from the right"), "{two}");
+        assert!(two.contains("any client can choose"), "{two}");
+    }
 }
