@@ -45,10 +45,12 @@ fn dispatch(global: &Global, method: &str, path: &str, body: Option<&[u8]>) -> R
 
 /// The HTTP status of the call being answered (None: reset, no answer).
 pub fn status() -> Option<u32> {
-    hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
+    // Bytes, not the SDK's String getter: that one aborts the VM on a
+    // value that is not UTF-8.
+    hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
         .ok()
         .flatten()
-        .and_then(|s| s.parse().ok())
+        .and_then(|s| std::str::from_utf8(&s).ok()?.parse().ok())
 }
 
 /// The answers to `needs` in the call being answered.

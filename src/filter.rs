@@ -7,16 +7,18 @@
 
 use std::rc::Rc;
 
+use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::Action;
+use proxy_wasm::types::{Action, MapType};
 use sluice_core::limiter::{give_back, give_back_kept, obey_upstream, Carry, Ctx};
 use sluice_core::counter_api::{Block, MAX_BLOCK_MS};
 use sluice_core::upstream::block_for;
 use sluice_core::policy::Policy;
+use sluice_core::request::HeaderPairs;
 
 use crate::callout;
 use crate::global::{self, Then, Waiting};
-use crate::host::{now_ns, random, HostRequest, HostStore, MAX_BODY};
+use crate::host::{header_map, now_ns, random, HostRequest, HostStore, MAX_BODY};
 use crate::queue::{self, Held};
 use crate::settle::{settle, Next, Stream};
 
@@ -30,6 +32,8 @@ pub struct SluiceFilter {
     awaiting_body: bool,
     /// The buffered body's size, when the decision waited for it.
     body_size: Option<usize>,
+    /// The body buffered so far, while the decision waits for the rest.
+    buffered: usize,
     /// The reserve call this request waits for.
     waiting: Option<Waiting>,
 }
@@ -44,6 +48,7 @@ impl SluiceFilter {
             arrival: 0,
             awaiting_body: false,
             body_size: None,
+            buffered: 0,
             waiting: None,
         }
     }
@@ -87,12 +92,12 @@ impl SluiceFilter {
 impl SluiceFilter {
     /// An upstream's 429/503 with a wait blocks the keys of the rules that
     /// obey upstream limits; the start of each block is logged once.
-    fn learn(&self, policy: &Policy, status: u32, spent: &[sluice_core::limiter::Spent], ids: &[(usize, String)]) {
+    fn learn(&self, policy: &Policy, response: &HeaderPairs, status: u32, spent: &[sluice_core::limiter::Spent], ids: &[(usize, String)]) {
         if status != 429 && status != 503 {
             return;
         }
         let headers: Vec<(String, String)> =
-            self.get_http_response_headers().into_iter().map(|(n, v)| (n.to_ascii_lowercase(), v)).collect();
+            response.utf8_pairs().map(|(n, v)| (n.to_ascii_lowercase(), v.to_string())).collect();
         let now = now_ns();
         let Some(wait) = block_for(status, &headers, now) else { return };
         let (started, errors) = obey_upstream(policy, &HostStore, spent, wait, now);
@@ -180,7 +185,9 @@ impl Context for SluiceFilter {
         let degraded = !answered;
         let ctx = Ctx { degraded, may_wait: false, waited_ns, ..Ctx::at(now) };
         if self.decide(&policy, ctx, &carried) == Next::Go {
-            self.resume_http_request();
+            if let Err(e) = hostcalls::resume_http_request() {
+                log::debug!("request not resumed (stream gone): {e:?}");
+            }
         }
     }
 }
@@ -209,6 +216,7 @@ impl HttpContext for SluiceFilter {
         };
         if !end_of_stream && body_size <= MAX_BODY {
             // Buffer until the whole body is here (or it is too large to read).
+            self.buffered = body_size;
             return Action::Pause;
         }
         self.awaiting_body = false;
@@ -216,20 +224,40 @@ impl HttpContext for SluiceFilter {
         self.start(&policy, now_ns())
     }
 
+    fn on_http_request_trailers(&mut self, _trailers: usize) -> Action {
+        // An HTTP/2 (or gRPC) request may end with trailers instead of a
+        // last body frame: its body is whole now, and it is decided like
+        // any other. Without this the SDK's default would let it through.
+        if self.waiting.is_some() || queue::is_held(self.context_id) {
+            return Action::Pause;
+        }
+        let Some(policy) = self.policy.clone().filter(|_| self.awaiting_body) else {
+            return Action::Continue;
+        };
+        self.awaiting_body = false;
+        self.body_size = Some(self.buffered);
+        self.start(&policy, now_ns())
+    }
+
     fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
         let after = queue::take_after(self.context_id);
         if after.learn.is_some() || after.adapt.is_some() {
-            // The upstream's status, read once for both.
-            let status = self.get_http_response_header(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+            // The upstream's headers, read once (as bytes) for both.
+            let response = header_map(MapType::HttpResponseHeaders);
+            let status = response.get(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
             if let Some(learn) = after.learn {
-                self.learn(&learn.policy, status, &learn.spent, &learn.global_ids);
+                self.learn(&learn.policy, &response, status, &learn.spent, &learn.global_ids);
             }
             if let Some((policy, rules)) = after.adapt {
                 self.adapt(&policy, status, &rules, after.sent_at);
             }
         }
         for (name, value) in after.headers {
-            self.set_http_response_header(&name, Some(&value));
+            // The SDK's setter panics on a refusal; a header not added is
+            // not worth the VM.
+            if let Err(e) = hostcalls::set_map_value(MapType::HttpResponseHeaders, &name, Some(&value)) {
+                log::debug!("response header {name} not added: {e:?}");
+            }
         }
         Action::Continue
     }

@@ -143,7 +143,14 @@ pub fn receive(policy: &Policy, needs: &[LeaseNeed], body_size: usize, now: u64,
         }
         Err(e) => {
             crate::metrics::failed(crate::metrics::Call::Reserve);
-            reachable(false, now, &e.to_string());
+            if e.service_down() {
+                reachable(false, now, &e.to_string());
+            } else {
+                // The service refused this call's request and answers
+                // others: only the requests that waited for this call
+                // follow their failure mode.
+                log::warn!("counter service refused a reserve call for {} key(s): {e}", needs.len());
+            }
             (false, kept)
         }
     }

@@ -65,15 +65,17 @@ pub fn done() {
     }
 }
 
-/// The current stream's request headers in their serialized form.
-fn request_headers() -> HeaderPairs {
+/// One of the current stream's header maps, read as bytes in one crossing
+/// (the SDK's getters turn each value into a `String` and abort the VM on
+/// one that is not UTF-8, which any upstream may send).
+pub fn header_map(map: MapType) -> HeaderPairs {
     let mut data: *mut u8 = std::ptr::null_mut();
     let mut size: usize = 0;
     // SAFETY: the host writes a pointer to `size` bytes it allocated through
     // the SDK's `proxy_on_memory_allocate` (a `Vec<u8>` of that capacity),
     // which we take back as a `Vec` and so free once.
     let buf = unsafe {
-        match abi::proxy_get_header_map_pairs(MapType::HttpRequestHeaders, &mut data, &mut size) {
+        match abi::proxy_get_header_map_pairs(map, &mut data, &mut size) {
             Status::Ok if !data.is_null() => Vec::from_raw_parts(data, size, size),
             _ => Vec::new(),
         }
@@ -87,7 +89,7 @@ impl HostRequest {
     }
 
     fn get(&mut self, name: &str) -> Option<String> {
-        self.headers.get_or_insert_with(request_headers).get(name).map(str::to_string)
+        self.headers.get_or_insert_with(|| header_map(MapType::HttpRequestHeaders)).get(name).map(str::to_string)
     }
 }
 

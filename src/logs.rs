@@ -80,8 +80,11 @@ pub fn notes(policy: &Policy, d: &Decision, now: u64) {
                 if !budget(now) {
                     continue;
                 }
-                let method = hostcalls::get_map_value(proxy_wasm::types::MapType::HttpRequestHeaders, ":method").ok().flatten().unwrap_or_default();
-                let path = hostcalls::get_map_value(proxy_wasm::types::MapType::HttpRequestHeaders, ":path").ok().flatten().unwrap_or_default();
+                let header = |name| {
+                    let value = hostcalls::get_map_value_bytes(proxy_wasm::types::MapType::HttpRequestHeaders, name);
+                    String::from_utf8_lossy(&value.ok().flatten().unwrap_or_default()).into_owned()
+                };
+                let (method, path) = (header(":method"), header(":path"));
                 let path = path.split('?').next().unwrap_or("");
                 let wait = outcome.map_or(0, |o| o.retry_after_ns.div_ceil(NS));
                 let endpoint = json(&format!("{method} {path}"));

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::ContextType;
+use proxy_wasm::types::{BufferType, ContextType};
 use sluice_core::coordination::{degraded_since, resign, try_lead};
 use sluice_core::limiter::{give_back_kept, Carry, Ctx, LeaseNeed};
 use sluice_core::policy::Policy;
@@ -33,8 +33,6 @@ const TICK: Duration = Duration::from_millis(10);
 const LEASE_EVERY_NS: u64 = 50_000_000;
 const LEADER_TERM_NS: u64 = 4 * LEASE_EVERY_NS;
 const PROBE_EVERY_NS: u64 = 1_000_000_000;
-/// Most asks in one reserve call (the service takes up to 256).
-const BATCH: usize = 256;
 
 /// What a root context's callout was for.
 enum Call {
@@ -145,14 +143,17 @@ impl SluiceRoot {
             }
         }
         let Some(queue) = self.queue else { return };
-        let needs = global::dequeue(queue, 4 * BATCH);
+        let needs = global::dequeue(queue, 4 * sluice_core::counter_api::MAX_ASKS);
         if degraded {
             global::forget(policy, &needs, now);
             return;
         }
         let mut rest = needs;
         while !rest.is_empty() {
-            let tail = rest.split_off(rest.len().min(BATCH));
+            // Within the service's bounds on asks and bytes, however long
+            // the keys' ids.
+            let len = sluice_core::counter_api::batch_len(rest.iter().map(|n| &n.ask));
+            let tail = rest.split_off(len.clamp(1, rest.len()));
             let batch = std::mem::replace(&mut rest, tail);
             match callout::reserve(settings, &self.instance, &batch) {
                 Ok(token) => {
@@ -198,7 +199,8 @@ impl SluiceRoot {
 
 impl RootContext for SluiceRoot {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let bytes = self.get_plugin_configuration().unwrap_or_default();
+        // The SDK's getter panics on a refusal; no configuration is refused below.
+        let bytes = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX).ok().flatten().unwrap_or_default();
         let text = match std::str::from_utf8(&bytes) {
             Ok(t) => t,
             Err(e) => {
@@ -230,7 +232,9 @@ impl RootContext for SluiceRoot {
         // Requests held under a previous policy still need waking.
         // Otherwise the tick only hands the worker's metrics to Envoy.
         let ticks = policy.global.is_some() || policy.rules.iter().any(|r| r.queue.is_some()) || queue::len() > 0;
-        self.set_tick_period(if ticks { TICK } else { crate::metrics::FLUSH_EVERY });
+        if let Err(e) = hostcalls::set_tick_period(if ticks { TICK } else { crate::metrics::FLUSH_EVERY }) {
+            log::error!("no tick period set: {e:?}");
+        }
         crate::metrics::define_rules(&policy.rules);
         log::info!("policy loaded: {} rules, {} slots", policy.rules.len(), policy.slots);
         self.policy = Some(Rc::new(policy));

@@ -17,6 +17,60 @@ pub const MAX_BLOCK_MS: u64 = 300_000;
 pub const SECRET_HEADER: &str = "x-sluice-secret";
 const MS: u64 = 1_000_000;
 
+/// Longest key id the filter sends. A longer one (a client can send a
+/// tenant id of any length) is sent as its first bytes, `~` and a hash of
+/// the whole ([`wire_id`]), well inside the service's own bound of 1,024
+/// bytes, so that no client can make the service refuse a batch.
+pub const MAX_WIRE_ID: usize = 128;
+/// Most asks in one reserve call (the service takes 256).
+pub const MAX_ASKS: usize = 256;
+/// Most bytes of one reserve call's body (the service takes 64 KiB).
+pub const MAX_BATCH_BYTES: usize = 48 * 1024;
+/// A bound on the JSON of one ask besides its rule and id.
+const ASK_OVERHEAD: usize = 128;
+
+/// The id a key is known by at the counter service: `text` itself when it
+/// is at most [`MAX_WIRE_ID`] bytes, else its first bytes (on a character
+/// boundary), `~` and 32 hex digits of its SHA-256, [`MAX_WIRE_ID`] bytes
+/// in all. Every instance derives the same id from the same key.
+pub fn wire_id(text: String) -> String {
+    use sha2::Digest;
+    const HASH_HEX: usize = 32;
+    if text.len() <= MAX_WIRE_ID {
+        return text;
+    }
+    let digest = sha2::Sha256::digest(text.as_bytes());
+    let mut head = MAX_WIRE_ID - HASH_HEX - 1;
+    while !text.is_char_boundary(head) {
+        head = head.saturating_sub(1);
+    }
+    let mut id = String::with_capacity(MAX_WIRE_ID);
+    id.push_str(text.get(..head).unwrap_or_default());
+    id.push('~');
+    for b in digest.iter().take(HASH_HEX / 2) {
+        id.push_str(&format!("{b:02x}"));
+    }
+    id
+}
+
+/// How many of `asks`, from the front, fit in one reserve call: at most
+/// [`MAX_ASKS`], and a body of at most [`MAX_BATCH_BYTES`] even if every
+/// character of every rule and id needed JSON's longest escape. At least
+/// one, so that a batch always moves.
+pub fn batch_len<'a>(asks: impl IntoIterator<Item = &'a Ask>) -> usize {
+    let mut bytes = 0usize;
+    let mut n: usize = 0;
+    for ask in asks.into_iter().take(MAX_ASKS) {
+        let worst = ASK_OVERHEAD.saturating_add(ask.rule.len().saturating_add(ask.id.len()).saturating_mul(6));
+        bytes = bytes.saturating_add(worst);
+        if n > 0 && bytes > MAX_BATCH_BYTES {
+            break;
+        }
+        n = n.saturating_add(1);
+    }
+    n
+}
+
 /// One key to reserve units for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ask {
@@ -60,6 +114,17 @@ pub enum CounterError {
     Inconsistent(String),
     /// An HTTP status other than 200.
     Status(u32),
+}
+
+impl CounterError {
+    /// Whether the answer means the service cannot serve this instance
+    /// (down, overloaded, answering garbage, refusing our secret), so that
+    /// global rules follow their failure mode; or only that it refused
+    /// this one call's request (400, 413, 422), which says nothing about
+    /// the calls of other keys.
+    pub fn service_down(&self) -> bool {
+        !matches!(self, CounterError::Status(400 | 413 | 422))
+    }
 }
 
 impl std::fmt::Display for CounterError {
@@ -175,6 +240,47 @@ mod tests {
             serde_json::json!({"instance": "sluice-0", "leases": [
                 {"rule": "per-tenant", "id": "tenant-1", "limit": 100, "window_ms": 1000, "want": 20, "next": false}]})
         );
+    }
+
+    #[test]
+    fn long_ids_are_sent_short_and_distinct() {
+        assert_eq!(wire_id("tenant-1".into()), "tenant-1");
+        let exact = "a".repeat(MAX_WIRE_ID);
+        assert_eq!(wire_id(exact.clone()), exact);
+        let long = "t".repeat(1100);
+        let a = wire_id(long.clone());
+        let b = wire_id(format!("{long}x"));
+        assert_eq!(a.len(), MAX_WIRE_ID);
+        assert!(a.starts_with("ttt") && a.contains('~'), "{a}");
+        assert_ne!(a, b);
+        assert_eq!(a, wire_id(long), "the same key, the same id");
+        // Multi-byte characters are never cut.
+        let wide = wire_id("é".repeat(100));
+        assert!(wide.len() <= MAX_WIRE_ID, "{wide}");
+    }
+
+    #[test]
+    fn batches_stay_within_the_service_bounds() {
+        let short: Vec<Ask> = (0..300).map(|_| ask(1)).collect();
+        assert_eq!(batch_len(&short), MAX_ASKS);
+        let long = Ask { rule: "r".repeat(64), id: "\u{1}".repeat(MAX_WIRE_ID), ..ask(1) };
+        let longs: Vec<Ask> = (0..300).map(|_| long.clone()).collect();
+        let n = batch_len(&longs);
+        assert!(n > 1 && n < MAX_ASKS, "{n}");
+        let refs: Vec<&Ask> = longs.iter().take(n).collect();
+        assert!(reserve_body(&"i".repeat(MAX_INSTANCE), &refs).len() <= MAX_BATCH_BYTES);
+        assert_eq!(batch_len(&longs[..1]), 1);
+        assert_eq!(batch_len(&[]), 0);
+    }
+
+    #[test]
+    fn only_a_refused_call_leaves_the_service_up() {
+        for down in [CounterError::Status(500), CounterError::Status(503), CounterError::Status(401), CounterError::Status(404), CounterError::Malformed("x".into())] {
+            assert!(down.service_down(), "{down}");
+        }
+        for refused in [400, 413, 422] {
+            assert!(!CounterError::Status(refused).service_down(), "{refused}");
+        }
     }
 
     #[test]

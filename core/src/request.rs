@@ -129,6 +129,15 @@ impl HeaderPairs {
         })
     }
 
+    /// Every pair whose name and value are UTF-8, in order; the others
+    /// (an upstream may send any byte in a value) are left out.
+    pub fn utf8_pairs(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.pairs.iter().filter_map(|&(ks, ke, vs, ve)| {
+            let key = std::str::from_utf8(self.buf.get(ks..ke)?).ok()?;
+            Some((key, std::str::from_utf8(self.buf.get(vs..ve)?).ok()?))
+        })
+    }
+
     pub fn len(&self) -> usize {
         self.pairs.len()
     }
@@ -174,6 +183,20 @@ mod tests {
         assert_eq!(h.get("empty"), Some(""));
         assert_eq!(h.get("x-forwarded-for"), Some("10.0.0.1"));
         assert_eq!(h.get("x-missing"), None);
+    }
+
+    #[test]
+    fn values_that_are_not_utf8_are_skipped_not_fatal() {
+        let mut map = serialize(&[(":status", "429"), ("x-bad", "??"), ("retry-after", "3")]);
+        // The value of x-bad becomes 0xff 0xfe, as an upstream may send it.
+        let at = map.windows(2).position(|w| w == b"??").unwrap_or(0);
+        map[at] = 0xff;
+        map[at + 1] = 0xfe;
+        let h = HeaderPairs::parse(map);
+        assert_eq!(h.len(), 3);
+        assert_eq!(h.get("x-bad"), None);
+        let pairs: Vec<(&str, &str)> = h.utf8_pairs().collect();
+        assert_eq!(pairs, vec![(":status", "429"), ("retry-after", "3")]);
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! Body: `{"method", "path" (with query), "headers": {name: value}}`. Request
 //! headers steer the answer: `x-echo-status: NNN` sets the status, each
-//! `x-echo-header: name=value` adds a response header, and
+//! `x-echo-header: name=value` adds a response header (the value
+//! percent-decoded, so any byte can be asked for), and
 //! `x-echo-delay-ms: N` (at most 10000) delays it.
 
 use std::convert::Infallible;
@@ -152,9 +153,12 @@ async fn echo(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallibl
     Ok(resp)
 }
 
+/// `name=value`, the value percent-decoded, so that a test can ask for a
+/// value with any byte (`x-bad=%FF%FE`, as hostile upstreams send).
 fn parse_header(spec: &str) -> Option<(HeaderName, HeaderValue)> {
     let (name, value) = spec.split_once('=')?;
     let name = HeaderName::from_bytes(name.trim().as_bytes()).ok()?;
-    let value = HeaderValue::from_str(value.trim()).ok()?;
+    let value: Vec<u8> = percent_encoding::percent_decode_str(value.trim()).collect();
+    let value = HeaderValue::from_bytes(&value).ok()?;
     Some((name, value))
 }

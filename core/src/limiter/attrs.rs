@@ -240,7 +240,7 @@ impl<'r> Attrs<'r> {
             }
         }
         // 0 marks an empty slot.
-        Some((h.finish().max(1), text))
+        Some((h.finish().max(1), text.map(crate::counter_api::wire_id)))
     }
 }
 
