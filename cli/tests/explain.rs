@@ -62,7 +62,7 @@ fn an_invoke_call_shows_each_rule_with_its_key_and_limit() {
 
     let list = block(&stdout, "tools-list");
     assert!(list.contains("tools-list: does not apply (global, enforced; 5 per 1 second, burst 5, token_bucket)"), "{list}");
-    assert!(list.contains("why not:  method POST is not GET"), "{list}");
+    assert!(list.contains("why not:  method POST is not one of GET, HEAD"), "{list}");
     assert!(!list.contains("key:"), "{list}");
     let select = block(&stdout, "tools-select");
     assert!(select.contains("why not:  path /api/v1/tools/invoke does not match exact /api/v1/tools/select"), "{select}");

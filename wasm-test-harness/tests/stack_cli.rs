@@ -63,8 +63,9 @@ fn run_in_front_of_an_h2c_service_streams_and_limits() {
 /// limits apply to the service's other paths.
 fn run_in_front_of_a_streaming_service(h2c: bool) {
     let service = StreamingService::start(h2c);
+    // The h2c service is named by a host name (a STRICT_DNS cluster).
     let upstream = if h2c {
-        format!("h2c://127.0.0.1:{}", service.port)
+        format!("h2c://localhost:{}", service.port)
     } else {
         format!("127.0.0.1:{}", service.port)
     };

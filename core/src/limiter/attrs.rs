@@ -209,6 +209,7 @@ impl<'r> Attrs<'r> {
                 // and the tenant are lower case already: borrowed, not copied.
                 (KeyPart::Integration, Some(own)) => Some(own.as_bytes()),
                 (KeyPart::Tenant, _) => self.tenant_ref(policy).map(str::as_bytes),
+                (KeyPart::Method, _) if rule.head_as_get && self.method == "HEAD" => Some(b"get".as_slice()),
                 _ => {
                     owned = self.part(policy, part, params).map(|mut v| {
                         v.make_ascii_lowercase();

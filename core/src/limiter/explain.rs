@@ -308,8 +308,8 @@ mod tests {
         let list = by_name(&p, &all, "tools-list");
         assert_eq!(
             list.skip,
-            Some(Skip::Method { method: "POST".into(), methods: vec!["GET".into()] }),
-            "the first failing condition is the method"
+            Some(Skip::Method { method: "POST".into(), methods: vec!["GET".into(), "HEAD".into()] }),
+            "the first failing condition is the method (HEAD comes with GET)"
         );
         assert!(list.key.is_empty());
         let select = by_name(&p, &all, "tools-select");
@@ -318,6 +318,27 @@ mod tests {
         assert_eq!(github.skip, Some(Skip::Integration { integration: "notion".into(), integrations: vec!["github".into(), "api.github.com".into()] }));
         let r = resolve(&p, &mut req);
         assert_eq!((r.tenant.as_deref(), r.integration.as_deref(), r.exempt), (Some("acme"), Some("notion"), false));
+    }
+
+    #[test]
+    fn head_counts_as_get_unless_the_rule_says_otherwise() {
+        let p = gateway();
+        let mut head = MemoryRequest::new("HEAD", "/api/v1/tools/list").header("x-tenant-id", "acme");
+        let all = explain(&p, &mut head);
+        assert!(by_name(&p, &all, "tools-list").applies(), "HEAD is served by the GET handler: {:?}", by_name(&p, &all, "tools-list"));
+        let mut post = MemoryRequest::new("POST", "/api/v1/tools/list");
+        let all = explain(&p, &mut post);
+        assert_eq!(by_name(&p, &all, "tools-list").skip.as_ref().map(ToString::to_string).as_deref(), Some("method POST is not one of GET, HEAD"));
+        // A rule keyed on the method counts HEAD in GET's bucket.
+        let keyed = r#"{"rules": [{"name": "m", "match": {"methods": ["get"]}, "key": ["method"], "limit": {"requests": 1, "per": "1s"}}]}"#;
+        let keyed = Policy::from_json(keyed).expect("policy");
+        let all = explain(&keyed, &mut MemoryRequest::new("HEAD", "/"));
+        assert_eq!(all[0].key_text(), "method=get");
+        // The opt-out: a rule for GET alone.
+        let alone = r#"{"rules": [{"name": "g", "match": {"methods": ["GET"], "head": "separate"}, "limit": {"requests": 1, "per": "1s"}}]}"#;
+        let alone = Policy::from_json(alone).expect("policy");
+        let all = explain(&alone, &mut MemoryRequest::new("HEAD", "/"));
+        assert_eq!(all[0].skip, Some(Skip::Method { method: "HEAD".into(), methods: vec!["GET".into()] }));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use super::raw::{RawAdaptive, RawCost, RawGlobal, RawPriority, RawHeader, RawKeyPart, RawLimit, RawQueue, RawPath, RawPathParam, RawPolicy, RawRule};
+use super::raw::{HeadMethod, RawAdaptive, RawCost, RawGlobal, RawPriority, RawHeader, RawKeyPart, RawLimit, RawQueue, RawPath, RawPathParam, RawPolicy, RawRule};
 use super::{
     Algorithm, Cost, CostSource, Global, HeaderMatch, HeaderTest, KeyPart, Limit, Mode, Policy, PolicyError,
     Adaptive, Priority, Problem, Queue, Rule, Scope, MAX_SLOTS, MIN_SLOTS,
@@ -179,7 +179,7 @@ impl Compiler {
         if tier.is_empty() || tier.len() > 32 || !tier.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_') {
             self.problem(format!("{at}.tier"), format!("{tier:?} must be 1-32 lower-case letters, digits, '-' or '_'"));
         }
-        let methods = raw
+        let mut methods: Vec<String> = raw
             .matcher
             .methods
             .iter()
@@ -200,6 +200,12 @@ impl Compiler {
                 RawPath::Exact(s) | RawPath::Prefix(s) if !s.starts_with('/') => {
                     self.problem(here, format!("path {s:?} must start with '/'"));
                 }
+        // A server answers HEAD with its GET handler: unless the rule says
+        // otherwise, a limit on GET is one on HEAD too.
+        let head_as_get = raw.matcher.head == HeadMethod::WithGet && methods.iter().any(|m| m == "GET") && !methods.iter().any(|m| m == "HEAD");
+        if head_as_get {
+            methods.push("HEAD".to_string());
+        }
                 RawPath::Exact(s) => paths.push(PathMatcher::Exact(normalize(&s))),
                 RawPath::Prefix(s) => paths.push(PathMatcher::Prefix(s)),
                 RawPath::Template(t) => match Template::parse(&t) {
@@ -276,6 +282,7 @@ impl Compiler {
             limit: limit?,
             algorithm: raw.algorithm,
             shadow: raw.mode == Mode::Shadow,
+            head_as_get,
             missing: raw.missing,
             scope: raw.scope,
             failure_mode: raw.failure_mode,

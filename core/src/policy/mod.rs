@@ -10,7 +10,7 @@ mod raw;
 
 use std::fmt;
 
-pub use raw::{Algorithm, FailureMode, Missing, Mode, ResponseHeaders, Scope};
+pub use raw::{Algorithm, FailureMode, HeadMethod, Missing, Mode, ResponseHeaders, Scope};
 
 use crate::duration::Span;
 use crate::path::{PathMatcher, Template};
@@ -71,11 +71,15 @@ pub struct Rule {
     /// Stable across reloads while the name and key spec are unchanged, so
     /// the rule's buckets keep their counts.
     pub identity: u64,
-    /// Upper-case methods; empty means any.
+    /// Upper-case methods; empty means any. Includes `HEAD` when the rule
+    /// lists `GET` and not `"head": "separate"` (see `head_as_get`).
     pub methods: Vec<String>,
     /// Empty means any path.
     pub paths: Vec<PathMatcher>,
     pub headers: Vec<HeaderMatch>,
+    /// `HEAD` was added for `GET`: a key's `method` part reads it as `get`,
+    /// so that HEAD and GET share the rule's bucket.
+    pub head_as_get: bool,
     /// Integration names (lower case) the rule applies to; empty means
     /// any. The first is the rule's own name for the integration.
     pub integrations: Vec<String>,

@@ -175,6 +175,8 @@ pub struct RawMatch {
     #[serde(default)]
     pub integration: Vec<String>,
 }
+    pub head: HeadMethod,
+    #[serde(default)]
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
@@ -182,6 +184,19 @@ pub enum RawPath {
     Exact(String),
     Prefix(String),
     Template(String),
+/// Whether a rule whose methods list `GET` also covers `HEAD`, which
+/// most servers answer with the GET handler (as nginx's `limit_except GET`
+/// does).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeadMethod {
+    /// `HEAD` counts as `GET`: it matches, and keys as `get`.
+    #[default]
+    WithGet,
+    /// `HEAD` matches only where listed.
+    Separate,
+}
+
 }
 
 #[derive(Debug, Deserialize)]
