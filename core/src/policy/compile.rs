@@ -193,6 +193,12 @@ impl Compiler {
                 }
             })
             .collect();
+        // A server answers HEAD with its GET handler: unless the rule says
+        // otherwise, a limit on GET is one on HEAD too.
+        let head_as_get = raw.matcher.head == HeadMethod::WithGet && methods.iter().any(|m| m == "GET") && !methods.iter().any(|m| m == "HEAD");
+        if head_as_get {
+            methods.push("HEAD".to_string());
+        }
         let mut paths = Vec::new();
         for (i, p) in raw.matcher.paths.into_iter().enumerate() {
             let here = format!("{at}.match.paths[{i}]");
@@ -200,12 +206,6 @@ impl Compiler {
                 RawPath::Exact(s) | RawPath::Prefix(s) if !s.starts_with('/') => {
                     self.problem(here, format!("path {s:?} must start with '/'"));
                 }
-        // A server answers HEAD with its GET handler: unless the rule says
-        // otherwise, a limit on GET is one on HEAD too.
-        let head_as_get = raw.matcher.head == HeadMethod::WithGet && methods.iter().any(|m| m == "GET") && !methods.iter().any(|m| m == "HEAD");
-        if head_as_get {
-            methods.push("HEAD".to_string());
-        }
                 RawPath::Exact(s) => paths.push(PathMatcher::Exact(normalize(&s))),
                 RawPath::Prefix(s) => paths.push(PathMatcher::Prefix(s)),
                 RawPath::Template(t) => match Template::parse(&t) {
@@ -275,6 +275,7 @@ impl Compiler {
             name: raw.name,
             tier,
             methods,
+            head_as_get,
             paths,
             headers,
             integrations,
@@ -282,7 +283,6 @@ impl Compiler {
             limit: limit?,
             algorithm: raw.algorithm,
             shadow: raw.mode == Mode::Shadow,
-            head_as_get,
             missing: raw.missing,
             scope: raw.scope,
             failure_mode: raw.failure_mode,

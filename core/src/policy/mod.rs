@@ -74,12 +74,12 @@ pub struct Rule {
     /// Upper-case methods; empty means any. Includes `HEAD` when the rule
     /// lists `GET` and not `"head": "separate"` (see `head_as_get`).
     pub methods: Vec<String>,
-    /// Empty means any path.
-    pub paths: Vec<PathMatcher>,
-    pub headers: Vec<HeaderMatch>,
     /// `HEAD` was added for `GET`: a key's `method` part reads it as `get`,
     /// so that HEAD and GET share the rule's bucket.
     pub head_as_get: bool,
+    /// Empty means any path.
+    pub paths: Vec<PathMatcher>,
+    pub headers: Vec<HeaderMatch>,
     /// Integration names (lower case) the rule applies to; empty means
     /// any. The first is the rule's own name for the integration.
     pub integrations: Vec<String>,

@@ -169,21 +169,15 @@ pub struct RawMatch {
     #[serde(default)]
     pub methods: Vec<String>,
     #[serde(default)]
+    pub head: HeadMethod,
+    #[serde(default)]
     pub paths: Vec<RawPath>,
     #[serde(default)]
     pub headers: Vec<RawHeader>,
     #[serde(default)]
     pub integration: Vec<String>,
 }
-    pub head: HeadMethod,
-    #[serde(default)]
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum RawPath {
-    Exact(String),
-    Prefix(String),
-    Template(String),
 /// Whether a rule whose methods list `GET` also covers `HEAD`, which
 /// most servers answer with the GET handler (as nginx's `limit_except GET`
 /// does).
@@ -197,6 +191,12 @@ pub enum HeadMethod {
     Separate,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum RawPath {
+    Exact(String),
+    Prefix(String),
+    Template(String),
 }
 
 #[derive(Debug, Deserialize)]
