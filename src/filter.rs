@@ -17,6 +17,7 @@ use sluice_core::policy::Policy;
 use sluice_core::request::HeaderPairs;
 
 use crate::callout;
+use crate::logs::warn_within_budget;
 use crate::global::{self, Then, Waiting};
 use crate::host::{header_map, now_ns, random, HostRequest, HostStore, MAX_BODY};
 use crate::queue::{self, Held};
@@ -104,14 +105,15 @@ impl SluiceFilter {
         let for_ms = (wait / 1_000_000).clamp(1, MAX_BLOCK_MS);
         let mut blocks = Vec::new();
         for rule in started {
-            log::warn!(
+            warn_within_budget!(
+                now,
                 "upstream answered {status} for rule {}: holding its key back for {:.1}s",
-                policy.rules[rule].name,
+                crate::rule_name(policy, rule),
                 wait as f64 / 1e9
             );
             // A global rule's other instances learn it through the counter service.
-            if let Some((_, id)) = ids.iter().find(|(r, _)| *r == rule) {
-                blocks.push(Block { rule: policy.rules[rule].name.clone(), id: id.clone(), for_ms });
+            if let (Some((_, id)), Some(r)) = (ids.iter().find(|(r, _)| *r == rule), policy.rules.get(rule)) {
+                blocks.push(Block { rule: r.name.clone(), id: id.clone(), for_ms });
             }
         }
         if let (Some(settings), false) = (policy.global.as_ref(), blocks.is_empty()) {
@@ -119,12 +121,12 @@ impl SluiceFilter {
                 Ok(_) => crate::metrics::sent(crate::metrics::Call::Block),
                 Err(e) => {
                     crate::metrics::failed(crate::metrics::Call::Block);
-                    log::warn!("upstream block not shared with the other instances: {e}");
+                    warn_within_budget!(now, "upstream block not shared with the other instances: {e}");
                 }
             }
         }
         for (rule, e) in errors {
-            log::warn!("rule {}: upstream limit not recorded: {e}", policy.rules[rule].name);
+            warn_within_budget!(now, "rule {}: upstream limit not recorded: {e}", crate::rule_name(policy, rule));
         }
     }
 }
@@ -134,8 +136,7 @@ impl SluiceFilter {
     /// effective limit is logged.
     fn adapt(&self, policy: &Policy, status: u32, rules: &[usize], sent_at: u64) {
         let now = now_ns();
-        for &i in rules {
-            let rule = &policy.rules[i];
+        for rule in rules.iter().filter_map(|&i| policy.rules.get(i)) {
             match sluice_core::adaptive::record(&HostStore, rule, now, now.saturating_sub(sent_at), status) {
                 Ok(Some(c)) => {
                     let (verb, level) = if c.to < c.from { ("lowered", log::Level::Warn) } else { ("raised", log::Level::Info) };
@@ -171,7 +172,7 @@ impl Context for SluiceFilter {
         };
         let (errors, policy) = errors;
         for (rule, e) in errors {
-            log::warn!("rule {}: a queued turn was not given back: {e}", policy.rules[rule].name);
+            warn_within_budget!(now, "rule {}: a queued turn was not given back: {e}", crate::rule_name(&policy, rule));
         }
         true
     }

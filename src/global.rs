@@ -6,9 +6,10 @@
 use proxy_wasm::hostcalls;
 use sluice_core::coordination::{record, Transition};
 use sluice_core::lease::Answer;
-use sluice_core::limiter::{apply_answer, decide_carrying, decode_needs, encode_needs, forget_ask, Carry, Ctx, Decision, LeaseNeed};
+use sluice_core::limiter::{apply_answer, decide_carrying, decode_needs, encode_needs, forget_ask, gather, Carry, Ctx, Decision, LeaseNeed};
 use sluice_core::policy::{Global, Policy};
 
+use crate::logs::warn_within_budget;
 use crate::host::{HostRequest, HostStore};
 
 /// Name of the shared queue carrying refill asks to the leader.
@@ -27,7 +28,11 @@ pub fn enqueue(queue: Option<u32>, needs: &[LeaseNeed]) {
     if queue.is_none() || needs.is_empty() {
         return;
     }
-    PENDING.with(|p| p.borrow_mut().extend_from_slice(needs));
+    // Past the bound a refill is dropped (and counted): its ask expires.
+    let dropped = PENDING.with(|p| gather(&mut p.borrow_mut(), needs.iter().cloned()));
+    if !dropped.is_empty() {
+        crate::metrics::refills_dropped(dropped.len());
+    }
 }
 
 /// Sends this worker's pending refills to the leader (every tick).
@@ -51,20 +56,20 @@ pub fn send_refills(queue: Option<u32>) {
 pub fn decide(policy: &Policy, request: &mut HostRequest, ctx: Ctx, carried: &[Carry], queue: Option<u32>) -> Decision {
     let d = decide_carrying(policy, request, &HostStore, ctx, carried);
     for (rule, e) in &d.errors {
-        log::warn!("rule {} let a request pass: {e}", policy.rules[*rule].name);
+        warn_within_budget!(ctx.now, "rule {} let a request pass: {e}", crate::rule_name(policy, *rule));
     }
     if !d.notes.is_empty() {
         crate::logs::notes(policy, &d, ctx.now);
         for (i, note) in &d.notes {
-            if *note == sluice_core::limiter::Note::Reset {
-                crate::metrics::count(crate::metrics::rule(&policy.rules[*i]).resets);
+            if let (sluice_core::limiter::Note::Reset, Some(rule)) = (note, policy.rules.get(*i)) {
+                crate::metrics::count(crate::metrics::rule(rule).resets);
             }
         }
     }
     // Empty unless the request goes on now (the core gives back the
     // credit of a request denied or waiting).
-    for i in &d.credited {
-        crate::metrics::count(crate::metrics::rule(&policy.rules[*i]).credit);
+    for rule in d.credited.iter().filter_map(|i| policy.rules.get(*i)) {
+        crate::metrics::count(crate::metrics::rule(rule).credit);
     }
     enqueue(queue, &d.refills);
     d
@@ -116,16 +121,19 @@ pub fn decide_or_call(
     }
 }
 
-/// Takes queued refills, up to about `max` (whole messages).
-pub fn dequeue(queue: u32, max: usize) -> Vec<LeaseNeed> {
+/// Takes every queued refill, so that the queue never outgrows one round
+/// of the workers' messages, keeping at most `MAX_GATHERED`; the rest are
+/// returned apart (counted), for the leader to forget.
+pub fn dequeue(queue: u32) -> (Vec<LeaseNeed>, Vec<LeaseNeed>) {
     let mut out = Vec::new();
-    while out.len() < max {
-        match hostcalls::dequeue_shared_queue(queue) {
-            Ok(Some(bytes)) => out.extend(decode_needs(&bytes)),
-            _ => break,
-        }
+    let mut dropped = Vec::new();
+    while let Ok(Some(bytes)) = hostcalls::dequeue_shared_queue(queue) {
+        dropped.extend(gather(&mut out, decode_needs(&bytes)));
     }
-    out
+    if !dropped.is_empty() {
+        crate::metrics::refills_dropped(dropped.len());
+    }
+    (out, dropped)
 }
 
 /// Reads the answer to a reserve call for `needs` (the call being
@@ -149,7 +157,7 @@ pub fn receive(policy: &Policy, needs: &[LeaseNeed], body_size: usize, now: u64,
                 // The service refused this call's request and answers
                 // others: only the requests that waited for this call
                 // follow their failure mode.
-                log::warn!("counter service refused a reserve call for {} key(s): {e}", needs.len());
+                warn_within_budget!(now, "counter service refused a reserve call for {} key(s): {e}", needs.len());
             }
             (false, kept)
         }
@@ -163,14 +171,15 @@ fn apply(policy: &Policy, needs: &[LeaseNeed], answers: &[Answer], now: u64, mut
         match apply_answer(policy, &HostStore, need, answer, now) {
             Ok(applied) => {
                 carried.extend(applied.carry);
-                if let Some(rule) = applied.rule {
-                    crate::metrics::lease_units(crate::metrics::rule(&policy.rules[rule]), u64::from(answer.granted));
+                if let Some(rule) = applied.rule.and_then(|r| policy.rules.get(r)) {
+                    crate::metrics::lease_units(crate::metrics::rule(rule), u64::from(answer.granted));
                 }
                 if let Some(blocked) = applied.blocked_rule {
                     kept.retain(|c| !matches!(c, Carry::Turn { rule, .. } if *rule == blocked));
                 }
                 if applied.block_started {
-                    log::warn!(
+                    warn_within_budget!(
+                        now,
                         "rule {}: key {:?} held back for {:.1}s: its upstream asked another instance to wait",
                         need.ask.rule,
                         need.ask.id,
@@ -178,7 +187,7 @@ fn apply(policy: &Policy, needs: &[LeaseNeed], answers: &[Answer], now: u64, mut
                     );
                 }
             }
-            Err(e) => log::warn!("lease for rule {} not stored: {e}", need.ask.rule),
+            Err(e) => warn_within_budget!(now, "lease for rule {} not stored: {e}", need.ask.rule),
         }
     }
     carried.extend(kept);
@@ -229,6 +238,6 @@ pub fn reachable(ok: bool, now: u64, detail: &str) {
             log::info!("counter service reachable again after {secs:.1}s; global limits enforced again");
         }
         Ok(Transition::Unchanged) => {}
-        Err(e) => log::warn!("cannot record the counter service state: {e}"),
+        Err(e) => warn_within_budget!(now, "cannot record the counter service state: {e}"),
     }
 }

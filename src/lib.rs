@@ -4,6 +4,11 @@
 //! attributes, clock, local replies and headers out). It compiles to a
 //! module only for wasm32-wasip1; elsewhere it is an empty library so that
 //! native `cargo test` covers the workspace.
+//!
+//! A panic here traps the VM, and with the plugin's `FAIL_CLOSED` its
+//! worker answers 503 until the next configuration: arithmetic and
+//! indexing that could panic are refused, as in the core.
+#![deny(clippy::arithmetic_side_effects, clippy::indexing_slicing)]
 
 pub use sluice_core as core;
 
@@ -25,6 +30,13 @@ mod queue;
 mod root;
 #[cfg(target_os = "wasi")]
 mod settle;
+
+/// A rule's name for a log line (`?` for an index the policy does not have,
+/// which the core never hands out).
+#[cfg(target_os = "wasi")]
+fn rule_name(policy: &sluice_core::policy::Policy, i: usize) -> &str {
+    policy.rules.get(i).map_or("?", |r| r.name.as_str())
+}
 
 #[cfg(target_os = "wasi")]
 proxy_wasm::main! {{

@@ -30,15 +30,33 @@ thread_local! {
 }
 
 /// Spends one line of the budget; false when over it.
+pub fn within_budget(now: u64) -> bool {
+    budget(now)
+}
+
+/// `log::warn!` within the worker's log budget (lines past it are counted
+/// and summed up): every warning that a client or an upstream can cause
+/// again and again goes through it.
+macro_rules! warn_within_budget {
+    ($now:expr, $($arg:tt)+) => {
+        if $crate::logs::within_budget($now) {
+            log::warn!($($arg)+);
+        }
+    };
+}
+pub(crate) use warn_within_budget;
+
+/// Spends one line of the budget; false when over it.
 fn budget(now: u64) -> bool {
     let interval = NS / PER_SECOND;
     let tat = TAT.with(Cell::get).max(now);
-    if tat + interval - now > BURST * interval {
-        SUPPRESSED.with(|s| s.set(s.get() + 1));
+    // `tat` is at least `now`; the constants are small.
+    if tat.saturating_add(interval).saturating_sub(now) > BURST.saturating_mul(interval) {
+        SUPPRESSED.with(|s| s.set(s.get().saturating_add(1)));
         crate::metrics::log_suppressed(1);
         return false;
     }
-    TAT.with(|t| t.set(tat + interval));
+    TAT.with(|t| t.set(tat.saturating_add(interval)));
     let suppressed = SUPPRESSED.with(Cell::get);
     if suppressed > 0 && now.saturating_sub(SUMMARY_AT.with(Cell::get)) >= NS {
         log::warn!("{suppressed} rate-limit log lines suppressed (more than {PER_SECOND} a second)");
@@ -56,7 +74,7 @@ fn json(s: &str) -> String {
 /// request's stream).
 pub fn notes(policy: &Policy, d: &Decision, now: u64) {
     for (i, note) in &d.notes {
-        let rule = &policy.rules[*i];
+        let Some(rule) = policy.rules.get(*i) else { continue };
         let tenant = json(d.tenant.as_deref().unwrap_or("-"));
         let outcome = d.applied.iter().find(|a| a.rule == *i).map(|a| a.outcome);
         match note {
@@ -66,7 +84,7 @@ pub fn notes(policy: &Policy, d: &Decision, now: u64) {
                 }
                 let limit = d.applied.iter().find(|a| a.rule == *i).map_or(rule.limit.requests, |a| a.limit);
                 let remaining = outcome.map_or(0, |o| o.remaining);
-                let reset_at = now / NS + outcome.map_or(0, |o| o.reset_ns.div_ceil(NS));
+                let reset_at = (now / NS).saturating_add(outcome.map_or(0, |o| o.reset_ns.div_ceil(NS)));
                 log::warn!(
                     "rate limit approaching {{\"rule\":{},\"tier\":{},\"tenant\":{tenant},\"used\":{},\"limit\":{limit},\"window\":\"{}\",\"resetAt\":\"{}\"}}",
                     json(&rule.name),

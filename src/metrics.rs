@@ -41,6 +41,7 @@ struct Fixed {
     queue_length: Option<u32>,
     degraded: Option<u32>,
     log_suppressed: Option<u32>,
+    refills_dropped: Option<u32>,
     callouts: [Option<u32>; 3],
     callout_errors: [Option<u32>; 3],
 }
@@ -166,6 +167,7 @@ fn fixed() -> Fixed {
         queue_length: define(MetricType::Gauge, "sluice_queue_length"),
         degraded: define(MetricType::Gauge, "sluice_degraded"),
         log_suppressed: define(MetricType::Counter, "sluice_log_lines_suppressed_total"),
+        refills_dropped: define(MetricType::Counter, "sluice_lease_refills_dropped_total"),
         callouts: CALLS.map(|k| define(MetricType::Counter, &format!("sluice_callouts_total_call.{k};"))),
         callout_errors: CALLS.map(|k| define(MetricType::Counter, &format!("sluice_callout_errors_total_call.{k};"))),
     };
@@ -202,12 +204,18 @@ pub fn log_suppressed(n: u64) {
     add(fixed().log_suppressed, i64::try_from(n).unwrap_or(i64::MAX));
 }
 
+/// Lease refills dropped past a bound (their asks expire and are asked
+/// again by a later request).
+pub fn refills_dropped(n: usize) {
+    add(fixed().refills_dropped, i64::try_from(n).unwrap_or(i64::MAX));
+}
+
 /// A callout was dispatched.
 pub fn sent(call: Call) {
-    add(fixed().callouts[call as usize], 1);
+    add(fixed().callouts.get(call as usize).copied().flatten(), 1);
 }
 
 /// A callout could not be dispatched, or its answer was unusable.
 pub fn failed(call: Call) {
-    add(fixed().callout_errors[call as usize], 1);
+    add(fixed().callout_errors.get(call as usize).copied().flatten(), 1);
 }

@@ -77,7 +77,7 @@ pub fn due(now: u64) -> Vec<(u32, Held)> {
         let mut ready: Vec<(u64, u32)> = held.iter().filter(|(_, (w, _))| *w <= now).map(|(c, (w, _))| (*w, *c)).collect();
         ready.sort_unstable();
         let out: Vec<(u32, Held)> = ready.into_iter().filter_map(|(_, c)| held.remove(&c).map(|(_, h)| (c, h))).collect();
-        crate::metrics::queue_length(-(out.len() as i64));
+        crate::metrics::queue_length(0i64.saturating_sub(i64::try_from(out.len()).unwrap_or(i64::MAX)));
         out
     })
 }

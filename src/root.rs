@@ -143,7 +143,8 @@ impl SluiceRoot {
             }
         }
         let Some(queue) = self.queue else { return };
-        let needs = global::dequeue(queue, 4 * sluice_core::counter_api::MAX_ASKS);
+        let (needs, dropped) = global::dequeue(queue);
+        global::forget(policy, &dropped, now);
         if degraded {
             global::forget(policy, &needs, now);
             return;

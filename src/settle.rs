@@ -37,8 +37,7 @@ pub struct Stream {
 fn count(policy: &Policy, d: &Decision, stream: Stream, held: bool) {
     let waits = d.hold_ns > 0 || d.redo_at.is_some();
     if waits && stream.first {
-        for a in &d.applied {
-            let rule = &policy.rules[a.rule];
+        for rule in d.applied.iter().filter_map(|a| policy.rules.get(a.rule)) {
             if rule.queue.is_some() {
                 crate::metrics::count(crate::metrics::rule(rule).queued);
             }
@@ -48,7 +47,8 @@ fn count(policy: &Policy, d: &Decision, stream: Stream, held: bool) {
         return;
     }
     for a in &d.applied {
-        let ids = crate::metrics::rule(&policy.rules[a.rule]);
+        let Some(rule) = policy.rules.get(a.rule) else { continue };
+        let ids = crate::metrics::rule(rule);
         let id = if d.denied_by.is_some_and(|w| w.rule == a.rule) {
             ids.denied
         } else if d.shadow_denied.iter().any(|s| s.rule == a.rule) {
@@ -69,7 +69,7 @@ pub fn settle(policy: &Rc<Policy>, d: &Decision, stream: Stream, now: u64, rando
     if let Some(reply) = unavailable(policy, d).or_else(|| denial(policy, d, now, random)) {
         let headers: Vec<(&str, &str)> = reply.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         if let Err(e) = hostcalls::send_http_response(reply.status, headers, Some(reply.body.as_bytes())) {
-            log::warn!("local reply not sent: {e:?}");
+            crate::logs::warn_within_budget!(now, "local reply not sent: {e:?}");
         }
         count(policy, d, stream, false);
         return Next::Replied;
@@ -80,8 +80,9 @@ pub fn settle(policy: &Rc<Policy>, d: &Decision, stream: Stream, now: u64, rando
         return Next::Held;
     }
     count(policy, d, stream, d.hold_ns > 0);
-    let learns = d.applied.iter().any(|a| policy.rules[a.rule].obey_upstream);
-    let adapts: Vec<usize> = d.applied.iter().filter(|a| policy.rules[a.rule].adaptive.is_some()).map(|a| a.rule).collect();
+    let learns = d.applied.iter().any(|a| policy.rules.get(a.rule).is_some_and(|r| r.obey_upstream));
+    let adapts: Vec<usize> =
+        d.applied.iter().filter(|a| policy.rules.get(a.rule).is_some_and(|r| r.adaptive.is_some())).map(|a| a.rule).collect();
     queue::set_after(
         context_id,
         After {

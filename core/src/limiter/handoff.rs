@@ -17,6 +17,22 @@ const FORMAT: u8 = 0xb1;
 /// Bytes of a need with empty names.
 const NEED_MIN: usize = 49;
 
+/// Most refills a worker gathers between two ticks, and most the leader
+/// takes from the queue in one round (four reserve calls' worth), however
+/// many keys clients invent. A refill dropped past it only delays its
+/// lease: its ask expires (or the leader forgets it) and a later request
+/// asks again.
+pub const MAX_GATHERED: usize = 4 * crate::counter_api::MAX_ASKS;
+
+/// Appends `more` to `gathered` while it holds fewer than
+/// [`MAX_GATHERED`]; returns what did not fit, in order.
+pub fn gather<T>(gathered: &mut Vec<T>, more: impl IntoIterator<Item = T>) -> Vec<T> {
+    let mut more = more.into_iter();
+    let room = MAX_GATHERED.saturating_sub(gathered.len());
+    gathered.extend(more.by_ref().take(room));
+    more.collect()
+}
+
 /// Encodes `needs` as one message; `None` when a name is too long for
 /// its u16 length (policies keep them far shorter).
 pub fn encode_needs(needs: &[LeaseNeed]) -> Option<Vec<u8>> {
@@ -87,4 +103,25 @@ fn decode_binary(b: &[u8]) -> Option<Vec<LeaseNeed>> {
         });
     }
     b.is_empty().then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+
+    #[test]
+    fn gathering_stops_at_the_bound_and_returns_the_rest() {
+        let mut gathered: Vec<usize> = (0..MAX_GATHERED - 2).collect();
+        let rest = gather(&mut gathered, [1, 2, 3, 4, 5]);
+        assert_eq!(gathered.len(), MAX_GATHERED);
+        assert_eq!(gathered[MAX_GATHERED - 2..], [1, 2]);
+        assert_eq!(rest, [3, 4, 5]);
+        assert_eq!(gather(&mut gathered, [6]), [6], "a full list takes nothing");
+        let mut empty = Vec::new();
+        assert!(gather(&mut empty, 0..10).is_empty());
+        assert_eq!(empty.len(), 10);
+    }
 }

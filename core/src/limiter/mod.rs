@@ -42,7 +42,7 @@ pub use crate::store::Note;
 use attrs::Attrs;
 pub use explain::{explain, resolve, Explained, KeyValue, Resolved, Skip};
 pub use global::{apply_answer, fallback_limit, forget_ask, Applied};
-pub use handoff::{decode_needs, encode_needs};
+pub use handoff::{decode_needs, encode_needs, gather, MAX_GATHERED};
 
 /// What a request already holds when it is decided again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
