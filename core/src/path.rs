@@ -63,8 +63,15 @@ fn decode_unreserved(path: &str) -> String {
     while let Some(at) = rest.find('%') {
         let (before, from) = rest.split_at(at);
         out.push_str(before);
+        // A hex digit after a literal '%' (and maybe one more digit) stays
+        // encoded: decoded, it would complete an escape that the next pass
+        // decodes ("%%32d" read as "%2d", then as "-"), and normalising
+        // must give a normal path back as it is.
+        let opens_escape = ends_in_open_escape(&out);
         let unreserved = match from.as_bytes() {
-            [_, h, l, ..] => hex_byte(*h, *l).filter(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~')),
+            [_, h, l, ..] => hex_byte(*h, *l).filter(|c| {
+                (c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~')) && !(opens_escape && c.is_ascii_hexdigit())
+            }),
             _ => None,
         };
         match (unreserved, from.get(3..)) {
@@ -80,6 +87,15 @@ fn decode_unreserved(path: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// True when `text` ends with `%`, or with `%` and one hex digit.
+fn ends_in_open_escape(text: &str) -> bool {
+    match text.as_bytes() {
+        [.., b'%'] => true,
+        [.., b'%', d] => d.is_ascii_hexdigit(),
+        _ => false,
+    }
 }
 
 /// The byte two hex digits spell, if they are hex digits.
@@ -256,6 +272,18 @@ mod tests {
             }
         }
         assert!(count > 100, "{count}");
+    }
+
+    #[test]
+    fn normalising_twice_changes_nothing() {
+        // A literal '%' followed by a decoded hex digit must not become an
+        // escape the next pass decodes ("%%32d" once read as "%2d").
+        for raw in ["/%%32d", "%%32d", "/%%32%64", "/%4%31", "/a%/%32e", "/%%2e%2e/x", "/%2%32e"] {
+            let once = normalize(raw);
+            assert_eq!(normalize(&once), once, "{raw}");
+        }
+        assert_eq!(normalize("/%%32d"), "/%%32d");
+        assert_eq!(normalize("/%%%36%43ist"), "/%%%36Cist");
     }
 
     #[test]
