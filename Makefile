@@ -45,7 +45,7 @@ CARGO ?= cargo
 
 export SLUICE_ENVOY := $(ENVOY)
 
-.PHONY: all build oci run apply check explain simulate policy-from-env test test-native test-wasm lint deps rust-targets envoy redis prometheus node wasm-test-runner wrk bench clean
+.PHONY: all build oci run apply check explain simulate policy-from-env test test-native test-wasm lint deps rust-targets envoy redis prometheus node wasm-test-runner wrk bench clean cargo-fuzz fuzz fuzz-smoke
 
 all: build
 
@@ -161,7 +161,7 @@ simulate:
 policy-from-env:
 	@$(CARGO) run -q --release -p sluice-cli -- policy-from-env
 
-test: deps build test-native test-wasm
+test: deps build test-native test-wasm fuzz-smoke
 
 # Unit tests, the core against the default policy, and the filter in real
 # Envoy through the harness (tests/).
@@ -194,3 +194,34 @@ lint: rust-targets
 clean:
 	$(CARGO) clean
 	rm -rf .sluice
+
+# Coverage-guided fuzzing (docs/fuzzing.md): cargo-fuzz and libFuzzer on the
+# stable toolchain, so without a sanitizer (`-s none`), optimised with
+# overflow checks and debug assertions on (`-O -a`). `make fuzz` runs every
+# target for FUZZ_SECONDS (FUZZ_TARGET=name for one), `make fuzz-smoke` each
+# for FUZZ_SMOKE_SECONDS (part of `make test`). New inputs go to
+# fuzz/target/corpus/; the committed corpus in fuzz/corpus/ is only read.
+# Findings are written to fuzz/artifacts/<target>/.
+CARGO_FUZZ_VERSION := 0.13.2
+CARGO_FUZZ := $(CARGO_BIN)/cargo-fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_SMOKE_SECONDS ?= 3
+FUZZ_TARGET ?=
+FUZZ_TARGETS := policy request path upstream counter_request counter_answer slots handoff simulate
+FUZZ_BUILD := --sanitizer none -O -a --codegen-units 16
+# Largest resident set; single allocations are bounded in fuzz/src/lib.rs.
+FUZZ_LIMITS := -rss_limit_mb=512 -timeout=10
+
+cargo-fuzz:
+	@$(CARGO_FUZZ) --version 2>/dev/null | grep -qx "cargo-fuzz $(CARGO_FUZZ_VERSION)" || \
+	  $(CARGO) install --quiet --force --locked cargo-fuzz --version $(CARGO_FUZZ_VERSION)
+
+fuzz fuzz-smoke: cargo-fuzz
+	$(CARGO) fuzz build $(FUZZ_BUILD)
+	@for t in $(or $(FUZZ_TARGET),$(FUZZ_TARGETS)); do \
+	  mkdir -p fuzz/target/corpus/$$t; \
+	  if $(CARGO) fuzz run $(FUZZ_BUILD) $$t fuzz/target/corpus/$$t fuzz/corpus/$$t -- \
+	      -max_total_time=$(if $(filter fuzz-smoke,$@),$(FUZZ_SMOKE_SECONDS),$(FUZZ_SECONDS)) $(FUZZ_LIMITS) \
+	      > fuzz/target/$$t.log 2>&1; then \
+	    echo "fuzz $$t: $$(grep -E '^#[0-9]+ *DONE' fuzz/target/$$t.log)"; \
+	  else tail -n 40 fuzz/target/$$t.log; echo "fuzz $$t: FAILED (fuzz/target/$$t.log)" >&2; exit 1; fi; done

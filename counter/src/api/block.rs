@@ -8,16 +8,15 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::Json;
 
-use super::wire::{BlockReply, BlockRequest, KeyBlockReply};
-use super::{body, validate, ApiError, AppState};
+use super::wire::{BlockReply, KeyBlockReply};
+use super::{body, ApiError, AppState};
 
 /// The handler.
 pub async fn block(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<BlockReply>, ApiError> {
-    let req: BlockRequest = body::parse(body)?;
-    let blocks = validate::blocks(&req, &state.prefix)?;
+    let blocks = super::block_list(&body::bytes(body)?, &state.prefix)?;
 
     let started = Instant::now();
     let result = state.store.block(&blocks).await;

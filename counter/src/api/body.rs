@@ -8,16 +8,20 @@ use serde::de::DeserializeOwned;
 
 use super::ApiError;
 
-/// The parsed body, or why it cannot be read.
-pub fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
-    let body = body.map_err(|rejection| match rejection.status() {
+/// The body's bytes, or why they cannot be read.
+pub fn bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| match rejection.status() {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::BodyTooLarge,
         _ => ApiError::BadJson {
             message: rejection.body_text(),
             field: None,
         },
-    })?;
-    let mut de = serde_json::Deserializer::from_slice(&body);
+    })
+}
+
+/// The parsed body.
+pub fn from_slice<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|err| {
         let path = err.path().to_string();
         ApiError::BadJson {

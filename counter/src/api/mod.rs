@@ -28,7 +28,7 @@ pub use wire::{
 };
 
 use crate::metrics::Metrics;
-use crate::store::CounterStore;
+use crate::store::{Block, CounterStore, Lease};
 
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -79,6 +79,18 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(health::metrics))
         .merge(v1)
         .with_state(state)
+}
+
+/// The store leases a `POST /v1/reserve` body asks for, read and checked
+/// as the handler does (also the fuzz target's entry point).
+pub fn reserve_leases(body: &[u8], prefix: &str) -> Result<Vec<Lease>, ApiError> {
+    validate::leases(&body::from_slice(body)?, prefix)
+}
+
+/// The store blocks a `POST /v1/block` body asks for, read and checked as
+/// the handler does.
+pub fn block_list(body: &[u8], prefix: &str) -> Result<Vec<Block>, ApiError> {
+    validate::blocks(&body::from_slice(body)?, prefix)
 }
 
 /// Counts every answered `/v1/*` request by status.

@@ -9,8 +9,8 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::Json;
 
-use super::wire::{LeaseReply, ReserveReply, ReserveRequest};
-use super::{body, validate, ApiError, AppState};
+use super::wire::{LeaseReply, ReserveReply};
+use super::{body, ApiError, AppState};
 use crate::window;
 
 /// The handler.
@@ -18,8 +18,7 @@ pub async fn reserve(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<ReserveReply>, ApiError> {
-    let req: ReserveRequest = body::parse(body)?;
-    let leases = validate::leases(&req, &state.prefix)?;
+    let leases = super::reserve_leases(&body::bytes(body)?, &state.prefix)?;
 
     let started = Instant::now();
     let result = state.store.reserve(&leases).await;
