@@ -16,6 +16,7 @@ pub mod coordination;
 pub mod counter_api;
 pub mod duration;
 pub mod hash;
+pub mod jsonrpc;
 pub mod lease;
 mod le;
 pub mod limiter;
