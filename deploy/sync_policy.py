@@ -3,7 +3,8 @@
 
   deploy/istio/wasmplugin.yaml   spec.pluginConfig, as YAML (the last key of
                                  the file), with the Istio names of the
-                                 counter service in `global`
+                                 counter service in `global` and
+                                 `trusted_hops` 1 (behind the ingress gateway)
   deploy/compose/envoy.yaml      the Wasm filter's configuration, as JSON
                                  between the `# policy: begin` and
                                  `# policy: end` lines, with one instance
@@ -32,6 +33,10 @@ ISTIO_GLOBAL = {
     "cluster": "outbound|8790||sluice-counter.mcp.svc.cluster.local",
     "authority": "sluice-counter.mcp.svc.cluster.local",
 }
+# Behind the Istio ingress gateway, which appends the address it saw to
+# X-Forwarded-For: the gateway's sidecar trusts that one hop. (Where Envoy
+# itself is the edge, as in compose and `make run`, the default 0 stands.)
+ISTIO_TOP = {"trusted_hops": 1}
 # docker-compose runs one Envoy.
 COMPOSE_GLOBAL = {"expected_instances": 1}
 
@@ -100,6 +105,16 @@ def with_global(policy, overrides):
     return out
 
 
+def with_top(policy, overrides):
+    """The policy with top-level fields of `overrides` replaced in place."""
+    out = dict(policy)
+    for key, value in overrides.items():
+        if key not in out:
+            raise SystemExit(f"the default policy has no {key!r} to override")
+        out[key] = value
+    return out
+
+
 def compact_json(policy):
     """JSON with one top-level field, and one rule, per line."""
     lines = []
@@ -116,7 +131,7 @@ def wasmplugin_text(current, policy):
     head, sep, _ = current.partition("\n  pluginConfig:\n")
     if not sep:
         raise SystemExit(f"{WASMPLUGIN}: no '  pluginConfig:' line")
-    body = block(with_global(policy, ISTIO_GLOBAL), 4)
+    body = block(with_top(with_global(policy, ISTIO_GLOBAL), ISTIO_TOP), 4)
     return head + sep + "\n".join(body) + "\n"
 
 

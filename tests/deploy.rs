@@ -254,7 +254,12 @@ fn the_wasmplugin_carries_the_default_policy_with_istio_cluster_names() {
     let config = at(&wp, "/spec/pluginConfig");
     let global = compiled_global(config, WASMPLUGIN);
     let diff: Vec<String> = differences(config, &default_policy()).into_iter().collect();
-    assert_eq!(diff, ["/global/authority", "/global/cluster"], "{WASMPLUGIN}: pluginConfig differs from policies/mcp-gateway.json elsewhere (run python3 deploy/sync_policy.py)");
+    assert_eq!(diff, ["/global/authority", "/global/cluster", "/trusted_hops"], "{WASMPLUGIN}: pluginConfig differs from policies/mcp-gateway.json elsewhere (run python3 deploy/sync_policy.py)");
+    // Envoy is the edge where the default policy runs (make run, compose):
+    // no X-Forwarded-For entry is the client's. Behind the ingress gateway
+    // the sidecar trusts the one entry the gateway appends.
+    assert_eq!(u64_at(&default_policy(), "/trusted_hops"), 0);
+    assert_eq!(u64_at(config, "/trusted_hops"), 1);
 
     // Istio names a Service's cluster outbound|port||fqdn.
     let (name, namespace, port) = counter_service();

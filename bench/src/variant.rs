@@ -71,10 +71,18 @@ pub fn template(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("envoy").join(name)
 }
 
-/// The default policy, `policies/mcp-gateway.json`.
+/// The default policy, `policies/mcp-gateway.json`, trusting one proxy
+/// hop: the load generator plays many clients by writing each one's address
+/// in `X-Forwarded-For`, as a load balancer in front of Envoy would (the
+/// native variant sets `xff_num_trusted_hops: 1` for the same reason).
 pub fn gateway_policy() -> anyhow::Result<String> {
     let path = wasm_test_harness::repo_root().join("policies/mcp-gateway.json");
-    std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let one_hop = text.replacen(r#""trusted_hops": 0"#, r#""trusted_hops": 1"#, 1);
+    if one_hop == text {
+        bail!("{}: no \"trusted_hops\": 0 to set to 1", path.display());
+    }
+    Ok(one_hop)
 }
 
 /// `policy` with every rule counted locally: no `global` section, no rule

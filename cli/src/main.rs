@@ -72,10 +72,29 @@ fn main() -> ExitCode {
             match parse_policy(&policy, &text, ExitCode::FAILURE) {
                 Ok(p) => {
                     println!("OK: {} rules, {} slots", p.rules.len(), p.slots);
+                    if let Some(warning) = trust_warning(&p) {
+                        eprintln!("{policy}: warning: {warning}");
+                    }
                     ExitCode::SUCCESS
                 }
                 Err(code) => code,
             }
         }
     }
+}
+
+/// What a policy that trusts proxy hops hands to whoever sets
+/// `X-Forwarded-For`: a warning, not an error, since behind a load balancer
+/// or ingress gateway that is the right setting.
+fn trust_warning(policy: &Policy) -> Option<String> {
+    let n = policy.trusted_hops;
+    (n > 0).then(|| {
+        format!(
+            "trusted_hops is {n}: the client IP is the X-Forwarded-For entry {n} from the right, so whoever sets that \
+             header decides every per-IP key. Only use it when exactly {n} proxy hop(s) you run (load balancer, ingress \
+             gateway) sit in front of Envoy and write X-Forwarded-For; Envoy must not be the edge. Where clients connect \
+             to Envoy directly, any client can send X-Forwarded-For to escape its per-IP limit or drain another \
+             address's: use trusted_hops 0 there."
+        )
+    })
 }

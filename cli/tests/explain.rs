@@ -76,11 +76,22 @@ fn an_invoke_call_shows_each_rule_with_its_key_and_limit() {
 
 #[test]
 fn the_client_ip_and_exempt_paths_show() {
-    // trusted_hops is 1: the rightmost X-Forwarded-For entry is the client.
-    let out = explain("GET /api/v1/tools/list x-forwarded-for: 198.51.100.1, 203.0.113.5", &["--client-ip", "10.0.0.2"]);
+    // trusted_hops is 0 (Envoy is the edge): the peer is the client, and
+    // X-Forwarded-For is whatever the client wrote.
+    let forged = "GET /api/v1/tools/list x-forwarded-for: 198.51.100.1, 203.0.113.5";
+    let out = explain(forged, &["--client-ip", "10.0.0.2"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    assert!(block(&stdout, "per-ip").contains("client_ip=203.0.113.5"), "{stdout}");
+    assert!(block(&stdout, "per-ip").contains("client_ip=10.0.0.2"), "{stdout}");
+    // Behind one proxy (trusted_hops 1) the rightmost entry is the client.
+    let behind = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("explain-behind-one-proxy.json");
+    let policy = std::fs::read_to_string(GATEWAY).unwrap().replacen(r#""trusted_hops": 0"#, r#""trusted_hops": 1"#, 1);
+    std::fs::write(&behind, policy).unwrap();
+    let out = sluicectl(&["explain", "--policy", behind.to_str().unwrap(), "--request", forged, "--client-ip", "10.0.0.2"]);
+    assert!(block(&text(&out.stdout), "per-ip").contains("client_ip=203.0.113.5"), "{}", text(&out.stdout));
+    // IPv6: the client is its /64.
+    let out = explain("GET /api/v1/tools/list", &["--client-ip", "2001:db8:5:6::7"]);
+    assert!(block(&text(&out.stdout), "per-ip").contains("client_ip=2001:db8:5:6::/64"), "{}", text(&out.stdout));
     // No tenant: the rule applies, to the bucket shared by every such request.
     assert!(block(&stdout, "tools-list").contains("key:      tenant=(missing)  (counter service key \"-\")"), "{stdout}");
     assert!(stdout.contains("\ntenant:      (none)\n"), "{stdout}");

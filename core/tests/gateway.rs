@@ -115,7 +115,7 @@ fn per_tenant_limit_spans_endpoints() {
 
 #[test]
 fn per_ip_limit_and_exempt_paths() {
-    let g = Gateway::new(GATEWAY);
+    let g = Gateway::new(&behind_one_proxy());
     // 1100 requests from one client spread over 20 tenants: the IP limit bites.
     let mut admitted = 0;
     for i in 0..1100 {
@@ -135,9 +135,48 @@ fn per_ip_limit_and_exempt_paths() {
     assert!(g.send(get("/ready").header("x-forwarded-for", "203.0.113.42")).allowed());
 }
 
+/// The default policy behind one proxy that writes `X-Forwarded-For`
+/// (a load balancer or ingress gateway in front of Envoy).
+fn behind_one_proxy() -> String {
+    let json = GATEWAY.replacen(r#""trusted_hops": 0"#, r#""trusted_hops": 1"#, 1);
+    assert_ne!(json, GATEWAY, "the default policy names no trusted_hops 0");
+    json
+}
+
+#[test]
+fn a_forged_forwarded_for_does_not_make_a_new_client() {
+    // Envoy is the edge (trusted_hops 0): the header is the client's own
+    // text, and the TCP peer is the client whatever it says.
+    let g = Gateway::new(GATEWAY);
+    let forging = |i: u32| tenant(get("/api/v1/metrics"), "t").header("x-forwarded-for", &format!("198.51.100.{}", i % 250)).from_address("192.0.2.9:4000");
+    let admitted: u32 = (0..150).map(|i| u32::from(g.send(forging(i)).allowed())).sum();
+    assert_eq!(admitted, 100, "a client that varies X-Forwarded-For escaped the per-ip limit");
+    // Nor can a client spend another address's bucket by naming it.
+    let victim = tenant(get("/api/v1/metrics"), "v").from_address("198.51.100.1:5000");
+    assert_eq!(g.burst(&victim, 100), 100);
+}
+
+#[test]
+fn ipv6_clients_share_their_64() {
+    let g = Gateway::new(GATEWAY);
+    // Each request its own tenant: only the per-ip rules can bite.
+    let n = std::cell::Cell::new(0);
+    let from = |addr: &str| {
+        n.set(n.get() + 1);
+        tenant(get("/api/v1/metrics"), &format!("t{}", n.get())).from_address(addr)
+    };
+    let admitted: u32 = (0..150).map(|i| u32::from(g.send(from(&format!("[2001:db8:7:7::{:x}]:4000", i + 1))).allowed())).sum();
+    assert_eq!(admitted, 100, "addresses of one /64 are one client");
+    assert!(g.send(from("[2001:db8:7:8::1]:4000")).allowed(), "the next /64 is another client");
+    // An IPv4 client and its IPv4-mapped IPv6 form share one bucket.
+    let v4: u32 = (0..60).map(|_| u32::from(g.send(from("192.0.2.200:1")).allowed())).sum();
+    let mapped: u32 = (0..60).map(|_| u32::from(g.send(from("[::ffff:192.0.2.200]:1")).allowed())).sum();
+    assert_eq!((v4, mapped), (60, 40));
+}
+
 #[test]
 fn client_ip_is_the_rightmost_forwarded_address() {
-    let g = Gateway::new(GATEWAY);
+    let g = Gateway::new(&behind_one_proxy());
     let spoofing = |i: u32| get("/api/v1/metrics").header("x-forwarded-for", &format!("1.2.3.{}, 198.51.100.7", i % 250));
     let admitted: u32 = (0..150).map(|i| u32::from(g.send(spoofing(i)).allowed())).sum();
     assert_eq!(admitted, 100, "made-up left entries do not make new clients");

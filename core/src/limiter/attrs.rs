@@ -2,7 +2,7 @@
 //! reused by every rule: method, normalised path, headers, client IP,
 //! tenant, query, properties, body; plus each rule's match, key and cost.
 
-use crate::client_ip::{forwarded_client, peer_ip};
+use crate::client_ip::{forwarded_client, peer_client};
 use crate::hash::Fnv;
 use crate::path::{hex_byte, normalize, starts_with_ignore_case, Params};
 use crate::policy::{CostSource, HeaderTest, KeyPart, Missing, Policy, Rule, Scope};
@@ -39,16 +39,16 @@ impl<'r> Attrs<'r> {
         v
     }
 
-    fn client_ip(&mut self, trusted_hops: u32) -> Option<String> {
+    fn client_ip(&mut self, trusted_hops: u32, ipv6_prefix: u8) -> Option<String> {
         if self.client_ip.is_none() {
             let xff = if trusted_hops > 0 { self.header("x-forwarded-for") } else { None };
             // The peer is read (a hostcall in Envoy) only when the header
             // does not name the client.
-            let ip = forwarded_client(xff.as_deref(), trusted_hops).or_else(|| {
+            let ip = forwarded_client(xff.as_deref(), trusted_hops, ipv6_prefix).or_else(|| {
                 self.req
                     .property(&["source".to_string(), "address".to_string()])
                     .and_then(|b| String::from_utf8(b).ok())
-                    .and_then(|a| peer_ip(&a))
+                    .and_then(|a| peer_client(&a, ipv6_prefix))
             });
             self.client_ip = Some(ip);
         }
@@ -67,7 +67,7 @@ impl<'r> Attrs<'r> {
     /// The value of one key part, as bytes to hash.
     fn part(&mut self, policy: &Policy, part: &KeyPart, params: &Params) -> Option<Vec<u8>> {
         let text = match part {
-            KeyPart::ClientIp => self.client_ip(policy.trusted_hops),
+            KeyPart::ClientIp => self.client_ip(policy.trusted_hops, policy.ipv6_prefix),
             KeyPart::Method => Some(self.method.clone()),
             KeyPart::Authority => self.req.authority(),
             KeyPart::Path => Some(self.path.clone()),

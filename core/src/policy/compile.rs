@@ -56,6 +56,13 @@ impl Compiler {
             self.problem("trusted_hops", format!("must be between 0 and {MAX_TRUSTED_HOPS}, got {}", raw.trusted_hops));
             0
         };
+        let ipv6_prefix = match u8::try_from(raw.ipv6_prefix) {
+            Ok(bits @ 1..=128) => bits,
+            _ => {
+                self.problem("ipv6_prefix", format!("must be between 1 and 128 (bits of an IPv6 address that name one client), got {}", raw.ipv6_prefix));
+                crate::client_ip::DEFAULT_IPV6_PREFIX
+            }
+        };
         let mut exempt_paths = Vec::new();
         for (i, p) in raw.exempt_paths.iter().enumerate() {
             if p.starts_with('/') {
@@ -126,7 +133,7 @@ impl Compiler {
                 "a cost, key, tenant or integration comes from the request body: set \"read_body\": true, which needs Envoy's Wasm PluginConfig allow_on_headers_stop_iteration: true (set by this project's ECDS resource; not settable through Istio's WasmPlugin)",
             );
         }
-        Policy { slots, trusted_hops, exempt_paths, tenant, integration, global, rules, needs_body, response_headers: raw.response_headers }
+        Policy { slots, trusted_hops, ipv6_prefix, exempt_paths, tenant, integration, global, rules, needs_body, response_headers: raw.response_headers }
     }
 
     fn global(&mut self, raw: RawGlobal) -> Option<Global> {

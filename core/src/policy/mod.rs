@@ -26,6 +26,9 @@ pub struct Policy {
     pub slots: u32,
     /// Proxies in front of Envoy whose `X-Forwarded-For` entries are trusted.
     pub trusted_hops: u32,
+    /// Leading bits of an IPv6 client address that make one client key
+    /// (1..=128; 64 unless the policy says otherwise).
+    pub ipv6_prefix: u8,
     /// Paths no rule applies to, unless the rule names the path exactly.
     pub exempt_paths: Vec<String>,
     /// Where the tenant comes from: the first source with a value wins.

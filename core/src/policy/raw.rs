@@ -8,6 +8,10 @@ fn default_slots() -> i64 {
     65_536
 }
 
+fn default_ipv6_prefix() -> i64 {
+    i64::from(crate::client_ip::DEFAULT_IPV6_PREFIX)
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPolicy {
@@ -15,6 +19,8 @@ pub struct RawPolicy {
     pub slots: i64,
     #[serde(default)]
     pub trusted_hops: i64,
+    #[serde(default = "default_ipv6_prefix")]
+    pub ipv6_prefix: i64,
     #[serde(default)]
     pub exempt_paths: Vec<String>,
     #[serde(default)]

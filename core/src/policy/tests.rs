@@ -20,7 +20,8 @@ fn one_rule(rule: &str) -> String {
 #[test]
 fn the_gateway_policy_is_valid() {
     let p = Policy::from_json(GATEWAY).expect("default policy");
-    assert_eq!(p.trusted_hops, 1);
+    assert_eq!(p.trusted_hops, 0, "Envoy is the edge of `make run` and compose: X-Forwarded-For is the client's");
+    assert_eq!(p.ipv6_prefix, 64);
     assert_eq!(p.exempt_paths, ["/health", "/ready"]);
     let list = p.rule("tools-list").expect("tools-list rule");
     assert_eq!(list.limit.requests, 5);
@@ -68,6 +69,9 @@ fn each_mistake_is_named_with_its_path() {
         (r#"{"rules": [{"name": "a", "limit": {"requests": 1, "per": "1s"}}, {"name": "a", "limit": {"requests": 1, "per": "1s"}}]}"#, "rules[1].name: duplicate rule name \"a\" (first used at rules[0])"),
         (r#"{"slots": 10, "rules": []}"#, "slots: must be between"),
         (r#"{"trusted_hops": -1, "rules": []}"#, "trusted_hops: must be between"),
+        (r#"{"ipv6_prefix": 0, "rules": []}"#, "ipv6_prefix: must be between 1 and 128"),
+        (r#"{"ipv6_prefix": 129, "rules": []}"#, "ipv6_prefix: must be between 1 and 128"),
+        (r#"{"ipv6_prefix": "64", "rules": []}"#, "ipv6_prefix: invalid type"),
         (r#"{"exempt_paths": ["health"], "rules": []}"#, "exempt_paths[0]"),
         (r#"{"tenant": ["tenant"], "rules": []}"#, "tenant[0]: the tenant cannot be defined by itself"),
         (r#"{"tenant": [{"path_param": "tenantId"}], "rules": []}"#, "tenant[0]: path_param \"tenantId\" needs its own template"),
