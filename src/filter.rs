@@ -193,13 +193,21 @@ impl Context for SluiceFilter {
     }
 }
 
+/// The policy reads this request's body (see `Policy::reads_body`).
+fn reads_body(policy: &Policy) -> bool {
+    use sluice_core::request::Request;
+    let mut request = HostRequest::new(None);
+    let (method, path) = (request.method().unwrap_or_default(), request.path().unwrap_or_default());
+    policy.reads_body(&method, &path)
+}
+
 impl HttpContext for SluiceFilter {
     fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
         let Some(policy) = self.policy.clone() else {
             return Action::Continue;
         };
         self.arrival = now_ns();
-        if policy.needs_body && !end_of_stream {
+        if policy.needs_body && !end_of_stream && reads_body(&policy) {
             self.awaiting_body = true;
             return Action::Pause;
         }

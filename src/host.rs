@@ -114,6 +114,9 @@ impl Request for HostRequest {
         let size = self.body_size.filter(|s| *s <= MAX_BODY)?;
         hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size).ok().flatten()
     }
+    fn body_too_large(&mut self) -> bool {
+        self.body_size.is_some_and(|s| s > MAX_BODY)
+    }
 }
 
 /// Wall-clock nanoseconds since the epoch (0 if the host clock is broken).

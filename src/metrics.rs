@@ -42,6 +42,7 @@ struct Fixed {
     degraded: Option<u32>,
     log_suppressed: Option<u32>,
     refills_dropped: Option<u32>,
+    mcp_headers_disagree: Option<u32>,
     callouts: [Option<u32>; 3],
     callout_errors: [Option<u32>; 3],
 }
@@ -168,6 +169,7 @@ fn fixed() -> Fixed {
         degraded: define(MetricType::Gauge, "sluice_degraded"),
         log_suppressed: define(MetricType::Counter, "sluice_log_lines_suppressed_total"),
         refills_dropped: define(MetricType::Counter, "sluice_lease_refills_dropped_total"),
+        mcp_headers_disagree: define(MetricType::Counter, "sluice_mcp_header_mismatch_total"),
         callouts: CALLS.map(|k| define(MetricType::Counter, &format!("sluice_callouts_total_call.{k};"))),
         callout_errors: CALLS.map(|k| define(MetricType::Counter, &format!("sluice_callout_errors_total_call.{k};"))),
     };
@@ -208,6 +210,11 @@ pub fn log_suppressed(n: u64) {
 /// again by a later request).
 pub fn refills_dropped(n: usize) {
     add(fixed().refills_dropped, i64::try_from(n).unwrap_or(i64::MAX));
+}
+
+/// A request's `Mcp-Method`/`Mcp-Name` headers disagreed with its body.
+pub fn mcp_headers_disagree() {
+    add(fixed().mcp_headers_disagree, 1);
 }
 
 /// A callout was dispatched.

@@ -66,6 +66,9 @@ fn count(policy: &Policy, d: &Decision, stream: Stream, held: bool) {
 /// Acts on a final decision for `stream` (the effective context).
 pub fn settle(policy: &Rc<Policy>, d: &Decision, stream: Stream, now: u64, random: u64) -> Next {
     let context_id = stream.context_id;
+    if d.mcp_headers_disagree && stream.first {
+        crate::metrics::mcp_headers_disagree();
+    }
     if let Some(reply) = unavailable(policy, d).or_else(|| denial(policy, d, now, random)) {
         let headers: Vec<(&str, &str)> = reply.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         if let Err(e) = hostcalls::send_http_response(reply.status, headers, Some(reply.body.as_bytes())) {

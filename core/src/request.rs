@@ -17,6 +17,10 @@ pub trait Request {
     fn body(&mut self) -> Option<Vec<u8>> {
         None
     }
+    /// The body was too large to read (beyond the filter's bound).
+    fn body_too_large(&mut self) -> bool {
+        false
+    }
 }
 
 /// A request held in memory.

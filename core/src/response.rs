@@ -9,12 +9,25 @@
 //! told to wait do not all return in the same instant.
 //! Admitted: the same headers, less `Retry-After`, for the rule closest to
 //! its limit.
+//!
+//! A refused JSON-RPC request (MCP) gets, with the same headers, a JSON-RPC
+//! error instead of the gateway's body, so that an MCP client surfaces it
+//! as what it is: `{"jsonrpc": "2.0", "id": <the request's id>, "error":
+//! {"code": -32029, "message": "Rate limit exceeded (<rule>): retry after
+//! <n> s", "data": {"retryAfter": <n>, "limits": {...}}}}` (`limits` as in
+//! the gateway's body). A batch gets an array with one error per call that
+//! has an id; a notification, or a batch of only notifications, gets the
+//! 429 with no body (JSON-RPC answers no notification).
 
 pub use crate::civil::civil_from_days;
 use crate::limiter::{Decision, RuleOutcome};
 use crate::policy::{Policy, ResponseHeaders, Rule};
 
 const NS: u64 = 1_000_000_000;
+
+/// JSON-RPC error code of a refusal: one of the codes JSON-RPC leaves to
+/// servers (-32000 to -32099), 429 read into it.
+pub const JSONRPC_RATE_LIMITED: i32 = -32029;
 const MAX_JITTER_NS: u64 = 5 * NS;
 
 /// A complete local reply.
@@ -61,22 +74,52 @@ pub fn denial(policy: &Policy, d: &Decision, now: u64, random: u64) -> Option<Re
     let tenant = d.tenant.as_deref().filter(|t| is_header_safe(t));
     let mut headers = common_headers(rule, ro, tenant, reset_at, retry_after);
     headers.insert(0, ("retry-after".to_string(), retry_after.to_string()));
-    headers.push(("content-type".to_string(), "application/json".to_string()));
-    let body = format!(
-        concat!(
-            "{{\"error\":\"Rate Limit Exceeded\",",
-            "\"message\":\"Too many requests. Please try again later.\",",
-            "\"retryAfter\":{},",
-            "\"limits\":{{\"tier\":{},\"limit\":{},\"window\":\"{}\",\"remaining\":{},\"resetAt\":\"{}\"}}}}"
-        ),
-        retry_after,
+    let limits = format!(
+        "{{\"tier\":{},\"limit\":{},\"window\":\"{}\",\"remaining\":{},\"resetAt\":\"{}\"}}",
         json_string(&rule.name),
         ro.limit,
         rule.limit.per,
         ro.outcome.remaining,
         rfc3339(reset_at),
     );
+    let body = match &d.jsonrpc {
+        Some(msg) => jsonrpc_errors(msg, &rule.name, retry_after, &limits),
+        None => format!(
+            concat!(
+                "{{\"error\":\"Rate Limit Exceeded\",",
+                "\"message\":\"Too many requests. Please try again later.\",",
+                "\"retryAfter\":{},",
+                "\"limits\":{}}}"
+            ),
+            retry_after, limits,
+        ),
+    };
+    if !body.is_empty() {
+        headers.push(("content-type".to_string(), "application/json".to_string()));
+    }
     Some(Reply { status: 429, headers, body })
+}
+
+/// The JSON-RPC answer to a refused message: one error per call with an
+/// id, as an array for a batch; empty when no call has an id.
+fn jsonrpc_errors(msg: &crate::jsonrpc::Message, rule: &str, retry_after: u64, limits: &str) -> String {
+    let message = json_string(&format!("Rate limit exceeded ({rule}): retry after {retry_after} s"));
+    let errors: Vec<String> = msg
+        .calls
+        .iter()
+        .filter_map(|c| c.id.as_ref())
+        .map(|id| {
+            format!(
+                "{{\"jsonrpc\":\"2.0\",\"id\":{},\"error\":{{\"code\":{JSONRPC_RATE_LIMITED},\"message\":{message},\"data\":{{\"retryAfter\":{retry_after},\"limits\":{limits}}}}}}}",
+                id.to_json()
+            )
+        })
+        .collect();
+    match (msg.batch, errors.as_slice()) {
+        (_, []) => String::new(),
+        (false, [one, ..]) => one.clone(),
+        (true, _) => format!("[{}]", errors.join(",")),
+    }
 }
 
 /// The 503 reply when a global rule with `failure_mode: closed` cannot
@@ -153,6 +196,71 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     use super::*;
+
+    use crate::bucket::Outcome;
+    use crate::jsonrpc;
+
+    const NOW: u64 = 1_700_235_285 * NS;
+
+    fn refused(body: Option<&str>) -> (Policy, Decision) {
+        let policy = Policy::from_json(r#"{"rules": [{"name": "tools-list", "key": [], "limit": {"requests": 5, "per": "1s"}}]}"#).unwrap();
+        let outcome = Outcome { allowed: false, remaining: 0, reset_ns: NS, retry_after_ns: 200_000_000 };
+        let d = Decision {
+            denied_by: Some(RuleOutcome { rule: 0, outcome, limit: 5, near: false }),
+            jsonrpc: body.map(|b| jsonrpc::parse(b.as_bytes()).unwrap()),
+            ..Decision::default()
+        };
+        (policy, d)
+    }
+
+    fn header<'a>(r: &'a Reply, name: &str) -> Option<&'a str> {
+        r.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn a_rest_request_gets_the_gateway_body() {
+        let (policy, d) = refused(None);
+        let r = denial(&policy, &d, NOW, 0).unwrap();
+        assert_eq!(r.status, 429);
+        assert_eq!(
+            r.body,
+            r#"{"error":"Rate Limit Exceeded","message":"Too many requests. Please try again later.","retryAfter":1,"limits":{"tier":"tools-list","limit":5,"window":"1 second","remaining":0,"resetAt":"2023-11-17T15:34:46Z"}}"#
+        );
+        assert_eq!(header(&r, "content-type"), Some("application/json"));
+        assert_eq!(header(&r, "retry-after"), Some("1"));
+    }
+
+    #[test]
+    fn a_json_rpc_request_gets_a_json_rpc_error() {
+        let limits = r#"{"tier":"tools-list","limit":5,"window":"1 second","remaining":0,"resetAt":"2023-11-17T15:34:46Z"}"#;
+        let error = |id: &str| {
+            format!(
+                r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":-32029,"message":"Rate limit exceeded (tools-list): retry after 1 s","data":{{"retryAfter":1,"limits":{limits}}}}}}}"#
+            )
+        };
+        let cases: Vec<(&str, String)> = vec![
+            (r#"{"jsonrpc":"2.0","id":6,"method":"tools/list"}"#, error("6")),
+            (r#"{"jsonrpc":"2.0","id":"x\"1","method":"tools/list"}"#, error(r#""x\"1""#)),
+            (r#"{"jsonrpc":"2.0","id":1.5,"method":"tools/list"}"#, error("null")),
+            (r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#, String::new()),
+            (r#"[{"id":1,"method":"tools/list"},{"method":"notifications/x"},{"id":"b","method":"ping"}]"#, format!("[{},{}]", error("1"), error(r#""b""#))),
+            (r#"[{"method":"notifications/x"}]"#, String::new()),
+        ];
+        for (body, want) in cases {
+            let (policy, d) = refused(Some(body));
+            let r = denial(&policy, &d, NOW, 0).unwrap();
+            assert_eq!(r.status, 429, "{body}");
+            assert_eq!(r.body, want, "{body}");
+            if !want.is_empty() {
+                let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+                let first = if v.is_array() { &v[0] } else { &v };
+                assert_eq!(first["error"]["data"]["retryAfter"], 1, "{body}");
+            }
+            assert_eq!(header(&r, "content-type").is_some(), !want.is_empty(), "{body}: a content type only with a body");
+            assert_eq!(header(&r, "retry-after"), Some("1"), "{body}");
+            assert!(header(&r, "ratelimit").is_some(), "{body}");
+        }
+    }
 
     #[test]
     fn formats_timestamps() {

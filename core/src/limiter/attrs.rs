@@ -7,6 +7,16 @@ use crate::hash::Fnv;
 use crate::path::{hex_byte, normalize, starts_with_ignore_case, Params};
 use crate::policy::{CostSource, HeaderTest, KeyPart, Missing, Policy, Rule, Scope};
 use crate::request::Request;
+use crate::jsonrpc::{self, Call, Message};
+
+/// The body as JSON-RPC, read once for every rule that asks.
+enum Rpc {
+    /// No body, or one that is not JSON-RPC.
+    Not,
+    /// A body too large to read: counts as one call of any method.
+    TooLarge,
+    Message(Message),
+}
 
 /// Request attributes fetched once and reused by every rule.
 pub(super) struct Attrs<'r> {
@@ -19,6 +29,10 @@ pub(super) struct Attrs<'r> {
     tenant: Option<Option<String>>,
     integration: Option<Option<String>>,
     body: Option<Option<serde_json::Value>>,
+    rpc: Option<Rpc>,
+    /// The call the rule being looked at counts (its key's method and
+    /// tool): set by `applies`.
+    call: usize,
 }
 
 impl<'r> Attrs<'r> {
@@ -27,7 +41,7 @@ impl<'r> Attrs<'r> {
         method.make_ascii_uppercase();
         let raw_path = req.path().unwrap_or_default();
         let path = normalize(&raw_path);
-        Attrs { req, method, raw_path, path, headers: Vec::new(), client_ip: None, tenant: None, integration: None, body: None }
+        Attrs { req, method, raw_path, path, headers: Vec::new(), client_ip: None, tenant: None, integration: None, body: None, rpc: None, call: 0 }
     }
 
     pub(super) fn header(&mut self, name: &str) -> Option<String> {
@@ -88,12 +102,66 @@ impl<'r> Attrs<'r> {
             KeyPart::Query(q) => self.query(q),
             KeyPart::Property(p) => return self.req.property(p).filter(|v| !v.is_empty()),
             KeyPart::Const(c) => Some(c.clone()),
+            KeyPart::JsonRpcMethod => self.current_call().map(|c| c.method.clone()),
+            KeyPart::Tool => self.current_call().and_then(|c| c.tool.clone()),
         };
         text.filter(|t| !t.is_empty()).map(String::into_bytes)
     }
 
-    /// Units this request costs under `rule` (see `policy::Cost`).
+    /// Units this request costs under `rule`: its cost (see
+    /// `policy::Cost`) for each JSON-RPC call the rule counts.
     pub(super) fn cost(&mut self, rule: &Rule) -> u64 {
+        let calls = match (&rule.jsonrpc, self.rpc()) {
+            (Some(j), Rpc::Message(m)) => m.calls.iter().filter(|c| j.matches(c)).count() as u64,
+            _ => 1,
+        };
+        self.unit_cost(rule).saturating_mul(calls)
+    }
+
+    /// The body as JSON-RPC, parsed on first use.
+    fn rpc(&mut self) -> &Rpc {
+        if self.rpc.is_none() {
+            let rpc = match self.req.body() {
+                Some(b) => jsonrpc::parse(&b).map_or(Rpc::Not, Rpc::Message),
+                None if self.req.body_too_large() => Rpc::TooLarge,
+                None => Rpc::Not,
+            };
+            self.rpc = Some(rpc);
+        }
+        self.rpc.as_ref().unwrap_or(&Rpc::Not)
+    }
+
+    fn current_call(&mut self) -> Option<&Call> {
+        let at = self.call;
+        match self.rpc() {
+            Rpc::Message(m) => m.calls.get(at),
+            _ => None,
+        }
+    }
+
+    /// The body's JSON-RPC message, for the answer to a refused request.
+    pub(super) fn message(&mut self) -> Option<Message> {
+        match self.rpc() {
+            Rpc::Message(m) => Some(m.clone()),
+            _ => None,
+        }
+    }
+
+    /// `Mcp-Method`/`Mcp-Name` disagree with a body already read as
+    /// JSON-RPC (the body is what counts).
+    pub(super) fn mcp_headers_disagree(&mut self) -> bool {
+        if !matches!(self.rpc, Some(Rpc::Message(_))) {
+            return false;
+        }
+        let (method, name) = (self.header("mcp-method"), self.header("mcp-name"));
+        match &self.rpc {
+            Some(Rpc::Message(m)) => jsonrpc::headers_disagree(m, method.as_deref(), name.as_deref()),
+            _ => false,
+        }
+    }
+
+    /// Units this request costs under `rule`, per call (see `policy::Cost`).
+    fn unit_cost(&mut self, rule: &Rule) -> u64 {
         let Some(cost) = rule.cost.as_ref() else { return 1 };
         let value = match &cost.source {
             CostSource::Header(h) => self.header(h).map(|v| serde_json::Value::String(v.trim().to_string())),
@@ -191,6 +259,14 @@ impl<'r> Attrs<'r> {
                 return None;
             }
         }
+        self.call = match &rule.jsonrpc {
+            None => 0,
+            Some(j) => match self.rpc() {
+                Rpc::Not => return None,
+                Rpc::TooLarge => 0,
+                Rpc::Message(m) => m.calls.iter().position(|c| j.matches(c))?,
+            },
+        };
         Some(params)
     }
 

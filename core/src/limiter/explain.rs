@@ -82,6 +82,8 @@ pub enum Skip {
     Path { path: String, matchers: Vec<String> },
     /// A header condition does not hold.
     Header { name: String, test: String, value: Option<String> },
+    /// The body has no JSON-RPC call the rule counts (or is not JSON-RPC).
+    JsonRpc { methods: Vec<String>, tools: Vec<String> },
     /// A key part has no value and the rule says `"missing": "skip"`.
     Missing { source: String },
     /// None of the above found, though the rule does not apply (should
@@ -99,6 +101,10 @@ impl fmt::Display for Skip {
             Skip::Path { path, matchers } => write!(f, "path {path} does not match {}", one_of(matchers)),
             Skip::Header { name, test, value: Some(v) } => write!(f, "header {name} is {v:?}, the rule wants it {test}"),
             Skip::Header { name, test, value: None } => write!(f, "header {name} is absent, the rule wants it {test}"),
+            Skip::JsonRpc { methods, tools } if tools.is_empty() => {
+                write!(f, "the body has no JSON-RPC call of method {}", one_of(methods))
+            }
+            Skip::JsonRpc { tools, .. } => write!(f, "the body has no JSON-RPC tools/call of tool {}", one_of(tools)),
             Skip::Missing { source } => write!(f, "no value for key part {source}, and the rule skips such requests (\"missing\": \"skip\")"),
             Skip::Unknown => write!(f, "its match does not hold"),
         }
@@ -129,6 +135,8 @@ fn source_name(part: &KeyPart) -> String {
         KeyPart::Query(q) => format!("query({q})"),
         KeyPart::Property(p) => format!("property({})", p.join(".")),
         KeyPart::Const(_) => "const".into(),
+        KeyPart::JsonRpcMethod => "jsonrpc_method".into(),
+        KeyPart::Tool => "tool".into(),
     }
 }
 
@@ -260,6 +268,11 @@ fn why_not(attrs: &mut Attrs<'_>, policy: &Policy, rule: &Rule, exempt: bool, me
         if !ok {
             return Skip::Header { name: h.name.clone(), test: test_text(&h.test), value };
         }
+    }
+    if let Some(j) = &rule.jsonrpc {
+        let any = || vec!["*".to_string()];
+        let methods = if j.methods.is_empty() { any() } else { j.methods.clone() };
+        return Skip::JsonRpc { methods, tools: j.tools.clone() };
     }
     Skip::Unknown
 }

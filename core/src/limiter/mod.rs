@@ -179,6 +179,12 @@ pub struct Decision {
     /// Global rules whose unit the admitted request took on credit (see
     /// `lease`); empty unless the request goes on now.
     pub credited: Vec<usize>,
+    /// The body's JSON-RPC message, when the request was refused and its
+    /// body is JSON-RPC: the 429 answers each call (see `response`).
+    pub jsonrpc: Option<crate::jsonrpc::Message>,
+    /// The `Mcp-Method`/`Mcp-Name` headers disagreed with the body (the
+    /// body counted), for a metric.
+    pub mcp_headers_disagree: bool,
 }
 
 impl Decision {
@@ -379,6 +385,10 @@ pub fn decide_carrying(policy: &Policy, req: &mut dyn Request, store: &dyn Share
         d.spent = spent;
     }
     d.tenant = attrs.tenant(policy);
+    if !d.allowed() {
+        d.jsonrpc = attrs.message();
+    }
+    d.mcp_headers_disagree = attrs.mcp_headers_disagree();
     d
 }
 

@@ -4,10 +4,10 @@
 
 use std::collections::HashMap;
 
-use super::raw::{HeadMethod, RawAdaptive, RawCost, RawGlobal, RawPriority, RawHeader, RawKeyPart, RawLimit, RawQueue, RawPath, RawPathParam, RawPolicy, RawRule};
+use super::raw::{RawJsonRpc, HeadMethod, RawAdaptive, RawCost, RawGlobal, RawPriority, RawHeader, RawKeyPart, RawLimit, RawQueue, RawPath, RawPathParam, RawPolicy, RawRule};
 use super::{
     Algorithm, Cost, CostSource, Global, HeaderMatch, HeaderTest, KeyPart, Limit, Mode, Policy, PolicyError,
-    Adaptive, Priority, Problem, Queue, Rule, Scope, MAX_SLOTS, MIN_SLOTS,
+    Adaptive, JsonRpcMatch, Priority, Problem, Queue, Rule, Scope, MAX_SLOTS, MIN_SLOTS,
 };
 use crate::duration::Span;
 use crate::hash::Fnv;
@@ -123,17 +123,18 @@ impl Compiler {
                 rules.push(rule);
             }
         }
-        let body_part = |p: &KeyPart| matches!(p, KeyPart::Body(_));
-        let needs_body = rules.iter().any(|r| matches!(r.cost, Some(Cost { source: CostSource::Body(_), .. })) || r.key.iter().any(body_part))
+        let body_part = |p: &KeyPart| matches!(p, KeyPart::Body(_) | KeyPart::JsonRpcMethod | KeyPart::Tool);
+        let body_always = rules.iter().any(|r| matches!(r.cost, Some(Cost { source: CostSource::Body(_), .. })) || r.key.iter().any(body_part))
             || tenant.iter().any(body_part)
             || integration.iter().any(body_part);
+        let needs_body = body_always || rules.iter().any(|r| r.jsonrpc.is_some());
         if needs_body && !raw.read_body {
             self.problem(
                 "read_body",
-                "a cost, key, tenant or integration comes from the request body: set \"read_body\": true, which needs Envoy's Wasm PluginConfig allow_on_headers_stop_iteration: true (set by this project's ECDS resource; not settable through Istio's WasmPlugin)",
+                "a cost, key, tenant or integration comes from the request body, or a rule matches JSON-RPC calls: set \"read_body\": true, which needs Envoy's Wasm PluginConfig allow_on_headers_stop_iteration: true (set by this project's ECDS resource; not settable through Istio's WasmPlugin)",
             );
         }
-        Policy { slots, trusted_hops, ipv6_prefix, exempt_paths, tenant, integration, global, rules, needs_body, response_headers: raw.response_headers }
+        Policy { slots, trusted_hops, ipv6_prefix, exempt_paths, tenant, integration, global, rules, needs_body, body_always, response_headers: raw.response_headers }
     }
 
     fn global(&mut self, raw: RawGlobal) -> Option<Global> {
@@ -227,6 +228,7 @@ impl Compiler {
                 self.problem(format!("{at}.match.integration[{i}]"), "must not be empty");
             }
         }
+        let jsonrpc = raw.matcher.jsonrpc.as_ref().map(|j| self.jsonrpc(at, j));
         let headers = raw
             .matcher
             .headers
@@ -298,7 +300,31 @@ impl Compiler {
             cost,
             priority,
             adaptive,
+            jsonrpc,
         })
+    }
+
+    /// A rule's JSON-RPC condition; a `tools` list alone means `tools/call`.
+    fn jsonrpc(&mut self, at: &str, j: &RawJsonRpc) -> JsonRpcMatch {
+        let here = format!("{at}.match.jsonrpc");
+        let mut globs = |what: &str, list: &[String]| -> Vec<String> {
+            for (i, g) in list.iter().enumerate() {
+                if g.is_empty() || g.len() > 256 || !g.bytes().all(|b| (0x21..0x7f).contains(&b)) {
+                    self.problem(format!("{here}.{what}[{i}]"), format!("{g:?} must be 1-256 printable ASCII characters without spaces (`*` for any run)"));
+                }
+            }
+            list.to_vec()
+        };
+        let mut methods = globs("methods", &j.methods);
+        let tools = globs("tools", &j.tools);
+        if !tools.is_empty() {
+            if methods.is_empty() {
+                methods.push("tools/call".to_string());
+            } else if !methods.iter().any(|m| crate::jsonrpc::glob(m, "tools/call")) {
+                self.problem(format!("{here}.tools"), "only a tools/call names a tool: add \"tools/call\" to `methods`, or leave `methods` out");
+            }
+        }
+        JsonRpcMatch { methods, tools }
     }
 
     fn adaptive(&mut self, at: &str, a: &RawAdaptive, limit: Option<&Limit>) -> Option<Adaptive> {
@@ -645,6 +671,9 @@ impl Compiler {
                 KeyPart::Property(path)
             }
             RawKeyPart::Const(c) => KeyPart::Const(c),
+            RawKeyPart::JsonrpcMethod => KeyPart::JsonRpcMethod,
+            RawKeyPart::Tool => KeyPart::Tool,
+            RawKeyPart::McpSession => KeyPart::Header("mcp-session-id".to_string()),
         })
     }
 }

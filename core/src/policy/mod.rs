@@ -41,6 +41,10 @@ pub struct Policy {
     pub rules: Vec<Rule>,
     /// Some rule reads the request body (decisions wait for it).
     pub needs_body: bool,
+    /// A cost, key, tenant or integration comes from the body: every
+    /// request's body is read. Otherwise only JSON-RPC rules read it, and
+    /// only for requests they could match (see [`Policy::reads_body`]).
+    pub body_always: bool,
     /// The rate-limit headers admitted responses carry.
     pub response_headers: ResponseHeaders,
 }
@@ -104,6 +108,28 @@ pub struct Rule {
     pub priority: Option<Priority>,
     /// The effective limit follows the upstream's health (see `adaptive`).
     pub adaptive: Option<Adaptive>,
+    /// The rule applies to JSON-RPC calls (see [`JsonRpcMatch`]).
+    pub jsonrpc: Option<JsonRpcMatch>,
+}
+
+/// A rule's JSON-RPC condition: the body is JSON-RPC (see `jsonrpc`) and
+/// has a call whose method matches one of `methods` and, when `tools` is
+/// not empty, a `tools/call` whose tool matches one of `tools` (globs, `*`
+/// for any run of characters, ASCII case ignored; an empty list matches
+/// any). The request costs one unit per such call. A body too large to
+/// read counts as one call matching every JSON-RPC rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JsonRpcMatch {
+    pub methods: Vec<String>,
+    pub tools: Vec<String>,
+}
+
+impl JsonRpcMatch {
+    /// `call` is one this rule counts.
+    pub fn matches(&self, call: &crate::jsonrpc::Call) -> bool {
+        let any = |globs: &[String], text: &str| globs.is_empty() || globs.iter().any(|g| crate::jsonrpc::glob(g, text));
+        any(&self.methods, &call.method) && (self.tools.is_empty() || call.tool.as_deref().is_some_and(|t| any(&self.tools, t)))
+    }
 }
 
 /// How an adaptive rule judges the upstream's health and moves its limit.
@@ -231,6 +257,12 @@ pub enum KeyPart {
     /// `["metadata", "filter_metadata", <filter>, ...]`.
     Property(Vec<String>),
     Const(String),
+    /// The JSON-RPC method of the call the rule counts (the first such
+    /// call of a batch; for a rule without a JSON-RPC condition, the
+    /// body's first call).
+    JsonRpcMethod,
+    /// The tool of that call, when it is a `tools/call`.
+    Tool,
 }
 
 /// Everything wrong with a policy document.
@@ -290,6 +322,24 @@ impl Policy {
 
     pub fn rule(&self, name: &str) -> Option<&Rule> {
         self.rules.iter().find(|r| r.name == name)
+    }
+
+    /// The decision on a request with this method and path (as sent) waits
+    /// for its body: some rule reads every body, or a JSON-RPC rule could
+    /// match it (its methods and paths do; headers and integrations are
+    /// not looked at, so this may read a body in vain, never miss one).
+    pub fn reads_body(&self, method: &str, path: &str) -> bool {
+        if self.body_always {
+            return true;
+        }
+        if !self.needs_body {
+            return false;
+        }
+        let path = crate::path::normalize(path);
+        self.rules.iter().filter(|r| r.jsonrpc.is_some()).any(|r| {
+            (r.methods.is_empty() || r.methods.iter().any(|m| m.eq_ignore_ascii_case(method)))
+                && (r.paths.is_empty() || r.paths.iter().any(|m| m.matches(&path).is_some()))
+        })
     }
 }
 

@@ -182,6 +182,21 @@ pub struct RawMatch {
     pub headers: Vec<RawHeader>,
     #[serde(default)]
     pub integration: Vec<String>,
+    /// JSON-RPC calls in the body (MCP): methods and tools, as globs.
+    pub jsonrpc: Option<RawJsonRpc>,
+}
+
+/// `{"methods": ["tools/call"], "tools": ["notion*"]}`: the rule applies to
+/// a JSON-RPC body with a call whose method (and, when `tools` is given,
+/// whose `tools/call` tool) matches one of the globs; empty lists match
+/// any.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJsonRpc {
+    #[serde(default)]
+    pub methods: Vec<String>,
+    #[serde(default)]
+    pub tools: Vec<String>,
 }
 
 /// Whether a rule whose methods list `GET` also covers `HEAD`, which
@@ -281,6 +296,12 @@ pub enum RawKeyPart {
     Property(Vec<String>),
     Metadata(RawMetadata),
     Const(String),
+    /// The JSON-RPC method of the call the rule matched.
+    JsonrpcMethod,
+    /// The tool of the `tools/call` the rule matched.
+    Tool,
+    /// The MCP session (`Mcp-Session-Id`).
+    McpSession,
 }
 
 /// `{"path_param": "tenantId"}` takes the parameter from the template the
