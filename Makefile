@@ -9,6 +9,7 @@
 #   make check    POLICY=file  validate a policy
 #   make apply    POLICY=file  hot-reload a policy into the running stack
 #   make explain  POLICY=file REQUEST='GET /path header: value'  which rules match
+#                 (BODY='{"jsonrpc": ...}' for a request with a body)
 #   make simulate POLICY=file LOG=file  replay recorded traffic through a policy
 #   make policy-from-env  the default policy with the RATE_LIMIT_* variables
 #   make oci      the filter as an OCI image layout for Istio
@@ -42,10 +43,13 @@ WASM_TEST_RUNNER := $(CARGO_BIN)/wasm-bindgen-test-runner
 WASM := target/wasm32-wasip1/release/sluice.wasm
 STACK := target/release/sluice-stack
 CARGO ?= cargo
+MCP_VERSION := 2.3.0
+MCP_VENV := $(TOOLS)/mcp
 
 export SLUICE_ENVOY := $(ENVOY)
+export SLUICE_MCP_PYTHON := $(MCP_VENV)/bin/python
 
-.PHONY: all build oci run apply check explain simulate policy-from-env test test-native test-wasm lint deps rust-targets envoy redis prometheus node wasm-test-runner wrk bench clean cargo-fuzz fuzz fuzz-smoke
+.PHONY: all build oci run apply check explain simulate policy-from-env test test-native test-wasm lint deps rust-targets envoy redis prometheus node wasm-test-runner mcp-sdk wrk bench clean cargo-fuzz fuzz fuzz-smoke
 
 all: build
 
@@ -110,7 +114,13 @@ wrk:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; \
 	  else echo "wrk is missing: run 'sudo apt-get install wrk'" >&2; exit 1; fi; }
 
-deps: rust-targets envoy redis prometheus node wasm-test-runner
+deps: rust-targets envoy redis prometheus node wasm-test-runner mcp-sdk
+
+# The MCP Python SDK (PyPI mcp) in a venv under .tools/: tests/mcp_in_envoy.rs
+# runs its server and client through Envoy.
+mcp-sdk:
+	@$(MCP_VENV)/bin/python -c 'import importlib.metadata as m, sys; sys.exit(m.version("mcp") != "$(MCP_VERSION)")' 2>/dev/null || { \
+	  python3 -m venv $(MCP_VENV) && $(MCP_VENV)/bin/pip install -q 'mcp==$(MCP_VERSION)'; }
 
 $(STACK): FORCE
 	$(CARGO) build --release -q -p wasm-test-harness --bin sluice-stack -p sluice-counter --bin sluice-counter
@@ -151,7 +161,7 @@ check:
 
 # make explain POLICY=file REQUEST='POST /api/v1/tools/invoke x-tenant-id: acme'
 explain:
-	@$(CARGO) run -q --release -p sluice-cli -- explain --policy $(POLICY) --request '$(REQUEST)'
+	@$(CARGO) run -q --release -p sluice-cli -- explain --policy $(POLICY) --request '$(REQUEST)' $(if $(BODY),--body '$(BODY)')
 
 # make simulate POLICY=file LOG=file (JSON lines, see docs/operations.md)
 simulate:
