@@ -76,7 +76,12 @@ fn client(envoy: &Envoy, tenant: &str) -> Vec<Value> {
         .output()
         .expect("MCP client");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "client failed: {}\n{stdout}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "client failed: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
     stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
@@ -123,7 +128,10 @@ fn the_sdk_client_sees_rate_limits_as_json_rpc_errors_and_queued_calls_complete(
     let sixth = list[5];
     assert_eq!(sixth["ok"], false, "{sixth}");
     assert_eq!(sixth["code"], -32029, "{sixth}");
-    assert!(sixth["message"].as_str().unwrap().starts_with("Rate limit exceeded (tools-list): retry after"), "{sixth}");
+    assert!(
+        sixth["message"].as_str().unwrap().starts_with("Rate limit exceeded (tools-list): retry after"),
+        "{sixth}"
+    );
     assert!(sixth["data"]["retryAfter"].as_u64().unwrap() >= 1, "{sixth}");
     assert_eq!(sixth["data"]["limits"]["tier"], "tools-list");
     assert_eq!(sixth["data"]["limits"]["limit"], 5);
@@ -137,13 +145,21 @@ fn the_sdk_client_sees_rate_limits_as_json_rpc_errors_and_queued_calls_complete(
         assert_eq!(l["result"], serde_json::json!(["notion results for q"]));
     }
     let queued = [("rule", "integration-notion"), ("decision", "queued")];
-    assert!(eventually(|| series(&envoy, "sluice_requests_total", &queued) == Some(1.0)), "{:?}", series(&envoy, "sluice_requests_total", &queued));
+    assert!(
+        eventually(|| series(&envoy, "sluice_requests_total", &queued) == Some(1.0)),
+        "{:?}",
+        series(&envoy, "sluice_requests_total", &queued)
+    );
     assert!(notion[3]["ms"].as_u64().unwrap() >= 100, "the 4th call waited for its turn: {}", notion[3]);
 }
 
 /// A raw JSON-RPC POST to Envoy.
 fn post(envoy: &Envoy, body: &str, headers: &[(&str, &str)]) -> wasm_test_harness::Response {
-    let mut all = vec![("x-tenant-id", "raw"), ("content-type", "application/json"), ("accept", "application/json, text/event-stream")];
+    let mut all = vec![
+        ("x-tenant-id", "raw"),
+        ("content-type", "application/json"),
+        ("accept", "application/json, text/event-stream"),
+    ];
     all.extend_from_slice(headers);
     wasm_test_harness::request("POST", &envoy.url("/mcp"), &all, body).unwrap()
 }
@@ -170,5 +186,9 @@ fn notifications_are_refused_without_a_body_and_mcp_headers_do_not_outrank_the_b
     assert_eq!(r.status, 429, "{}", r.body);
     let v = r.json().unwrap();
     assert_eq!((v["id"].clone(), v["error"]["code"].clone()), (Value::from(2), Value::from(-32029)), "{v}");
-    assert!(eventually(|| series(&envoy, "sluice_mcp_header_mismatch_total", &[]) == Some(2.0)), "{:?}", series(&envoy, "sluice_mcp_header_mismatch_total", &[]));
+    assert!(
+        eventually(|| series(&envoy, "sluice_mcp_header_mismatch_total", &[]) == Some(2.0)),
+        "{:?}",
+        series(&envoy, "sluice_mcp_header_mismatch_total", &[])
+    );
 }
