@@ -209,7 +209,7 @@ impl RootContext for SluiceRoot {
                 return false;
             }
         };
-        let policy = match Policy::from_json(text) {
+        let mut policy = match Policy::from_json(text) {
             Ok(p) => p,
             Err(e) => {
                 log::error!("policy refused: {}", e.one_line());
@@ -219,6 +219,20 @@ impl RootContext for SluiceRoot {
         if let Err(e) = ensure_slots(&HostStore, policy.slots) {
             log::error!("policy refused: cannot create {} state slots: {e}", policy.slots);
             return false;
+        }
+        // Slot addresses are keyed by the instance's secret (drawn once,
+        // shared by every worker through shared data).
+        let mut fresh = [0u8; 16];
+        if getrandom::fill(&mut fresh).is_err() {
+            let (a, b) = (random(), random());
+            fresh = u128::from(a).wrapping_shl(64).wrapping_add(u128::from(b)).to_le_bytes();
+        }
+        match sluice_core::store::ensure_secret(&HostStore, fresh) {
+            Ok(secret) => policy.slot_secret = secret,
+            Err(e) => {
+                log::error!("policy refused: cannot read or create the slot secret: {e}");
+                return false;
+            }
         }
         if let Err(e) = sluice_core::adaptive::ensure(&HostStore, &policy.rules) {
             log::error!("policy refused: cannot create the adaptive rules' state: {e}");

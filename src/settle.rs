@@ -46,6 +46,10 @@ fn count(policy: &Policy, d: &Decision, stream: Stream, held: bool) {
     if held && d.redo_at.is_some() {
         return;
     }
+    // Keys that found no free slot, decided on their rule's overflow bucket.
+    for rule in d.overflowed.iter().filter_map(|i| policy.rules.get(*i)) {
+        crate::metrics::count(crate::metrics::rule(rule).slot_overflow);
+    }
     for a in &d.applied {
         let Some(rule) = policy.rules.get(a.rule) else { continue };
         let ids = crate::metrics::rule(rule);

@@ -258,12 +258,14 @@ impl Lease {
     }
 
     /// Nanoseconds until the lease holds nothing worth keeping.
+    /// An ask still in flight counts too: its answer's units belong here.
     pub fn idle_in(&self, now: u64, per: u64) -> u64 {
+        let asking = if self.asked_at == 0 { 0 } else { self.asked_at.saturating_add(ASK_EXPIRES_NS).saturating_sub(now) };
         if self.window == 0 {
-            return 0;
+            return asking;
         }
         let end = if self.next_units > 0 || self.next_used > 0 { self.ends_at.saturating_add(per) } else { self.ends_at };
-        end.saturating_sub(now)
+        end.saturating_sub(now).max(asking)
     }
 
     pub fn encode_into(&self, out: &mut Vec<u8>) {

@@ -4,12 +4,35 @@
 //!
 //! Slot key format: `sluice/b/<index>` for `index` in `0..slots`, each value
 //! an encoded bucket or lease (see `bucket`). `sluice/slots` records how many
-//! slots exist. A bucket's address is its key hash modulo `slots`; the full
-//! 64-bit hash is stored beside the state as a fingerprint, so collisions are
-//! detected. A key probes [`PROBES`] consecutive slots: its own bucket if
-//! one carries its fingerprint, else a slot whose bucket is idle (as good as
-//! empty), else the one closest to idle, which it takes over. Taking over a
-//! busy slot forgets at most that bucket's remaining debt.
+//! slots exist; `sluice/o/<n>` for `n` in `0..OVERFLOW_SLOTS` are the rules'
+//! overflow buckets; `sluice/secret` holds the instance's [`SlotSecret`].
+//!
+//! A key's fingerprint is a keyed hash (SipHash-1-3, see `hash`) of its
+//! rule and values under the instance's secret, drawn from the host's
+//! randomness: a client cannot compute where a key lives. A bucket's
+//! address is its fingerprint modulo `slots`; the fingerprint is stored
+//! beside the state, so collisions are detected. A key probes [`PROBES`]
+//! consecutive slots: its own bucket if one carries its fingerprint, else
+//! the first slot that is not active. A slot is *active* while its state
+//! still says something: a token bucket not yet full again (its arrival
+//! time is ahead of now), a fixed or sliding window with requests counted
+//! in the window or the one before it still weighs on (judged with the
+//! window length the newcomer's rule has), or a lease whose window (or the
+//! next one, reserved ahead) has not ended or whose ask to the counter
+//! service is still in flight. An active slot is never taken over.
+//!
+//! When all of a key's probes are active, it has no slot
+//! ([`StoreError::Full`]) and the limiter decides it against its rule's
+//! overflow bucket: one bucket per rule (`sluice/o/<rule index mod
+//! OVERFLOW_SLOTS>`) with the rule's limit, shared by every key of the rule
+//! that found no slot. So a flood of new keys costs the new keys (they
+//! share one key's allowance), never the keys already counted. The bound:
+//! memory is `slots + OVERFLOW_SLOTS + 2` values whatever the traffic;
+//! every key active in a neighbourhood keeps its state; a key overflows
+//! only when its 4 probes hold active keys, which with a random secret
+//! needs about `slots` active keys in all (a client cannot choose the
+//! neighbourhood); `sluice_slot_overflow_total` counts the requests
+//! decided on an overflow bucket.
 //!
 //! Every write is a compare-and-swap through [`cas_update`]; Envoy's shared
 //! data is one map behind a mutex, shared by all workers of the instance.
@@ -17,11 +40,18 @@
 use std::num::{NonZeroU32, NonZeroU64};
 
 use crate::bucket::State;
+pub use crate::hash::SlotSecret;
 use crate::lease::Lease;
 use crate::policy::{Algorithm, Limit};
 
 /// Consecutive slots a key may live in.
 pub const PROBES: u32 = 4;
+/// Overflow buckets: rule `i` uses `sluice/o/<i mod OVERFLOW_SLOTS>`.
+pub const OVERFLOW_SLOTS: usize = 256;
+/// Fingerprints from here up name overflow buckets (`OVERFLOW_BASE + rule
+/// index`); key fingerprints stay below it.
+pub const OVERFLOW_BASE: u64 = u64::MAX - 1_000_000;
+const SECRET_KEY: &str = "sluice/secret";
 /// Attempts before a contended update gives up.
 pub const CAS_ATTEMPTS: u32 = 8;
 const SLOT_COUNT_KEY: &str = "sluice/slots";
@@ -35,6 +65,8 @@ pub enum StoreError {
     Contended,
     /// The host refused the operation.
     Host(String),
+    /// Every slot the key may live in holds another key's active state.
+    Full,
 }
 
 impl std::fmt::Display for StoreError {
@@ -43,6 +75,7 @@ impl std::fmt::Display for StoreError {
             StoreError::CasMismatch => write!(f, "shared data changed during the update"),
             StoreError::Contended => write!(f, "shared data stayed contended for {CAS_ATTEMPTS} attempts"),
             StoreError::Host(m) => write!(f, "shared data: {m}"),
+            StoreError::Full => write!(f, "every slot the key may use holds an active key"),
         }
     }
 }
@@ -83,10 +116,16 @@ pub fn ensure_slots(store: &dyn SharedStore, slots: u32) -> Result<(), StoreErro
         Some((v, _)) => crate::le::u32_at(&v, 0).unwrap_or(0),
         None => 0,
     };
+    let empty = State::Empty.encode(0);
+    for n in 0..OVERFLOW_SLOTS {
+        let key = overflow_key(n);
+        if store.get(&key)?.is_none() {
+            store.set(&key, &empty, 0)?;
+        }
+    }
     if existing >= slots {
         return Ok(());
     }
-    let empty = State::Empty.encode(0);
     for i in existing..slots {
         let key = slot_key(i);
         if store.get(&key)?.is_none() {
@@ -94,6 +133,35 @@ pub fn ensure_slots(store: &dyn SharedStore, slots: u32) -> Result<(), StoreErro
         }
     }
     store.set(SLOT_COUNT_KEY, &slots.to_le_bytes(), 0)
+}
+
+fn overflow_key(n: usize) -> String {
+    format!("sluice/o/{n}")
+}
+
+/// The fingerprint of rule `rule`'s overflow bucket (see the module docs).
+pub fn overflow_fingerprint(rule: usize) -> u64 {
+    OVERFLOW_BASE.saturating_add(u64::try_from(rule).unwrap_or(u64::MAX)).max(OVERFLOW_BASE)
+}
+
+/// The instance's slot secret: the one in shared data, or `fresh` (from
+/// the host's randomness) written there by the first root to configure.
+/// A first write to a missing key is unconditional in Envoy, so the value
+/// is read back and that is what every root uses. (Envoy configures its
+/// main thread's VM before the workers', so in practice one root writes.)
+pub fn ensure_secret(store: &dyn SharedStore, fresh: [u8; 16]) -> Result<SlotSecret, StoreError> {
+    let read = |store: &dyn SharedStore| -> Result<Option<SlotSecret>, StoreError> {
+        Ok(store.get(SECRET_KEY)?.and_then(|(v, _)| <[u8; 16]>::try_from(v.as_slice()).ok()).map(SlotSecret))
+    };
+    if let Some(secret) = read(store)? {
+        return Ok(secret);
+    }
+    let cas = store.get(SECRET_KEY)?.map_or(0, |(_, cas)| cas);
+    match store.set(SECRET_KEY, &fresh, cas) {
+        Ok(()) | Err(StoreError::CasMismatch) => {}
+        Err(e) => return Err(e),
+    }
+    read(store)?.ok_or_else(|| StoreError::Host("the slot secret did not stick".into()))
 }
 
 /// Updates the value of a plain shared-data key (not a slot) with
@@ -166,12 +234,21 @@ fn capacity(algorithm: Algorithm, limit: &Limit) -> u64 {
     if algorithm == Algorithm::TokenBucket { limit.burst } else { limit.requests }
 }
 
-/// Finds the slot for the key hashed to `fingerprint` (see the module docs).
+/// Finds the slot for the key hashed to `fingerprint` (see the module
+/// docs): its own, or the first that is not active; [`StoreError::Full`]
+/// when every probe holds another key's active state.
 pub fn locate(store: &dyn SharedStore, slots: u32, fingerprint: u64, limit: &Limit, now: u64) -> Result<Found, StoreError> {
+    if let Some(rule) = fingerprint.checked_sub(OVERFLOW_BASE) {
+        // A rule's overflow bucket: shared, whoever wrote it last.
+        let key = overflow_key(usize::try_from(rule).unwrap_or(0) % OVERFLOW_SLOTS);
+        let (bytes, cas) = store.get(&key)?.unwrap_or_default();
+        let (_, state) = State::decode(&bytes);
+        return Ok(Found { key, cas, state, flags: State::flags(&bytes) });
+    }
     let slots = NonZeroU32::new(slots).unwrap_or(NonZeroU32::MIN);
     // Below `slots`, so the cast keeps every bit.
     let home = (fingerprint % NonZeroU64::from(slots)) as u32;
-    let mut best: Option<(u64, Found)> = None;
+    let mut free: Option<Found> = None;
     for probe in 0..PROBES.min(slots.get()) {
         let key = slot_key(home.saturating_add(probe) % slots);
         let (bytes, cas) = store.get(&key)?.unwrap_or_default();
@@ -179,12 +256,12 @@ pub fn locate(store: &dyn SharedStore, slots: u32, fingerprint: u64, limit: &Lim
         if fp == fingerprint {
             return Ok(Found { key, cas, state, flags: State::flags(&bytes) });
         }
-        let idle_in = if fp == 0 { 0 } else { state.idle_in(limit, now) };
-        if best.as_ref().is_none_or(|(b, _)| idle_in < *b) {
-            best = Some((idle_in, Found { key, cas, state: State::Empty, flags: 0 }));
+        // The key's own bucket may sit further on: keep probing.
+        if free.is_none() && (fp == 0 || state.idle_in(limit, now) == 0) {
+            free = Some(Found { key, cas, state: State::Empty, flags: 0 });
         }
     }
-    best.map(|(_, f)| f).ok_or_else(|| StoreError::Host("no slots".into()))
+    free.ok_or(StoreError::Full)
 }
 
 /// Reads the key's bucket, lets `f` decide, and stores the new state (if
@@ -351,15 +428,23 @@ mod tests {
     fn slots_are_created_once_and_bounded() {
         let store = MemoryStore::default();
         ensure_slots(&store, 1024).expect("created");
-        assert_eq!(store.len(), 1025);
+        let created = 1024 + 1 + OVERFLOW_SLOTS;
+        assert_eq!(store.len(), created);
         ensure_slots(&store, 1024).expect("again");
-        assert_eq!(store.len(), 1025);
+        assert_eq!(store.len(), created);
         let l = limit(1);
+        let mut full = 0;
         for i in 0..100_000u64 {
-            let fp = crate::hash::fnv1a(&i.to_le_bytes());
-            take(&store, 1024, fp, Algorithm::TokenBucket, &l, 10 * S, 1).expect("take");
+            let fp = crate::hash::fnv1a(&i.to_le_bytes()).min(OVERFLOW_BASE - 1);
+            match take(&store, 1024, fp, Algorithm::TokenBucket, &l, 10 * S, 1) {
+                Ok(_) => {}
+                Err(StoreError::Full) => full += 1,
+                Err(e) => panic!("{e}"),
+            }
         }
-        assert_eq!(store.len(), 1025, "no key beyond the slot table");
+        assert_eq!(store.len(), created, "no key beyond the slot table");
+        // 100k keys active for a second in 1024 slots: most find none.
+        assert!(full > 90_000, "{full}");
     }
 
     #[test]
@@ -373,8 +458,12 @@ mod tests {
         // 200k one-off keys at 100k/s while the hot key sends 1000/s.
         for i in 0..200_000u64 {
             t += S / 100_000;
-            let fp = crate::hash::fnv1a(&(i + 1_000_000).to_le_bytes());
-            take(&store, 1024, fp, Algorithm::TokenBucket, &l, t, 1).expect("take");
+            let fp = crate::hash::fnv1a(&(i + 1_000_000).to_le_bytes()).min(OVERFLOW_BASE - 1);
+            // Most of the one-off keys find every slot active: no slot.
+            match take(&store, 1024, fp, Algorithm::TokenBucket, &l, t, 1) {
+                Ok(_) | Err(StoreError::Full) => {}
+                Err(e) => panic!("{e}"),
+            }
             if i % 100 == 0 {
                 hot_allowed += u64::from(take(&store, 1024, hot, Algorithm::TokenBucket, &l, t, 1).expect("hot").allowed);
             }
@@ -382,6 +471,58 @@ mod tests {
         // 2 s of traffic: at most burst + 2 s * 10/s.
         assert!(hot_allowed <= 30, "hot key admitted {hot_allowed}");
         assert!(hot_allowed >= 20, "hot key admitted {hot_allowed}");
+    }
+
+    #[test]
+    fn a_full_neighbourhood_of_active_keys_does_not_evict_the_victim() {
+        let store = MemoryStore::default();
+        ensure_slots(&store, 1024).expect("created");
+        // 2 an hour: a spent bucket stays active for an hour.
+        let l = Limit { requests: 2, per: crate::duration::Span::from_secs(3_600), burst: 2 };
+        let tb = Algorithm::TokenBucket;
+        let victim = 5u64;
+        assert!(take(&store, 1024, victim, tb, &l, S, 2).expect("victim").allowed);
+        assert!(!take(&store, 1024, victim, tb, &l, S, 1).expect("victim").allowed, "the victim's limit is spent");
+        // Keys sharing the victim's home fill its other probes, spending
+        // as much (later, so the victim's bucket is the closest to idle).
+        for n in 1..PROBES {
+            let fp = victim + u64::from(n) * 1024;
+            assert!(take(&store, 1024, fp, tb, &l, 2 * S, 2).expect("neighbour").allowed);
+        }
+        // One more key: every probe is active, and none is its own.
+        let intruder = victim + u64::from(PROBES) * 1024;
+        let r = take(&store, 1024, intruder, tb, &l, 3 * S, 1);
+        assert_eq!(r.map(|o| o.allowed), Err(StoreError::Full), "no slot is taken from an active key");
+        // The victim's bucket is still its own, and still spent.
+        assert!(!take(&store, 1024, victim, tb, &l, 4 * S, 1).expect("victim").allowed, "the victim's bucket survived");
+        // Once the victim's bucket is idle again, its slot may be reused.
+        let later = 2 * 3_600 * S;
+        assert!(take(&store, 1024, intruder, tb, &l, later, 1).expect("intruder").allowed);
+    }
+
+    #[test]
+    fn the_secret_is_drawn_once_and_then_kept() {
+        let store = MemoryStore::default();
+        let first = ensure_secret(&store, [1; 16]).expect("secret");
+        assert_eq!(first, SlotSecret([1; 16]));
+        assert_eq!(ensure_secret(&store, [2; 16]).expect("secret"), first, "a later root reads the first one's");
+        // A malformed value is replaced.
+        let broken = MemoryStore::default();
+        broken.set(SECRET_KEY, b"short", 0).expect("set");
+        assert_eq!(ensure_secret(&broken, [3; 16]).expect("secret"), SlotSecret([3; 16]));
+    }
+
+    #[test]
+    fn overflow_buckets_are_shared_per_rule_and_created_with_the_slots() {
+        let store = MemoryStore::default();
+        ensure_slots(&store, 1024).expect("created");
+        let l = limit(2);
+        let tb = Algorithm::TokenBucket;
+        let (rule_0, rule_1) = (overflow_fingerprint(0), overflow_fingerprint(1));
+        assert!(take(&store, 1024, rule_0, tb, &l, S, 2).expect("overflow").allowed);
+        assert!(!take(&store, 1024, rule_0, tb, &l, S, 1).expect("overflow").allowed, "one bucket for every overflowing key of the rule");
+        assert!(take(&store, 1024, rule_1, tb, &l, S, 1).expect("overflow").allowed, "another rule's is its own");
+        assert_eq!(store.len(), 1024 + 1 + OVERFLOW_SLOTS, "no key created at request time");
     }
 
     #[test]

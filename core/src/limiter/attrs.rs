@@ -3,7 +3,7 @@
 //! tenant, query, properties, body; plus each rule's match, key and cost.
 
 use crate::client_ip::{forwarded_client, peer_client};
-use crate::hash::Fnv;
+use crate::hash::Keyed;
 use crate::path::{hex_byte, normalize, starts_with_ignore_case, Params};
 use crate::policy::{CostSource, HeaderTest, KeyPart, Missing, Policy, Rule, Scope};
 use crate::request::Request;
@@ -275,7 +275,7 @@ impl<'r> Attrs<'r> {
     /// For global rules also the key as text, parts joined by `:`, for
     /// the counter service.
     pub(super) fn key(&mut self, policy: &Policy, rule: &Rule, params: &Params) -> Option<(u64, Option<String>)> {
-        let mut h = Fnv::default();
+        let mut h = Keyed::new(&policy.slot_secret);
         h.field(&rule.identity.to_le_bytes());
         let mut text = (rule.scope == Scope::Global).then(String::new);
         for (i, part) in rule.key.iter().enumerate() {
@@ -316,8 +316,8 @@ impl<'r> Attrs<'r> {
                 }
             }
         }
-        // 0 marks an empty slot.
-        Some((h.finish().max(1), text.map(crate::counter_api::wire_id)))
+        // 0 marks an empty slot; overflow buckets have the top fingerprints.
+        Some((h.finish().clamp(1, crate::store::OVERFLOW_BASE.saturating_sub(1)), text.map(crate::counter_api::wire_id)))
     }
 }
 

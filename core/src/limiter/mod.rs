@@ -179,6 +179,10 @@ pub struct Decision {
     /// Global rules whose unit the admitted request took on credit (see
     /// `lease`); empty unless the request goes on now.
     pub credited: Vec<usize>,
+    /// Rules whose key found no free slot (its probes all held active
+    /// keys) and was decided against the rule's overflow bucket (see
+    /// `store`), for a metric.
+    pub overflowed: Vec<usize>,
     /// The body's JSON-RPC message, when the request was refused and its
     /// body is JSON-RPC: the 429 answers each call (see `response`).
     pub jsonrpc: Option<crate::jsonrpc::Message>,
@@ -264,53 +268,70 @@ pub fn decide_carrying(policy: &Policy, req: &mut dyn Request, store: &dyn Share
     // Kept turns are spent already: a denial gives them back like the rest.
     let mut turns: Vec<Carry> = carried.iter().filter(|c| matches!(c, Carry::Turn { .. })).copied().collect();
     let mut spent: Vec<Spent> = turns.iter().filter_map(Carry::spent).collect();
-    for (i, rule) in evaluation_order(policy) {
+    'rules: for (i, rule) in evaluation_order(policy) {
         let Some(params) = attrs.applies(policy, rule, exempt) else { continue };
-        let Some((fp, id)) = attrs.key(policy, rule, &params) else { continue };
+        let Some((key_fp, id)) = attrs.key(policy, rule, &params) else { continue };
         let cost = attrs.cost(rule);
         let denied = !d.allowed();
+        let overflow_fp = store::overflow_fingerprint(i);
         let kept_turn = carried.iter().find_map(|c| match *c {
-            Carry::Turn { rule, fingerprint, at, .. } if rule == i && fingerprint == fp => Some(at),
+            Carry::Turn { rule, fingerprint, at, .. } if rule == i && (fingerprint == key_fp || fingerprint == overflow_fp) => Some(at),
             _ => None,
         });
         // An adaptive rule's limit as it stands (its configured one otherwise).
-        let limit = crate::adaptive::limit(store, rule);
+        let mut limit = crate::adaptive::limit(store, rule);
         let class = rule.priority.as_ref().map_or(0, |p| p.class(attrs.header(&p.header).as_deref(), ctx.waited_ns));
-        let result = match (denied, rule.queue.as_ref(), kept_turn) {
-            (true, _, _) => store::peek(store, policy.slots, fp, rule.algorithm, &limit, now, cost).map(|o| (o, 0)),
-            (false, _, Some(at)) => {
-                let wait = at.saturating_sub(now);
-                Ok((Outcome { allowed: true, remaining: 0, reset_ns: wait, retry_after_ns: 0 }, wait))
-            }
-            (false, queue, None) if class > 0 => {
-                // A lower class takes a token only while the higher ones
-                // keep theirs; when it queues it waits, without a turn,
-                // until there is room for it, and is decided again then.
-                let reserve = (class as u64).saturating_mul(rule.priority.as_ref().map_or(0, |p| p.reserve));
-                match store::take_leaving(store, policy.slots, fp, &limit, now, cost, reserve) {
-                    Ok(o) if !o.allowed && !rule.shadow => {
-                        let room = queue.map_or(0, |q| q.max_wait.nanos().saturating_add(TICK_GRACE_NS).saturating_sub(ctx.waited_ns));
-                        if o.retry_after_ns <= room {
-                            d.redo_at = Some(d.redo_at.unwrap_or(0).max(now.saturating_add(o.retry_after_ns)));
-                            continue;
-                        }
-                        Ok((o, 0))
-                    }
-                    other => other.map(|o| (o, 0)),
+        // A key without a free slot is decided against the rule's overflow
+        // bucket; a global rule's, like its fallback, at limit / instances
+        // and without a lease (the lease is per key).
+        let (mut fp, mut overflowed) = (key_fp, false);
+        let result = loop {
+            let result = match (denied, rule.queue.as_ref(), kept_turn) {
+                (true, _, _) => store::peek(store, policy.slots, fp, rule.algorithm, &limit, now, cost).map(|o| (o, 0)),
+                (false, _, Some(at)) => {
+                    let wait = at.saturating_sub(now);
+                    Ok((Outcome { allowed: true, remaining: 0, reset_ns: wait, retry_after_ns: 0 }, wait))
                 }
-            }
-            (false, Some(q), None) => {
-                let left_ns = q.max_wait.nanos().saturating_add(TICK_GRACE_NS).saturating_sub(ctx.waited_ns);
-                let left = crate::policy::Queue { max_wait: crate::duration::Span::from_nanos(left_ns), ..*q };
-                store::take_queued_noting(store, policy.slots, fp, &limit, &left, now, cost).map(|(ow, note)| {
+                (false, queue, None) if class > 0 => {
+                    // A lower class takes a token only while the higher ones
+                    // keep theirs; when it queues it waits, without a turn,
+                    // until there is room for it, and is decided again then.
+                    let reserve = (class as u64).saturating_mul(rule.priority.as_ref().map_or(0, |p| p.reserve));
+                    match store::take_leaving(store, policy.slots, fp, &limit, now, cost, reserve) {
+                        Ok(o) if !o.allowed && !rule.shadow => {
+                            let room = queue.map_or(0, |q| q.max_wait.nanos().saturating_add(TICK_GRACE_NS).saturating_sub(ctx.waited_ns));
+                            if o.retry_after_ns <= room {
+                                d.redo_at = Some(d.redo_at.unwrap_or(0).max(now.saturating_add(o.retry_after_ns)));
+                                continue 'rules;
+                            }
+                            Ok((o, 0))
+                        }
+                        other => other.map(|o| (o, 0)),
+                    }
+                }
+                (false, Some(q), None) => {
+                    let left_ns = q.max_wait.nanos().saturating_add(TICK_GRACE_NS).saturating_sub(ctx.waited_ns);
+                    let left = crate::policy::Queue { max_wait: crate::duration::Span::from_nanos(left_ns), ..*q };
+                    store::take_queued_noting(store, policy.slots, fp, &limit, &left, now, cost).map(|(ow, note)| {
+                        d.notes.extend(note.map(|n| (i, n)));
+                        ow
+                    })
+                }
+                (false, None, None) => store::take_noting(store, policy.slots, fp, rule.algorithm, &limit, now, cost).map(|(o, note)| {
                     d.notes.extend(note.map(|n| (i, n)));
-                    ow
-                })
+                    (o, 0)
+                }),
+            };
+            match result {
+                Err(StoreError::Full) if !overflowed => {
+                    (fp, overflowed) = (overflow_fp, true);
+                    d.overflowed.push(i);
+                    if rule.scope == Scope::Global {
+                        limit = fallback_limit(policy, rule);
+                    }
+                }
+                other => break other,
             }
-            (false, None, None) => store::take_noting(store, policy.slots, fp, rule.algorithm, &limit, now, cost).map(|(o, note)| {
-                d.notes.extend(note.map(|n| (i, n)));
-                (o, 0)
-            }),
         };
         let (mut outcome, wait) = match result {
             Ok((o, wait)) => {
@@ -324,12 +345,13 @@ pub fn decide_carrying(policy: &Policy, req: &mut dyn Request, store: &dyn Share
         };
         if outcome.allowed && !denied {
             if kept_turn.is_none() {
-                spent.push(Spent::Bucket { rule: i, fingerprint: fp, fallback: false, cost });
+                let fallback = overflowed && rule.scope == Scope::Global;
+                spent.push(Spent::Bucket { rule: i, fingerprint: fp, fallback, cost });
                 if rule.queue.is_some() {
                     turns.push(Carry::Turn { rule: i, fingerprint: fp, at: now.saturating_add(wait), cost });
                 }
             }
-            if rule.scope == Scope::Global {
+            if rule.scope == Scope::Global && !overflowed {
                 let id = id.unwrap_or_default();
                 if rule.obey_upstream {
                     d.global_ids.push((i, id.clone()));
@@ -341,6 +363,21 @@ pub fn decide_carrying(policy: &Policy, req: &mut dyn Request, store: &dyn Share
                 match global::global(policy, (rule, &limit), i, (fp, cost), id, store, ctx, (units, wait), &mut d, &mut spent) {
                     Ok(Some(o)) => outcome = o,
                     Ok(None) => continue,
+                    // The key's lease (or fallback bucket) found no free
+                    // slot: the rule's overflow bucket decides, as above.
+                    Err(StoreError::Full) => {
+                        d.overflowed.push(i);
+                        let fallback = fallback_limit(policy, rule);
+                        match store::take(store, policy.slots, overflow_fp, rule.algorithm, &fallback, now, cost) {
+                            Ok(o) => {
+                                if o.allowed {
+                                    spent.push(Spent::Bucket { rule: i, fingerprint: overflow_fp, fallback: true, cost });
+                                }
+                                outcome = o;
+                            }
+                            Err(e) => d.errors.push((i, e)),
+                        }
+                    }
                     Err(e) => d.errors.push((i, e)),
                 }
             }

@@ -134,7 +134,7 @@ impl Compiler {
                 "a cost, key, tenant or integration comes from the request body, or a rule matches JSON-RPC calls: set \"read_body\": true, which needs Envoy's Wasm PluginConfig allow_on_headers_stop_iteration: true (set by this project's ECDS resource; not settable through Istio's WasmPlugin)",
             );
         }
-        Policy { slots, trusted_hops, ipv6_prefix, exempt_paths, tenant, integration, global, rules, needs_body, body_always, response_headers: raw.response_headers }
+        Policy { slots, trusted_hops, ipv6_prefix, exempt_paths, tenant, integration, global, rules, needs_body, body_always, response_headers: raw.response_headers, slot_secret: Default::default() }
     }
 
     fn global(&mut self, raw: RawGlobal) -> Option<Global> {

@@ -47,6 +47,9 @@ pub struct Policy {
     pub body_always: bool,
     /// The rate-limit headers admitted responses carry.
     pub response_headers: ResponseHeaders,
+    /// The instance's secret for slot addresses (not part of the document:
+    /// the filter sets it from shared data, see `store::ensure_secret`).
+    pub slot_secret: crate::hash::SlotSecret,
 }
 
 /// How global rules reach the counter service.
