@@ -11,7 +11,10 @@
 //! window made ahead of time. Requests counted per window (`seen`) size the
 //! next ask: an instance asks for what it expects to spend, never more than
 //! the global budget left, so unused units (the only source of
-//! under-admission) stay few. A quiet key's request that finds no units
+//! under-admission) stay few. A request counts only if the request's other
+//! rules admit it (or if this rule refuses it): units of one rule reserved
+//! for requests another rule refuses would sit unused at this instance
+//! while other instances, whose requests that rule admits, find none. A quiet key's request that finds no units
 //! may be admitted on credit (`owed`), paid by the next grant.
 //!
 //! Everything here is arithmetic on values; the filter does the callouts.
@@ -104,7 +107,6 @@ impl Lease {
     pub fn spend(self, now: u64, limit: &Limit, cost: u64, credit: bool) -> (Step, Lease) {
         let mut l = self.roll(now, limit.per.nanos());
         let cost = u32::try_from(cost).unwrap_or(u32::MAX);
-        l.seen = l.seen.saturating_add(cost);
         let step = if l.units >= cost {
             l.units = l.units.saturating_sub(cost);
             Step::Spent
@@ -114,8 +116,11 @@ impl Lease {
             l.owed = l.owed.saturating_add(cost);
             Step::Spent
         } else {
-            Step::Missing
+            // Counted once it is decided again with its own units (see
+            // `spend_carried`): until then another rule may refuse it.
+            return (Step::Missing, l);
         };
+        l.seen = l.seen.saturating_add(cost);
         (step, l)
     }
 
@@ -139,12 +144,31 @@ impl Lease {
         self.units = self.units.saturating_add(granted.saturating_sub(pay));
     }
 
-    /// Gives back a unit spent by a request that another rule denied. The
-    /// request still counts in `seen`: demand, not admissions, sizes asks.
+    /// A request spends units the service granted to it alone (its own
+    /// wait's answer): nothing comes out of the lease, but it counts now.
+    pub fn spend_carried(self, now: u64, limit: &Limit, cost: u64) -> Lease {
+        self.roll(now, limit.per.nanos()).counting(cost)
+    }
+
+    /// The lease with `cost` more requests counted in this window.
+    pub fn counting(self, cost: u64) -> Lease {
+        Lease { seen: self.seen.saturating_add(u32::try_from(cost).unwrap_or(u32::MAX)), ..self }
+    }
+
+    /// Gives back a unit spent by a request that another rule denied (or
+    /// that waits to be decided again), and takes the request out of
+    /// `seen`: a rule's demand counts only the requests the other rules
+    /// admit, so that an instance whose requests another rule refuses
+    /// does not reserve this rule's budget for them (see docs/global.md,
+    /// *Several rules*).
     pub fn refund(self, now: u64, limit: &Limit, window: u64, cost: u64) -> Lease {
         let mut l = self.roll(now, limit.per.nanos());
-        if l.window == window && (window != 0 || l.owed > 0) {
-            l.credit(u32::try_from(cost).unwrap_or(u32::MAX));
+        let cost = u32::try_from(cost).unwrap_or(u32::MAX);
+        if l.window == window {
+            l.seen = l.seen.saturating_sub(cost);
+            if window != 0 || l.owed > 0 {
+                l.credit(cost);
+            }
         }
         l
     }
@@ -382,6 +406,29 @@ mod tests {
         let (_, fresh) = Lease::default().spend(now, &l, 1, true);
         let refunded = fresh.refund(now, &l, 0, 1);
         assert_eq!((refunded.owed, refunded.units), (0, 0));
+    }
+
+    #[test]
+    fn demand_counts_the_requests_the_other_rules_admit() {
+        let l = limit(100);
+        let now = 10 * S;
+        let lease = Lease::default().grant(now, &l, &answer(5, 5, 10, S));
+        let (_, spent) = lease.spend(now, &l, 1, false);
+        assert_eq!(spent.seen, 1);
+        // Another rule refused it: its unit and its count come back.
+        let refunded = spent.refund(now, &l, 10, 1);
+        assert_eq!((refunded.units, refunded.seen), (5, 0));
+        // This rule refuses it: it counts.
+        let gone = Lease { window: 10, ends_at: now + S, used: 100, ..Lease::default() };
+        assert_eq!(gone.spend(now, &l, 1, false).1.seen, 1);
+        // It waits for units: it counts once decided with them.
+        let busy = Lease { window: 10, ends_at: now + S, used: 60, ..Lease::default() };
+        let (step, waiting) = busy.spend(now, &l, 1, false);
+        assert_eq!((step, waiting.seen), (Step::Missing, 0));
+        assert_eq!(waiting.spend_carried(now, &l, 1).seen, 1);
+        // A refund for a window gone leaves the counts alone.
+        let later = spent.refund(now + S, &l, 10, 1);
+        assert_eq!((later.seen, later.seen_before), (0, 1));
     }
 
     #[test]

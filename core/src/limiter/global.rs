@@ -137,9 +137,9 @@ pub(super) fn global(
     let credit = credit_allowed(policy, rule, limit);
     let (step, lease, refill, credited) = store::lease_update(store, policy.slots, lease_fp, limit, now, |l| {
         // Units granted to this request are its own: nothing to spend
-        // here (it was counted in `seen` when it first asked).
+        // here, but it counts in the lease's demand now.
         let (step, mut next) = match carried {
-            Some(_) => (Step::Spent, l.roll(now, limit.per.nanos())),
+            Some(_) => (Step::Spent, l.spend_carried(now, limit, cost)),
             None => l.spend(now, limit, cost, credit),
         };
         // An exhausted window still reserves the next one ahead of time,
@@ -148,9 +148,10 @@ pub(super) fn global(
             Step::Spent => next.want(now, limit),
             Step::Exhausted { .. } if rule.queue.is_some() => next.want_next(now, limit).map(|w| (w, true)),
             Step::Exhausted { .. } => next.want(now, limit).filter(|(_, ahead)| *ahead),
-            // The first waiter asks for the lease (sized to the rate); the
+            // The first waiter asks for the lease (sized to the rate,
+            // counting itself: it counts once decided with its units); the
             // others, while that ask is in flight, for themselves only.
-            Step::Missing if ctx.may_wait => next.want(now, limit),
+            Step::Missing if ctx.may_wait => next.counting(cost).want(now, limit),
             Step::Missing => None,
         };
         if refill.is_some() {
