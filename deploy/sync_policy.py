@@ -32,13 +32,16 @@ COMPOSE_ENVOY = REPO / "deploy" / "compose" / "envoy.yaml"
 ISTIO_GLOBAL = {
     "cluster": "outbound|8790||sluice-counter.mcp.svc.cluster.local",
     "authority": "sluice-counter.mcp.svc.cluster.local",
+    "secret_env": "SLUICE_COUNTER_SECRET",
 }
 # Behind the Istio ingress gateway, which appends the address it saw to
 # X-Forwarded-For: the gateway's sidecar trusts that one hop. (Where Envoy
 # itself is the edge, as in compose and `make run`, the default 0 stands.)
 ISTIO_TOP = {"trusted_hops": 1}
-# docker-compose runs one Envoy.
-COMPOSE_GLOBAL = {"expected_instances": 1}
+# docker-compose runs one Envoy. Both deployments hand the counter
+# service's secret to the filter through Envoy's environment
+# (vm_config.environment_variables / WasmPlugin vmConfig.env).
+COMPOSE_GLOBAL = {"expected_instances": 1, "secret_env": "SLUICE_COUNTER_SECRET"}
 
 PLAIN = re.compile(r"[A-Za-z_/][A-Za-z0-9_./-]*|[0-9]+(ms|s|m|h|d)")
 # Plain scalars that YAML 1.1 (Kubernetes' parser) reads as something else.

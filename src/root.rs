@@ -216,6 +216,12 @@ impl RootContext for SluiceRoot {
                 return false;
             }
         };
+        // The counter service's secret, when the policy names the variable
+        // holding it (the VM's environment: vm_config.environment_variables).
+        if let Err(e) = policy.resolve_secret(|name| std::env::var(name).ok()) {
+            log::error!("policy refused: {e}");
+            return false;
+        }
         if let Err(e) = ensure_slots(&HostStore, policy.slots) {
             log::error!("policy refused: cannot create {} state slots: {e}", policy.slots);
             return false;

@@ -152,6 +152,7 @@ const K8S_COUNTER: &str = "deploy/k8s/counter.yaml";
 const K8S_REDIS: &str = "deploy/k8s/redis.yaml";
 const COMPOSE: &str = "deploy/docker-compose.yml";
 const COMPOSE_ENVOY: &str = "deploy/compose/envoy.yaml";
+const GATEWAY_SECRET: &str = "deploy/istio/gateway-secret.yaml";
 const DOCKERFILE: &str = "deploy/counter.Dockerfile";
 
 fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -222,6 +223,42 @@ fn every_yaml_file_under_deploy_parses() {
     );
 }
 
+/// Where the Kubernetes counter reads its secret: `--secret-file` in a
+/// volume of a Secret that must exist. Returns (Secret name, key).
+fn counter_secret_source() -> (String, String) {
+    let deployment = object(K8S_COUNTER, "Deployment", "sluice-counter");
+    let c = at(&deployment, "/spec/template/spec/containers/0");
+    let args = strings(at(c, "/args"));
+    let file = flag(&args, "--secret-file");
+    let mount = at(c, "/volumeMounts")
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| file.starts_with(&format!("{}/", str_at(m, "/mountPath"))))
+        .unwrap_or_else(|| panic!("{K8S_COUNTER}: {file} is in no mounted volume"));
+    let item = &file[str_at(mount, "/mountPath").len() + 1..];
+    let volume = at(&deployment, "/spec/template/spec/volumes")
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .expect("the mounted volume");
+    let secret = at(volume, "/secret");
+    assert_ne!(
+        secret["optional"], true,
+        "{K8S_COUNTER}: the Secret must be required"
+    );
+    let items = at(secret, "/items").as_array().unwrap();
+    let key = items
+        .iter()
+        .find(|i| i["path"] == item)
+        .unwrap_or_else(|| panic!("{K8S_COUNTER}: no item {item}"));
+    (
+        str_at(secret, "/secretName").to_owned(),
+        str_at(key, "/key").to_owned(),
+    )
+}
+
 /// The counter's Kubernetes Service: (name, namespace, port).
 fn counter_service() -> (String, String, u64) {
     let svc = object(K8S_COUNTER, "Service", "sluice-counter");
@@ -254,7 +291,7 @@ fn the_wasmplugin_carries_the_default_policy_with_istio_cluster_names() {
     let config = at(&wp, "/spec/pluginConfig");
     let global = compiled_global(config, WASMPLUGIN);
     let diff: Vec<String> = differences(config, &default_policy()).into_iter().collect();
-    assert_eq!(diff, ["/global/authority", "/global/cluster", "/trusted_hops"], "{WASMPLUGIN}: pluginConfig differs from policies/mcp-gateway.json elsewhere (run python3 deploy/sync_policy.py)");
+    assert_eq!(diff, ["/global/authority", "/global/cluster", "/global/secret_env", "/trusted_hops"], "{WASMPLUGIN}: pluginConfig differs from policies/mcp-gateway.json elsewhere (run python3 deploy/sync_policy.py)");
     // Envoy is the edge where the default policy runs (make run, compose):
     // no X-Forwarded-For entry is the client's. Behind the ingress gateway
     // the sidecar trusts the one entry the gateway appends.
@@ -266,8 +303,33 @@ fn the_wasmplugin_carries_the_default_policy_with_istio_cluster_names() {
     let fqdn = format!("{name}.{namespace}.svc.cluster.local");
     assert_eq!(global.cluster, format!("outbound|{port}||{fqdn}"));
     assert_eq!(global.authority, fqdn);
-    // The shipped counter needs no secret (its Secret is optional).
-    assert_eq!(global.secret, None);
+    // The counter's secret: in no manifest, from the sidecar's environment,
+    // which the gateway patch fills from the Secret the counter mounts.
+    assert_eq!(global.secret, None, "a secret written in the WasmPlugin");
+    let var = global
+        .secret_env
+        .as_deref()
+        .expect("the WasmPlugin's policy names no secret_env");
+    assert_eq!(
+        at(&wp, "/spec/vmConfig/env"),
+        &json!([{"name": var, "valueFrom": "HOST"}])
+    );
+    let patch = object(GATEWAY_SECRET, "Deployment", "mcp-gateway");
+    let sidecar = at(&patch, "/spec/template/spec/containers/0");
+    assert_eq!(str_at(sidecar, "/name"), "istio-proxy");
+    assert_eq!(
+        str_at(sidecar, "/image"),
+        "auto",
+        "Istio merges only a container with image: auto"
+    );
+    assert_eq!(
+        at(sidecar, "/env"),
+        &json!([{"name": var, "valueFrom": {"secretKeyRef": {"name": "sluice-counter", "key": "secret"}}}])
+    );
+    assert_eq!(
+        counter_secret_source(),
+        ("sluice-counter".to_owned(), "secret".to_owned())
+    );
 
     let rule = object(COUNTER_TRAFFIC, "DestinationRule", "sluice-counter");
     assert_eq!(str_at(&rule, "/spec/host"), fqdn);
@@ -341,16 +403,47 @@ fn the_compose_envoy_runs_the_default_policy_against_the_compose_services() {
     let diff: Vec<String> = differences(&policy, &default_policy())
         .into_iter()
         .collect();
-    assert_eq!(diff, ["/global/expected_instances"], "{COMPOSE_ENVOY}: the policy differs from policies/mcp-gateway.json elsewhere (run python3 deploy/sync_policy.py)");
+    assert_eq!(diff, ["/global/expected_instances", "/global/secret_env"], "{COMPOSE_ENVOY}: the policy differs from policies/mcp-gateway.json elsewhere (run python3 deploy/sync_policy.py)");
     assert_eq!(u64::from(global.expected_instances), envoys as u64);
-    assert_eq!(
-        global.secret, None,
-        "the compose counter runs without a secret"
+    // Envoy publishes its listener: it is the edge, no X-Forwarded-For
+    // entry is trusted, by the policy or by Envoy.
+    assert_eq!(u64_at(&policy, "/trusted_hops"), 0);
+    let hcm = at(
+        &envoy,
+        "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config",
     );
+    assert_eq!(u64_at(hcm, "/xff_num_trusted_hops"), 0);
+
+    // The counter's secret: from deploy/.env (required), into the counter
+    // and into Envoy, which hands it to the filter's VM; none in a file.
+    assert_eq!(global.secret, None, "a secret written in {COMPOSE_ENVOY}");
+    let var = global
+        .secret_env
+        .as_deref()
+        .expect("the compose policy names no secret_env");
+    assert_eq!(var, "SLUICE_COUNTER_SECRET");
+    assert_eq!(
+        strings(at(config, "/vm_config/environment_variables/host_env_keys")),
+        [var]
+    );
+    let required = format!("${{{var}:?");
+    for service in ["sluice-counter", "envoy"] {
+        let value = str_at(&services[service], &format!("/environment/{var}"));
+        assert!(
+            value.starts_with(&required),
+            "{COMPOSE}: {service}'s {var} is {value:?}, not required from the environment"
+        );
+    }
 
     // global.cluster -> the counter service, on the port it listens on.
     let counter = &services["sluice-counter"];
     let args = strings(at(counter, "/command"));
+    assert!(
+        !args
+            .iter()
+            .any(|a| a.contains("secret") || a.contains("redis://")),
+        "{COMPOSE}: a secret on the counter's command line: {args:?}"
+    );
     let (host, port) = compose_cluster(&envoy, &global.cluster);
     assert_eq!(host, "sluice-counter");
     assert_eq!(global.authority, "sluice-counter");
@@ -440,11 +533,12 @@ fn images_names_and_ports_agree() {
             .find(|e| e["name"] == name)
             .unwrap_or_else(|| panic!("no env {name}"))
     };
-    let secret = at(var("SLUICE_COUNTER_SECRET"), "/valueFrom/secretKeyRef");
-    assert_eq!(
-        secret["optional"], true,
-        "the Secret must stay optional while the policies carry no global.secret"
+    assert!(
+        !env.iter().any(|e| e["name"] == "SLUICE_COUNTER_SECRET"),
+        "the secret comes from the mounted file"
     );
+    // The secret: required, from the mounted Secret (counter_secret_source).
+    counter_secret_source();
     // --redis-url $(REDIS_URL) -> the Redis Service.
     let url_var = flag(&args, "--redis-url")
         .strip_prefix("$(")
@@ -496,7 +590,13 @@ fn images_names_and_ports_agree() {
     let cargs = strings(at(counter, "/command"));
     assert_counter_flags(&cargs, COMPOSE);
     assert_eq!(port_of(flag(&cargs, "--listen")), port);
-    assert_eq!(flag(&cargs, "--redis-url"), "redis://redis:6379");
+    // The Redis URL carries the password: from the environment.
+    assert!(!cargs.contains(&"--redis-url"), "{COMPOSE}: {cargs:?}");
+    let url = str_at(counter, "/environment/SLUICE_COUNTER_REDIS_URL");
+    assert_eq!(
+        url,
+        "redis://:${SLUICE_REDIS_PASSWORD:?set SLUICE_REDIS_PASSWORD in deploy/.env}@redis:6379"
+    );
     assert!(at(&compose, "/services/redis").is_object());
     assert_eq!(
         str_at(&compose, "/services/envoy/image"),
@@ -546,30 +646,63 @@ const ANALYSIS_REDIS_COMMAND: &str =
     "redis-server --maxmemory 512mb --maxmemory-policy allkeys-lru";
 
 #[test]
-fn compose_redis_is_the_analysis_redis() {
-    let expected: Value = serde_yaml_ng::from_str(
-        r#"
-image: redis:7-alpine
-ports:
-  - "6379:6379"
-volumes:
-  - redis-data:/data
-command: redis-server --maxmemory 512mb --maxmemory-policy allkeys-lru
-healthcheck:
-  test: ["CMD", "redis-cli", "ping"]
-  interval: 5s
-  timeout: 3s
-  retries: 5
-"#,
-    )
-    .unwrap();
+fn compose_redis_is_the_analysis_redis_closed() {
     let compose = yaml(COMPOSE);
-    assert_eq!(at(&compose, "/services/redis"), &expected);
-    assert_eq!(str_at(&expected, "/command"), ANALYSIS_REDIS_COMMAND);
+    let redis = at(&compose, "/services/redis");
+    assert_eq!(str_at(redis, "/image"), "redis:7-alpine");
+    assert_eq!(strings(at(redis, "/volumes")), ["redis-data:/data"]);
     assert!(
         at(&compose, "/volumes").get("redis-data").is_some(),
         "the redis-data volume is not declared"
     );
+    // Reachable on the compose network only.
+    assert!(
+        redis.get("ports").is_none(),
+        "{COMPOSE}: Redis publishes a port: {redis:#}"
+    );
+    for (name, service) in at(&compose, "/services").as_object().unwrap() {
+        if name != "envoy" {
+            assert!(
+                service.get("ports").is_none(),
+                "{COMPOSE}: {name} publishes a port"
+            );
+        }
+    }
+    // The analysis's settings, plus a password from deploy/.env (never
+    // written in the file), which the health check uses too.
+    let command = strings(at(redis, "/command"));
+    assert_eq!(command[..2], ["sh", "-c"]);
+    assert_eq!(
+        command[2],
+        format!("exec {ANALYSIS_REDIS_COMMAND} --requirepass \"$$REDIS_PASSWORD\"")
+    );
+    assert_eq!(
+        str_at(redis, "/environment/REDIS_PASSWORD"),
+        "${SLUICE_REDIS_PASSWORD:?set SLUICE_REDIS_PASSWORD in deploy/.env (see the top of this file)}"
+    );
+    let check = strings(at(redis, "/healthcheck/test"));
+    assert_eq!(check[0], "CMD-SHELL");
+    assert!(
+        check[1].contains("REDISCLI_AUTH=\"$$REDIS_PASSWORD\" redis-cli ping"),
+        "{check:?}"
+    );
+    // Everyone who talks to Redis has the password.
+    for service in ["sluice-counter", "mcp-gateway"] {
+        let env = at(&compose, &format!("/services/{service}/environment"));
+        let url = env
+            .as_object()
+            .unwrap()
+            .values()
+            .filter_map(Value::as_str)
+            .find(|v| v.starts_with("redis://"))
+            .unwrap_or_else(|| panic!("{service}: no Redis URL"));
+        assert!(
+            url.starts_with("redis://:${SLUICE_REDIS_PASSWORD:?"),
+            "{service}: {url}"
+        );
+    }
+    // deploy/.env holds the secrets and stays out of git.
+    assert!(read(".gitignore").lines().any(|l| l == "/deploy/.env"));
 }
 
 #[test]

@@ -21,7 +21,10 @@ pub struct CounterOptions {
     pub redis_url: Option<String>,
     /// Treat `redis_url` as comma-separated Redis Cluster seeds.
     pub cluster: bool,
-    /// Shared secret the service requires.
+    /// Shared secret the service requires, handed over in its environment
+    /// (never on the command line, which every local user can read);
+    /// `None` runs it with `--insecure-no-secret`, for stacks that only
+    /// listen on loopback.
     pub secret: Option<String>,
     /// The service's timeout for Redis commands (its default otherwise).
     pub redis_timeout_ms: Option<u64>,
@@ -93,9 +96,15 @@ impl Counter {
         if let Some(ms) = self.opts.redis_timeout_ms {
             cmd.args(["--redis-timeout-ms", &ms.to_string()]);
         }
-        if let Some(secret) = &self.opts.secret {
-            cmd.args(["--secret", secret]);
+        match &self.opts.secret {
+            Some(secret) => {
+                cmd.env(crate::ecds::COUNTER_SECRET_ENV, secret);
+            }
+            None => {
+                cmd.env_remove(crate::ecds::COUNTER_SECRET_ENV).arg("--insecure-no-secret");
+            }
         }
+        cmd.env_remove("SLUICE_COUNTER_SECRET_FILE");
         let logs = self.opts.log_dir.as_ref().map(|d| (d.join("counter.stdout.log"), d.join("counter.stderr.log")));
         let mut group = Group::spawn(cmd, logs.as_ref().map(|(o, e)| (o.as_path(), e.as_path())), Duration::from_secs(2))?;
         let deadline = Instant::now() + START_TIMEOUT;
@@ -121,5 +130,60 @@ impl Drop for Counter {
         if let Some(mut group) = self.group.take() {
             group.terminate();
         }
+    }
+}
+
+/// A fresh secret for a stack's counter service: 32 hex digits from the
+/// kernel's random source.
+pub fn random_secret() -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// `policy_json` with `global.secret_env` naming
+/// [`COUNTER_SECRET_ENV`](crate::COUNTER_SECRET_ENV) when its `global`
+/// section gives no secret of its own, so that a stack whose counter
+/// service requires a secret can run any policy; other policies are
+/// returned unchanged.
+pub fn policy_with_secret_env(policy_json: &str) -> anyhow::Result<String> {
+    let mut doc: serde_json::Value = serde_json::from_str(policy_json)?;
+    let Some(global) = doc.get_mut("global").and_then(serde_json::Value::as_object_mut) else {
+        return Ok(policy_json.to_string());
+    };
+    if global.contains_key("secret") || global.contains_key("secret_env") {
+        return Ok(policy_json.to_string());
+    }
+    global.insert("secret_env".into(), crate::ecds::COUNTER_SECRET_ENV.into());
+    Ok(serde_json::to_string_pretty(&doc)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_fresh_hex() {
+        let (a, b) = (random_secret().unwrap_or_default(), random_secret().unwrap_or_default());
+        assert_eq!(a.len(), 32);
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn a_global_section_without_a_secret_gets_the_variable() {
+        let with = policy_with_secret_env(r#"{"global": {"timeout": "1s"}, "rules": []}"#).unwrap_or_default();
+        let doc: serde_json::Value = serde_json::from_str(&with).unwrap_or_default();
+        assert_eq!(doc["global"]["secret_env"], "SLUICE_COUNTER_SECRET");
+        assert_eq!(doc["global"]["timeout"], "1s");
+        for unchanged in [
+            r#"{"rules": []}"#,
+            r#"{"global": {"secret": "k"}, "rules": []}"#,
+            r#"{"global": {"secret_env": "X"}, "rules": []}"#,
+        ] {
+            assert_eq!(policy_with_secret_env(unchanged).unwrap_or_default(), unchanged);
+        }
+        assert!(policy_with_secret_env("not json").is_err());
     }
 }

@@ -13,6 +13,11 @@ use serde_json::json;
 /// Name of the ECDS resource file inside the watched directory.
 pub const ECDS_FILE: &str = "sluice.json";
 
+/// The environment variable that carries the counter service's secret to
+/// the service and, through Envoy (`vm_config.environment_variables`), to
+/// the filter.
+pub const COUNTER_SECRET_ENV: &str = "SLUICE_COUNTER_SECRET";
+
 /// The discovery response carrying the Wasm filter config for `wasm` with
 /// `policy_json` as its plugin configuration (a JSON string value).
 pub fn ecds_resource(wasm: &Path, policy_json: &str) -> String {
@@ -29,7 +34,11 @@ pub fn ecds_resource(wasm: &Path, policy_json: &str) -> String {
                     "vm_config": {
                         "vm_id": "sluice",
                         "runtime": "envoy.wasm.runtime.v8",
-                        "code": { "local": { "filename": wasm.to_string_lossy() } }
+                        "code": { "local": { "filename": wasm.to_string_lossy() } },
+                        // The counter service's secret reaches the filter
+                        // from Envoy's environment, for a policy whose
+                        // `global.secret_env` names it (docs/global.md).
+                        "environment_variables": { "host_env_keys": [COUNTER_SECRET_ENV] }
                     },
                     "configuration": {
                         "@type": "type.googleapis.com/google.protobuf.StringValue",

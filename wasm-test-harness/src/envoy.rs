@@ -55,6 +55,10 @@ pub struct EnvoyOptions {
     pub log_level: String,
     /// Filter module; `None` means [`paths::wasm_module`].
     pub wasm: Option<PathBuf>,
+    /// The counter service's secret, put in Envoy's environment as
+    /// [`ecds::COUNTER_SECRET_ENV`] (which the ECDS resource hands to the
+    /// filter's VM); `None` leaves the variable unset.
+    pub counter_secret: Option<String>,
 }
 
 impl Default for EnvoyOptions {
@@ -73,6 +77,7 @@ impl Default for EnvoyOptions {
             extra_vars: Vec::new(),
             log_level: "info".to_string(),
             wasm: None,
+            counter_secret: None,
         }
     }
 }
@@ -371,7 +376,7 @@ fn command(envoy: &Path, config: &Path, admin_file: &Path, opts: &EnvoyOptions) 
         "-l".into(),
         opts.log_level.clone(),
     ];
-    match process::on_path("func-e") {
+    let mut cmd = match process::on_path("func-e") {
         Some(func_e) => {
             let mut cmd = Command::new(func_e);
             cmd.arg("run")
@@ -385,7 +390,13 @@ fn command(envoy: &Path, config: &Path, admin_file: &Path, opts: &EnvoyOptions) 
             cmd.args(args);
             cmd
         }
-    }
+    };
+    // Only the secret this stack chose, never one from the caller's shell.
+    match &opts.counter_secret {
+        Some(secret) => cmd.env(ecds::COUNTER_SECRET_ENV, secret),
+        None => cmd.env_remove(ecds::COUNTER_SECRET_ENV),
+    };
+    cmd
 }
 
 fn read_admin_port(file: &Path) -> Option<u16> {

@@ -18,8 +18,8 @@ mod stack;
 mod template;
 mod upstream;
 
-pub use counter::{counter_binary, Counter, CounterOptions};
-pub use ecds::{ecds_resource, write_ecds, ECDS_FILE};
+pub use counter::{counter_binary, policy_with_secret_env, random_secret, Counter, CounterOptions};
+pub use ecds::{ecds_resource, write_ecds, COUNTER_SECRET_ENV, ECDS_FILE};
 pub use echo::{serve_echo, EchoServer};
 pub use envoy::{Envoy, EnvoyOptions, ENVOY_VERSION};
 pub use http::{get, request, Response};

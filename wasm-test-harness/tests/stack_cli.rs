@@ -138,6 +138,64 @@ fn run_serves_echo_and_limits_tools_list() {
 }
 
 #[test]
+fn run_counter_service_requires_the_secret_envoy_holds() {
+    let stack = Stack::start(1);
+    assert_eq!(tools_list(stack.port(0), &fresh_tenant()).status, 200);
+    // The filter's lease calls were answered (it sent the secret), never refused.
+    let admin = |name: &str| {
+        let stats = get(
+            &format!(
+                "http://127.0.0.1:{}/stats?filter=^{name}$",
+                stack.admin_port(0)
+            ),
+            &[],
+        )
+        .unwrap()
+        .body;
+        stats
+            .rsplit(": ")
+            .next()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert!(
+        admin("cluster.sluice_counter.upstream_rq_200") > 0,
+        "{}",
+        stack.logs()
+    );
+    assert_eq!(
+        admin("cluster.sluice_counter.upstream_rq_401"),
+        0,
+        "{}",
+        stack.logs()
+    );
+    // No policy or ECDS file holds the secret.
+    let ecds = stack.ecds_files().concat();
+    assert!(
+        String::from_utf8_lossy(&ecds).contains(r#"\"secret_env\": \"SLUICE_COUNTER_SECRET\""#),
+        "the policy does not name the variable"
+    );
+    // A caller without the secret is refused.
+    let log = std::fs::read_to_string(stack.dir().join("run.log")).unwrap();
+    let port = log
+        .split("counter service on 127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|p| p.parse::<u16>().ok())
+        .unwrap_or_else(|| panic!("no counter port in: {log}"));
+    let body =
+        r#"{"leases": [{"rule": "r", "id": "i", "limit": 5, "window_ms": 1000, "want": 1}]}"#;
+    let r = wasm_test_harness::request(
+        "POST",
+        &format!("http://127.0.0.1:{port}/v1/reserve"),
+        &[],
+        body,
+    )
+    .unwrap();
+    assert_eq!(r.status, 401, "{}", r.body);
+}
+
+#[test]
 fn apply_valid_policy_reaches_every_instance() {
     let stack = Stack::start(2);
     let policy = stack.write_policy("two.json", &policy_with_limit(2));

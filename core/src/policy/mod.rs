@@ -66,6 +66,9 @@ pub struct Global {
     pub expected_instances: u32,
     /// Value of the `x-sluice-secret` header, when the service wants one.
     pub secret: Option<String>,
+    /// The environment variable holding that value, read by the filter
+    /// when it loads the policy (see [`Policy::resolve_secret`]).
+    pub secret_env: Option<String>,
     /// A quiet key's request is admitted on credit instead of waiting for
     /// the counter service (see `lease`).
     pub credit: bool,

@@ -67,6 +67,7 @@ pub struct RawGlobal {
     #[serde(default = "default_instances")]
     pub expected_instances: i64,
     pub secret: Option<String>,
+    pub secret_env: Option<String>,
     #[serde(default = "default_credit")]
     pub credit: bool,
 }

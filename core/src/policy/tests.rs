@@ -160,3 +160,24 @@ fn adaptive_settings_are_checked() {
     assert_eq!((a.floor, a.increase, a.min_samples, a.decrease_permille, a.errors_permille), (2, 2, 10, 500, Some(100)));
     assert_eq!(a.latency, None);
 }
+
+#[test]
+fn the_counter_secret_can_come_from_the_environment() {
+    let json = r#"{"global": {"secret_env": "SLUICE_COUNTER_SECRET"}, "rules": []}"#;
+    let mut p = Policy::from_json(json).expect("policy");
+    assert_eq!(p.global.as_ref().and_then(|g| g.secret.clone()), None);
+    let env = |value: Option<&'static str>| move |name: &str| (name == "SLUICE_COUNTER_SECRET").then_some(value).flatten().map(String::from);
+    p.resolve_secret(env(Some("k3y"))).expect("resolved");
+    assert_eq!(p.global.as_ref().and_then(|g| g.secret.as_deref()), Some("k3y"));
+    for (value, why) in [(None, "is not set in the Wasm VM"), (Some(""), "not printable"), (Some("a b"), "not printable")] {
+        let mut p = Policy::from_json(json).expect("policy");
+        let e = p.resolve_secret(env(value)).expect_err("refused");
+        assert!(e.starts_with("global.secret_env: the environment variable SLUICE_COUNTER_SECRET") && e.contains(why), "{e}");
+    }
+    // Nothing to read: nothing asked of the environment.
+    let mut inline = Policy::from_json(r#"{"global": {"secret": "k"}, "rules": []}"#).expect("policy");
+    inline.resolve_secret(|_| panic!("read the environment")).expect("ok");
+    assert_eq!(problems(r#"{"global": {"secret": "k", "secret_env": "K"}, "rules": []}"#), ["global.secret_env: give the secret once: `secret` or `secret_env`, not both"]);
+    assert_eq!(problems(r#"{"global": {"secret_env": "1A"}, "rules": []}"#).len(), 1);
+    assert_eq!(problems(r#"{"global": {"secret_env": "A-B"}, "rules": []}"#).len(), 1);
+}

@@ -40,7 +40,12 @@ pub(crate) fn load_policy(path: &PathBuf) -> Result<String, ExitCode> {
         eprintln!("error: invalid policy {}:\n{e}", path.display());
         return Err(ExitCode::from(2));
     }
-    Ok(json)
+    // The stack's counter service requires a secret, which Envoy holds in
+    // its environment (see run.rs).
+    wasm_test_harness::policy_with_secret_env(&json).map_err(|e| {
+        eprintln!("error: policy {}: {e}", path.display());
+        ExitCode::from(2)
+    })
 }
 
 fn main() -> ExitCode {

@@ -77,9 +77,24 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let upstream =
         upstream.unwrap_or_else(|| Upstream::local(echo.as_ref().map_or(0, EchoServer::port)));
+    // The counter service requires a secret, as in every deployment: the
+    // policy's own, or one drawn for this stack and handed to Envoy in its
+    // environment (`load_policy` points the policy's `global.secret_env`
+    // at it), so that no file holds it.
+    let inline_secret = sluice_core::policy::Policy::from_json(&policy)
+        .ok()
+        .and_then(|p| p.global)
+        .and_then(|g| g.secret);
+    let secret = match inline_secret {
+        Some(s) => s,
+        None => {
+            wasm_test_harness::random_secret().context("drawing the counter service's secret")?
+        }
+    };
     let counter = Counter::start(CounterOptions {
         redis_url: args.redis_url.clone().filter(|u| !u.is_empty()),
         log_dir: Some(run_dir.clone()),
+        secret: Some(secret.clone()),
         ..CounterOptions::default()
     })
     .context("starting the counter service")?;
@@ -98,6 +113,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             concurrency: args.concurrency,
             run_dir: Some(run_dir.join(format!("envoy-{i}"))),
             wasm: Some(wasm.clone()),
+            counter_secret: Some(secret.clone()),
             ..EnvoyOptions::default()
         })
         .with_context(|| format!("starting Envoy instance {i}"))?;
