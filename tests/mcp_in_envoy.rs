@@ -192,3 +192,25 @@ fn notifications_are_refused_without_a_body_and_mcp_headers_do_not_outrank_the_b
         series(&envoy, "sluice_mcp_header_mismatch_total", &[])
     );
 }
+
+#[test]
+fn a_body_too_large_to_read_counts_against_every_json_rpc_rule() {
+    let server = Server::start();
+    let policy = r#"{"read_body": true, "tenant": [{"header": "x-tenant-id"}], "rules": [
+        {"name": "lists", "match": {"jsonrpc": {"methods": ["tools/list"]}}, "key": ["tenant"], "limit": {"requests": 1, "per": "1h"}}
+    ]}"#;
+    let envoy = envoy(&server, policy);
+    // A tools/call padded past the 64 KiB the filter reads: not read, so
+    // it counts as a call of every method, tools/list included.
+    let padded = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"echo","arguments":{{"text":"{}"}}}}}}"#,
+        "x".repeat(70_000)
+    );
+    let small = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"text":"x"}}}"#;
+    assert_ne!(post(&envoy, small, &[]).status, 429, "a readable tools/call is no tools/list");
+    assert_ne!(post(&envoy, small, &[]).status, 429);
+    assert_ne!(post(&envoy, &padded, &[]).status, 429, "the first fits in the limit");
+    let r = post(&envoy, &padded, &[]);
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert_eq!(r.json().unwrap()["limits"]["tier"], "lists", "no id was read: the gateway's body");
+}
