@@ -54,7 +54,8 @@ pub fn apply_answer(policy: &Policy, store: &dyn SharedStore, need: &LeaseNeed, 
     let blocked = answer.blocked_ns > 0 && rule.obey_upstream && need.bucket != 0;
     if blocked {
         let limit = crate::adaptive::limit(store, rule);
-        let until = now.saturating_add(answer.blocked_ns);
+        // Capped by this instance's policy too, whatever another learnt.
+        let until = now.saturating_add(answer.blocked_ns.min(rule.max_block.nanos()));
         block_started = store::cas_update(store, policy.slots, need.bucket, &limit, now, |st| {
             let (next, start) = st.block(&limit, now, until);
             (start, Some(next))

@@ -220,7 +220,7 @@ pub fn obey_upstream(policy: &Policy, store: &dyn SharedStore, spent: &[Spent], 
         if !r.obey_upstream {
             continue;
         }
-        let until = now.saturating_add(wait_ns);
+        let until = now.saturating_add(wait_ns.min(r.max_block.nanos()));
         let limit = crate::adaptive::limit(store, r);
         match store::cas_update(store, policy.slots, fingerprint, &limit, now, |st| {
             let (next, start) = st.block(&limit, now, until);

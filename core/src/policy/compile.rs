@@ -10,6 +10,11 @@ use super::{
     Adaptive, JsonRpcMatch, Priority, Problem, Queue, Rule, Scope, MAX_SLOTS, MIN_SLOTS,
 };
 use crate::duration::Span;
+
+/// How long one upstream answer holds a key back unless the rule says
+/// otherwise, and the shortest `max_block` a rule may set.
+const DEFAULT_MAX_BLOCK_S: u64 = 60;
+const MIN_BLOCK_NS: u64 = 1_000_000_000;
 use crate::hash::Fnv;
 use crate::path::{normalize, PathMatcher, Template};
 
@@ -287,6 +292,18 @@ impl Compiler {
         if raw.obey_upstream && raw.algorithm != Algorithm::TokenBucket {
             self.problem(format!("{at}.obey_upstream"), "only token_bucket rules can obey upstream limits: the bucket is kept empty until the upstream's time");
         }
+        let max_block = match raw.max_block.as_deref().map(Span::parse) {
+            None => Span::from_secs(DEFAULT_MAX_BLOCK_S),
+            Some(Ok(s)) if (MIN_BLOCK_NS..=crate::upstream::MAX_BLOCK_NS).contains(&s.nanos()) => s,
+            Some(Ok(s)) => {
+                self.problem(format!("{at}.max_block"), format!("{s} is out of range: at least 1s and at most 5m"));
+                Span::from_secs(DEFAULT_MAX_BLOCK_S)
+            }
+            Some(Err(e)) => {
+                self.problem(format!("{at}.max_block"), e);
+                Span::from_secs(DEFAULT_MAX_BLOCK_S)
+            }
+        };
         if self.problems.len() > before {
             return None;
         }
@@ -309,6 +326,7 @@ impl Compiler {
             failure_mode: raw.failure_mode,
             queue,
             obey_upstream: raw.obey_upstream,
+            max_block,
             cost,
             priority,
             adaptive,

@@ -106,8 +106,13 @@ pub struct Rule {
     /// Requests over the limit wait for their turn instead of being refused.
     pub queue: Option<Queue>,
     /// An upstream 429/503 with a wait (`Retry-After`, ...) empties the
-    /// key's bucket until then.
+    /// key's bucket until then, for at most `max_block`.
     pub obey_upstream: bool,
+    /// The longest one upstream answer can hold a key back (1 s to 5 min,
+    /// 60 s unless the rule says otherwise): a client that can make the
+    /// upstream answer `Retry-After: 300` for a key it names cannot shut
+    /// that key out for longer.
+    pub max_block: Span,
     /// Units a request costs (1 when absent).
     pub cost: Option<Cost>,
     /// Classes that take tokens in order under contention.

@@ -95,6 +95,7 @@ pub struct RawRule {
     pub queue: Option<RawQueue>,
     #[serde(default)]
     pub obey_upstream: bool,
+    pub max_block: Option<String>,
     pub cost: Option<RawCost>,
     pub priority: Option<RawPriority>,
     pub adaptive: Option<RawAdaptive>,
