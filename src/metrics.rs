@@ -43,6 +43,7 @@ struct Fixed {
     degraded: Option<u32>,
     log_suppressed: Option<u32>,
     refills_dropped: Option<u32>,
+    held_refused: Option<u32>,
     mcp_headers_disagree: Option<u32>,
     callouts: [Option<u32>; 3],
     callout_errors: [Option<u32>; 3],
@@ -171,6 +172,7 @@ fn fixed() -> Fixed {
         degraded: define(MetricType::Gauge, "sluice_degraded"),
         log_suppressed: define(MetricType::Counter, "sluice_log_lines_suppressed_total"),
         refills_dropped: define(MetricType::Counter, "sluice_lease_refills_dropped_total"),
+        held_refused: define(MetricType::Counter, "sluice_held_refused_total"),
         mcp_headers_disagree: define(MetricType::Counter, "sluice_mcp_header_mismatch_total"),
         callouts: CALLS.map(|k| define(MetricType::Counter, &format!("sluice_callouts_total_call.{k};"))),
         callout_errors: CALLS.map(|k| define(MetricType::Counter, &format!("sluice_callout_errors_total_call.{k};"))),
@@ -217,6 +219,12 @@ pub fn refills_dropped(n: usize) {
 /// A request's `Mcp-Method`/`Mcp-Name` headers disagreed with its body.
 pub fn mcp_headers_disagree() {
     add(fixed().mcp_headers_disagree, 1);
+}
+
+/// A request that would have waited was refused: its worker held
+/// `limiter::MAX_HELD_PER_WORKER` already.
+pub fn held_refused() {
+    add(fixed().held_refused, 1);
 }
 
 /// A callout was dispatched.

@@ -6,9 +6,15 @@
 //! all the coordination needed, and they outlive policy reloads (the VM
 //! stays). What to do with the eventual response (headers to add, rules
 //! that learn from the upstream's answer) waits here too.
+//!
+//! A worker holds at most `limiter::MAX_HELD_PER_WORKER` requests (the
+//! caller checks `len` before `hold`; beyond it the request is refused with
+//! its rule's 429, counted in `sluice_held_refused_total`). Wake times are
+//! kept in order beside the map, so a tick takes the due requests from the
+//! front instead of scanning every held one.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
 use sluice_core::limiter::{Carry, Spent};
@@ -50,36 +56,45 @@ pub struct After {
 
 thread_local! {
     static HELD: RefCell<BTreeMap<u32, (u64, Held)>> = const { RefCell::new(BTreeMap::new()) };
+    /// `(wake_at, context_id)` of every entry of `HELD`, earliest first.
+    static WAKES: RefCell<BTreeSet<(u64, u32)>> = const { RefCell::new(BTreeSet::new()) };
     static AFTER: RefCell<BTreeMap<u32, After>> = const { RefCell::new(BTreeMap::new()) };
 }
 
 /// Registers the paused request `context_id` until `wake_at` (ns).
 pub fn hold(context_id: u32, wake_at: u64, held: Held) {
-    if HELD.with(|h| h.borrow_mut().insert(context_id, (wake_at, held))).is_none() {
-        crate::metrics::queue_length(1);
+    match HELD.with(|h| h.borrow_mut().insert(context_id, (wake_at, held))) {
+        None => crate::metrics::queue_length(1),
+        Some((before, _)) => {
+            WAKES.with(|w| w.borrow_mut().remove(&(before, context_id)));
+        }
     }
+    WAKES.with(|w| w.borrow_mut().insert((wake_at, context_id)));
 }
 
 /// Forgets `context_id`; returns what it was held for (its client left).
 pub fn release(context_id: u32) -> Option<Held> {
-    let held = HELD.with(|h| h.borrow_mut().remove(&context_id)).map(|(_, held)| held);
-    if held.is_some() {
-        crate::metrics::queue_length(-1);
-    }
-    held
+    let (wake_at, held) = HELD.with(|h| h.borrow_mut().remove(&context_id))?;
+    WAKES.with(|w| w.borrow_mut().remove(&(wake_at, context_id)));
+    crate::metrics::queue_length(-1);
+    Some(held)
 }
 
 /// Takes the requests whose time has come, earliest first; each is handed
 /// out once.
 pub fn due(now: u64) -> Vec<(u32, Held)> {
-    HELD.with(|h| {
+    let ready: Vec<(u64, u32)> = WAKES.with(|w| {
+        let mut wakes = w.borrow_mut();
+        // Entries from (now + 1, 0) on wake later; the front is due.
+        let later = wakes.split_off(&(now.saturating_add(1), 0));
+        std::mem::replace(&mut *wakes, later).into_iter().collect()
+    });
+    let out: Vec<(u32, Held)> = HELD.with(|h| {
         let mut held = h.borrow_mut();
-        let mut ready: Vec<(u64, u32)> = held.iter().filter(|(_, (w, _))| *w <= now).map(|(c, (w, _))| (*w, *c)).collect();
-        ready.sort_unstable();
-        let out: Vec<(u32, Held)> = ready.into_iter().filter_map(|(_, c)| held.remove(&c).map(|(_, h)| (c, h))).collect();
-        crate::metrics::queue_length(0i64.saturating_sub(i64::try_from(out.len()).unwrap_or(i64::MAX)));
-        out
-    })
+        ready.into_iter().filter_map(|(_, c)| held.remove(&c).map(|(_, h)| (c, h))).collect()
+    });
+    crate::metrics::queue_length(0i64.saturating_sub(i64::try_from(out.len()).unwrap_or(i64::MAX)));
+    out
 }
 
 /// Whether `context_id` is held.

@@ -5,7 +5,7 @@
 use std::rc::Rc;
 
 use proxy_wasm::hostcalls;
-use sluice_core::limiter::Decision;
+use sluice_core::limiter::{may_hold, refuse_hold, Decision};
 use sluice_core::policy::Policy;
 use sluice_core::response::{admitted_headers, denial, unavailable};
 
@@ -70,6 +70,17 @@ fn count(policy: &Policy, d: &Decision, stream: Stream, held: bool) {
 /// Acts on a final decision for `stream` (the effective context).
 pub fn settle(policy: &Rc<Policy>, d: &Decision, stream: Stream, now: u64, random: u64) -> Next {
     let context_id = stream.context_id;
+    // A worker holds a bounded number of requests: beyond it, one that
+    // would wait is refused as its rule refuses (and gives back its turn).
+    let waits = d.allowed() && (d.redo_at.is_some() || d.hold_ns > 0);
+    if waits && !queue::is_held(context_id) && !may_hold(queue::len()) {
+        let (refused, errors) = refuse_hold(policy, &crate::host::HostStore, d, now);
+        for (rule, e) in errors {
+            crate::logs::warn_within_budget!(now, "rule {}: a refused wait kept its turn: {e}", crate::rule_name(policy, rule));
+        }
+        crate::metrics::held_refused();
+        return settle(policy, &refused, stream, now, random);
+    }
     if d.mcp_headers_disagree && stream.first {
         crate::metrics::mcp_headers_disagree();
     }

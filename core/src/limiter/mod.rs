@@ -31,6 +31,7 @@ mod attrs;
 mod explain;
 mod global;
 mod handoff;
+mod held;
 
 use crate::bucket::Outcome;
 use crate::counter_api::Ask;
@@ -43,6 +44,7 @@ use attrs::Attrs;
 pub use explain::{explain, resolve, Explained, KeyValue, Resolved, Skip};
 pub use global::{apply_answer, fallback_limit, forget_ask, Applied};
 pub use handoff::{decode_needs, encode_needs, gather, MAX_GATHERED};
+pub use held::{may_hold, refuse_hold, MAX_HELD_PER_WORKER};
 
 /// What a request already holds when it is decided again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
