@@ -28,6 +28,9 @@ const NS: u64 = 1_000_000_000;
 /// JSON-RPC error code of a refusal: one of the codes JSON-RPC leaves to
 /// servers (-32000 to -32099), 429 read into it.
 pub const JSONRPC_RATE_LIMITED: i32 = -32029;
+/// JSON-RPC error code of a 503 from a global rule that fails closed (its
+/// counter service is unreachable): retry later, nothing was counted.
+pub const JSONRPC_LIMITS_UNAVAILABLE: i32 = -32030;
 const MAX_JITTER_NS: u64 = 5 * NS;
 
 /// A complete local reply.
@@ -83,7 +86,10 @@ pub fn denial(policy: &Policy, d: &Decision, now: u64, random: u64) -> Option<Re
         rfc3339(reset_at),
     );
     let body = match &d.jsonrpc {
-        Some(msg) => jsonrpc_errors(msg, &rule.name, retry_after, &limits),
+        Some(msg) => {
+            let message = format!("Rate limit exceeded ({}): retry after {retry_after} s", rule.name);
+            jsonrpc_errors(msg, JSONRPC_RATE_LIMITED, &message, &format!("{{\"retryAfter\":{retry_after},\"limits\":{limits}}}"))
+        }
         None => format!(
             concat!(
                 "{{\"error\":\"Rate Limit Exceeded\",",
@@ -101,16 +107,17 @@ pub fn denial(policy: &Policy, d: &Decision, now: u64, random: u64) -> Option<Re
 }
 
 /// The JSON-RPC answer to a refused message: one error per call with an
-/// id, as an array for a batch; empty when no call has an id.
-fn jsonrpc_errors(msg: &crate::jsonrpc::Message, rule: &str, retry_after: u64, limits: &str) -> String {
-    let message = json_string(&format!("Rate limit exceeded ({rule}): retry after {retry_after} s"));
+/// id, as an array for a batch; empty when no call has an id. `data` is
+/// JSON.
+fn jsonrpc_errors(msg: &crate::jsonrpc::Message, code: i32, message: &str, data: &str) -> String {
+    let message = json_string(message);
     let errors: Vec<String> = msg
         .calls
         .iter()
         .filter_map(|c| c.id.as_ref())
         .map(|id| {
             format!(
-                "{{\"jsonrpc\":\"2.0\",\"id\":{},\"error\":{{\"code\":{JSONRPC_RATE_LIMITED},\"message\":{message},\"data\":{{\"retryAfter\":{retry_after},\"limits\":{limits}}}}}}}",
+                "{{\"jsonrpc\":\"2.0\",\"id\":{},\"error\":{{\"code\":{code},\"message\":{message},\"data\":{data}}}}}",
                 id.to_json()
             )
         })
@@ -126,21 +133,26 @@ fn jsonrpc_errors(msg: &crate::jsonrpc::Message, rule: &str, retry_after: u64, l
 /// reach its counter service; `None` otherwise.
 pub fn unavailable(policy: &Policy, d: &Decision) -> Option<Reply> {
     let rule = policy.rules.get(d.unavailable?)?;
-    let body = format!(
-        concat!(
-            "{{\"error\":\"Service Unavailable\",",
-            "\"message\":\"The rate limit service is unavailable. Please try again later.\",",
-            "\"retryAfter\":1,",
-            "\"limits\":{{\"tier\":{},\"limit\":{},\"window\":\"{}\"}}}}"
+    let limits = format!("{{\"tier\":{},\"limit\":{},\"window\":\"{}\"}}", json_string(&rule.name), rule.limit.requests, rule.limit.per);
+    let body = match &d.jsonrpc {
+        Some(msg) => {
+            let message = format!("Rate limit service unavailable ({}): retry after 1 s", rule.name);
+            jsonrpc_errors(msg, JSONRPC_LIMITS_UNAVAILABLE, &message, &format!("{{\"retryAfter\":1,\"limits\":{limits}}}"))
+        }
+        None => format!(
+            concat!(
+                "{{\"error\":\"Service Unavailable\",",
+                "\"message\":\"The rate limit service is unavailable. Please try again later.\",",
+                "\"retryAfter\":1,",
+                "\"limits\":{}}}"
+            ),
+            limits
         ),
-        json_string(&rule.name),
-        rule.limit.requests,
-        rule.limit.per,
-    );
-    let headers = vec![
-        ("retry-after".to_string(), "1".to_string()),
-        ("content-type".to_string(), "application/json".to_string()),
-    ];
+    };
+    let mut headers = vec![("retry-after".to_string(), "1".to_string())];
+    if !body.is_empty() {
+        headers.push(("content-type".to_string(), "application/json".to_string()));
+    }
     Some(Reply { status: 503, headers, body })
 }
 
@@ -260,6 +272,29 @@ mod tests {
             assert_eq!(header(&r, "retry-after"), Some("1"), "{body}");
             assert!(header(&r, "ratelimit").is_some(), "{body}");
         }
+    }
+
+    #[test]
+    fn a_failing_closed_rule_answers_json_rpc_with_its_own_code() {
+        let (policy, mut d) = refused(None);
+        d.denied_by = None;
+        d.unavailable = Some(0);
+        let rest = unavailable(&policy, &d).unwrap();
+        assert_eq!(
+            rest.body,
+            r#"{"error":"Service Unavailable","message":"The rate limit service is unavailable. Please try again later.","retryAfter":1,"limits":{"tier":"tools-list","limit":5,"window":"1 second"}}"#
+        );
+        d.jsonrpc = jsonrpc::parse(br#"{"jsonrpc":"2.0","id":"q","method":"tools/list"}"#);
+        let r = unavailable(&policy, &d).unwrap();
+        assert_eq!(r.status, 503);
+        assert_eq!(
+            r.body,
+            r#"{"jsonrpc":"2.0","id":"q","error":{"code":-32030,"message":"Rate limit service unavailable (tools-list): retry after 1 s","data":{"retryAfter":1,"limits":{"tier":"tools-list","limit":5,"window":"1 second"}}}}"#
+        );
+        d.jsonrpc = jsonrpc::parse(br#"{"jsonrpc":"2.0","method":"notifications/x"}"#);
+        let r = unavailable(&policy, &d).unwrap();
+        assert_eq!((r.status, r.body.as_str()), (503, ""));
+        assert!(!r.headers.iter().any(|(n, _)| n == "content-type"));
     }
 
     #[test]
