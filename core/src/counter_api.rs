@@ -24,8 +24,10 @@ const MS: u64 = 1_000_000;
 pub const MAX_WIRE_ID: usize = 128;
 /// Most asks in one reserve call (the service takes 256).
 pub const MAX_ASKS: usize = 256;
-/// Most bytes of one reserve call's body (the service takes 64 KiB).
-pub const MAX_BATCH_BYTES: usize = 48 * 1024;
+/// Most bytes of one reserve call's body (the service takes 64 KiB; the
+/// rest is room for the instance name and the wrapping object). 256 asks
+/// of short rule names and ids fit.
+pub const MAX_BATCH_BYTES: usize = 60 * 1024;
 /// A bound on the JSON of one ask besides its rule and id.
 const ASK_OVERHEAD: usize = 128;
 
