@@ -20,7 +20,8 @@ fn ecds_resource_shape() {
             "config":{
                 "name":"sluice","root_id":"sluice",
                 "vm_config":{"vm_id":"sluice","runtime":"envoy.wasm.runtime.v8",
-                    "code":{"local":{"filename":"/opt/sluice.wasm"}}},
+                    "code":{"local":{"filename":"/opt/sluice.wasm"}},
+                    "environment_variables":{"host_env_keys":["SLUICE_COUNTER_SECRET"]}},
                 "configuration":{"@type":"type.googleapis.com/google.protobuf.StringValue","value":POLICY},
                 "failure_policy":"FAIL_CLOSED",
                 "allow_on_headers_stop_iteration":true}}}]});
