@@ -102,17 +102,14 @@ impl SluiceFilter {
         let now = now_ns();
         let Some(wait) = block_for(status, &headers, now) else { return };
         let (started, errors) = obey_upstream(policy, &HostStore, spent, wait, now);
-        let for_ms = (wait / 1_000_000).clamp(1, MAX_BLOCK_MS);
         let mut blocks = Vec::new();
-        for rule in started {
-            warn_within_budget!(
-                now,
-                "upstream answered {status} for rule {}: holding its key back for {:.1}s",
-                crate::rule_name(policy, rule),
-                wait as f64 / 1e9
-            );
+        for (rule, r) in started.into_iter().filter_map(|i| policy.rules.get(i).map(|r| (i, r))) {
+            // As long as the rule lets one answer hold its key back.
+            let held = wait.min(r.max_block.nanos());
+            warn_within_budget!(now, "upstream answered {status} for rule {}: holding its key back for {:.1}s", r.name, held as f64 / 1e9);
             // A global rule's other instances learn it through the counter service.
-            if let (Some((_, id)), Some(r)) = (ids.iter().find(|(r, _)| *r == rule), policy.rules.get(rule)) {
+            if let Some((_, id)) = ids.iter().find(|(i, _)| *i == rule) {
+                let for_ms = (held / 1_000_000).clamp(1, MAX_BLOCK_MS);
                 blocks.push(Block { rule: r.name.clone(), id: id.clone(), for_ms });
             }
         }
