@@ -72,7 +72,7 @@ fn a_tenant_flooding_tools_invoke_gets_its_limit_although_per_tenant_applies_too
         let windows: Vec<u64> = (0..WINDOWS)
             .map(|_| {
                 align_to_second();
-                offer(&cluster, rate, Duration::from_millis(940), &spec)
+                offer(&cluster, rate, common::until_in_second(940), &spec)
             })
             .collect();
         let calls = cluster.counter_calls() - calls_before;

@@ -23,7 +23,11 @@ pub fn patient(policy: &str) -> String {
 pub fn reload(envoy: &Envoy, policy: &str) {
     envoy.apply_policy(policy).unwrap();
     envoy
-        .wait_for_stat("extension_config_discovery.http_filter.sluice.update_success", |v| v >= 2, Duration::from_secs(5))
+        .wait_for_stat(
+            "extension_config_discovery.http_filter.sluice.update_success",
+            |v| v >= 2,
+            Duration::from_secs(5),
+        )
         .unwrap();
 }
 
@@ -65,7 +69,10 @@ impl Cluster {
 
     /// Calls to the counter service made by every instance so far.
     pub fn counter_calls(&self) -> u64 {
-        self.envoys.iter().map(|e| e.stat("cluster.sluice_counter.upstream_rq_total").unwrap_or(0)).sum()
+        self.envoys
+            .iter()
+            .map(|e| e.stat("cluster.sluice_counter.upstream_rq_total").unwrap_or(0))
+            .sum()
     }
 }
 
@@ -85,7 +92,11 @@ impl Stack {
             ..Default::default()
         })
         .expect("envoy");
-        Stack { envoy, _echo: echo, _counter: counter }
+        Stack {
+            envoy,
+            _echo: echo,
+            _counter: counter,
+        }
     }
 
     pub fn send(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Response {
@@ -128,6 +139,14 @@ pub fn gateway_per(per: &str) -> String {
 pub fn align_to_second() {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock");
     std::thread::sleep(Duration::from_nanos(u64::from(1_000_000_000 - now.subsec_nanos()) + 5_000_000));
+}
+
+/// The time from now until `ms` milliseconds into the current second
+/// (zero when past it): a load started after `align_to_second` on a busy
+/// machine may wake late, and must still stop inside its window.
+pub fn until_in_second(ms: u64) -> Duration {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock");
+    Duration::from_millis(ms).saturating_sub(Duration::from_nanos(u64::from(now.subsec_nanos())))
 }
 
 /// Polls `f` until it returns true or `timeout` passes.
