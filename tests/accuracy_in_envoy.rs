@@ -7,11 +7,10 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::{align_to_second, Cluster};
-use wasm_test_harness::{load, CounterOptions, LoadOptions, Redis, RequestSpec};
+use wasm_test_harness::{CounterOptions, Redis, RequestSpec};
 
 /// `tools-invoke`'s limit in the default policy (per tenant and second);
 /// `per-tenant` (100/s) applies to the same requests.
@@ -21,28 +20,10 @@ const WINDOWS: u64 = 10;
 /// Offers `rate` requests/s of `spec` to every instance for `span`; returns
 /// the 200s.
 fn offer(cluster: &Cluster, rate: f64, span: Duration, spec: &RequestSpec) -> u64 {
-    let threads: Vec<_> = cluster
-        .envoys
-        .iter()
-        .map(|e| {
-            let (port, spec) = (e.port(), spec.clone());
-            std::thread::spawn(move || {
-                load(LoadOptions {
-                    port,
-                    connections: 8,
-                    duration: Some(span),
-                    rate: Some(rate),
-                    request: Arc::new(move |_| spec.clone()),
-                    ..Default::default()
-                })
-                .unwrap()
-            })
-        })
-        .collect();
-    threads
+    cluster
+        .offer(rate, span, spec)
         .into_iter()
-        .map(|t| {
-            let r = t.join().unwrap();
+        .map(|r| {
             assert_eq!(r.errors, 0, "{r:?}");
             assert!(r.statuses.keys().all(|s| *s == 200 || *s == 429), "{r:?}");
             r.count(200)

@@ -44,25 +44,7 @@ fn patient_counter(redis: &Redis) -> CounterOptions {
 
 /// Offers `rate` requests/s of `spec` to every instance for `secs` seconds.
 fn overload(cluster: &Cluster, rate: f64, secs: u64, spec: RequestSpec) -> Vec<LoadReport> {
-    let threads: Vec<_> = cluster
-        .envoys
-        .iter()
-        .map(|e| {
-            let (port, spec) = (e.port(), spec.clone());
-            std::thread::spawn(move || {
-                load(LoadOptions {
-                    port,
-                    connections: 8,
-                    duration: Some(Duration::from_secs(secs)),
-                    rate: Some(rate),
-                    request: Arc::new(move |_| spec.clone()),
-                    ..Default::default()
-                })
-                .unwrap()
-            })
-        })
-        .collect();
-    threads.into_iter().map(|t| t.join().unwrap()).collect()
+    cluster.offer(rate, Duration::from_secs(secs), &spec)
 }
 
 fn admitted(reports: &[LoadReport]) -> u64 {

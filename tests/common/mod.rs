@@ -5,7 +5,11 @@
 
 use std::time::{Duration, Instant};
 
-use wasm_test_harness::{Counter, CounterOptions, EchoServer, Envoy, EnvoyOptions, Response};
+use std::sync::Arc;
+
+use wasm_test_harness::{
+    load, Counter, CounterOptions, EchoServer, Envoy, EnvoyOptions, LoadOptions, LoadReport, RequestSpec, Response,
+};
 
 pub const GATEWAY: &str = include_str!("../../policies/mcp-gateway.json");
 
@@ -65,6 +69,30 @@ impl Cluster {
             })
             .collect();
         Cluster { envoys, counter, echo }
+    }
+
+    /// Offers `rate` requests/s of `spec` to every instance at once, for
+    /// `span`; one report per instance.
+    pub fn offer(&self, rate: f64, span: Duration, spec: &RequestSpec) -> Vec<LoadReport> {
+        let threads: Vec<_> = self
+            .envoys
+            .iter()
+            .map(|e| {
+                let (port, spec) = (e.port(), spec.clone());
+                std::thread::spawn(move || {
+                    load(LoadOptions {
+                        port,
+                        connections: 8,
+                        duration: Some(span),
+                        rate: Some(rate),
+                        request: Arc::new(move |_| spec.clone()),
+                        ..Default::default()
+                    })
+                    .expect("load")
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().expect("load thread")).collect()
     }
 
     /// Calls to the counter service made by every instance so far.
