@@ -233,5 +233,5 @@ fuzz fuzz-smoke: cargo-fuzz
 	  if $(CARGO) fuzz run $(FUZZ_BUILD) $$t fuzz/target/corpus/$$t fuzz/corpus/$$t -- \
 	      -max_total_time=$(if $(filter fuzz-smoke,$@),$(FUZZ_SMOKE_SECONDS),$(FUZZ_SECONDS)) $(FUZZ_LIMITS) \
 	      > fuzz/target/$$t.log 2>&1; then \
-	    echo "fuzz $$t: $$(grep -E '^#[0-9]+ *DONE' fuzz/target/$$t.log)"; \
+	    echo "fuzz $$t: $$(grep -E '^#[0-9]+[[:space:]]+DONE' fuzz/target/$$t.log)"; \
 	  else tail -n 40 fuzz/target/$$t.log; echo "fuzz $$t: FAILED (fuzz/target/$$t.log)" >&2; exit 1; fi; done
