@@ -539,21 +539,17 @@ fn images_names_and_ports_agree() {
     );
     // The secret: required, from the mounted Secret (counter_secret_source).
     counter_secret_source();
-    // --redis-url $(REDIS_URL) -> the Redis Service.
-    let url_var = flag(&args, "--redis-url")
-        .strip_prefix("$(")
-        .and_then(|v| v.strip_suffix(')'))
-        .expect("--redis-url from a variable");
+    // Redis's URL, with its password, from the Secret the Redis pod takes
+    // its password from; never on the command line.
+    assert!(!args.contains(&"--redis-url"), "{args:?}");
+    assert_eq!(
+        at(var("SLUICE_COUNTER_REDIS_URL"), "/valueFrom/secretKeyRef"),
+        &serde_json::json!({"name": "sluice-redis", "key": "url"})
+    );
     let redis_svc = object(K8S_REDIS, "Service", "redis");
     let redis_port = u64_at(&redis_svc, "/spec/ports/0/port");
     assert_eq!(redis_port, 6379);
-    assert_eq!(
-        str_at(var(url_var), "/value"),
-        format!(
-            "redis://{}:{redis_port}",
-            str_at(&redis_svc, "/metadata/name")
-        )
-    );
+    assert_eq!(str_at(&redis_svc, "/spec/clusterIP"), "None", "Redis stays inside the cluster");
 
     let (_, _, svc_port) = counter_service();
     let svc = object(K8S_COUNTER, "Service", "sluice-counter");
@@ -566,7 +562,16 @@ fn images_names_and_ports_agree() {
     assert_eq!(str_at(&redis, "/spec/serviceName"), "redis");
     let r = at(&redis, "/spec/template/spec/containers/0");
     assert_eq!(str_at(r, "/image"), "redis:7-alpine");
-    assert_eq!(strings(at(r, "/args")).join(" "), ANALYSIS_REDIS_COMMAND);
+    // The analysis's settings, and a password from the same Secret, which
+    // the readiness probe uses too.
+    assert_eq!(strings(at(r, "/command")), ["sh", "-c"]);
+    assert_eq!(
+        strings(at(r, "/args")),
+        [format!("exec {ANALYSIS_REDIS_COMMAND} --requirepass \"$REDIS_PASSWORD\"")]
+    );
+    let password = at(r, "/env").as_array().unwrap().iter().find(|e| e["name"] == "REDIS_PASSWORD").expect("REDIS_PASSWORD");
+    assert_eq!(at(password, "/valueFrom/secretKeyRef"), &serde_json::json!({"name": "sluice-redis", "key": "password"}));
+    assert!(strings(at(r, "/readinessProbe/exec/command")).join(" ").contains("REDISCLI_AUTH=\"$REDIS_PASSWORD\" redis-cli ping"));
     assert_eq!(u64_at(r, "/ports/0/containerPort"), redis_port);
     assert_eq!(
         at(&redis_svc, "/spec/ports/0/targetPort"),
