@@ -100,18 +100,10 @@ fn integrations_are_limited_by_header() {
     }
 }
 
-/// `policy` behind one proxy that writes `X-Forwarded-For` (trusted_hops
-/// 1), so that a test can name clients through that header.
-fn behind_one_proxy(policy: &str) -> String {
-    let one = policy.replacen(r#""trusted_hops": 0"#, r#""trusted_hops": 1"#, 1);
-    assert_ne!(one, policy, "the policy names no trusted_hops 0");
-    one
-}
-
 #[test]
 fn health_checks_skip_the_global_per_ip_rule() {
     // per-ip at 1000/h and health at 1000/h make the counts exact.
-    let stack = Stack::start(&behind_one_proxy(&gateway_per("1h")).replace(
+    let stack = Stack::start(&common::behind_one_proxy(&gateway_per("1h")).replace(
         r#""name": "per-ip", "tier": "ip",
      "key": ["client_ip"],
      "limit": {"requests": 1000"#,
@@ -131,7 +123,7 @@ fn health_checks_skip_the_global_per_ip_rule() {
 
 #[test]
 fn client_ip_is_the_rightmost_forwarded_address() {
-    let stack = Stack::start(&behind_one_proxy(&gateway_per("1h")));
+    let stack = Stack::start(&common::behind_one_proxy(&gateway_per("1h")));
     // /api/v1/metrics: 100 per client IP. Varying the left of the header
     // does not make a new client.
     let mut admitted = 0;

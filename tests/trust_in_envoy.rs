@@ -22,12 +22,6 @@ fn admitted_with_forged_headers(stack: &Stack, n: usize, xff: impl Fn(usize) -> 
         .count()
 }
 
-fn trusting_one_hop(policy: &str) -> String {
-    let one = policy.replacen(r#""trusted_hops": 0"#, r#""trusted_hops": 1"#, 1);
-    assert_ne!(one, policy, "the default policy names no trusted_hops 0");
-    one
-}
-
 #[test]
 fn a_forged_forwarded_for_cannot_escape_the_per_ip_limit() {
     let forged = |i: usize| format!("203.0.{}.{}", i / 250, i % 250);
@@ -41,7 +35,7 @@ fn a_forged_forwarded_for_cannot_escape_the_per_ip_limit() {
 
     // The same client against a policy that trusts one hop, with Envoy
     // still the edge: every forged address is a fresh bucket.
-    let stack = Stack::start(&trusting_one_hop(&gateway_per("1h")));
+    let stack = Stack::start(&common::behind_one_proxy(&gateway_per("1h")));
     assert_eq!(admitted_with_forged_headers(&stack, 110, forged), 110);
 }
 
@@ -49,7 +43,7 @@ fn a_forged_forwarded_for_cannot_escape_the_per_ip_limit() {
 fn ipv6_clients_are_their_64_and_mapped_ipv4_is_ipv4() {
     // Behind one proxy, so that the test can name IPv6 clients through the
     // header the proxy would write.
-    let stack = Stack::start(&trusting_one_hop(&gateway_per("1h")));
+    let stack = Stack::start(&common::behind_one_proxy(&gateway_per("1h")));
     let same_64 = |i: usize| format!("2001:db8:aa:1:{:x}::{:x}", i, i + 1);
     assert_eq!(
         admitted_with_forged_headers(&stack, 105, same_64),
@@ -69,7 +63,7 @@ fn ipv6_clients_are_their_64_and_mapped_ipv4_is_ipv4() {
     );
 
     // A policy that keys whole addresses (/128) gives each its own bucket.
-    let per_address = trusting_one_hop(&gateway_per("1h")).replacen(r#""trusted_hops": 1,"#, r#""trusted_hops": 1, "ipv6_prefix": 128,"#, 1);
+    let per_address = common::behind_one_proxy(&gateway_per("1h")).replacen(r#""trusted_hops": 1,"#, r#""trusted_hops": 1, "ipv6_prefix": 128,"#, 1);
     let stack = Stack::start(&per_address);
     assert_eq!(admitted_with_forged_headers(&stack, 105, same_64), 105);
 }

@@ -161,6 +161,14 @@ pub fn gateway_per(per: &str) -> String {
     patient(GATEWAY).replace(r#""per": "1s""#, &format!(r#""per": "{per}""#))
 }
 
+/// `policy` behind one proxy that writes `X-Forwarded-For` (trusted_hops
+/// 1), so that a test can name clients through that header.
+pub fn behind_one_proxy(policy: &str) -> String {
+    let one = policy.replacen(r#""trusted_hops": 0"#, r#""trusted_hops": 1"#, 1);
+    assert_ne!(one, policy, "the policy names no trusted_hops 0");
+    one
+}
+
 /// Sleeps until just after the next whole second. Global rules count in
 /// the counter service's one-second windows (aligned to the clock); a test
 /// that counts a burst against them starts it here.
