@@ -11,12 +11,11 @@
 //! (from 5 ms after it starts to 60 ms before it ends) for the worst one.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use serde::Serialize;
-use wasm_test_harness::{load, Envoy, EnvoyOptions, LoadOptions, LoadReport, RequestSpec};
+use wasm_test_harness::{load_each, Envoy, EnvoyOptions, LoadReport, RequestSpec};
 
 use crate::report::{SETUP, Target};
 use crate::variant::{checked, template, Backends};
@@ -199,28 +198,8 @@ fn offer(envoys: &[Envoy], rate: f64, secs: u32, spec: &RequestSpec) -> Vec<Load
 }
 
 fn offer_for(envoys: &[Envoy], rate: f64, span: Duration, spec: &RequestSpec) -> Vec<LoadReport> {
-    std::thread::scope(|s| {
-        let threads: Vec<_> = envoys
-            .iter()
-            .map(|e| {
-                let (port, spec) = (e.port(), spec.clone());
-                s.spawn(move || {
-                    load(LoadOptions {
-                        port,
-                        connections: 8,
-                        duration: Some(span),
-                        rate: Some(rate),
-                        request: Arc::new(move |_| spec.clone()),
-                        ..Default::default()
-                    })
-                })
-            })
-            .collect();
-        threads
-            .into_iter()
-            .map(|t| t.join().ok().and_then(Result::ok).unwrap_or_default())
-            .collect()
-    })
+    let ports: Vec<u16> = envoys.iter().map(Envoy::port).collect();
+    load_each(&ports, rate, span, spec).into_iter().map(Result::unwrap_or_default).collect()
 }
 
 /// Calls to the counter service made by every instance so far.

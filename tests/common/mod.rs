@@ -5,10 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use std::sync::Arc;
-
 use wasm_test_harness::{
-    load, Counter, CounterOptions, EchoServer, Envoy, EnvoyOptions, LoadOptions, LoadReport, RequestSpec, Response,
+    load_each, Counter, CounterOptions, EchoServer, Envoy, EnvoyOptions, LoadReport, RequestSpec, Response,
 };
 
 pub const GATEWAY: &str = include_str!("../../policies/mcp-gateway.json");
@@ -74,25 +72,8 @@ impl Cluster {
     /// Offers `rate` requests/s of `spec` to every instance at once, for
     /// `span`; one report per instance.
     pub fn offer(&self, rate: f64, span: Duration, spec: &RequestSpec) -> Vec<LoadReport> {
-        let threads: Vec<_> = self
-            .envoys
-            .iter()
-            .map(|e| {
-                let (port, spec) = (e.port(), spec.clone());
-                std::thread::spawn(move || {
-                    load(LoadOptions {
-                        port,
-                        connections: 8,
-                        duration: Some(span),
-                        rate: Some(rate),
-                        request: Arc::new(move |_| spec.clone()),
-                        ..Default::default()
-                    })
-                    .expect("load")
-                })
-            })
-            .collect();
-        threads.into_iter().map(|t| t.join().expect("load thread")).collect()
+        let ports: Vec<u16> = self.envoys.iter().map(Envoy::port).collect();
+        load_each(&ports, rate, span, spec).into_iter().map(|r| r.expect("load")).collect()
     }
 
     /// Calls to the counter service made by every instance so far.

@@ -23,7 +23,7 @@ pub use ecds::{ecds_resource, write_ecds, COUNTER_SECRET_ENV, ECDS_FILE};
 pub use echo::{serve_echo, EchoServer};
 pub use envoy::{Envoy, EnvoyOptions, ENVOY_VERSION};
 pub use http::{get, request, Response};
-pub use load::{load, LoadOptions, LoadReport, RequestFn, RequestSpec};
+pub use load::{load, load_each, LoadOptions, LoadReport, RequestFn, RequestSpec};
 pub use paths::{envoy_binary, free_port, repo_root, wasm_module};
 pub use redis::Redis;
 pub use stack::{StackFile, StackInstance, STACK_FILE};

@@ -122,6 +122,34 @@ struct Tally {
     latencies_us: Vec<u32>,
 }
 
+/// Offers `rate` requests/s of `spec` to each of `ports` at once for
+/// `span` (8 connections each, one thread per port); one result per port,
+/// in order.
+pub fn load_each(ports: &[u16], rate: f64, span: Duration, spec: &RequestSpec) -> Vec<anyhow::Result<LoadReport>> {
+    std::thread::scope(|s| {
+        let threads: Vec<_> = ports
+            .iter()
+            .map(|&port| {
+                let spec = spec.clone();
+                s.spawn(move || {
+                    load(LoadOptions {
+                        port,
+                        connections: 8,
+                        duration: Some(span),
+                        rate: Some(rate),
+                        request: Arc::new(move |_| spec.clone()),
+                        ..Default::default()
+                    })
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| t.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a load thread panicked"))))
+            .collect()
+    })
+}
+
 /// Runs the load and reports; blocks until done.
 pub fn load(opts: LoadOptions) -> anyhow::Result<LoadReport> {
     if opts.connections == 0 {
