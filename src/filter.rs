@@ -10,7 +10,7 @@ use std::rc::Rc;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType};
-use sluice_core::limiter::{give_back, give_back_kept, obey_upstream, Carry, Ctx};
+use sluice_core::limiter::{give_back, give_back_kept, obey_upstream, release, Carry, Ctx, Spent};
 use sluice_core::counter_api::{Block, MAX_BLOCK_MS};
 use sluice_core::upstream::block_for;
 use sluice_core::policy::Policy;
@@ -37,6 +37,8 @@ pub struct SluiceFilter {
     buffered: usize,
     /// The reserve call this request waits for.
     waiting: Option<Waiting>,
+    /// Concurrency units the admitted request holds until its stream ends.
+    units: Vec<Spent>,
 }
 
 impl SluiceFilter {
@@ -51,6 +53,7 @@ impl SluiceFilter {
             body_size: None,
             buffered: 0,
             waiting: None,
+            units: Vec::new(),
         }
     }
 
@@ -69,6 +72,9 @@ impl SluiceFilter {
         }
         match then {
             Then::Settle(d) => {
+                if d.allowed() && !d.pending() && d.redo_at.is_none() {
+                    self.units.extend(d.spent.iter().filter(|s| matches!(s, Spent::Concurrent { .. })));
+                }
                 let stream = Stream { context_id: self.context_id, arrival: self.arrival, body_size: self.body_size, first: true };
                 settle(policy, &d, stream, ctx.now, random())
             }
@@ -159,8 +165,13 @@ impl SluiceFilter {
 impl Context for SluiceFilter {
     fn on_done(&mut self) -> bool {
         queue::take_after(self.context_id);
-        // The client left before its turn: give the turn back.
         let now = now_ns();
+        // The stream ended (answered, refused or the client left): its
+        // concurrency units are free. Releasing one twice is harmless.
+        for (rule, e) in release(&HostStore, &std::mem::take(&mut self.units), now) {
+            warn_within_budget!(now, "rule {rule}: a concurrency unit was not released (it expires): {e}");
+        }
+        // The client left before its turn: give the turn back.
         let errors = match (queue::release(self.context_id), self.waiting.take(), self.policy.as_ref()) {
             (Some(Held::Resume { policy, spent, .. }), _, _) => (give_back(&policy, &HostStore, &spent, now), policy),
             (Some(Held::Redo { policy, kept, .. }), _, _) => (give_back_kept(&policy, &HostStore, &kept, now), policy),

@@ -226,6 +226,12 @@ impl RootContext for SluiceRoot {
             log::error!("policy refused: cannot create {} state slots: {e}", policy.slots);
             return false;
         }
+        if policy.rules.iter().any(|r| r.concurrent) {
+            if let Err(e) = sluice_core::concurrency::ensure_slots(&HostStore) {
+                log::error!("policy refused: cannot create the concurrency slots: {e}");
+                return false;
+            }
+        }
         // Slot addresses are keyed by the instance's secret (drawn once,
         // shared by every worker through shared data).
         let mut fresh = [0u8; 16];

@@ -169,9 +169,13 @@ fn key_text(e: &Explained) -> String {
     }
 }
 
-/// `20 per 1 second, burst 20, token_bucket`.
+/// `20 per 1 second, burst 20, token_bucket`, or `4 in flight (each held
+/// 5 minutes at most)`.
 pub fn limit_text(rule: &Rule) -> String {
     let l = &rule.limit;
+    if rule.concurrent {
+        return format!("{} in flight (each held {} at most)", l.requests, l.per);
+    }
     let algorithm = match rule.algorithm {
         Algorithm::TokenBucket => return format!("{} per {}, burst {}, token_bucket", l.requests, l.per, l.burst),
         Algorithm::FixedWindow => "fixed_window",

@@ -39,3 +39,9 @@ fn a_body_that_is_not_json_rpc_meets_only_the_rest_rules() {
     let out = explain("hello");
     assert_eq!(applying(&out), ["per-ip"], "{out}");
 }
+
+#[test]
+fn a_concurrency_limit_reads_as_calls_in_flight() {
+    let out = explain(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x"}}"#);
+    assert!(out.contains("session-in-flight: does not apply (local, enforced; 4 in flight (each held 5 minutes at most))"), "{out}");
+}

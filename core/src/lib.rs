@@ -12,6 +12,7 @@ pub mod adaptive;
 pub mod bucket;
 pub mod civil;
 pub mod client_ip;
+pub mod concurrency;
 pub mod coordination;
 pub mod counter_api;
 pub mod duration;

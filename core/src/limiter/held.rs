@@ -51,7 +51,7 @@ pub fn refuse_hold(
             Carry::Turn { rule, .. } | Carry::Units { rule, .. } => rule,
         })
         .chain(d.spent.iter().map(|s| match *s {
-            Spent::Bucket { rule, .. } | Spent::Lease { rule, .. } => rule,
+            Spent::Bucket { rule, .. } | Spent::Lease { rule, .. } | Spent::Concurrent { rule, .. } => rule,
         }))
         .find(queued)
         .or_else(|| (0..policy.rules.len()).find(queued))

@@ -121,6 +121,9 @@ pub struct LeaseNeed {
 pub enum Spent {
     Bucket { rule: usize, fingerprint: u64, fallback: bool, cost: u64 },
     Lease { rule: usize, fingerprint: u64, window: u64, cost: u64 },
+    /// Units of a concurrency limit, held until the request ends: released
+    /// by [`release`] (or given back with the rest when it is refused).
+    Concurrent { rule: usize, unit: crate::concurrency::Unit },
 }
 
 /// One rule's answer.
@@ -275,6 +278,13 @@ pub fn decide_carrying(policy: &Policy, req: &mut dyn Request, store: &dyn Share
         let Some((key_fp, id)) = attrs.key(policy, rule, &params) else { continue };
         let cost = attrs.cost(rule);
         let denied = !d.allowed();
+        if rule.concurrent {
+            match concurrent(store, rule, i, key_fp, cost, denied, ctx, &mut spent) {
+                Ok(outcome) => report(&mut d, rule, i, rule.limit.requests, rule.limit.burst, outcome, denied),
+                Err(e) => d.errors.push((i, e)),
+            }
+            continue;
+        }
         let overflow_fp = store::overflow_fingerprint(i);
         let kept_turn = carried.iter().find_map(|c| match *c {
             Carry::Turn { rule, fingerprint, at, .. } if rule == i && (fingerprint == key_fp || fingerprint == overflow_fp) => Some(at),
@@ -385,18 +395,7 @@ pub fn decide_carrying(policy: &Policy, req: &mut dyn Request, store: &dyn Share
             }
         }
         let capacity = if rule.algorithm == crate::policy::Algorithm::TokenBucket { limit.burst } else { limit.requests };
-        let near = outcome.allowed && u128::from(outcome.remaining) * 5 <= u128::from(capacity);
-        let ro = RuleOutcome { rule: i, outcome, limit: limit.requests, near };
-        d.applied.push(ro);
-        if outcome.allowed {
-            if !denied && d.tightest.as_ref().is_none_or(|t| tighter(&ro, t)) {
-                d.tightest = Some(ro);
-            }
-        } else if rule.shadow {
-            d.shadow_denied.push(ro);
-        } else if d.denied_by.as_ref().is_none_or(|w| (outcome.retry_after_ns, std::cmp::Reverse(i)) > (w.outcome.retry_after_ns, std::cmp::Reverse(w.rule))) {
-            d.denied_by = Some(ro);
-        }
+        report(&mut d, rule, i, limit.requests, capacity, outcome, denied);
     }
     // Reported in policy order.
     d.applied.sort_by_key(|a| a.rule);
@@ -431,6 +430,61 @@ pub fn decide_carrying(policy: &Policy, req: &mut dyn Request, store: &dyn Share
     d
 }
 
+/// Records one rule's outcome in the decision.
+fn report(d: &mut Decision, rule: &Rule, i: usize, limit: u64, capacity: u64, outcome: Outcome, denied: bool) {
+    let near = outcome.allowed && u128::from(outcome.remaining) * 5 <= u128::from(capacity);
+    let ro = RuleOutcome { rule: i, outcome, limit, near };
+    d.applied.push(ro);
+    if outcome.allowed {
+        if !denied && d.tightest.as_ref().is_none_or(|t| tighter(&ro, t)) {
+            d.tightest = Some(ro);
+        }
+    } else if rule.shadow {
+        d.shadow_denied.push(ro);
+    } else if d.denied_by.as_ref().is_none_or(|w| (outcome.retry_after_ns, std::cmp::Reverse(i)) > (w.outcome.retry_after_ns, std::cmp::Reverse(w.rule))) {
+        d.denied_by = Some(ro);
+    }
+}
+
+/// A refused request of a concurrency limit is told to retry after this:
+/// when a unit frees is not known.
+pub const CONCURRENT_RETRY_NS: u64 = 1_000_000_000;
+
+/// A concurrency limit's outcome: takes `cost` units of the key unless an
+/// earlier rule denied the request (then only looks).
+#[allow(clippy::too_many_arguments)]
+fn concurrent(store: &dyn SharedStore, rule: &Rule, i: usize, fp: u64, cost: u64, denied: bool, ctx: Ctx, spent: &mut Vec<Spent>) -> Result<Outcome, StoreError> {
+    use crate::concurrency as c;
+    let limit = rule.limit.requests;
+    let refused = |held: u64| Outcome { allowed: false, remaining: limit.saturating_sub(held), reset_ns: CONCURRENT_RETRY_NS, retry_after_ns: CONCURRENT_RETRY_NS };
+    if denied {
+        let held = c::held(store, fp, ctx.now)?;
+        return Ok(if held.saturating_add(cost) > limit { refused(held) } else { Outcome { allowed: true, remaining: limit.saturating_sub(held), reset_ns: 0, retry_after_ns: 0 } });
+    }
+    // Distinct per request: the host's randomness, mixed with the time and
+    // the rule so that decisions in one instant differ even without it.
+    let id = crate::hash::fnv1a(&[ctx.random.to_le_bytes(), ctx.now.to_le_bytes(), (i as u64).to_le_bytes()].concat());
+    let a = c::acquire(store, fp, id, limit, cost, rule.limit.per.nanos(), ctx.now)?;
+    if !a.allowed {
+        return Ok(refused(a.held));
+    }
+    spent.push(Spent::Concurrent { rule: i, unit: c::Unit { fingerprint: fp, id } });
+    Ok(Outcome { allowed: true, remaining: limit.saturating_sub(a.held), reset_ns: 0, retry_after_ns: 0 })
+}
+
+/// Releases the concurrency units among `spent` (an admitted request's
+/// stream ended). Needs no policy: a unit is found by its key and id, so a
+/// release after a reload, or a second one, is harmless.
+pub fn release(store: &dyn SharedStore, spent: &[Spent], now: u64) -> Vec<(usize, StoreError)> {
+    spent
+        .iter()
+        .filter_map(|s| match *s {
+            Spent::Concurrent { rule, unit } => crate::concurrency::release(store, unit, now).err().map(|e| (rule, e)),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Gives back what an admitted request spent, when its client went away
 /// while it waited in a queue. Errors are reported, not fatal.
 pub fn give_back(policy: &Policy, store: &dyn SharedStore, spent: &[Spent], now: u64) -> Vec<(usize, StoreError)> {
@@ -459,6 +513,7 @@ fn refund(policy: &Policy, store: &dyn SharedStore, now: u64, spent: &[Spent], d
                 store::lease_update(store, policy.slots, fingerprint, &r.limit, now, |l| ((), Some(l.refund(now, &r.limit, window, cost))))
                     .map_err(|e| (rule, e))
             }
+            Spent::Concurrent { rule, unit } => crate::concurrency::release(store, unit, now).map_err(|e| (rule, e)),
         };
         if let Err(e) = result {
             d.errors.push(e);

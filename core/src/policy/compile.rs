@@ -20,6 +20,11 @@ use crate::path::{normalize, PathMatcher, Template};
 
 /// Most requests a limit may name; larger figures are typos.
 const MAX_REQUESTS: i64 = 1_000_000_000;
+/// A concurrency limit's largest `concurrent` (a slot holds at most
+/// `concurrency::MAX_UNITS` units).
+const MAX_CONCURRENT: i64 = crate::concurrency::MAX_UNITS as i64;
+const DEFAULT_MAX_HOLD_S: u64 = 300;
+const MAX_HOLD_NS: u64 = 3_600_000_000_000;
 const MAX_TRUSTED_HOPS: i64 = 16;
 const MAX_NAME_LEN: usize = 64;
 
@@ -289,6 +294,19 @@ impl Compiler {
         let cost = raw.cost.as_ref().and_then(|c| self.cost(at, c, limit.as_ref()));
         let priority = raw.priority.as_ref().and_then(|p| self.priority(at, p, raw.algorithm, limit.as_ref(), queue.as_ref()));
         let adaptive = raw.adaptive.as_ref().and_then(|a| self.adaptive(at, a, limit.as_ref()));
+        if raw.limit.concurrent.is_some() {
+            let refused = [
+                (raw.scope == Scope::Global, "scope", "a concurrency limit is per instance: `global` scope is not supported"),
+                (raw.queue.is_some(), "queue", "a concurrency limit refuses at once: it takes no queue"),
+                (raw.priority.is_some(), "priority", "a concurrency limit takes no priority"),
+                (raw.adaptive.is_some(), "adaptive", "a concurrency limit takes no adaptive limit"),
+                (raw.obey_upstream, "obey_upstream", "a concurrency limit cannot obey upstream limits"),
+                (raw.algorithm != Algorithm::TokenBucket, "algorithm", "a concurrency limit takes no algorithm"),
+            ];
+            for (_, field, why) in refused.iter().filter(|r| r.0) {
+                self.problem(format!("{at}.{field}"), *why);
+            }
+        }
         if raw.obey_upstream && raw.algorithm != Algorithm::TokenBucket {
             self.problem(format!("{at}.obey_upstream"), "only token_bucket rules can obey upstream limits: the bucket is kept empty until the upstream's time");
         }
@@ -318,6 +336,7 @@ impl Compiler {
             headers,
             integrations,
             key,
+            concurrent: raw.limit.concurrent.is_some(),
             limit: limit?,
             algorithm: raw.algorithm,
             shadow: raw.mode == Mode::Shadow,
@@ -588,13 +607,28 @@ impl Compiler {
     }
 
     fn limit(&mut self, at: &str, l: &RawLimit, algorithm: Algorithm) -> Option<Limit> {
-        let requests = if (1..=MAX_REQUESTS).contains(&l.requests) {
-            Some(l.requests as u64)
-        } else {
-            self.problem(format!("{at}.limit.requests"), format!("must be a whole number from 1 to {MAX_REQUESTS}, got {}", l.requests));
-            None
+        if let Some(n) = l.concurrent {
+            return self.concurrent_limit(at, l, n);
+        }
+        if l.max_hold.is_some() {
+            self.problem(format!("{at}.limit.max_hold"), "only a concurrency limit (`concurrent`) takes a max_hold");
+        }
+        let requests = match l.requests {
+            Some(r) if (1..=MAX_REQUESTS).contains(&r) => Some(r as u64),
+            Some(r) => {
+                self.problem(format!("{at}.limit.requests"), format!("must be a whole number from 1 to {MAX_REQUESTS}, got {r}"));
+                None
+            }
+            None => {
+                self.problem(format!("{at}.limit.requests"), "missing: give `requests` and `per`, or `concurrent`");
+                None
+            }
         };
-        let per = match Span::parse(&l.per) {
+        let Some(per) = l.per.as_deref() else {
+            self.problem(format!("{at}.limit.per"), "missing: give `requests` and `per`, or `concurrent`");
+            return None;
+        };
+        let per = match Span::parse(per) {
             Ok(s) => Some(s),
             Err(e) => {
                 self.problem(format!("{at}.limit.per"), e);
@@ -614,6 +648,35 @@ impl Compiler {
             }
         };
         Some(Limit { requests: requests?, per: per?, burst: burst? })
+    }
+
+    /// `{"concurrent": N, "max_hold": "5m"}`: `N` requests in flight per
+    /// key, each unit held for `max_hold` at most (kept as `requests` and
+    /// `per`).
+    fn concurrent_limit(&mut self, at: &str, l: &RawLimit, n: i64) -> Option<Limit> {
+        if l.requests.is_some() || l.per.is_some() || l.burst.is_some() {
+            self.problem(format!("{at}.limit.concurrent"), "a concurrency limit takes no `requests`, `per` or `burst`");
+        }
+        let requests = if (1..=MAX_CONCURRENT).contains(&n) {
+            Some(n as u64)
+        } else {
+            self.problem(format!("{at}.limit.concurrent"), format!("must be a whole number from 1 to {MAX_CONCURRENT}, got {n}"));
+            None
+        };
+        let max_hold = match l.max_hold.as_deref().map(Span::parse) {
+            None => Some(Span::from_secs(DEFAULT_MAX_HOLD_S)),
+            Some(Ok(s)) if (MIN_BLOCK_NS..=MAX_HOLD_NS).contains(&s.nanos()) => Some(s),
+            Some(Ok(s)) => {
+                self.problem(format!("{at}.limit.max_hold"), format!("{s} is out of range: at least 1s and at most 1h"));
+                None
+            }
+            Some(Err(e)) => {
+                self.problem(format!("{at}.limit.max_hold"), e);
+                None
+            }
+        };
+        let requests = requests?;
+        Some(Limit { requests, per: max_hold?, burst: requests })
     }
 
     fn header(&mut self, at: &str, h: RawHeader) -> Option<HeaderMatch> {

@@ -121,6 +121,10 @@ pub struct Rule {
     pub adaptive: Option<Adaptive>,
     /// The rule applies to JSON-RPC calls (see [`JsonRpcMatch`]).
     pub jsonrpc: Option<JsonRpcMatch>,
+    /// The limit bounds requests in flight (`limit.requests` of them per
+    /// key, each held for `limit.per` at most) instead of a rate; see
+    /// `concurrency`.
+    pub concurrent: bool,
 }
 
 /// A rule's JSON-RPC condition: the body is JSON-RPC (see `jsonrpc`) and

@@ -234,9 +234,13 @@ pub struct RawHeader {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLimit {
-    pub requests: i64,
-    pub per: String,
+    pub requests: Option<i64>,
+    pub per: Option<String>,
     pub burst: Option<i64>,
+    /// Requests in flight per key, instead of a rate (see `concurrency`).
+    pub concurrent: Option<i64>,
+    /// How long a concurrency unit is held at most (5m unless given).
+    pub max_hold: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
