@@ -43,6 +43,10 @@ fn three_slow_requests_with_a_limit_of_two_then_room_again() {
     assert_eq!(statuses, [429, 200, 200], "{answers:?}");
     // Refused at once, not after the others ended, with the usual contract.
     assert!(answers[0].1 < 1.0 && answers[0].2 == "in-flight", "{answers:?}");
+    // Counted like any other refusal (workers hand metrics over on a tick).
+    let denied = r#"sluice_requests_total{rule="in-flight",tier="tenant",decision="denied"} 1"#;
+    let scrape = || wasm_test_harness::get(&stack.envoy.admin_url("/stats/prometheus"), &[]).unwrap().body;
+    assert!(common::eventually(Duration::from_secs(5), || scrape().contains(denied)), "{}", scrape());
     // Another tenant is not held back by acme's calls.
     assert_eq!(slow(&stack, 2, 0, "other").iter().map(|a| a.0).collect::<Vec<_>>(), [200, 200]);
     // The ended requests gave their units back.
