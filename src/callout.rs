@@ -45,12 +45,7 @@ fn dispatch(global: &Global, method: &str, path: &str, body: Option<&[u8]>) -> R
 
 /// The HTTP status of the call being answered (None: reset, no answer).
 pub fn status() -> Option<u32> {
-    // Bytes, not the SDK's String getter: that one aborts the VM on a
-    // value that is not UTF-8.
-    hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
-        .ok()
-        .flatten()
-        .and_then(|s| std::str::from_utf8(&s).ok()?.parse().ok())
+    crate::host::status(MapType::HttpCallResponseHeaders)
 }
 
 /// The answers to `needs` in the call being answered.

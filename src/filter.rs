@@ -14,7 +14,6 @@ use sluice_core::limiter::{give_back, give_back_kept, obey_upstream, release, Ca
 use sluice_core::counter_api::{Block, MAX_BLOCK_MS};
 use sluice_core::upstream::block_for;
 use sluice_core::policy::Policy;
-use sluice_core::request::HeaderPairs;
 
 use crate::callout;
 use crate::logs::warn_within_budget;
@@ -99,12 +98,15 @@ impl SluiceFilter {
 impl SluiceFilter {
     /// An upstream's 429/503 with a wait blocks the keys of the rules that
     /// obey upstream limits; the start of each block is logged once.
-    fn learn(&self, policy: &Policy, response: &HeaderPairs, status: u32, spent: &[sluice_core::limiter::Spent], ids: &[(usize, String)]) {
+    fn learn(&self, policy: &Policy, status: u32, spent: &[sluice_core::limiter::Spent], ids: &[(usize, String)]) {
         if status != 429 && status != 503 {
             return;
         }
-        let headers: Vec<(String, String)> =
-            response.utf8_pairs().map(|(n, v)| (n.to_ascii_lowercase(), v.to_string())).collect();
+        // The whole map only for an answer that may ask us to wait.
+        let headers: Vec<(String, String)> = header_map(MapType::HttpResponseHeaders)
+            .utf8_pairs()
+            .map(|(n, v)| (n.to_ascii_lowercase(), v.to_string()))
+            .collect();
         let now = now_ns();
         let Some(wait) = block_for(status, &headers, now) else { return };
         let (started, errors) = obey_upstream(policy, &HostStore, spent, wait, now);
@@ -259,11 +261,10 @@ impl HttpContext for SluiceFilter {
     fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
         let after = queue::take_after(self.context_id);
         if after.learn.is_some() || after.adapt.is_some() {
-            // The upstream's headers, read once (as bytes) for both.
-            let response = header_map(MapType::HttpResponseHeaders);
-            let status = response.get(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+            // The upstream's status, read once for both.
+            let status = crate::host::status(MapType::HttpResponseHeaders).unwrap_or(0);
             if let Some(learn) = after.learn {
-                self.learn(&learn.policy, &response, status, &learn.spent, &learn.global_ids);
+                self.learn(&learn.policy, status, &learn.spent, &learn.global_ids);
             }
             if let Some((policy, rules)) = after.adapt {
                 self.adapt(&policy, status, &rules, after.sent_at);

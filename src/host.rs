@@ -65,6 +65,13 @@ pub fn done() {
     }
 }
 
+/// The `:status` of a response header map (the upstream's, or a call's),
+/// read as bytes: the SDK's `String` getter aborts the VM on a value that
+/// is not UTF-8. `None` when absent or not a number.
+pub fn status(map: MapType) -> Option<u32> {
+    hostcalls::get_map_value_bytes(map, ":status").ok().flatten().and_then(|s| std::str::from_utf8(&s).ok()?.parse().ok())
+}
+
 /// One of the current stream's header maps, read as bytes in one crossing
 /// (the SDK's getters turn each value into a `String` and abort the VM on
 /// one that is not UTF-8, which any upstream may send).
