@@ -41,6 +41,17 @@ pub struct Reply {
     pub body: String,
 }
 
+impl Reply {
+    /// A reply with a JSON `body`; a notification's empty body goes without
+    /// a content type.
+    fn json(status: u32, mut headers: Vec<(String, String)>, body: String) -> Reply {
+        if !body.is_empty() {
+            headers.push(("content-type".to_string(), "application/json".to_string()));
+        }
+        Reply { status, headers, body }
+    }
+}
+
 fn ceil_secs(ns: u64) -> u64 {
     ns.div_ceil(NS)
 }
@@ -100,10 +111,7 @@ pub fn denial(policy: &Policy, d: &Decision, now: u64, random: u64) -> Option<Re
             retry_after, limits,
         ),
     };
-    if !body.is_empty() {
-        headers.push(("content-type".to_string(), "application/json".to_string()));
-    }
-    Some(Reply { status: 429, headers, body })
+    Some(Reply::json(429, headers, body))
 }
 
 /// The JSON-RPC answer to a refused message: one error per call with an
@@ -149,11 +157,7 @@ pub fn unavailable(policy: &Policy, d: &Decision) -> Option<Reply> {
             limits
         ),
     };
-    let mut headers = vec![("retry-after".to_string(), "1".to_string())];
-    if !body.is_empty() {
-        headers.push(("content-type".to_string(), "application/json".to_string()));
-    }
-    Some(Reply { status: 503, headers, body })
+    Some(Reply::json(503, vec![("retry-after".to_string(), "1".to_string())], body))
 }
 
 /// Headers for an admitted response: those of the rule closest to its
