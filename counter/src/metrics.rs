@@ -19,6 +19,7 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<u16, u64>>,
     leases: AtomicU64,
     granted: AtomicU64,
+    released: AtomicU64,
     leases_blocked: AtomicU64,
     block_requests: AtomicU64,
     blocks: AtomicU64,
@@ -41,6 +42,12 @@ impl Metrics {
         self.leases.fetch_add(leases, Ordering::Relaxed);
         self.granted.fetch_add(units, Ordering::Relaxed);
         self.leases_blocked.fetch_add(blocked, Ordering::Relaxed);
+    }
+
+    /// Counts `units` asked back by releases (per window, summed over the
+    /// windows each covers).
+    pub fn released(&self, units: u64) {
+        self.released.fetch_add(units, Ordering::Relaxed);
     }
 
     /// Counts one applied `/v1/block` request recording `blocks` blocks.
@@ -92,8 +99,13 @@ impl Metrics {
             ),
             (
                 "sluice_counter_units_granted_total",
-                "Units granted.",
+                "Units granted (per window, summed over the windows each lease covers).",
                 load(&self.granted),
+            ),
+            (
+                "sluice_counter_units_released_total",
+                "Units asked back by releases (per window, summed over the windows each covers; counts never drop below 0).",
+                load(&self.released),
             ),
             (
                 "sluice_counter_leases_blocked_total",
@@ -151,6 +163,7 @@ mod tests {
         m.request(200);
         m.request(503);
         m.leases(3, 42, 1);
+        m.released(8);
         m.blocks(2);
         m.blocks(1);
         m.store_call(Duration::from_millis(3), false);
@@ -161,6 +174,7 @@ mod tests {
             "sluice_counter_requests_total{status=\"503\"} 1",
             "sluice_counter_leases_total 3",
             "sluice_counter_units_granted_total 42",
+            "sluice_counter_units_released_total 8",
             "sluice_counter_leases_blocked_total 1",
             "sluice_counter_block_requests_total 2",
             "sluice_counter_blocks_total 3",

@@ -1,27 +1,39 @@
-//! Fixed-window lease arithmetic: the one definition of what a reservation does
-//! to a counter. [`MemoryStore`](crate::MemoryStore) runs it directly; the Lua
-//! script in [`store::script`](crate::store) mirrors it line for line, and the
-//! contract tests hold both to the same results.
+//! Fixed-window lease arithmetic: the one definition of what a reservation or
+//! a release does to a counter. [`MemoryStore`](crate::MemoryStore) runs it
+//! directly; the Lua script in [`store::script`](crate::store) mirrors it line
+//! for line, and the contract tests hold both to the same results.
 //!
-//! A counter remembers one window index `w` with `used` units reserved in it and
-//! `next_used` units reserved in `w + 1`. When time reaches `w + 1` the next
-//! count becomes the current one; further on, both are forgotten. If the clock
-//! ever reads earlier than `w` (a Redis failover to a node whose clock is
-//! behind), the counter keeps serving window `w`, so no window is granted twice.
+//! A counter remembers one window index `w` and the units reserved in each of
+//! the [`SPAN`] windows `w ..= w + 4` ([`Slot::counts`]). When time moves on by
+//! `d` windows the counts shift down by `d`: the count of `w + d` becomes the
+//! current one and those of windows now past are forgotten. If the clock ever
+//! reads earlier than `w` (a Redis failover to a node whose clock is behind),
+//! the counter keeps serving window `w`, so no window is granted twice.
+//!
+//! A reservation ([`reserve_span`]) grants the same number of units in
+//! `windows` consecutive windows from the target one (the current window, or
+//! the next with `next`): as many as every one of them still has room for, so
+//! that holding that many in each window never makes any exceed the limit. A
+//! release ([`release`]) gives units back in windows that are not over yet.
 //!
 //! A key (rule, id) may also be *blocked* until some time ([`block_until`]):
 //! while it is, every reservation for it is a read (`want` taken as 0), and the
 //! reply says for how long the block still holds ([`blocked_ms`]).
 
+/// Number of windows a counter holds counts for: the current one and the four
+/// after it.
+pub const SPAN: usize = 5;
+
+/// Most consecutive windows one lease may cover.
+pub const MAX_WINDOWS: u64 = 4;
+
 /// The stored state of one counter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Slot {
-    /// Window index the counts refer to.
+    /// Window index the counts start at.
     pub window: u64,
-    /// Units reserved in `window`.
-    pub used: u64,
-    /// Units reserved in `window + 1`.
-    pub next_used: u64,
+    /// `counts[i]`: units reserved in window `window + i`.
+    pub counts: [u64; SPAN],
 }
 
 /// One reservation request against a counter.
@@ -39,54 +51,142 @@ pub struct Ask {
     pub next: bool,
 }
 
-/// What a reservation did.
+/// One release against a counter: `units` given back in each of `windows`
+/// consecutive windows from window index `from`.
+#[derive(Clone, Copy, Debug)]
+pub struct Release {
+    /// Server time, milliseconds since the Unix epoch.
+    pub now_ms: u64,
+    /// Window length (≥ 1).
+    pub window_ms: u64,
+    /// Units given back per window (a count never goes below 0).
+    pub units: u64,
+    /// Index of the first window to give units back in.
+    pub from: u64,
+    /// Number of consecutive windows (1..=[`MAX_WINDOWS`]).
+    pub windows: u64,
+}
+
+/// What a reservation or release did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Outcome {
-    /// Units granted (0..=want).
+    /// Units granted (0..=want) in each window covered; 0 for a release.
     pub granted: u64,
-    /// Units reserved in the target window after this reservation.
+    /// For a reservation, the largest count among the windows covered after
+    /// it (with one window: the target window's count); for a release, the
+    /// current window's count after it.
     pub used: u64,
-    /// Index of the target window.
+    /// Index of the target window (the first one covered); for a release,
+    /// the current window.
     pub window: u64,
 }
 
-/// Applies `ask` to the counter state `slot` (None: no state). Returns the new
-/// state when it changed (only when units were granted) and the outcome.
-pub fn reserve(slot: Option<Slot>, ask: &Ask) -> (Option<Slot>, Outcome) {
-    let window_ms = ask.window_ms.max(1);
-    let mut current = ask.now_ms / window_ms;
-    let (mut used, mut next_used) = match slot {
-        Some(s) if s.window == current => (s.used, s.next_used),
-        Some(s) if s.window.saturating_add(1) == current => (s.next_used, 0),
-        Some(s) if s.window > current => {
+/// The current window and its counts onward, seen at `now_ms`, from the
+/// stored `slot` (None: no state).
+fn shifted(slot: Option<Slot>, now_ms: u64, window_ms: u64) -> (u64, [u64; SPAN]) {
+    let mut current = now_ms / window_ms.max(1);
+    let mut counts = [0; SPAN];
+    if let Some(s) = slot {
+        if s.window > current {
             current = s.window;
-            (s.used, s.next_used)
         }
-        _ => (0, 0),
-    };
-    let target_used = if ask.next { &mut next_used } else { &mut used };
-    let granted = ask.want.min(ask.limit.saturating_sub(*target_used));
-    *target_used += granted;
-    let after = *target_used;
+        let d = current - s.window;
+        for (i, count) in counts.iter_mut().enumerate() {
+            let from = usize::try_from(d).ok().and_then(|d| d.checked_add(i));
+            if let Some(&stored) = from.and_then(|j| s.counts.get(j)) {
+                *count = stored;
+            }
+        }
+    }
+    (current, counts)
+}
+
+/// Applies `ask` to the counter state `slot` (None: no state) in the target
+/// window alone. Returns the new state when it changed (only when units were
+/// granted) and the outcome.
+pub fn reserve(slot: Option<Slot>, ask: &Ask) -> (Option<Slot>, Outcome) {
+    reserve_span(slot, ask, 1)
+}
+
+/// Applies `ask` to the counter state `slot` (None: no state) in `windows`
+/// consecutive windows from the target one (clamped to those the counter
+/// holds): granted = min(want, room left in the fullest of them), added to
+/// each. Returns the new state when it changed (only when units were
+/// granted) and the outcome.
+pub fn reserve_span(slot: Option<Slot>, ask: &Ask, windows: u64) -> (Option<Slot>, Outcome) {
+    let (current, mut counts) = shifted(slot, ask.now_ms, ask.window_ms);
+    let first = usize::from(ask.next);
+    let windows = usize::try_from(windows.max(1)).unwrap_or(SPAN);
+    let last = first.saturating_add(windows).min(SPAN);
+    let span = &mut counts[first..last];
+    let room = span
+        .iter()
+        .map(|count| ask.limit.saturating_sub(*count))
+        .min()
+        .unwrap_or(0);
+    let granted = ask.want.min(room);
+    for count in span.iter_mut() {
+        *count += granted;
+    }
+    let used = span.iter().copied().max().unwrap_or(0);
     let outcome = Outcome {
         granted,
-        used: after,
+        used,
         window: current + u64::from(ask.next),
     };
     let changed = (granted > 0).then_some(Slot {
         window: current,
-        used,
-        next_used,
+        counts,
+    });
+    (changed, outcome)
+}
+
+/// Applies `release` to the counter state `slot` (None: no state): in each
+/// window `from ..` `from + windows`, the count drops by `units` (not below
+/// 0); windows already over are skipped and those past the counter's span
+/// hold nothing. Returns the new state when it changed (only when some count
+/// dropped) and the outcome (nothing granted; the current window's count).
+pub fn release(slot: Option<Slot>, release: &Release) -> (Option<Slot>, Outcome) {
+    let (current, mut counts) = shifted(slot, release.now_ms, release.window_ms);
+    let mut changed = false;
+    for j in 0..release.windows {
+        let window = release.from.saturating_add(j);
+        let Some(offset) = window.checked_sub(current) else {
+            continue;
+        };
+        let count = usize::try_from(offset).ok().and_then(|i| counts.get_mut(i));
+        if let Some(count) = count {
+            let back = release.units.min(*count);
+            if back > 0 {
+                *count -= back;
+                changed = true;
+            }
+        }
+    }
+    let outcome = Outcome {
+        granted: 0,
+        used: counts[0],
+        window: current,
+    };
+    let changed = changed.then_some(Slot {
+        window: current,
+        counts,
     });
     (changed, outcome)
 }
 
 /// Milliseconds since the epoch at which a counter in state `slot` may be
-/// forgotten: the end of the latest window it holds units for, plus a margin of
-/// max(1 s, window / 10).
+/// forgotten: the end of the latest window it holds units for (at least
+/// `slot.window`), plus a margin of max(1 s, window / 10).
 pub fn expires_at_ms(slot: &Slot, window_ms: u64) -> u64 {
-    let latest = slot.window + u64::from(slot.next_used > 0);
-    (latest + 1)
+    let ahead = slot
+        .counts
+        .iter()
+        .rposition(|count| *count > 0)
+        .unwrap_or(0);
+    let latest = slot.window.saturating_add(ahead as u64);
+    latest
+        .saturating_add(1)
         .saturating_mul(window_ms)
         .saturating_add(margin_ms(window_ms))
 }
@@ -160,8 +260,7 @@ mod tests {
     fn zero_want_reads_without_writing() {
         let slot = Slot {
             window: 5,
-            used: 4,
-            next_used: 0,
+            counts: [4, 0, 0, 0, 0],
         };
         let (changed, o) = reserve(Some(slot), &ask(5_100, 0, false));
         assert_eq!((changed, o.granted, o.used), (None, 0, 4));
@@ -196,8 +295,7 @@ mod tests {
     fn a_clock_running_backwards_keeps_the_stored_window() {
         let slot = Slot {
             window: 9,
-            used: 10,
-            next_used: 0,
+            counts: [10, 0, 0, 0, 0],
         };
         let (_, o) = reserve(Some(slot), &ask(8_999, 5, false));
         assert_eq!(
@@ -225,16 +323,132 @@ mod tests {
     fn expiry_covers_the_latest_window_plus_margin() {
         let slot = Slot {
             window: 5,
-            used: 1,
-            next_used: 0,
+            counts: [1, 0, 0, 0, 0],
         };
         assert_eq!(expires_at_ms(&slot, 1000), 7_000);
         let slot = Slot {
             window: 5,
-            used: 1,
-            next_used: 1,
+            counts: [1, 1, 0, 0, 0],
         };
         assert_eq!(expires_at_ms(&slot, 1000), 8_000);
+        let slot = Slot {
+            window: 5,
+            counts: [0, 0, 0, 3, 0],
+        };
+        assert_eq!(expires_at_ms(&slot, 1000), 10_000, "the latest non-zero");
+        let slot = Slot {
+            window: 5,
+            counts: [0; SPAN],
+        };
+        assert_eq!(expires_at_ms(&slot, 1000), 7_000, "all given back");
         assert_eq!(margin_ms(60_000), 6_000);
+    }
+
+    fn give_back(now_ms: u64, units: u64, from: u64, windows: u64) -> Release {
+        Release {
+            now_ms,
+            window_ms: 1000,
+            units,
+            from,
+            windows,
+        }
+    }
+
+    #[test]
+    fn a_span_grants_uniformly_what_the_fullest_window_allows() {
+        let slot = Slot {
+            window: 5,
+            counts: [2, 7, 1, 0, 9],
+        };
+        let (s, o) = reserve_span(Some(slot), &ask(5_100, 6, false), 3);
+        assert_eq!(
+            o,
+            Outcome {
+                granted: 3,
+                used: 10,
+                window: 5
+            },
+            "window 6 has room for 3"
+        );
+        assert_eq!(s.expect("changed").counts, [5, 10, 4, 0, 9]);
+        let (s, o) = reserve_span(Some(slot), &ask(5_100, 6, true), 4);
+        assert_eq!(
+            (o.granted, o.used, o.window),
+            (1, 10, 6),
+            "window 9 is fullest"
+        );
+        assert_eq!(s.expect("changed").counts, [2, 8, 2, 1, 10]);
+        let (s, o) = reserve_span(Some(slot), &ask(5_100, 0, false), 4);
+        assert_eq!(
+            (s, o.granted, o.used),
+            (None, 0, 7),
+            "a read reports the fullest"
+        );
+        let (s, o) = reserve_span(Some(slot), &ask(5_100, 5, false), 1);
+        assert_eq!(o, reserve(Some(slot), &ask(5_100, 5, false)).1);
+        assert_eq!(s.expect("changed").counts, [7, 7, 1, 0, 9]);
+    }
+
+    #[test]
+    fn a_span_beyond_the_counter_is_clamped() {
+        let (s, o) = reserve_span(None, &ask(5_100, 4, true), 9);
+        assert_eq!((o.granted, o.used, o.window), (4, 4, 6));
+        assert_eq!(s.expect("changed").counts, [0, 4, 4, 4, 4]);
+        let (_, o) = reserve_span(None, &ask(5_100, 4, false), 0);
+        assert_eq!((o.granted, o.used), (4, 4), "0 windows counts as 1");
+    }
+
+    #[test]
+    fn counts_shift_down_as_time_moves_on() {
+        let (s, _) = reserve_span(None, &ask(5_500, 3, false), 4);
+        let s = s.expect("changed");
+        assert_eq!((s.window, s.counts), (5, [3, 3, 3, 3, 0]));
+        for (now_ms, left) in [(6_000, 7), (7_999, 7), (8_000, 7), (9_000, 10)] {
+            let (_, o) = reserve(Some(s), &ask(now_ms, 10, false));
+            assert_eq!(o.granted, left, "at {now_ms}");
+        }
+        let (moved, o) = reserve_span(Some(s), &ask(7_100, 1, false), 3);
+        assert_eq!((o.granted, o.used, o.window), (1, 4, 7));
+        let moved = moved.expect("changed");
+        assert_eq!((moved.window, moved.counts), (7, [4, 4, 1, 0, 0]));
+        let far = Slot {
+            window: 5,
+            counts: [1, 1, 1, 1, 1],
+        };
+        let (moved, _) = reserve(Some(far), &ask(u64::MAX, 1, false));
+        assert_eq!(moved.expect("changed").counts, [1, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn a_release_gives_back_without_going_below_zero() {
+        let slot = Slot {
+            window: 5,
+            counts: [4, 4, 4, 1, 0],
+        };
+        let (s, o) = release(Some(slot), &give_back(5_100, 3, 5, 4));
+        assert_eq!(
+            o,
+            Outcome {
+                granted: 0,
+                used: 1,
+                window: 5
+            }
+        );
+        assert_eq!(s.expect("changed").counts, [1, 1, 1, 0, 0]);
+        let (s, o) = release(Some(slot), &give_back(7_100, 3, 5, 4));
+        assert_eq!((o.used, o.window), (1, 7), "windows 5 and 6 are over");
+        let s = s.expect("changed");
+        assert_eq!((s.window, s.counts), (7, [1, 0, 0, 0, 0]));
+        let (s, _) = release(Some(slot), &give_back(5_100, 3, 9, 4));
+        assert_eq!(s, None, "window 9 holds nothing, 10 and on are not held");
+        let (s, _) = release(Some(slot), &give_back(5_100, 3, u64::MAX - 1, 4));
+        assert_eq!(s, None);
+        let (s, o) = release(None, &give_back(5_100, 3, 5, 1));
+        assert_eq!((s, o.used, o.window), (None, 0, 5));
+        let (s, _) = release(Some(slot), &give_back(5_100, 0, 5, 4));
+        assert_eq!(s, None, "nothing given back, nothing written");
+        let behind = release(Some(slot), &give_back(4_100, 4, 5, 1));
+        assert_eq!(behind.1.window, 5, "a clock behind keeps window 5");
+        assert_eq!(behind.0.expect("changed").counts, [0, 4, 4, 1, 0]);
     }
 }

@@ -1,6 +1,9 @@
 //! The store contract, one body run against every store: memory, a single
 //! Redis node and a three-node Redis Cluster. It goes through the HTTP router
-//! so the reply format is checked on the way.
+//! so the reply format is checked on the way. Leases over several windows and
+//! releases are checked with hour-long windows (the current window does not
+//! change during a test) and, where time must move on, with short windows
+//! slept through.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: failing loudly is the point.
 
 mod support;
@@ -11,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 use sluice_counter::{CounterStore, MemoryStore, RedisStore, RedisTarget};
 use support::redis_procs::{command, Cluster};
-use support::{block_item, block_ok, lease, redis_store, reserve_ok, router};
+use support::{block_item, block_ok, give_back, lease, redis_store, reserve_ok, router, span};
 
 fn n(v: &Value, field: &str) -> u64 {
     v[field]
@@ -141,6 +144,191 @@ async fn contract(store: Arc<dyn CounterStore>) {
     assert_eq!((n(&r[0], "granted"), n(&r[0], "used")), (10, 10));
 
     blocks(&app).await;
+    spans(&app).await;
+    releases(&app).await;
+    spans_as_time_moves_on(&app).await;
+}
+
+/// `(granted, used, window, windows)` of a lease result.
+fn grant(r: &Value) -> (u64, u64, u64, u64) {
+    (
+        n(r, "granted"),
+        n(r, "used"),
+        n(r, "window"),
+        n(r, "windows"),
+    )
+}
+
+/// A lease over several windows grants the same units in each, as many as
+/// the fullest of them has room for, and reports that fullest count.
+async fn spans(app: &axum::Router) {
+    let hour = 3_600_000;
+    let (now, r) = reserve_ok(
+        app,
+        vec![
+            lease("span", "u", 10, hour, 3, false),
+            lease("span", "u", 10, hour, 6, true),
+        ],
+    )
+    .await;
+    let w = now / hour;
+    assert_eq!(grant(&r[0]), (3, 3, w, 1), "windows is 1 when not asked");
+    assert_eq!(grant(&r[1]), (6, 6, w + 1, 1));
+
+    // Window w has room for 7, w + 1 for 4, w + 2 for 10: 4 in each.
+    let (now, r) = reserve_ok(app, vec![span(lease("span", "u", 10, hour, 8, false), 3)]).await;
+    assert_eq!(grant(&r[0]), (4, 10, w, 3));
+    assert_eq!(n(&r[0], "starts_in_ms"), 0, "timing of the first window");
+    assert_eq!(n(&r[0], "ends_in_ms"), (w + 1) * hour - now);
+    // Leases of one request may run in any order: these only read, or
+    // touch windows no other one reads.
+    let (_, r) = reserve_ok(
+        app,
+        vec![
+            lease("span", "u", 10, hour, 0, false),
+            lease("span", "u", 10, hour, 0, true),
+            span(lease("span", "u", 10, hour, 0, true), 4),
+            span(lease("span", "u", 10, hour, 10, true), 4),
+        ],
+    )
+    .await;
+    assert_eq!(grant(&r[0]), (0, 7, w, 1), "w: 3 + 4");
+    assert_eq!(grant(&r[1]), (0, 10, w + 1, 1), "w + 1: 6 + 4");
+    assert_eq!(
+        grant(&r[2]),
+        (0, 10, w + 1, 4),
+        "a read reports the fullest"
+    );
+    assert_eq!(grant(&r[3]), (0, 10, w + 1, 4), "w + 1 is full");
+    let (_, r) = reserve_ok(app, vec![span(lease("span", "u", 10, hour, 10, false), 1)]).await;
+    assert_eq!(grant(&r[0]), (3, 10, w, 1), "windows 1 is a plain lease");
+    // Now w and w + 1 are full: nothing, however many windows.
+    let (_, r) = reserve_ok(app, vec![span(lease("span", "u", 10, hour, 9, false), 4)]).await;
+    assert_eq!(grant(&r[0]), (0, 10, w, 4));
+    let (_, r) = reserve_ok(app, vec![span(lease("span", "u", 10, hour, 9, true), 1)]).await;
+    assert_eq!(grant(&r[0]), (0, 10, w + 1, 1));
+
+    // On a fresh counter the whole want is granted in every window, from
+    // the next one; the reply times that first window.
+    let (now, r) = reserve_ok(app, vec![span(lease("span", "f", 10, 60_000, 10, true), 4)]).await;
+    let w = now / 60_000;
+    assert_eq!(grant(&r[0]), (10, 10, w + 1, 4));
+    assert_eq!(n(&r[0], "ends_in_ms") - n(&r[0], "starts_in_ms"), 60_000);
+    let (_, r) = reserve_ok(
+        app,
+        vec![
+            lease("span", "f", 10, 60_000, 10, false),
+            span(lease("span", "f", 10, 60_000, 1, true), 4),
+        ],
+    )
+    .await;
+    assert_eq!(grant(&r[0]), (10, 10, w, 1), "the current window is apart");
+    assert_eq!(grant(&r[1]), (0, 10, w + 1, 4));
+}
+
+/// A release gives units back in the windows it names (a later lease gets
+/// them), never below 0, skipping windows that are over and ignoring those
+/// past what a counter holds.
+async fn releases(app: &axum::Router) {
+    let hour = 3_600_000;
+    let (now, r) = reserve_ok(app, vec![span(lease("rel", "r", 10, hour, 6, false), 3)]).await;
+    let w = now / hour;
+    assert_eq!(grant(&r[0]), (6, 6, w, 3));
+
+    // 4 back in w and w + 1; w + 2 keeps its 6.
+    let (now, r) = reserve_ok(app, vec![give_back("rel", "r", 10, hour, 4, w, 2)]).await;
+    assert_eq!(grant(&r[0]), (0, 2, w, 2), "used: the current window");
+    assert_eq!(n(&r[0], "limit"), 10);
+    assert_eq!(n(&r[0], "starts_in_ms"), 0);
+    assert_eq!(n(&r[0], "ends_in_ms"), (w + 1) * hour - now);
+    let (_, r) = reserve_ok(app, vec![span(lease("rel", "r", 10, hour, 0, true), 2)]).await;
+    assert_eq!(
+        grant(&r[0]),
+        (0, 6, w + 1, 2),
+        "w + 1 holds 2, w + 2 still 6"
+    );
+    let (_, r) = reserve_ok(
+        app,
+        vec![
+            lease("rel", "r", 10, hour, 10, false),
+            lease("rel", "r", 10, hour, 10, true),
+        ],
+    )
+    .await;
+    assert_eq!(
+        grant(&r[0]),
+        (8, 10, w, 1),
+        "the released units are granted"
+    );
+    assert_eq!(grant(&r[1]), (8, 10, w + 1, 1));
+    let (_, r) = reserve_ok(app, vec![give_back("rel", "r", 10, hour, 1, w + 1, 2)]).await;
+    assert_eq!(grant(&r[0]), (0, 10, w, 2));
+    let (_, r) = reserve_ok(app, vec![span(lease("rel", "r", 10, hour, 10, true), 2)]).await;
+    assert_eq!(grant(&r[0]), (1, 10, w + 1, 2), "w + 1 had 1 back, w + 2 5");
+    let (_, r) = reserve_ok(app, vec![span(lease("rel", "r", 10, hour, 10, true), 3)]).await;
+    assert_eq!(grant(&r[0]), (0, 10, w + 1, 3));
+
+    // Never below 0: 10 back from a count of 3 leaves 0, not -7.
+    reserve_ok(app, vec![lease("rel", "z", 10, hour, 3, false)]).await;
+    let (_, r) = reserve_ok(app, vec![give_back("rel", "z", 10, hour, 10, w, 1)]).await;
+    assert_eq!(grant(&r[0]), (0, 0, w, 1));
+    let (_, r) = reserve_ok(app, vec![lease("rel", "z", 10, hour, 10, false)]).await;
+    assert_eq!(grant(&r[0]), (10, 10, w, 1), "not 13");
+
+    // Windows already over are skipped: from w - 2 over three windows only
+    // w gives back; from w - 4 over two windows nothing does.
+    reserve_ok(app, vec![span(lease("rel", "p", 10, hour, 5, false), 2)]).await;
+    let (_, r) = reserve_ok(app, vec![give_back("rel", "p", 10, hour, 2, w - 2, 3)]).await;
+    assert_eq!(grant(&r[0]), (0, 3, w, 3));
+    let (_, r) = reserve_ok(app, vec![give_back("rel", "p", 10, hour, 2, w - 4, 2)]).await;
+    assert_eq!(grant(&r[0]), (0, 3, w, 2), "nothing given back");
+    let (_, r) = reserve_ok(app, vec![lease("rel", "p", 10, hour, 0, true)]).await;
+    assert_eq!(grant(&r[0]), (0, 5, w + 1, 1), "w + 1 untouched");
+
+    // Windows past the five a counter holds hold nothing; a huge `from` is
+    // harmless; nor does a release on a counter without state grant anything.
+    let (_, r) = reserve_ok(
+        app,
+        vec![
+            give_back("rel", "p", 10, hour, 2, w + 4, 4),
+            give_back("rel", "p", 10, hour, 2, u64::MAX, 4),
+            give_back("rel", "none", 10, hour, 2, w, 4),
+        ],
+    )
+    .await;
+    assert_eq!(grant(&r[0]), (0, 3, w, 4));
+    assert_eq!(grant(&r[1]), (0, 3, w, 4));
+    assert_eq!(grant(&r[2]), (0, 0, w, 4));
+    let (_, r) = reserve_ok(app, vec![lease("rel", "none", 10, hour, 10, false)]).await;
+    assert_eq!(grant(&r[0]), (10, 10, w, 1));
+}
+
+/// Units a lease reserved ahead over several windows count in each of them
+/// once time reaches it.
+async fn spans_as_time_moves_on(app: &axum::Router) {
+    let short = 400;
+    let (_, r) = reserve_ok(app, vec![lease("ahead", "a", 10, short, 0, false)]).await;
+    if n(&r[0], "ends_in_ms") < 150 {
+        tokio::time::sleep(Duration::from_millis(n(&r[0], "ends_in_ms") + 10)).await;
+    }
+    let (_, r) = reserve_ok(app, vec![span(lease("ahead", "a", 10, short, 4, false), 3)]).await;
+    let w = n(&r[0], "window");
+    assert_eq!(grant(&r[0]), (4, 4, w, 3));
+    let (_, r) = reserve_ok(app, vec![span(lease("ahead", "a", 10, short, 3, true), 3)]).await;
+    assert_eq!(grant(&r[0]), (3, 7, w + 1, 3));
+    // Counts: w 4, w + 1 7, w + 2 7, w + 3 3.
+    let mut ends = n(&r[0], "ends_in_ms") - n(&r[0], "starts_in_ms");
+    for (step, left) in [(1, 3), (2, 3), (3, 7), (4, 10)] {
+        tokio::time::sleep(Duration::from_millis(ends + 30)).await;
+        let (_, r) = reserve_ok(app, vec![lease("ahead", "a", 10, short, 10, false)]).await;
+        assert_eq!(n(&r[0], "window"), w + step, "slept into window w + {step}");
+        assert_eq!(
+            grant(&r[0]),
+            (left, 10, w + step, 1),
+            "in window w + {step}"
+        );
+        ends = n(&r[0], "ends_in_ms");
+    }
 }
 
 /// Upstream blocks: a blocked key grants nothing and says for how long; a
@@ -342,4 +530,85 @@ async fn redis_keys_are_expiring_hashes_in_the_documented_format() {
         Some(":0"),
         "the block key expires by itself"
     );
+}
+
+/// The values of an array reply as `command` returns it (`nil` for a
+/// missing field).
+fn bulk_strings(reply: &str) -> Vec<String> {
+    let mut lines = reply.lines().skip(1);
+    let mut values = Vec::new();
+    while let Some(line) = lines.next() {
+        if line == "$-1" {
+            values.push("nil".to_owned());
+        } else {
+            values.push(lines.next().expect("bulk value").to_owned());
+        }
+    }
+    values
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_are_stored_in_six_fields_and_old_hashes_read_as_before() {
+    let redis = wasm_test_harness::Redis::start().expect("redis");
+    let mut state = support::state(redis_store(&redis.url(), 1_000));
+    state.prefix = Arc::from("rl:");
+    let app = sluice_counter::app(state);
+    let port = redis.port();
+    let minute = 60_000;
+    let fields = |key: &str| {
+        bulk_strings(&command(port, &format!("HMGET {key} w n m a2 a3 a4")).expect("hmget"))
+            .join(" ")
+    };
+    let pttl = |key: &str| -> u64 {
+        command(port, &format!("PTTL {key}")).expect("pttl")[1..]
+            .parse()
+            .expect("int")
+    };
+
+    // A lease over three windows from the next one: counts in m, a2, a3;
+    // the key lives until the end of w + 3 plus the 6 s margin.
+    let (now, r) = reserve_ok(&app, vec![span(lease("s", "a", 10, minute, 4, true), 3)]).await;
+    let w = now / minute;
+    assert_eq!(grant(&r[0]), (4, 4, w + 1, 3));
+    let key = "rl:s:{a}:60";
+    assert_eq!(fields(key), format!("{w} 0 4 4 4 0"), "w n m a2 a3 a4");
+    let ttl = pttl(key);
+    let end = (w + 4) * minute + 6_000 - now;
+    assert!(
+        (end - 1_000..=end).contains(&ttl),
+        "PTTL {ttl}, end in {end}"
+    );
+
+    // Giving everything back in the last two leaves the key until w + 1
+    // ends; a release that changes nothing writes nothing, and one on a
+    // counter without state creates no key.
+    let (_, r) = reserve_ok(&app, vec![give_back("s", "a", 10, minute, 9, w + 2, 2)]).await;
+    assert_eq!(grant(&r[0]), (0, 0, w, 2));
+    assert_eq!(fields(key), format!("{w} 0 4 0 0 0"));
+    let ttl = pttl(key);
+    let end = (w + 2) * minute + 6_000 - now;
+    assert!(ttl <= end && ttl + 2_000 > end, "PTTL {ttl}, end in {end}");
+    command(port, &format!("PEXPIRE {key} 50000")).expect("pexpire");
+    reserve_ok(&app, vec![give_back("s", "a", 10, minute, 9, w + 2, 2)]).await;
+    assert!(pttl(key) <= 50_000, "not written again");
+    reserve_ok(&app, vec![give_back("s", "b", 10, minute, 9, w, 4)]).await;
+    assert_eq!(command(port, "EXISTS rl:s:{b}:60").as_deref(), Some(":0"));
+
+    // A hash of the older format (w, n, m only) reads as it was, in the
+    // current window and one window on.
+    command(port, &format!("HSET rl:s:{{old}}:60 w {w} n 7 m 3")).expect("hset");
+    command(port, &format!("HSET rl:s:{{older}}:60 w {} n 9 m 5", w - 1)).expect("hset");
+    let (_, r) = reserve_ok(
+        &app,
+        vec![
+            span(lease("s", "old", 10, minute, 5, false), 3),
+            lease("s", "older", 10, minute, 0, false),
+            lease("s", "older", 10, minute, 0, true),
+        ],
+    )
+    .await;
+    assert_eq!(grant(&r[0]), (3, 10, w, 3), "w has room for 3, w + 1 for 7");
+    assert_eq!(fields("rl:s:{old}:60"), format!("{w} 10 6 3 0 0"));
+    assert_eq!(grant(&r[1]), (0, 5, w, 1), "m of w - 1 is the count of w");
+    assert_eq!(grant(&r[2]), (0, 0, w + 1, 1));
 }

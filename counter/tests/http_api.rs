@@ -11,7 +11,8 @@ use axum::http::StatusCode;
 use serde_json::{json, Value};
 use sluice_counter::{app, MemoryStore};
 use support::{
-    block, block_body, block_item, block_ok, body, call, lease, reserve, reserve_ok, router,
+    block, block_body, block_item, block_ok, body, call, give_back, lease, reserve, reserve_ok,
+    router, span,
 };
 
 fn memory_app() -> axum::Router {
@@ -26,6 +27,21 @@ async fn invalid_requests_get_4xx_json_naming_the_field() {
         let mut l = ok.clone();
         l[field] = value;
         body(vec![ok.clone(), ok.clone(), ok.clone(), l])
+    };
+    let with_all = |fields: &[(&str, Value)]| {
+        let mut l = ok.clone();
+        for (field, value) in fields {
+            l[*field] = value.clone();
+        }
+        body(vec![ok.clone(), ok.clone(), ok.clone(), l])
+    };
+    let release = |want: u64, next: bool| {
+        with_all(&[
+            ("release", json!(2)),
+            ("from", json!(7)),
+            ("want", json!(want)),
+            ("next", json!(next)),
+        ])
     };
     let many: Vec<Value> = (0..257).map(|_| ok.clone()).collect();
     let table: Vec<(&str, String, u16, Option<&str>, &str)> = vec![
@@ -162,6 +178,74 @@ async fn invalid_requests_get_4xx_json_naming_the_field() {
             400,
             Some("leases[3].want"),
             "between 0 and limit (10)",
+        ),
+        (
+            "zero windows",
+            with("windows", json!(0)).to_string(),
+            400,
+            Some("leases[3].windows"),
+            "windows must be between 1 and 4, not 0",
+        ),
+        (
+            "five windows",
+            with("windows", json!(5)).to_string(),
+            400,
+            Some("leases[3].windows"),
+            "windows must be between 1 and 4, not 5",
+        ),
+        (
+            "negative windows",
+            with("windows", json!(-1)).to_string(),
+            400,
+            Some("leases[3].windows"),
+            "invalid value",
+        ),
+        (
+            "release above limit",
+            with_all(&[
+                ("want", json!(0)),
+                ("release", json!(11)),
+                ("from", json!(7)),
+            ])
+            .to_string(),
+            400,
+            Some("leases[3].release"),
+            "release must be between 0 and limit (10), not 11",
+        ),
+        (
+            "release without from",
+            with_all(&[("want", json!(0)), ("release", json!(1))]).to_string(),
+            400,
+            Some("leases[3].from"),
+            "from is required when release is above 0",
+        ),
+        (
+            "from without release",
+            with("from", json!(7)).to_string(),
+            400,
+            Some("leases[3].from"),
+            "from is only allowed with release above 0",
+        ),
+        (
+            "from with release 0",
+            with_all(&[("release", json!(0)), ("from", json!(7))]).to_string(),
+            400,
+            Some("leases[3].from"),
+            "from is only allowed with release above 0",
+        ),
+        (
+            "release with want",
+            release(1, false).to_string(),
+            400,
+            Some("leases[3].want"),
+            "want must be 0 when release is above 0, not 1",
+        ),
+        (
+            "release with next",
+            release(0, true).to_string(),
+            400,
+            Some("leases[3].next"),
+            "next must be false when release is above 0",
         ),
         (
             "body over 64 KiB",
@@ -412,6 +496,19 @@ async fn boundary_values_are_accepted() {
     .await;
     assert_eq!(r[0]["granted"], 1_000_000_000u64);
     assert_eq!(r[1]["granted"], 0);
+    let (_, r) = reserve_ok(
+        &app,
+        vec![
+            span(lease("r", "s", 5, 1000, 5, true), 4),
+            give_back("r", "t", 5, 1000, 5, 0, 4),
+            span(lease("r", "u", 5, 1000, 5, false), 1),
+        ],
+    )
+    .await;
+    let windows: Vec<&Value> = r.iter().map(|x| &x["windows"]).collect();
+    assert_eq!(windows, [&json!(4), &json!(4), &json!(1)]);
+    let granted: Vec<&Value> = r.iter().map(|x| &x["granted"]).collect();
+    assert_eq!(granted, [&json!(5), &json!(0), &json!(5)]);
     let leases: Vec<Value> = (0..256)
         .map(|i| lease("r", &i.to_string(), 1, 1000, 1, false))
         .collect();
@@ -537,17 +634,36 @@ async fn probes_and_metrics_report() {
     )
     .await;
     let (_, metrics) = call(&app, "GET", "/metrics", &[], "").await;
+    let metrics = metrics.as_str().expect("text").to_owned();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "sluice_counter_units_released_total 0"),
+        "{metrics}"
+    );
+    // Units count per window: 2 granted in each of 3 windows, 1 asked back
+    // in each of 2.
+    reserve_ok(
+        &app,
+        vec![
+            span(lease("r", "s", 10, 60_000, 2, false), 3),
+            give_back("r", "t", 10, 60_000, 1, 0, 2),
+        ],
+    )
+    .await;
+    let (_, metrics) = call(&app, "GET", "/metrics", &[], "").await;
     let metrics = metrics.as_str().expect("text");
     for line in [
-        "sluice_counter_requests_total{status=\"200\"} 5",
+        "sluice_counter_requests_total{status=\"200\"} 6",
         "sluice_counter_requests_total{status=\"400\"} 2",
-        "sluice_counter_leases_total 6",
-        "sluice_counter_units_granted_total 12",
+        "sluice_counter_leases_total 8",
+        "sluice_counter_units_granted_total 18",
+        "sluice_counter_units_released_total 2",
         "sluice_counter_leases_blocked_total 2",
         "sluice_counter_block_requests_total 2",
         "sluice_counter_blocks_total 3",
         "sluice_counter_store_errors_total 0",
-        "sluice_counter_store_seconds_count 5",
+        "sluice_counter_store_seconds_count 6",
     ] {
         assert!(
             metrics.lines().any(|l| l == line),

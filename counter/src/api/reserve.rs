@@ -25,11 +25,20 @@ pub async fn reserve(
     state.metrics.store_call(started.elapsed(), result.is_err());
     let reserved = result.map_err(ApiError::from_store)?;
 
-    let granted: u64 = reserved.iter().map(|r| r.granted).sum();
+    let granted: u64 = leases
+        .iter()
+        .zip(&reserved)
+        .map(|(lease, r)| r.granted.saturating_mul(lease.windows))
+        .sum();
+    let released: u64 = leases
+        .iter()
+        .map(|lease| lease.release.saturating_mul(lease.windows))
+        .sum();
     let blocked = reserved.iter().filter(|r| r.blocked_ms > 0).count() as u64;
     state
         .metrics
         .leases(reserved.len() as u64, granted, blocked);
+    state.metrics.released(released);
     let now_ms = reserved.iter().map(|r| r.now_ms).max().unwrap_or_default();
     let leases = leases
         .iter()
@@ -41,6 +50,7 @@ pub async fn reserve(
                 used: r.used,
                 limit: lease.limit,
                 window: r.window,
+                windows: lease.windows,
                 starts_in_ms,
                 ends_in_ms,
                 blocked_ms: r.blocked_ms,

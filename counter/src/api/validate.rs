@@ -3,10 +3,11 @@
 //! their keys. The first problem found is reported, with the path of its
 //! field.
 
-use super::wire::{BlockRequest, ReserveRequest};
+use super::wire::{BlockRequest, LeaseRequest, ReserveRequest};
 use super::ApiError;
 use crate::keys;
 use crate::store::{Block, Lease};
+use crate::window::MAX_WINDOWS;
 
 /// Longest `instance`.
 pub const MAX_INSTANCE: usize = 64;
@@ -102,6 +103,7 @@ pub fn leases(req: &ReserveRequest, prefix: &str) -> Result<Vec<Lease>, ApiError
                     ),
                 ));
             }
+            let from = check_release(l, at)?;
             Ok(Lease {
                 key: keys::counter_key(prefix, &l.rule, &l.id, l.window_ms),
                 block_key: keys::block_key(prefix, &l.rule, &l.id),
@@ -109,9 +111,55 @@ pub fn leases(req: &ReserveRequest, prefix: &str) -> Result<Vec<Lease>, ApiError
                 window_ms: l.window_ms,
                 want: l.want,
                 next: l.next,
+                windows: l.windows,
+                release: l.release,
+                from,
             })
         })
         .collect()
+}
+
+/// Checks a lease's `windows`, `release` and `from`; returns the first
+/// window of a release (0 when it is not one).
+fn check_release(l: &LeaseRequest, at: impl Fn(&str) -> String) -> Result<u64, ApiError> {
+    if !(1..=MAX_WINDOWS).contains(&l.windows) {
+        return Err(invalid(
+            at("windows"),
+            format!(
+                "windows must be between 1 and {MAX_WINDOWS}, not {}",
+                l.windows
+            ),
+        ));
+    }
+    if l.release > l.limit {
+        return Err(invalid(
+            at("release"),
+            format!(
+                "release must be between 0 and limit ({}), not {}",
+                l.limit, l.release
+            ),
+        ));
+    }
+    match (l.release, l.from) {
+        (0, None) => Ok(0),
+        (0, Some(_)) => Err(invalid(
+            at("from"),
+            "from is only allowed with release above 0".into(),
+        )),
+        (_, None) => Err(invalid(
+            at("from"),
+            "from is required when release is above 0".into(),
+        )),
+        (_, Some(_)) if l.want > 0 => Err(invalid(
+            at("want"),
+            format!("want must be 0 when release is above 0, not {}", l.want),
+        )),
+        (_, Some(_)) if l.next => Err(invalid(
+            at("next"),
+            "next must be false when release is above 0".into(),
+        )),
+        (_, Some(from)) => Ok(from),
+    }
 }
 
 /// The blocks of a valid request, keys under `prefix`.

@@ -31,6 +31,25 @@ pub struct LeaseRequest {
     /// Reserve in the window that starts next.
     #[serde(default)]
     pub next: bool,
+    /// Consecutive windows covered, from the target window (or from `from`
+    /// for a release): 1..=4, default 1. A reservation grants the same units
+    /// in each of them.
+    #[serde(default = "one")]
+    pub windows: u64,
+    /// Units given back in each of the `windows` windows from `from`:
+    /// 0..=limit, default 0. Non-zero makes the lease a release: `want` must
+    /// be 0 and `next` false.
+    #[serde(default)]
+    pub release: u64,
+    /// Index of the first window given back in: required with `release` > 0,
+    /// refused otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<u64>,
+}
+
+/// The default number of windows a lease covers.
+fn one() -> u64 {
+    1
 }
 
 /// Reply body.
@@ -47,17 +66,23 @@ pub struct ReserveReply {
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct LeaseReply {
-    /// Units granted.
+    /// Units granted, in each window covered (0 for a release).
     pub granted: u64,
-    /// Units reserved in the window after this request.
+    /// Units reserved after this request: the largest count among the
+    /// windows covered (with one window, that window's count); for a
+    /// release, the current window's count.
     pub used: u64,
     /// The limit asked with.
     pub limit: u64,
-    /// Window index: floor(ms since epoch / window_ms).
+    /// Index of the target window, the first one covered (for a release,
+    /// the current window): floor(ms since epoch / window_ms).
     pub window: u64,
-    /// Ms until the window starts (0 for the current window).
+    /// Windows covered: the `windows` asked with (1 when not given).
+    #[serde(default = "one")]
+    pub windows: u64,
+    /// Ms until `window` starts (0 for the current window).
     pub starts_in_ms: u64,
-    /// Ms until the window ends.
+    /// Ms until `window` ends.
     pub ends_in_ms: u64,
     /// Ms the key (rule, id) stays blocked by `/v1/block`; 0 when it is not.
     /// While it is, `granted` is 0.

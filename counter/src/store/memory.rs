@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{Block, Blocked, BoxFuture, CounterStore, Lease, Reserved, StoreError};
-use crate::window::{self, Ask, Slot};
+use crate::window::{self, Ask, Release, Slot};
 
 /// Writes between two sweeps of expired entries.
 const SWEEP_EVERY: u64 = 4096;
@@ -88,14 +88,25 @@ impl MemoryStore {
                     .get(&lease.key)
                     .filter(|(_, expires)| *expires > now_ms)
                     .map(|(slot, _)| *slot);
-                let ask = Ask {
-                    now_ms,
-                    window_ms: lease.window_ms,
-                    limit: lease.limit,
-                    want: if blocked_ms > 0 { 0 } else { lease.want },
-                    next: lease.next,
+                let (changed, outcome) = if lease.release > 0 {
+                    let release = Release {
+                        now_ms,
+                        window_ms: lease.window_ms,
+                        units: lease.release,
+                        from: lease.from,
+                        windows: lease.windows,
+                    };
+                    window::release(slot, &release)
+                } else {
+                    let ask = Ask {
+                        now_ms,
+                        window_ms: lease.window_ms,
+                        limit: lease.limit,
+                        want: if blocked_ms > 0 { 0 } else { lease.want },
+                        next: lease.next,
+                    };
+                    window::reserve_span(slot, &ask, lease.windows)
                 };
-                let (changed, outcome) = window::reserve(slot, &ask);
                 if let Some(slot) = changed {
                     let expires = window::expires_at_ms(&slot, lease.window_ms);
                     inner.counters.insert(lease.key.clone(), (slot, expires));
@@ -179,6 +190,9 @@ mod tests {
             window_ms: 10,
             want: 1,
             next: false,
+            windows: 1,
+            release: 0,
+            from: 0,
         };
         let first = store.apply(&[lease("a".into())], 1_000_000);
         assert_eq!(first[0].granted, 1);
@@ -207,6 +221,9 @@ mod tests {
             window_ms: 60_000,
             want,
             next: false,
+            windows: 1,
+            release: 0,
+            from: 0,
         };
         let block = |for_ms: u64| Block {
             key: "b".into(),

@@ -2,7 +2,8 @@
 //! the per-counter request and result types it speaks, and its error type.
 //!
 //! A store applies each [`Lease`] atomically on its own (see
-//! [`window::reserve`](crate::window::reserve)); leases of one call are
+//! [`window::reserve_span`](crate::window::reserve_span) and
+//! [`window::release`](crate::window::release)); leases of one call are
 //! independent of each other and may run concurrently. Likewise a store
 //! records each [`Block`] atomically on its own.
 
@@ -38,16 +39,27 @@ pub struct Lease {
     pub want: u64,
     /// Reserve in the window that starts next.
     pub next: bool,
+    /// Number of consecutive windows covered, from the target window (or
+    /// from `from` for a release): 1..=[`MAX_WINDOWS`](crate::window::MAX_WINDOWS).
+    pub windows: u64,
+    /// Units given back in each of the `windows` windows from `from`; when
+    /// non-zero the lease is a release (see
+    /// [`window::release`](crate::window::release)), with `want` 0 and
+    /// `next` false.
+    pub release: u64,
+    /// Index of the first window of a release (unused otherwise).
+    pub from: u64,
 }
 
 /// What a store did for one [`Lease`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Reserved {
-    /// Units granted.
+    /// Units granted in each window covered (0 for a release).
     pub granted: u64,
-    /// Units reserved in the target window afterwards.
+    /// Units reserved afterwards: the largest count among the windows
+    /// covered; for a release, the current window's count.
     pub used: u64,
-    /// Index of the target window.
+    /// Index of the target window; for a release, the current window.
     pub window: u64,
     /// The store's clock when it applied the lease (ms since the epoch).
     pub now_ms: u64,

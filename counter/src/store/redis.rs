@@ -167,7 +167,7 @@ impl RedisStore {
         }
     }
 
-    /// `KEYS[1..2]` and `ARGV[1..4]` of the reserve script, as documented in
+    /// `KEYS[1..2]` and `ARGV[1..7]` of the reserve script, as documented in
     /// [`super::script`].
     async fn reserve_one(&self, lease: &Lease) -> Result<Reserved, StoreError> {
         let keys = [lease.key.as_str(), lease.block_key.as_str()];
@@ -176,6 +176,9 @@ impl RedisStore {
             lease.limit,
             lease.want,
             u64::from(lease.next),
+            lease.windows,
+            lease.release,
+            lease.from,
         ];
         let value = self.eval(&self.reserve, &keys, &args).await?;
         let (granted, used, window, now_ms, blocked_ms) = parse_reply(&value)?;

@@ -1,26 +1,35 @@
 //! The Lua scripts: one applies a lease to a counter hash, the other records
 //! an upstream block; and the parsing of their replies. They mirror
-//! [`window::reserve`](crate::window::reserve),
+//! [`window::reserve_span`](crate::window::reserve_span),
+//! [`window::release`](crate::window::release),
 //! [`window::expires_at_ms`](crate::window::expires_at_ms),
 //! [`window::blocked_ms`](crate::window::blocked_ms) and
 //! [`window::block_until`](crate::window::block_until).
 //!
 //! `reserve.lua`:
 //! - `KEYS[1]`: the counter key, a hash with fields `w` (window index), `n`
-//!   (units reserved in window `w`) and `m` (units reserved in `w + 1`).
+//!   (units reserved in window `w`), `m` (in `w + 1`), `a2`, `a3` and `a4`
+//!   (in `w + 2` to `w + 4`). A missing field counts 0, so a hash holding
+//!   only `w`, `n` and `m` (written by an older version) reads as it was.
 //! - `KEYS[2]`: the block key of the counter's rule and id (same hash slot), a
 //!   string holding the ms since the epoch at which the block ends.
 //! - `ARGV[1]`: window length in ms; `ARGV[2]`: limit; `ARGV[3]`: units
-//!   wanted (0 = read only); `ARGV[4]`: `1` to reserve in the next window, `0`
-//!   for the current one.
+//!   wanted (0 = read only); `ARGV[4]`: `1` to reserve from the next window,
+//!   `0` from the current one; `ARGV[5]`: number of consecutive windows
+//!   covered; `ARGV[6]`: units to give back in each of them (0: not a
+//!   release); `ARGV[7]`: the first window given back in. Older callers
+//!   sending `ARGV[1..4]` alone get one window and no release.
 //! - Reply: `{granted, used, window, now_ms, blocked_ms}` (integers), where
-//!   `used` is the target window's count after the reservation, `now_ms` is
-//!   Redis `TIME` and `blocked_ms` the time left on the block (0: none). While
-//!   the block holds, the script only reads (as with `want` 0).
+//!   `used` is the largest count among the windows covered after the
+//!   reservation (for a release: the current window's count), `window` the
+//!   first window covered (for a release: the current one), `now_ms` is Redis
+//!   `TIME` and `blocked_ms` the time left on the block (0: none). While the
+//!   block holds, a reservation only reads (as with `want` 0); a release
+//!   still gives units back.
 //!
-//! It writes only `KEYS[1]` and only when it grants units: it stores all three
-//! fields and `PEXPIRE`s the key to the end of the latest window it holds plus
-//! max(1 s, window / 10).
+//! It writes only `KEYS[1]` and only when it grants units or a release lowers
+//! a count: it stores all six fields and `PEXPIRE`s the key to the end of the
+//! latest window it holds units for (at least `w`) plus max(1 s, window / 10).
 //!
 //! `block.lua`:
 //! - `KEYS[1]`: the block key.
@@ -34,7 +43,8 @@
 //!
 //! Both scripts touch only keys of one hash tag (cluster-safe). Numbers stay
 //! below 2^53, exact in Lua's doubles, and are written with `%.0f` so they
-//! never turn into exponent notation.
+//! never turn into exponent notation (a release's first window may be larger,
+//! but then it lies past every window held and changes nothing).
 
 use ::redis::Value;
 
@@ -48,6 +58,9 @@ local wms = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
 local want = tonumber(ARGV[3])
 local nxt = tonumber(ARGV[4])
+local span = tonumber(ARGV[5]) or 1
+local give = tonumber(ARGV[6]) or 0
+local from = tonumber(ARGV[7]) or 0
 local blocked = 0
 local untl = tonumber(redis.call('GET', KEYS[2]))
 if untl ~= nil and untl > now then
@@ -55,37 +68,58 @@ if untl ~= nil and untl > now then
   want = 0
 end
 local cur = math.floor(now / wms)
-local h = redis.call('HMGET', KEYS[1], 'w', 'n', 'm')
+local c = {0, 0, 0, 0, 0}
+local h = redis.call('HMGET', KEYS[1], 'w', 'n', 'm', 'a2', 'a3', 'a4')
 local w = tonumber(h[1])
-local n, m = 0, 0
 if w ~= nil then
-  if w == cur then
-    n = tonumber(h[2]) or 0
-    m = tonumber(h[3]) or 0
-  elseif w + 1 == cur then
-    n = tonumber(h[3]) or 0
-  elseif w > cur then
-    cur = w
-    n = tonumber(h[2]) or 0
-    m = tonumber(h[3]) or 0
+  if w > cur then cur = w end
+  local d = cur - w
+  for i = 1, 5 do
+    if d + i <= 5 then c[i] = tonumber(h[1 + d + i]) or 0 end
   end
 end
-local used = n
-if nxt == 1 then used = m end
-local granted = limit - used
-if want < granted then granted = want end
-if granted < 0 then granted = 0 end
-if granted > 0 then
-  used = used + granted
-  if nxt == 1 then m = used else n = used end
-  redis.call('HSET', KEYS[1], 'w', string.format('%.0f', cur),
-    'n', string.format('%.0f', n), 'm', string.format('%.0f', m))
-  local latest = cur
-  if m > 0 then latest = cur + 1 end
-  local margin = math.max(1000, math.floor(wms / 10))
-  redis.call('PEXPIRE', KEYS[1], string.format('%.0f', (latest + 1) * wms + margin - now))
+local granted, used, window = 0, 0, cur
+local changed = false
+if give > 0 then
+  for j = 0, span - 1 do
+    local k = from + j - cur + 1
+    if k >= 1 and k <= 5 then
+      local back = math.min(give, c[k])
+      if back > 0 then
+        c[k] = c[k] - back
+        changed = true
+      end
+    end
+  end
+  used = c[1]
+else
+  if span < 1 then span = 1 end
+  local first = 1 + nxt
+  local last = math.min(first + span - 1, 5)
+  granted = want
+  for k = first, last do
+    if limit - c[k] < granted then granted = limit - c[k] end
+  end
+  if granted < 0 then granted = 0 end
+  for k = first, last do
+    c[k] = c[k] + granted
+    if c[k] > used then used = c[k] end
+  end
+  window = cur + nxt
+  changed = granted > 0
 end
-return {granted, used, cur + nxt, now, blocked}
+if changed then
+  local f = function(x) return string.format('%.0f', x) end
+  redis.call('HSET', KEYS[1], 'w', f(cur), 'n', f(c[1]), 'm', f(c[2]),
+    'a2', f(c[3]), 'a3', f(c[4]), 'a4', f(c[5]))
+  local latest = cur
+  for k = 1, 5 do
+    if c[k] > 0 then latest = cur + k - 1 end
+  end
+  local margin = math.max(1000, math.floor(wms / 10))
+  redis.call('PEXPIRE', KEYS[1], f((latest + 1) * wms + margin - now))
+end
+return {granted, used, window, now, blocked}
 "#;
 
 /// The block script source.

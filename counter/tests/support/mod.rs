@@ -68,6 +68,26 @@ pub fn lease(rule: &str, id: &str, limit: u64, window_ms: u64, want: u64, next: 
     json!({"rule": rule, "id": id, "limit": limit, "window_ms": window_ms, "want": want, "next": next})
 }
 
+/// `lease` with `windows` consecutive windows.
+pub fn span(mut lease: Value, windows: u64) -> Value {
+    lease["windows"] = json!(windows);
+    lease
+}
+
+/// A release item: `units` back in each of `windows` windows from `from`.
+pub fn give_back(
+    rule: &str,
+    id: &str,
+    limit: u64,
+    window_ms: u64,
+    units: u64,
+    from: u64,
+    windows: u64,
+) -> Value {
+    json!({"rule": rule, "id": id, "limit": limit, "window_ms": window_ms, "want": 0,
+           "release": units, "from": from, "windows": windows})
+}
+
 /// A request body holding `leases`.
 pub fn body(leases: Vec<Value>) -> Value {
     json!({"instance": "test", "leases": leases})
@@ -91,7 +111,8 @@ pub async fn reserve_ok(app: &Router, leases: Vec<Value>) -> (u64, Vec<Value>) {
                 "limit",
                 "starts_in_ms",
                 "used",
-                "window"
+                "window",
+                "windows"
             ],
             "lease result {l}"
         );
