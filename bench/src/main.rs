@@ -308,7 +308,9 @@ fn run_scenario(args: &Args, scenario: Scenario, files: &Files, machine: &Machin
                 "{about} 3 Envoy instances × 2 workers, one counter service, one Redis; each instance offered the limit \
                  (3× overload), {windows} whole one-second windows after one of warm-up; false denials from a separate \
                  run at half the limit. The two-rule rows offer 10× and 50× tools-invoke's limit, a third at each \
-                 instance, each window measured on its own."
+                 instance, each window measured on its own. The rows after them (two rules at 100/s, skew, fairness, \
+                 bursts, a small limit that queues) are offered without a pause from a window of warm-up on and count \
+                 each answer in the window it arrived in (docs/bench.md)."
             );
             Ok(Done {
                 settings: serde_json::json!({"instances": 3, "workers": 2, "windows": windows}),
