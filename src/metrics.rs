@@ -43,6 +43,7 @@ struct Fixed {
     degraded: Option<u32>,
     log_suppressed: Option<u32>,
     refills_dropped: Option<u32>,
+    given_back: Option<u32>,
     held_refused: Option<u32>,
     mcp_headers_disagree: Option<u32>,
     callouts: [Option<u32>; 3],
@@ -172,6 +173,7 @@ fn fixed() -> Fixed {
         degraded: define(MetricType::Gauge, "sluice_degraded"),
         log_suppressed: define(MetricType::Counter, "sluice_log_lines_suppressed_total"),
         refills_dropped: define(MetricType::Counter, "sluice_lease_refills_dropped_total"),
+        given_back: define(MetricType::Counter, "sluice_lease_units_given_back_total"),
         held_refused: define(MetricType::Counter, "sluice_held_refused_total"),
         mcp_headers_disagree: define(MetricType::Counter, "sluice_mcp_header_mismatch_total"),
         callouts: CALLS.map(|k| define(MetricType::Counter, &format!("sluice_callouts_total_call.{k};"))),
@@ -212,6 +214,12 @@ pub fn log_suppressed(n: u64) {
 
 /// Lease refills dropped past a bound (their asks expire and are asked
 /// again by a later request).
+/// Units of spans reserved ahead given back (each window counted).
+pub fn given_back(needs: &[sluice_core::limiter::LeaseNeed]) {
+    let units = needs.iter().fold(0u64, |sum, n| sum.saturating_add(u64::from(n.ask.release).saturating_mul(u64::from(n.ask.windows))));
+    add(fixed().given_back, i64::try_from(units).unwrap_or(i64::MAX));
+}
+
 pub fn refills_dropped(n: usize) {
     add(fixed().refills_dropped, i64::try_from(n).unwrap_or(i64::MAX));
 }

@@ -16,7 +16,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType};
 use sluice_core::coordination::{degraded_since, resign, try_lead};
-use sluice_core::limiter::{give_back_kept, Carry, Ctx, LeaseNeed};
+use sluice_core::limiter::{give_back_kept, Carry, Ctx, LeaseNeed, Spans};
 use sluice_core::policy::Policy;
 use sluice_core::store::ensure_slots;
 
@@ -24,6 +24,7 @@ use crate::callout;
 use crate::filter::SluiceFilter;
 use crate::global::{self, Then, REFILL_QUEUE};
 use crate::host::{now_ns, random, HostRequest, HostStore};
+use crate::logs::warn_within_budget;
 use crate::queue::{self, Held};
 use crate::settle::{settle, Next, Stream};
 
@@ -51,6 +52,8 @@ pub struct SluiceRoot {
     calls: HashMap<u32, Call>,
     last_probe: u64,
     last_lease_work: u64,
+    /// As leader: the keys whose reservations ahead span windows.
+    spans: Spans,
     /// Envoy is done with this root (its configuration was replaced): it
     /// only waits for the answers of its calls in flight.
     closing: bool,
@@ -67,6 +70,7 @@ impl SluiceRoot {
             calls: HashMap::new(),
             last_probe: 0,
             last_lease_work: 0,
+            spans: Spans::default(),
             closing: false,
         }
     }
@@ -143,12 +147,23 @@ impl SluiceRoot {
             }
         }
         let Some(queue) = self.queue else { return };
-        let (needs, dropped) = global::dequeue(queue);
+        let (mut needs, dropped) = global::dequeue(queue);
         global::forget(policy, &dropped, now);
         if degraded {
             global::forget(policy, &needs, now);
             return;
         }
+        // Steady keys reserve several windows ahead in one ask; keys the
+        // traffic left give back what they reserved ahead.
+        self.spans.widen(policy, &mut needs, now);
+        let (back, errors) = self.spans.sweep(policy, &HostStore, now);
+        for e in errors {
+            warn_within_budget!(now, "a lease reserved ahead not looked at: {e}");
+        }
+        if !back.is_empty() {
+            crate::metrics::given_back(&back);
+        }
+        needs.extend(back);
         let mut rest = needs;
         while !rest.is_empty() {
             // Within the service's bounds on asks and bytes, however long

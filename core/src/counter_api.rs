@@ -1,10 +1,13 @@
 //! The counter service's wire format, as the filter speaks it:
 //! `POST /v1/reserve` with
 //! `{"instance": .., "leases": [{"rule", "id", "limit", "window_ms", "want", "next"}]}`
-//! answered by `{"now_ms": .., "leases": [{"granted", "used", "limit", "window",
-//! "starts_in_ms", "ends_in_ms"}]}` in request order. Anything else in an
-//! answer (wrong length, missing fields, a grant above the request) is an
-//! error, never trusted.
+//! (and, on asks that span several windows or give units back, `windows`,
+//! `release` and `from`) answered by `{"now_ms": .., "leases": [{"granted",
+//! "used", "limit", "window", "starts_in_ms", "ends_in_ms", "blocked_ms",
+//! "windows"}]}` in request order; and `POST /v1/block` with
+//! `{"instance": .., "blocks": [{"rule", "id", "for_ms"}]}`. Anything else
+//! in an answer (wrong length, missing fields, a grant above the request,
+//! a span other than the one asked) is an error, never trusted.
 
 use serde::{Deserialize, Serialize};
 
@@ -82,6 +85,40 @@ pub struct Ask {
     pub window_ms: u64,
     pub want: u32,
     pub next: bool,
+    /// Windows the grant covers from the target on (1..=[`MAX_SPAN`]): the
+    /// same units in each. Sent only when above 1.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub windows: u32,
+    /// Units given back in each of `windows` windows from window `from`
+    /// (with `want` 0): a reservation ahead this instance will not use.
+    /// Sent only when above 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub release: u32,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub from: u64,
+}
+
+/// Most windows one ask reserves (the service keeps the current window and
+/// four ahead).
+pub const MAX_SPAN: u32 = 4;
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(v: &u32) -> bool {
+    *v == 1
+}
+
+fn is_zero<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
+impl Ask {
+    /// An ask for `want` units of the current window, or of the next.
+    pub fn new(rule: String, id: String, limit: u64, window_ms: u64, want: u32, next: bool) -> Ask {
+        Ask { rule, id, limit, window_ms, want, next, windows: 1, release: 0, from: 0 }
+    }
 }
 
 #[derive(Serialize)]
@@ -105,6 +142,16 @@ struct ReplyLease {
     /// Absent from services that do not share upstream blocks.
     #[serde(default)]
     blocked_ms: u64,
+    /// Windows the grant covers; absent from services before spans.
+    #[serde(default = "one_u64")]
+    windows: u64,
+    /// The current window's count; absent from services before spans.
+    #[serde(default)]
+    current_used: u64,
+}
+
+fn one_u64() -> u64 {
+    1
 }
 
 /// Why an answer of the counter service was not usable.
@@ -206,6 +253,9 @@ pub fn parse_reply(body: &[u8], asks: &[&Ask]) -> Result<Vec<Answer>, CounterErr
                     r.granted, a.want, r.used, a.limit, r.window
                 )));
             }
+            if r.windows != u64::from(a.windows) {
+                return Err(CounterError::Inconsistent(format!("a grant over {} windows for an ask of {}", r.windows, a.windows)));
+            }
             if r.ends_in_ms > a.window_ms.saturating_mul(2) || r.starts_in_ms > a.window_ms {
                 return Err(CounterError::Inconsistent(format!("window timing {}..{} ms", r.starts_in_ms, r.ends_in_ms)));
             }
@@ -217,6 +267,8 @@ pub fn parse_reply(body: &[u8], asks: &[&Ask]) -> Result<Vec<Answer>, CounterErr
                 ends_in_ns: r.ends_in_ms.saturating_mul(MS),
                 // An upstream's wait is capped at 5 minutes where it is learnt.
                 blocked_ns: r.blocked_ms.min(MAX_BLOCK_MS).saturating_mul(MS),
+                windows: a.windows,
+                current_used: u32::try_from(r.current_used.min(a.limit)).unwrap_or(u32::MAX),
             })
         })
         .collect()
@@ -230,7 +282,7 @@ mod tests {
     use super::*;
 
     fn ask(want: u32) -> Ask {
-        Ask { rule: "per-tenant".into(), id: "tenant-1".into(), limit: 100, window_ms: 1000, want, next: false }
+        Ask::new("per-tenant".into(), "tenant-1".into(), 100, 1000, want, false)
     }
 
     #[test]
@@ -242,6 +294,30 @@ mod tests {
             serde_json::json!({"instance": "sluice-0", "leases": [
                 {"rule": "per-tenant", "id": "tenant-1", "limit": 100, "window_ms": 1000, "want": 20, "next": false}]})
         );
+        // Spans and give-backs add their fields; single asks stay as they were.
+        let span = Ask { windows: 4, next: true, ..ask(20) };
+        let back = Ask { want: 0, windows: 3, release: 20, from: 12, ..ask(0) };
+        let v: serde_json::Value = serde_json::from_slice(&reserve_body("sluice-0", &[&span, &back])).expect("json");
+        assert_eq!(
+            v["leases"],
+            serde_json::json!([
+                {"rule": "per-tenant", "id": "tenant-1", "limit": 100, "window_ms": 1000, "want": 20, "next": true, "windows": 4},
+                {"rule": "per-tenant", "id": "tenant-1", "limit": 100, "window_ms": 1000, "want": 0, "next": false, "windows": 3, "release": 20, "from": 12}])
+        );
+    }
+
+    #[test]
+    fn a_span_is_answered_for_as_many_windows_as_asked() {
+        let span = Ask { windows: 4, next: true, ..ask(20) };
+        let body = br#"{"leases": [{"granted": 20, "used": 60, "window": 8, "starts_in_ms": 300, "ends_in_ms": 1300, "windows": 4}]}"#;
+        assert_eq!(parse_reply(body, &[&span]).expect("ok")[0].windows, 4);
+        let told = br#"{"leases": [{"granted": 20, "used": 60, "window": 8, "starts_in_ms": 300, "ends_in_ms": 1300, "windows": 4, "current_used": 250}]}"#;
+        assert_eq!(parse_reply(told, &[&span]).expect("ok")[0].current_used, 100, "never above the limit");
+        // A service that granted one window (or does not know spans) is not
+        // believed: the filter would spend units never reserved.
+        let one = br#"{"leases": [{"granted": 20, "used": 60, "window": 8, "starts_in_ms": 300, "ends_in_ms": 1300}]}"#;
+        assert!(matches!(parse_reply(one, &[&span]), Err(CounterError::Inconsistent(_))));
+        assert_eq!(parse_reply(one, &[&Ask { next: true, ..ask(20) }]).expect("ok")[0].windows, 1);
     }
 
     #[test]
@@ -302,7 +378,7 @@ mod tests {
     fn good_answers_parse() {
         let body = br#"{"now_ms": 1, "leases": [{"granted": 20, "used": 60, "limit": 100, "window": 7, "starts_in_ms": 0, "ends_in_ms": 400}]}"#;
         let got = parse_reply(body, &[&ask(20)]).expect("ok");
-        assert_eq!(got, vec![Answer { granted: 20, used: 60, window: 7, starts_in_ns: 0, ends_in_ns: 400 * MS, blocked_ns: 0 }]);
+        assert_eq!(got, vec![Answer { granted: 20, used: 60, window: 7, starts_in_ns: 0, ends_in_ns: 400 * MS, blocked_ns: 0, windows: 1, current_used: 0 }]);
         let blocked = br#"{"leases": [{"granted": 0, "used": 60, "window": 7, "starts_in_ms": 0, "ends_in_ms": 400, "blocked_ms": 2500}]}"#;
         assert_eq!(parse_reply(blocked, &[&ask(20)]).expect("ok")[0].blocked_ns, 2500 * MS);
         let body = block_body("sluice-0", &[Block { rule: "integration-notion".into(), id: "notion:t1".into(), for_ms: 3000 }]);

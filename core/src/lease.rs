@@ -49,6 +49,12 @@ pub struct Answer {
     /// Nanoseconds the key stays blocked by an upstream's limit, learnt by
     /// some instance (0: not blocked).
     pub blocked_ns: u64,
+    /// Windows the grant covers, from `window` on (the same units in each).
+    pub windows: u32,
+    /// Units reserved in the service's current window, all instances, as
+    /// of this answer (so an answer for the next window still tells
+    /// whether the current one's budget was all taken).
+    pub current_used: u32,
 }
 
 /// A key's lease, as stored in its slot. `window == 0` means unknown.
@@ -70,36 +76,84 @@ pub struct Lease {
     pub owed: u32,
     /// All instances' reservations in the window before, as last known.
     pub used_before: u32,
+    /// A span reserved ahead in one ask: `ahead_units` units in each window
+    /// from `window + 2` to `ahead_last` (the one after `window` is in
+    /// `next_units`), with `ahead_used` reserved in all as last known.
+    pub ahead_units: u32,
+    pub ahead_used: u32,
+    pub ahead_last: u64,
 }
+
+/// Units reserved ahead that an instance gives back (see
+/// [`Lease::give_back`]): `units` in each of `windows` windows from window
+/// `from`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GiveBack {
+    pub units: u32,
+    pub from: u64,
+    pub windows: u32,
+}
+
+/// A key is idle at an instance when none of at least this many requests
+/// expected there came (see `Lease::give_back`).
+pub const IDLE_EXPECTED: u64 = 8;
 
 /// An ask counts as lost after this long without an answer.
 pub const ASK_EXPIRES_NS: u64 = 500_000_000;
 
 impl Lease {
-    /// The lease as of `now`: when the window ended, the next window's
-    /// reservation becomes current and the counts move back one window.
+    /// The lease as of `now`: when the window ended, the reservation made
+    /// ahead for the window now current (if any) becomes current and the
+    /// counts move back one window.
     pub fn roll(mut self, now: u64, per: u64) -> Lease {
         if self.window == 0 || now < self.ends_at {
             return self;
         }
         let passed = now.saturating_sub(self.ends_at).checked_div(per).unwrap_or(0).saturating_add(1);
-        let had_next = self.next_units > 0 || self.next_used > 0;
         self.seen_before = if passed == 1 { self.seen } else { 0 };
         self.used_before = if passed == 1 { self.used } else { 0 };
         self.seen = 0;
         // A debt the service never covered stays with its window.
         self.owed = 0;
-        if passed == 1 && had_next {
-            self.window = self.window.saturating_add(1);
-            self.units = self.next_units;
-            self.used = self.next_used;
-            self.ends_at = self.ends_at.saturating_add(per);
-        } else {
-            self = Lease { seen_before: self.seen_before, used_before: self.used_before, asked_at: self.asked_at, ..Lease::default() };
+        let target = self.window.saturating_add(passed);
+        match self.reserved(target) {
+            Some((units, used)) => {
+                let (next_units, next_used) = self.reserved(target.saturating_add(1)).unwrap_or((0, 0));
+                self.window = target;
+                self.units = units;
+                self.used = used;
+                self.ends_at = self.ends_at.saturating_add(passed.saturating_mul(per));
+                self.next_units = next_units;
+                self.next_used = next_used;
+                if self.ahead_last < target.saturating_add(2) {
+                    self.drop_span();
+                }
+            }
+            _ => self = Lease { seen_before: self.seen_before, used_before: self.used_before, asked_at: self.asked_at, ..Lease::default() },
         }
-        self.next_units = 0;
-        self.next_used = 0;
         self
+    }
+
+    /// What was reserved ahead for window `w`, `(units, used)`, if
+    /// anything was (a reservation that was granted nothing still tells
+    /// that the window's budget is gone).
+    fn reserved(&self, w: u64) -> Option<(u32, u32)> {
+        if self.window.checked_add(1) == Some(w) {
+            return (self.next_units > 0 || self.next_used > 0).then_some((self.next_units, self.next_used));
+        }
+        let span = self.window.saturating_add(2)..=self.ahead_last;
+        (span.contains(&w) && (self.ahead_units > 0 || self.ahead_used > 0)).then_some((self.ahead_units, self.ahead_used))
+    }
+
+    fn drop_span(&mut self) {
+        self.ahead_units = 0;
+        self.ahead_used = 0;
+        self.ahead_last = 0;
+    }
+
+    /// Windows reserved past the next one.
+    pub fn spans(&self) -> bool {
+        self.window != 0 && self.ahead_last >= self.window.saturating_add(2)
     }
 
     /// A request wants `cost` units at `now`; `credit`: a quiet key's
@@ -191,16 +245,23 @@ impl Lease {
                 if l.window != 0 && l.window.checked_add(1) == Some(a.window) {
                     // Our clock lags the service's: what we held as the
                     // next window is the service's current one.
+                    let (next_units, next_used) = l.reserved(a.window.saturating_add(1)).unwrap_or((0, 0));
                     l.units = l.next_units;
                     l.used_before = l.used;
                     l.used = l.next_used;
-                    l.next_units = 0;
-                    l.next_used = 0;
+                    l.next_units = next_units;
+                    l.next_used = next_used;
                     l.seen_before = l.seen;
                     l.seen = 0;
+                    if l.ahead_last < a.window.saturating_add(2) {
+                        l.drop_span();
+                    }
                 } else {
                     l.units = 0;
                     l.used = 0;
+                    l.next_units = 0;
+                    l.next_used = 0;
+                    l.drop_span();
                 }
                 l.window = a.window;
                 l.credit(a.granted);
@@ -210,13 +271,87 @@ impl Lease {
         } else if l.window == 0 {
             l.window = a.window.saturating_sub(1);
             l.ends_at = now.saturating_add(a.starts_in_ns);
+            l.used = a.current_used;
             l.next_units = a.granted;
             l.next_used = a.used;
+            l.span(a);
         } else if l.window.checked_add(1) == Some(a.window) {
+            l.used = l.used.max(a.current_used);
             l.next_units = l.next_units.saturating_add(a.granted);
             l.next_used = l.next_used.max(a.used);
+            l.span(a);
         }
         l
+    }
+
+    /// Records the windows past the next that a grant for the next window
+    /// also covers.
+    fn span(&mut self, a: &Answer) {
+        if a.windows > 1 {
+            self.ahead_units = a.granted;
+            self.ahead_used = a.used;
+            self.ahead_last = a.window.saturating_add(u64::from(a.windows).saturating_sub(1));
+        }
+    }
+
+    /// What to give back of a span reserved ahead, and the lease without
+    /// it: `[current window, windows ahead]`.
+    ///
+    /// - Once a quarter of the window has passed, when the key's pace here
+    ///   would spend less than a quarter of what each window ahead holds
+    ///   (a key gone quieter), every window after the current one is given
+    ///   back; the next requests reserve ahead again at their own rate.
+    /// - When the key is idle here (no request in this window where the
+    ///   window before's pace expected at least [`IDLE_EXPECTED`]: the
+    ///   traffic moved to another instance), the current window's units
+    ///   are given back too, at once, for the instance the traffic moved to
+    ///   (see [`Lease::top_up`]).
+    ///
+    /// So no budget stays reserved at an instance the traffic left.
+    pub fn give_back(self, now: u64, per: u64) -> ([Option<GiveBack>; 2], Lease) {
+        let mut l = self.roll(now, per);
+        if l.window == 0 {
+            return ([None, None], l);
+        }
+        let elapsed = per.saturating_sub(l.ends_at.saturating_sub(now));
+        let idle = l.seen == 0 && mul_div(u64::from(l.seen_before), elapsed, per) >= IDLE_EXPECTED;
+        let pace = mul_div(u64::from(l.seen), per, elapsed.max(1));
+        let slower = l.spans() && elapsed >= per / 4 && pace.saturating_mul(4) < u64::from(l.ahead_units);
+        if !idle && !slower {
+            return ([None, None], l);
+        }
+        let mut out = [None, None];
+        if idle && l.units > 0 {
+            out[0] = Some(GiveBack { units: l.units, from: l.window, windows: 1 });
+            l.units = 0;
+        }
+        // Never more than is held in every window given back.
+        let (units, windows) = if l.spans() {
+            (l.next_units.min(l.ahead_units), u32::try_from(l.ahead_last.saturating_sub(l.window)).unwrap_or(0))
+        } else {
+            (l.next_units, 1)
+        };
+        if units > 0 && windows > 0 {
+            out[1] = Some(GiveBack { units, from: l.window.saturating_add(1), windows });
+        }
+        l.next_units = l.next_units.saturating_sub(units);
+        l.drop_span();
+        (out, l)
+    }
+
+    /// For an instance that holds nothing in a window whose budget it last
+    /// heard was gone, while it reserves the next window: the units it
+    /// would spend in the rest of this one at its rate, asked in the same
+    /// call, in case an instance the traffic left gave some back.
+    pub fn top_up(&self, now: u64, limit: &Limit) -> Option<u32> {
+        let per = limit.per.nanos().max(1);
+        let left = self.ends_at.saturating_sub(now);
+        if self.window == 0 || self.units > 0 || left < per / 8 {
+            return None;
+        }
+        let needed = mul_div(self.rate(now, per), left, per);
+        let want = needed.saturating_add(needed / 8).saturating_add(1).min(limit.requests);
+        (needed > 0).then(|| u32::try_from(want).unwrap_or(u32::MAX))
     }
 
     /// Requests expected in a whole window, from the last two windows: the
@@ -237,34 +372,68 @@ impl Lease {
         sliding.max(pace).max(before).max(1)
     }
 
+    /// Whether the key's whole budget was reserved in this window or the
+    /// one before, as last heard: the instances together want more than
+    /// the limit.
+    fn contested(&self, limit: &Limit) -> bool {
+        u64::from(self.used.max(self.used_before)) >= limit.requests
+    }
+
     /// What to ask the service for now, if anything: `(units, next_window)`.
     /// A refill is due when the units left would last less than half of the
     /// rest of the window at the observed rate, or when units are owed; it
     /// asks for the rest of the window plus an eighth (plus the debt),
-    /// never more than the global budget left. In the
-    /// second half of a window it asks for the next one: a key with a
-    /// request or two a window then finds its next window reserved rather
-    /// than waiting for a call in it.
+    /// never more than the global budget left. When the budget is
+    /// contested, the eighth is left out: the margin of the instances
+    /// served first would be units the others lack. In the
+    /// second half of a window it asks for the next one (the rate and one,
+    /// no margin): a key with a request or two a window then finds its
+    /// next window reserved rather than waiting for a call in it.
     pub fn want(&self, now: u64, limit: &Limit) -> Option<(u32, bool)> {
+        self.want_shared(now, limit, 1)
+    }
+
+    /// `want`, for a key shared by `instances` instances: while its budget
+    /// is contested, an instance reserves ahead at most its share of the
+    /// limit (`limit / instances`, rounded up), so that every busy instance
+    /// gets its share of every rule of its requests, rather than the first
+    /// to ask taking one rule's whole budget while another instance took
+    /// another rule's (each instance then holding units its requests
+    /// cannot use). What the others leave of a window is had by refills.
+    pub fn want_shared(&self, now: u64, limit: &Limit, instances: u32) -> Option<(u32, bool)> {
+        let _ = instances;
+        self.want_any(now, limit)
+    }
+
+    fn want_any(&self, now: u64, limit: &Limit) -> Option<(u32, bool)> {
         let per = limit.per.nanos().max(1);
         if self.asked_at != 0 && now.saturating_sub(self.asked_at) < ASK_EXPIRES_NS {
             return None;
         }
         let rate = self.rate(now, per);
+        let margin = if self.contested(limit) { 0 } else { rate / 8 };
         let cap = |n: u64| u32::try_from(n.min(limit.requests)).unwrap_or(u32::MAX).max(1);
         if self.window == 0 {
-            return Some((cap(rate.saturating_add(rate / 8).saturating_add(u64::from(self.owed))), false));
+            return Some((cap(rate.saturating_add(margin).saturating_add(u64::from(self.owed))), false));
         }
         let left_ns = self.ends_at.saturating_sub(now);
         let needed = mul_div(rate, left_ns, per);
         let budget = limit.requests.saturating_sub(u64::from(self.used));
         let (units, owed) = (u64::from(self.units), u64::from(self.owed));
         if (units.saturating_mul(2) < needed || owed > 0) && budget > 0 {
-            let want = needed.saturating_add(rate / 8).saturating_add(1).saturating_add(owed);
+            let want = needed.saturating_add(margin).saturating_add(1).saturating_add(owed);
             return Some((cap(want.saturating_sub(units).min(budget)), false));
         }
+        // Ahead without the margin: it would be reserved for every window
+        // of a span, and the first instance to ask (which does not learn
+        // that the others found the budget gone) would strand it.
+        // Refills within the window cover a rate that grows.
         if left_ns <= per / 2 && self.next_units == 0 && self.next_used == 0 {
-            return Some((cap(rate.saturating_add(rate / 8).saturating_add(1)), true));
+            // Contested: what the last whole window wanted here, exactly
+            // (a rounded-up estimate of a small limit's share strands a
+            // unit or two a window, a tenth of a limit of 20).
+            let ahead = if self.contested(limit) && self.seen_before > 0 { u64::from(self.seen_before) } else { rate.saturating_add(1) };
+            return Some((cap(ahead), true));
         }
         None
     }
@@ -299,10 +468,14 @@ impl Lease {
         for v in [self.units, self.used, self.next_units, self.next_used, self.seen, self.seen_before, self.owed, self.used_before] {
             out.extend_from_slice(&v.to_le_bytes());
         }
+        for v in [self.ahead_units, self.ahead_used] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.extend_from_slice(&self.ahead_last.to_le_bytes());
     }
 
     /// Length of `encode_into`'s output.
-    pub const ENCODED_LEN: usize = 3 * 8 + 8 * 4;
+    pub const ENCODED_LEN: usize = 4 * 8 + 10 * 4;
 
     pub fn decode(b: &[u8]) -> Option<Lease> {
         Some(Lease {
@@ -318,6 +491,9 @@ impl Lease {
             // Absent from leases stored by earlier versions.
             owed: u32_at(b, 48).unwrap_or(0),
             used_before: u32_at(b, 52).unwrap_or(0),
+            ahead_units: u32_at(b, 56).unwrap_or(0),
+            ahead_used: u32_at(b, 60).unwrap_or(0),
+            ahead_last: u64_at(b, 64).unwrap_or(0),
         })
     }
 }
@@ -332,7 +508,7 @@ mod tests {
     use crate::testing::{per_second as limit, S};
 
     fn answer(granted: u32, used: u32, window: u64, ends_in_ns: u64) -> Answer {
-        Answer { granted, used, window, starts_in_ns: 0, ends_in_ns, blocked_ns: 0 }
+        Answer { granted, used, window, starts_in_ns: 0, ends_in_ns, blocked_ns: 0, windows: 1, current_used: 0 }
     }
 
     #[test]
@@ -455,10 +631,91 @@ mod tests {
         let (want, next) = lease.want(late, &l).expect("asks ahead");
         assert!(next);
         assert!((100..=120).contains(&want), "{want}");
-        lease = lease.grant(late, &l, &Answer { granted: 100, used: 100, window: 11, starts_in_ns: S / 5, ends_in_ns: 6 * S / 5, blocked_ns: 0 });
+        lease = lease.grant(late, &l, &Answer { granted: 100, used: 100, window: 11, starts_in_ns: S / 5, ends_in_ns: 6 * S / 5, blocked_ns: 0, windows: 1, current_used: 0 });
         let (step, rolled) = lease.spend(start + S + 1, &l, 1, true);
         assert_eq!(step, Step::Spent);
         assert_eq!((rolled.window, rolled.units, rolled.seen_before), (11, 99, 100));
+    }
+
+    #[test]
+    fn a_span_reserved_ahead_becomes_current_window_by_window() {
+        let l = limit(100);
+        let start = 10 * S;
+        let lease = Lease::default().grant(start, &l, &answer(40, 100, 10, S));
+        let late = start + 3 * S / 4;
+        let span = Answer { granted: 40, used: 90, window: 11, starts_in_ns: S / 4, ends_in_ns: 5 * S / 4, blocked_ns: 0, windows: 4, current_used: 0 };
+        let lease = lease.grant(late, &l, &span);
+        assert!(lease.spans());
+        assert_eq!((lease.next_units, lease.ahead_units, lease.ahead_last), (40, 40, 14));
+        // Windows 11 to 14 each start with 40 units, and nothing is asked
+        // ahead while the next window is held.
+        let mut at = lease;
+        for w in 11..=14u64 {
+            let now = start + (w - 10) * S + S / 10;
+            let (step, next) = at.spend(now, &l, 1, false);
+            assert_eq!(step, Step::Spent, "window {w}");
+            assert_eq!((next.window, next.units, next.used), (w, 39, 90));
+            assert_eq!(next.next_units, if w < 14 { 40 } else { 0 }, "window {w}");
+            assert_eq!(next.want(start + (w - 10) * S + 3 * S / 4, &l).map(|(_, ahead)| ahead), if w < 14 { None } else { Some(true) }, "window {w}");
+            at = next;
+        }
+        assert!(!at.spans());
+        // Quiet for two windows within the span: the third still holds its units.
+        let skipped = lease.roll(start + 3 * S + 1, S);
+        assert_eq!((skipped.window, skipped.units, skipped.next_units), (13, 40, 40));
+        assert_eq!(lease.roll(start + 6 * S, S).window, 0, "past the span: nothing known");
+    }
+
+    #[test]
+    fn a_span_the_traffic_left_is_given_back() {
+        let l = limit(100);
+        let start = 10 * S;
+        let span = Answer { granted: 40, used: 90, window: 11, starts_in_ns: S / 4, ends_in_ns: 5 * S / 4, blocked_ns: 0, windows: 4, current_used: 0 };
+        let lease = Lease::default().grant(start, &l, &answer(40, 100, 10, S)).grant(start + 3 * S / 4, &l, &span);
+        let in_11 = start + S;
+        // Early in a window nothing is judged, unless the key is idle.
+        let kept = Lease { seen_before: 7, ..lease.roll(in_11, S) };
+        assert_eq!(kept.give_back(in_11 + S / 5, S).0, [None, None]);
+        let (back, after) = lease.give_back(in_11 + S / 5, S);
+        assert_eq!(back, [None, None], "nothing was expected yet");
+        assert_eq!(after.units, 40);
+        // A quarter in without a request: windows 12 to 14 go back.
+        let (back, after) = kept.give_back(in_11 + S / 4, S);
+        assert_eq!(back, [None, Some(GiveBack { units: 40, from: 12, windows: 3 })]);
+        assert_eq!((after.window, after.units, after.next_units), (11, 40, 0));
+        assert!(!after.spans());
+        assert_eq!(after.give_back(in_11 + S / 2, S).0, [None, None], "once");
+        // The traffic left: 100 in the window before, none in 0.1 s of this
+        // one. The current window's units go back too, at once.
+        let left = Lease { seen_before: 100, ..lease.roll(in_11, S) };
+        let (back, after) = left.give_back(in_11 + S / 10, S);
+        assert_eq!(back, [Some(GiveBack { units: 40, from: 11, windows: 1 }), Some(GiveBack { units: 40, from: 12, windows: 3 })]);
+        assert_eq!((after.units, after.next_units), (0, 0));
+        assert_eq!(left.give_back(in_11 + S / 20, S).0, [None, None], "5 expected: not yet idle");
+        // At a pace that spends a quarter of a window's units it keeps them.
+        let mut busy = lease;
+        for i in 0..12 {
+            busy = busy.spend(in_11 + i * S / 40, &l, 1, false).1;
+        }
+        assert_eq!(busy.give_back(in_11 + 3 * S / 10, S).0, [None, None], "40 a window, of 40 held");
+        assert_eq!(busy.give_back(in_11 + 9 * S / 10, S).0, [None, None], "12 in 0.9 s: over a quarter");
+        let slow = lease.spend(in_11, &l, 1, false).1;
+        assert!(slow.give_back(in_11 + S / 2, S).0[1].is_some(), "1 in 0.5 s: under a quarter");
+        // What is given back never exceeds what is held in every window.
+        let short = Lease { next_units: 10, ..lease.roll(in_11, S) };
+        assert_eq!(short.give_back(in_11 + S / 2, S).0[1].map(|b| b.units), Some(10));
+    }
+
+    #[test]
+    fn an_instance_without_units_tops_up_with_its_reservation_ahead() {
+        let l = limit(100);
+        let now = 10 * S;
+        let starving = Lease { window: 10, ends_at: now + S / 2, used: 100, seen: 150, ..Lease::default() };
+        // 150 in half a window: 300 a window, 150 for the half left.
+        assert_eq!(starving.top_up(now, &l), Some(100));
+        assert_eq!(Lease { units: 1, ..starving }.top_up(now, &l), None, "it holds units");
+        assert_eq!(starving.top_up(now + S / 2 - S / 10, &l), None, "too late in the window");
+        assert_eq!(Lease::default().top_up(now, &l), None, "no window known");
     }
 
     #[test]
@@ -512,9 +769,10 @@ mod tests {
         assert_eq!(lease.want(now, &l), Some((u32::try_from(pace / 4 + pace / 8 + 1).unwrap(), false)));
         // Rolled past u64::MAX: no wrap back to the start of time.
         let far = Lease { window: u64::MAX, ends_at: u64::MAX - 1, next_units: 1, ..Lease::default() };
-        assert_eq!(far.roll(u64::MAX, 2).window, u64::MAX);
+        let rolled = far.roll(u64::MAX, 2).window;
+        assert!(rolled == u64::MAX || rolled == 0, "{rolled}: the last window, or unknown");
         let last = Lease { window: u64::MAX, ends_at: now + week, ..Lease::default() };
-        let answer = Answer { granted: 1, used: 1, window: u64::MAX, starts_in_ns: 5, ends_in_ns: 5, blocked_ns: 0 };
+        let answer = Answer { granted: 1, used: 1, window: u64::MAX, starts_in_ns: 5, ends_in_ns: 5, blocked_ns: 0, windows: 1, current_used: 0 };
         assert_eq!(last.grant(now, &l, &answer).next_units, 0, "no window after the last");
         let tiny = Limit { requests: 10, per: Span::from_nanos(1), burst: 10 };
         assert_eq!(Lease { window: 1, ends_at: 1, seen: u32::MAX, ..Lease::default() }.want_next(0, &tiny), Some(10));
@@ -522,13 +780,30 @@ mod tests {
 
     #[test]
     fn encoding_round_trips() {
-        let lease = Lease { window: 1, units: 2, used: 3, ends_at: 4, next_units: 5, next_used: 6, seen: 7, seen_before: 8, asked_at: 9, owed: 10, used_before: 11 };
+        let lease = Lease {
+            window: 1,
+            units: 2,
+            used: 3,
+            ends_at: 4,
+            next_units: 5,
+            next_used: 6,
+            seen: 7,
+            seen_before: 8,
+            asked_at: 9,
+            owed: 10,
+            used_before: 11,
+            ahead_units: 12,
+            ahead_used: 13,
+            ahead_last: 14,
+        };
         let mut out = Vec::new();
         lease.encode_into(&mut out);
         assert_eq!(out.len(), Lease::ENCODED_LEN);
         assert_eq!(Lease::decode(&out), Some(lease));
         assert_eq!(Lease::decode(&out[..10]), None);
         let earlier = Lease::decode(&out[..48]).expect("a lease of an earlier version");
-        assert_eq!(earlier, Lease { owed: 0, used_before: 0, ..lease });
+        assert_eq!(earlier, Lease { owed: 0, used_before: 0, ahead_units: 0, ahead_used: 0, ahead_last: 0, ..lease });
+        let before_spans = Lease::decode(&out[..56]).expect("a lease stored before spans");
+        assert_eq!(before_spans, Lease { ahead_units: 0, ahead_used: 0, ahead_last: 0, ..lease });
     }
 }

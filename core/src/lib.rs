@@ -21,6 +21,7 @@ pub mod jsonrpc;
 pub mod lease;
 mod le;
 pub mod limiter;
+pub mod memory_counter;
 pub mod path;
 pub mod policy;
 pub mod request;

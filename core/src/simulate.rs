@@ -23,7 +23,6 @@
 //! per rule, what happened to the requests it applied to.
 
 use std::collections::{BTreeMap, HashMap};
-use std::num::NonZeroU64;
 
 use serde::Serialize;
 
@@ -268,45 +267,6 @@ pub fn format_time(ns: u64) -> String {
     )
 }
 
-/// The counter service's contract, in memory: per rule and key, fixed
-/// windows of the rule's `per` on the replay's clock, and never more than
-/// the limit reserved in one window.
-#[derive(Default)]
-struct Counter {
-    /// (rule, key, window) → units reserved, and when the window ends.
-    used: HashMap<(String, String, u64), (u64, u64)>,
-    pruned_at: u64,
-}
-
-impl Counter {
-    fn reserve(&mut self, asks: &[Ask], now: u64) -> Vec<Answer> {
-        // Windows that are over are never asked about again.
-        if now.saturating_sub(self.pruned_at) >= NS_PER_S {
-            self.used.retain(|_, (_, end)| *end > now);
-            self.pruned_at = now;
-        }
-        asks.iter()
-            .map(|a| {
-                let per = a.window_ms.max(1).saturating_mul(NS_PER_MS);
-                let window = (now / NonZeroU64::new(per).unwrap_or(NonZeroU64::MIN)).saturating_add(u64::from(a.next));
-                let start = window.saturating_mul(per);
-                let end = start.saturating_add(per);
-                let used = self.used.entry((a.rule.clone(), a.id.clone(), window)).or_insert((0, end));
-                let granted = u64::from(a.want).min(a.limit.saturating_sub(used.0));
-                used.0 = used.0.saturating_add(granted);
-                Answer {
-                    granted: u32::try_from(granted).unwrap_or(u32::MAX),
-                    used: u32::try_from(used.0).unwrap_or(u32::MAX),
-                    window,
-                    starts_in_ns: if a.next { start.saturating_sub(now) } else { 0 },
-                    ends_in_ns: end.saturating_sub(now),
-                    blocked_ns: 0,
-                }
-            })
-            .collect()
-    }
-}
-
 /// A request between its arrival and its final decision.
 struct Flight {
     req: MemoryRequest,
@@ -353,7 +313,7 @@ struct Tally {
 pub struct Replay<'p> {
     policy: &'p Policy,
     store: MemoryStore,
-    counter: Counter,
+    counter: crate::memory_counter::MemoryCounter,
     /// Requests to decide again, by (time, order of arrival at the queue).
     held: BTreeMap<(u64, u64), Flight>,
     seq: u64,
@@ -374,7 +334,7 @@ impl<'p> Replay<'p> {
         Replay {
             policy,
             store: MemoryStore::default(),
-            counter: Counter::default(),
+            counter: crate::memory_counter::MemoryCounter::default(),
             held: BTreeMap::new(),
             seq: 0,
             now: 0,

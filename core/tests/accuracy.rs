@@ -43,6 +43,9 @@ enum Kind {
     /// A call to Notion: `integration-notion` (3/s, queued up to 2 s) and
     /// `per-tenant`.
     Notion,
+    /// `POST /api/v1/tools/bulk`: in `bulk_policy`, `bulk` (100/s) and
+    /// `per-tenant` (100/s) both apply.
+    Bulk,
 }
 
 fn request(kind: Kind, tenant: usize) -> MemoryRequest {
@@ -53,6 +56,7 @@ fn request(kind: Kind, tenant: usize) -> MemoryRequest {
         Kind::Invoke => MemoryRequest::new("POST", "/api/v1/tools/invoke"),
         Kind::Other => MemoryRequest::new("GET", "/api/v1/anything"),
         Kind::Notion => MemoryRequest::new("POST", "/api/v1/integrations/notion/search").header("x-integration", "notion"),
+        Kind::Bulk => MemoryRequest::new("POST", "/api/v1/tools/bulk"),
     };
     req.header("x-tenant-id", &id).from_address(&from)
 }
@@ -159,7 +163,7 @@ fn run(policy: &Policy, kind: Kind, tenants: usize, arrivals: Vec<Arrival>, wind
         }
         let (a, d) = match event {
             Event::Tick(k) => {
-                let needs = std::mem::take(&mut instances[k].refills);
+                let needs = instances[k].lead(now);
                 if !needs.is_empty() {
                     let took = CALL + random() % CALL_SPREAD;
                     let answers = counter.reserve(&needs.iter().map(|n| n.ask.clone()).collect::<Vec<_>>(), now + took / 2);
@@ -263,6 +267,51 @@ fn gateway() -> Policy {
     Policy::from_json(GATEWAY).expect("the default policy")
 }
 
+/// Two global rules of 100/s per tenant, both on `POST /api/v1/tools/bulk`
+/// (as in `make bench`'s accuracy scenario).
+fn bulk_policy() -> Policy {
+    Policy::from_json(
+        r#"{"global": {"expected_instances": 3}, "tenant": [{"header": "x-tenant-id"}], "rules": [
+        {"name": "per-tenant", "scope": "global", "key": ["tenant"], "limit": {"requests": 100, "per": "1s"}},
+        {"name": "bulk", "scope": "global", "match": {"methods": ["POST"], "paths": [{"exact": "/api/v1/tools/bulk"}]},
+         "key": ["tenant"], "limit": {"requests": 100, "per": "1s"}}]}"#,
+    )
+    .expect("the bulk policy")
+}
+
+/// Counter calls per admitted request for steady keys at 100/s: spans of
+/// four windows reserved ahead make it at most one call per instance in
+/// four windows (0.0075 with three instances).
+const CALLS_PER_ADMITTED: f64 = 0.01;
+
+#[test]
+fn one_rule_at_three_times_calls_once_in_four_windows_per_instance() {
+    for seed in seeds().take(3) {
+        let arrivals = even(300, (T0 - S, T0 + 20 * S), 0, 0, round_robin);
+        let run = run(&gateway(), Kind::Other, 1, arrivals, 20, seed);
+        let f = Figures::of(&run, 0, 100, |_| true);
+        report("one rule, 3x", &f, run.calls);
+        f.check(&format!("one rule, seed {seed:x}"), 100);
+        let per_admitted = run.calls as f64 / f.admitted as f64;
+        assert!(per_admitted <= CALLS_PER_ADMITTED, "one rule, seed {seed:x}: {} calls for {}", run.calls, f.admitted);
+    }
+}
+
+#[test]
+fn two_rules_binding_at_a_hundred_call_once_in_four_windows_per_instance() {
+    for times in [3, 10] {
+        for seed in seeds() {
+            let arrivals = even(100 * times, (T0 - S, T0 + 20 * S), 0, 0, round_robin);
+            let run = run(&bulk_policy(), Kind::Bulk, 1, arrivals, 20, seed);
+            let f = Figures::of(&run, 0, 100, |_| true);
+            report(&format!("two rules at 100/s, {times}x"), &f, run.calls);
+            f.check(&format!("two rules at 100/s, {times}x, seed {seed:x}"), 100);
+            let per_admitted = run.calls as f64 / f.admitted as f64;
+            assert!(per_admitted <= CALLS_PER_ADMITTED, "two rules, {times}x, seed {seed:x}: {} calls for {}", run.calls, f.admitted);
+        }
+    }
+}
+
 fn report(what: &str, f: &Figures, calls: u64) {
     println!(
         "{what}: admitted {} of {} allowed ({:.1} %), worst window {:?}, {calls} calls ({:.3} per admitted), {} refused of {} offered",
@@ -324,36 +373,54 @@ fn one_rule_moving_from_one_instance_to_another_keeps_its_limit() {
         let run = run(&gateway(), Kind::Other, 1, arrivals, 10, seed);
         let f = Figures::of(&run, 0, 100, |_| true);
         report("skew", &f, run.calls);
-        // Not the issue's 97 % yet: the window in which the traffic moves
-        // finds its whole budget reserved ahead by the instance it left
-        // (stranded for that one window, the bound of reservations ahead).
-        assert!((0.89..=1.005).contains(&f.share()), "skew, seed {seed:x}: admitted {} of {}", f.admitted, f.allowed);
+        // The instance the traffic left gives back what it holds as soon as
+        // it sees none of what it expected; the one it moved to takes it
+        // with its reservation ahead (before spans and give-backs: 90.1 %,
+        // the whole window of the move lost).
+        f.check(&format!("skew, seed {seed:x}"), 100);
     }
+}
+
+/// 50 tenants each offering 1.5x their limit of `kind`, spread over the
+/// instances: each tenant gets its limit, all together within the issue's
+/// bounds, the lowest tenant within 95 %.
+fn fairness(kind: Kind, limit: u64) {
+    let tenants = 50;
+    let rate = limit * 3 / 2;
+    let arrivals =
+        (0..tenants).flat_map(|t| even(rate, (T0 - S, T0 + 5 * S), t, t as u64 * 131 * MS / 10, move |i| (i as usize + t) % INSTANCES)).collect();
+    let run = run(&gateway(), kind, tenants, arrivals, 5, seeds().next().unwrap());
+    let mut lowest = 1.0f64;
+    for t in 0..tenants {
+        let f = Figures::of(&run, t, limit, |_| true);
+        lowest = lowest.min(f.share());
+        if t < 3 {
+            report(&format!("fairness {limit}/s, tenant {t}"), &f, run.calls);
+        }
+    }
+    let admitted: u64 = run.went.iter().flatten().sum();
+    let allowed = tenants as u64 * 5 * limit;
+    println!(
+        "fairness {limit}/s: {admitted} admitted of {allowed} allowed ({:.1} %, lowest tenant {:.1} %), {} calls ({:.4} per admitted)",
+        100.0 * admitted as f64 / allowed as f64,
+        100.0 * lowest,
+        run.calls,
+        run.calls as f64 / admitted as f64
+    );
+    // Instances reserve a contested key without the eighth of margin,
+    // which those served first never spent (before: 91-93 % each).
+    assert!((0.97..=1.005).contains(&(admitted as f64 / allowed as f64)), "fairness {limit}/s: {admitted} of {allowed}");
+    assert!(lowest >= 0.95, "fairness {limit}/s: a tenant got {:.1} %", 100.0 * lowest);
 }
 
 #[test]
 fn fifty_tenants_at_one_and_a_half_times_each_get_their_limit() {
-    let tenants = 50;
-    let arrivals =
-        (0..tenants).flat_map(|t| even(150, (T0 - S, T0 + 5 * S), t, t as u64 * 131 * MS / 10, move |i| (i as usize + t) % INSTANCES)).collect();
-    let run = run(&gateway(), Kind::Other, tenants, arrivals, 5, seeds().next().unwrap());
-    for t in 0..tenants {
-        let f = Figures::of(&run, t, 100, |_| true);
-        if t < 3 {
-            report(&format!("fairness, tenant {t}"), &f, run.calls);
-        }
-        // Not the issue's 97 % yet: each instance asks for its own
-        // expected spend plus an eighth, the three asks come to 1.5x the
-        // limit, and the margin of those served first is never spent.
-        assert!((0.9..=1.005).contains(&f.share()), "fairness, tenant {t}: admitted {} of {}", f.admitted, f.allowed);
-    }
-    let admitted: u64 = run.went.iter().flatten().sum();
-    println!(
-        "fairness: {admitted} admitted of {} allowed, {} calls ({:.4} per admitted)",
-        tenants as u64 * 500,
-        run.calls,
-        run.calls as f64 / admitted as f64
-    );
+    fairness(Kind::Other, 100);
+}
+
+#[test]
+fn fifty_tenants_at_one_and_a_half_times_a_small_limit_get_it() {
+    fairness(Kind::Invoke, 20);
 }
 
 #[test]

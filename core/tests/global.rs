@@ -69,7 +69,7 @@ fn a_quiet_key_is_admitted_on_credit_and_its_refill_pays_for_it() {
     assert_eq!(counter.calls, 1);
     let window = T0 / S;
     // The refill asks for the debt and for the key's rate (one a window).
-    assert_eq!(counter.used.get(&("per-tenant".to_string(), "quiet".to_string(), window)), Some(&2), "the credited unit was reserved");
+    assert_eq!(counter.used("per-tenant", "quiet", window), 2, "the credited unit was reserved");
     // Paid: the next request spends the unit reserved for it.
     let d = inst.send(&mut counter, &req, T0 + 100 * MS);
     assert!(d.allowed() && !d.pending() && d.credited.is_empty(), "{d:?}");
@@ -78,7 +78,7 @@ fn a_quiet_key_is_admitted_on_credit_and_its_refill_pays_for_it() {
     let d = inst.send(&mut counter, &req, T0 + 110 * MS);
     assert_eq!(d.credited, [0], "{d:?}");
     inst.tick(&mut counter, T0 + 150 * MS);
-    let used = counter.used.get(&("per-tenant".to_string(), "quiet".to_string(), window)).copied().unwrap_or(0);
+    let used = counter.used("per-tenant", "quiet", window);
     assert!(used >= 3, "the second credited unit was reserved too: {used}");
 }
 
@@ -93,7 +93,7 @@ fn a_request_waiting_behind_a_credited_one_pays_its_debt() {
     let d = inst.send(&mut counter, &req, T0 + MS);
     assert!(d.allowed() && d.credited.is_empty(), "{d:?}");
     assert_eq!(counter.calls, 1);
-    assert_eq!(counter.used.get(&("per-tenant".to_string(), "owing".to_string(), T0 / S)), Some(&2));
+    assert_eq!(counter.used("per-tenant", "owing", T0 / S), 2);
 }
 
 #[test]
@@ -366,7 +366,7 @@ fn units_granted_to_a_waiting_request_are_its_own() {
         assert!(again.allowed() && !again.pending(), "{again:?}");
         admitted += 1;
     }
-    let granted = counter.used.iter().filter(|((rule, id, _), _)| rule == "tools-invoke" && id == "cold").map(|(_, n)| *n).sum::<u64>();
+    let granted = counter.used_in_all("tools-invoke", "cold");
     assert_eq!(admitted, 20);
     assert!(admitted <= granted, "admitted {admitted}, the service granted {granted}");
 }
@@ -433,7 +433,7 @@ fn an_upstream_block_reported_by_the_service_holds_the_key_back() {
     assert!(d.pending());
     assert_eq!(d.wait_for[0].ask.id, "notion:t");
     // Another instance learnt a 3 s block: nothing granted, blocked_ms set.
-    let answer = sluice_core::lease::Answer { granted: 0, used: 0, window: T0 / S, starts_in_ns: 0, ends_in_ns: S, blocked_ns: 3 * S };
+    let answer = sluice_core::lease::Answer { granted: 0, used: 0, window: T0 / S, starts_in_ns: 0, ends_in_ns: S, blocked_ns: 3 * S, windows: 1, current_used: 0 };
     let applied = sluice_core::limiter::apply_answer(&inst.policy, &inst.store, &d.wait_for[0], &answer, T0).unwrap();
     assert!(applied.block_started && applied.carry.is_none());
     assert_eq!(applied.blocked_rule, Some(0));

@@ -137,11 +137,12 @@ proptest! {
 
     /// A lease reads back as written, alone and in its slot.
     #[test]
-    fn leases_round_trip(fingerprint in 1u64.., a: [u64; 3], b: [u32; 8]) {
+    fn leases_round_trip(fingerprint in 1u64.., a: [u64; 4], b: [u32; 10]) {
         let lease = Lease {
             window: a[0], ends_at: a[1], asked_at: a[2],
             units: b[0], used: b[1], next_units: b[2], next_used: b[3],
             seen: b[4], seen_before: b[5], owed: b[6], used_before: b[7],
+            ahead_units: b[8], ahead_used: b[9], ahead_last: a[3],
         };
         let mut out = Vec::new();
         lease.encode_into(&mut out);
@@ -183,7 +184,7 @@ fn needs() -> impl Strategy<Value = LeaseNeed> {
         .prop_map(|((rule, fingerprint, bucket, carry, owns_ask), (rule_name, id, limit, window_ms, want, next))| LeaseNeed {
             rule: rule as usize,
             fingerprint,
-            ask: Ask { rule: rule_name, id, limit, window_ms, want, next },
+            ask: Ask::new(rule_name, id, limit, window_ms, want, next),
             owns_ask,
             carry,
             bucket,

@@ -79,6 +79,10 @@ pub struct Outcome {
     /// Index of the target window (the first one covered); for a release,
     /// the current window.
     pub window: u64,
+    /// The current window's count after it (all instances): a filter that
+    /// reserved the next window learns from it whether the current one's
+    /// budget was all taken.
+    pub current: u64,
 }
 
 /// The current window and its counts onward, seen at `now_ms`, from the
@@ -133,6 +137,7 @@ pub fn reserve_span(slot: Option<Slot>, ask: &Ask, windows: u64) -> (Option<Slot
         granted,
         used,
         window: current + u64::from(ask.next),
+        current: counts[0],
     };
     let changed = (granted > 0).then_some(Slot {
         window: current,
@@ -167,6 +172,7 @@ pub fn release(slot: Option<Slot>, release: &Release) -> (Option<Slot>, Outcome)
         granted: 0,
         used: counts[0],
         window: current,
+        current: counts[0],
     };
     let changed = changed.then_some(Slot {
         window: current,
@@ -239,7 +245,8 @@ mod tests {
             Outcome {
                 granted: 7,
                 used: 7,
-                window: 5
+                window: 5,
+                current: 7
             }
         );
         let (s, o) = reserve(s, &ask(5_600, 7, false));
@@ -248,7 +255,8 @@ mod tests {
             Outcome {
                 granted: 3,
                 used: 10,
-                window: 5
+                window: 5,
+                current: 10
             }
         );
         let s = s.expect("state changed");
@@ -274,7 +282,8 @@ mod tests {
             Outcome {
                 granted: 6,
                 used: 6,
-                window: 6
+                window: 6,
+                current: 0
             }
         );
         assert_eq!(timing(6, 1000, 5_900), (100, 1100));
@@ -284,7 +293,8 @@ mod tests {
             Outcome {
                 granted: 4,
                 used: 10,
-                window: 6
+                window: 6,
+                current: 10
             }
         );
         let (_, o) = reserve(s, &ask(7_000, 10, false));
@@ -303,7 +313,8 @@ mod tests {
             Outcome {
                 granted: 0,
                 used: 10,
-                window: 9
+                window: 9,
+                current: 10
             }
         );
     }
@@ -366,7 +377,8 @@ mod tests {
             Outcome {
                 granted: 3,
                 used: 10,
-                window: 5
+                window: 5,
+                current: 5
             },
             "window 6 has room for 3"
         );
@@ -431,7 +443,8 @@ mod tests {
             Outcome {
                 granted: 0,
                 used: 1,
-                window: 5
+                window: 5,
+                current: 1
             }
         );
         assert_eq!(s.expect("changed").counts, [1, 1, 1, 0, 0]);

@@ -33,12 +33,9 @@ fuzz_target!(|data: &[u8]| {
     );
     let asks: Vec<Ask> = (0..head[10])
         .map(|i| Ask {
-            rule: format!("r{i}"),
-            id: "tenant-1".into(),
-            limit,
-            window_ms,
-            want,
-            next: i % 2 == 1,
+            // Spans of 1 to 4 windows, as the leader asks them.
+            windows: u32::from(i % 4) + 1,
+            ..Ask::new(format!("r{i}"), "tenant-1".into(), limit, window_ms, want, i % 2 == 1)
         })
         .collect();
     let name = instance_name(&String::from_utf8_lossy(body));

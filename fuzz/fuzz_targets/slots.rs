@@ -58,6 +58,7 @@ fn lease_of(a: [u64; 3], b: [u32; 8]) -> Lease {
         seen_before: b[5],
         owed: b[6],
         used_before: b[7],
+        ..Lease::default()
     }
 }
 
@@ -149,6 +150,8 @@ fuzz_target!(|input: Input| {
                 starts_in_ns: u64::from(starts_ms) % (window_ms + 1) * MS,
                 ends_in_ns: u64::from(ends_ms) % (2 * window_ms + 1) * MS,
                 blocked_ns: u64::from(blocked_ms) * MS,
+                windows: used % 4 + 1,
+                current_used: used / 2,
             };
             for credit in [false, true] {
                 let (_, spent) = l.spend(now, &limit, cost, credit);
@@ -157,6 +160,8 @@ fuzz_target!(|input: Input| {
                 let granted = spent.grant(later, &limit, &answer);
                 let _ = granted.want(later, &limit);
                 let _ = granted.want_next(later, &limit);
+                let _ = granted.top_up(later, &limit);
+                let _ = granted.give_back(later, limit.per.nanos());
                 let _ = granted.idle_in(later, limit.per.nanos());
             }
         }

@@ -35,7 +35,7 @@ pub struct Applied {
 
 /// The rule a need was asked for: the one at its index, unless the policy
 /// changed meanwhile, then the one of its name, if any.
-fn rule_of<'a>(policy: &'a Policy, need: &LeaseNeed) -> Option<(usize, &'a Rule)> {
+pub(super) fn rule_of<'a>(policy: &'a Policy, need: &LeaseNeed) -> Option<(usize, &'a Rule)> {
     match policy.rules.get(need.rule) {
         Some(r) if r.name == need.ask.rule => Some((need.rule, r)),
         _ => policy.rules.iter().enumerate().find(|(_, r)| r.name == need.ask.rule),
@@ -50,6 +50,10 @@ fn rule_of<'a>(policy: &'a Policy, need: &LeaseNeed) -> Option<(usize, &'a Rule)
 /// exists (the policy changed meanwhile) is skipped.
 pub fn apply_answer(policy: &Policy, store: &dyn SharedStore, need: &LeaseNeed, answer: &crate::lease::Answer, now: u64) -> Result<Applied, StoreError> {
     let Some((index, rule)) = rule_of(policy, need) else { return Ok(Applied::default()) };
+    // Units given back: the lease forgot them when it gave them.
+    if need.ask.release > 0 {
+        return Ok(Applied { rule: Some(index), ..Applied::default() });
+    }
     let mut block_started = false;
     let blocked = answer.blocked_ns > 0 && rule.obey_upstream && need.bucket != 0;
     if blocked {
@@ -81,6 +85,9 @@ pub fn apply_answer(policy: &Policy, store: &dyn SharedStore, need: &LeaseNeed, 
 /// Forgets an ask that failed, so that the lease may ask again.
 pub fn forget_ask(policy: &Policy, store: &dyn SharedStore, need: &LeaseNeed, now: u64) -> Result<(), StoreError> {
     let Some((_, rule)) = rule_of(policy, need) else { return Ok(()) };
+    if !need.owns_ask {
+        return Ok(());
+    }
     store::lease_update(store, policy.slots, need.fingerprint, &rule.limit, now, |l| ((), Some(crate::lease::Lease { asked_at: 0, ..l })))
 }
 
@@ -136,6 +143,7 @@ pub(super) fn global(
     }
     let lease_fp = derived(fp, b"lease");
     let credit = credit_allowed(policy, rule, limit);
+    let instances = policy.global.as_ref().map_or(1, |g| g.expected_instances);
     let (step, lease, refill, credited) = store::lease_update(store, policy.slots, lease_fp, limit, now, |l| {
         // Units granted to this request are its own: nothing to spend
         // here, but it counts in the lease's demand now.
@@ -146,36 +154,30 @@ pub(super) fn global(
         // An exhausted window still reserves the next one ahead of time,
         // at once when requests will queue for it.
         let refill = match step {
-            Step::Spent => next.want(now, limit),
+            Step::Spent => next.want_shared(now, limit, instances),
             Step::Exhausted { .. } if rule.queue.is_some() => next.want_next(now, limit).map(|w| (w, true)),
-            Step::Exhausted { .. } => next.want(now, limit).filter(|(_, ahead)| *ahead),
+            Step::Exhausted { .. } => next.want_shared(now, limit, instances).filter(|(_, ahead)| *ahead),
             // The first waiter asks for the lease (sized to the rate,
             // counting itself: it counts once decided with its units); the
             // others, while that ask is in flight, for themselves only.
-            Step::Missing if ctx.may_wait => next.counting(cost).want(now, limit),
+            Step::Missing if ctx.may_wait => next.counting(cost).want_shared(now, limit, instances),
             Step::Missing => None,
         };
         if refill.is_some() {
             next.asked_at = now;
         }
+        // Holding nothing in a window another instance took: its units may
+        // come back (see `Lease::give_back`), so ask along with the
+        // reservation ahead, in the same call.
+        let top_up = match (step, refill) {
+            (Step::Exhausted { .. }, Some((_, true))) => next.top_up(now, limit),
+            _ => None,
+        };
         let credited = next.owed > l.owed;
-        ((step, next, refill, credited), Some(next))
+        ((step, next, (refill, top_up), credited), Some(next))
     })?;
-    let ask = |want: u32, next: bool| LeaseNeed {
-        rule: i,
-        fingerprint: lease_fp,
-        owns_ask: true,
-        carry: 0,
-        bucket: fp,
-        ask: Ask {
-            rule: rule.name.clone(),
-            id: id.clone(),
-            limit: limit.requests,
-            window_ms: limit.per.nanos() / 1_000_000,
-            want,
-            next,
-        },
-    };
+    let (refill, top_up) = refill;
+    let ask = |want: u32, next: bool| lease_need((rule, limit), i, (fp, lease_fp), &id, want, next);
     match step {
         Step::Spent => {
             spent.push(Spent::Lease { rule: i, fingerprint: lease_fp, window: carried.unwrap_or(lease.window), cost });
@@ -196,6 +198,9 @@ pub(super) fn global(
         Step::Exhausted { retry_after_ns } => {
             if let Some((want, next)) = refill {
                 d.refills.push(ask(want, next));
+            }
+            if let Some(want) = top_up {
+                d.refills.push(LeaseNeed { owns_ask: false, ..ask(want, false) });
             }
             // A queueing rule waits for the next window when it opens in
             // time; waiters spread over up to a tenth of it (never past
@@ -229,6 +234,54 @@ pub(super) fn global(
         }
         Step::Missing => fail(policy, rule, i, (fp, cost), store, now, d, spent).map(Some),
     }
+}
+
+/// The lease's own ask for `want` units of a rule's key.
+fn lease_need((rule, limit): (&Rule, &Limit), i: usize, (fp, lease_fp): (u64, u64), id: &str, want: u32, next: bool) -> LeaseNeed {
+    LeaseNeed {
+        rule: i,
+        fingerprint: lease_fp,
+        owns_ask: true,
+        carry: 0,
+        bucket: fp,
+        ask: Ask::new(rule.name.clone(), id.to_owned(), limit.requests, limit.per.nanos() / 1_000_000, want, next),
+    }
+}
+
+/// The reservation ahead of a global rule that a refused request did not
+/// reach (another rule refused it first), made when the refusing rule
+/// reserves ahead, for as many units (`want`, at most this rule's limit):
+/// so that an instance renews the budgets of all the rules of its
+/// requests together, in the same call, rather than only the one that
+/// refuses first (whose units it could not use without the others', while
+/// another instance that won the others' could not use them either). Only
+/// for rules whose reservations may span windows (see `Spans`), and when
+/// the lease has nothing reserved ahead and no ask in flight.
+pub(super) fn plan_ahead(
+    policy: &Policy,
+    (rule, limit): (&Rule, &Limit),
+    i: usize,
+    (fp, id): (u64, &str),
+    want: u32,
+    store: &dyn SharedStore,
+    now: u64,
+) -> Result<Option<LeaseNeed>, StoreError> {
+    if rule.queue.is_some() || rule.obey_upstream || limit.requests < super::SPAN_MIN_LIMIT {
+        return Ok(None);
+    }
+    let lease_fp = derived(fp, b"lease");
+    let per = limit.per.nanos();
+    let want = u32::try_from(u64::from(want).min(limit.requests)).unwrap_or(u32::MAX);
+    let planned = store::lease_update(store, policy.slots, lease_fp, limit, now, |l| {
+        let mut next = l.roll(now, per);
+        let asked = next.asked_at != 0 && now.saturating_sub(next.asked_at) < crate::lease::ASK_EXPIRES_NS;
+        if asked || next.next_units > 0 || next.next_used > 0 {
+            return (false, None);
+        }
+        next.asked_at = now;
+        (true, Some(next))
+    })?;
+    Ok(planned.then(|| lease_need((rule, limit), i, (fp, lease_fp), id, want, true)))
 }
 
 /// A global rule without its counter service: `failure_mode` decides.

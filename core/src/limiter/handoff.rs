@@ -96,7 +96,7 @@ fn decode_binary(b: &[u8]) -> Option<Vec<LeaseNeed>> {
         out.push(LeaseNeed {
             rule,
             fingerprint,
-            ask: Ask { rule: rule_name, id, limit, window_ms, want, next: flags & 2 != 0 },
+            ask: Ask::new(rule_name, id, limit, window_ms, want, flags & 2 != 0),
             owns_ask: flags & 1 != 0,
             carry,
             bucket,

@@ -32,6 +32,7 @@ mod explain;
 mod global;
 mod handoff;
 mod held;
+mod spans;
 
 use crate::bucket::Outcome;
 use crate::counter_api::Ask;
@@ -45,6 +46,7 @@ pub use explain::{explain, resolve, Explained, KeyValue, Resolved, Skip};
 pub use global::{apply_answer, fallback_limit, forget_ask, Applied};
 pub use handoff::{decode_needs, encode_needs, gather, MAX_GATHERED};
 pub use held::{may_hold, refuse_hold, MAX_HELD_PER_WORKER};
+pub use spans::{Spans, MAX_WATCHED, SPAN_MAX_WINDOW_MS, SPAN_MIN_LIMIT};
 
 /// What a request already holds when it is decided again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -273,6 +275,8 @@ pub fn decide_carrying(policy: &Policy, req: &mut dyn Request, store: &dyn Share
     // Kept turns are spent already: a denial gives them back like the rest.
     let mut turns: Vec<Carry> = carried.iter().filter(|c| matches!(c, Carry::Turn { .. })).copied().collect();
     let mut spent: Vec<Spent> = turns.iter().filter_map(Carry::spent).collect();
+    // Global rules a refused request did not reach, with their limits.
+    let mut unreached: Vec<(usize, crate::policy::Limit)> = Vec::new();
     'rules: for (i, rule) in evaluation_order(policy) {
         let Some(params) = attrs.applies(policy, rule, exempt) else { continue };
         let Some((key_fp, id)) = attrs.key(policy, rule, &params) else { continue };
@@ -345,6 +349,9 @@ pub fn decide_carrying(policy: &Policy, req: &mut dyn Request, store: &dyn Share
                 other => break other,
             }
         };
+        if denied && rule.scope == Scope::Global && !overflowed && !ctx.degraded {
+            unreached.push((i, limit));
+        }
         let (mut outcome, wait) = match result {
             Ok((o, wait)) => {
                 d.hold_ns = d.hold_ns.max(wait);
@@ -396,6 +403,20 @@ pub fn decide_carrying(policy: &Policy, req: &mut dyn Request, store: &dyn Share
         }
         let capacity = if rule.algorithm == crate::policy::Algorithm::TokenBucket { limit.burst } else { limit.requests };
         report(&mut d, rule, i, limit.requests, capacity, outcome, denied);
+    }
+    // A refusal that reserves ahead for its rule does so for the global
+    // rules the request did not reach too.
+    let ahead = d.refills.iter().filter(|n| n.ask.next && n.owns_ask).map(|n| n.ask.want).max();
+    if let (false, Some(want)) = (d.allowed(), ahead) {
+        for (i, limit) in unreached {
+            let Some(rule) = policy.rules.get(i) else { continue };
+            let Some(params) = attrs.applies(policy, rule, exempt) else { continue };
+            let Some((fp, id)) = attrs.key(policy, rule, &params) else { continue };
+            match global::plan_ahead(policy, (rule, &limit), i, (fp, &id.unwrap_or_default()), want, store, now) {
+                Ok(need) => d.refills.extend(need),
+                Err(e) => d.errors.push((i, e)),
+            }
+        }
     }
     // Reported in policy order.
     d.applied.sort_by_key(|a| a.rule);

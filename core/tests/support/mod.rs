@@ -4,11 +4,10 @@
 //! then decide again; refills go out on ticks).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::HashMap;
-
 use sluice_core::counter_api::Ask;
 use sluice_core::lease::Answer;
-use sluice_core::limiter::{apply_answer, decide_carrying, Carry, Ctx, Decision, LeaseNeed};
+use sluice_core::limiter::{apply_answer, decide_carrying, Carry, Ctx, Decision, LeaseNeed, Spans};
+use sluice_core::memory_counter::MemoryCounter;
 use sluice_core::policy::Policy;
 use sluice_core::request::MemoryRequest;
 use sluice_core::store::{ensure_slots, MemoryStore};
@@ -25,33 +24,27 @@ pub enum Step {
     Went(u64),
 }
 
-/// The counter service's contract, in memory: fixed windows on its clock.
+/// The counter service's contract, in memory (the core's own, which the
+/// replay uses too), counting calls.
 #[derive(Default)]
 pub struct FakeCounter {
-    pub used: HashMap<(String, String, u64), u64>,
+    pub service: MemoryCounter,
     pub calls: u64,
 }
 
 impl FakeCounter {
     pub fn reserve(&mut self, asks: &[Ask], now: u64) -> Vec<Answer> {
         self.calls += 1;
-        asks.iter()
-            .map(|a| {
-                let per = a.window_ms * MS;
-                let window = now / per + u64::from(a.next);
-                let used = self.used.entry((a.rule.clone(), a.id.clone(), window)).or_default();
-                let granted = u64::from(a.want).min(a.limit - *used);
-                *used += granted;
-                Answer {
-                    granted: granted as u32,
-                    used: *used as u32,
-                    window,
-                    starts_in_ns: if a.next { (window * per).saturating_sub(now) } else { 0 },
-                    ends_in_ns: (window + 1) * per - now,
-                    blocked_ns: 0,
-                }
-            })
-            .collect()
+        self.service.reserve(asks, now)
+    }
+
+    /// Units reserved in a window of a key.
+    pub fn used(&self, rule: &str, id: &str, window: u64) -> u64 {
+        self.service.used(rule, id, window)
+    }
+
+    pub fn used_in_all(&self, rule: &str, id: &str) -> u64 {
+        self.service.used_in_all(rule, id)
     }
 }
 
@@ -59,6 +52,8 @@ pub struct Instance {
     pub policy: Policy,
     pub store: MemoryStore,
     pub refills: Vec<LeaseNeed>,
+    /// The leader's watch of spans reserved ahead.
+    pub spans: Spans,
     /// A xorshift state: the random number each decision gets.
     pub rng: u64,
 }
@@ -67,7 +62,7 @@ impl Instance {
     pub fn new(policy: Policy) -> Instance {
         let store = MemoryStore::default();
         ensure_slots(&store, policy.slots).unwrap();
-        Instance { policy, store, refills: Vec::new(), rng: 0x9e37_79b9_7f4a_7c15 }
+        Instance { policy, store, refills: Vec::new(), spans: Spans::default(), rng: 0x9e37_79b9_7f4a_7c15 }
     }
 
     /// Applies answers; returns the units that belong to the asking request.
@@ -127,15 +122,25 @@ impl Instance {
         }
     }
 
-    /// The root context's tick: one batched call for every refill.
+    /// The leader's tick: one batched call for every refill (asks ahead
+    /// widened to spans) and every span given back.
     pub fn tick(&mut self, counter: &mut FakeCounter, now: u64) {
-        if self.refills.is_empty() {
+        let needs = self.lead(now);
+        if needs.is_empty() {
             return;
         }
-        let needs = std::mem::take(&mut self.refills);
         let asks: Vec<Ask> = needs.iter().map(|n| n.ask.clone()).collect();
         let answers = counter.reserve(&asks, now);
         self.answer(&needs, &answers, now);
     }
-}
 
+    /// What the leader sends on a tick, as the filter's leader does.
+    pub fn lead(&mut self, now: u64) -> Vec<LeaseNeed> {
+        let mut needs = std::mem::take(&mut self.refills);
+        self.spans.widen(&self.policy, &mut needs, now);
+        let (back, errors) = self.spans.sweep(&self.policy, &self.store, now);
+        assert!(errors.is_empty(), "{errors:?}");
+        needs.extend(back);
+        needs
+    }
+}

@@ -54,6 +54,7 @@ pub async fn reserve(
                 starts_in_ms,
                 ends_in_ms,
                 blocked_ms: r.blocked_ms,
+                current_used: r.current_used,
             }
         })
         .collect();

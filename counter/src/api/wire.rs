@@ -88,6 +88,12 @@ pub struct LeaseReply {
     /// While it is, `granted` is 0.
     #[serde(default)]
     pub blocked_ms: u64,
+    /// Units reserved in the current window, all instances, after this
+    /// request: an instance that reserved the next window learns whether
+    /// the current one's budget was all taken (its own answer from earlier
+    /// in the window only knew the reservations made before it).
+    #[serde(default)]
+    pub current_used: u64,
 }
 
 /// `POST /v1/block` request body.

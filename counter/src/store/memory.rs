@@ -118,6 +118,7 @@ impl MemoryStore {
                     window: outcome.window,
                     now_ms,
                     blocked_ms,
+                    current_used: outcome.current,
                 }
             })
             .collect();

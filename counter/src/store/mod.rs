@@ -65,6 +65,8 @@ pub struct Reserved {
     pub now_ms: u64,
     /// Ms the key's upstream block still holds (0: not blocked).
     pub blocked_ms: u64,
+    /// Units reserved in the current window after this lease.
+    pub current_used: u64,
 }
 
 /// One upstream block of one key.

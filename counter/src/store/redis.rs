@@ -181,13 +181,14 @@ impl RedisStore {
             lease.from,
         ];
         let value = self.eval(&self.reserve, &keys, &args).await?;
-        let (granted, used, window, now_ms, blocked_ms) = parse_reply(&value)?;
+        let (granted, used, window, now_ms, blocked_ms, current_used) = parse_reply(&value)?;
         Ok(Reserved {
             granted,
             used,
             window,
             now_ms,
             blocked_ms,
+            current_used,
         })
     }
 

@@ -119,7 +119,7 @@ if changed then
   local margin = math.max(1000, math.floor(wms / 10))
   redis.call('PEXPIRE', KEYS[1], f((latest + 1) * wms + margin - now))
 end
-return {granted, used, window, now, blocked}
+return {granted, used, window, now, blocked, c[1]}
 "#;
 
 /// The block script source.
@@ -156,9 +156,9 @@ fn numbers<const N: usize>(value: &Value) -> Result<[u64; N], StoreError> {
 
 /// The reserve script's reply as numbers: (granted, used, window, now_ms,
 /// blocked_ms).
-pub fn parse_reply(value: &Value) -> Result<(u64, u64, u64, u64, u64), StoreError> {
-    let [granted, used, window, now_ms, blocked_ms] = numbers(value)?;
-    Ok((granted, used, window, now_ms, blocked_ms))
+pub fn parse_reply(value: &Value) -> Result<(u64, u64, u64, u64, u64, u64), StoreError> {
+    let [granted, used, window, now_ms, blocked_ms, current] = numbers(value)?;
+    Ok((granted, used, window, now_ms, blocked_ms, current))
 }
 
 /// The block script's reply as numbers: (blocked_ms, now_ms).
@@ -174,15 +174,19 @@ mod tests {
     #[test]
     fn replies_are_checked() {
         let ints = |ns: &[i64]| Value::Array(ns.iter().map(|n| Value::Int(*n)).collect());
-        let ok = ints(&[1, 2, 3, 4, 5]);
-        assert_eq!(parse_reply(&ok).expect("valid"), (1, 2, 3, 4, 5));
+        let ok = ints(&[1, 2, 3, 4, 5, 6]);
+        assert_eq!(parse_reply(&ok).expect("valid"), (1, 2, 3, 4, 5, 6));
         assert!(parse_reply(&Value::Okay).is_err());
         assert!(parse_reply(&ints(&[1])).is_err());
         assert!(
             parse_reply(&ints(&[1, 2, 3, 4])).is_err(),
             "the old 4-item reply"
         );
-        assert!(parse_reply(&ints(&[-1; 5])).is_err());
+        assert!(
+            parse_reply(&ints(&[1, 2, 3, 4, 5])).is_err(),
+            "the 5-item reply without the current count"
+        );
+        assert!(parse_reply(&ints(&[-1; 6])).is_err());
         assert_eq!(parse_block_reply(&ints(&[7, 8])).expect("valid"), (7, 8));
         assert!(parse_block_reply(&ints(&[7])).is_err());
         assert!(parse_block_reply(&ints(&[7, -8])).is_err());

@@ -106,6 +106,7 @@ pub async fn reserve_ok(app: &Router, leases: Vec<Value>) -> (u64, Vec<Value>) {
             fields,
             [
                 "blocked_ms",
+                "current_used",
                 "ends_in_ms",
                 "granted",
                 "limit",

@@ -1,0 +1,131 @@
+//! Reservations that span several windows: the instance's leader widens a
+//! steady key's reservation ahead to [`MAX_SPAN`] windows in one ask, so
+//! that each instance calls the counter service for that key about once
+//! every four windows instead of every window; and it watches the keys it
+//! widened, giving back the windows ahead of a key whose traffic here
+//! dropped (see `Lease::give_back`), so that no budget stays reserved at
+//! an instance the traffic left for more than the window in which it
+//! left.
+//!
+//! The leader keeps the watch in its own memory: a new leader starts with
+//! none, and a span the old one reserved for a key that then goes quiet
+//! is not given back (it is spent or lost with its windows).
+
+use std::collections::BTreeMap;
+
+use super::{global::rule_of, LeaseNeed};
+use crate::counter_api::{Ask, MAX_SPAN};
+use crate::policy::Policy;
+use crate::store::{self, SharedStore, StoreError};
+
+/// Most keys one leader watches; past it, asks ahead stay one window.
+pub const MAX_WATCHED: usize = 1024;
+/// Smallest limit whose reservations span windows: below it one call a
+/// window per instance is a few percent of the requests anyway.
+pub const SPAN_MIN_LIMIT: u64 = 100;
+/// A key spans windows only when an instance asks ahead for at least
+/// `1 / SPAN_MIN_SHARE` of its limit: a slow key's few units cost few
+/// calls anyway, and its pace is too noisy to judge when to give back.
+pub const SPAN_MIN_SHARE: u64 = 16;
+/// Longest window a span covers (four of them reserved ahead).
+pub const SPAN_MAX_WINDOW_MS: u64 = 60_000;
+
+/// The keys whose spans this leader reserved, by lease fingerprint: the
+/// need that asked, and when to look at its lease next.
+#[derive(Default)]
+pub struct Spans {
+    watched: BTreeMap<u64, (LeaseNeed, u64)>,
+}
+
+impl Spans {
+    pub fn len(&self) -> usize {
+        self.watched.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.watched.is_empty()
+    }
+
+    /// Widens the asks ahead among `needs` that may span windows, while
+    /// the watch has room: the lease's own ask for the next window, of at
+    /// least `1 / SPAN_MIN_SHARE` of the limit, for a rule with a limit of
+    /// at least [`SPAN_MIN_LIMIT`] that neither
+    /// queues (a turn counts exact windows) nor protects an upstream's
+    /// limit (blocks end spans' use anyway).
+    pub fn widen(&mut self, policy: &Policy, needs: &mut [LeaseNeed], now: u64) {
+        for need in needs.iter_mut() {
+            let a = &need.ask;
+            let busy = u64::from(a.want).saturating_mul(SPAN_MIN_SHARE) >= a.limit;
+            let fits = a.next && need.owns_ask && need.carry == 0 && a.release == 0 && busy && a.limit >= SPAN_MIN_LIMIT && a.window_ms <= SPAN_MAX_WINDOW_MS;
+            // The rule's own limit (not one adapted to its upstream).
+            let plain = rule_of(policy, need).is_some_and(|(_, r)| r.queue.is_none() && !r.obey_upstream && r.limit.requests == a.limit);
+            if !fits || !plain || (self.watched.len() >= MAX_WATCHED && !self.watched.contains_key(&need.fingerprint)) {
+                continue;
+            }
+            // Spans end on multiples of MAX_SPAN windows (as the clock
+            // here sees them), for every key and instance: the rules of the
+            // same requests renew in the same window, so that the instance
+            // that wins one rule's budget wins the others' in the same call
+            // rather than each rule's budget going to another instance.
+            let target = (now / 1_000_000).checked_div(a.window_ms).unwrap_or(0).saturating_add(1);
+            // (A span of one window is still watched: the leader renews it.)
+            need.ask.windows = MAX_SPAN.saturating_sub(u32::try_from(target.checked_rem(u64::from(MAX_SPAN)).unwrap_or(0)).unwrap_or(0)).max(1);
+            self.watched.insert(need.fingerprint, (need.clone(), now));
+        }
+    }
+
+    /// Looks at the watched leases due (each about eight times a window):
+    /// returns the give-backs to send, and the renewals of spans whose
+    /// key is still busy here (a span's last window reserves the next
+    /// ones even when no request of this rule reaches its lease, as when
+    /// another rule of the same requests refuses them first). Stops
+    /// watching keys whose lease knows no window any more. A lease that cannot be read is
+    /// looked at again later.
+    pub fn sweep(&mut self, policy: &Policy, store: &dyn SharedStore, now: u64) -> (Vec<LeaseNeed>, Vec<StoreError>) {
+        let mut out = Vec::new();
+        let mut renewed = Vec::new();
+        let mut errors = Vec::new();
+        let mut done = Vec::new();
+        let instances = policy.global.as_ref().map_or(1, |g| g.expected_instances);
+        for (fp, (need, due)) in self.watched.iter_mut().filter(|(_, (_, due))| *due <= now) {
+            let Some((_, rule)) = rule_of(policy, need) else {
+                done.push(*fp);
+                continue;
+            };
+            let per = rule.limit.per.nanos().max(1);
+            *due = now.saturating_add(per / 8);
+            let looked = store::lease_update(store, policy.slots, *fp, &rule.limit, now, |l| {
+                let (back, mut after) = l.give_back(now, per);
+                let gave = back.iter().any(Option::is_some);
+                let renew = if gave || after.seen == 0 { None } else { after.want_shared(now, &rule.limit, instances).filter(|(_, ahead)| *ahead) };
+                if renew.is_some() {
+                    after.asked_at = now;
+                }
+                // Until the lease knows no window (its reservations ended
+                // without a renewal), or while an ask is in flight.
+                let watching = after.window != 0 || (after.asked_at != 0 && now.saturating_sub(after.asked_at) < crate::lease::ASK_EXPIRES_NS);
+                ((back, renew, watching), (gave || renew.is_some()).then_some(after))
+            });
+            match looked {
+                Ok((back, renew, watching)) => {
+                    for b in back.into_iter().flatten() {
+                        let ask = Ask { want: 0, next: false, windows: b.windows, release: b.units, from: b.from, ..need.ask.clone() };
+                        out.push(LeaseNeed { owns_ask: false, carry: 0, ask, ..need.clone() });
+                    }
+                    if let Some((want, _)) = renew {
+                        renewed.push(LeaseNeed { owns_ask: true, carry: 0, ask: Ask { want, ..need.ask.clone() }, ..need.clone() });
+                    } else if !watching {
+                        done.push(*fp);
+                    }
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        for fp in done {
+            self.watched.remove(&fp);
+        }
+        self.widen(policy, &mut renewed, now);
+        out.extend(renewed);
+        (out, errors)
+    }
+}
