@@ -78,11 +78,10 @@ fn three_instances_admit_the_global_limit() {
         tenant as f64 / 10.0, calls as f64 / tenant as f64);
     assert!(offered >= 2900, "offered {offered}");
     assert!((950..=1010).contains(&tenant), "admitted {tenant} of 1000");
-    // One reservation per instance and window (0.03 per admitted) when the
-    // machine keeps up; on a loaded one, reservations made ahead arrive
-    // late and the first requests of a window ask for their own units.
-    // Asking per request would be 1.0.
-    assert!(calls as f64 <= 0.1 * tenant as f64, "{calls} calls for {tenant} admitted");
+    // One reservation per instance and span of four windows (0.0075 per
+    // admitted; 0.03 with one reservation per window, 1.0 asking per
+    // request). A loaded machine adds a refill or a wait now and then.
+    assert!(calls as f64 <= 0.02 * tenant as f64, "{calls} calls for {tenant} admitted");
 
     // tools/invoke: 20/s per tenant, offered 3 x 20/s.
     let mut spec = RequestSpec::get("/api/v1/tools/invoke").header("x-tenant-id", "tenant-b");

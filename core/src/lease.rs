@@ -82,6 +82,10 @@ pub struct Lease {
     pub ahead_units: u32,
     pub ahead_used: u32,
     pub ahead_last: u64,
+    /// Requests that reached the lease in `window`, whatever came of them
+    /// (`seen` leaves out those another rule refused): none means the
+    /// key's traffic is not here (see `give_back`).
+    pub arrived: u32,
 }
 
 /// Units reserved ahead that an instance gives back (see
@@ -113,6 +117,7 @@ impl Lease {
         self.seen_before = if passed == 1 { self.seen } else { 0 };
         self.used_before = if passed == 1 { self.used } else { 0 };
         self.seen = 0;
+        self.arrived = 0;
         // A debt the service never covered stays with its window.
         self.owed = 0;
         let target = self.window.saturating_add(passed);
@@ -161,6 +166,7 @@ impl Lease {
     pub fn spend(self, now: u64, limit: &Limit, cost: u64, credit: bool) -> (Step, Lease) {
         let mut l = self.roll(now, limit.per.nanos());
         let cost = u32::try_from(cost).unwrap_or(u32::MAX);
+        l.arrived = l.arrived.saturating_add(1);
         let step = if l.units >= cost {
             l.units = l.units.saturating_sub(cost);
             Step::Spent
@@ -301,11 +307,12 @@ impl Lease {
     ///   would spend less than a quarter of what each window ahead holds
     ///   (a key gone quieter), every window after the current one is given
     ///   back; the next requests reserve ahead again at their own rate.
-    /// - When the key is idle here (no request in this window where the
-    ///   window before's pace expected at least [`IDLE_EXPECTED`]: the
-    ///   traffic moved to another instance), the current window's units
-    ///   are given back too, at once, for the instance the traffic moved to
-    ///   (see [`Lease::top_up`]).
+    /// - When the key is idle here (no request reached the lease in this
+    ///   window where the window before's pace expected at least
+    ///   [`IDLE_EXPECTED`]: the traffic moved to another instance, or
+    ///   another rule refuses it before it gets here), the current window's
+    ///   units are given back too, at once, for the instance that can use
+    ///   them (see [`Lease::top_up`]).
     ///
     /// So no budget stays reserved at an instance the traffic left.
     pub fn give_back(self, now: u64, per: u64) -> ([Option<GiveBack>; 2], Lease) {
@@ -314,8 +321,10 @@ impl Lease {
             return ([None, None], l);
         }
         let elapsed = per.saturating_sub(l.ends_at.saturating_sub(now));
-        let idle = l.seen == 0 && mul_div(u64::from(l.seen_before), elapsed, per) >= IDLE_EXPECTED;
-        let pace = mul_div(u64::from(l.seen), per, elapsed.max(1));
+        let idle = l.arrived == 0 && mul_div(u64::from(l.seen_before), elapsed, per) >= IDLE_EXPECTED;
+        // Requests that another rule refuses here still come here: this
+        // rule's units may serve them once that rule's budget does.
+        let pace = mul_div(u64::from(l.seen.max(l.arrived)), per, elapsed.max(1));
         let slower = l.spans() && elapsed >= per / 4 && pace.saturating_mul(4) < u64::from(l.ahead_units);
         if !idle && !slower {
             return ([None, None], l);
@@ -472,10 +481,11 @@ impl Lease {
             out.extend_from_slice(&v.to_le_bytes());
         }
         out.extend_from_slice(&self.ahead_last.to_le_bytes());
+        out.extend_from_slice(&self.arrived.to_le_bytes());
     }
 
     /// Length of `encode_into`'s output.
-    pub const ENCODED_LEN: usize = 4 * 8 + 10 * 4;
+    pub const ENCODED_LEN: usize = 4 * 8 + 11 * 4;
 
     pub fn decode(b: &[u8]) -> Option<Lease> {
         Some(Lease {
@@ -494,6 +504,7 @@ impl Lease {
             ahead_units: u32_at(b, 56).unwrap_or(0),
             ahead_used: u32_at(b, 60).unwrap_or(0),
             ahead_last: u64_at(b, 64).unwrap_or(0),
+            arrived: u32_at(b, 72).unwrap_or(0),
         })
     }
 }
@@ -692,6 +703,13 @@ mod tests {
         assert_eq!(back, [Some(GiveBack { units: 40, from: 11, windows: 1 }), Some(GiveBack { units: 40, from: 12, windows: 3 })]);
         assert_eq!((after.units, after.next_units), (0, 0));
         assert_eq!(left.give_back(in_11 + S / 20, S).0, [None, None], "5 expected: not yet idle");
+        // Requests that come but another rule refuses: not idle, not slower.
+        let refused = (0..30).fold(left, |l, i| {
+            let (_, spent) = l.spend(in_11 + i * S / 300, &l_limit(), 1, false);
+            spent.refund(in_11 + i * S / 300, &l_limit(), 11, 1)
+        });
+        assert_eq!((refused.seen, refused.arrived), (0, 30));
+        assert_eq!(refused.give_back(in_11 + S / 2, S).0, [None, None]);
         // At a pace that spends a quarter of a window's units it keeps them.
         let mut busy = lease;
         for i in 0..12 {
@@ -704,6 +722,10 @@ mod tests {
         // What is given back never exceeds what is held in every window.
         let short = Lease { next_units: 10, ..lease.roll(in_11, S) };
         assert_eq!(short.give_back(in_11 + S / 2, S).0[1].map(|b| b.units), Some(10));
+    }
+
+    fn l_limit() -> Limit {
+        limit(100)
     }
 
     #[test]
@@ -795,6 +817,7 @@ mod tests {
             ahead_units: 12,
             ahead_used: 13,
             ahead_last: 14,
+            arrived: 15,
         };
         let mut out = Vec::new();
         lease.encode_into(&mut out);
@@ -802,8 +825,8 @@ mod tests {
         assert_eq!(Lease::decode(&out), Some(lease));
         assert_eq!(Lease::decode(&out[..10]), None);
         let earlier = Lease::decode(&out[..48]).expect("a lease of an earlier version");
-        assert_eq!(earlier, Lease { owed: 0, used_before: 0, ahead_units: 0, ahead_used: 0, ahead_last: 0, ..lease });
+        assert_eq!(earlier, Lease { owed: 0, used_before: 0, ahead_units: 0, ahead_used: 0, ahead_last: 0, arrived: 0, ..lease });
         let before_spans = Lease::decode(&out[..56]).expect("a lease stored before spans");
-        assert_eq!(before_spans, Lease { ahead_units: 0, ahead_used: 0, ahead_last: 0, ..lease });
+        assert_eq!(before_spans, Lease { ahead_units: 0, ahead_used: 0, ahead_last: 0, arrived: 0, ..lease });
     }
 }
