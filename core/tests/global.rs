@@ -443,3 +443,75 @@ fn an_upstream_block_reported_by_the_service_holds_the_key_back() {
     let denied = d.denied_by.expect("held back");
     assert!(denied.outcome.retry_after_ns >= 2 * S && denied.outcome.retry_after_ns <= 3 * S, "{denied:?}");
 }
+
+/// Drives one instance at `rate` requests a second of `req` over
+/// `[from, to)`, its leader ticking every 50 ms; returns those admitted.
+fn drive(inst: &mut Instance, counter: &mut FakeCounter, req: &MemoryRequest, rate: u64, (from, to): (u64, u64)) -> u64 {
+    let mut admitted = 0;
+    let gap = S / rate;
+    let mut t = from;
+    let mut next_tick = from;
+    while t < to {
+        if inst.send(counter, req, t).allowed() {
+            admitted += 1;
+        }
+        while next_tick <= t {
+            inst.tick(counter, next_tick);
+            next_tick += 50 * MS;
+        }
+        t += gap;
+    }
+    admitted
+}
+
+#[test]
+fn a_steady_key_reserves_spans_ahead_and_gives_them_back_when_its_traffic_leaves() {
+    let mut inst = Instance::new(policy_with("open", 1, true));
+    let mut counter = FakeCounter::default();
+    let req = tenant("/x", "busy");
+    let w0 = T0 / S;
+    // 80/s for three windows: spans ahead up to the next multiple of four.
+    assert_eq!(drive(&mut inst, &mut counter, &req, 80, (T0, T0 + 3 * S)), 240);
+    assert_eq!(inst.spans.len(), 1, "the key is watched");
+    let last = (w0 + 3..w0 + 8).filter(|w| counter.used("per-tenant", "busy", *w) > 0).max().expect("reserved ahead");
+    assert!(last > w0 + 3, "window {} only", last - w0);
+    assert_eq!((last + 1) % 4, 0, "spans end on multiples of four");
+    let calls = counter.calls;
+    // The traffic stops: within a tick and an eighth of a window, what the
+    // instance holds for this window and every window ahead goes back.
+    let held_now = counter.used("per-tenant", "busy", w0 + 3);
+    assert!(held_now > 0);
+    for tick in 0..8 {
+        inst.tick(&mut counter, T0 + 3 * S + tick * 50 * MS);
+    }
+    assert!(counter.used("per-tenant", "busy", w0 + 3) < held_now, "the current window's units go back");
+    for w in w0 + 4..=last {
+        assert_eq!(counter.used("per-tenant", "busy", w), 0, "window {} given back", w - w0);
+    }
+    assert_eq!(counter.calls, calls + 1, "in one call");
+    // Nothing more: no renewal, and the watch forgets the key.
+    for tick in 8..80 {
+        inst.tick(&mut counter, T0 + 3 * S + tick * 50 * MS);
+    }
+    assert_eq!(counter.calls, calls + 1);
+    assert_eq!(inst.spans.len(), 0);
+}
+
+#[test]
+fn slow_keys_and_small_limits_reserve_one_window_at_a_time() {
+    // 3/s of a 100/s limit: asks under a sixteenth of it.
+    let mut inst = Instance::new(policy_with("open", 1, true));
+    let mut counter = FakeCounter::default();
+    drive(&mut inst, &mut counter, &tenant("/x", "slow"), 3, (T0, T0 + 3 * S));
+    assert_eq!(inst.spans.len(), 0);
+    assert!(counter.used_in_all("per-tenant", "slow") > 0, "reserved");
+    assert_eq!(counter.used("per-tenant", "slow", T0 / S + 4), 0, "nothing two windows ahead");
+    // 18/s of tools-invoke's 20/s: its limit is under 100 (per-tenant,
+    // 100/s, does span: 18 a window is over a sixteenth of it).
+    let mut inst = Instance::new(policy_with("open", 1, true));
+    let mut counter = FakeCounter::default();
+    drive(&mut inst, &mut counter, &tenant("/api/v1/tools/invoke", "t"), 18, (T0, T0 + 3 * S));
+    assert!(counter.used_in_all("tools-invoke", "t") > 0, "reserved");
+    assert_eq!(counter.used("tools-invoke", "t", T0 / S + 4), 0, "nothing two windows ahead");
+    assert!(counter.used("per-tenant", "t", T0 / S + 4) > 0, "per-tenant spans");
+}

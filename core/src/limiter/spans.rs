@@ -108,12 +108,16 @@ impl Spans {
             });
             match looked {
                 Ok((back, renew, watching)) => {
+                    // The rule as it stands (a reload may have changed its
+                    // limit): never more given back than it allows.
+                    let base = Ask { limit: rule.limit.requests, window_ms: per / 1_000_000, ..need.ask.clone() };
                     for b in back.into_iter().flatten() {
-                        let ask = Ask { want: 0, next: false, windows: b.windows, release: b.units, from: b.from, ..need.ask.clone() };
+                        let units = u32::try_from(u64::from(b.units).min(base.limit)).unwrap_or(b.units);
+                        let ask = Ask { want: 0, next: false, windows: b.windows, release: units, from: b.from, ..base.clone() };
                         out.push(LeaseNeed { owns_ask: false, carry: 0, ask, ..need.clone() });
                     }
                     if let Some((want, _)) = renew {
-                        renewed.push(LeaseNeed { owns_ask: true, carry: 0, ask: Ask { want, ..need.ask.clone() }, ..need.clone() });
+                        renewed.push(LeaseNeed { owns_ask: true, carry: 0, ask: Ask { want, windows: 1, ..base }, ..need.clone() });
                     } else if !watching {
                         done.push(*fp);
                     }
