@@ -122,7 +122,7 @@ fn the_sdk_client_sees_rate_limits_as_json_rpc_errors_and_queued_calls_complete(
     assert_eq!(list.len(), 6);
     for l in &list[..5] {
         assert_eq!(l["ok"], true, "{l}");
-        assert_eq!(l["result"], serde_json::json!(["echo", "github-search", "notion-search"]));
+        assert_eq!(l["result"], serde_json::json!(["echo", "github-search", "notion-search", "slow-echo"]));
     }
     // The 6th in the same second: the SDK raises MCPError with Sluice's code.
     let sixth = list[5];
@@ -151,6 +151,28 @@ fn the_sdk_client_sees_rate_limits_as_json_rpc_errors_and_queued_calls_complete(
         series(&envoy, "sluice_requests_total", &queued)
     );
     assert!(notion[3]["ms"].as_u64().unwrap() >= 100, "the 4th call waited for its turn: {}", notion[3]);
+
+    // Twelve calls of a second each at once: 10 in flight
+    // (`tenant-in-flight`), the other 2 refused at once with the same
+    // JSON-RPC error; once the 10 have ended, the tenant has room again.
+    // (This SDK speaks protocol 2026-07-28, which has no session, so
+    // `session-in-flight` does not apply: see docs/mcp.md.)
+    let inflight = steps(&lines, "inflight");
+    assert_eq!(inflight.len(), 12);
+    let (done, refused): (Vec<&&Value>, Vec<&&Value>) = inflight.iter().partition(|l| l["ok"] == true);
+    assert_eq!((done.len(), refused.len()), (10, 2), "{inflight:?}");
+    for l in &refused {
+        assert_eq!(l["code"], -32029, "{l}");
+        assert_eq!(l["data"]["limits"]["tier"], "tenant-in-flight", "{l}");
+        assert!(l["ms"].as_u64().unwrap() < 900, "refused without waiting for the others: {l}");
+    }
+    for l in &done {
+        assert!(l["ms"].as_u64().unwrap() >= 1000, "{l}");
+    }
+    let after = steps(&lines, "after");
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0]["ok"], true, "freed when the calls ended: {}", after[0]);
+    assert_eq!(after[0]["result"], serde_json::json!(["after"]));
 }
 
 /// A raw JSON-RPC POST to Envoy.

@@ -23,7 +23,7 @@ fn applying(stdout: &str) -> Vec<&str> {
 #[test]
 fn a_notion_tool_call_meets_the_tool_and_integration_rules() {
     let out = explain(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"notion-search","arguments":{}}}"#);
-    assert_eq!(applying(&out), ["per-ip", "per-tenant", "tools-call", "integration-notion"], "{out}");
+    assert_eq!(applying(&out), ["per-ip", "per-tenant", "tenant-in-flight", "tools-call", "integration-notion"], "{out}");
     assert!(out.contains("why not:  the body has no JSON-RPC tools/call of tool github*"), "{out}");
     assert!(out.contains("why not:  the body has no JSON-RPC call of method tools/list"), "{out}");
 }

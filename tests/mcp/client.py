@@ -6,7 +6,9 @@ Usage: client.py URL TENANT
 
 Steps: the handshake; `tools/list` six times in a row (policies/mcp.json
 allows 5 a second per tenant); `notion-search` four times in a row (3 a
-second per tenant, queued up to 2 s), each with its duration.
+second per tenant, queued up to 2 s), each with its duration; twelve
+`slow-echo` calls (a second each) at once (10 in flight per tenant), then
+one more once they have ended.
 """
 
 import asyncio
@@ -41,6 +43,8 @@ async def main(url, tenant):
             await step("list", i, lambda: listed(client))
         for i in range(4):
             await step("notion", i, lambda: called(client, "notion-search", {"query": "q"}))
+        await asyncio.gather(*(step("inflight", i, lambda i=i: called(client, "slow-echo", {"text": str(i)})) for i in range(12)))
+        await step("after", 0, lambda: called(client, "slow-echo", {"text": "after"}))
 
 
 async def listed(client):

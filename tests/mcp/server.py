@@ -1,10 +1,12 @@
 """A small MCP server for tests/mcp_in_envoy.rs: the SDK's MCPServer over
-Streamable HTTP on 127.0.0.1:PORT, with three tools (one named like a
-Notion tool, so that policies/mcp.json's `notion*` limit covers it).
+Streamable HTTP on 127.0.0.1:PORT, with four tools (one named like a
+Notion tool, so that policies/mcp.json's `notion*` limit covers it, and
+one that takes a second, to hold calls in flight).
 
 Usage: server.py PORT
 """
 
+import asyncio
 import sys
 
 from mcp.server.mcpserver import MCPServer
@@ -28,6 +30,13 @@ def github_search(query: str) -> str:
 @app.tool(name="echo")
 def echo(text: str) -> str:
     """Says it back."""
+    return text
+
+
+@app.tool(name="slow-echo")
+async def slow_echo(text: str) -> str:
+    """Says it back after a second."""
+    await asyncio.sleep(1.0)
     return text
 
 
