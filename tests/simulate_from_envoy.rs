@@ -32,6 +32,9 @@ fn replaying_the_access_log_gives_envoys_answers() {
         std::fs::read_to_string(&path).is_ok_and(|t| t.lines().count() == statuses.len())
     }));
     let records: Vec<Record> = std::fs::read_to_string(&path).unwrap().lines().map(|l| Record::parse(l).unwrap()).collect();
+    // Each line carries the request's duration (concurrency limits hold
+    // their units that long in the replay).
+    assert!(records.iter().all(|r| r.duration_ns.is_some_and(|d| d < 10_000_000_000)), "{records:?}");
     let report = replay(&Policy::from_json(POLICY).unwrap(), records);
     assert_eq!(report.requests, 16);
     assert_eq!(report.denied, refused);

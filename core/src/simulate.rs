@@ -16,7 +16,9 @@
 //! - The counter service is always reachable (failure modes never apply),
 //!   and upstream answers are not replayed: no upstream 429 is learnt
 //!   (`obey_upstream`) and adaptive limits stay at their configured values.
-//! - Clients never leave while held.
+//! - Clients never leave while held. A request holds the units of
+//!   concurrency limits until it ended as recorded (`duration_ms`, Envoy's
+//!   `%DURATION%`); a record without a duration frees them when it goes.
 //!
 //! [`Record`] is one line of the access log that `envoy.yaml` writes (see
 //! `docs/operations.md`); [`Replay`] takes records in time order and counts,
@@ -28,7 +30,7 @@ use serde::Serialize;
 
 use crate::counter_api::Ask;
 use crate::lease::Answer;
-use crate::limiter::{apply_answer, decide_carrying, explain, Carry, Ctx, Decision, Explained, LeaseNeed, TICK_GRACE_NS};
+use crate::limiter::{apply_answer, decide_carrying, explain, release, Carry, Ctx, Decision, Explained, LeaseNeed, Spent, TICK_GRACE_NS};
 use crate::policy::{Algorithm, Policy, Rule, Scope};
 use crate::request::MemoryRequest;
 use crate::civil::{civil_from_days, days_from_civil};
@@ -59,14 +61,19 @@ pub struct Record {
     pub headers: Vec<(String, String)>,
     /// The request body, for policies that read it.
     pub body: Option<String>,
+    /// How long the request took, arrival to the end of its response
+    /// (Envoy's `%DURATION%`), when recorded: how long it held the units
+    /// of concurrency limits.
+    pub duration_ns: Option<u64>,
 }
 
 impl Record {
     /// Parses one access-log line: a JSON object with `ts` (epoch seconds
     /// as a string or number, or an RFC 3339 time), `method`, `path`, and
     /// optionally `authority`, `client_ip`, `headers` (an object of strings,
-    /// `null` for an absent header) and `body` (a string). Other fields
-    /// (`status`, ...) are ignored.
+    /// `null` for an absent header), `body` (a string) and `duration_ms` (a
+    /// whole number, or a string of one). Other fields (`status`, ...) are
+    /// ignored.
     pub fn parse(line: &str) -> Result<Record, String> {
         let value: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
         let obj = value.as_object().ok_or("not a JSON object")?;
@@ -101,7 +108,15 @@ impl Record {
             Some(_) => return Err("\"headers\" is not an object".into()),
         }
         let body = text(obj, "body")?;
-        Ok(Record { time_ns, method, path, authority, client_ip, headers, body })
+        let duration_ns = match obj.get("duration_ms") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::Number(n)) => Some(n.as_u64().ok_or_else(|| format!("\"duration_ms\": {n} is not a whole number of ms"))?),
+            Some(serde_json::Value::String(s)) if s == "-" => None,
+            Some(serde_json::Value::String(s)) => Some(s.parse::<u64>().map_err(|_| format!("\"duration_ms\": {s:?} is not a whole number of ms"))?),
+            Some(_) => return Err("\"duration_ms\" is not a number".into()),
+        }
+        .map(|ms| ms.saturating_mul(NS_PER_MS));
+        Ok(Record { time_ns, method, path, authority, client_ip, headers, body, duration_ns })
     }
 
     /// The request as the core asks about it.
@@ -271,6 +286,8 @@ pub fn format_time(ns: u64) -> String {
 struct Flight {
     req: MemoryRequest,
     arrival: u64,
+    /// When the request ended, as recorded.
+    ends: Option<u64>,
     /// What it kept from its previous decision.
     kept: Vec<Carry>,
     /// Rules that applied to it (indices, ascending).
@@ -316,6 +333,9 @@ pub struct Replay<'p> {
     counter: crate::memory_counter::MemoryCounter,
     /// Requests to decide again, by (time, order of arrival at the queue).
     held: BTreeMap<(u64, u64), Flight>,
+    /// Units of concurrency limits to release when their requests end, by
+    /// (time, order).
+    ends: BTreeMap<(u64, u64), Vec<Spent>>,
     seq: u64,
     now: u64,
     rng: u64,
@@ -336,6 +356,7 @@ impl<'p> Replay<'p> {
             store: MemoryStore::default(),
             counter: crate::memory_counter::MemoryCounter::default(),
             held: BTreeMap::new(),
+            ends: BTreeMap::new(),
             seq: 0,
             now: 0,
             rng: 0x9e37_79b9_7f4a_7c15,
@@ -359,6 +380,7 @@ impl<'p> Replay<'p> {
         let flight = Flight {
             req: record.request(),
             arrival: now,
+            ends: record.duration_ns.map(|d| now.saturating_add(d)),
             kept: Vec::new(),
             applied: Vec::new(),
             held_by: Vec::new(),
@@ -369,15 +391,29 @@ impl<'p> Replay<'p> {
         self.step(flight, now);
     }
 
-    /// Decides the held requests whose time has come by `until`.
+    /// Ends the requests and decides the held ones whose time has come by
+    /// `until`, in time order (a request ending frees its units before one
+    /// decided at the same time).
     fn run_until(&mut self, until: u64) {
-        while let Some(entry) = self.held.first_entry() {
-            if entry.key().0 > until {
-                break;
+        loop {
+            let end = self.ends.first_key_value().map(|(k, _)| k.0).filter(|t| *t <= until);
+            let decide = self.held.first_key_value().map(|(k, _)| k.0).filter(|t| *t <= until);
+            match (end, decide) {
+                (Some(e), d) if d.is_none_or(|d| e <= d) => {
+                    if let Some(((at, _), units)) = self.ends.pop_first() {
+                        self.now = self.now.max(at);
+                        // In memory: a release cannot fail.
+                        let _ = release(&self.store, &units, at);
+                    }
+                }
+                (_, Some(_)) => {
+                    if let Some(((at, _), flight)) = self.held.pop_first() {
+                        self.now = self.now.max(at);
+                        self.step(flight, at);
+                    }
+                }
+                _ => break,
             }
-            let ((at, _), flight) = entry.remove_entry();
-            self.now = self.now.max(at);
-            self.step(flight, at);
         }
     }
 
@@ -478,6 +514,14 @@ impl<'p> Replay<'p> {
                             add(&mut f.held_by, o.rule);
                         }
                     }
+                }
+                // Units of concurrency limits are held until the request
+                // ended, as recorded (without a duration: at once).
+                let units: Vec<Spent> = d.spent.iter().filter(|s| matches!(s, Spent::Concurrent { .. })).copied().collect();
+                if !units.is_empty() {
+                    let went = now.saturating_add(d.hold_ns);
+                    self.seq = self.seq.wrapping_add(1);
+                    self.ends.insert((f.ends.unwrap_or(went).max(went), self.seq), units);
                 }
                 self.settle(f, &d, true);
             }
@@ -629,6 +673,7 @@ mod tests {
             client_ip: Some("10.0.0.1".into()),
             headers: headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
             body: None,
+            duration_ns: None,
         }
     }
 
@@ -657,6 +702,33 @@ mod tests {
         assert_eq!(minimal.time_ns, 1_795_745_929 * S);
         assert_eq!(minimal.body.as_deref(), Some("{\"a\":1}"));
         assert_eq!(minimal.client_ip, None);
+        assert_eq!(minimal.duration_ns, None);
+        let timed = |d: &str| Record::parse(&format!(r#"{{"ts": 1, "method": "GET", "path": "/", "duration_ms": {d}}}"#)).map(|r| r.duration_ns);
+        assert_eq!(timed("1500"), Ok(Some(1500 * MS)));
+        assert_eq!(timed(r#""25""#), Ok(Some(25 * MS)));
+        assert_eq!(timed(r#""-""#), Ok(None), "Envoy's `-` for a value it does not have");
+        assert!(timed("-3").is_err() && timed("1.5").is_err() && timed(r#""x""#).is_err() && timed("[]").is_err());
+    }
+
+    #[test]
+    fn concurrency_limits_hold_their_units_for_the_recorded_duration() {
+        let policy = Policy::from_json(
+            r#"{"tenant": [{"header": "x-tenant-id"}], "rules": [
+            {"name": "in-flight", "key": ["tenant"], "limit": {"concurrent": 2}}]}"#,
+        )
+        .expect("policy");
+        // Five requests 100 ms apart, each lasting 250 ms: at most 2 in
+        // flight, so the 3rd (at 200 ms, the 1st and 2nd still running) is
+        // refused; the 4th (300 ms) finds the 1st ended (250 ms) and goes;
+        // the 5th (400 ms) finds the 2nd ended (350 ms) and goes.
+        let records: Vec<Record> = (0..5)
+            .map(|i| Record { duration_ns: Some(250 * MS), ..rec(T0 + i * 100 * MS, "GET", "/x", &[("x-tenant-id", "t")]) })
+            .collect();
+        let r = replay(&policy, records.clone());
+        assert_eq!((rule(&r, "in-flight").admitted, rule(&r, "in-flight").denied), (4, 1));
+        // Without durations the units are freed when each request goes.
+        let untimed: Vec<Record> = records.into_iter().map(|r| Record { duration_ns: None, ..r }).collect();
+        assert_eq!(rule(&replay(&policy, untimed), "in-flight").denied, 0);
     }
 
     #[test]
