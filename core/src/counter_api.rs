@@ -1,36 +1,37 @@
-//! The counter service's wire format, as the filter speaks it:
-//! `POST /v1/reserve` with
-//! `{"instance": .., "leases": [{"rule", "id", "limit", "window_ms", "want", "next"}]}`
-//! (and, on asks that span several windows or give units back, `windows`,
-//! `release` and `from`) answered by `{"now_ms": .., "leases": [{"granted",
-//! "used", "limit", "window", "starts_in_ms", "ends_in_ms", "blocked_ms",
-//! "windows"}]}` in request order; and `POST /v1/block` with
-//! `{"instance": .., "blocks": [{"rule", "id", "for_ms"}]}`. Anything else
-//! in an answer (wrong length, missing fields, a grant above the request,
-//! a span other than the one asked) is an error, never trusted.
+//! The counter service's wire format, as the filter speaks it. The format
+//! itself (the bodies of `POST /v1/reserve` and `POST /v1/block`, the
+//! paths, the secret header, the service's bounds) lives in `sluice-wire`,
+//! shared with the service; here the filter builds its requests from its
+//! [`Ask`]s and [`Block`]s, and checks the service's answers against what
+//! it asked. Anything else in an answer (wrong length, missing fields, a
+//! grant above the request, a span other than the one asked) is an error,
+//! never trusted; reply fields the filter does not know are ignored.
 
 use serde::{Deserialize, Serialize};
+use sluice_wire::{LeaseReply, LeaseRequest, ReserveReply, ReserveRequest};
 
 use crate::lease::Answer;
 
-pub const RESERVE_PATH: &str = "/v1/reserve";
-pub const BLOCK_PATH: &str = "/v1/block";
-/// Longest upstream block shared or believed (the service takes up to an hour).
-pub const MAX_BLOCK_MS: u64 = 300_000;
-pub const SECRET_HEADER: &str = "x-sluice-secret";
+pub use sluice_wire::{KeyBlockRequest as Block, BLOCK_PATH, MAX_INSTANCE, RESERVE_PATH, SECRET_HEADER};
+
+/// Longest upstream block shared or believed (the service takes up to an
+/// hour, [`sluice_wire::SERVICE_MAX_BLOCK_MS`]).
+pub const MAX_BLOCK_MS: u64 = sluice_wire::FILTER_MAX_BLOCK_MS;
 const MS: u64 = 1_000_000;
 
 /// Longest key id the filter sends. A longer one (a client can send a
 /// tenant id of any length) is sent as its first bytes, `~` and a hash of
 /// the whole ([`wire_id`]), well inside the service's own bound of 1,024
-/// bytes, so that no client can make the service refuse a batch.
+/// bytes ([`sluice_wire::MAX_ID`]), so that no client can make the service
+/// refuse a batch.
 pub const MAX_WIRE_ID: usize = 128;
 /// Most asks in one reserve call (the service takes 256).
-pub const MAX_ASKS: usize = 256;
-/// Most bytes of one reserve call's body (the service takes 64 KiB; the
-/// rest is room for the instance name and the wrapping object). 256 asks
-/// of short rule names and ids fit.
+pub const MAX_ASKS: usize = sluice_wire::MAX_LEASES;
+/// Most bytes of one reserve call's body (the service takes 64 KiB,
+/// [`sluice_wire::MAX_BODY_BYTES`]; the rest is room for the instance name
+/// and the wrapping object). 256 asks of short rule names and ids fit.
 pub const MAX_BATCH_BYTES: usize = 60 * 1024;
+const _: () = assert!(MAX_WIRE_ID <= sluice_wire::MAX_ID && MAX_BATCH_BYTES < sluice_wire::MAX_BODY_BYTES);
 /// A bound on the JSON of one ask besides its rule and id.
 const ASK_OVERHEAD: usize = 128;
 
@@ -76,7 +77,10 @@ pub fn batch_len<'a>(asks: impl IntoIterator<Item = &'a Ask>) -> usize {
     n
 }
 
-/// One key to reserve units for.
+/// One key to reserve units for: a lease of the reserve call, in the
+/// core's own types ([`Ask::wire`] is what travels to the service). Its
+/// serde form is the workers' handoff queue (`limiter::handoff`), not the
+/// counter service's format.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ask {
     pub rule: String,
@@ -91,7 +95,7 @@ pub struct Ask {
     pub windows: u32,
     /// Units given back in each of `windows` windows from window `from`
     /// (with `want` 0): a reservation ahead this instance will not use.
-    /// Sent only when above 0.
+    /// Sent only when above 0, with `from`.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub release: u32,
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -101,6 +105,7 @@ pub struct Ask {
 /// Most windows one ask reserves (the service keeps the current window and
 /// four ahead).
 pub const MAX_SPAN: u32 = 4;
+const _: () = assert!(MAX_SPAN as u64 == sluice_wire::MAX_WINDOWS);
 
 fn one() -> u32 {
     1
@@ -119,39 +124,23 @@ impl Ask {
     pub fn new(rule: String, id: String, limit: u64, window_ms: u64, want: u32, next: bool) -> Ask {
         Ask { rule, id, limit, window_ms, want, next, windows: 1, release: 0, from: 0 }
     }
-}
 
-#[derive(Serialize)]
-struct ReserveRequest<'a> {
-    instance: &'a str,
-    leases: &'a [&'a Ask],
-}
-
-#[derive(Deserialize)]
-struct ReserveReply {
-    leases: Vec<ReplyLease>,
-}
-
-#[derive(Deserialize)]
-struct ReplyLease {
-    granted: u64,
-    used: u64,
-    window: u64,
-    starts_in_ms: u64,
-    ends_in_ms: u64,
-    /// Absent from services that do not share upstream blocks.
-    #[serde(default)]
-    blocked_ms: u64,
-    /// Windows the grant covers; absent from services before spans.
-    #[serde(default = "one_u64")]
-    windows: u64,
-    /// The current window's count; absent from services before spans.
-    #[serde(default)]
-    current_used: u64,
-}
-
-fn one_u64() -> u64 {
-    1
+    /// The lease as it travels.
+    pub fn wire(&self) -> LeaseRequest {
+        // Every field named: one added to either side must be placed here.
+        let Ask { rule, id, limit, window_ms, want, next, windows, release, from } = self;
+        LeaseRequest {
+            rule: rule.clone(),
+            id: id.clone(),
+            limit: *limit,
+            window_ms: *window_ms,
+            want: u64::from(*want),
+            next: *next,
+            windows: u64::from(*windows),
+            release: u64::from(*release),
+            from: (*release > 0).then_some(*from),
+        }
+    }
 }
 
 /// Why an answer of the counter service was not usable.
@@ -186,9 +175,6 @@ impl std::fmt::Display for CounterError {
     }
 }
 
-/// Longest `instance` the counter service accepts.
-pub const MAX_INSTANCE: usize = 64;
-
 /// The name an Envoy gives itself in calls: its node id, shortened when
 /// longer than the service accepts (Istio's sidecar ids, such as
 /// `sidecar~10.244.12.34~mcp-gateway-5f7d8c9b6d-abcde.mcp~mcp.svc.cluster.local`,
@@ -210,28 +196,15 @@ pub fn instance_name(node_id: &str) -> String {
     format!("{}~{hash:016x}", &clean[..head])
 }
 
-/// One key an upstream asked us to stay away from, for `ms` milliseconds.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Block {
-    pub rule: String,
-    pub id: String,
-    pub for_ms: u64,
-}
-
-#[derive(Serialize)]
-struct BlockRequest<'a> {
-    instance: &'a str,
-    blocks: &'a [Block],
-}
-
-/// The `POST /v1/block` body for `blocks`.
+/// The `POST /v1/block` body for `blocks` (each one key an upstream asked
+/// us to stay away from, for `for_ms` milliseconds).
 pub fn block_body(instance: &str, blocks: &[Block]) -> Vec<u8> {
-    serde_json::to_vec(&BlockRequest { instance, blocks }).unwrap_or_default()
+    serde_json::to_vec(&sluice_wire::BlockRequest { instance: instance.into(), blocks: blocks.to_vec() }).unwrap_or_default()
 }
 
 /// The request body for `asks`.
 pub fn reserve_body(instance: &str, asks: &[&Ask]) -> Vec<u8> {
-    serde_json::to_vec(&ReserveRequest { instance, leases: asks }).unwrap_or_default()
+    serde_json::to_vec(&ReserveRequest { instance: instance.into(), leases: asks.iter().map(|a| a.wire()).collect() }).unwrap_or_default()
 }
 
 /// Parses and checks an answer to `asks`.
@@ -245,30 +218,33 @@ pub fn parse_reply(body: &[u8], asks: &[&Ask]) -> Result<Vec<Answer>, CounterErr
         .iter()
         .zip(asks)
         .map(|(r, a)| {
+            // Every field named: one added to the reply must be placed here
+            // (or knowingly ignored).
+            let LeaseReply { granted, used, limit: _, window, windows, starts_in_ms, ends_in_ms, blocked_ms, current_used } = *r;
             // `used` may exceed the limit asked with (the limit was lowered
             // mid-window); it only means the budget is gone.
-            if r.granted > u64::from(a.want) || r.granted > r.used || r.granted > a.limit || r.window == 0 {
+            if granted > u64::from(a.want) || granted > used || granted > a.limit || window == 0 {
                 return Err(CounterError::Inconsistent(format!(
                     "granted {} of {} with {} used of {} in window {}",
-                    r.granted, a.want, r.used, a.limit, r.window
+                    granted, a.want, used, a.limit, window
                 )));
             }
-            if r.windows != u64::from(a.windows) {
-                return Err(CounterError::Inconsistent(format!("a grant over {} windows for an ask of {}", r.windows, a.windows)));
+            if windows != u64::from(a.windows) {
+                return Err(CounterError::Inconsistent(format!("a grant over {} windows for an ask of {}", windows, a.windows)));
             }
-            if r.ends_in_ms > a.window_ms.saturating_mul(2) || r.starts_in_ms > a.window_ms {
-                return Err(CounterError::Inconsistent(format!("window timing {}..{} ms", r.starts_in_ms, r.ends_in_ms)));
+            if ends_in_ms > a.window_ms.saturating_mul(2) || starts_in_ms > a.window_ms {
+                return Err(CounterError::Inconsistent(format!("window timing {}..{} ms", starts_in_ms, ends_in_ms)));
             }
             Ok(Answer {
-                granted: u32::try_from(r.granted).unwrap_or(0),
-                used: u32::try_from(r.used.min(a.limit)).unwrap_or(u32::MAX),
-                window: r.window,
-                starts_in_ns: r.starts_in_ms.saturating_mul(MS),
-                ends_in_ns: r.ends_in_ms.saturating_mul(MS),
+                granted: u32::try_from(granted).unwrap_or(0),
+                used: u32::try_from(used.min(a.limit)).unwrap_or(u32::MAX),
+                window,
+                starts_in_ns: starts_in_ms.saturating_mul(MS),
+                ends_in_ns: ends_in_ms.saturating_mul(MS),
                 // An upstream's wait is capped at 5 minutes where it is learnt.
-                blocked_ns: r.blocked_ms.min(MAX_BLOCK_MS).saturating_mul(MS),
+                blocked_ns: blocked_ms.min(MAX_BLOCK_MS).saturating_mul(MS),
                 windows: a.windows,
-                current_used: u32::try_from(r.current_used.min(a.limit)).unwrap_or(u32::MAX),
+                current_used: u32::try_from(current_used.min(a.limit)).unwrap_or(u32::MAX),
             })
         })
         .collect()

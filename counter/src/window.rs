@@ -24,8 +24,8 @@
 /// after it.
 pub const SPAN: usize = 5;
 
-/// Most consecutive windows one lease may cover.
-pub const MAX_WINDOWS: u64 = 4;
+/// Most consecutive windows one lease may cover (the contract's bound).
+pub const MAX_WINDOWS: u64 = sluice_wire::MAX_WINDOWS;
 
 /// The stored state of one counter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use super::{ApiError, AppState};
 
 /// Header carrying the secret.
-pub const SECRET_HEADER: &str = "x-sluice-secret";
+pub use sluice_wire::SECRET_HEADER;
 
 /// Middleware: 401 unless the secret (if any) is present and right.
 pub async fn require_secret(State(state): State<AppState>, req: Request, next: Next) -> Response {

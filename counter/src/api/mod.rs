@@ -31,7 +31,7 @@ use crate::metrics::Metrics;
 use crate::store::{Block, CounterStore, Lease};
 
 /// Largest accepted request body.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+pub use sluice_wire::MAX_BODY_BYTES;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -62,8 +62,8 @@ impl AppState {
 /// The service's router.
 pub fn app(state: AppState) -> Router {
     let v1 = Router::new()
-        .route("/v1/reserve", post(reserve::reserve))
-        .route("/v1/block", post(block::block))
+        .route(sluice_wire::RESERVE_PATH, post(reserve::reserve))
+        .route(sluice_wire::BLOCK_PATH, post(block::block))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(
             state.clone(),

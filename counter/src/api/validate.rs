@@ -3,28 +3,16 @@
 //! their keys. The first problem found is reported, with the path of its
 //! field.
 
-use super::wire::{BlockRequest, LeaseRequest, ReserveRequest};
+use super::wire::{BlockRequest, KeyBlockRequest, LeaseRequest, ReserveRequest};
 use super::ApiError;
 use crate::keys;
 use crate::store::{Block, Lease};
 use crate::window::MAX_WINDOWS;
 
-/// Longest `instance`.
-pub const MAX_INSTANCE: usize = 64;
-/// Most leases in one request.
-pub const MAX_LEASES: usize = 256;
-/// Longest rule name.
-pub const MAX_RULE: usize = 64;
-/// Longest id.
-pub const MAX_ID: usize = 1024;
-/// Largest limit.
-pub const MAX_LIMIT: u64 = 1_000_000_000;
-/// Longest window: one week.
-pub const MAX_WINDOW_MS: u64 = 604_800_000;
-/// Most blocks in one request.
-pub const MAX_BLOCKS: usize = 256;
-/// Longest block: one hour.
-pub const MAX_BLOCK_MS: u64 = 3_600_000;
+pub use sluice_wire::{
+    MAX_BLOCKS, MAX_ID, MAX_INSTANCE, MAX_LEASES, MAX_LIMIT, MAX_RULE, MAX_WINDOW_MS,
+    SERVICE_MAX_BLOCK_MS as MAX_BLOCK_MS,
+};
 
 fn invalid(field: String, message: String) -> ApiError {
     ApiError::Invalid { message, field }
@@ -71,48 +59,56 @@ fn check_rule_and_id(rule: &str, id: &str, at: impl Fn(&str) -> String) -> Resul
 
 /// The leases of a valid request, keys under `prefix`.
 pub fn leases(req: &ReserveRequest, prefix: &str) -> Result<Vec<Lease>, ApiError> {
-    check_instance(&req.instance)?;
-    check_count("leases", req.leases.len(), MAX_LEASES)?;
-    req.leases
+    // Every field named, here and below: one added to the contract does not
+    // build until it is checked.
+    let ReserveRequest { instance, leases } = req;
+    check_instance(instance)?;
+    check_count("leases", leases.len(), MAX_LEASES)?;
+    leases
         .iter()
         .enumerate()
         .map(|(i, l)| {
             let at = |name: &str| format!("leases[{i}].{name}");
-            check_rule_and_id(&l.rule, &l.id, at)?;
-            if !(1..=MAX_LIMIT).contains(&l.limit) {
+            let LeaseRequest {
+                rule,
+                id,
+                limit,
+                window_ms,
+                want,
+                next,
+                windows,
+                release,
+                from: _,
+            } = l;
+            check_rule_and_id(rule, id, at)?;
+            if !(1..=MAX_LIMIT).contains(limit) {
                 return Err(invalid(
                     at("limit"),
-                    format!("limit must be between 1 and {MAX_LIMIT}, not {}", l.limit),
+                    format!("limit must be between 1 and {MAX_LIMIT}, not {limit}"),
                 ));
             }
-            if !(1..=MAX_WINDOW_MS).contains(&l.window_ms) {
+            if !(1..=MAX_WINDOW_MS).contains(window_ms) {
                 return Err(invalid(
                     at("window_ms"),
-                    format!(
-                        "window_ms must be between 1 and {MAX_WINDOW_MS}, not {}",
-                        l.window_ms
-                    ),
+                    format!("window_ms must be between 1 and {MAX_WINDOW_MS}, not {window_ms}"),
                 ));
             }
-            if l.want > l.limit {
+            if want > limit {
                 return Err(invalid(
                     at("want"),
-                    format!(
-                        "want must be between 0 and limit ({}), not {}",
-                        l.limit, l.want
-                    ),
+                    format!("want must be between 0 and limit ({limit}), not {want}"),
                 ));
             }
             let from = check_release(l, at)?;
             Ok(Lease {
-                key: keys::counter_key(prefix, &l.rule, &l.id, l.window_ms),
-                block_key: keys::block_key(prefix, &l.rule, &l.id),
-                limit: l.limit,
-                window_ms: l.window_ms,
-                want: l.want,
-                next: l.next,
-                windows: l.windows,
-                release: l.release,
+                key: keys::counter_key(prefix, rule, id, *window_ms),
+                block_key: keys::block_key(prefix, rule, id),
+                limit: *limit,
+                window_ms: *window_ms,
+                want: *want,
+                next: *next,
+                windows: *windows,
+                release: *release,
                 from,
             })
         })
@@ -164,26 +160,25 @@ fn check_release(l: &LeaseRequest, at: impl Fn(&str) -> String) -> Result<u64, A
 
 /// The blocks of a valid request, keys under `prefix`.
 pub fn blocks(req: &BlockRequest, prefix: &str) -> Result<Vec<Block>, ApiError> {
-    check_instance(&req.instance)?;
-    check_count("blocks", req.blocks.len(), MAX_BLOCKS)?;
-    req.blocks
+    let BlockRequest { instance, blocks } = req;
+    check_instance(instance)?;
+    check_count("blocks", blocks.len(), MAX_BLOCKS)?;
+    blocks
         .iter()
         .enumerate()
         .map(|(i, b)| {
             let at = |name: &str| format!("blocks[{i}].{name}");
-            check_rule_and_id(&b.rule, &b.id, at)?;
-            if !(1..=MAX_BLOCK_MS).contains(&b.for_ms) {
+            let KeyBlockRequest { rule, id, for_ms } = b;
+            check_rule_and_id(rule, id, at)?;
+            if !(1..=MAX_BLOCK_MS).contains(for_ms) {
                 return Err(invalid(
                     at("for_ms"),
-                    format!(
-                        "for_ms must be between 1 and {MAX_BLOCK_MS}, not {}",
-                        b.for_ms
-                    ),
+                    format!("for_ms must be between 1 and {MAX_BLOCK_MS}, not {for_ms}"),
                 ));
             }
             Ok(Block {
-                key: keys::block_key(prefix, &b.rule, &b.id),
-                for_ms: b.for_ms,
+                key: keys::block_key(prefix, rule, id),
+                for_ms: *for_ms,
             })
         })
         .collect()
