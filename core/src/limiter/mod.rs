@@ -1,9 +1,12 @@
 //! The decision for one request: which rules apply, the key of each, and
 //! whether the request may pass.
 //!
-//! Order: rules are taken in policy order. Each applicable rule spends from
-//! its bucket; when one (in enforce mode) denies, the remaining rules are
-//! only looked at (to report the most restrictive one, the one whose
+//! Order: local rules first, then global ones, each in policy order
+//! (`evaluation_order`: a request a local rule refuses then only peeks at
+//! its global rules, without spending from their leases; what is decided
+//! does not depend on the order). Each applicable rule spends from its
+//! bucket; when one (in enforce mode) denies, the remaining rules are only
+//! looked at (to report the most restrictive one, the one whose
 //! retry-after is longest) and what the earlier rules spent is given back.
 //! So a denied request spends no quota at all, and an admitted one spends
 //! its cost (1 unless the rule says otherwise) from every rule that applied.
@@ -13,10 +16,12 @@
 //!
 //! A key is the rule's identity followed by each part's value, case-folded
 //! (a client cannot get a fresh bucket by changing the case of a header),
-//! hashed with FNV-1a. A missing part (no such header, no tenant, ...) is
-//! hashed as a marker no real value has, so by default every request lacking
-//! it shares one bucket: leaving a header out never escapes a rule. A rule
-//! with `"missing": "skip"` does not apply to such requests instead.
+//! hashed with SipHash-1-3 under the instance's slot secret (`hash::Keyed`:
+//! a client cannot aim its keys at one slot). A missing part (no such
+//! header, no tenant, ...) is hashed as a marker no real value has, so by
+//! default every request lacking it shares one bucket: leaving a header
+//! out never escapes a rule. A rule with `"missing": "skip"` does not
+//! apply to such requests instead.
 //!
 //! A global rule first passes its own bucket (the instance's share of
 //! smoothing, at the full limit), then spends a unit of its lease (see
