@@ -161,6 +161,9 @@ pub struct Decision {
     pub tenant: Option<String>,
     /// Shared-data failures; the affected rules let the request pass.
     pub errors: Vec<(usize, StoreError)>,
+    /// Adaptive rules whose health could not be read: they decided (or
+    /// gave back) with their configured limit.
+    pub unread: Vec<(usize, StoreError)>,
     /// Leases to reserve before this request can be decided; nothing was
     /// spent. Decide again once they are answered.
     pub wait_for: Vec<LeaseNeed>,
@@ -223,7 +226,8 @@ pub const TICK_GRACE_NS: u64 = 10_000_000;
 /// An upstream answered the request that spent `spent` with a wait: keeps
 /// the buckets of its rules that obey upstream limits empty until then.
 /// Returns the rules for which this starts a block (to log once), and
-/// shared-data errors.
+/// shared-data errors: a block not recorded, or recorded against the
+/// configured limit of an adaptive rule whose health could not be read.
 pub fn obey_upstream(policy: &Policy, store: &dyn SharedStore, spent: &[Spent], wait_ns: u64, now: u64) -> (Vec<usize>, Vec<(usize, StoreError)>) {
     let (mut started, mut errors) = (Vec::new(), Vec::new());
     for s in spent {
@@ -233,7 +237,10 @@ pub fn obey_upstream(policy: &Policy, store: &dyn SharedStore, spent: &[Spent], 
             continue;
         }
         let until = now.saturating_add(wait_ns.min(r.max_block.nanos()));
-        let limit = crate::adaptive::limit(store, r);
+        let limit = crate::adaptive::limit(store, r).unwrap_or_else(|e| {
+            errors.push((rule, e));
+            r.limit
+        });
         match store::cas_update(store, policy.slots, fingerprint, &limit, now, |st| {
             let (next, start) = st.block(&limit, now, until);
             (start, Some(next))
@@ -299,8 +306,12 @@ pub fn decide_carrying(policy: &Policy, req: &mut dyn Request, store: &dyn Share
             Carry::Turn { rule, fingerprint, at, .. } if rule == i && (fingerprint == key_fp || fingerprint == overflow_fp) => Some(at),
             _ => None,
         });
-        // An adaptive rule's limit as it stands (its configured one otherwise).
-        let mut limit = crate::adaptive::limit(store, rule);
+        // An adaptive rule's limit as it stands (its configured one otherwise,
+        // and when its health cannot be read).
+        let mut limit = crate::adaptive::limit(store, rule).unwrap_or_else(|e| {
+            d.unread.push((i, e));
+            rule.limit
+        });
         let class = rule.priority.as_ref().map_or(0, |p| p.class(attrs.header(&p.header).as_deref(), ctx.waited_ns));
         // A key without a free slot is decided against the rule's overflow
         // bucket; a global rule's, like its fallback, at limit / instances
@@ -512,10 +523,13 @@ pub fn release(store: &dyn SharedStore, spent: &[Spent], now: u64) -> Vec<(usize
 }
 
 /// Gives back what an admitted request spent, when its client went away
-/// while it waited in a queue. Errors are reported, not fatal.
+/// while it waited in a queue. Errors are reported, not fatal: what was
+/// not given back, then adaptive rules whose health could not be read
+/// (given back against their configured limit).
 pub fn give_back(policy: &Policy, store: &dyn SharedStore, spent: &[Spent], now: u64) -> Vec<(usize, StoreError)> {
     let mut d = Decision::default();
     refund(policy, store, now, spent, &mut d);
+    d.errors.append(&mut d.unread);
     d.errors
 }
 
@@ -531,7 +545,14 @@ fn refund(policy: &Policy, store: &dyn SharedStore, now: u64, spent: &[Spent], d
         let result = match *s {
             Spent::Bucket { rule, fingerprint, fallback, cost } => {
                 let Some(r) = policy.rules.get(rule) else { continue };
-                let limit = if fallback { fallback_limit(policy, r) } else { crate::adaptive::limit(store, r) };
+                let limit = if fallback {
+                    fallback_limit(policy, r)
+                } else {
+                    crate::adaptive::limit(store, r).unwrap_or_else(|e| {
+                        d.unread.push((rule, e));
+                        r.limit
+                    })
+                };
                 store::refund(store, policy.slots, fingerprint, r.algorithm, &limit, now, cost).map_err(|e| (rule, e))
             }
             Spent::Lease { rule, fingerprint, window, cost } => {
