@@ -131,7 +131,7 @@ impl SluiceFilter {
             }
         }
         for (rule, e) in errors {
-            warn_within_budget!(now, "rule {}: upstream limit not recorded: {e}", crate::rule_name(policy, rule));
+            warn_within_budget!(now, "rule {}: recording an upstream limit: {e}", crate::rule_name(policy, rule));
         }
     }
 }
@@ -158,7 +158,7 @@ impl SluiceFilter {
                     );
                 }
                 Ok(None) => {}
-                Err(e) => log::debug!("rule {}: upstream health not recorded: {e}", rule.name),
+                Err(e) => warn_within_budget!(now, "rule {}: upstream health not recorded: {e}", rule.name),
             }
         }
     }
@@ -182,7 +182,7 @@ impl Context for SluiceFilter {
         };
         let (errors, policy) = errors;
         for (rule, e) in errors {
-            warn_within_budget!(now, "rule {}: a queued turn was not given back: {e}", crate::rule_name(&policy, rule));
+            warn_within_budget!(now, "rule {}: giving back a queued turn: {e}", crate::rule_name(&policy, rule));
         }
         true
     }

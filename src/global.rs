@@ -58,6 +58,9 @@ pub fn decide(policy: &Policy, request: &mut HostRequest, ctx: Ctx, carried: &[C
     for (rule, e) in &d.errors {
         warn_within_budget!(ctx.now, "rule {} let a request pass: {e}", crate::rule_name(policy, *rule));
     }
+    for (rule, e) in &d.unread {
+        warn_within_budget!(ctx.now, "rule {}: adaptive limit not read, its configured limit applies: {e}", crate::rule_name(policy, *rule));
+    }
     if !d.notes.is_empty() {
         crate::logs::notes(policy, &d, ctx.now);
         for (i, note) in &d.notes {
@@ -177,6 +180,9 @@ fn apply(policy: &Policy, needs: &[LeaseNeed], answers: &[Answer], now: u64, mut
                 if let Some(blocked) = applied.blocked_rule {
                     kept.retain(|c| !matches!(c, Carry::Turn { rule, .. } if *rule == blocked));
                 }
+                if let Some(e) = &applied.unread {
+                    warn_within_budget!(now, "rule {}: adaptive limit not read, an upstream block was recorded against its configured limit: {e}", need.ask.rule);
+                }
                 if applied.block_started {
                     warn_within_budget!(
                         now,
@@ -194,10 +200,13 @@ fn apply(policy: &Policy, needs: &[LeaseNeed], answers: &[Answer], now: u64, mut
     carried
 }
 
-/// Lets failed asks be asked again.
+/// Lets failed asks be asked again. An ask not forgotten keeps its key
+/// from asking until the ask expires: logged.
 pub fn forget(policy: &Policy, needs: &[LeaseNeed], now: u64) {
     for need in needs {
-        let _ = forget_ask(policy, &HostStore, need, now);
+        if let Err(e) = forget_ask(policy, &HostStore, need, now) {
+            warn_within_budget!(now, "rule {}: a failed ask not forgotten (the key asks again when it expires): {e}", need.ask.rule);
+        }
     }
 }
 

@@ -1,4 +1,7 @@
-//! The rate-limit log lines of the seed's section 7.2, bounded in volume.
+//! The rate-limit log lines ("rate limit approaching" and "rate limit
+//! exceeded", their fields shown in docs/observability.md), and the log
+//! budget they and every warning a client or an upstream can repeat
+//! (`warn_within_budget!`) spend, so that their volume stays bounded.
 //!
 //! A key crossing 95 % of its limit is logged once as a warning ("rate
 //! limit approaching"), and each rejection episode of a key (from its first

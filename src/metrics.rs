@@ -107,6 +107,9 @@ pub fn flush() {
     let pending = PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()));
     for (id, n) in pending {
         if n != 0 {
+            // The id was defined by this worker; a refusal loses one
+            // flush of one counter, and logging it (per flush, per
+            // metric) would cost more than the count is worth.
             let _ = hostcalls::increment_metric(id, n);
         }
     }
@@ -123,6 +126,7 @@ pub fn time_this_decision() -> bool {
 
 fn record(id: Option<u32>, v: u64) {
     if let Some(id) = id {
+        // As in `flush`: one sample lost, not worth a line per sample.
         let _ = hostcalls::record_metric(id, v);
     }
 }

@@ -115,12 +115,18 @@ impl SluiceRoot {
                 if hostcalls::set_effective_context(stream.context_id).is_ok() {
                     if self.redo(&policy, stream, now, Some(!answered), &carried) {
                         crate::metrics::queue_wait(now.saturating_sub(stream.arrival) / 1_000_000);
-                        let _ = hostcalls::resume_http_request();
+                        if let Err(e) = hostcalls::resume_http_request() {
+                            log::debug!("held request {} not resumed: {e:?}", stream.context_id);
+                        }
                     }
+                    // Back to this root, which exists (it is running): the
+                    // call cannot fail, and nothing else could be done.
                     let _ = hostcalls::set_effective_context(self.context_id);
                 } else {
                     // The client left meanwhile: its place in line is free.
-                    let _ = give_back_kept(&policy, &HostStore, &kept, now);
+                    for (rule, e) in give_back_kept(&policy, &HostStore, &kept, now) {
+                        warn_within_budget!(now, "rule {}: giving back a queued turn: {e}", crate::rule_name(&policy, rule));
+                    }
                 }
             }
             None => {}
@@ -197,7 +203,9 @@ impl SluiceRoot {
         let mut request = HostRequest::new(stream.body_size);
         let (root, instance) = (self.context_id, self.instance.clone());
         let then = global::decide_or_call(policy, &mut request, ctx, carried, self.queue, |settings, needs| {
-            // The call belongs to this root, not to the stream.
+            // The call belongs to this root, not to the stream. Both
+            // contexts exist (this root runs; the stream is being decided),
+            // so switching cannot fail.
             let _ = hostcalls::set_effective_context(root);
             let call = callout::reserve(settings, &instance, needs);
             let _ = hostcalls::set_effective_context(stream.context_id);
@@ -266,7 +274,15 @@ impl RootContext for SluiceRoot {
             return false;
         }
         if policy.global.is_some() {
-            self.queue = hostcalls::register_shared_queue(REFILL_QUEUE).ok();
+            // Without the queue no refill would reach the leader: every key
+            // would wait for a call whenever its lease ran out.
+            match hostcalls::register_shared_queue(REFILL_QUEUE) {
+                Ok(queue) => self.queue = Some(queue),
+                Err(e) => {
+                    log::error!("policy refused: cannot register the shared queue {REFILL_QUEUE:?} for global lease refills: {e:?}");
+                    return false;
+                }
+            }
             if let Ok(Some(id)) = hostcalls::get_property(vec!["node", "id"]) {
                 self.instance = Rc::from(sluice_core::counter_api::instance_name(&String::from_utf8_lossy(&id)));
             }
@@ -313,7 +329,8 @@ impl RootContext for SluiceRoot {
             }
         }
         if woke {
-            // Calls made below must belong to this root, not to a stream.
+            // Calls made below must belong to this root, not to a stream
+            // (this root runs, so switching back to it cannot fail).
             let _ = hostcalls::set_effective_context(self.context_id);
         }
         let Some(policy) = self.policy.clone() else { return };

@@ -156,12 +156,15 @@ pub fn ensure(store: &dyn SharedStore, rules: &[Rule]) -> Result<(), StoreError>
 }
 
 /// The rule's limit as it stands: its configured one unless it adapts.
-pub fn limit(store: &dyn SharedStore, rule: &Rule) -> Limit {
+/// An error when its health cannot be read: the caller reports it and goes
+/// on with the configured limit, which is what a fresh health allows
+/// (`rule.limit`).
+pub fn limit(store: &dyn SharedStore, rule: &Rule) -> Result<Limit, StoreError> {
     if rule.adaptive.is_none() {
-        return rule.limit;
+        return Ok(rule.limit);
     }
-    let health = store.get(&key(rule)).ok().flatten().map(|(b, _)| Health::decode(&b)).unwrap_or_default();
-    scaled(rule, health.requests(rule))
+    let health = store.get(&key(rule))?.map(|(b, _)| Health::decode(&b)).unwrap_or_default();
+    Ok(scaled(rule, health.requests(rule)))
 }
 
 /// `rule`'s limit at `requests` per `per`, its burst scaled alike.
@@ -216,22 +219,22 @@ mod tests {
         let store = MemoryStore::default();
         let r = rule();
         ensure(&store, std::slice::from_ref(&r)).expect("ensure");
-        assert_eq!(limit(&store, &r).requests, 20);
+        assert_eq!(limit(&store, &r).expect("health").requests, 20);
         // 2 s of answers slower than 200 ms at p90.
         let cuts = answers(&store, &r, T0, 2000, 40, 500, 200);
         assert!(!cuts.is_empty());
         assert_eq!(cuts[0].from, 20);
         assert_eq!(cuts[0].to, 10, "halved");
-        let low = limit(&store, &r);
+        let low = limit(&store, &r).expect("health");
         assert!(low.requests < 20 && low.requests >= 4, "{low:?}");
         assert!(low.burst <= low.requests);
         // Keep failing: never below the floor.
         answers(&store, &r, T0 + 2000 * MS, 5000, 100, 10, 503);
-        assert_eq!(limit(&store, &r).requests, 4);
+        assert_eq!(limit(&store, &r).expect("health").requests, 4);
         // Healthy again: climbs back by `increase` (default 2) per half.
         let ups = answers(&store, &r, T0 + 7000 * MS, 10_000, 200, 10, 200);
         assert!(ups.iter().all(|c| c.to > c.from));
-        assert_eq!(limit(&store, &r).requests, 20);
+        assert_eq!(limit(&store, &r).expect("health").requests, 20);
     }
 
     #[test]
@@ -248,7 +251,39 @@ mod tests {
             changes.extend(record(&store, &r, T0 + 4000 * MS + i * 50 * MS, slow * MS, 200).expect("record"));
         }
         assert!(changes.iter().all(|c| c.to >= c.from), "{changes:?}");
-        assert_eq!(limit(&store, &r).requests, 20);
+        assert_eq!(limit(&store, &r).expect("health").requests, 20);
+    }
+
+    /// A store whose reads of adaptive health fail.
+    struct Unreadable(MemoryStore);
+    impl SharedStore for Unreadable {
+        fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
+            if key.starts_with("sluice/adaptive/") {
+                return Err(StoreError::Host("refused".into()));
+            }
+            self.0.get(key)
+        }
+        fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError> {
+            self.0.set(key, value, cas)
+        }
+    }
+
+    #[test]
+    fn an_unreadable_health_is_reported_and_the_configured_limit_applies() {
+        let store = Unreadable(MemoryStore::default());
+        let r = rule();
+        assert_eq!(limit(&store, &r), Err(StoreError::Host("refused".into())));
+        let p = Policy::from_json(
+            r#"{"slots": 1024, "rules": [{"name": "search", "limit": {"requests": 20, "per": "1s"}, "adaptive": {"floor": 4}}]}"#,
+        )
+        .expect("policy");
+        crate::store::ensure_slots(&store.0, p.slots).expect("slots");
+        let mut req = crate::request::MemoryRequest::new("GET", "/");
+        let d = crate::limiter::decide(&p, &mut req, &store, crate::limiter::Ctx::at(T0));
+        assert!(d.allowed());
+        assert!(d.errors.is_empty(), "{:?}", d.errors);
+        assert_eq!(d.unread, [(0, StoreError::Host("refused".into()))]);
+        assert_eq!(d.applied[0].limit, 20, "the configured limit");
     }
 
     #[test]
@@ -256,7 +291,7 @@ mod tests {
         let store = MemoryStore::default();
         let r = rule();
         store.set(&key(&r), b"garbage", 0).expect("set");
-        assert_eq!(limit(&store, &r).requests, 20);
+        assert_eq!(limit(&store, &r).expect("health").requests, 20);
         assert!(record(&store, &r, T0, MS, 200).is_ok());
         assert_eq!(Health::decode(&Health::default().encode()), Health::default());
     }

@@ -1,6 +1,7 @@
 //! Leases: a global rule's share of its limit, reserved from the counter
-//! service for one window and spent locally, so that no request waits on
-//! Redis.
+//! service a window at a time (a steady key's reservation ahead may span
+//! several windows, see `limiter::spans`) and spent locally, so that no
+//! request waits on Redis.
 //!
 //! The counter service counts fixed windows (`floor(server_ms / per)`) and
 //! never reserves more than the limit in one, so the instances together can

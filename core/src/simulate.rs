@@ -529,7 +529,8 @@ impl<'p> Replay<'p> {
     }
 
     /// Applies the counter's answers; returns the units that belong to the
-    /// request that asked.
+    /// request that asked. An answer that cannot be stored is lost, as in
+    /// the filter (which logs it): the replay counts what the filter would.
     fn apply(&self, needs: &[LeaseNeed], answers: &[Answer], now: u64) -> Vec<Carry> {
         needs.iter().zip(answers).filter_map(|(n, a)| apply_answer(self.policy, &self.store, n, a, now).ok().and_then(|x| x.carry)).collect()
     }
@@ -579,7 +580,9 @@ fn capacity_ns(store: &MemoryStore, rule: &Rule) -> u64 {
     if rule.algorithm != Algorithm::TokenBucket {
         return u64::MAX;
     }
-    let limit = crate::adaptive::limit(store, rule);
+    // A memory store's reads do not fail; were one to, the configured
+    // limit is what a fresh health allows.
+    let limit = crate::adaptive::limit(store, rule).unwrap_or(rule.limit);
     crate::bucket::mul_div(limit.per.nanos(), limit.burst, limit.requests)
 }
 

@@ -79,3 +79,27 @@ fn max_block_is_checked() {
         );
     }
 }
+
+/// What `an_upstream_429_holds_the_integration_back_until_its_retry_after`
+/// (tests/queue_in_envoy.rs) shows in Envoy, stated exactly: a rule that
+/// queues for up to 2 s, told at T0 to wait 3 s, refuses a request whose
+/// wait would pass its queue and holds one whose wait fits until exactly
+/// T0 + 3 s, not a moment more.
+#[test]
+fn a_queued_request_is_held_until_the_upstreams_retry_after_exactly() {
+    let p = Policy::from_json(
+        r#"{"tenant": [{"header": "x-tenant-id"}], "rules": [{"name": "notion", "key": ["tenant"],
+            "limit": {"requests": 3, "per": "1s"}, "queue": {"max_wait": "2s"}, "obey_upstream": true}]}"#,
+    )
+    .expect("policy");
+    let store = MemoryStore::default();
+    ensure_slots(&store, p.slots).expect("slots");
+    assert!(send(&p, &store, T0, Some("3")), "the request the upstream answered");
+    let decide_at = |now: u64| decide(&p, &mut MemoryRequest::new("GET", "/").header("x-tenant-id", "victim"), &store, Ctx::at(now));
+    let d = decide_at(T0 + S);
+    assert!(!d.allowed(), "a wait of 2 s and a bit is past the queue: {d:?}");
+    let at = T0 + 1300 * 1_000_000;
+    let d = decide_at(at);
+    assert!(d.allowed(), "{d:?}");
+    assert_eq!(at + d.hold_ns, T0 + 3 * S, "held until the upstream's time, exactly");
+}

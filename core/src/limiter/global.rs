@@ -18,7 +18,7 @@ pub fn fallback_limit(policy: &Policy, rule: &Rule) -> Limit {
 }
 
 /// What applying an answer gave.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Applied {
     /// Units that belong to the waiting request that asked.
     pub carry: Option<Carry>,
@@ -31,6 +31,9 @@ pub struct Applied {
     /// The rule (index) the answer was applied to; `None` when the policy
     /// no longer has it.
     pub rule: Option<usize>,
+    /// The rule adapts and its health could not be read: a block it
+    /// reported was recorded against the configured limit.
+    pub unread: Option<StoreError>,
 }
 
 /// The rule a need was asked for: the one at its index, unless the policy
@@ -54,10 +57,13 @@ pub fn apply_answer(policy: &Policy, store: &dyn SharedStore, need: &LeaseNeed, 
     if need.ask.release > 0 {
         return Ok(Applied { rule: Some(index), ..Applied::default() });
     }
-    let mut block_started = false;
+    let (mut block_started, mut unread) = (false, None);
     let blocked = answer.blocked_ns > 0 && rule.obey_upstream && need.bucket != 0;
     if blocked {
-        let limit = crate::adaptive::limit(store, rule);
+        let limit = crate::adaptive::limit(store, rule).unwrap_or_else(|e| {
+            unread = Some(e);
+            rule.limit
+        });
         // Capped by this instance's policy too, whatever another learnt.
         let until = now.saturating_add(answer.blocked_ns.min(rule.max_block.nanos()));
         block_started = store::cas_update(store, policy.slots, need.bucket, &limit, now, |st| {
@@ -79,6 +85,7 @@ pub fn apply_answer(policy: &Policy, store: &dyn SharedStore, need: &LeaseNeed, 
         block_started,
         blocked_rule: blocked.then_some(index),
         rule: Some(index),
+        unread,
     })
 }
 

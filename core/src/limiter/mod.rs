@@ -1,9 +1,12 @@
 //! The decision for one request: which rules apply, the key of each, and
 //! whether the request may pass.
 //!
-//! Order: rules are taken in policy order. Each applicable rule spends from
-//! its bucket; when one (in enforce mode) denies, the remaining rules are
-//! only looked at (to report the most restrictive one, the one whose
+//! Order: local rules first, then global ones, each in policy order
+//! (`evaluation_order`: a request a local rule refuses then only peeks at
+//! its global rules, without spending from their leases; what is decided
+//! does not depend on the order). Each applicable rule spends from its
+//! bucket; when one (in enforce mode) denies, the remaining rules are only
+//! looked at (to report the most restrictive one, the one whose
 //! retry-after is longest) and what the earlier rules spent is given back.
 //! So a denied request spends no quota at all, and an admitted one spends
 //! its cost (1 unless the rule says otherwise) from every rule that applied.
@@ -13,10 +16,12 @@
 //!
 //! A key is the rule's identity followed by each part's value, case-folded
 //! (a client cannot get a fresh bucket by changing the case of a header),
-//! hashed with FNV-1a. A missing part (no such header, no tenant, ...) is
-//! hashed as a marker no real value has, so by default every request lacking
-//! it shares one bucket: leaving a header out never escapes a rule. A rule
-//! with `"missing": "skip"` does not apply to such requests instead.
+//! hashed with SipHash-1-3 under the instance's slot secret (`hash::Keyed`:
+//! a client cannot aim its keys at one slot). A missing part (no such
+//! header, no tenant, ...) is hashed as a marker no real value has, so by
+//! default every request lacking it shares one bucket: leaving a header
+//! out never escapes a rule. A rule with `"missing": "skip"` does not
+//! apply to such requests instead.
 //!
 //! A global rule first passes its own bucket (the instance's share of
 //! smoothing, at the full limit), then spends a unit of its lease (see
@@ -156,6 +161,9 @@ pub struct Decision {
     pub tenant: Option<String>,
     /// Shared-data failures; the affected rules let the request pass.
     pub errors: Vec<(usize, StoreError)>,
+    /// Adaptive rules whose health could not be read: they decided (or
+    /// gave back) with their configured limit.
+    pub unread: Vec<(usize, StoreError)>,
     /// Leases to reserve before this request can be decided; nothing was
     /// spent. Decide again once they are answered.
     pub wait_for: Vec<LeaseNeed>,
@@ -218,7 +226,8 @@ pub const TICK_GRACE_NS: u64 = 10_000_000;
 /// An upstream answered the request that spent `spent` with a wait: keeps
 /// the buckets of its rules that obey upstream limits empty until then.
 /// Returns the rules for which this starts a block (to log once), and
-/// shared-data errors.
+/// shared-data errors: a block not recorded, or recorded against the
+/// configured limit of an adaptive rule whose health could not be read.
 pub fn obey_upstream(policy: &Policy, store: &dyn SharedStore, spent: &[Spent], wait_ns: u64, now: u64) -> (Vec<usize>, Vec<(usize, StoreError)>) {
     let (mut started, mut errors) = (Vec::new(), Vec::new());
     for s in spent {
@@ -228,7 +237,10 @@ pub fn obey_upstream(policy: &Policy, store: &dyn SharedStore, spent: &[Spent], 
             continue;
         }
         let until = now.saturating_add(wait_ns.min(r.max_block.nanos()));
-        let limit = crate::adaptive::limit(store, r);
+        let limit = crate::adaptive::limit(store, r).unwrap_or_else(|e| {
+            errors.push((rule, e));
+            r.limit
+        });
         match store::cas_update(store, policy.slots, fingerprint, &limit, now, |st| {
             let (next, start) = st.block(&limit, now, until);
             (start, Some(next))
@@ -294,8 +306,12 @@ pub fn decide_carrying(policy: &Policy, req: &mut dyn Request, store: &dyn Share
             Carry::Turn { rule, fingerprint, at, .. } if rule == i && (fingerprint == key_fp || fingerprint == overflow_fp) => Some(at),
             _ => None,
         });
-        // An adaptive rule's limit as it stands (its configured one otherwise).
-        let mut limit = crate::adaptive::limit(store, rule);
+        // An adaptive rule's limit as it stands (its configured one otherwise,
+        // and when its health cannot be read).
+        let mut limit = crate::adaptive::limit(store, rule).unwrap_or_else(|e| {
+            d.unread.push((i, e));
+            rule.limit
+        });
         let class = rule.priority.as_ref().map_or(0, |p| p.class(attrs.header(&p.header).as_deref(), ctx.waited_ns));
         // A key without a free slot is decided against the rule's overflow
         // bucket; a global rule's, like its fallback, at limit / instances
@@ -507,10 +523,13 @@ pub fn release(store: &dyn SharedStore, spent: &[Spent], now: u64) -> Vec<(usize
 }
 
 /// Gives back what an admitted request spent, when its client went away
-/// while it waited in a queue. Errors are reported, not fatal.
+/// while it waited in a queue. Errors are reported, not fatal: what was
+/// not given back, then adaptive rules whose health could not be read
+/// (given back against their configured limit).
 pub fn give_back(policy: &Policy, store: &dyn SharedStore, spent: &[Spent], now: u64) -> Vec<(usize, StoreError)> {
     let mut d = Decision::default();
     refund(policy, store, now, spent, &mut d);
+    d.errors.append(&mut d.unread);
     d.errors
 }
 
@@ -526,7 +545,14 @@ fn refund(policy: &Policy, store: &dyn SharedStore, now: u64, spent: &[Spent], d
         let result = match *s {
             Spent::Bucket { rule, fingerprint, fallback, cost } => {
                 let Some(r) = policy.rules.get(rule) else { continue };
-                let limit = if fallback { fallback_limit(policy, r) } else { crate::adaptive::limit(store, r) };
+                let limit = if fallback {
+                    fallback_limit(policy, r)
+                } else {
+                    crate::adaptive::limit(store, r).unwrap_or_else(|e| {
+                        d.unread.push((rule, e));
+                        r.limit
+                    })
+                };
                 store::refund(store, policy.slots, fingerprint, r.algorithm, &limit, now, cost).map_err(|e| (rule, e))
             }
             Spent::Lease { rule, fingerprint, window, cost } => {

@@ -82,7 +82,8 @@ pub struct Rule {
     /// `endpoint`, `integration`, ...); `default` when not given.
     pub tier: String,
     /// Stable across reloads while the name and key spec are unchanged, so
-    /// the rule's buckets keep their counts.
+    /// the rule's buckets keep their counts: a hash of an explicit encoding
+    /// of both (`compile::rule_identity`), fixed by the policy tests.
     pub identity: u64,
     /// Upper-case methods; empty means any. Includes `HEAD` when the rule
     /// lists `GET` and not `"head": "separate"` (see `head_as_get`).

@@ -106,6 +106,73 @@ fn identity_survives_limit_changes_but_not_key_changes() {
     assert_ne!(a.rules[0].identity, c.rules[0].identity);
 }
 
+/// A rule's identity is its name and key spec in the encoding documented
+/// at `rule_identity`: these values must never change, since a new value
+/// starts the rule's buckets afresh in every instance.
+#[test]
+fn identities_are_pinned() {
+    const PINNED: [u64; 4] = [0xd80d_1eae_a7db_fa62, 0xfa45_89c7_3aca_7d05, 0xc423_0b02_7a57_1c1a, 0x3e8a_3e58_7eb4_5822];
+    let identity = |rule: &str| Policy::from_json(&one_rule(rule)).expect("policy").rules[0].identity;
+    let limit = r#""limit": {"requests": 1, "per": "1s"}"#;
+    assert_eq!(identity(&format!(r#""key": [], {limit}"#)), PINNED[0]);
+    assert_eq!(identity(&format!(r#""key": ["tenant"], {limit}"#)), PINNED[1]);
+    assert_eq!(identity(&format!(r#""key": ["client_ip", {{"header": "X-Api-Key"}}], {limit}"#)), PINNED[2]);
+    let parts = r#"[{"body": "params.name"}, {"path_param": {"name": "t", "template": "/v1/{t}/x"}}, {"query": "q"}, {"property": ["source", "principal"]}, {"const": "c"}, "jsonrpc_method", "tool"]"#;
+    let body = format!(r#"{{"read_body": true, "rules": [{{"name": "mcp", "key": {parts}, {limit}}}]}}"#);
+    assert_eq!(Policy::from_json(&body).expect("policy").rules[0].identity, PINNED[3]);
+    // The documented bytes of one: name "r", tenant (5), header (7) "x-a".
+    let bytes = [1, 0, 0, 0, b'r', 5, 7, 3, 0, 0, 0, b'x', b'-', b'a'];
+    assert_eq!(
+        compile::rule_identity("r", &[KeyPart::Tenant, KeyPart::Header("x-a".into())]),
+        crate::hash::fnv1a(&bytes)
+    );
+}
+
+#[test]
+fn distinct_keys_have_distinct_identities() {
+    let s = |v: &str| v.to_string();
+    let template = crate::path::Template::parse("/v1/{t}").expect("template");
+    let other = crate::path::Template::parse("/v2/{t}").expect("template");
+    let keys: Vec<(&str, Vec<KeyPart>)> = vec![
+        ("r", vec![]),
+        ("s", vec![]),
+        ("r", vec![KeyPart::ClientIp]),
+        ("r", vec![KeyPart::Method]),
+        ("r", vec![KeyPart::Authority]),
+        ("r", vec![KeyPart::Path]),
+        ("r", vec![KeyPart::Tenant]),
+        ("r", vec![KeyPart::Integration]),
+        ("r", vec![KeyPart::JsonRpcMethod]),
+        ("r", vec![KeyPart::Tool]),
+        ("r", vec![KeyPart::Tenant, KeyPart::ClientIp]),
+        ("r", vec![KeyPart::ClientIp, KeyPart::Tenant]),
+        ("r", vec![KeyPart::Tenant, KeyPart::Tenant]),
+        ("r", vec![KeyPart::Header(s("a"))]),
+        ("r", vec![KeyPart::Header(s("b"))]),
+        ("r", vec![KeyPart::Query(s("a"))]),
+        ("r", vec![KeyPart::Const(s("a"))]),
+        ("r", vec![KeyPart::PathParam(s("a"))]),
+        // Where strings end matters.
+        ("r", vec![KeyPart::Header(s("ab")), KeyPart::Const(s("c"))]),
+        ("r", vec![KeyPart::Header(s("a")), KeyPart::Const(s("bc"))]),
+        ("ra", vec![KeyPart::Header(s("b"))]),
+        ("r", vec![KeyPart::Body(vec![s("a"), s("b")])]),
+        ("r", vec![KeyPart::Body(vec![s("a.b")])]),
+        ("r", vec![KeyPart::Body(vec![s("a")]), KeyPart::Body(vec![s("b")])]),
+        ("r", vec![KeyPart::Property(vec![s("a"), s("b")])]),
+        ("r", vec![KeyPart::TemplateParam { name: s("t"), template: template.clone() }]),
+        ("r", vec![KeyPart::TemplateParam { name: s("t"), template: other }]),
+    ];
+    let mut seen = std::collections::HashMap::new();
+    for (name, key) in &keys {
+        let id = compile::rule_identity(name, key);
+        if let Some(before) = seen.insert(id, (name, key)) {
+            panic!("{before:?} and {:?} share identity {id:#x}", (name, key));
+        }
+    }
+    assert_eq!(compile::rule_identity("r", &[KeyPart::Header(s("a"))]), compile::rule_identity("r", &[KeyPart::Header(s("a"))]));
+}
+
 #[test]
 fn istio_plugin_config_form_is_the_same_document() {
     // WasmPlugin's pluginConfig arrives as this JSON text unchanged.
