@@ -35,8 +35,12 @@ impl Mcp {
         decide(&self.policy, req, &self.store, Ctx::at(T0))
     }
 
+    /// A POST that ends at once once decided, as a quick call does: the
+    /// units of concurrency limits it took are released.
     fn post(&self, body: &str) -> Decision {
-        self.send(&mut post(body))
+        let d = self.send(&mut post(body));
+        assert!(sluice_core::limiter::release(&self.store, &d.spent, T0).is_empty());
+        d
     }
 
     fn denied_by(&self, d: &Decision) -> Option<String> {
@@ -158,7 +162,7 @@ fn a_tool_limit_matches_by_name_and_queues() {
     let d = m.post(&tool(4, "github-search"));
     assert!(d.allowed() && d.hold_ns == 0);
     let applied: Vec<&str> = d.applied.iter().map(|a| m.policy.rules[a.rule].name.as_str()).collect();
-    assert_eq!(applied, ["per-ip", "per-tenant", "tools-call", "integration-github"]);
+    assert_eq!(applied, ["per-ip", "per-tenant", "tenant-in-flight", "tools-call", "integration-github"]);
 }
 
 #[test]
