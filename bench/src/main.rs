@@ -7,8 +7,9 @@
 //!
 //! Scenarios: `overhead` and `denial` (every variant interleaved round by
 //! round, one Envoy worker on its own CPU, wrk at saturation and the harness
-//! load generator at a fixed rate), `accuracy` (global limits across 3
-//! instances), `cardinality` (10^4–10^6 distinct clients) and `outage`
+//! load generator at a fixed rate), `jsonrpc` (Envoy CPU per JSON-RPC
+//! request over a REST request of the same size), `accuracy` (global limits
+//! across 3 instances), `cardinality` (10^4–10^6 distinct clients) and `outage`
 //! (Redis killed mid-run). Each writes `<out>/<date>-<scenario>.json`, a
 //! markdown table and SVG charts; README.md and docs/bench.md are then
 //! rebuilt from the latest files. Load only ever targets 127.0.0.1 and every
@@ -18,6 +19,7 @@ mod accuracy;
 mod cardinality;
 mod chart;
 mod compare;
+mod jsonrpc;
 mod machine;
 mod mix;
 mod outage;
@@ -44,21 +46,24 @@ use wrk::Wrk;
 pub enum Scenario {
     Overhead,
     Denial,
+    Jsonrpc,
     Accuracy,
     Cardinality,
     Outage,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 5] =
-        [Scenario::Overhead, Scenario::Denial, Scenario::Accuracy, Scenario::Cardinality, Scenario::Outage];
+    pub const ALL: [Scenario; 6] =
+        [Scenario::Overhead, Scenario::Denial, Scenario::Jsonrpc, Scenario::Accuracy, Scenario::Cardinality, Scenario::Outage];
     /// What `--quick` runs when no scenario is named.
-    const QUICK: [Scenario; 4] = [Scenario::Overhead, Scenario::Denial, Scenario::Accuracy, Scenario::Cardinality];
+    const QUICK: [Scenario; 5] =
+        [Scenario::Overhead, Scenario::Denial, Scenario::Jsonrpc, Scenario::Accuracy, Scenario::Cardinality];
 
     pub fn name(self) -> &'static str {
         match self {
             Scenario::Overhead => "overhead",
             Scenario::Denial => "denial",
+            Scenario::Jsonrpc => "jsonrpc",
             Scenario::Accuracy => "accuracy",
             Scenario::Cardinality => "cardinality",
             Scenario::Outage => "outage",
@@ -69,6 +74,7 @@ impl Scenario {
         match self {
             Scenario::Overhead => "Overhead, nothing denied",
             Scenario::Denial => "Denial path, about half denied",
+            Scenario::Jsonrpc => "JSON-RPC decision cost over REST",
             Scenario::Accuracy => "Accuracy of global limits",
             Scenario::Cardinality => "Key cardinality",
             Scenario::Outage => "Redis outage",
@@ -80,7 +86,8 @@ impl Scenario {
 #[command(name = "sluice-bench", about = "Sluice's benchmarks in real Envoy (see docs/bench.md)")]
 struct Args {
     /// A subset in under five minutes: 3 short rounds of overhead and
-    /// denial, 5 windows of accuracy, 10^4 and 10^5 clients.
+    /// denial, 3 short rounds of jsonrpc, 5 windows of accuracy, 10^4 and
+    /// 10^5 clients.
     #[arg(long)]
     quick: bool,
     /// Scenario to run (repeatable); default: all (with --quick: all but outage).
@@ -95,10 +102,11 @@ struct Args {
     /// Variant of overhead and denial (repeatable); default: all.
     #[arg(long = "variant", value_enum)]
     variants: Vec<Variant>,
-    /// Distinct clients (each with its own IP and tenant) in the overhead and denial mixes.
+    /// Distinct clients (each with its own IP and tenant) in the overhead, denial and jsonrpc loads.
     #[arg(long, default_value_t = 1000)]
     clients: u64,
-    /// Offered rate of the fixed-rate latency runs, requests per second.
+    /// Offered rate of the fixed-rate latency runs and of jsonrpc's paced
+    /// runs, requests per second.
     #[arg(long, default_value_t = 2000.0)]
     rate: f64,
     /// wrk connections at saturation.
@@ -299,6 +307,37 @@ fn run_scenario(args: &Args, scenario: Scenario, files: &Files, machine: &Machin
                 result: serde_json::to_value(&comparison)?,
                 targets,
                 markdown,
+            })
+        }
+        Scenario::Jsonrpc => {
+            if let Some(p) = pinning {
+                p.bench_to_load_cpu()?;
+            }
+            let wrk = Wrk::find(args.connections)?;
+            let mut setup = Setup::new(&[Variant::SluiceLocal], pinning.cloned(), None, None)?;
+            setup.local_policy = variant::mcp_policy()?;
+            let settings = jsonrpc::Settings::new(args.rounds.unwrap_or(if quick { 3 } else { 5 }), args.clients, args.rate, quick);
+            let outcome = jsonrpc::run(&setup, &wrk, &settings)?;
+            let header = format!(
+                "{about} One Envoy worker; {}. Sluice with policies/mcp.json (every rule local, trusted_hops 1). Two loads of \
+                 {} clients (own IP via X-Forwarded-For and own tenant each), bodies of {} bytes, content-type \
+                 application/json: JSON-RPC (POST /mcp, tools/call, read and parsed for the JSON-RPC rules) and REST (POST \
+                 /api/v1/items, body not read), each paced near {} req/s (wrk -t1 -c{}) for {} s after {} s of warm-up, \
+                 {} rounds on the same Envoy, the order alternating.",
+                machine.pinning,
+                stats::number(settings.clients as f64, 0),
+                settings.body_bytes,
+                stats::number(settings.rate, 0),
+                settings.connections,
+                settings.duration_s,
+                settings.warmup_s,
+                settings.rounds
+            );
+            Ok(Done {
+                settings: serde_json::to_value(&settings)?,
+                result: serde_json::to_value(&outcome)?,
+                targets: jsonrpc::targets(&outcome),
+                markdown: jsonrpc::render(&outcome, &settings, &header),
             })
         }
         Scenario::Accuracy => {

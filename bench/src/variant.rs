@@ -76,7 +76,23 @@ pub fn template(name: &str) -> PathBuf {
 /// in `X-Forwarded-For`, as a load balancer in front of Envoy would (the
 /// native variant sets `xff_num_trusted_hops: 1` for the same reason).
 pub fn gateway_policy() -> anyhow::Result<String> {
-    let path = wasm_test_harness::repo_root().join("policies/mcp-gateway.json");
+    one_hop("policies/mcp-gateway.json")
+}
+
+/// `policies/mcp.json` (every rule local already) trusting one proxy hop,
+/// like [`gateway_policy`]: the policy of scenario `jsonrpc`.
+pub fn mcp_policy() -> anyhow::Result<String> {
+    let policy = one_hop("policies/mcp.json")?;
+    if serde_json::from_str::<serde_json::Value>(&policy).context("policies/mcp.json is not JSON")?.get("global").is_some() {
+        bail!("policies/mcp.json has global rules: scenario jsonrpc expects every rule local");
+    }
+    checked(&policy)
+}
+
+/// The policy file at `relative` (from the repository root) with
+/// `"trusted_hops": 0` set to 1.
+fn one_hop(relative: &str) -> anyhow::Result<String> {
+    let path = wasm_test_harness::repo_root().join(relative);
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let one_hop = text.replacen(r#""trusted_hops": 0"#, r#""trusted_hops": 1"#, 1);
     if one_hop == text {
@@ -172,6 +188,11 @@ impl Setup {
 
     /// Starts `variant` with `concurrency` workers, pinned when pinning is on.
     pub fn start(&self, variant: Variant, concurrency: u32, log_level: &str) -> anyhow::Result<Envoy> {
+        self.start_from(variant, variant.template(), concurrency, log_level)
+    }
+
+    /// [`Setup::start`] from another template under `bench/envoy/`.
+    pub fn start_from(&self, variant: Variant, template_name: &str, concurrency: u32, log_level: &str) -> anyhow::Result<Envoy> {
         let (wasm, policy) = match variant {
             Variant::NoopWasm => (&self.noop_wasm, "{}"),
             Variant::SluiceGlobal => (&self.sluice_wasm, self.global_policy.as_str()),
@@ -187,7 +208,7 @@ impl Setup {
             _ => 0,
         };
         let envoy = Envoy::start(EnvoyOptions {
-            template: template(variant.template()),
+            template: template(template_name),
             wasm: Some(wasm.clone()),
             policy_json: policy.to_string(),
             concurrency,
@@ -229,10 +250,22 @@ mod tests {
     }
 
     #[test]
+    fn the_mcp_policy_trusts_one_hop_and_reads_bodies() {
+        let policy = sluice_core::policy::Policy::from_json(&mcp_policy().unwrap()).unwrap();
+        assert!(policy.global.is_none());
+        assert_eq!(policy.trusted_hops, 1);
+        assert!(policy.needs_body);
+        assert!(policy.reads_body("POST", "/mcp"));
+        assert!(!policy.reads_body("POST", "/api/v1/items"));
+    }
+
+    #[test]
     fn every_template_exists_and_names_its_placeholders() {
         for v in Variant::ALL {
             let text = std::fs::read_to_string(template(v.template())).unwrap();
             assert!(text.contains("{{PORT}}") && text.contains("{{ADMIN_PORT}}"), "{}", v.name());
         }
+        let buffered = std::fs::read_to_string(template("wasm-buffered.yaml")).unwrap();
+        assert!(buffered.contains("{{ECDS_DIR}}") && buffered.contains("envoy.filters.http.buffer"));
     }
 }

@@ -71,17 +71,32 @@ impl Wrk {
 
     /// Runs `mix` against 127.0.0.1:`port` for `duration`.
     pub fn run(&self, port: u16, mix: &Mix, duration: Duration) -> anyhow::Result<WrkResult> {
+        self.run_script(port, &self.script, self.connections, &mix.wrk_args(), duration)
+    }
+
+    /// Runs `bench/wrk/<name>` with `args` after `--`, `connections`
+    /// connections (one thread), against 127.0.0.1:`port` for `duration`.
+    /// The script prints the `sluice-bench {json}` line as `mix.lua` does.
+    pub fn run_named(&self, port: u16, name: &str, connections: u32, args: &[String], duration: Duration) -> anyhow::Result<WrkResult> {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("wrk").join(name);
+        if !script.is_file() {
+            bail!("{} is missing", script.display());
+        }
+        self.run_script(port, &script, connections, args, duration)
+    }
+
+    fn run_script(&self, port: u16, script: &Path, connections: u32, args: &[String], duration: Duration) -> anyhow::Result<WrkResult> {
         let secs = duration.as_secs().max(1);
         let out = Command::new(&self.bin)
             .arg("-t1")
-            .arg(format!("-c{}", self.connections))
+            .arg(format!("-c{connections}"))
             .arg(format!("-d{secs}s"))
             .arg("--latency")
             .arg("-s")
-            .arg(&self.script)
+            .arg(script)
             .arg(format!("http://127.0.0.1:{port}/"))
             .arg("--")
-            .args(mix.wrk_args())
+            .args(args)
             .output()
             .with_context(|| format!("running {}", self.bin.display()))?;
         let stdout = String::from_utf8_lossy(&out.stdout);
