@@ -1,14 +1,20 @@
 //! Scenario `jsonrpc`: what deciding on a JSON-RPC request costs over a
 //! REST request of the same size. One Envoy with one worker (pinned like
 //! the overhead runs) and Sluice with `policies/mcp.json` (every rule
-//! local, `trusted_hops` 1) takes two loads, interleaved round by round
+//! local, `trusted_hops` 1) plus a REST twin of each of its rules that a
+//! `tools/call` meets (`variant::mcp_policy`) takes two loads, interleaved
+//! round by round
 //! (the order alternates), each from wrk (`bench/wrk/jsonrpc.lua`) at the
 //! same paced rate, far below every limit:
 //!
 //! - JSON-RPC: `POST /mcp`, a `tools/call` body padded to [`BODY_BYTES`]:
 //!   the filter reads and parses the body for the JSON-RPC rules;
-//! - REST: `POST /api/v1/items`, a JSON body of exactly the same length: no
-//!   JSON-RPC rule matches the path, so the body is not read.
+//! - REST: `POST /api/v1/items`, a JSON body of exactly the same length:
+//!   the REST twins apply (the same keys and limits, by the path), no
+//!   JSON-RPC rule does, so the body is not read.
+//!
+//! Both meet the same rules, so the difference is reading the body and
+//! matching JSON-RPC.
 //!
 //! Both with `content-type: application/json` and client `k`'s address and
 //! tenant (`k` cycling over `clients`). Measured per run: Envoy's CPU time
@@ -233,7 +239,7 @@ fn one(envoy: &Envoy, wrk: &Wrk, settings: &Settings, kind: Kind, round: u32) ->
 fn probe(envoy: &Envoy, kind: Kind, bytes: usize) -> anyhow::Result<()> {
     let path = match kind {
         Kind::JsonRpc => "/mcp",
-        Kind::Rest => "/api/v1/items",
+        Kind::Rest => crate::variant::REST_PATH,
     };
     let url = format!("http://127.0.0.1:{}{path}", envoy.port());
     let headers = [("content-type", "application/json"), ("x-forwarded-for", "192.0.2.99"), ("x-tenant-id", "tenant-probe")];

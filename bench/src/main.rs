@@ -319,10 +319,11 @@ fn run_scenario(args: &Args, scenario: Scenario, files: &Files, machine: &Machin
             let settings = jsonrpc::Settings::new(args.rounds.unwrap_or(if quick { 3 } else { 5 }), args.clients, args.rate, quick);
             let outcome = jsonrpc::run(&setup, &wrk, &settings)?;
             let header = format!(
-                "{about} One Envoy worker; {}. Sluice with policies/mcp.json (every rule local, trusted_hops 1). Two loads of \
+                "{about} One Envoy worker; {}. Sluice with policies/mcp.json (every rule local, trusted_hops 1) and a REST \
+                 twin of each of its rules a tools/call meets (same key and limit, by the path). Two loads of \
                  {} clients (own IP via X-Forwarded-For and own tenant each), bodies of {} bytes, content-type \
                  application/json: JSON-RPC (POST /mcp, tools/call, read and parsed for the JSON-RPC rules) and REST (POST \
-                 /api/v1/items, body not read), each paced near {} req/s (wrk -t1 -c{}) for {} s after {} s of warm-up, \
+                 /api/v1/items, body not read, the same rules by their twins), each paced near {} req/s (wrk -t1 -c{}) for {} s after {} s of warm-up, \
                  {} rounds on the same Envoy, the order alternating.",
                 machine.pinning,
                 stats::number(settings.clients as f64, 0),

@@ -79,14 +79,42 @@ pub fn gateway_policy() -> anyhow::Result<String> {
     one_hop("policies/mcp-gateway.json")
 }
 
+/// The path of scenario `jsonrpc`'s REST requests.
+pub const REST_PATH: &str = "/api/v1/items";
+
 /// `policies/mcp.json` (every rule local already) trusting one proxy hop,
-/// like [`gateway_policy`]: the policy of scenario `jsonrpc`.
+/// like [`gateway_policy`], plus a REST twin of each rule that a
+/// `tools/call` of a tool without an integration meets (same key, same
+/// limit, matching `POST` [`REST_PATH`] instead of the JSON-RPC call): the
+/// policy of scenario `jsonrpc`, in which both kinds of request meet the
+/// same rules, so that their difference is what reading and matching
+/// JSON-RPC costs.
 pub fn mcp_policy() -> anyhow::Result<String> {
     let policy = one_hop("policies/mcp.json")?;
-    if serde_json::from_str::<serde_json::Value>(&policy).context("policies/mcp.json is not JSON")?.get("global").is_some() {
+    let mut doc: serde_json::Value = serde_json::from_str(&policy).context("policies/mcp.json is not JSON")?;
+    if doc.get("global").is_some() {
         bail!("policies/mcp.json has global rules: scenario jsonrpc expects every rule local");
     }
-    checked(&policy)
+    let rules = doc.get_mut("rules").and_then(|r| r.as_array_mut()).context("policies/mcp.json has no rules")?;
+    let twins: Vec<serde_json::Value> = rules
+        .iter()
+        .filter(|r| {
+            let jsonrpc = &r["match"]["jsonrpc"];
+            let methods = jsonrpc["methods"].as_array().map(|m| m.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>()).unwrap_or_default();
+            jsonrpc.is_object() && jsonrpc.get("tools").is_none() && methods.iter().any(|m| *m == "tools/call" || *m == "tools/*")
+        })
+        .map(|r| {
+            let mut twin = r.clone();
+            twin["name"] = serde_json::Value::String(format!("rest-{}", r["name"].as_str().unwrap_or_default()));
+            twin["match"] = serde_json::json!({"methods": ["POST"], "paths": [{"exact": REST_PATH}]});
+            twin
+        })
+        .collect();
+    if twins.is_empty() {
+        bail!("policies/mcp.json has no rule for tools/call to twin");
+    }
+    rules.extend(twins);
+    checked(&serde_json::to_string_pretty(&doc)?)
 }
 
 /// The policy file at `relative` (from the repository root) with
@@ -256,7 +284,20 @@ mod tests {
         assert_eq!(policy.trusted_hops, 1);
         assert!(policy.needs_body);
         assert!(policy.reads_body("POST", "/mcp"));
-        assert!(!policy.reads_body("POST", "/api/v1/items"));
+        assert!(!policy.reads_body("POST", REST_PATH));
+        // Both kinds of request meet the same rules, JSON-RPC ones by the
+        // body and their REST twins by the path.
+        let applying = |mut req: sluice_core::request::MemoryRequest| -> Vec<String> {
+            let names: Vec<String> =
+                sluice_core::limiter::explain(&policy, &mut req).iter().filter(|e| e.applies()).map(|e| policy.rules[e.rule].name.clone()).collect();
+            names.into_iter().map(|n| n.trim_start_matches("rest-").to_string()).collect()
+        };
+        let mut jsonrpc = sluice_core::request::MemoryRequest::new("POST", "/mcp").header("x-tenant-id", "t").header("content-type", "application/json");
+        jsonrpc.body = Some(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"x"}}}"#.to_vec());
+        let rest = sluice_core::request::MemoryRequest::new("POST", REST_PATH).header("x-tenant-id", "t").header("content-type", "application/json");
+        let (a, b) = (applying(jsonrpc), applying(rest));
+        assert!(a.contains(&"tools-call".to_string()) && a.contains(&"tenant-in-flight".to_string()), "{a:?}");
+        assert_eq!(a, b);
     }
 
     #[test]
