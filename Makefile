@@ -198,6 +198,9 @@ bench: build envoy redis wrk
 	target/release/sluice-bench $(if $(filter-out 0 no false,$(QUICK)),--quick) $(BENCH_ARGS)
 
 lint: rust-targets
+	@if command -v rustup >/dev/null 2>&1 && ! rustup component list --installed 2>/dev/null | grep -q '^rustfmt'; then \
+	  rustup component add rustfmt clippy; fi
+	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --target wasm32-wasip1 -p sluice -- -D warnings
 
