@@ -39,8 +39,7 @@ fn dispatch(global: &Global, method: &str, path: &str, body: Option<&[u8]>) -> R
         headers.push((SECRET_HEADER, secret.as_str()));
     }
     let timeout = Duration::from_nanos(global.timeout.nanos());
-    hostcalls::dispatch_http_call(&global.cluster, headers, body, vec![], timeout)
-        .map_err(|s| format!("cannot call cluster {:?}: {s:?}", global.cluster))
+    hostcalls::dispatch_http_call(&global.cluster, headers, body, vec![], timeout).map_err(|s| format!("cannot call cluster {:?}: {s:?}", global.cluster))
 }
 
 /// The HTTP status of the call being answered (None: reset, no answer).
@@ -55,10 +54,7 @@ pub fn answers(needs: &[LeaseNeed], body_size: usize) -> Result<Vec<Answer>, Cou
         Some(200) => {}
         Some(s) => return Err(CounterError::Status(s)),
     }
-    let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
-        .ok()
-        .flatten()
-        .unwrap_or_default();
+    let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size).ok().flatten().unwrap_or_default();
     let asks: Vec<&Ask> = needs.iter().map(|n| &n.ask).collect();
     parse_reply(&body, &asks)
 }

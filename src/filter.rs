@@ -10,15 +10,15 @@ use std::rc::Rc;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType};
-use sluice_core::limiter::{give_back, give_back_kept, obey_upstream, release, Carry, Ctx, Spent};
 use sluice_core::counter_api::{Block, MAX_BLOCK_MS};
-use sluice_core::upstream::block_for;
+use sluice_core::limiter::{give_back, give_back_kept, obey_upstream, release, Carry, Ctx, Spent};
 use sluice_core::policy::Policy;
+use sluice_core::upstream::block_for;
 
 use crate::callout;
-use crate::logs::warn_within_budget;
 use crate::global::{self, Then, Waiting};
 use crate::host::{header_map, now_ns, random, HostRequest, HostStore, MAX_BODY};
+use crate::logs::warn_within_budget;
 use crate::queue::{self, Held};
 use crate::settle::{settle, Next, Stream};
 
@@ -42,18 +42,7 @@ pub struct SluiceFilter {
 
 impl SluiceFilter {
     pub fn new(context_id: u32, policy: Option<Rc<Policy>>, queue: Option<u32>, instance: Rc<str>) -> SluiceFilter {
-        SluiceFilter {
-            context_id,
-            policy,
-            queue,
-            instance,
-            arrival: 0,
-            awaiting_body: false,
-            body_size: None,
-            buffered: 0,
-            waiting: None,
-            units: Vec::new(),
-        }
+        SluiceFilter { context_id, policy, queue, instance, arrival: 0, awaiting_body: false, body_size: None, buffered: 0, waiting: None, units: Vec::new() }
     }
 
     /// Decides the request with what it carries; settles the decision, or
@@ -63,9 +52,7 @@ impl SluiceFilter {
         let mut request = HostRequest::new(self.body_size);
         let instance = self.instance.clone();
         let started = crate::metrics::time_this_decision().then(std::time::Instant::now);
-        let then = global::decide_or_call(policy, &mut request, ctx, carried, self.queue, |settings, needs| {
-            callout::reserve(settings, &instance, needs)
-        });
+        let then = global::decide_or_call(policy, &mut request, ctx, carried, self.queue, |settings, needs| callout::reserve(settings, &instance, needs));
         if let Some(started) = started {
             crate::metrics::decision_time(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
         }
@@ -103,10 +90,8 @@ impl SluiceFilter {
             return;
         }
         // The whole map only for an answer that may ask us to wait.
-        let headers: Vec<(String, String)> = header_map(MapType::HttpResponseHeaders)
-            .utf8_pairs()
-            .map(|(n, v)| (n.to_ascii_lowercase(), v.to_string()))
-            .collect();
+        let headers: Vec<(String, String)> =
+            header_map(MapType::HttpResponseHeaders).utf8_pairs().map(|(n, v)| (n.to_ascii_lowercase(), v.to_string())).collect();
         let now = now_ns();
         let Some(wait) = block_for(status, &headers, now) else { return };
         let (started, errors) = obey_upstream(policy, &HostStore, spent, wait, now);

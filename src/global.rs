@@ -9,8 +9,8 @@ use sluice_core::lease::Answer;
 use sluice_core::limiter::{apply_answer, decide_carrying, decode_needs, encode_needs, forget_ask, gather, Carry, Ctx, Decision, LeaseNeed};
 use sluice_core::policy::{Global, Policy};
 
-use crate::logs::warn_within_budget;
 use crate::host::{HostRequest, HostStore};
+use crate::logs::warn_within_budget;
 
 /// Name of the shared queue carrying refill asks to the leader.
 pub const REFILL_QUEUE: &str = "sluice_refills";
@@ -181,7 +181,11 @@ fn apply(policy: &Policy, needs: &[LeaseNeed], answers: &[Answer], now: u64, mut
                     kept.retain(|c| !matches!(c, Carry::Turn { rule, .. } if *rule == blocked));
                 }
                 if let Some(e) = &applied.unread {
-                    warn_within_budget!(now, "rule {}: adaptive limit not read, an upstream block was recorded against its configured limit: {e}", need.ask.rule);
+                    warn_within_budget!(
+                        now,
+                        "rule {}: adaptive limit not read, an upstream block was recorded against its configured limit: {e}",
+                        need.ask.rule
+                    );
                 }
                 if applied.block_started {
                     warn_within_budget!(

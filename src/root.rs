@@ -40,7 +40,12 @@ enum Call {
     Reserve(Vec<LeaseNeed>),
     Probe,
     /// Leases for a held request being decided again (`kept`: its turns).
-    Redo { stream: Stream, policy: Rc<Policy>, needs: Vec<LeaseNeed>, kept: Vec<Carry> },
+    Redo {
+        stream: Stream,
+        policy: Rc<Policy>,
+        needs: Vec<LeaseNeed>,
+        kept: Vec<Carry>,
+    },
 }
 
 pub struct SluiceRoot {

@@ -99,8 +99,7 @@ pub fn settle(policy: &Rc<Policy>, d: &Decision, stream: Stream, now: u64, rando
     }
     count(policy, d, stream, d.hold_ns > 0);
     let learns = d.applied.iter().any(|a| policy.rules.get(a.rule).is_some_and(|r| r.obey_upstream));
-    let adapts: Vec<usize> =
-        d.applied.iter().filter(|a| policy.rules.get(a.rule).is_some_and(|r| r.adaptive.is_some())).map(|a| a.rule).collect();
+    let adapts: Vec<usize> = d.applied.iter().filter(|a| policy.rules.get(a.rule).is_some_and(|r| r.adaptive.is_some())).map(|a| a.rule).collect();
     queue::set_after(
         context_id,
         After {

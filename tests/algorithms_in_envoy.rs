@@ -34,10 +34,7 @@ fn each_algorithm_admits_its_limit() {
 
 #[test]
 fn both_workers_share_one_bucket() {
-    let stack = Stack::with_workers(
-        r#"{"rules": [{"name": "shared", "key": [], "limit": {"requests": 40, "per": "1h"}}]}"#,
-        2,
-    );
+    let stack = Stack::with_workers(r#"{"rules": [{"name": "shared", "key": [], "limit": {"requests": 40, "per": "1h"}}]}"#, 2);
     // A new connection per request; Envoy spreads connections over workers.
     let admitted = stack.admitted(120, "GET", "/x", &[]);
     assert_eq!(admitted, 40);

@@ -32,11 +32,7 @@ struct Secured {
 /// environment holds `envoy_secret`.
 fn start(service_secret: &str, envoy_secret: Option<&str>) -> Secured {
     let echo = EchoServer::start().unwrap();
-    let counter = Counter::start(CounterOptions {
-        secret: Some(service_secret.into()),
-        ..Default::default()
-    })
-    .unwrap();
+    let counter = Counter::start(CounterOptions { secret: Some(service_secret.into()), ..Default::default() }).unwrap();
     let envoy = Envoy::start(EnvoyOptions {
         upstream_port: echo.port(),
         counter_port: counter.port(),
@@ -45,22 +41,11 @@ fn start(service_secret: &str, envoy_secret: Option<&str>) -> Secured {
         ..Default::default()
     })
     .unwrap();
-    Secured {
-        envoy,
-        _counter: counter,
-        _echo: echo,
-    }
+    Secured { envoy, _counter: counter, _echo: echo }
 }
 
 fn tools_list(envoy: &Envoy, n: usize) -> usize {
-    (0..n)
-        .filter(|_| {
-            wasm_test_harness::get(&envoy.url("/api/v1/tools/list"), &[("x-tenant-id", "s")])
-                .unwrap()
-                .status
-                == 200
-        })
-        .count()
+    (0..n).filter(|_| wasm_test_harness::get(&envoy.url("/api/v1/tools/list"), &[("x-tenant-id", "s")]).unwrap().status == 200).count()
 }
 
 #[test]
@@ -94,9 +79,5 @@ fn without_the_variable_the_policy_is_refused() {
     s.envoy
         .wait_for_stat("extension_config_discovery.http_filter.sluice.config_fail", |v| v >= 1, Duration::from_secs(5))
         .expect("the filter loaded a policy whose secret it cannot read");
-    assert_eq!(
-        s.envoy.stat("cluster.sluice_counter.upstream_rq_total").unwrap_or(0),
-        0,
-        "called the service without the secret"
-    );
+    assert_eq!(s.envoy.stat("cluster.sluice_counter.upstream_rq_total").unwrap_or(0), 0, "called the service without the secret");
 }

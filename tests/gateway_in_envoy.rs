@@ -69,10 +69,7 @@ fn tenants_are_isolated_and_limits_recover() {
 fn endpoint_limits_of_the_gateway() {
     let stack = Stack::start(&gateway_per("1h"));
     let t = [("x-tenant-id", "tenant-e")];
-    for (method, path, limit, rule) in [
-        ("POST", "/api/v1/tools/select", 10, "tools-select"),
-        ("POST", "/api/v1/tools/invoke", 20, "tools-invoke"),
-    ] {
+    for (method, path, limit, rule) in [("POST", "/api/v1/tools/select", 10, "tools-select"), ("POST", "/api/v1/tools/invoke", 20, "tools-invoke")] {
         let statuses = stack.statuses(limit + 3, method, path, &t);
         assert_eq!(statuses.iter().filter(|s| **s == 200).count(), limit, "{path}");
         assert_eq!(stack.send(method, path, &t).json().unwrap()["limits"]["tier"], rule);

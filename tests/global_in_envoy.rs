@@ -74,8 +74,11 @@ fn three_instances_admit_the_global_limit() {
     let cluster = Cluster::start(&policy("open", 3), 3, redis_counter(&redis));
     // 100/s per tenant, offered 3 x 100/s.
     let (offered, tenant, calls) = measure(&cluster, 100.0, RequestSpec::get("/api/v1/anything").header("x-tenant-id", "tenant-a"));
-    println!("per-tenant 100/s: offered {offered}, admitted {tenant} of 1000 allowed ({:.1}%), {calls} counter calls ({:.3} per admitted)",
-        tenant as f64 / 10.0, calls as f64 / tenant as f64);
+    println!(
+        "per-tenant 100/s: offered {offered}, admitted {tenant} of 1000 allowed ({:.1}%), {calls} counter calls ({:.3} per admitted)",
+        tenant as f64 / 10.0,
+        calls as f64 / tenant as f64
+    );
     assert!(offered >= 2900, "offered {offered}");
     assert!((950..=1010).contains(&tenant), "admitted {tenant} of 1000");
     // One reservation per instance and span of four windows (0.0075 per
@@ -87,8 +90,11 @@ fn three_instances_admit_the_global_limit() {
     let mut spec = RequestSpec::get("/api/v1/tools/invoke").header("x-tenant-id", "tenant-b");
     spec.method = "POST".into();
     let (_, invoke, calls) = measure(&cluster, 20.0, spec);
-    println!("tools-invoke 20/s: admitted {invoke} of 200 allowed ({:.1}%), {calls} counter calls ({:.3} per admitted)",
-        invoke as f64 / 2.0, calls as f64 / invoke as f64);
+    println!(
+        "tools-invoke 20/s: admitted {invoke} of 200 allowed ({:.1}%), {calls} counter calls ({:.3} per admitted)",
+        invoke as f64 / 2.0,
+        calls as f64 / invoke as f64
+    );
     assert!((180..=202).contains(&invoke), "admitted {invoke} of 200");
 }
 
@@ -121,11 +127,7 @@ fn redis_down_falls_back_open_and_recovers() {
     // Redis returns: global enforcement resumes within 5 s.
     redis.restart().unwrap();
     let back = Instant::now();
-    assert!(
-        eventually(Duration::from_secs(5), || envoy.logs_tail(2000).contains("counter service reachable again")),
-        "{}",
-        envoy.logs_tail(40)
-    );
+    assert!(eventually(Duration::from_secs(5), || envoy.logs_tail(2000).contains("counter service reachable again")), "{}", envoy.logs_tail(40));
     println!("global enforcement back after {:?}", back.elapsed());
     align_to_second();
     let ok = (0..120).filter(|_| wasm_test_harness::get(&envoy.url("/z"), &[("x-tenant-id", "w")]).unwrap().status == 200).count();
@@ -147,9 +149,7 @@ fn counter_service_killed_then_restarted() {
     assert_eq!(r.status, 503, "{}", r.body);
     assert_eq!(r.json().unwrap()["limits"]["tier"], "per-tenant");
     cluster.counter.restart().unwrap();
-    assert!(eventually(Duration::from_secs(5), || {
-        wasm_test_harness::get(&url, &[("x-tenant-id", "again")]).unwrap().status == 200
-    }));
+    assert!(eventually(Duration::from_secs(5), || { wasm_test_harness::get(&url, &[("x-tenant-id", "again")]).unwrap().status == 200 }));
 }
 
 #[test]
@@ -164,9 +164,7 @@ fn garbage_answers_are_not_trusted() {
         ..Default::default()
     })
     .unwrap();
-    let ok = (0..40)
-        .filter(|_| wasm_test_harness::get(&envoy.url("/api/v1/tools/invoke"), &[("x-tenant-id", "g")]).unwrap().status == 200)
-        .count();
+    let ok = (0..40).filter(|_| wasm_test_harness::get(&envoy.url("/api/v1/tools/invoke"), &[("x-tenant-id", "g")]).unwrap().status == 200).count();
     // The first request goes on credit (nothing is known of the key yet,
     // nor that the service talks garbage); then per-tenant falls back to
     // 100/4 = 25 for GET; invoke is POST-only.
@@ -243,7 +241,8 @@ fn a_reload_while_a_refill_is_in_flight_loses_no_units() {
     // Every unit Redis reserved is spent by someone: 100 in all.
     let after = admit(120);
     // What the calls did, should the count be off.
-    let mut calls: Vec<_> = envoy.stats().unwrap_or_default().into_iter().filter(|(k, _)| k.contains("sluice_lease_units") || k.contains("sluice_callout")).collect();
+    let mut calls: Vec<_> =
+        envoy.stats().unwrap_or_default().into_iter().filter(|(k, _)| k.contains("sluice_lease_units") || k.contains("sluice_callout")).collect();
     calls.sort();
     assert_eq!(20 + during + after, 100, "20 + {during} + {after}; {calls:?}\n{}", envoy.logs_tail(30));
 }
@@ -294,10 +293,7 @@ fn envoy_stops_at_once_while_a_reserve_call_is_in_flight() {
     let url = envoy.url("/x");
     // A fresh tenant waits for its reserve call, held by the sleeping Redis.
     let client = std::thread::spawn(move || wasm_test_harness::get(&url, &[("x-tenant-id", "stopping")]).map(|r| r.status));
-    assert!(
-        eventually(Duration::from_secs(2), || envoy.stat("cluster.sluice_counter.upstream_rq_active").unwrap_or(0) >= 1),
-        "no reserve call in flight"
-    );
+    assert!(eventually(Duration::from_secs(2), || envoy.stat("cluster.sluice_counter.upstream_rq_active").unwrap_or(0) >= 1), "no reserve call in flight");
     let Cluster { envoys, .. } = cluster;
     let stopping = Instant::now();
     drop(envoys);

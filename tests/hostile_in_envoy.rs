@@ -112,9 +112,7 @@ fn h2_posts(port: u16, n: usize, trailers: bool) -> Vec<u16> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async move {
         let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-        let (mut send, conn) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
-            .await
-            .unwrap();
+        let (mut send, conn) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp)).await.unwrap();
         tokio::spawn(conn);
         let mut statuses = Vec::new();
         for _ in 0..n {
@@ -124,10 +122,7 @@ fn h2_posts(port: u16, n: usize, trailers: bool) -> Vec<u16> {
                 t.insert("x-checksum", hyper::header::HeaderValue::from_static("abc"));
                 frames.push_back(Frame::trailers(t));
             }
-            let req = hyper::Request::post(format!("http://127.0.0.1:{port}/b"))
-                .header("content-type", "application/json")
-                .body(Frames(frames))
-                .unwrap();
+            let req = hyper::Request::post(format!("http://127.0.0.1:{port}/b")).header("content-type", "application/json").body(Frames(frames)).unwrap();
             let r = tokio::time::timeout(Duration::from_secs(10), send.send_request(req)).await.unwrap().unwrap();
             statuses.push(r.status().as_u16());
         }

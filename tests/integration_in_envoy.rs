@@ -10,9 +10,10 @@ use common::Stack;
 /// The gateway policy without queues (so that refusals are immediate),
 /// reading the integration from the body too.
 fn policy() -> String {
-    common::patient(common::GATEWAY)
-        .replace(",\n     \"queue\": {\"max_wait\": \"2s\"}", "")
-        .replace(r#""integration": [{"header": "x-integration"}, "authority"]"#, r#""read_body": true, "integration": [{"header": "x-integration"}, {"body": "integration"}, "authority"]"#)
+    common::patient(common::GATEWAY).replace(",\n     \"queue\": {\"max_wait\": \"2s\"}", "").replace(
+        r#""integration": [{"header": "x-integration"}, "authority"]"#,
+        r#""read_body": true, "integration": [{"header": "x-integration"}, {"body": "integration"}, "authority"]"#,
+    )
 }
 
 #[test]

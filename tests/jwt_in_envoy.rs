@@ -48,11 +48,7 @@ impl Gateway {
             ..Default::default()
         })
         .unwrap();
-        Gateway {
-            envoy,
-            _counter: counter,
-            _echo: echo,
-        }
+        Gateway { envoy, _counter: counter, _echo: echo }
     }
 
     fn tools_list(&self, token: Option<&str>, extra: &[(&str, &str)]) -> Response {
@@ -107,10 +103,7 @@ fn base64url(bytes: &[u8]) -> String {
 fn the_jwt_policy_is_the_default_with_a_verified_tenant() {
     let default: Value = serde_json::from_str(common::GATEWAY).unwrap();
     let jwt: Value = serde_json::from_str(JWT_POLICY).unwrap();
-    assert_eq!(
-        jwt["tenant"],
-        json!([{"metadata": {"filter": "envoy.filters.http.jwt_authn", "path": ["jwt_payload", "tenant_id"]}}])
-    );
+    assert_eq!(jwt["tenant"], json!([{"metadata": {"filter": "envoy.filters.http.jwt_authn", "path": ["jwt_payload", "tenant_id"]}}]));
     // Rules that keyed on the tenant named in the path key on the verified
     // tenant: otherwise a client could spend another tenant's quota by
     // naming it in the URL.
@@ -142,28 +135,15 @@ fn a_valid_token_counts_in_its_own_tenants_bucket() {
     // The tenant in the path does not choose the bucket either.
     let c = token("tenant-c");
     let cfg = |t: &str| format!("/api/v1/tenants/{t}/integrations/notion/oauth-config");
-    let post = |path: &str| {
-        wasm_test_harness::request("POST", &g.envoy.url(path), &[("authorization", &format!("Bearer {c}"))], "")
-            .unwrap()
-            .status
-    };
-    assert_eq!(
-        (post(&cfg("victim")), post(&cfg("victim-2"))),
-        (200, 429),
-        "oauth-config-write is 1 per tenant: C's, whatever the path says"
-    );
+    let post = |path: &str| wasm_test_harness::request("POST", &g.envoy.url(path), &[("authorization", &format!("Bearer {c}"))], "").unwrap().status;
+    assert_eq!((post(&cfg("victim")), post(&cfg("victim-2"))), (200, 429), "oauth-config-write is 1 per tenant: C's, whatever the path says");
 }
 
 #[test]
 fn a_forged_or_missing_token_cannot_choose_a_bucket() {
     let g = Gateway::start(REQUIRED);
     let victim = token("tenant-v");
-    for attempt in [
-        Some(forged(&victim, "tenant-v")),
-        Some(forged(&victim, "tenant-w")),
-        Some("not.a.jwt".to_string()),
-        None,
-    ] {
+    for attempt in [Some(forged(&victim, "tenant-v")), Some(forged(&victim, "tenant-w")), Some("not.a.jwt".to_string()), None] {
         let statuses = g.statuses(3, attempt.as_deref(), &[("x-tenant-id", "tenant-v")]);
         assert_eq!(statuses, [401, 401, 401], "{attempt:?}");
     }

@@ -69,19 +69,9 @@ fn envoy(server: &Server, policy: &str) -> Envoy {
 
 /// Runs the SDK client against Envoy; its JSON lines.
 fn client(envoy: &Envoy, tenant: &str) -> Vec<Value> {
-    let out = Command::new(python())
-        .arg(repo_root().join("tests/mcp/client.py"))
-        .arg(envoy.url("/mcp"))
-        .arg(tenant)
-        .output()
-        .expect("MCP client");
+    let out = Command::new(python()).arg(repo_root().join("tests/mcp/client.py")).arg(envoy.url("/mcp")).arg(tenant).output().expect("MCP client");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "client failed: {}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "client failed: {}\n{stdout}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
     stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
@@ -128,10 +118,7 @@ fn the_sdk_client_sees_rate_limits_as_json_rpc_errors_and_queued_calls_complete(
     let sixth = list[5];
     assert_eq!(sixth["ok"], false, "{sixth}");
     assert_eq!(sixth["code"], -32029, "{sixth}");
-    assert!(
-        sixth["message"].as_str().unwrap().starts_with("Rate limit exceeded (tools-list): retry after"),
-        "{sixth}"
-    );
+    assert!(sixth["message"].as_str().unwrap().starts_with("Rate limit exceeded (tools-list): retry after"), "{sixth}");
     assert!(sixth["data"]["retryAfter"].as_u64().unwrap() >= 1, "{sixth}");
     assert_eq!(sixth["data"]["limits"]["tier"], "tools-list");
     assert_eq!(sixth["data"]["limits"]["limit"], 5);
@@ -145,11 +132,7 @@ fn the_sdk_client_sees_rate_limits_as_json_rpc_errors_and_queued_calls_complete(
         assert_eq!(l["result"], serde_json::json!(["notion results for q"]));
     }
     let queued = [("rule", "integration-notion"), ("decision", "queued")];
-    assert!(
-        eventually(|| series(&envoy, "sluice_requests_total", &queued) == Some(1.0)),
-        "{:?}",
-        series(&envoy, "sluice_requests_total", &queued)
-    );
+    assert!(eventually(|| series(&envoy, "sluice_requests_total", &queued) == Some(1.0)), "{:?}", series(&envoy, "sluice_requests_total", &queued));
     assert!(notion[3]["ms"].as_u64().unwrap() >= 100, "the 4th call waited for its turn: {}", notion[3]);
 
     // Twelve calls of a second each at once: 10 in flight
@@ -177,11 +160,7 @@ fn the_sdk_client_sees_rate_limits_as_json_rpc_errors_and_queued_calls_complete(
 
 /// A raw JSON-RPC POST to Envoy.
 fn post(envoy: &Envoy, body: &str, headers: &[(&str, &str)]) -> wasm_test_harness::Response {
-    let mut all = vec![
-        ("x-tenant-id", "raw"),
-        ("content-type", "application/json"),
-        ("accept", "application/json, text/event-stream"),
-    ];
+    let mut all = vec![("x-tenant-id", "raw"), ("content-type", "application/json"), ("accept", "application/json, text/event-stream")];
     all.extend_from_slice(headers);
     wasm_test_harness::request("POST", &envoy.url("/mcp"), &all, body).unwrap()
 }
@@ -224,10 +203,7 @@ fn a_body_too_large_to_read_counts_against_every_json_rpc_rule() {
     let envoy = envoy(&server, policy);
     // A tools/call padded past the 64 KiB the filter reads: not read, so
     // it counts as a call of every method, tools/list included.
-    let padded = format!(
-        r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"echo","arguments":{{"text":"{}"}}}}}}"#,
-        "x".repeat(70_000)
-    );
+    let padded = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"echo","arguments":{{"text":"{}"}}}}}}"#, "x".repeat(70_000));
     let small = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"text":"x"}}}"#;
     assert_ne!(post(&envoy, small, &[]).status, 429, "a readable tools/call is no tools/list");
     assert_ne!(post(&envoy, small, &[]).status, 429);

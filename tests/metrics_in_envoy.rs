@@ -91,8 +91,10 @@ fn scrape(stack: &Stack) -> String {
 
 #[test]
 fn shadow_denials_are_counted_apart_and_headed_as_if_enforced() {
-    let stack = Stack::start(r#"{"rules": [{"name": "list", "tier": "endpoint", "mode": "shadow", "key": [{"header": "x-tenant-id"}],
-        "limit": {"requests": 3, "per": "1s"}}]}"#);
+    let stack = Stack::start(
+        r#"{"rules": [{"name": "list", "tier": "endpoint", "mode": "shadow", "key": [{"header": "x-tenant-id"}],
+        "limit": {"requests": 3, "per": "1s"}}]}"#,
+    );
     let h = [("x-tenant-id", "shadowed")];
     let answers: Vec<_> = (0..5).map(|_| stack.get("/x", &h)).collect();
     assert!(answers.iter().all(|r| r.status == 200));
@@ -114,10 +116,13 @@ fn queued_requests_and_resets_are_counted() {
     // One worker: with two, a decision whose clock was read just before
     // another worker's write can find a wait of a few microseconds and
     // count as queued too (seen once in CI: 3 queued instead of 2).
-    let stack = Stack::with_workers(r#"{"rules": [
+    let stack = Stack::with_workers(
+        r#"{"rules": [
         {"name": "notion", "tier": "integration", "match": {"paths": [{"prefix": "/x"}]}, "key": [{"header": "x-tenant-id"}],
          "limit": {"requests": 4, "per": "1s"}, "queue": {"max_wait": "2s"}},
-        {"name": "plain", "match": {"paths": [{"prefix": "/y"}]}, "limit": {"requests": 2, "per": "1s"}}]}"#, 1);
+        {"name": "plain", "match": {"paths": [{"prefix": "/y"}]}, "limit": {"requests": 2, "per": "1s"}}]}"#,
+        1,
+    );
     let url = stack.envoy.url("/x");
     let threads: Vec<_> = (0..6)
         .map(|_| {
@@ -129,10 +134,7 @@ fn queued_requests_and_resets_are_counted() {
     assert_eq!(statuses, [200; 6]);
     let rule = [("rule", "notion"), ("tier", "integration")];
     let (allowed, queued) = ([rule[0], rule[1], ("decision", "allowed")], [rule[0], rule[1], ("decision", "queued")]);
-    let text = scrape_when(
-        &stack,
-        &[("sluice_requests_total", &allowed, 6.0), ("sluice_requests_total", &queued, 2.0), ("sluice_queue_length", &[], 0.0)],
-    );
+    let text = scrape_when(&stack, &[("sluice_requests_total", &allowed, 6.0), ("sluice_requests_total", &queued, 2.0), ("sluice_queue_length", &[], 0.0)]);
     assert_eq!(series(&text, "sluice_requests_total", &[rule[0], rule[1], ("decision", "queued")]), Some(2.0));
     assert_eq!(series(&text, "sluice_requests_total", &[rule[0], rule[1], ("decision", "allowed")]), Some(6.0));
     assert_eq!(series(&text, "sluice_queue_length", &[]), Some(0.0));

@@ -26,14 +26,8 @@ use wasm_test_harness::{CounterOptions, Redis};
 use common::Cluster;
 
 /// Values the test gives the dashboard's variables.
-const VARIABLES: [(&str, &str); 6] = [
-    ("$__rate_interval", "1m"),
-    ("$__interval", "15s"),
-    ("$__range", "5m"),
-    ("${rule}", ".*"),
-    ("${tier}", ".*"),
-    ("${instance}", ".*"),
-];
+const VARIABLES: [(&str, &str); 6] =
+    [("$__rate_interval", "1m"), ("$__interval", "15s"), ("$__range", "5m"), ("${rule}", ".*"), ("${tier}", ".*"), ("${instance}", ".*")];
 
 /// Rules added to the gateway policy so that every series gets data: a
 /// shadow rule; a local rule that queues (the gateway's queueing rules are
@@ -299,7 +293,8 @@ fn alert_names() -> Vec<String> {
 /// last refusal (to tell why, should a check fail).
 fn burst(url: &str, method: &str, n: usize, headers: &[(&str, &str)]) -> (Vec<u16>, String) {
     std::thread::scope(|s| {
-        let threads: Vec<_> = (0..n).map(|_| s.spawn(|| wasm_test_harness::request(method, url, headers, "").map_or((0, String::new()), |r| (r.status, r.body)))).collect();
+        let threads: Vec<_> =
+            (0..n).map(|_| s.spawn(|| wasm_test_harness::request(method, url, headers, "").map_or((0, String::new()), |r| (r.status, r.body)))).collect();
         let answers: Vec<(u16, String)> = threads.into_iter().map(|t| t.join().unwrap()).collect();
         let refusal = answers.iter().rev().find(|(status, _)| *status != 200).map(|(_, body)| body.clone()).unwrap_or_default();
         (answers.into_iter().map(|(status, _)| status).collect(), refusal)
@@ -544,13 +539,7 @@ fn dashboard_queries_and_alerts_work_against_real_prometheus() {
         std::thread::sleep(Duration::from_secs(1));
         failed = check();
     }
-    println!(
-        "{} panel queries, {} variables, {} alerts checked after {:.1} s",
-        targets.len(),
-        variables.len(),
-        alerts.len(),
-        started.elapsed().as_secs_f64()
-    );
+    println!("{} panel queries, {} variables, {} alerts checked after {:.1} s", targets.len(), variables.len(), alerts.len(), started.elapsed().as_secs_f64());
     assert!(failed.is_empty(), "{} failed:\n{}", failed.len(), failed.join("\n"));
     let down = prom.query("up == 0").unwrap();
     assert!(down.is_empty(), "targets down at the end: {down:?}");

@@ -98,9 +98,7 @@ fn queued_requests_survive_a_reload() {
     let held: Vec<_> = (0..6)
         .map(|_| {
             let url = url.clone();
-            std::thread::spawn(move || {
-                wasm_test_harness::request("POST", &url, &[("x-integration", "notion"), ("x-tenant-id", "t4")], "").unwrap().status
-            })
+            std::thread::spawn(move || wasm_test_harness::request("POST", &url, &[("x-integration", "notion"), ("x-tenant-id", "t4")], "").unwrap().status)
         })
         .collect();
     std::thread::sleep(Duration::from_millis(150));

@@ -35,7 +35,10 @@ fn a_bad_policy_is_refused_and_the_old_one_stays() {
     for (bad, logged) in [
         (r#"{"rules": [{"name": "list", "limit": {"requests": 0, "per": "1s"}}]}"#, "rules[0].limit.requests: must be a whole number"),
         (r#"{"rules": [{"name": "x", "limit": {"requests": 1, "per": "1s"}, "burts": 4}]}"#, "rules[0].burts: unknown field `burts`"),
-        (r#"{"rules": [{"name": "x", "match": {"paths": [{"template": "/a/{b"}]}, "limit": {"requests": 1, "per": "1s"}}]}"#, "rules[0].match.paths[0].template"),
+        (
+            r#"{"rules": [{"name": "x", "match": {"paths": [{"template": "/a/{b"}]}, "limit": {"requests": 1, "per": "1s"}}]}"#,
+            "rules[0].match.paths[0].template",
+        ),
         ("not json", "expected ident"),
     ] {
         let before = stack.envoy.stat(REJECTED).unwrap_or(0);

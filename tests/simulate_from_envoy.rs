@@ -28,9 +28,7 @@ fn replaying_the_access_log_gives_envoys_answers() {
     // c: 5 of 6.
     assert_eq!(refused, 3, "{statuses:?}");
     let path = stack.envoy.access_log();
-    assert!(common::eventually(Duration::from_secs(10), || {
-        std::fs::read_to_string(&path).is_ok_and(|t| t.lines().count() == statuses.len())
-    }));
+    assert!(common::eventually(Duration::from_secs(10), || { std::fs::read_to_string(&path).is_ok_and(|t| t.lines().count() == statuses.len()) }));
     let records: Vec<Record> = std::fs::read_to_string(&path).unwrap().lines().map(|l| Record::parse(l).unwrap()).collect();
     // Each line carries the request's duration (concurrency limits hold
     // their units that long in the replay).

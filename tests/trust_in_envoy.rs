@@ -26,11 +26,7 @@ fn admitted_with_forged_headers(stack: &Stack, n: usize, xff: impl Fn(usize) -> 
 fn a_forged_forwarded_for_cannot_escape_the_per_ip_limit() {
     let forged = |i: usize| format!("203.0.{}.{}", i / 250, i % 250);
     let stack = Stack::start(&gateway_per("1h"));
-    assert_eq!(
-        admitted_with_forged_headers(&stack, 110, forged),
-        100,
-        "the default policy let a forged X-Forwarded-For pick new per-ip buckets"
-    );
+    assert_eq!(admitted_with_forged_headers(&stack, 110, forged), 100, "the default policy let a forged X-Forwarded-For pick new per-ip buckets");
     drop(stack);
 
     // The same client against a policy that trusts one hop, with Envoy
@@ -45,22 +41,14 @@ fn ipv6_clients_are_their_64_and_mapped_ipv4_is_ipv4() {
     // header the proxy would write.
     let stack = Stack::start(&common::behind_one_proxy(&gateway_per("1h")));
     let same_64 = |i: usize| format!("2001:db8:aa:1:{:x}::{:x}", i, i + 1);
-    assert_eq!(
-        admitted_with_forged_headers(&stack, 105, same_64),
-        100,
-        "addresses of one /64 must share a per-ip bucket"
-    );
+    assert_eq!(admitted_with_forged_headers(&stack, 105, same_64), 100, "addresses of one /64 must share a per-ip bucket");
     let next_64 = |i: usize| format!("2001:db8:aa:2::{:x}", i + 1);
     assert_eq!(admitted_with_forged_headers(&stack, 3, next_64), 3, "another /64 is another client");
 
     let v4 = |_| "192.0.2.44".to_string();
     let mapped = |_| "::ffff:192.0.2.44".to_string();
     assert_eq!(admitted_with_forged_headers(&stack, 60, v4), 60);
-    assert_eq!(
-        admitted_with_forged_headers(&stack, 60, mapped),
-        40,
-        "::ffff:a.b.c.d must be the client a.b.c.d"
-    );
+    assert_eq!(admitted_with_forged_headers(&stack, 60, mapped), 40, "::ffff:a.b.c.d must be the client a.b.c.d");
 
     // A policy that keys whole addresses (/128) gives each its own bucket.
     let per_address = common::behind_one_proxy(&gateway_per("1h")).replacen(r#""trusted_hops": 1,"#, r#""trusted_hops": 1, "ipv6_prefix": 128,"#, 1);

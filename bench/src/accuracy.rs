@@ -39,7 +39,7 @@ use anyhow::Context;
 use serde::Serialize;
 use wasm_test_harness::{load_each, Envoy, EnvoyOptions, LoadReport, RequestSpec};
 
-use crate::report::{SETUP, Target};
+use crate::report::{Target, SETUP};
 use crate::variant::{checked, template, Backends};
 
 const INSTANCES: u32 = 3;
@@ -186,9 +186,7 @@ impl RuleResult {
     }
 
     fn log(&self) {
-        let tenants = self.tenants.as_ref().map_or(String::new(), |t| {
-            format!(", tenants lowest {:.2}% median {:.2}%", 100.0 * t.lowest, 100.0 * t.median)
-        });
+        let tenants = self.tenants.as_ref().map_or(String::new(), |t| format!(", tenants lowest {:.2}% median {:.2}%", 100.0 * t.lowest, 100.0 * t.median));
         let denials = if self.under_limit_offered > 0 {
             format!(", {} false denials of {} under the limit", self.false_denials, self.under_limit_offered)
         } else {
@@ -239,10 +237,8 @@ pub fn run(windows: u32) -> anyhow::Result<Vec<RuleResult>> {
     };
     let post = |tenant: &str| post_to("/api/v1/tools/invoke", tenant);
     let mut out = Vec::new();
-    for (rule, limit, over, under) in [
-        ("per-tenant", 100, get("accuracy-a"), get("accuracy-b")),
-        ("tools-invoke", 20, post("accuracy-c"), post("accuracy-d")),
-    ] {
+    for (rule, limit, over, under) in [("per-tenant", 100, get("accuracy-a"), get("accuracy-b")), ("tools-invoke", 20, post("accuracy-c"), post("accuracy-d"))]
+    {
         let (over, calls) = measure(&envoys, limit as f64, over, windows);
         // Half the limit in all, shared by the instances.
         let (under, _) = measure(&envoys, limit as f64 * 0.5 / instances, under, windows);
@@ -278,9 +274,7 @@ pub fn run(windows: u32) -> anyhow::Result<Vec<RuleResult>> {
         r.log();
         out.push(r);
     }
-    let all = |rate: f64, secs: u32| -> Vec<Stretch> {
-        (0..INSTANCES as usize).map(|instance| Stretch::new(instance, 0, secs, rate / instances)).collect()
-    };
+    let all = |rate: f64, secs: u32| -> Vec<Stretch> { (0..INSTANCES as usize).map(|instance| Stretch::new(instance, 0, secs, rate / instances)).collect() };
     let measured: Vec<i64> = (1..=i64::from(windows)).collect();
 
     // Two rules binding at 100/s: bulk and per-tenant, 10×.
@@ -303,14 +297,8 @@ pub fn run(windows: u32) -> anyhow::Result<Vec<RuleResult>> {
         let stretches = [Stretch::new(0, 0, moved, 300.0), Stretch::new(1, moved, windows + 1, 300.0)];
         let spec = get("accuracy-skew");
         let t = timeline(&envoys, &stretches, 8, |_, _| spec.clone());
-        let r = RuleResult::new(
-            &format!("per-tenant, skew: 3× at instance 0, at instance 1 from window {moved}"),
-            Kind::Skew,
-            100,
-            windows,
-            300.0,
-        )
-        .counted(&t, &measured);
+        let r = RuleResult::new(&format!("per-tenant, skew: 3× at instance 0, at instance 1 from window {moved}"), Kind::Skew, 100, windows, 300.0)
+            .counted(&t, &measured);
         r.log();
         out.push(r);
     }
@@ -320,17 +308,9 @@ pub fn run(windows: u32) -> anyhow::Result<Vec<RuleResult>> {
         let rate = 30.0 * FAIR_TENANTS as f64;
         let tenant = |instance: usize, index: u64| (index * u64::from(INSTANCES) + instance as u64) % FAIR_TENANTS;
         let specs: Vec<RequestSpec> = (0..FAIR_TENANTS).map(|k| post(&format!("accuracy-fair-{k}"))).collect();
-        let t = timeline(&envoys, &all(rate, windows + 1), 8, |instance, index| {
-            specs[tenant(instance, index) as usize].clone()
-        });
-        let mut r = RuleResult::new(
-            &format!("tools-invoke, {FAIR_TENANTS} tenants at 1.5× each"),
-            Kind::Fairness,
-            20 * FAIR_TENANTS,
-            windows,
-            rate,
-        )
-        .counted(&t, &measured);
+        let t = timeline(&envoys, &all(rate, windows + 1), 8, |instance, index| specs[tenant(instance, index) as usize].clone());
+        let mut r = RuleResult::new(&format!("tools-invoke, {FAIR_TENANTS} tenants at 1.5× each"), Kind::Fairness, 20 * FAIR_TENANTS, windows, rate)
+            .counted(&t, &measured);
         let mut cells = vec![vec![0u64; measured.len()]; FAIR_TENANTS as usize];
         for resp in t.responses.iter().filter(|resp| resp.status == 200) {
             if let Some(w) = measured.iter().position(|w| *w == resp.window) {
@@ -366,8 +346,7 @@ pub fn run(windows: u32) -> anyhow::Result<Vec<RuleResult>> {
         }
         let spec = get("accuracy-bursts");
         let t = timeline(&envoys, &stretches, 8, |_, _| spec.clone());
-        let r = RuleResult::new("per-tenant, bursts: 2 windows at 5×, 2 silent", Kind::Bursts, 100, 2 * bursts, 500.0)
-            .counted(&t, &on);
+        let r = RuleResult::new("per-tenant, bursts: 2 windows at 5×, 2 silent", Kind::Bursts, 100, 2 * bursts, 500.0).counted(&t, &on);
         r.log();
         out.push(r);
     }
@@ -377,9 +356,7 @@ pub fn run(windows: u32) -> anyhow::Result<Vec<RuleResult>> {
         let spec = get("accuracy-notion").header("x-integration", "notion");
         let t = timeline(&envoys, &all(30.0, windows + 1), 32, |_, _| spec.clone());
         let mut r = RuleResult::new("integration-notion (queue 2 s), 10×", Kind::Queued, 3, windows, 30.0).counted(&t, &measured);
-        r.late_refusals = Some(t.count(|a| {
-            measured.contains(&a.window) && a.status != 200 && a.took >= Duration::from_secs(1)
-        }));
+        r.late_refusals = Some(t.count(|a| measured.contains(&a.window) && a.status != 200 && a.took >= Duration::from_secs(1)));
         r.log();
         out.push(r);
     }
@@ -443,12 +420,7 @@ impl Timeline {
 /// one-second window in which it arrived (a request held in a queue counts
 /// when it is let through); counter calls are counted from the start of
 /// window 1 (after the warm-up window 0) until the last answer.
-fn timeline(
-    envoys: &[Envoy],
-    stretches: &[Stretch],
-    connections: usize,
-    spec: impl Fn(usize, u64) -> RequestSpec + Sync,
-) -> Timeline {
+fn timeline(envoys: &[Envoy], stretches: &[Stretch], connections: usize, spec: impl Fn(usize, u64) -> RequestSpec + Sync) -> Timeline {
     let schedules: Vec<Vec<Duration>> = (0..envoys.len())
         .map(|instance| {
             let mut at = Vec::new();
@@ -734,15 +706,10 @@ pub fn render(results: &[RuleResult], header: &str) -> String {
                 format!("{}/s each × {}", r.limit_per_s / t.count.max(1), t.count),
                 format!("{} of {} (one tenant)", t.worst_window, r.limit_per_s / t.count.max(1)),
             ),
-            None => (
-                format!("{}/s", r.limit_per_s),
-                r.per_window.iter().min().map_or("—".to_string(), |w| format!("{w} of {}", r.limit_per_s)),
-            ),
+            None => (format!("{}/s", r.limit_per_s), r.per_window.iter().min().map_or("—".to_string(), |w| format!("{w} of {}", r.limit_per_s))),
         };
         let windows = if r.kind == Kind::Bursts { format!("{} with load", r.windows) } else { r.windows.to_string() };
-        let tenants = r.tenants.as_ref().map_or(String::new(), |t| {
-            format!("; tenants: lowest {:.2}%, median {:.2}%", 100.0 * t.lowest, 100.0 * t.median)
-        });
+        let tenants = r.tenants.as_ref().map_or(String::new(), |t| format!("; tenants: lowest {:.2}%, median {:.2}%", 100.0 * t.lowest, 100.0 * t.median));
         let denials = if r.under_limit_offered > 0 {
             format!("{} of {}{}", r.false_denials, r.under_limit_offered, statuses(&r.under_limit_statuses))
         } else if r.kind == Kind::Flood {

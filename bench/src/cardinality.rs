@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::mix::Mix;
-use crate::report::{SETUP, Target};
+use crate::report::{Target, SETUP};
 use crate::stats::number;
 use crate::variant::{Setup, Variant};
 use crate::wrk::{Wrk, WrkResult};
@@ -80,13 +80,7 @@ pub fn run(setup: &Setup, wrk: &Wrk, levels: &[u64]) -> anyhow::Result<Vec<Level
                 rss_after_bytes as f64 / MIB,
                 rss_start_bytes as f64 / MIB
             );
-            passes.push(Pass {
-                offset,
-                rps: result.rps(),
-                coverage: (result.requests as f64 / clients as f64).min(1.0),
-                rss_after_bytes,
-                wrk: result,
-            });
+            passes.push(Pass { offset, rps: result.rps(), coverage: (result.requests as f64 / clients as f64).min(1.0), rss_after_bytes, wrk: result });
         }
         out.push(Level { clients, keys_per_pass: 2 * clients, slots, passes, rss_start_bytes });
     }
@@ -96,10 +90,8 @@ pub fn run(setup: &Setup, wrk: &Wrk, levels: &[u64]) -> anyhow::Result<Vec<Level
 /// Memory stays flat past the slot budget (judged on levels past it).
 pub fn targets(levels: &[Level]) -> Vec<Target> {
     let past: Vec<&Level> = levels.iter().filter(|l| l.past_budget()).collect();
-    let growths: Vec<String> = past
-        .iter()
-        .filter_map(|l| Some(format!("{:+.1} MiB at {}", l.second_pass_growth_mib()?, number(l.clients as f64, 0))))
-        .collect();
+    let growths: Vec<String> =
+        past.iter().filter_map(|l| Some(format!("{:+.1} MiB at {}", l.second_pass_growth_mib()?, number(l.clients as f64, 0)))).collect();
     let flat = past.iter().all(|l| l.second_pass_growth_mib().is_some_and(|g| g <= FLAT_MIB));
     vec![Target::new(
         "Envoy memory flat past the slot budget (growth over a pass of N new clients)",
@@ -124,10 +116,8 @@ pub fn render(levels: &[Level], header: &str) -> String {
                 format!("{}{covered}", number(p.rps, 0))
             })
             .collect();
-        let rss: Vec<String> = std::iter::once(l.rss_start_bytes)
-            .chain(l.passes.iter().map(|p| p.rss_after_bytes))
-            .map(|b| format!("{:.1}", b as f64 / MIB))
-            .collect();
+        let rss: Vec<String> =
+            std::iter::once(l.rss_start_bytes).chain(l.passes.iter().map(|p| p.rss_after_bytes)).map(|b| format!("{:.1}", b as f64 / MIB)).collect();
         md.push(format!(
             "| {} | {:.2} | {} | {} MiB | {} |",
             number(l.clients as f64, 0),

@@ -65,9 +65,8 @@ fn draw_inner(path: &Path, bars: &Bars) -> Result<(), Box<dyn std::error::Error>
     for (s, (name, values)) in bars.series.iter().enumerate() {
         let color = COLORS[s % COLORS.len()];
         let left = |i: usize| i as f64 - 0.35 + s as f64 * width;
-        let boxes = values.iter().enumerate().filter_map(|(i, v)| {
-            v.map(|v| Rectangle::new([(left(i), 0.0), (left(i) + width * 0.9, v.median)], color.filled()))
-        });
+        let boxes =
+            values.iter().enumerate().filter_map(|(i, v)| v.map(|v| Rectangle::new([(left(i), 0.0), (left(i) + width * 0.9, v.median)], color.filled())));
         let drawn = chart.draw_series(boxes)?;
         if bars.series.len() > 1 {
             drawn.label(name.as_str()).legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
@@ -83,11 +82,10 @@ fn draw_inner(path: &Path, bars: &Bars) -> Result<(), Box<dyn std::error::Error>
             })
         });
         chart.draw_series(whiskers)?;
-        let labels = values.iter().enumerate().filter_map(|(i, v)| {
-            v.map(|v| {
-                Text::new(label(v.median), (left(i), v.max.max(v.median) + 0.02 * (y1 - y0)), ("sans-serif", 11).into_font())
-            })
-        });
+        let labels = values
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| v.map(|v| Text::new(label(v.median), (left(i), v.max.max(v.median) + 0.02 * (y1 - y0)), ("sans-serif", 11).into_font())));
         chart.draw_series(labels)?;
     }
     if bars.series.len() > 1 {

@@ -21,7 +21,7 @@ use wasm_test_harness::{load, Envoy, LoadOptions};
 use crate::chart::{self, Bars};
 use crate::machine::envoy_cpu_ns;
 use crate::mix::Mix;
-use crate::report::{Files, SETUP, Target};
+use crate::report::{Files, Target, SETUP};
 use crate::stats::{number, Spread};
 use crate::variant::{Setup, Variant};
 use crate::wrk::{Wrk, WrkResult};
@@ -214,10 +214,8 @@ fn decision_quantiles(envoy: &Envoy) -> Option<(f64, f64)> {
     let body = wasm_test_harness::get(&url, &[]).ok()?.json().ok()?;
     let hist = body["stats"].as_array()?.iter().find_map(|s| s.get("histograms"))?;
     let quantiles: Vec<f64> = hist["supported_quantiles"].as_array()?.iter().filter_map(|q| q.as_f64()).collect();
-    let values = hist["computed_quantiles"]
-        .as_array()?
-        .iter()
-        .find(|h| h["name"].as_str().is_some_and(|n| n.contains("sluice_decision_duration_us")))?["values"]
+    let values = hist["computed_quantiles"].as_array()?.iter().find(|h| h["name"].as_str().is_some_and(|n| n.contains("sluice_decision_duration_us")))?
+        ["values"]
         .as_array()?;
     let at = |q: f64| {
         let i = quantiles.iter().position(|x| (x - q).abs() < 1e-9)?;
@@ -231,10 +229,7 @@ fn summarise(runs: &[Run], variant: Variant) -> Summary {
     let of = |f: &dyn Fn(&Run) -> f64| Spread::of(&mine.iter().map(|r| f(r)).collect::<Vec<_>>());
     // Paired with `base` in the same round.
     let paired = |base: Variant, f: &dyn Fn(&Run, &Run) -> f64| {
-        let values: Vec<f64> = mine
-            .iter()
-            .filter_map(|r| runs.iter().find(|b| b.variant == base && b.round == r.round).map(|b| f(r, b)))
-            .collect();
+        let values: Vec<f64> = mine.iter().filter_map(|r| runs.iter().find(|b| b.variant == base && b.round == r.round).map(|b| f(r, b))).collect();
         if variant == base {
             None
         } else {
@@ -298,12 +293,7 @@ pub fn targets(c: &Comparison, settings: &Settings, reference: bool, tag: &str) 
         }
     }
     let local = find(c, Variant::SluiceLocal).and_then(|s| s.rps_vs_noop);
-    out.push(Target::new(
-        &name("sluice-local ≥ 0.90× the do-nothing wasm filter"),
-        "≥ 0.90×",
-        ratio(local.as_ref()),
-        local.map(|s| s.median >= 0.90),
-    ));
+    out.push(Target::new(&name("sluice-local ≥ 0.90× the do-nothing wasm filter"), "≥ 0.90×", ratio(local.as_ref()), local.map(|s| s.median >= 0.90)));
     for v in [Variant::SluiceLocal, Variant::SluiceGlobal] {
         let Some(s) = find(c, v) else { continue };
         for (p, spread, limit) in [("p50", s.added_p50_us, 50.0), ("p99", s.added_p99_us, 500.0)] {

@@ -74,10 +74,7 @@ impl Kind {
 /// `bench/wrk/jsonrpc.lua` sends.
 pub fn body(kind: Kind, i: u64, bytes: usize) -> String {
     let (head, tail) = match kind {
-        Kind::JsonRpc => (
-            format!(r#"{{"jsonrpc":"2.0","id":{},"method":"tools/call","params":{{"name":"echo","arguments":{{"text":""#, i + 1),
-            r#""}}}"#,
-        ),
+        Kind::JsonRpc => (format!(r#"{{"jsonrpc":"2.0","id":{},"method":"tools/call","params":{{"name":"echo","arguments":{{"text":""#, i + 1), r#""}}}"#),
         Kind::Rest => (r#"{"text":""#.to_string(), r#""}"#),
     };
     let pad = bytes.saturating_sub(head.len() + tail.len());
@@ -211,8 +208,7 @@ pub fn run(setup: &Setup, wrk: &Wrk, settings: &Settings) -> anyhow::Result<Outc
 fn one(envoy: &Envoy, wrk: &Wrk, settings: &Settings, kind: Kind, round: u32) -> anyhow::Result<Run> {
     let counts_before = sluice_counts(envoy);
     let cpu_before = envoy_cpu_ns(envoy);
-    let result =
-        wrk.run_named(envoy.port(), "jsonrpc.lua", settings.connections, &settings.args(kind), Duration::from_secs(settings.duration_s))?;
+    let result = wrk.run_named(envoy.port(), "jsonrpc.lua", settings.connections, &settings.args(kind), Duration::from_secs(settings.duration_s))?;
     let cpu_after = envoy_cpu_ns(envoy);
     // Sluice hands its counters to Envoy on its tick (every 100 ms).
     std::thread::sleep(Duration::from_millis(300));
@@ -330,12 +326,7 @@ fn summarise(runs: Vec<Run>, connections: u32) -> Outcome {
             Kind::Rest => counted > 0,
         };
         if wrong && r.jsonrpc_rule_allowed.is_some() {
-            problems.push(format!(
-                "round {} {}: {JSONRPC_RULE} counted {counted} of {} requests",
-                r.round + 1,
-                r.kind.label(),
-                r.wrk.requests
-            ));
+            problems.push(format!("round {} {}: {JSONRPC_RULE} counted {counted} of {} requests", r.round + 1, r.kind.label(), r.wrk.requests));
         }
     }
     Outcome {

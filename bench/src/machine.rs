@@ -29,10 +29,8 @@ pub struct Machine {
 impl Machine {
     pub fn detect(pinning: Option<&Pinning>) -> Machine {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        let cpu_model = cpuinfo
-            .lines()
-            .find_map(|l| l.strip_prefix("model name")?.split_once(':').map(|(_, v)| v.trim().to_string()))
-            .unwrap_or_else(|| "unknown".into());
+        let cpu_model =
+            cpuinfo.lines().find_map(|l| l.strip_prefix("model name")?.split_once(':').map(|(_, v)| v.trim().to_string())).unwrap_or_else(|| "unknown".into());
         Machine {
             nproc: nproc(),
             cpu_model,
@@ -107,12 +105,7 @@ impl Pinning {
 }
 
 fn taskset(pid: u32, cpus: &str) -> anyhow::Result<()> {
-    let status = Command::new("taskset")
-        .args(["-a", "-p", "-c", cpus])
-        .arg(pid.to_string())
-        .stdout(Stdio::null())
-        .status()
-        .context("running taskset")?;
+    let status = Command::new("taskset").args(["-a", "-p", "-c", cpus]).arg(pid.to_string()).stdout(Stdio::null()).status().context("running taskset")?;
     if !status.success() {
         bail!("taskset -a -p -c {cpus} {pid} failed ({status})");
     }

@@ -53,11 +53,9 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 6] =
-        [Scenario::Overhead, Scenario::Denial, Scenario::Jsonrpc, Scenario::Accuracy, Scenario::Cardinality, Scenario::Outage];
+    pub const ALL: [Scenario; 6] = [Scenario::Overhead, Scenario::Denial, Scenario::Jsonrpc, Scenario::Accuracy, Scenario::Cardinality, Scenario::Outage];
     /// What `--quick` runs when no scenario is named.
-    const QUICK: [Scenario; 5] =
-        [Scenario::Overhead, Scenario::Denial, Scenario::Jsonrpc, Scenario::Accuracy, Scenario::Cardinality];
+    const QUICK: [Scenario; 5] = [Scenario::Overhead, Scenario::Denial, Scenario::Jsonrpc, Scenario::Accuracy, Scenario::Cardinality];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -302,12 +300,7 @@ fn run_scenario(args: &Args, scenario: Scenario, files: &Files, machine: &Machin
             let markdown = compare::render(&comparison, &settings, files, scenario.title(), &header)?;
             let tag = scenario.name();
             let targets = compare::targets(&comparison, &settings, scenario == Scenario::Overhead, tag);
-            Ok(Done {
-                settings: serde_json::to_value(&settings)?,
-                result: serde_json::to_value(&comparison)?,
-                targets,
-                markdown,
-            })
+            Ok(Done { settings: serde_json::to_value(&settings)?, result: serde_json::to_value(&comparison)?, targets, markdown })
         }
         Scenario::Jsonrpc => {
             if let Some(p) = pinning {
@@ -412,11 +405,6 @@ fn rewrite_docs(out: &Path) -> anyhow::Result<()> {
     let results = relative.to_string_lossy().replace('\\', "/");
     report::rewrite(&root.join("README.md"), report::README_START, report::README_END, &report::readme_block(&out, &results))?;
     let docs_results = format!("../{results}");
-    report::rewrite(
-        &root.join("docs/bench.md"),
-        report::TARGETS_START,
-        report::TARGETS_END,
-        &report::targets_block(&out, &docs_results),
-    )?;
+    report::rewrite(&root.join("docs/bench.md"), report::TARGETS_START, report::TARGETS_END, &report::targets_block(&out, &docs_results))?;
     Ok(())
 }

@@ -39,9 +39,7 @@ impl Mix {
         if self.hot {
             let k = self.offset + (n / 2) % keys;
             if n.is_multiple_of(2) {
-                return RequestSpec::get(HOT_PATH)
-                    .header("x-forwarded-for", HOT_IP)
-                    .header("x-tenant-id", &format!("tenant-{k}"));
+                return RequestSpec::get(HOT_PATH).header("x-forwarded-for", HOT_IP).header("x-tenant-id", &format!("tenant-{k}"));
             }
             return client(k);
         }

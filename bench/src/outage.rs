@@ -86,11 +86,7 @@ pub fn run(setup: &mut Setup, mix: Mix, rate: f64, phase: Duration) -> anyhow::R
         );
     }
     let secs = |s: Option<f64>| s.map_or_else(|| "not seen".to_string(), |s| format!("{s:.2} s"));
-    eprintln!(
-        "  fallback logged {} after the kill, enforcement back {} after the restart",
-        secs(seconds_to_fallback),
-        secs(seconds_to_recover)
-    );
+    eprintln!("  fallback logged {} after the kill, enforcement back {} after the restart", secs(seconds_to_fallback), secs(seconds_to_recover));
     Ok(Outage { rate, phases, seconds_to_fallback, seconds_to_recover })
 }
 

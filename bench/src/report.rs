@@ -16,8 +16,8 @@ use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
 use crate::machine::Machine;
-use sluice_core::response::civil_from_days;
 use crate::Scenario;
+use sluice_core::response::civil_from_days;
 
 pub const README_START: &str = "<!-- bench:start -->";
 pub const README_END: &str = "<!-- bench:end -->";
@@ -151,23 +151,15 @@ pub fn targets_block(dir: &Path, results: &str) -> String {
     let mut rows = Vec::new();
     for scenario in Scenario::ALL {
         let Some(path) = latest(dir, scenario, ".json") else { continue };
-        let Ok(envelope) = std::fs::read_to_string(&path)
-            .map_err(anyhow::Error::from)
-            .and_then(|t| serde_json::from_str::<Envelope>(&t).map_err(anyhow::Error::from))
+        let Ok(envelope) =
+            std::fs::read_to_string(&path).map_err(anyhow::Error::from).and_then(|t| serde_json::from_str::<Envelope>(&t).map_err(anyhow::Error::from))
         else {
             continue;
         };
         let file = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let run = if envelope.quick { "quick run" } else { "full run" };
         for t in &envelope.targets {
-            rows.push(format!(
-                "| {} | {} | {} | {} | [{}]({results}/{file}), {run} |",
-                t.name,
-                t.expected,
-                t.measured,
-                t.verdict(),
-                envelope.date
-            ));
+            rows.push(format!("| {} | {} | {} | {} | [{}]({results}/{file}), {run} |", t.name, t.expected, t.measured, t.verdict(), envelope.date));
         }
     }
     if rows.is_empty() {

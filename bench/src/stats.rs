@@ -27,12 +27,7 @@ impl Spread {
 
     /// `median (min–max)` with `decimals` digits after the point.
     pub fn show(&self, decimals: usize) -> String {
-        format!(
-            "{} ({}–{})",
-            number(self.median, decimals),
-            number(self.min, decimals),
-            number(self.max, decimals)
-        )
+        format!("{} ({}–{})", number(self.median, decimals), number(self.min, decimals), number(self.max, decimals))
     }
 }
 

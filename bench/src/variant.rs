@@ -32,8 +32,7 @@ pub enum Variant {
 }
 
 impl Variant {
-    pub const ALL: [Variant; 5] =
-        [Variant::None, Variant::NativeLocalRatelimit, Variant::NoopWasm, Variant::SluiceLocal, Variant::SluiceGlobal];
+    pub const ALL: [Variant; 5] = [Variant::None, Variant::NativeLocalRatelimit, Variant::NoopWasm, Variant::SluiceLocal, Variant::SluiceGlobal];
 
     pub fn name(self) -> &'static str {
         match self {

@@ -109,10 +109,7 @@ impl Wrk {
 
 /// The figures from wrk's output (the line `mix.lua` prints).
 pub fn parse(stdout: &str) -> anyhow::Result<WrkResult> {
-    let line = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix(MARKER))
-        .with_context(|| format!("no `{MARKER}` line in wrk's output:\n{stdout}"))?;
+    let line = stdout.lines().find_map(|l| l.strip_prefix(MARKER)).with_context(|| format!("no `{MARKER}` line in wrk's output:\n{stdout}"))?;
     let result: WrkResult = serde_json::from_str(line).with_context(|| format!("bad wrk summary: {line}"))?;
     if result.requests == 0 {
         bail!("wrk completed no request:\n{stdout}");
@@ -124,9 +121,7 @@ pub fn parse(stdout: &str) -> anyhow::Result<WrkResult> {
 pub fn on_path(program: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(program))
-        .find(|p| p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+    std::env::split_paths(&path).map(|d| d.join(program)).find(|p| p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
 }
 
 #[cfg(test)]

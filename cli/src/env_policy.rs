@@ -65,18 +65,8 @@ struct Tier {
 }
 
 const TIERS: &[Tier] = &[
-    Tier {
-        rule: "per-ip",
-        enabled: "RATE_LIMIT_GLOBAL_ENABLED",
-        rps: "RATE_LIMIT_GLOBAL_RPS",
-        window: "RATE_LIMIT_GLOBAL_WINDOW_MS",
-    },
-    Tier {
-        rule: "per-tenant",
-        enabled: "RATE_LIMIT_TENANT_ENABLED",
-        rps: "RATE_LIMIT_TENANT_RPS",
-        window: "RATE_LIMIT_TENANT_WINDOW_MS",
-    },
+    Tier { rule: "per-ip", enabled: "RATE_LIMIT_GLOBAL_ENABLED", rps: "RATE_LIMIT_GLOBAL_RPS", window: "RATE_LIMIT_GLOBAL_WINDOW_MS" },
+    Tier { rule: "per-tenant", enabled: "RATE_LIMIT_TENANT_ENABLED", rps: "RATE_LIMIT_TENANT_RPS", window: "RATE_LIMIT_TENANT_WINDOW_MS" },
 ];
 
 /// Per-endpoint variables and the rules each one sets.
@@ -85,10 +75,7 @@ const ENDPOINTS: &[(&str, &[&str])] = &[
     ("RATE_LIMIT_ENDPOINT_TOOLS_INVOKE_RPS", &["tools-invoke"]),
     // The gateway's single OAuth-config limit (1/s) is the write and delete
     // limit; reads have their own, higher limit (10/s) and keep it.
-    (
-        "RATE_LIMIT_ENDPOINT_OAUTH_CONFIG_RPS",
-        &["oauth-config-write", "oauth-config-delete"],
-    ),
+    ("RATE_LIMIT_ENDPOINT_OAUTH_CONFIG_RPS", &["oauth-config-write", "oauth-config-delete"]),
 ];
 
 /// What rendering produced: the policy and messages for stderr.
@@ -138,8 +125,7 @@ fn fail(errors: &[String]) -> ExitCode {
 
 fn read(path: &str) -> Result<String, String> {
     if path == "-" {
-        std::io::read_to_string(std::io::stdin())
-            .map_err(|e| format!("--base: cannot read standard input: {e}"))
+        std::io::read_to_string(std::io::stdin()).map_err(|e| format!("--base: cannot read standard input: {e}"))
     } else {
         std::fs::read_to_string(path).map_err(|e| format!("--base: cannot read {path}: {e}"))
     }
@@ -153,9 +139,7 @@ fn relevant(name: &str) -> bool {
 /// The relevant variables that are set and not empty (an empty variable
 /// counts as unset). A relevant variable whose value is not UTF-8 is an
 /// error.
-fn environment(
-    vars: impl Iterator<Item = (OsString, OsString)>,
-) -> Result<BTreeMap<String, String>, Vec<String>> {
+fn environment(vars: impl Iterator<Item = (OsString, OsString)>) -> Result<BTreeMap<String, String>, Vec<String>> {
     let mut env = BTreeMap::new();
     let mut errors = Vec::new();
     for (name, value) in vars {
@@ -181,19 +165,11 @@ fn environment(
 }
 
 /// Applies `env` to the policy `base` and validates the result.
-fn render(
-    base: &str,
-    base_name: &str,
-    env: &BTreeMap<String, String>,
-) -> Result<Rendered, Vec<String>> {
+fn render(base: &str, base_name: &str, env: &BTreeMap<String, String>) -> Result<Rendered, Vec<String>> {
     if let Err(e) = Policy::from_json(base) {
-        return Err(vec![format!(
-            "{base_name} is not a valid policy:\n{}",
-            indent(&e)
-        )]);
+        return Err(vec![format!("{base_name} is not a valid policy:\n{}", indent(&e))]);
     }
-    let mut policy: Value =
-        serde_json::from_str(base).map_err(|e| vec![format!("{base_name}: {e}")])?;
+    let mut policy: Value = serde_json::from_str(base).map_err(|e| vec![format!("{base_name}: {e}")])?;
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
 
@@ -202,11 +178,7 @@ fn render(
             if !KNOWN.contains(&rest) {
                 warnings.push(format!(
                     "{name} is not a variable policy-from-env knows; ignored (known: {})",
-                    KNOWN
-                        .iter()
-                        .map(|k| format!("{PREFIX}{k}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    KNOWN.iter().map(|k| format!("{PREFIX}{k}")).collect::<Vec<_>>().join(", ")
                 ));
             }
         }
@@ -250,28 +222,15 @@ fn render(
 
 /// The validator's problems, one per line, indented.
 fn indent(e: &PolicyError) -> String {
-    e.problems
-        .iter()
-        .map(|p| format!("  {p}"))
-        .collect::<Vec<_>>()
-        .join("\n")
+    e.problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n")
 }
 
 /// `RATE_LIMIT_<TIER>_ENABLED`, `_RPS` and `_WINDOW_MS` for one rule.
-fn apply_tier(
-    policy: &mut Value,
-    env: &BTreeMap<String, String>,
-    tier: &Tier,
-    errors: &mut Vec<String>,
-    warnings: &mut Vec<String>,
-) {
+fn apply_tier(policy: &mut Value, env: &BTreeMap<String, String>, tier: &Tier, errors: &mut Vec<String>, warnings: &mut Vec<String>) {
     let enabled = env.get(tier.enabled).and_then(|v| match boolean(v) {
         Some(b) => Some(b),
         None => {
-            errors.push(format!(
-                "{}={v:?}: expected true or false (also 1/0, yes/no)",
-                tier.enabled
-            ));
+            errors.push(format!("{}={v:?}: expected true or false (also 1/0, yes/no)", tier.enabled));
             None
         }
     });
@@ -282,25 +241,16 @@ fn apply_tier(
             if remove_rule(policy, tier.rule) {
                 for var in [tier.rps, tier.window] {
                     if env.contains_key(var) {
-                        warnings.push(format!(
-                            "{var} has no effect: {}=false removes rule {}",
-                            tier.enabled, tier.rule
-                        ));
+                        warnings.push(format!("{var} has no effect: {}=false removes rule {}", tier.enabled, tier.rule));
                     }
                 }
             } else {
-                warnings.push(format!(
-                    "{}=false: the base policy has no rule {}; nothing to remove",
-                    tier.enabled, tier.rule
-                ));
+                warnings.push(format!("{}=false: the base policy has no rule {}; nothing to remove", tier.enabled, tier.rule));
             }
             return;
         }
         Some(true) if find_rule(policy, tier.rule).is_none() => {
-            errors.push(format!(
-                "{}=true, but the base policy has no rule {}",
-                tier.enabled, tier.rule
-            ));
+            errors.push(format!("{}=true, but the base policy has no rule {}", tier.enabled, tier.rule));
             return;
         }
         _ => {}
@@ -316,12 +266,7 @@ fn apply_tier(
 }
 
 /// `<INTEGRATION>_RATE_LIMIT` for every `integration-<name>` rule.
-fn apply_integrations(
-    policy: &mut Value,
-    env: &BTreeMap<String, String>,
-    errors: &mut Vec<String>,
-    warnings: &mut Vec<String>,
-) {
+fn apply_integrations(policy: &mut Value, env: &BTreeMap<String, String>, errors: &mut Vec<String>, warnings: &mut Vec<String>) {
     let names: Vec<String> = rules(policy)
         .iter()
         .filter_map(|r| r.get("name").and_then(Value::as_str))
@@ -340,15 +285,8 @@ fn apply_integrations(
     }
     for name in env.keys() {
         if name.ends_with(INTEGRATION_SUFFIX) && !name.starts_with(PREFIX) && !used.contains(name) {
-            let rule = format!(
-                "{INTEGRATION_RULE_PREFIX}{}",
-                name.trim_end_matches(INTEGRATION_SUFFIX)
-                    .to_ascii_lowercase()
-                    .replace('_', "-")
-            );
-            warnings.push(format!(
-                "{name} is set, but the policy has no rule {rule}; ignored"
-            ));
+            let rule = format!("{INTEGRATION_RULE_PREFIX}{}", name.trim_end_matches(INTEGRATION_SUFFIX).to_ascii_lowercase().replace('_', "-"));
+            warnings.push(format!("{name} is set, but the policy has no rule {rule}; ignored"));
         }
     }
 }
@@ -356,17 +294,10 @@ fn apply_integrations(
 /// `integration-notion` → `NOTION_RATE_LIMIT`.
 fn integration_variable(rule: &str) -> String {
     let name = rule.trim_start_matches(INTEGRATION_RULE_PREFIX);
-    format!(
-        "{}{INTEGRATION_SUFFIX}",
-        name.to_ascii_uppercase().replace('-', "_")
-    )
+    format!("{}{INTEGRATION_SUFFIX}", name.to_ascii_uppercase().replace('-', "_"))
 }
 
-fn apply_exempt_paths(
-    policy: &mut Value,
-    env: &BTreeMap<String, String>,
-    errors: &mut Vec<String>,
-) {
+fn apply_exempt_paths(policy: &mut Value, env: &BTreeMap<String, String>, errors: &mut Vec<String>) {
     let var = "RATE_LIMIT_EXEMPT_PATHS";
     let Some(list) = env.get(var) else { return };
     let mut paths = Vec::new();
@@ -393,9 +324,7 @@ fn check_redis_url(url: &str) -> Result<(), String> {
         return Err("expected a URL like redis://host:6379".to_string());
     };
     if !["redis", "rediss", "redis+unix", "unix"].contains(&scheme) {
-        return Err(format!(
-            "scheme {scheme:?} is not redis, rediss, redis+unix or unix"
-        ));
+        return Err(format!("scheme {scheme:?} is not redis, rediss, redis+unix or unix"));
     }
     if rest.is_empty() || rest.chars().any(char::is_whitespace) {
         return Err("expected a host (or socket path) after the scheme".to_string());
@@ -418,9 +347,7 @@ fn number(env: &BTreeMap<String, String>, var: &str, errors: &mut Vec<String>) -
     match text.parse::<u64>() {
         Ok(n) if (1..=MAX_REQUESTS).contains(&u128::from(n)) => Some(n),
         _ => {
-            errors.push(format!(
-                "{var}={text:?}: expected a whole number of requests per second, 1 to {MAX_REQUESTS}"
-            ));
+            errors.push(format!("{var}={text:?}: expected a whole number of requests per second, 1 to {MAX_REQUESTS}"));
             None
         }
     }
@@ -432,9 +359,7 @@ fn window_ms(env: &BTreeMap<String, String>, var: &str, errors: &mut Vec<String>
     match text.parse::<u64>() {
         Ok(n) if (1..=MAX_WINDOW_MS).contains(&n) => Some(n),
         _ => {
-            errors.push(format!(
-                "{var}={text:?}: expected a window in whole milliseconds, 1 to {MAX_WINDOW_MS} (7 days)"
-            ));
+            errors.push(format!("{var}={text:?}: expected a window in whole milliseconds, 1 to {MAX_WINDOW_MS} (7 days)"));
             None
         }
     }
@@ -450,19 +375,11 @@ fn duration(ms: u64) -> String {
 }
 
 fn rules(policy: &Value) -> &[Value] {
-    policy
-        .get("rules")
-        .and_then(Value::as_array)
-        .map_or(&[], Vec::as_slice)
+    policy.get("rules").and_then(Value::as_array).map_or(&[], Vec::as_slice)
 }
 
 fn find_rule<'a>(policy: &'a mut Value, name: &str) -> Option<&'a mut Map<String, Value>> {
-    policy
-        .get_mut("rules")?
-        .as_array_mut()?
-        .iter_mut()
-        .filter_map(Value::as_object_mut)
-        .find(|r| r.get("name").and_then(Value::as_str) == Some(name))
+    policy.get_mut("rules")?.as_array_mut()?.iter_mut().filter_map(Value::as_object_mut).find(|r| r.get("name").and_then(Value::as_str) == Some(name))
 }
 
 fn remove_rule(policy: &mut Value, name: &str) -> bool {
@@ -475,11 +392,7 @@ fn remove_rule(policy: &mut Value, name: &str) -> bool {
 }
 
 /// The rule's `limit` object and its window in milliseconds.
-fn limit_of<'a>(
-    policy: &'a mut Value,
-    rule: &str,
-    var: &str,
-) -> Result<(&'a mut Map<String, Value>, u64), String> {
+fn limit_of<'a>(policy: &'a mut Value, rule: &str, var: &str) -> Result<(&'a mut Map<String, Value>, u64), String> {
     let limit = find_rule(policy, rule)
         .ok_or_else(|| format!("{var} is set, but the base policy has no rule {rule}"))?
         .get_mut("limit")
@@ -500,13 +413,7 @@ fn write_limit(limit: &mut Map<String, Value>, requests: u128, window_ms: u64) {
 
 /// Sets a rule to `rps` requests per second, counted over `window_ms` (the
 /// rule's own window when `None`): `rps × window` requests per window.
-fn set_rate(
-    policy: &mut Value,
-    rule: &str,
-    var: &str,
-    rps: u64,
-    window: Option<u64>,
-) -> Result<(), String> {
+fn set_rate(policy: &mut Value, rule: &str, var: &str, rps: u64, window: Option<u64>) -> Result<(), String> {
     let (limit, current_ms) = limit_of(policy, rule, var)?;
     let window_ms = window.unwrap_or(current_ms);
     let product = u128::from(rps) * u128::from(window_ms);
@@ -518,9 +425,7 @@ fn set_rate(
     }
     let requests = product / 1000;
     if requests > MAX_REQUESTS {
-        return Err(format!(
-            "{var}={rps} over a window of {window_ms} ms (rule {rule}) is {requests} requests per window, above {MAX_REQUESTS}"
-        ));
+        return Err(format!("{var}={rps} over a window of {window_ms} ms (rule {rule}) is {requests} requests per window, above {MAX_REQUESTS}"));
     }
     write_limit(limit, requests, window_ms);
     Ok(())
@@ -529,10 +434,7 @@ fn set_rate(
 /// Changes a rule's window and keeps its rate: the requests scale with it.
 fn set_window(policy: &mut Value, rule: &str, var: &str, window_ms: u64) -> Result<(), String> {
     let (limit, current_ms) = limit_of(policy, rule, var)?;
-    let requests = limit
-        .get("requests")
-        .and_then(Value::as_u64)
-        .unwrap_or_default();
+    let requests = limit.get("requests").and_then(Value::as_u64).unwrap_or_default();
     let product = u128::from(requests) * u128::from(window_ms);
     let current = u128::from(current_ms.max(1));
     if !product.is_multiple_of(current) {
@@ -543,9 +445,7 @@ fn set_window(policy: &mut Value, rule: &str, var: &str, window_ms: u64) -> Resu
     }
     let scaled = product / current;
     if !(1..=MAX_REQUESTS).contains(&scaled) {
-        return Err(format!(
-            "{var}={window_ms}: rule {rule} would allow {scaled} requests per window, outside 1 to {MAX_REQUESTS}"
-        ));
+        return Err(format!("{var}={window_ms}: rule {rule} would allow {scaled} requests per window, outside 1 to {MAX_REQUESTS}"));
     }
     write_limit(limit, scaled, window_ms);
     Ok(())

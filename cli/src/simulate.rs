@@ -154,10 +154,7 @@ fn table(report: &Report, args: &Args, bad: usize) -> String {
     line(format!("{:<width$}  {:>6}  {:>8}  {:>8}  {:>7}  {:>8}  {:>13}", "rule", "scope", "applied", "admitted", "queued", "denied", "shadow-denied"));
     for r in &report.rules {
         let name = if r.shadow { format!("{} (shadow)", r.rule) } else { r.rule.clone() };
-        line(format!(
-            "{name:<width$}  {:>6}  {:>8}  {:>8}  {:>7}  {:>8}  {:>13}",
-            r.scope, r.applied, r.admitted, r.queued, r.denied, r.shadow_denied
-        ));
+        line(format!("{name:<width$}  {:>6}  {:>8}  {:>8}  {:>7}  {:>8}  {:>13}", r.scope, r.applied, r.admitted, r.queued, r.denied, r.shadow_denied));
     }
     line(format!(
         "{:<width$}  {:>6}  {:>8}  {:>8}  {:>7}  {:>8}  {:>13}",

@@ -31,11 +31,7 @@ pub struct Counts {
 
 impl Counts {
     fn plus(self, o: Counts) -> Counts {
-        Counts {
-            answers: self.answers.saturating_add(o.answers),
-            slow: self.slow.saturating_add(o.slow),
-            errors: self.errors.saturating_add(o.errors),
-        }
+        Counts { answers: self.answers.saturating_add(o.answers), slow: self.slow.saturating_add(o.slow), errors: self.errors.saturating_add(o.errors) }
     }
 }
 
@@ -64,7 +60,11 @@ pub struct Change {
 impl Health {
     /// The effective limit's requests.
     pub fn requests(&self, rule: &Rule) -> u64 {
-        if self.effective == 0 { rule.limit.requests } else { self.effective.min(rule.limit.requests) }
+        if self.effective == 0 {
+            rule.limit.requests
+        } else {
+            self.effective.min(rule.limit.requests)
+        }
     }
 
     /// Records one answer at `now`; returns a change of the effective limit.
@@ -132,10 +132,12 @@ impl Health {
     /// A value that is not a state (garbage, or absent) reads as fresh.
     pub fn decode(b: &[u8]) -> Health {
         let counts = |at: usize| Some(Counts { answers: u32_at(b, at)?, slow: u32_at(b, at.checked_add(4)?)?, errors: u32_at(b, at.checked_add(8)?)? });
-        let read = || {
-            Some(Health { effective: u64_at(b, 0)?, started: u64_at(b, 8)?, cut_at: u64_at(b, 16)?, current: counts(24)?, previous: counts(36)? })
-        };
-        if b.len() == Self::ENCODED_LEN { read().unwrap_or_default() } else { Health::default() }
+        let read = || Some(Health { effective: u64_at(b, 0)?, started: u64_at(b, 8)?, cut_at: u64_at(b, 16)?, current: counts(24)?, previous: counts(36)? });
+        if b.len() == Self::ENCODED_LEN {
+            read().unwrap_or_default()
+        } else {
+            Health::default()
+        }
     }
 }
 
@@ -273,10 +275,8 @@ mod tests {
         let store = Unreadable(MemoryStore::default());
         let r = rule();
         assert_eq!(limit(&store, &r), Err(StoreError::Host("refused".into())));
-        let p = Policy::from_json(
-            r#"{"slots": 1024, "rules": [{"name": "search", "limit": {"requests": 20, "per": "1s"}, "adaptive": {"floor": 4}}]}"#,
-        )
-        .expect("policy");
+        let p = Policy::from_json(r#"{"slots": 1024, "rules": [{"name": "search", "limit": {"requests": 20, "per": "1s"}, "adaptive": {"floor": 4}}]}"#)
+            .expect("policy");
         crate::store::ensure_slots(&store.0, p.slots).expect("slots");
         let mut req = crate::request::MemoryRequest::new("GET", "/");
         let d = crate::limiter::decide(&p, &mut req, &store, crate::limiter::Ctx::at(T0));

@@ -82,9 +82,7 @@ impl State {
     /// algorithm (the rule changed on reload) starts afresh.
     fn for_algorithm(self, algorithm: Algorithm) -> State {
         match (self, algorithm) {
-            (State::Tat(_), Algorithm::TokenBucket)
-            | (State::Fixed { .. }, Algorithm::FixedWindow)
-            | (State::Sliding { .. }, Algorithm::SlidingWindow) => self,
+            (State::Tat(_), Algorithm::TokenBucket) | (State::Fixed { .. }, Algorithm::FixedWindow) | (State::Sliding { .. }, Algorithm::SlidingWindow) => self,
             _ => State::Empty,
         }
     }
@@ -226,9 +224,7 @@ impl State {
         let per = limit.per.nonzero_nanos();
         match self.for_algorithm(algorithm) {
             State::Tat(t) => State::Tat(t.saturating_sub(mul_div(per.get(), cost, limit.requests)).max(now)),
-            State::Fixed { window, count } if window == now / per => {
-                State::Fixed { window, count: count.saturating_sub(clamp_u32(cost)) }
-            }
+            State::Fixed { window, count } if window == now / per => State::Fixed { window, count: count.saturating_sub(clamp_u32(cost)) },
             State::Sliding { window, current, previous } if window == now / per => {
                 State::Sliding { window, current: current.saturating_sub(clamp_u32(cost)), previous }
             }

@@ -60,7 +60,9 @@ pub enum Transition {
     /// It failed; global rules now follow their `failure_mode`.
     WentDown,
     /// It answered again after being down since the given time.
-    CameBack { since: u64 },
+    CameBack {
+        since: u64,
+    },
 }
 
 /// Since when the counter service has been unreachable (None: reachable).

@@ -224,10 +224,7 @@ pub fn parse_reply(body: &[u8], asks: &[&Ask]) -> Result<Vec<Answer>, CounterErr
             // `used` may exceed the limit asked with (the limit was lowered
             // mid-window); it only means the budget is gone.
             if granted > u64::from(a.want) || granted > used || granted > a.limit || window == 0 {
-                return Err(CounterError::Inconsistent(format!(
-                    "granted {} of {} with {} used of {} in window {}",
-                    granted, a.want, used, a.limit, window
-                )));
+                return Err(CounterError::Inconsistent(format!("granted {} of {} with {} used of {} in window {}", granted, a.want, used, a.limit, window)));
             }
             if windows != u64::from(a.windows) {
                 return Err(CounterError::Inconsistent(format!("a grant over {} windows for an ask of {}", windows, a.windows)));
@@ -329,7 +326,9 @@ mod tests {
 
     #[test]
     fn only_a_refused_call_leaves_the_service_up() {
-        for down in [CounterError::Status(500), CounterError::Status(503), CounterError::Status(401), CounterError::Status(404), CounterError::Malformed("x".into())] {
+        for down in
+            [CounterError::Status(500), CounterError::Status(503), CounterError::Status(401), CounterError::Status(404), CounterError::Malformed("x".into())]
+        {
             assert!(down.service_down(), "{down}");
         }
         for refused in [400, 413, 422] {

@@ -35,34 +35,21 @@ impl Span {
     /// Parses `500ms`, `1s`, `30s`, `2m`, `1h`, `1d`: one integer and one unit,
     /// at least 1 ms and at most [`MAX_NS`].
     pub fn parse(text: &str) -> Result<Span, String> {
-        let digits_end = text
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len());
+        let digits_end = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
         let (digits, unit) = text.split_at(digits_end);
         if digits.is_empty() {
-            return Err(format!(
-                "bad duration {text:?}: expected a whole number and a unit, like \"1s\" or \"2m\""
-            ));
+            return Err(format!("bad duration {text:?}: expected a whole number and a unit, like \"1s\" or \"2m\""));
         }
-        let n: u64 = digits
-            .parse()
-            .map_err(|_| format!("bad duration {text:?}: number too large"))?;
+        let n: u64 = digits.parse().map_err(|_| format!("bad duration {text:?}: number too large"))?;
         let scale = match unit {
             "ms" => NS_PER_MS,
             "s" => NS_PER_S,
             "m" => 60 * NS_PER_S,
             "h" => 3_600 * NS_PER_S,
             "d" => 86_400 * NS_PER_S,
-            _ => {
-                return Err(format!(
-                    "bad duration {text:?}: unit must be one of ms, s, m, h, d"
-                ))
-            }
+            _ => return Err(format!("bad duration {text:?}: unit must be one of ms, s, m, h, d")),
         };
-        let ns = n
-            .checked_mul(scale)
-            .filter(|ns| *ns <= MAX_NS)
-            .ok_or_else(|| format!("bad duration {text:?}: longer than 7 days"))?;
+        let ns = n.checked_mul(scale).filter(|ns| *ns <= MAX_NS).ok_or_else(|| format!("bad duration {text:?}: longer than 7 days"))?;
         if ns == 0 {
             return Err(format!("bad duration {text:?}: must be greater than zero"));
         }
@@ -74,13 +61,8 @@ impl Span {
 /// `1 minute`, `1500 milliseconds`. Uses the largest unit that divides evenly.
 impl fmt::Display for Span {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const UNITS: [(u64, &str); 5] = [
-            (86_400 * NS_PER_S, "day"),
-            (3_600 * NS_PER_S, "hour"),
-            (60 * NS_PER_S, "minute"),
-            (NS_PER_S, "second"),
-            (NS_PER_MS, "millisecond"),
-        ];
+        const UNITS: [(u64, &str); 5] =
+            [(86_400 * NS_PER_S, "day"), (3_600 * NS_PER_S, "hour"), (60 * NS_PER_S, "minute"), (NS_PER_S, "second"), (NS_PER_MS, "millisecond")];
         for (scale, name) in UNITS {
             if self.0.is_multiple_of(scale) {
                 let n = self.0.checked_div(scale).unwrap_or(0);

@@ -338,11 +338,7 @@ mod tests {
     use super::*;
 
     fn call(method: &str, id: Option<Id>, tool: Option<&str>) -> Call {
-        Call {
-            method: method.into(),
-            id,
-            tool: tool.map(str::to_string),
-        }
+        Call { method: method.into(), id, tool: tool.map(str::to_string) }
     }
     fn num(n: &str) -> Option<Id> {
         Some(Id::Number(n.into()))
@@ -353,51 +349,23 @@ mod tests {
         let long = "x".repeat(MAX_ID_LEN + 1);
         let long_id = format!(r#"{{"jsonrpc":"2.0","id":"{long}","method":"ping"}}"#);
         let cases: Vec<(&str, Vec<Call>, bool)> = vec![
-            (
-                r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18"}}"#,
-                vec![call("initialize", num("1"), None)],
-                false,
-            ),
+            (r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18"}}"#, vec![call("initialize", num("1"), None)], false),
             (
                 r#"{"jsonrpc":"2.0","id":"a-1","method":"tools/call","params":{"name":"notion-search","arguments":{"q":"x"}}}"#,
                 vec![call("tools/call", Some(Id::String("a-1".into())), Some("notion-search"))],
                 false,
             ),
-            (
-                r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
-                vec![call("notifications/initialized", None, None)],
-                false,
-            ),
-            (
-                r#"{"jsonrpc":"2.0","id":null,"method":"ping"}"#,
-                vec![call("ping", Some(Id::Null), None)],
-                false,
-            ),
+            (r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#, vec![call("notifications/initialized", None, None)], false),
+            (r#"{"jsonrpc":"2.0","id":null,"method":"ping"}"#, vec![call("ping", Some(Id::Null), None)], false),
             (r#"{"id":-7,"method":"ping"}"#, vec![call("ping", num("-7"), None)], false),
             (r#"{"id":1.5,"method":"ping"}"#, vec![call("ping", Some(Id::Null), None)], false),
-            (
-                r#"{"id":123456789012345678901234567890,"method":"ping"}"#,
-                vec![call("ping", Some(Id::Null), None)],
-                false,
-            ),
+            (r#"{"id":123456789012345678901234567890,"method":"ping"}"#, vec![call("ping", Some(Id::Null), None)], false),
             (r#"{"id":{"a":[1,2]},"method":"ping"}"#, vec![call("ping", Some(Id::Null), None)], false),
             (&long_id, vec![call("ping", Some(Id::Null), None)], false),
             // Only a tools/call has a tool; a name of another type is none.
-            (
-                r#"{"id":2,"method":"prompts/get","params":{"name":"p"}}"#,
-                vec![call("prompts/get", num("2"), None)],
-                false,
-            ),
-            (
-                r#"{"id":2,"method":"tools/call","params":{"name":{"x":1}}}"#,
-                vec![call("tools/call", num("2"), None)],
-                false,
-            ),
-            (
-                r#"{"id":2,"method":"tools/call","params":["notion"]}"#,
-                vec![call("tools/call", num("2"), None)],
-                false,
-            ),
+            (r#"{"id":2,"method":"prompts/get","params":{"name":"p"}}"#, vec![call("prompts/get", num("2"), None)], false),
+            (r#"{"id":2,"method":"tools/call","params":{"name":{"x":1}}}"#, vec![call("tools/call", num("2"), None)], false),
+            (r#"{"id":2,"method":"tools/call","params":["notion"]}"#, vec![call("tools/call", num("2"), None)], false),
             // A client's answer to a server request is no call.
             (r#"{"jsonrpc":"2.0","id":5,"result":{}}"#, vec![], false),
             (
@@ -447,15 +415,8 @@ mod tests {
         assert_eq!(parse(&[0xff, 0xfe, b'{']), None, "not UTF-8");
         // What is skipped is skipped without recursion: a body as deep as
         // the 64 KiB bound allows is read, not a stack overflow.
-        let deep_params = format!(
-            r#"{{"id":1,"method":"tools/call","params":{{"a":{}1{},"name":"n"}}}}"#,
-            "[".repeat(32_000),
-            "]".repeat(32_000)
-        );
-        assert_eq!(
-            parse(deep_params.as_bytes()).map(|m| m.calls),
-            Some(vec![call("tools/call", num("1"), Some("n"))])
-        );
+        let deep_params = format!(r#"{{"id":1,"method":"tools/call","params":{{"a":{}1{},"name":"n"}}}}"#, "[".repeat(32_000), "]".repeat(32_000));
+        assert_eq!(parse(deep_params.as_bytes()).map(|m| m.calls), Some(vec![call("tools/call", num("1"), Some("n"))]));
     }
 
     #[test]

@@ -336,11 +336,8 @@ impl Lease {
             l.units = 0;
         }
         // Never more than is held in every window given back.
-        let (units, windows) = if l.spans() {
-            (l.next_units.min(l.ahead_units), u32::try_from(l.ahead_last.saturating_sub(l.window)).unwrap_or(0))
-        } else {
-            (l.next_units, 1)
-        };
+        let (units, windows) =
+            if l.spans() { (l.next_units.min(l.ahead_units), u32::try_from(l.ahead_last.saturating_sub(l.window)).unwrap_or(0)) } else { (l.next_units, 1) };
         if units > 0 && windows > 0 {
             out[1] = Some(GiveBack { units, from: l.window.saturating_add(1), windows });
         }
@@ -643,7 +640,11 @@ mod tests {
         let (want, next) = lease.want(late, &l).expect("asks ahead");
         assert!(next);
         assert!((100..=120).contains(&want), "{want}");
-        lease = lease.grant(late, &l, &Answer { granted: 100, used: 100, window: 11, starts_in_ns: S / 5, ends_in_ns: 6 * S / 5, blocked_ns: 0, windows: 1, current_used: 0 });
+        lease = lease.grant(
+            late,
+            &l,
+            &Answer { granted: 100, used: 100, window: 11, starts_in_ns: S / 5, ends_in_ns: 6 * S / 5, blocked_ns: 0, windows: 1, current_used: 0 },
+        );
         let (step, rolled) = lease.spend(start + S + 1, &l, 1, true);
         assert_eq!(step, Step::Spent);
         assert_eq!((rolled.window, rolled.units, rolled.seen_before), (11, 99, 100));

@@ -18,8 +18,8 @@ pub mod counter_api;
 pub mod duration;
 pub mod hash;
 pub mod jsonrpc;
-pub mod lease;
 mod le;
+pub mod lease;
 pub mod limiter;
 pub mod memory_counter;
 pub mod path;
@@ -28,6 +28,6 @@ pub mod request;
 pub mod response;
 pub mod simulate;
 pub mod store;
-pub mod upstream;
 #[cfg(test)]
 mod testing;
+pub mod upstream;

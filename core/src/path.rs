@@ -69,9 +69,9 @@ fn decode_unreserved(path: &str) -> String {
         // must give a normal path back as it is.
         let opens_escape = ends_in_open_escape(&out);
         let unreserved = match from.as_bytes() {
-            [_, h, l, ..] => hex_byte(*h, *l).filter(|c| {
-                (c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~')) && !(opens_escape && c.is_ascii_hexdigit())
-            }),
+            [_, h, l, ..] => {
+                hex_byte(*h, *l).filter(|c| (c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~')) && !(opens_escape && c.is_ascii_hexdigit()))
+            }
             _ => None,
         };
         match (unreserved, from.get(3..)) {
@@ -129,9 +129,7 @@ pub type Params = Vec<(String, String)>;
 
 impl Template {
     pub fn parse(source: &str) -> Result<Template, String> {
-        let body = source
-            .strip_prefix('/')
-            .ok_or_else(|| format!("template {source:?} must start with '/'"))?;
+        let body = source.strip_prefix('/').ok_or_else(|| format!("template {source:?} must start with '/'"))?;
         let mut segments = Vec::new();
         let parts: Vec<&str> = if body.is_empty() { vec![] } else { body.split('/').collect() };
         for (i, part) in parts.iter().enumerate() {
@@ -144,9 +142,7 @@ impl Template {
                 Segment::Any
             } else if let Some(name) = part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
                 if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                    return Err(format!(
-                        "template {source:?}: parameter {{{name}}} must be a non-empty name of letters, digits and '_'"
-                    ));
+                    return Err(format!("template {source:?}: parameter {{{name}}} must be a non-empty name of letters, digits and '_'"));
                 }
                 if segments.contains(&Segment::Param(name.to_string())) {
                     return Err(format!("template {source:?}: parameter {{{name}}} appears twice"));
@@ -155,9 +151,7 @@ impl Template {
             } else if part.is_empty() {
                 return Err(format!("template {source:?}: empty segment"));
             } else if part.contains(['{', '}', '*']) {
-                return Err(format!(
-                    "template {source:?}: segment {part:?} mixes a literal with '{{', '}}' or '*'; a parameter must be a whole segment"
-                ));
+                return Err(format!("template {source:?}: segment {part:?} mixes a literal with '{{', '}}' or '*'; a parameter must be a whole segment"));
             } else {
                 Segment::Literal(normalize(&format!("/{part}"))[1..].to_string())
             };
@@ -288,16 +282,9 @@ mod tests {
 
     #[test]
     fn template_captures_parameters() {
-        let t = Template::parse("/api/v1/tenants/{tenantId}/integrations/{integration}/oauth-config")
-            .expect("valid");
+        let t = Template::parse("/api/v1/tenants/{tenantId}/integrations/{integration}/oauth-config").expect("valid");
         let got = t.matches(&normalize("/API/v1/tenants/Acme/integrations/notion/oauth-config/"));
-        assert_eq!(
-            got,
-            Some(vec![
-                ("tenantId".to_string(), "Acme".to_string()),
-                ("integration".to_string(), "notion".to_string())
-            ])
-        );
+        assert_eq!(got, Some(vec![("tenantId".to_string(), "Acme".to_string()), ("integration".to_string(), "notion".to_string())]));
         assert_eq!(t.matches("/api/v1/tenants/acme/integrations/oauth-config"), None);
         assert_eq!(t.matches("/api/v1/tenants/acme/integrations/notion/oauth-config/x"), None);
         assert_eq!(t.params().collect::<Vec<_>>(), ["tenantId", "integration"]);

@@ -123,12 +123,7 @@ fn jsonrpc_errors(msg: &crate::jsonrpc::Message, code: i32, message: &str, data:
         .calls
         .iter()
         .filter_map(|c| c.id.as_ref())
-        .map(|id| {
-            format!(
-                "{{\"jsonrpc\":\"2.0\",\"id\":{},\"error\":{{\"code\":{code},\"message\":{message},\"data\":{data}}}}}",
-                id.to_json()
-            )
-        })
+        .map(|id| format!("{{\"jsonrpc\":\"2.0\",\"id\":{},\"error\":{{\"code\":{code},\"message\":{message},\"data\":{data}}}}}", id.to_json()))
         .collect();
     match (msg.batch, errors.as_slice()) {
         (_, []) => String::new(),
@@ -198,12 +193,7 @@ fn json_string(s: &str) -> String {
 pub fn rfc3339(epoch_s: u64) -> String {
     let secs = epoch_s % 86_400;
     let (year, month, day) = civil_from_days(i64::try_from(epoch_s / 86_400).unwrap_or(i64::MAX));
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        secs / 3_600,
-        secs % 3_600 / 60,
-        secs % 60
-    )
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", secs / 3_600, secs % 3_600 / 60, secs % 60)
 }
 
 #[cfg(test)]

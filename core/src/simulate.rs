@@ -28,12 +28,12 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
+use crate::civil::{civil_from_days, days_from_civil};
 use crate::counter_api::Ask;
 use crate::lease::Answer;
 use crate::limiter::{apply_answer, decide_carrying, explain, release, Carry, Ctx, Decision, Explained, LeaseNeed, Spent, TICK_GRACE_NS};
 use crate::policy::{Algorithm, Policy, Rule, Scope};
 use crate::request::MemoryRequest;
-use crate::civil::{civil_from_days, days_from_civil};
 use crate::store::MemoryStore;
 
 const NS_PER_S: u64 = 1_000_000_000;
@@ -273,13 +273,7 @@ pub fn format_time(ns: u64) -> String {
     let secs = ns / NS_PER_S;
     let (year, month, day) = civil_from_days((secs / 86_400) as i64);
     let rest = secs % 86_400;
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rest / 3600,
-        rest / 60 % 60,
-        rest % 60,
-        ns % NS_PER_S / NS_PER_MS
-    )
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z", rest / 3600, rest / 60 % 60, rest % 60, ns % NS_PER_S / NS_PER_MS)
 }
 
 /// A request between its arrival and its final decision.
@@ -724,9 +718,8 @@ mod tests {
         // flight, so the 3rd (at 200 ms, the 1st and 2nd still running) is
         // refused; the 4th (300 ms) finds the 1st ended (250 ms) and goes;
         // the 5th (400 ms) finds the 2nd ended (350 ms) and goes.
-        let records: Vec<Record> = (0..5)
-            .map(|i| Record { duration_ns: Some(250 * MS), ..rec(T0 + i * 100 * MS, "GET", "/x", &[("x-tenant-id", "t")]) })
-            .collect();
+        let records: Vec<Record> =
+            (0..5).map(|i| Record { duration_ns: Some(250 * MS), ..rec(T0 + i * 100 * MS, "GET", "/x", &[("x-tenant-id", "t")]) }).collect();
         let r = replay(&policy, records.clone());
         assert_eq!((rule(&r, "in-flight").admitted, rule(&r, "in-flight").denied), (4, 1));
         // Without durations the units are freed when each request goes.
@@ -832,7 +825,8 @@ mod tests {
     fn an_integration_rule_queues_then_refuses_past_its_wait() {
         let p = gateway();
         // Nine Notion calls at once: 3 per window, all within 2 s.
-        let nine: Vec<Record> = (0..9).map(|_| rec(T0 + 300 * MS, "POST", "/api/v1/tools/invoke", &[("x-tenant-id", "acme"), ("x-integration", "notion")])).collect();
+        let nine: Vec<Record> =
+            (0..9).map(|_| rec(T0 + 300 * MS, "POST", "/api/v1/tools/invoke", &[("x-tenant-id", "acme"), ("x-integration", "notion")])).collect();
         let r = replay(&p, nine);
         let notion = rule(&r, "integration-notion");
         assert_eq!((r.admitted, r.denied), (9, 0), "{r:?}");
@@ -840,7 +834,8 @@ mod tests {
         assert_eq!(r.queued, 6);
         assert_eq!(rule(&r, "tools-invoke").queued, 0, "only the integration rule queues");
         // Twenty at once: what cannot go within 2 s is refused.
-        let twenty: Vec<Record> = (0..20).map(|_| rec(T0 + 300 * MS, "POST", "/api/v1/tools/invoke", &[("x-tenant-id", "acme"), ("x-integration", "notion")])).collect();
+        let twenty: Vec<Record> =
+            (0..20).map(|_| rec(T0 + 300 * MS, "POST", "/api/v1/tools/invoke", &[("x-tenant-id", "acme"), ("x-integration", "notion")])).collect();
         let r = replay(&p, twenty);
         let notion = rule(&r, "integration-notion");
         assert!((9..=10).contains(&r.admitted), "{r:?}");

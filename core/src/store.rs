@@ -231,7 +231,11 @@ fn noted(o: &crate::bucket::Outcome, capacity: u64, flags: u8) -> (u8, Option<No
 
 /// The most a key's bucket holds: its burst (token bucket) or its limit.
 fn capacity(algorithm: Algorithm, limit: &Limit) -> u64 {
-    if algorithm == Algorithm::TokenBucket { limit.burst } else { limit.requests }
+    if algorithm == Algorithm::TokenBucket {
+        limit.burst
+    } else {
+        limit.requests
+    }
 }
 
 /// Finds the slot for the key hashed to `fingerprint` (see the module
@@ -306,13 +310,29 @@ pub fn cas_update_flagged<T>(
 }
 
 /// Takes `cost` units from the key's bucket.
-pub fn take(store: &dyn SharedStore, slots: u32, fingerprint: u64, algorithm: Algorithm, limit: &Limit, now: u64, cost: u64) -> Result<crate::bucket::Outcome, StoreError> {
+pub fn take(
+    store: &dyn SharedStore,
+    slots: u32,
+    fingerprint: u64,
+    algorithm: Algorithm,
+    limit: &Limit,
+    now: u64,
+    cost: u64,
+) -> Result<crate::bucket::Outcome, StoreError> {
     cas_update(store, slots, fingerprint, limit, now, |s| s.take(algorithm, limit, now, cost))
 }
 
 /// Like `take`, noting what the outcome means for the key (see `Note`);
 /// a rejection episode's first refusal writes its flag.
-pub fn take_noting(store: &dyn SharedStore, slots: u32, fingerprint: u64, algorithm: Algorithm, limit: &Limit, now: u64, cost: u64) -> Result<(crate::bucket::Outcome, Option<Note>), StoreError> {
+pub fn take_noting(
+    store: &dyn SharedStore,
+    slots: u32,
+    fingerprint: u64,
+    algorithm: Algorithm,
+    limit: &Limit,
+    now: u64,
+    cost: u64,
+) -> Result<(crate::bucket::Outcome, Option<Note>), StoreError> {
     cas_update_flagged(store, slots, fingerprint, limit, now, |s, flags| {
         let (o, next) = s.take(algorithm, limit, now, cost);
         let (f, note) = noted(&o, capacity(algorithm, limit), flags);
@@ -342,12 +362,28 @@ pub fn take_queued_noting(
 
 /// Takes units for a priority class that leaves `reserve` to the classes
 /// above it (see `State::take_leaving`).
-pub fn take_leaving(store: &dyn SharedStore, slots: u32, fingerprint: u64, limit: &Limit, now: u64, cost: u64, reserve: u64) -> Result<crate::bucket::Outcome, StoreError> {
+pub fn take_leaving(
+    store: &dyn SharedStore,
+    slots: u32,
+    fingerprint: u64,
+    limit: &Limit,
+    now: u64,
+    cost: u64,
+    reserve: u64,
+) -> Result<crate::bucket::Outcome, StoreError> {
     cas_update(store, slots, fingerprint, limit, now, |s| s.take_leaving(limit, now, cost, reserve))
 }
 
 /// The outcome `take` would have, without spending anything.
-pub fn peek(store: &dyn SharedStore, slots: u32, fingerprint: u64, algorithm: Algorithm, limit: &Limit, now: u64, cost: u64) -> Result<crate::bucket::Outcome, StoreError> {
+pub fn peek(
+    store: &dyn SharedStore,
+    slots: u32,
+    fingerprint: u64,
+    algorithm: Algorithm,
+    limit: &Limit,
+    now: u64,
+    cost: u64,
+) -> Result<crate::bucket::Outcome, StoreError> {
     let found = locate(store, slots, fingerprint, limit, now)?;
     Ok(found.state.take(algorithm, limit, now, cost).0)
 }

@@ -116,11 +116,7 @@ mod tests {
     fn hostile_numbers_are_capped_not_wrapped() {
         // 18446744074 s is just over u64::MAX ns: multiplied unchecked it
         // wrapped to 0.29 s (and panicked with overflow checks on).
-        for (name, value) in [
-            ("retry-after", "18446744074"),
-            ("retry-after", "18446744073709551615"),
-            ("ratelimit", "\"x\";r=0;t=18446744074"),
-        ] {
+        for (name, value) in [("retry-after", "18446744074"), ("retry-after", "18446744073709551615"), ("ratelimit", "\"x\";r=0;t=18446744074")] {
             assert_eq!(block_for(429, &h(&[(name, value)]), NOW), Some(MAX_BLOCK_NS), "{name}: {value}");
         }
         let reset = h(&[("ratelimit-remaining", "0"), ("ratelimit-reset", "18446744074")]);

@@ -78,11 +78,7 @@ fn even(rate: u64, span: (u64, u64), tenant: usize, phase: u64, to_instance: imp
 
 /// `even`, one request every `gap` ns.
 fn spaced(gap: u64, (from, to): (u64, u64), tenant: usize, phase: u64, to_instance: impl Fn(u64) -> usize) -> Vec<Arrival> {
-    (0..)
-        .map(|i| (i, from + phase % gap + i * gap))
-        .take_while(|(_, at)| *at < to)
-        .map(|(i, at)| Arrival { at, instance: to_instance(i), tenant })
-        .collect()
+    (0..).map(|i| (i, from + phase % gap + i * gap)).take_while(|(_, at)| *at < to).map(|(i, at)| Arrival { at, instance: to_instance(i), tenant }).collect()
 }
 
 fn round_robin(i: u64) -> usize {
@@ -387,8 +383,7 @@ fn one_rule_moving_from_one_instance_to_another_keeps_its_limit() {
 fn fairness(kind: Kind, limit: u64) {
     let tenants = 50;
     let rate = limit * 3 / 2;
-    let arrivals =
-        (0..tenants).flat_map(|t| even(rate, (T0 - S, T0 + 5 * S), t, t as u64 * 131 * MS / 10, move |i| (i as usize + t) % INSTANCES)).collect();
+    let arrivals = (0..tenants).flat_map(|t| even(rate, (T0 - S, T0 + 5 * S), t, t as u64 * 131 * MS / 10, move |i| (i as usize + t) % INSTANCES)).collect();
     let run = run(&gateway(), kind, tenants, arrivals, 5, seeds().next().unwrap());
     let mut lowest = 1.0f64;
     for t in 0..tenants {

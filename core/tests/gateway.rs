@@ -96,8 +96,7 @@ fn oauth_config_limits_come_from_the_path_tenant() {
     assert_eq!(d.tenant.as_deref(), Some("acme"));
     assert_eq!(g.burst(&MemoryRequest::new("GET", path), 12), 10);
     // Another tenant's path is another bucket, whatever header it sends.
-    let other = MemoryRequest::new("POST", "/api/v1/tenants/globex/integrations/notion/oauth-config")
-        .header("x-tenant-id", "acme");
+    let other = MemoryRequest::new("POST", "/api/v1/tenants/globex/integrations/notion/oauth-config").header("x-tenant-id", "acme");
     assert!(g.send(other).allowed());
     assert_eq!(g.burst(&get("/api/v1/tenants/acme/integrations"), 8), 5);
 }
@@ -218,20 +217,9 @@ fn leaving_the_header_out_does_not_escape() {
 #[test]
 fn spellings_of_a_path_share_its_limit() {
     let g = Gateway::new(GATEWAY);
-    let spellings = [
-        "/api/v1/tools/list",
-        "/API/v1/tools/list",
-        "/api/v1/tools/list/",
-        "//api/v1//tools/list",
-        "/api/v1/tools/%6cist",
-        "/api/v1/x/../tools/list?page=2",
-    ];
-    let admitted: u32 = spellings
-        .iter()
-        .cycle()
-        .take(12)
-        .map(|p| u32::from(g.send(tenant(get(p), "tenant-a")).allowed()))
-        .sum();
+    let spellings =
+        ["/api/v1/tools/list", "/API/v1/tools/list", "/api/v1/tools/list/", "//api/v1//tools/list", "/api/v1/tools/%6cist", "/api/v1/x/../tools/list?page=2"];
+    let admitted: u32 = spellings.iter().cycle().take(12).map(|p| u32::from(g.send(tenant(get(p), "tenant-a")).allowed())).sum();
     assert_eq!(admitted, 5);
     // Tenant case does not make a new bucket either.
     assert!(!g.send(tenant(get("/api/v1/tools/list"), "TENANT-A")).allowed());
@@ -383,10 +371,9 @@ fn algorithms_and_other_key_sources() {
     assert_eq!(g.burst(&get("/sliding"), 6), 4);
     assert_eq!(g.burst(&MemoryRequest::new("POST", "/sliding"), 6), 4);
     let mut claim = get("/jwt");
-    claim.properties.push((
-        ["metadata", "filter_metadata", "envoy.filters.http.jwt_authn", "jwt_payload", "sub"].map(String::from).to_vec(),
-        b"user-1".to_vec(),
-    ));
+    claim
+        .properties
+        .push((["metadata", "filter_metadata", "envoy.filters.http.jwt_authn", "jwt_payload", "sub"].map(String::from).to_vec(), b"user-1".to_vec()));
     assert_eq!(g.burst(&claim, 4), 2);
     assert_eq!(g.burst(&get("/jwt"), 4), 4, "missing: skip lets requests without the claim through");
     g.now += 30 * S;
@@ -463,9 +450,10 @@ fn requests_can_cost_several_units() {
 #[test]
 fn the_integration_comes_from_a_header_the_body_or_the_upstream_authority() {
     // The gateway policy, with the body as a second source (read_body on).
-    let json = GATEWAY
-        .replace(",\n     \"queue\": {\"max_wait\": \"2s\"}", "")
-        .replace(r#""integration": [{"header": "x-integration"}, "authority"]"#, r#""read_body": true, "integration": [{"header": "x-integration"}, {"body": "integration"}, "authority"]"#);
+    let json = GATEWAY.replace(",\n     \"queue\": {\"max_wait\": \"2s\"}", "").replace(
+        r#""integration": [{"header": "x-integration"}, "authority"]"#,
+        r#""read_body": true, "integration": [{"header": "x-integration"}, {"body": "integration"}, "authority"]"#,
+    );
     let g = Gateway::new(&json);
     assert!(g.policy.needs_body);
     let invoke = |body: &str| {

@@ -254,8 +254,8 @@ fn an_exhausted_window_is_denied_until_it_ends() {
     let mut counter = FakeCounter::default();
     let now = T0 + 200 * MS;
     let req = tenant("/api/v1/tools/invoke", "t");
-    let admitted = (0..30).filter(|_| a.send(&mut counter, &req, now).allowed()).count()
-        + (0..30).filter(|_| b.send(&mut counter, &req, now).allowed()).count();
+    let admitted =
+        (0..30).filter(|_| a.send(&mut counter, &req, now).allowed()).count() + (0..30).filter(|_| b.send(&mut counter, &req, now).allowed()).count();
     assert_eq!(admitted, 20);
     let d = b.send(&mut counter, &req, now);
     let denied = d.denied_by.expect("denied");
@@ -270,9 +270,7 @@ fn failing_open_enforces_the_instance_share() {
     let inst = Instance::new(policy("open", 4));
     let degraded = Ctx { degraded: true, may_wait: true, ..Ctx::at(T0) };
     let req = tenant("/api/v1/tools/invoke", "t");
-    let admitted = (0..20)
-        .filter(|_| decide(&inst.policy, &mut req.clone(), &inst.store, degraded).allowed())
-        .count();
+    let admitted = (0..20).filter(|_| decide(&inst.policy, &mut req.clone(), &inst.store, degraded).allowed()).count();
     assert_eq!(admitted, 5, "20/s over 4 instances");
 }
 
@@ -433,7 +431,8 @@ fn an_upstream_block_reported_by_the_service_holds_the_key_back() {
     assert!(d.pending());
     assert_eq!(d.wait_for[0].ask.id, "notion:t");
     // Another instance learnt a 3 s block: nothing granted, blocked_ms set.
-    let answer = sluice_core::lease::Answer { granted: 0, used: 0, window: T0 / S, starts_in_ns: 0, ends_in_ns: S, blocked_ns: 3 * S, windows: 1, current_used: 0 };
+    let answer =
+        sluice_core::lease::Answer { granted: 0, used: 0, window: T0 / S, starts_in_ns: 0, ends_in_ns: S, blocked_ns: 3 * S, windows: 1, current_used: 0 };
     let applied = sluice_core::limiter::apply_answer(&inst.policy, &inst.store, &d.wait_for[0], &answer, T0).unwrap();
     assert!(applied.block_started && applied.carry.is_none());
     assert_eq!(applied.blocked_rule, Some(0));

@@ -49,9 +49,7 @@ impl Mcp {
 }
 
 fn post(body: &str) -> MemoryRequest {
-    let mut r = MemoryRequest::new("POST", "/mcp")
-        .header("x-tenant-id", "acme")
-        .header("content-type", "application/json");
+    let mut r = MemoryRequest::new("POST", "/mcp").header("x-tenant-id", "acme").header("content-type", "application/json");
     r.body = Some(body.as_bytes().to_vec());
     r
 }
@@ -134,11 +132,7 @@ fn the_handshake_is_never_refused_by_a_tool_limit() {
     assert_eq!(admitted, 20, "tools/call: 20/s per tenant");
     assert_eq!(m.denied_by(&m.post(&tool(99, "github-search"))).as_deref(), Some("tools-call"));
     for (i, method) in ["initialize", "notifications/initialized", "ping"].into_iter().enumerate() {
-        let body = if method.starts_with("notifications/") {
-            format!(r#"{{"jsonrpc":"2.0","method":"{method}"}}"#)
-        } else {
-            call(i as u32, method)
-        };
+        let body = if method.starts_with("notifications/") { format!(r#"{{"jsonrpc":"2.0","method":"{method}"}}"#) } else { call(i as u32, method) };
         assert!(m.post(&body).allowed(), "{method}");
     }
     // An event stream (GET) is counted by its own rule only.
@@ -168,13 +162,7 @@ fn a_tool_limit_matches_by_name_and_queues() {
 #[test]
 fn a_batch_costs_one_unit_per_call_and_is_decided_whole() {
     let m = Mcp::new(MCP);
-    let four = format!(
-        "[{},{},{},{}]",
-        call(1, "tools/list"),
-        call(2, "tools/list"),
-        call(3, "ping"),
-        call(4, "tools/list")
-    );
+    let four = format!("[{},{},{},{}]", call(1, "tools/list"), call(2, "tools/list"), call(3, "ping"), call(4, "tools/list"));
     let d = m.post(&four);
     assert!(d.allowed());
     let list = d.applied.iter().find(|a| m.policy.rules[a.rule].name == "tools-list").unwrap();
@@ -207,20 +195,10 @@ fn a_body_too_large_to_read_counts_against_every_json_rpc_rule() {
     let d = m.send(&mut req);
     assert!(d.allowed());
     let json_rpc_rules = m.policy.rules.iter().filter(|r| r.jsonrpc.is_some()).count();
-    assert_eq!(
-        d.applied.len(),
-        1 + json_rpc_rules - 2,
-        "per-ip and every JSON-RPC rule but the two session ones (no session)"
-    );
-    let refused = (0..5)
-        .map(|_| m.send(&mut TooLarge(post(""))))
-        .find(|d| !d.allowed())
-        .expect("tools-list's 5/s runs out");
+    assert_eq!(d.applied.len(), 1 + json_rpc_rules - 2, "per-ip and every JSON-RPC rule but the two session ones (no session)");
+    let refused = (0..5).map(|_| m.send(&mut TooLarge(post("")))).find(|d| !d.allowed()).expect("tools-list's 5/s runs out");
     let reply = denial(&m.policy, &refused, T0, 0).unwrap();
-    assert!(
-        reply.body.starts_with(r#"{"error":"Rate Limit Exceeded""#),
-        "no id to answer: the gateway's body"
-    );
+    assert!(reply.body.starts_with(r#"{"error":"Rate Limit Exceeded""#), "no id to answer: the gateway's body");
 }
 
 #[test]
@@ -232,14 +210,8 @@ fn keys_read_the_method_the_tool_and_the_session() {
     let all = explain(&m.policy, &mut req);
     assert_eq!(all[0].key_text(), "jsonrpc_method=tools/call:tool=notion-search:header(mcp-session-id)=s1");
     assert!(m.send(&mut post(&tool(1, "a")).header("mcp-session-id", "s1")).allowed());
-    assert!(
-        m.send(&mut post(&tool(1, "b")).header("mcp-session-id", "s1")).allowed(),
-        "another tool, another bucket"
-    );
-    assert!(
-        m.send(&mut post(&tool(1, "a")).header("mcp-session-id", "s2")).allowed(),
-        "another session, another bucket"
-    );
+    assert!(m.send(&mut post(&tool(1, "b")).header("mcp-session-id", "s1")).allowed(), "another tool, another bucket");
+    assert!(m.send(&mut post(&tool(1, "a")).header("mcp-session-id", "s2")).allowed(), "another session, another bucket");
     assert!(!m.send(&mut post(&tool(1, "A")).header("mcp-session-id", "S1")).allowed(), "case-folded");
 }
 
@@ -249,13 +221,8 @@ fn the_body_wins_over_mcp_headers_and_the_mismatch_is_noted() {
     let mut req = post(&tool(1, "notion-search")).header("mcp-method", "ping");
     let d = m.send(&mut req);
     assert!(d.mcp_headers_disagree);
-    assert!(
-        d.applied.iter().any(|a| m.policy.rules[a.rule].name == "integration-notion"),
-        "counted as the tools/call it is"
-    );
-    let mut req = post(&tool(2, "notion-search"))
-        .header("mcp-method", "tools/call")
-        .header("mcp-name", "notion-search");
+    assert!(d.applied.iter().any(|a| m.policy.rules[a.rule].name == "integration-notion"), "counted as the tools/call it is");
+    let mut req = post(&tool(2, "notion-search")).header("mcp-method", "tools/call").header("mcp-name", "notion-search");
     assert!(!m.send(&mut req).mcp_headers_disagree);
 }
 
@@ -274,10 +241,7 @@ fn only_requests_a_json_rpc_rule_could_match_have_their_body_read() {
 #[test]
 fn json_rpc_mistakes_are_named_with_their_path() {
     let cases = [
-        (
-            r#"{"rules": [{"name": "a", "match": {"jsonrpc": {"methods": ["tools/call"]}}, "limit": {"requests": 1, "per": "1s"}}]}"#,
-            "read_body:",
-        ),
+        (r#"{"rules": [{"name": "a", "match": {"jsonrpc": {"methods": ["tools/call"]}}, "limit": {"requests": 1, "per": "1s"}}]}"#, "read_body:"),
         (
             r#"{"read_body": true, "rules": [{"name": "a", "match": {"jsonrpc": {"methods": [""]}}, "limit": {"requests": 1, "per": "1s"}}]}"#,
             "rules[0].match.jsonrpc.methods[0]:",

@@ -177,10 +177,7 @@ proptest! {
 }
 
 fn needs() -> impl Strategy<Value = LeaseNeed> {
-    (
-        (any::<u32>(), any::<u64>(), any::<u64>(), any::<u32>(), any::<bool>()),
-        (".{0,40}", ".{0,80}", any::<u64>(), any::<u64>(), any::<u32>(), any::<bool>()),
-    )
+    ((any::<u32>(), any::<u64>(), any::<u64>(), any::<u32>(), any::<bool>()), (".{0,40}", ".{0,80}", any::<u64>(), any::<u64>(), any::<u32>(), any::<bool>()))
         .prop_map(|((rule, fingerprint, bucket, carry, owns_ask), (rule_name, id, limit, window_ms, want, next))| LeaseNeed {
             rule: rule as usize,
             fingerprint,

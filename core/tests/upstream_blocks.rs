@@ -29,8 +29,7 @@ fn send(policy: &Policy, store: &MemoryStore, now: u64, retry_after: Option<&str
     let mut req = MemoryRequest::new("GET", "/").header("x-tenant-id", "victim");
     let d = decide(policy, &mut req, store, Ctx::at(now));
     if let Some(secs) = retry_after {
-        let wait =
-            block_for(429, &[("retry-after".to_string(), secs.to_string())], now).expect("a wait");
+        let wait = block_for(429, &[("retry-after".to_string(), secs.to_string())], now).expect("a wait");
         obey_upstream(policy, store, &d.spent, wait, now);
     }
     d.allowed()
@@ -42,41 +41,21 @@ fn retry_after_300_holds_a_key_back_for_max_block_only() {
         let p = policy(max_block);
         let store = MemoryStore::default();
         ensure_slots(&store, p.slots).expect("slots");
-        assert!(
-            send(&p, &store, T0, Some("300")),
-            "the request that met the upstream's 429 had been admitted"
-        );
+        assert!(send(&p, &store, T0, Some("300")), "the request that met the upstream's 429 had been admitted");
         assert!(!send(&p, &store, T0 + S, None), "{max_block:?}: held back");
         let just_before = T0 + (back_after - 1) * S;
-        assert!(
-            !send(&p, &store, just_before, None),
-            "{max_block:?}: still held back after {}s",
-            back_after - 1
-        );
+        assert!(!send(&p, &store, just_before, None), "{max_block:?}: still held back after {}s", back_after - 1);
         let after = T0 + (back_after + 1) * S;
-        assert!(
-            send(&p, &store, after, None),
-            "{max_block:?}: admitted again {}s after the 429",
-            back_after + 1
-        );
+        assert!(send(&p, &store, after, None), "{max_block:?}: admitted again {}s after the 429", back_after + 1);
     }
 }
 
 #[test]
 fn max_block_is_checked() {
-    for (bad, why) in [
-        ("0s", "greater than zero"),
-        ("10m", "at most 5m"),
-        ("soon", "bad duration"),
-    ] {
-        let doc = format!(
-            r#"{{"rules": [{{"name": "n", "limit": {{"requests": 1, "per": "1s"}}, "obey_upstream": true, "max_block": "{bad}"}}]}}"#
-        );
+    for (bad, why) in [("0s", "greater than zero"), ("10m", "at most 5m"), ("soon", "bad duration")] {
+        let doc = format!(r#"{{"rules": [{{"name": "n", "limit": {{"requests": 1, "per": "1s"}}, "obey_upstream": true, "max_block": "{bad}"}}]}}"#);
         let err = Policy::from_json(&doc).expect_err(bad).to_string();
-        assert!(
-            err.contains("rules[0].max_block") && err.contains(why),
-            "{bad}: {err}"
-        );
+        assert!(err.contains("rules[0].max_block") && err.contains(why), "{bad}: {err}");
     }
 }
 

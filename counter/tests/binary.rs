@@ -180,8 +180,15 @@ fn refused(args: &[&str], env: &[(&str, &str)]) -> String {
     }
     let out = child.wait_with_output().expect("output");
     // 1: refused by the service; 2: by the flag parser.
-    assert!(matches!(out.status.code(), Some(1 | 2)), "{args:?} {env:?} started: {:?}", out.status);
-    assert!(out.stdout.is_empty(), "{args:?} {env:?} announced an address");
+    assert!(
+        matches!(out.status.code(), Some(1 | 2)),
+        "{args:?} {env:?} started: {:?}",
+        out.status
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "{args:?} {env:?} announced an address"
+    );
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
@@ -197,8 +204,11 @@ fn without_a_secret_it_refuses_to_start_unless_told_to_serve_anyone() {
     assert!(why.contains("--secret"), "{why}");
 
     let open = Service::start(&["--insecure-no-secret"]);
-    let body = json!({"leases": [{"rule": "r", "id": "i", "limit": 5, "window_ms": 1000, "want": 1}]}).to_string();
-    let res = wasm_test_harness::request("POST", &format!("{}/v1/reserve", open.base), &[], &body).expect("post");
+    let body =
+        json!({"leases": [{"rule": "r", "id": "i", "limit": 5, "window_ms": 1000, "want": 1}]})
+            .to_string();
+    let res = wasm_test_harness::request("POST", &format!("{}/v1/reserve", open.base), &[], &body)
+        .expect("post");
     assert_eq!(res.status, 200, "{}", res.body);
 }
 
@@ -209,12 +219,20 @@ fn a_secret_file_guards_v1() {
     std::fs::write(&file, "from-a-file\n").expect("write");
     let service = Service::start(&["--secret-file", file.to_str().expect("utf-8")]);
     let url = format!("{}/v1/reserve", service.base);
-    let body = json!({"leases": [{"rule": "r", "id": "i", "limit": 5, "window_ms": 1000, "want": 1}]}).to_string();
-    for headers in [vec![], vec![("x-sluice-secret", "from-a-fil")], vec![("x-sluice-secret", "k")]] {
+    let body =
+        json!({"leases": [{"rule": "r", "id": "i", "limit": 5, "window_ms": 1000, "want": 1}]})
+            .to_string();
+    for headers in [
+        vec![],
+        vec![("x-sluice-secret", "from-a-fil")],
+        vec![("x-sluice-secret", "k")],
+    ] {
         let res = wasm_test_harness::request("POST", &url, &headers, &body).expect("post");
         assert_eq!(res.status, 401, "{headers:?}: {}", res.body);
     }
-    let res = wasm_test_harness::request("POST", &url, &[("x-sluice-secret", "from-a-file")], &body).expect("post");
+    let res =
+        wasm_test_harness::request("POST", &url, &[("x-sluice-secret", "from-a-file")], &body)
+            .expect("post");
     assert_eq!(res.status, 200, "{}", res.body);
     // Probes stay open for the orchestrator.
     let health = wasm_test_harness::get(&format!("{}/healthz", service.base), &[]).expect("get");

@@ -226,8 +226,18 @@ async fn spans(app: &axum::Router) {
     assert_eq!(grant(&r[1]), (0, 10, w + 1, 4));
     // Every answer tells the current window's count, whatever it targets:
     // an instance reserving ahead learns that this window is full.
-    assert_eq!([n(&r[0], "current_used"), n(&r[1], "current_used")], [10, 10]);
-    let (_, r) = reserve_ok(app, vec![lease("span", "g", 10, 60_000, 4, false), lease("span", "g", 10, 60_000, 2, true)]).await;
+    assert_eq!(
+        [n(&r[0], "current_used"), n(&r[1], "current_used")],
+        [10, 10]
+    );
+    let (_, r) = reserve_ok(
+        app,
+        vec![
+            lease("span", "g", 10, 60_000, 4, false),
+            lease("span", "g", 10, 60_000, 2, true),
+        ],
+    )
+    .await;
     assert_eq!([n(&r[0], "current_used"), n(&r[1], "current_used")], [4, 4]);
 }
 

@@ -23,13 +23,18 @@ fn one() -> serde_json::Value {
 /// A service whose calls to a Redis of its own give up after `timeout_ms`,
 /// checked to serve; then that Redis frozen for `secs` from another
 /// connection. The second value keeps Redis running.
-async fn frozen(timeout_ms: u64, secs: f64) -> (axum::Router, (tempfile::TempDir, Server, TcpStream)) {
+async fn frozen(
+    timeout_ms: u64,
+    secs: f64,
+) -> (axum::Router, (tempfile::TempDir, Server, TcpStream)) {
     let dir = tempfile::tempdir().expect("tempdir");
     let redis = debug_server(dir.path());
     let app = router(redis_store(&redis.url(), timeout_ms));
     assert_eq!(reserve(&app, &one()).await.0, StatusCode::OK);
     let mut other = TcpStream::connect(("127.0.0.1", redis.port)).expect("connect");
-    other.write_all(format!("DEBUG SLEEP {secs}\r\n").as_bytes()).expect("send");
+    other
+        .write_all(format!("DEBUG SLEEP {secs}\r\n").as_bytes())
+        .expect("send");
     std::thread::sleep(Duration::from_millis(30));
     (app, (dir, redis, other))
 }
@@ -134,7 +139,10 @@ async fn a_long_timeout_is_waited_out_in_full() {
     let (status, reply, took) = timed_reserve(&app).await;
     assert_eq!(status, StatusCode::OK, "after {took:?}: {reply}");
     assert_eq!(reply["leases"][0]["granted"], 1, "{reply}");
-    assert!(took >= Duration::from_millis(600), "Redis did not sleep: {took:?}");
+    assert!(
+        took >= Duration::from_millis(600),
+        "Redis did not sleep: {took:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

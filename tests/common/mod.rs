@@ -5,9 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use wasm_test_harness::{
-    load_each, Counter, CounterOptions, EchoServer, Envoy, EnvoyOptions, LoadReport, RequestSpec, Response,
-};
+use wasm_test_harness::{load_each, Counter, CounterOptions, EchoServer, Envoy, EnvoyOptions, LoadReport, RequestSpec, Response};
 
 pub const GATEWAY: &str = include_str!("../../policies/mcp-gateway.json");
 
@@ -24,13 +22,7 @@ pub fn patient(policy: &str) -> String {
 /// it (its second accepted configuration).
 pub fn reload(envoy: &Envoy, policy: &str) {
     envoy.apply_policy(policy).unwrap();
-    envoy
-        .wait_for_stat(
-            "extension_config_discovery.http_filter.sluice.update_success",
-            |v| v >= 2,
-            Duration::from_secs(5),
-        )
-        .unwrap();
+    envoy.wait_for_stat("extension_config_discovery.http_filter.sluice.update_success", |v| v >= 2, Duration::from_secs(5)).unwrap();
 }
 
 /// One Envoy with an echo upstream and an in-memory counter service.
@@ -78,10 +70,7 @@ impl Cluster {
 
     /// Calls to the counter service made by every instance so far.
     pub fn counter_calls(&self) -> u64 {
-        self.envoys
-            .iter()
-            .map(|e| e.stat("cluster.sluice_counter.upstream_rq_total").unwrap_or(0))
-            .sum()
+        self.envoys.iter().map(|e| e.stat("cluster.sluice_counter.upstream_rq_total").unwrap_or(0)).sum()
     }
 }
 
@@ -101,11 +90,7 @@ impl Stack {
             ..Default::default()
         })
         .expect("envoy");
-        Stack {
-            envoy,
-            _echo: echo,
-            _counter: counter,
-        }
+        Stack { envoy, _echo: echo, _counter: counter }
     }
 
     pub fn send(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Response {
@@ -124,9 +109,7 @@ impl Stack {
     /// Waits until Envoy has no request in flight on the ingress
     /// listener: clients that hung up have been seen to leave.
     pub fn wait_until_gone(&self) {
-        self.envoy
-            .wait_for_stat("http.ingress.downstream_rq_active", |v| v == 0, Duration::from_secs(5))
-            .expect("requests of departed clients ended");
+        self.envoy.wait_for_stat("http.ingress.downstream_rq_active", |v| v == 0, Duration::from_secs(5)).expect("requests of departed clients ended");
     }
 
     /// Number of 200s among `n` identical requests.

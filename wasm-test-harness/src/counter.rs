@@ -47,7 +47,10 @@ pub fn counter_binary() -> anyhow::Result<PathBuf> {
         return Ok(PathBuf::from(p));
     }
     for profile in ["release", "debug"] {
-        let path = paths::repo_root().join("target").join(profile).join("sluice-counter");
+        let path = paths::repo_root()
+            .join("target")
+            .join(profile)
+            .join("sluice-counter");
         if path.is_file() {
             return Ok(path);
         }
@@ -101,22 +104,38 @@ impl Counter {
                 cmd.env(crate::ecds::COUNTER_SECRET_ENV, secret);
             }
             None => {
-                cmd.env_remove(crate::ecds::COUNTER_SECRET_ENV).arg("--insecure-no-secret");
+                cmd.env_remove(crate::ecds::COUNTER_SECRET_ENV)
+                    .arg("--insecure-no-secret");
             }
         }
         cmd.env_remove("SLUICE_COUNTER_SECRET_FILE");
-        let logs = self.opts.log_dir.as_ref().map(|d| (d.join("counter.stdout.log"), d.join("counter.stderr.log")));
-        let mut group = Group::spawn(cmd, logs.as_ref().map(|(o, e)| (o.as_path(), e.as_path())), Duration::from_secs(2))?;
+        let logs = self
+            .opts
+            .log_dir
+            .as_ref()
+            .map(|d| (d.join("counter.stdout.log"), d.join("counter.stderr.log")));
+        let mut group = Group::spawn(
+            cmd,
+            logs.as_ref().map(|(o, e)| (o.as_path(), e.as_path())),
+            Duration::from_secs(2),
+        )?;
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if http::get(&self.url("/healthz"), &[]).is_ok_and(|r| r.status == 200) {
                 break;
             }
             if let Some(status) = group.exited() {
-                bail!("{} exited ({status}) on port {}", bin.display(), self.opts.port);
+                bail!(
+                    "{} exited ({status}) on port {}",
+                    bin.display(),
+                    self.opts.port
+                );
             }
             if Instant::now() > deadline {
-                bail!("counter service on port {} not healthy after {START_TIMEOUT:?}", self.opts.port);
+                bail!(
+                    "counter service on port {} not healthy after {START_TIMEOUT:?}",
+                    self.opts.port
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -149,7 +168,10 @@ pub fn random_secret() -> anyhow::Result<String> {
 /// returned unchanged.
 pub fn policy_with_secret_env(policy_json: &str) -> anyhow::Result<String> {
     let mut doc: serde_json::Value = serde_json::from_str(policy_json)?;
-    let Some(global) = doc.get_mut("global").and_then(serde_json::Value::as_object_mut) else {
+    let Some(global) = doc
+        .get_mut("global")
+        .and_then(serde_json::Value::as_object_mut)
+    else {
         return Ok(policy_json.to_string());
     };
     if global.contains_key("secret") || global.contains_key("secret_env") {
@@ -165,7 +187,10 @@ mod tests {
 
     #[test]
     fn secrets_are_fresh_hex() {
-        let (a, b) = (random_secret().unwrap_or_default(), random_secret().unwrap_or_default());
+        let (a, b) = (
+            random_secret().unwrap_or_default(),
+            random_secret().unwrap_or_default(),
+        );
         assert_eq!(a.len(), 32);
         assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
         assert_ne!(a, b);
@@ -173,7 +198,8 @@ mod tests {
 
     #[test]
     fn a_global_section_without_a_secret_gets_the_variable() {
-        let with = policy_with_secret_env(r#"{"global": {"timeout": "1s"}, "rules": []}"#).unwrap_or_default();
+        let with = policy_with_secret_env(r#"{"global": {"timeout": "1s"}, "rules": []}"#)
+            .unwrap_or_default();
         let doc: serde_json::Value = serde_json::from_str(&with).unwrap_or_default();
         assert_eq!(doc["global"]["secret_env"], "SLUICE_COUNTER_SECRET");
         assert_eq!(doc["global"]["timeout"], "1s");
@@ -182,7 +208,10 @@ mod tests {
             r#"{"global": {"secret": "k"}, "rules": []}"#,
             r#"{"global": {"secret_env": "X"}, "rules": []}"#,
         ] {
-            assert_eq!(policy_with_secret_env(unchanged).unwrap_or_default(), unchanged);
+            assert_eq!(
+                policy_with_secret_env(unchanged).unwrap_or_default(),
+                unchanged
+            );
         }
         assert!(policy_with_secret_env("not json").is_err());
     }

@@ -125,7 +125,12 @@ struct Tally {
 /// Offers `rate` requests/s of `spec` to each of `ports` at once for
 /// `span` (8 connections each, one thread per port); one result per port,
 /// in order.
-pub fn load_each(ports: &[u16], rate: f64, span: Duration, spec: &RequestSpec) -> Vec<anyhow::Result<LoadReport>> {
+pub fn load_each(
+    ports: &[u16],
+    rate: f64,
+    span: Duration,
+    spec: &RequestSpec,
+) -> Vec<anyhow::Result<LoadReport>> {
     std::thread::scope(|s| {
         let threads: Vec<_> = ports
             .iter()
@@ -145,7 +150,10 @@ pub fn load_each(ports: &[u16], rate: f64, span: Duration, spec: &RequestSpec) -
             .collect();
         threads
             .into_iter()
-            .map(|t| t.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a load thread panicked"))))
+            .map(|t| {
+                t.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a load thread panicked")))
+            })
             .collect()
     })
 }

@@ -59,8 +59,17 @@ impl Redis {
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("/usr/bin/redis-server"));
         let mut cmd = Command::new(&server);
-        cmd.args(["--save", "", "--appendonly", "no", "--bind", "127.0.0.1", "--enable-debug-command", "local"])
-            .args(["--port", &self.port.to_string(), "--daemonize", "no"]);
+        cmd.args([
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--bind",
+            "127.0.0.1",
+            "--enable-debug-command",
+            "local",
+        ])
+        .args(["--port", &self.port.to_string(), "--daemonize", "no"]);
         let mut group = Group::spawn(cmd, None, Duration::from_secs(2))?;
         let deadline = Instant::now() + START_TIMEOUT;
         while !self.ping() {

@@ -4,10 +4,10 @@
 
 use crate::client_ip::{forwarded_client, peer_client};
 use crate::hash::Keyed;
+use crate::jsonrpc::{self, Call, Message};
 use crate::path::{hex_byte, normalize, starts_with_ignore_case, Params};
 use crate::policy::{CostSource, HeaderTest, KeyPart, Missing, Policy, Rule, Scope};
 use crate::request::Request;
-use crate::jsonrpc::{self, Call, Message};
 
 /// The body as JSON-RPC, read once for every rule that asks.
 enum Rpc {
@@ -96,9 +96,7 @@ impl<'r> Attrs<'r> {
                 _ => None,
             },
             KeyPart::PathParam(name) => params.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()),
-            KeyPart::TemplateParam { name, template } => template
-                .matches(&self.path)
-                .and_then(|ps| ps.into_iter().find(|(n, _)| n == name).map(|(_, v)| v)),
+            KeyPart::TemplateParam { name, template } => template.matches(&self.path).and_then(|ps| ps.into_iter().find(|(n, _)| n == name).map(|(_, v)| v)),
             KeyPart::Query(q) => self.query(q),
             KeyPart::Property(p) => return self.req.property(p).filter(|v| !v.is_empty()),
             KeyPart::Const(c) => Some(c.clone()),
@@ -242,10 +240,7 @@ impl<'r> Attrs<'r> {
             Vec::new()
         } else {
             let path = &self.path;
-            rule.paths
-                .iter()
-                .filter(|m| !exempt || m.names_exactly(path))
-                .find_map(|m| m.matches(path))?
+            rule.paths.iter().filter(|m| !exempt || m.names_exactly(path)).find_map(|m| m.matches(path))?
         };
         for h in &rule.headers {
             let value = self.header(&h.name);

@@ -199,11 +199,7 @@ pub fn explain(policy: &Policy, req: &mut dyn Request) -> Vec<Explained> {
             out.push(e);
             continue;
         };
-        e.key = rule
-            .key
-            .iter()
-            .map(|part| KeyValue { source: source_name(part), value: part_value(&mut attrs, policy, rule, part, &params) })
-            .collect();
+        e.key = rule.key.iter().map(|part| KeyValue { source: source_name(part), value: part_value(&mut attrs, policy, rule, part, &params) }).collect();
         match attrs.key(policy, rule, &params) {
             None => {
                 let source = e.key.iter().find(|k| k.value.is_none()).map_or_else(String::new, |k| k.source.clone());
@@ -301,10 +297,8 @@ mod tests {
     #[test]
     fn an_invoke_call_meets_the_ip_tenant_invoke_and_integration_rules() {
         let p = gateway();
-        let mut req = MemoryRequest::new("POST", "/api/v1/tools/invoke")
-            .header("x-tenant-id", "Acme")
-            .header("x-integration", "Notion")
-            .from_address("10.1.2.3:5555");
+        let mut req =
+            MemoryRequest::new("POST", "/api/v1/tools/invoke").header("x-tenant-id", "Acme").header("x-integration", "Notion").from_address("10.1.2.3:5555");
         let all = explain(&p, &mut req);
         assert_eq!(all.len(), p.rules.len());
         let applying: Vec<&str> = all.iter().filter(|e| e.applies()).map(|e| p.rules[e.rule].name.as_str()).collect();
@@ -395,7 +389,10 @@ mod tests {
         assert!(all[1].applies(), "an exact matcher names the exempt path");
         assert_eq!(all[2].skip, Some(Skip::Exempt { path: "/health".into() }));
         assert_eq!(all[3].skip, Some(Skip::Exempt { path: "/health".into() }));
-        assert_eq!(all[3].skip.as_ref().map(ToString::to_string).unwrap_or_default(), "path /health is exempt (exempt_paths) and the rule does not name it exactly");
+        assert_eq!(
+            all[3].skip.as_ref().map(ToString::to_string).unwrap_or_default(),
+            "path /health is exempt (exempt_paths) and the rule does not name it exactly"
+        );
 
         let mut other = MemoryRequest::new("GET", "/x").header("x-beta", "No").header("x-units", "4").header("x-priority", "LOW");
         let all = explain(&p, &mut other);

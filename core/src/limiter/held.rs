@@ -28,21 +28,9 @@ pub fn may_hold(held: usize) -> bool {
 /// turn the request kept or whose unit it spent; failing those, the first
 /// of the policy's rules that queue. Shared-data errors of the give-back
 /// are returned beside it.
-pub fn refuse_hold(
-    policy: &Policy,
-    store: &dyn SharedStore,
-    d: &Decision,
-    now: u64,
-) -> (Decision, Vec<(usize, StoreError)>) {
-    let errors = if d.redo_at.is_some() {
-        give_back_kept(policy, store, &d.kept, now)
-    } else {
-        give_back(policy, store, &d.spent, now)
-    };
-    let wait = d
-        .redo_at
-        .map_or(d.hold_ns, |at| at.saturating_sub(now))
-        .max(1);
+pub fn refuse_hold(policy: &Policy, store: &dyn SharedStore, d: &Decision, now: u64) -> (Decision, Vec<(usize, StoreError)>) {
+    let errors = if d.redo_at.is_some() { give_back_kept(policy, store, &d.kept, now) } else { give_back(policy, store, &d.spent, now) };
+    let wait = d.redo_at.map_or(d.hold_ns, |at| at.saturating_sub(now)).max(1);
     let queued = |i: &usize| policy.rules.get(*i).is_some_and(|r| r.queue.is_some());
     let rule = d
         .kept
@@ -56,23 +44,10 @@ pub fn refuse_hold(
         .find(queued)
         .or_else(|| (0..policy.rules.len()).find(queued))
         .unwrap_or(0);
-    let limit = d.applied.iter().find(|a| a.rule == rule).map_or_else(
-        || policy.rules.get(rule).map_or(0, |r| r.limit.requests),
-        |a| a.limit,
-    );
-    let outcome = Outcome {
-        allowed: false,
-        remaining: 0,
-        reset_ns: wait,
-        retry_after_ns: wait,
-    };
+    let limit = d.applied.iter().find(|a| a.rule == rule).map_or_else(|| policy.rules.get(rule).map_or(0, |r| r.limit.requests), |a| a.limit);
+    let outcome = Outcome { allowed: false, remaining: 0, reset_ns: wait, retry_after_ns: wait };
     let refused = Decision {
-        denied_by: Some(RuleOutcome {
-            rule,
-            outcome,
-            limit,
-            near: false,
-        }),
+        denied_by: Some(RuleOutcome { rule, outcome, limit, near: false }),
         applied: d.applied.clone(),
         tenant: d.tenant.clone(),
         jsonrpc: d.jsonrpc.clone(),
@@ -104,20 +79,10 @@ mod tests {
         let store = MemoryStore::default();
         ensure_slots(&store, p.slots).expect("slots");
         let now = 100 * S;
-        let send = || {
-            decide(
-                &p,
-                &mut MemoryRequest::new("GET", "/"),
-                &store,
-                Ctx::at(now),
-            )
-        };
+        let send = || decide(&p, &mut MemoryRequest::new("GET", "/"), &store, Ctx::at(now));
         assert_eq!(send().hold_ns, 0, "the first goes at once");
         let held = send();
-        assert!(
-            held.allowed() && held.hold_ns > 0,
-            "the second waits for its turn: {held:?}"
-        );
+        assert!(held.allowed() && held.hold_ns > 0, "the second waits for its turn: {held:?}");
         assert!(may_hold(MAX_HELD_PER_WORKER - 1));
         assert!(!may_hold(MAX_HELD_PER_WORKER));
         let (refused, errors) = refuse_hold(&p, &store, &held, now);
@@ -126,17 +91,8 @@ mod tests {
         let reply = denial(&p, &refused, now, 0).expect("a 429");
         assert_eq!(reply.status, 429);
         assert!(reply.body.contains(r#""tier":"notion""#), "{}", reply.body);
-        let retry: u64 = reply
-            .headers
-            .iter()
-            .find(|(n, _)| n == "retry-after")
-            .map(|(_, v)| v.parse().expect("seconds"))
-            .expect("retry-after");
-        assert_eq!(
-            retry,
-            held.hold_ns.div_ceil(S),
-            "the wait it would have had"
-        );
+        let retry: u64 = reply.headers.iter().find(|(n, _)| n == "retry-after").map(|(_, v)| v.parse().expect("seconds")).expect("retry-after");
+        assert_eq!(retry, held.hold_ns.div_ceil(S), "the wait it would have had");
         // Its turn was given back: the next request gets the same wait.
         assert_eq!(send().hold_ns, held.hold_ns);
     }

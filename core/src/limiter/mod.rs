@@ -43,8 +43,8 @@ use crate::bucket::Outcome;
 use crate::counter_api::Ask;
 use crate::policy::{Policy, Rule, Scope};
 use crate::request::Request;
-use crate::store::{self, SharedStore, StoreError};
 pub use crate::store::Note;
+use crate::store::{self, SharedStore, StoreError};
 
 use attrs::Attrs;
 pub use explain::{explain, resolve, Explained, KeyValue, Resolved, Skip};
@@ -126,11 +126,24 @@ pub struct LeaseNeed {
 /// client leaves while it waits in a queue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Spent {
-    Bucket { rule: usize, fingerprint: u64, fallback: bool, cost: u64 },
-    Lease { rule: usize, fingerprint: u64, window: u64, cost: u64 },
+    Bucket {
+        rule: usize,
+        fingerprint: u64,
+        fallback: bool,
+        cost: u64,
+    },
+    Lease {
+        rule: usize,
+        fingerprint: u64,
+        window: u64,
+        cost: u64,
+    },
     /// Units of a concurrency limit, held until the request ends: released
     /// by [`release`] (or given back with the rest when it is refused).
-    Concurrent { rule: usize, unit: crate::concurrency::Unit },
+    Concurrent {
+        rule: usize,
+        unit: crate::concurrency::Unit,
+    },
 }
 
 /// One rule's answer.
@@ -490,13 +503,27 @@ pub const CONCURRENT_RETRY_NS: u64 = 1_000_000_000;
 /// A concurrency limit's outcome: takes `cost` units of the key unless an
 /// earlier rule denied the request (then only looks).
 #[allow(clippy::too_many_arguments)]
-fn concurrent(store: &dyn SharedStore, rule: &Rule, i: usize, fp: u64, cost: u64, denied: bool, ctx: Ctx, spent: &mut Vec<Spent>) -> Result<Outcome, StoreError> {
+fn concurrent(
+    store: &dyn SharedStore,
+    rule: &Rule,
+    i: usize,
+    fp: u64,
+    cost: u64,
+    denied: bool,
+    ctx: Ctx,
+    spent: &mut Vec<Spent>,
+) -> Result<Outcome, StoreError> {
     use crate::concurrency as c;
     let limit = rule.limit.requests;
-    let refused = |held: u64| Outcome { allowed: false, remaining: limit.saturating_sub(held), reset_ns: CONCURRENT_RETRY_NS, retry_after_ns: CONCURRENT_RETRY_NS };
+    let refused =
+        |held: u64| Outcome { allowed: false, remaining: limit.saturating_sub(held), reset_ns: CONCURRENT_RETRY_NS, retry_after_ns: CONCURRENT_RETRY_NS };
     if denied {
         let held = c::held(store, fp, ctx.now)?;
-        return Ok(if held.saturating_add(cost) > limit { refused(held) } else { Outcome { allowed: true, remaining: limit.saturating_sub(held), reset_ns: 0, retry_after_ns: 0 } });
+        return Ok(if held.saturating_add(cost) > limit {
+            refused(held)
+        } else {
+            Outcome { allowed: true, remaining: limit.saturating_sub(held), reset_ns: 0, retry_after_ns: 0 }
+        });
     }
     // Distinct per request: the host's randomness, mixed with the time and
     // the rule so that decisions in one instant differ even without it.

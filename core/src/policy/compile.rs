@@ -4,10 +4,12 @@
 
 use std::collections::HashMap;
 
-use super::raw::{RawJsonRpc, HeadMethod, RawAdaptive, RawCost, RawGlobal, RawPriority, RawHeader, RawKeyPart, RawLimit, RawQueue, RawPath, RawPathParam, RawPolicy, RawRule};
+use super::raw::{
+    HeadMethod, RawAdaptive, RawCost, RawGlobal, RawHeader, RawJsonRpc, RawKeyPart, RawLimit, RawPath, RawPathParam, RawPolicy, RawPriority, RawQueue, RawRule,
+};
 use super::{
-    Algorithm, Cost, CostSource, Global, HeaderMatch, HeaderTest, KeyPart, Limit, Mode, Policy, PolicyError,
-    Adaptive, JsonRpcMatch, Priority, Problem, Queue, Rule, Scope, MAX_SLOTS, MIN_SLOTS,
+    Adaptive, Algorithm, Cost, CostSource, Global, HeaderMatch, HeaderTest, JsonRpcMatch, KeyPart, Limit, Mode, Policy, PolicyError, Priority, Problem, Queue,
+    Rule, Scope, MAX_SLOTS, MIN_SLOTS,
 };
 use crate::duration::Span;
 
@@ -144,7 +146,20 @@ impl Compiler {
                 "a cost, key, tenant or integration comes from the request body, or a rule matches JSON-RPC calls: set \"read_body\": true, which needs Envoy's Wasm PluginConfig allow_on_headers_stop_iteration: true (set by this project's ECDS resource; not settable through Istio's WasmPlugin)",
             );
         }
-        Policy { slots, trusted_hops, ipv6_prefix, exempt_paths, tenant, integration, global, rules, needs_body, body_always, response_headers: raw.response_headers, slot_secret: Default::default() }
+        Policy {
+            slots,
+            trusted_hops,
+            ipv6_prefix,
+            exempt_paths,
+            tenant,
+            integration,
+            global,
+            rules,
+            needs_body,
+            body_always,
+            response_headers: raw.response_headers,
+            slot_secret: Default::default(),
+        }
     }
 
     fn global(&mut self, raw: RawGlobal) -> Option<Global> {
@@ -199,9 +214,7 @@ impl Compiler {
 
     fn rule(&mut self, at: &str, raw: RawRule, has_tenant: bool) -> Option<Rule> {
         let before = self.problems.len();
-        let name_ok = !raw.name.is_empty()
-            && raw.name.len() <= MAX_NAME_LEN
-            && raw.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        let name_ok = !raw.name.is_empty() && raw.name.len() <= MAX_NAME_LEN && raw.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
         if !name_ok {
             self.problem(format!("{at}.name"), format!("{:?} must be 1-{MAX_NAME_LEN} letters, digits, '-' or '_'", raw.name));
         }
@@ -251,13 +264,7 @@ impl Compiler {
             }
         }
         let jsonrpc = raw.matcher.jsonrpc.as_ref().map(|j| self.jsonrpc(at, j));
-        let headers = raw
-            .matcher
-            .headers
-            .into_iter()
-            .enumerate()
-            .filter_map(|(i, h)| self.header(&format!("{at}.match.headers[{i}]"), h))
-            .collect();
+        let headers = raw.matcher.headers.into_iter().enumerate().filter_map(|(i, h)| self.header(&format!("{at}.match.headers[{i}]"), h)).collect();
         // Parameters every matched template is sure to provide.
         let templates: Vec<&Template> = paths
             .iter()
@@ -515,7 +522,9 @@ impl Compiler {
             }
         }
         let aging = match &p.aging {
-            None => Some(queue.map_or(Span::from_nanos(1_000_000_000), |q| Span::from_nanos(q.max_wait.nanos().checked_div(classes.len() as u64).unwrap_or(1).max(1)))),
+            None => Some(
+                queue.map_or(Span::from_nanos(1_000_000_000), |q| Span::from_nanos(q.max_wait.nanos().checked_div(classes.len() as u64).unwrap_or(1).max(1))),
+            ),
             Some(a) => match Span::parse(a) {
                 Ok(s) if s.nanos() > 0 => Some(s),
                 Ok(_) => {
@@ -538,9 +547,7 @@ impl Compiler {
         let before = self.problems.len();
         let source = match (&c.header, &c.body) {
             (Some(h), None) => self.header_name(&format!("{at}.cost.header"), h).map(CostSource::Header),
-            (None, Some(b)) if !b.is_empty() && b.split('.').all(|p| !p.is_empty()) => {
-                Some(CostSource::Body(b.split('.').map(str::to_string).collect()))
-            }
+            (None, Some(b)) if !b.is_empty() && b.split('.').all(|p| !p.is_empty()) => Some(CostSource::Body(b.split('.').map(str::to_string).collect())),
             (None, Some(b)) => {
                 self.problem(format!("{at}.cost.body"), format!("{b:?} must be a dotted path of JSON object keys, like \"usage.units\""));
                 None
@@ -695,8 +702,7 @@ impl Compiler {
     }
 
     fn header_name(&mut self, at: &str, name: &str) -> Option<String> {
-        let ok = !name.is_empty()
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        let ok = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
         if ok {
             Some(name.to_ascii_lowercase())
         } else {

@@ -267,7 +267,10 @@ pub enum KeyPart {
     PathParam(String),
     /// A parameter of a template of its own (used where the rule matches
     /// other paths too, as for the policy-wide tenant).
-    TemplateParam { name: String, template: Template },
+    TemplateParam {
+        name: String,
+        template: Template,
+    },
     Query(String),
     /// An Envoy attribute path; dynamic metadata is
     /// `["metadata", "filter_metadata", <filter>, ...]`.
@@ -322,11 +325,7 @@ impl std::error::Error for PolicyError {}
 impl PolicyError {
     /// All problems on one line, for a single log entry.
     pub fn one_line(&self) -> String {
-        self.problems
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; ")
+        self.problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
     }
 }
 

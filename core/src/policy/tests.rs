@@ -51,22 +51,48 @@ fn each_mistake_is_named_with_its_path() {
         (&one_rule(r#""algorithm": "fixed_window", "limit": {"requests": 1, "per": "1s", "burst": 2}"#), "rules[0].limit.burst: only the token_bucket"),
         (&one_rule(r#""algorithm": "leaky", "limit": {"requests": 1, "per": "1s"}"#), "rules[0].algorithm: unknown variant `leaky`"),
         (&one_rule(r#""mode": "dry", "limit": {"requests": 1, "per": "1s"}"#), "rules[0].mode: unknown variant `dry`"),
-        (&one_rule(r#""match": {"paths": [{"template": "/a/{x}/{x}"}]}, "limit": {"requests": 1, "per": "1s"}"#), "rules[0].match.paths[0].template: template \"/a/{x}/{x}\": parameter {x} appears twice"),
+        (
+            &one_rule(r#""match": {"paths": [{"template": "/a/{x}/{x}"}]}, "limit": {"requests": 1, "per": "1s"}"#),
+            "rules[0].match.paths[0].template: template \"/a/{x}/{x}\": parameter {x} appears twice",
+        ),
         (&one_rule(r#""match": {"paths": [{"template": "/a/b{x}"}]}, "limit": {"requests": 1, "per": "1s"}"#), "rules[0].match.paths[0].template"),
-        (&one_rule(r#""match": {"paths": [{"exact": "health"}]}, "limit": {"requests": 1, "per": "1s"}"#), "rules[0].match.paths[0]: path \"health\" must start with '/'"),
+        (
+            &one_rule(r#""match": {"paths": [{"exact": "health"}]}, "limit": {"requests": 1, "per": "1s"}"#),
+            "rules[0].match.paths[0]: path \"health\" must start with '/'",
+        ),
         (&one_rule(r#""match": {"paths": [{"regex": ".*"}]}, "limit": {"requests": 1, "per": "1s"}"#), "rules[0].match.paths[0]: unknown variant `regex`"),
         (&one_rule(r#""match": {"methods": ["GE T"]}, "limit": {"requests": 1, "per": "1s"}"#), "rules[0].match.methods[0]"),
-        (&one_rule(r#""match": {"headers": [{"name": "x", "exact": "a", "prefix": "b"}]}, "limit": {"requests": 1, "per": "1s"}"#), "rules[0].match.headers[0]: give at most one"),
+        (
+            &one_rule(r#""match": {"headers": [{"name": "x", "exact": "a", "prefix": "b"}]}, "limit": {"requests": 1, "per": "1s"}"#),
+            "rules[0].match.headers[0]: give at most one",
+        ),
         (&one_rule(r#""match": {"headers": [{"name": "bad header"}]}, "limit": {"requests": 1, "per": "1s"}"#), "rules[0].match.headers[0].name"),
-        (&one_rule(r#""key": [{"path_param": "tenantId"}], "limit": {"requests": 1, "per": "1s"}"#), "rules[0].key[0].path_param: {tenantId} is not a parameter"),
-        (&one_rule(r#""match": {"paths": [{"template": "/t/{id}"}, {"exact": "/x"}]}, "key": [{"path_param": "id"}], "limit": {"requests": 1, "per": "1s"}"#), "rules[0].key[0].path_param"),
-        (&one_rule(r#""key": [{"path_param": {"name": "id", "template": "/t/{tid}"}}], "limit": {"requests": 1, "per": "1s"}"#), "rules[0].key[0].path_param.name"),
+        (
+            &one_rule(r#""key": [{"path_param": "tenantId"}], "limit": {"requests": 1, "per": "1s"}"#),
+            "rules[0].key[0].path_param: {tenantId} is not a parameter",
+        ),
+        (
+            &one_rule(
+                r#""match": {"paths": [{"template": "/t/{id}"}, {"exact": "/x"}]}, "key": [{"path_param": "id"}], "limit": {"requests": 1, "per": "1s"}"#,
+            ),
+            "rules[0].key[0].path_param",
+        ),
+        (
+            &one_rule(r#""key": [{"path_param": {"name": "id", "template": "/t/{tid}"}}], "limit": {"requests": 1, "per": "1s"}"#),
+            "rules[0].key[0].path_param.name",
+        ),
         (&one_rule(r#""key": [{"cookie": "x"}], "limit": {"requests": 1, "per": "1s"}"#), "rules[0].key[0]: unknown variant `cookie`"),
         (&one_rule(r#""key": [{"property": []}], "limit": {"requests": 1, "per": "1s"}"#), "rules[0].key[0].property"),
         (&one_rule(r#""key": [{"metadata": {"filter": "", "path": ["sub"]}}], "limit": {"requests": 1, "per": "1s"}"#), "rules[0].key[0].metadata"),
-        (r#"{"rules": [{"name": "r", "key": ["tenant"], "limit": {"requests": 1, "per": "1s"}}]}"#, "rules[0].key[0]: key uses \"tenant\" but the policy defines no `tenant`"),
+        (
+            r#"{"rules": [{"name": "r", "key": ["tenant"], "limit": {"requests": 1, "per": "1s"}}]}"#,
+            "rules[0].key[0]: key uses \"tenant\" but the policy defines no `tenant`",
+        ),
         (r#"{"rules": [{"name": "a b", "limit": {"requests": 1, "per": "1s"}}]}"#, "rules[0].name"),
-        (r#"{"rules": [{"name": "a", "limit": {"requests": 1, "per": "1s"}}, {"name": "a", "limit": {"requests": 1, "per": "1s"}}]}"#, "rules[1].name: duplicate rule name \"a\" (first used at rules[0])"),
+        (
+            r#"{"rules": [{"name": "a", "limit": {"requests": 1, "per": "1s"}}, {"name": "a", "limit": {"requests": 1, "per": "1s"}}]}"#,
+            "rules[1].name: duplicate rule name \"a\" (first used at rules[0])",
+        ),
         (r#"{"slots": 10, "rules": []}"#, "slots: must be between"),
         (r#"{"trusted_hops": -1, "rules": []}"#, "trusted_hops: must be between"),
         (r#"{"ipv6_prefix": 0, "rules": []}"#, "ipv6_prefix: must be between 1 and 128"),
@@ -122,10 +148,7 @@ fn identities_are_pinned() {
     assert_eq!(Policy::from_json(&body).expect("policy").rules[0].identity, PINNED[3]);
     // The documented bytes of one: name "r", tenant (5), header (7) "x-a".
     let bytes = [1, 0, 0, 0, b'r', 5, 7, 3, 0, 0, 0, b'x', b'-', b'a'];
-    assert_eq!(
-        compile::rule_identity("r", &[KeyPart::Tenant, KeyPart::Header("x-a".into())]),
-        crate::hash::fnv1a(&bytes)
-    );
+    assert_eq!(compile::rule_identity("r", &[KeyPart::Tenant, KeyPart::Header("x-a".into())]), crate::hash::fnv1a(&bytes));
 }
 
 #[test]
@@ -196,9 +219,12 @@ fn priority_classes_are_checked() {
         let found = problems(&one_rule(&format!("{limit}, {prio}")));
         assert!(found.iter().any(|p| p.starts_with(path)), "{prio}: {found:?}");
     }
-    let fixed = problems(&one_rule(r#""limit": {"requests": 10, "per": "1s"}, "algorithm": "fixed_window", "priority": {"header": "x-priority", "classes": ["a", "b"]}"#));
+    let fixed = problems(&one_rule(
+        r#""limit": {"requests": 10, "per": "1s"}, "algorithm": "fixed_window", "priority": {"header": "x-priority", "classes": ["a", "b"]}"#,
+    ));
     assert!(fixed.iter().any(|p| p.starts_with("rules[0].priority")), "{fixed:?}");
-    let ok = Policy::from_json(&one_rule(&format!(r#"{limit}, "priority": {{"header": "X-Priority", "classes": ["Critical", "normal", "bulk"]}}"#))).expect("valid");
+    let ok =
+        Policy::from_json(&one_rule(&format!(r#"{limit}, "priority": {{"header": "X-Priority", "classes": ["Critical", "normal", "bulk"]}}"#))).expect("valid");
     let p = ok.rules[0].priority.as_ref().expect("priority");
     assert_eq!((p.header.as_str(), p.default, p.reserve), ("x-priority", 1, 1));
     assert_eq!(p.classes, ["critical", "normal", "bulk"]);
@@ -244,7 +270,10 @@ fn the_counter_secret_can_come_from_the_environment() {
     // Nothing to read: nothing asked of the environment.
     let mut inline = Policy::from_json(r#"{"global": {"secret": "k"}, "rules": []}"#).expect("policy");
     inline.resolve_secret(|_| panic!("read the environment")).expect("ok");
-    assert_eq!(problems(r#"{"global": {"secret": "k", "secret_env": "K"}, "rules": []}"#), ["global.secret_env: give the secret once: `secret` or `secret_env`, not both"]);
+    assert_eq!(
+        problems(r#"{"global": {"secret": "k", "secret_env": "K"}, "rules": []}"#),
+        ["global.secret_env: give the secret once: `secret` or `secret_env`, not both"]
+    );
     assert_eq!(problems(r#"{"global": {"secret_env": "1A"}, "rules": []}"#).len(), 1);
     assert_eq!(problems(r#"{"global": {"secret_env": "A-B"}, "rules": []}"#).len(), 1);
 }
