@@ -397,22 +397,6 @@ impl Lease {
     /// no margin): a key with a request or two a window then finds its
     /// next window reserved rather than waiting for a call in it.
     pub fn want(&self, now: u64, limit: &Limit) -> Option<(u32, bool)> {
-        self.want_shared(now, limit, 1)
-    }
-
-    /// `want`, for a key shared by `instances` instances: while its budget
-    /// is contested, an instance reserves ahead at most its share of the
-    /// limit (`limit / instances`, rounded up), so that every busy instance
-    /// gets its share of every rule of its requests, rather than the first
-    /// to ask taking one rule's whole budget while another instance took
-    /// another rule's (each instance then holding units its requests
-    /// cannot use). What the others leave of a window is had by refills.
-    pub fn want_shared(&self, now: u64, limit: &Limit, instances: u32) -> Option<(u32, bool)> {
-        let _ = instances;
-        self.want_any(now, limit)
-    }
-
-    fn want_any(&self, now: u64, limit: &Limit) -> Option<(u32, bool)> {
         let per = limit.per.nanos().max(1);
         if self.asked_at != 0 && now.saturating_sub(self.asked_at) < ASK_EXPIRES_NS {
             return None;

@@ -2,7 +2,7 @@
 //! next window when it queues, and the failure modes while the counter
 //! service is unreachable.
 
-use super::{Carry, Ctx, Decision, LeaseNeed, Spent, TICK_GRACE_NS};
+use super::{Carry, Ctx, LeaseNeed, Spent, TICK_GRACE_NS};
 use crate::bucket::Outcome;
 use crate::counter_api::Ask;
 use crate::hash::Fnv;
@@ -122,36 +122,142 @@ fn derived(fingerprint: u64, what: &[u8]) -> u64 {
     Fnv::default().field(&fingerprint.to_le_bytes()).field(what).finish().max(1)
 }
 
-/// The lease part of a global rule whose own bucket admitted the request.
-/// `Ok(None)`: the rule waits for a reservation (recorded in `d`).
-#[allow(clippy::too_many_arguments)]
+/// A global rule's key, for its lease.
+pub(super) struct LeaseKey<'a> {
+    pub rule: &'a Rule,
+    /// The rule's limit as it stands.
+    pub limit: &'a Limit,
+    /// Index of the rule in the policy.
+    pub index: usize,
+    /// The key's bucket fingerprint.
+    pub fp: u64,
+    pub cost: u64,
+    /// The key as the counter service knows it.
+    pub id: String,
+}
+
+/// What a global rule's lease said of a request.
+#[derive(Debug)]
+pub(super) enum Verdict {
+    /// Admitted or refused, with the rule's outcome.
+    Decided(Outcome),
+    /// It waits: for a reservation (`Effects::wait_for`) or for a later
+    /// window (`Effects::redo_at`).
+    Waits,
+}
+
+/// What deciding on a lease leaves for the decision.
+#[derive(Debug, Default)]
+pub(super) struct Effects {
+    /// What the request spent (to give back if another rule refuses it).
+    pub spent: Option<Spent>,
+    /// Reservations to hand to the leader.
+    pub refills: Vec<LeaseNeed>,
+    /// The one reserve call the request waits for.
+    pub wait_for: Option<LeaseNeed>,
+    /// It was admitted on credit.
+    pub credited: bool,
+    /// Decide it again at this time (its turn's window).
+    pub redo_at: Option<u64>,
+    /// A failing-closed rule without its counter service.
+    pub unavailable: bool,
+}
+
+/// The lease part of a global rule whose own bucket admitted the request:
+/// spends a unit of the key's lease (or the units granted to this request,
+/// `carried`: their window), or tells to wait. `turn_wait`: how long the
+/// request waits for its turn in the rule's queue.
 pub(super) fn global(
     policy: &Policy,
-    (rule, limit): (&Rule, &Limit),
-    i: usize,
-    (fp, cost): (u64, u64),
-    id: String,
+    key: &LeaseKey,
     store: &dyn SharedStore,
     ctx: Ctx,
-    (carried, turn_wait): (Option<u64>, u64),
-    d: &mut Decision,
-    spent: &mut Vec<Spent>,
-) -> Result<Option<Outcome>, StoreError> {
-    let now = ctx.now;
+    carried: Option<u64>,
+    turn_wait: u64,
+) -> Result<(Verdict, Effects), StoreError> {
+    let (rule, limit, now) = (key.rule, key.limit, ctx.now);
     if ctx.degraded && carried.is_none() {
-        return fail(policy, rule, i, (fp, cost), store, now, d, spent).map(Some);
+        return fail(policy, key, store, now);
     }
     // A queued request spends from the window in which its turn comes, so
     // that it goes within that window: it is decided again then, keeping
     // its turn.
     if rule.queue.is_some() && turn_wait > 0 {
-        d.redo_at = Some(d.redo_at.unwrap_or(0).max(now.saturating_add(turn_wait)));
-        return Ok(None);
+        return Ok((Verdict::Waits, Effects { redo_at: Some(now.saturating_add(turn_wait)), ..Effects::default() }));
     }
-    let lease_fp = derived(fp, b"lease");
+    let lease_fp = derived(key.fp, b"lease");
+    let step = spend(policy, key, lease_fp, store, ctx, carried)?;
+    let ask = |want: u32, next: bool| lease_need((rule, limit), key.index, (key.fp, lease_fp), &key.id, want, next);
+    let mut fx = Effects { refills: step.refill.map(|(want, next)| ask(want, next)).into_iter().collect(), ..Effects::default() };
+    let lease = step.lease;
+    match step.step {
+        Step::Spent => {
+            fx.spent = Some(Spent::Lease { rule: key.index, fingerprint: lease_fp, window: carried.unwrap_or(lease.window), cost: key.cost });
+            fx.credited = step.credited;
+            let reserved = u64::from(lease.used).saturating_add(u64::from(lease.owed));
+            let global_left = limit.requests.saturating_sub(reserved).saturating_add(u64::from(lease.units));
+            // On credit for a window not known yet: the service's windows
+            // are aligned to its clock, which ours is assumed to match.
+            let per = limit.per.nonzero_nanos();
+            let reset_ns = if lease.window == 0 { per.get().saturating_sub(now % per) } else { lease.ends_at.saturating_sub(now) };
+            Ok((Verdict::Decided(Outcome { allowed: true, remaining: global_left, reset_ns, retry_after_ns: 0 }), fx))
+        }
+        Step::Exhausted { retry_after_ns } => {
+            fx.refills.extend(step.top_up.map(|want| LeaseNeed { owns_ask: false, ..ask(want, false) }));
+            // A queueing rule waits for the next window when it opens in
+            // time; waiters spread over up to a tenth of it (never past
+            // their max_wait) so that they do not all return at once.
+            if let Some(q) = rule.queue.as_ref() {
+                let room = q.max_wait.nanos().saturating_add(TICK_GRACE_NS).saturating_sub(ctx.waited_ns);
+                if retry_after_ns <= room {
+                    let spread_max = (limit.per.nanos() / 10).min(room.saturating_sub(retry_after_ns));
+                    let wait = retry_after_ns.saturating_add(ctx.random.checked_rem(spread_max).unwrap_or(0));
+                    fx.redo_at = Some(now.saturating_add(wait));
+                    return Ok((Verdict::Waits, fx));
+                }
+            }
+            Ok((Verdict::Decided(Outcome { allowed: false, remaining: 0, reset_ns: retry_after_ns, retry_after_ns }), fx))
+        }
+        Step::Missing if ctx.may_wait => {
+            // Parallel waiters each asking for the rate would take the
+            // window's budget into answers not yet applied, and some would
+            // see it gone: only the one that owns the lease's ask does.
+            // A waiter also asks for what the lease owes (a request admitted
+            // on credit): its answer, a call away, pays the debt before the
+            // leader's batched refill does, which shrinks the time in which
+            // the budget could be gone before the debt is covered.
+            let own = u32::try_from(key.cost).unwrap_or(u32::MAX).max(1);
+            let need = match step.refill {
+                Some((want, false)) => LeaseNeed { carry: own, ..ask(want.max(own), false) },
+                _ => LeaseNeed { owns_ask: false, carry: own, ..ask(own.saturating_add(lease.owed), false) },
+            };
+            // The waiter's own ask replaces the refill it owns.
+            fx.refills.clear();
+            fx.wait_for = Some(need);
+            Ok((Verdict::Waits, fx))
+        }
+        Step::Missing => fail(policy, key, store, now),
+    }
+}
+
+/// What spending from a lease gave.
+struct Spending {
+    step: Step,
+    /// The lease after it.
+    lease: crate::lease::Lease,
+    /// The lease's own ask, if one is due: `(units, next window)`.
+    refill: Option<(u32, bool)>,
+    /// Units of the current window asked along with a reservation ahead.
+    top_up: Option<u32>,
+    credited: bool,
+}
+
+/// Spends a unit of the key's lease (one compare-and-swap), and works out
+/// what it should ask the counter service for.
+fn spend(policy: &Policy, key: &LeaseKey, lease_fp: u64, store: &dyn SharedStore, ctx: Ctx, carried: Option<u64>) -> Result<Spending, StoreError> {
+    let (rule, limit, cost, now) = (key.rule, key.limit, key.cost, ctx.now);
     let credit = credit_allowed(policy, rule, limit);
-    let instances = policy.global.as_ref().map_or(1, |g| g.expected_instances);
-    let (step, lease, refill, credited) = store::lease_update(store, policy.slots, lease_fp, limit, now, |l| {
+    store::lease_update(store, policy.slots, lease_fp, limit, now, |l| {
         // Units granted to this request are its own: nothing to spend
         // here, but it counts in the lease's demand now.
         let (step, mut next) = match carried {
@@ -161,13 +267,13 @@ pub(super) fn global(
         // An exhausted window still reserves the next one ahead of time,
         // at once when requests will queue for it.
         let refill = match step {
-            Step::Spent => next.want_shared(now, limit, instances),
+            Step::Spent => next.want(now, limit),
             Step::Exhausted { .. } if rule.queue.is_some() => next.want_next(now, limit).map(|w| (w, true)),
-            Step::Exhausted { .. } => next.want_shared(now, limit, instances).filter(|(_, ahead)| *ahead),
+            Step::Exhausted { .. } => next.want(now, limit).filter(|(_, ahead)| *ahead),
             // The first waiter asks for the lease (sized to the rate,
             // counting itself: it counts once decided with its units); the
             // others, while that ask is in flight, for themselves only.
-            Step::Missing if ctx.may_wait => next.counting(cost).want_shared(now, limit, instances),
+            Step::Missing if ctx.may_wait => next.counting(cost).want(now, limit),
             Step::Missing => None,
         };
         if refill.is_some() {
@@ -181,66 +287,8 @@ pub(super) fn global(
             _ => None,
         };
         let credited = next.owed > l.owed;
-        ((step, next, (refill, top_up), credited), Some(next))
-    })?;
-    let (refill, top_up) = refill;
-    let ask = |want: u32, next: bool| lease_need((rule, limit), i, (fp, lease_fp), &id, want, next);
-    match step {
-        Step::Spent => {
-            spent.push(Spent::Lease { rule: i, fingerprint: lease_fp, window: carried.unwrap_or(lease.window), cost });
-            if credited {
-                d.credited.push(i);
-            }
-            if let Some((want, next)) = refill {
-                d.refills.push(ask(want, next));
-            }
-            let reserved = u64::from(lease.used).saturating_add(u64::from(lease.owed));
-            let global_left = limit.requests.saturating_sub(reserved).saturating_add(u64::from(lease.units));
-            // On credit for a window not known yet: the service's windows
-            // are aligned to its clock, which ours is assumed to match.
-            let per = limit.per.nonzero_nanos();
-            let reset_ns = if lease.window == 0 { per.get().saturating_sub(now % per) } else { lease.ends_at.saturating_sub(now) };
-            Ok(Some(Outcome { allowed: true, remaining: global_left, reset_ns, retry_after_ns: 0 }))
-        }
-        Step::Exhausted { retry_after_ns } => {
-            if let Some((want, next)) = refill {
-                d.refills.push(ask(want, next));
-            }
-            if let Some(want) = top_up {
-                d.refills.push(LeaseNeed { owns_ask: false, ..ask(want, false) });
-            }
-            // A queueing rule waits for the next window when it opens in
-            // time; waiters spread over up to a tenth of it (never past
-            // their max_wait) so that they do not all return at once.
-            if let Some(q) = rule.queue.as_ref() {
-                let room = q.max_wait.nanos().saturating_add(TICK_GRACE_NS).saturating_sub(ctx.waited_ns);
-                if retry_after_ns <= room {
-                    let spread_max = (limit.per.nanos() / 10).min(room.saturating_sub(retry_after_ns));
-                    let wait = retry_after_ns.saturating_add(ctx.random.checked_rem(spread_max).unwrap_or(0));
-                    d.redo_at = Some(d.redo_at.unwrap_or(0).max(now.saturating_add(wait)));
-                    return Ok(None);
-                }
-            }
-            Ok(Some(Outcome { allowed: false, remaining: 0, reset_ns: retry_after_ns, retry_after_ns }))
-        }
-        Step::Missing if ctx.may_wait => {
-            // Parallel waiters each asking for the rate would take the
-            // window's budget into answers not yet applied, and some would
-            // see it gone: only the one that owns the lease's ask does.
-            // A waiter also asks for what the lease owes (a request admitted
-            // on credit): its answer, a call away, pays the debt before the
-            // leader's batched refill does, which shrinks the time in which
-            // the budget could be gone before the debt is covered.
-            let own = u32::try_from(cost).unwrap_or(u32::MAX).max(1);
-            let need = match refill {
-                Some((want, false)) => LeaseNeed { carry: own, ..ask(want.max(own), false) },
-                _ => LeaseNeed { owns_ask: false, carry: own, ..ask(own.saturating_add(lease.owed), false) },
-            };
-            d.wait_for.push(need);
-            Ok(None)
-        }
-        Step::Missing => fail(policy, rule, i, (fp, cost), store, now, d, spent).map(Some),
-    }
+        (Spending { step, lease: next, refill, top_up, credited }, Some(next))
+    })
 }
 
 /// The lease's own ask for `want` units of a rule's key.
@@ -292,32 +340,19 @@ pub(super) fn plan_ahead(
 }
 
 /// A global rule without its counter service: `failure_mode` decides.
-#[allow(clippy::too_many_arguments)]
-fn fail(
-    policy: &Policy,
-    rule: &Rule,
-    i: usize,
-    (fp, cost): (u64, u64),
-    store: &dyn SharedStore,
-    now: u64,
-    d: &mut Decision,
-    spent: &mut Vec<Spent>,
-) -> Result<Outcome, StoreError> {
+fn fail(policy: &Policy, key: &LeaseKey, store: &dyn SharedStore, now: u64) -> Result<(Verdict, Effects), StoreError> {
+    let rule = key.rule;
     match rule.failure_mode {
         FailureMode::Open => {
             let limit = fallback_limit(policy, rule);
-            let fallback_fp = derived(fp, b"fallback");
-            let o = store::take(store, policy.slots, fallback_fp, rule.algorithm, &limit, now, cost)?;
-            if o.allowed {
-                spent.push(Spent::Bucket { rule: i, fingerprint: fallback_fp, fallback: true, cost });
-            }
-            Ok(o)
+            let fallback_fp = derived(key.fp, b"fallback");
+            let o = store::take(store, policy.slots, fallback_fp, rule.algorithm, &limit, now, key.cost)?;
+            let spent = o.allowed.then_some(Spent::Bucket { rule: key.index, fingerprint: fallback_fp, fallback: true, cost: key.cost });
+            Ok((Verdict::Decided(o), Effects { spent, ..Effects::default() }))
         }
         FailureMode::Closed => {
-            if d.unavailable.is_none() {
-                d.unavailable = Some(i);
-            }
-            Ok(Outcome { allowed: true, remaining: 0, reset_ns: 0, retry_after_ns: 0 })
+            let o = Outcome { allowed: true, remaining: 0, reset_ns: 0, retry_after_ns: 0 };
+            Ok((Verdict::Decided(o), Effects { unavailable: true, ..Effects::default() }))
         }
     }
 }

@@ -33,6 +33,7 @@
 //! `limit / expected_instances` in a bucket of its own, `closed` refuses.
 
 mod attrs;
+mod decide;
 mod explain;
 mod global;
 mod handoff;
@@ -41,12 +42,12 @@ mod spans;
 
 use crate::bucket::Outcome;
 use crate::counter_api::Ask;
-use crate::policy::{Policy, Rule, Scope};
+use crate::policy::{Policy, Rule};
 use crate::request::Request;
 pub use crate::store::Note;
 use crate::store::{self, SharedStore, StoreError};
 
-use attrs::Attrs;
+pub use decide::decide_carrying;
 pub use explain::{explain, resolve, Explained, KeyValue, Resolved, Skip};
 pub use global::{apply_answer, fallback_limit, forget_ask, Applied};
 pub use handoff::{decode_needs, encode_needs, gather, MAX_GATHERED};
@@ -266,234 +267,9 @@ pub fn obey_upstream(policy: &Policy, store: &dyn SharedStore, spent: &[Spent], 
     (started, errors)
 }
 
-/// `a` is closer to its limit than `b`: a smaller share of the limit left.
-fn tighter(a: &RuleOutcome, b: &RuleOutcome) -> bool {
-    let (la, lb) = (a.limit, b.limit);
-    // Two u64 never overflow a u128 product.
-    let (x, y) = (u128::from(a.outcome.remaining).saturating_mul(u128::from(lb)), u128::from(b.outcome.remaining).saturating_mul(u128::from(la)));
-    // Ties go to the rule first in the policy, whatever the order of evaluation.
-    x < y || (x == y && a.rule < b.rule)
-}
-
-/// The rules in the order they are evaluated: local rules first, then
-/// global ones (each in policy order). A request a local rule refuses then
-/// only peeks at its global rules' buckets, instead of spending from their
-/// buckets and leases and giving it all back (several shared-data
-/// round trips). What is decided does not depend on the order.
-fn evaluation_order(policy: &Policy) -> impl Iterator<Item = (usize, &Rule)> {
-    let local = policy.rules.iter().enumerate().filter(|(_, r)| r.scope != Scope::Global);
-    local.chain(policy.rules.iter().enumerate().filter(|(_, r)| r.scope == Scope::Global))
-}
-
 /// Decides one request.
 pub fn decide(policy: &Policy, req: &mut dyn Request, store: &dyn SharedStore, ctx: Ctx) -> Decision {
     decide_carrying(policy, req, store, ctx, &[])
-}
-
-/// Decides a request again, with what it already holds (`carried`: the
-/// units its own reserve call was granted, the turns it kept).
-pub fn decide_carrying(policy: &Policy, req: &mut dyn Request, store: &dyn SharedStore, ctx: Ctx, carried: &[Carry]) -> Decision {
-    let now = ctx.now;
-    let mut attrs = Attrs::new(req);
-    let exempt = policy.exempt_paths.iter().any(|p| p.eq_ignore_ascii_case(&attrs.path));
-    let mut d = Decision::default();
-    // Kept turns are spent already: a denial gives them back like the rest.
-    let mut turns: Vec<Carry> = carried.iter().filter(|c| matches!(c, Carry::Turn { .. })).copied().collect();
-    let mut spent: Vec<Spent> = turns.iter().filter_map(Carry::spent).collect();
-    // Global rules a refused request did not reach, with their limits.
-    let mut unreached: Vec<(usize, crate::policy::Limit)> = Vec::new();
-    'rules: for (i, rule) in evaluation_order(policy) {
-        let Some(params) = attrs.applies(policy, rule, exempt) else { continue };
-        let Some((key_fp, id)) = attrs.key(policy, rule, &params) else { continue };
-        let cost = attrs.cost(rule);
-        let denied = !d.allowed();
-        if rule.concurrent {
-            match concurrent(store, rule, i, key_fp, cost, denied, ctx, &mut spent) {
-                Ok(outcome) => report(&mut d, rule, i, rule.limit.requests, rule.limit.burst, outcome, denied),
-                Err(e) => d.errors.push((i, e)),
-            }
-            continue;
-        }
-        let overflow_fp = store::overflow_fingerprint(i);
-        let kept_turn = carried.iter().find_map(|c| match *c {
-            Carry::Turn { rule, fingerprint, at, .. } if rule == i && (fingerprint == key_fp || fingerprint == overflow_fp) => Some(at),
-            _ => None,
-        });
-        // An adaptive rule's limit as it stands (its configured one otherwise,
-        // and when its health cannot be read).
-        let mut limit = crate::adaptive::limit(store, rule).unwrap_or_else(|e| {
-            d.unread.push((i, e));
-            rule.limit
-        });
-        let class = rule.priority.as_ref().map_or(0, |p| p.class(attrs.header(&p.header).as_deref(), ctx.waited_ns));
-        // A key without a free slot is decided against the rule's overflow
-        // bucket; a global rule's, like its fallback, at limit / instances
-        // and without a lease (the lease is per key).
-        let (mut fp, mut overflowed) = (key_fp, false);
-        let result = loop {
-            let result = match (denied, rule.queue.as_ref(), kept_turn) {
-                (true, _, _) => store::peek(store, policy.slots, fp, rule.algorithm, &limit, now, cost).map(|o| (o, 0)),
-                (false, _, Some(at)) => {
-                    let wait = at.saturating_sub(now);
-                    Ok((Outcome { allowed: true, remaining: 0, reset_ns: wait, retry_after_ns: 0 }, wait))
-                }
-                (false, queue, None) if class > 0 => {
-                    // A lower class takes a token only while the higher ones
-                    // keep theirs; when it queues it waits, without a turn,
-                    // until there is room for it, and is decided again then.
-                    let reserve = (class as u64).saturating_mul(rule.priority.as_ref().map_or(0, |p| p.reserve));
-                    match store::take_leaving(store, policy.slots, fp, &limit, now, cost, reserve) {
-                        Ok(o) if !o.allowed && !rule.shadow => {
-                            let room = queue.map_or(0, |q| q.max_wait.nanos().saturating_add(TICK_GRACE_NS).saturating_sub(ctx.waited_ns));
-                            if o.retry_after_ns <= room {
-                                d.redo_at = Some(d.redo_at.unwrap_or(0).max(now.saturating_add(o.retry_after_ns)));
-                                continue 'rules;
-                            }
-                            Ok((o, 0))
-                        }
-                        other => other.map(|o| (o, 0)),
-                    }
-                }
-                (false, Some(q), None) => {
-                    let left_ns = q.max_wait.nanos().saturating_add(TICK_GRACE_NS).saturating_sub(ctx.waited_ns);
-                    let left = crate::policy::Queue { max_wait: crate::duration::Span::from_nanos(left_ns), ..*q };
-                    store::take_queued_noting(store, policy.slots, fp, &limit, &left, now, cost).map(|(ow, note)| {
-                        d.notes.extend(note.map(|n| (i, n)));
-                        ow
-                    })
-                }
-                (false, None, None) => store::take_noting(store, policy.slots, fp, rule.algorithm, &limit, now, cost).map(|(o, note)| {
-                    d.notes.extend(note.map(|n| (i, n)));
-                    (o, 0)
-                }),
-            };
-            match result {
-                Err(StoreError::Full) if !overflowed => {
-                    (fp, overflowed) = (overflow_fp, true);
-                    d.overflowed.push(i);
-                    if rule.scope == Scope::Global {
-                        limit = fallback_limit(policy, rule);
-                    }
-                }
-                other => break other,
-            }
-        };
-        if denied && rule.scope == Scope::Global && !overflowed && !ctx.degraded {
-            unreached.push((i, limit));
-        }
-        let (mut outcome, wait) = match result {
-            Ok((o, wait)) => {
-                d.hold_ns = d.hold_ns.max(wait);
-                (o, wait)
-            }
-            Err(e) => {
-                d.errors.push((i, e));
-                continue;
-            }
-        };
-        if outcome.allowed && !denied {
-            if kept_turn.is_none() {
-                let fallback = overflowed && rule.scope == Scope::Global;
-                spent.push(Spent::Bucket { rule: i, fingerprint: fp, fallback, cost });
-                if rule.queue.is_some() {
-                    turns.push(Carry::Turn { rule: i, fingerprint: fp, at: now.saturating_add(wait), cost });
-                }
-            }
-            if rule.scope == Scope::Global && !overflowed {
-                let id = id.unwrap_or_default();
-                if rule.obey_upstream {
-                    d.global_ids.push((i, id.clone()));
-                }
-                let units = carried.iter().find_map(|c| match *c {
-                    Carry::Units { rule, window, units } if rule == i && units >= cost => Some(window),
-                    _ => None,
-                });
-                match global::global(policy, (rule, &limit), i, (fp, cost), id, store, ctx, (units, wait), &mut d, &mut spent) {
-                    Ok(Some(o)) => outcome = o,
-                    Ok(None) => continue,
-                    // The key's lease (or fallback bucket) found no free
-                    // slot: the rule's overflow bucket decides, as above.
-                    Err(StoreError::Full) => {
-                        d.overflowed.push(i);
-                        let fallback = fallback_limit(policy, rule);
-                        match store::take(store, policy.slots, overflow_fp, rule.algorithm, &fallback, now, cost) {
-                            Ok(o) => {
-                                if o.allowed {
-                                    spent.push(Spent::Bucket { rule: i, fingerprint: overflow_fp, fallback: true, cost });
-                                }
-                                outcome = o;
-                            }
-                            Err(e) => d.errors.push((i, e)),
-                        }
-                    }
-                    Err(e) => d.errors.push((i, e)),
-                }
-            }
-        }
-        let capacity = if rule.algorithm == crate::policy::Algorithm::TokenBucket { limit.burst } else { limit.requests };
-        report(&mut d, rule, i, limit.requests, capacity, outcome, denied);
-    }
-    // A refusal that reserves ahead for its rule does so for the global
-    // rules the request did not reach too.
-    let ahead = d.refills.iter().filter(|n| n.ask.next && n.owns_ask).map(|n| n.ask.want).max();
-    if let (false, Some(want)) = (d.allowed(), ahead) {
-        for (i, limit) in unreached {
-            let Some(rule) = policy.rules.get(i) else { continue };
-            let Some(params) = attrs.applies(policy, rule, exempt) else { continue };
-            let Some((fp, id)) = attrs.key(policy, rule, &params) else { continue };
-            match global::plan_ahead(policy, (rule, &limit), i, (fp, &id.unwrap_or_default()), want, store, now) {
-                Ok(need) => d.refills.extend(need),
-                Err(e) => d.errors.push((i, e)),
-            }
-        }
-    }
-    // Reported in policy order.
-    d.applied.sort_by_key(|a| a.rule);
-    d.shadow_denied.sort_by_key(|a| a.rule);
-    d.notes.sort_by_key(|(i, _)| *i);
-    d.global_ids.sort_by_key(|(i, _)| *i);
-    if !d.allowed() {
-        refund(policy, store, now, &spent, &mut d);
-        d.tightest = None;
-        d.hold_ns = 0;
-        d.wait_for.clear();
-        d.redo_at = None;
-        d.credited.clear();
-    } else if d.pending() || d.redo_at.is_some() {
-        // Waiting for a lease or a window: keep the turns taken in queues
-        // (the request's place in line), give back everything else.
-        let kept: Vec<Spent> = turns.iter().filter_map(Carry::spent).collect();
-        let rest: Vec<Spent> = spent.into_iter().filter(|s| !kept.contains(s)).collect();
-        refund(policy, store, now, &rest, &mut d);
-        d.kept = turns;
-        d.tightest = None;
-        d.hold_ns = 0;
-        d.credited.clear();
-    } else {
-        d.spent = spent;
-    }
-    d.tenant = attrs.tenant(policy);
-    if !d.allowed() {
-        d.jsonrpc = attrs.message();
-    }
-    d.mcp_headers_disagree = attrs.mcp_headers_disagree();
-    d
-}
-
-/// Records one rule's outcome in the decision.
-fn report(d: &mut Decision, rule: &Rule, i: usize, limit: u64, capacity: u64, outcome: Outcome, denied: bool) {
-    let near = outcome.allowed && u128::from(outcome.remaining) * 5 <= u128::from(capacity);
-    let ro = RuleOutcome { rule: i, outcome, limit, near };
-    d.applied.push(ro);
-    if outcome.allowed {
-        if !denied && d.tightest.as_ref().is_none_or(|t| tighter(&ro, t)) {
-            d.tightest = Some(ro);
-        }
-    } else if rule.shadow {
-        d.shadow_denied.push(ro);
-    } else if d.denied_by.as_ref().is_none_or(|w| (outcome.retry_after_ns, std::cmp::Reverse(i)) > (w.outcome.retry_after_ns, std::cmp::Reverse(w.rule))) {
-        d.denied_by = Some(ro);
-    }
 }
 
 /// A refused request of a concurrency limit is told to retry after this:
@@ -567,7 +343,7 @@ pub fn give_back_kept(policy: &Policy, store: &dyn SharedStore, kept: &[Carry], 
 }
 
 /// Gives back what a denied (or waiting) request spent.
-fn refund(policy: &Policy, store: &dyn SharedStore, now: u64, spent: &[Spent], d: &mut Decision) {
+pub(super) fn refund(policy: &Policy, store: &dyn SharedStore, now: u64, spent: &[Spent], d: &mut Decision) {
     for s in spent {
         let result = match *s {
             Spent::Bucket { rule, fingerprint, fallback, cost } => {

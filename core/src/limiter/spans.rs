@@ -86,7 +86,6 @@ impl Spans {
         let mut renewed = Vec::new();
         let mut errors = Vec::new();
         let mut done = Vec::new();
-        let instances = policy.global.as_ref().map_or(1, |g| g.expected_instances);
         for (fp, (need, due)) in self.watched.iter_mut().filter(|(_, (_, due))| *due <= now) {
             let Some((_, rule)) = rule_of(policy, need) else {
                 done.push(*fp);
@@ -97,7 +96,7 @@ impl Spans {
             let looked = store::lease_update(store, policy.slots, *fp, &rule.limit, now, |l| {
                 let (back, mut after) = l.give_back(now, per);
                 let gave = back.iter().any(Option::is_some);
-                let renew = if gave || after.seen == 0 { None } else { after.want_shared(now, &rule.limit, instances).filter(|(_, ahead)| *ahead) };
+                let renew = if gave || after.seen == 0 { None } else { after.want(now, &rule.limit).filter(|(_, ahead)| *ahead) };
                 if renew.is_some() {
                     after.asked_at = now;
                 }
