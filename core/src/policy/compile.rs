@@ -214,77 +214,13 @@ impl Compiler {
 
     fn rule(&mut self, at: &str, raw: RawRule, has_tenant: bool) -> Option<Rule> {
         let before = self.problems.len();
-        let name_ok = !raw.name.is_empty() && raw.name.len() <= MAX_NAME_LEN && raw.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-        if !name_ok {
-            self.problem(format!("{at}.name"), format!("{:?} must be 1-{MAX_NAME_LEN} letters, digits, '-' or '_'", raw.name));
-        }
-        let tier = raw.tier.clone().unwrap_or_else(|| "default".to_string());
-        if tier.is_empty() || tier.len() > 32 || !tier.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_') {
-            self.problem(format!("{at}.tier"), format!("{tier:?} must be 1-32 lower-case letters, digits, '-' or '_'"));
-        }
-        let mut methods: Vec<String> = raw
-            .matcher
-            .methods
-            .iter()
-            .enumerate()
-            .filter_map(|(i, m)| {
-                if !m.is_empty() && m.chars().all(|c| c.is_ascii_alphabetic()) {
-                    Some(m.to_ascii_uppercase())
-                } else {
-                    self.problem(format!("{at}.match.methods[{i}]"), format!("{m:?} is not an HTTP method"));
-                    None
-                }
-            })
-            .collect();
-        // A server answers HEAD with its GET handler: unless the rule says
-        // otherwise, a limit on GET is one on HEAD too.
-        let head_as_get = raw.matcher.head == HeadMethod::WithGet && methods.iter().any(|m| m == "GET") && !methods.iter().any(|m| m == "HEAD");
-        if head_as_get {
-            methods.push("HEAD".to_string());
-        }
-        let mut paths = Vec::new();
-        for (i, p) in raw.matcher.paths.into_iter().enumerate() {
-            let here = format!("{at}.match.paths[{i}]");
-            match p {
-                RawPath::Exact(s) | RawPath::Prefix(s) if !s.starts_with('/') => {
-                    self.problem(here, format!("path {s:?} must start with '/'"));
-                }
-                RawPath::Exact(s) => paths.push(PathMatcher::Exact(normalize(&s))),
-                RawPath::Prefix(s) => paths.push(PathMatcher::Prefix(s)),
-                RawPath::Template(t) => match Template::parse(&t) {
-                    Ok(t) => paths.push(PathMatcher::Template(t)),
-                    Err(e) => self.problem(format!("{here}.template"), e),
-                },
-            }
-        }
-        let integrations: Vec<String> = raw.matcher.integration.iter().map(|n| n.trim().to_ascii_lowercase()).collect();
-        for (i, n) in integrations.iter().enumerate() {
-            if n.is_empty() {
-                self.problem(format!("{at}.match.integration[{i}]"), "must not be empty");
-            }
-        }
+        let tier = self.name_and_tier(at, &raw);
+        let (methods, head_as_get) = self.methods(at, &raw.matcher.methods, raw.matcher.head);
+        let paths = self.paths(at, raw.matcher.paths);
+        let integrations = self.integrations(at, &raw.matcher.integration);
         let jsonrpc = raw.matcher.jsonrpc.as_ref().map(|j| self.jsonrpc(at, j));
         let headers = raw.matcher.headers.into_iter().enumerate().filter_map(|(i, h)| self.header(&format!("{at}.match.headers[{i}]"), h)).collect();
-        // Parameters every matched template is sure to provide.
-        let templates: Vec<&Template> = paths
-            .iter()
-            .filter_map(|p| match p {
-                PathMatcher::Template(t) => Some(t),
-                _ => None,
-            })
-            .collect();
-        let all_templates = !paths.is_empty() && templates.len() == paths.len();
-        let params: Vec<String> = if all_templates {
-            templates
-                .first()
-                .into_iter()
-                .flat_map(|t| t.params())
-                .filter(|n| templates.iter().all(|t| t.params().any(|m| m == *n)))
-                .map(str::to_string)
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let params = template_params(&paths);
         let mut key = Vec::new();
         for (i, part) in raw.key.into_iter().enumerate() {
             let here = format!("{at}.key[{i}]");
@@ -301,34 +237,17 @@ impl Compiler {
         let cost = raw.cost.as_ref().and_then(|c| self.cost(at, c, limit.as_ref()));
         let priority = raw.priority.as_ref().and_then(|p| self.priority(at, p, raw.algorithm, limit.as_ref(), queue.as_ref()));
         let adaptive = raw.adaptive.as_ref().and_then(|a| self.adaptive(at, a, limit.as_ref()));
-        if raw.limit.concurrent.is_some() {
-            let refused = [
-                (raw.scope == Scope::Global, "scope", "a concurrency limit is per instance: `global` scope is not supported"),
-                (raw.queue.is_some(), "queue", "a concurrency limit refuses at once: it takes no queue"),
-                (raw.priority.is_some(), "priority", "a concurrency limit takes no priority"),
-                (raw.adaptive.is_some(), "adaptive", "a concurrency limit takes no adaptive limit"),
-                (raw.obey_upstream, "obey_upstream", "a concurrency limit cannot obey upstream limits"),
-                (raw.algorithm != Algorithm::TokenBucket, "algorithm", "a concurrency limit takes no algorithm"),
-            ];
-            for (_, field, why) in refused.iter().filter(|r| r.0) {
-                self.problem(format!("{at}.{field}"), *why);
-            }
-        }
-        if raw.obey_upstream && raw.algorithm != Algorithm::TokenBucket {
-            self.problem(format!("{at}.obey_upstream"), "only token_bucket rules can obey upstream limits: the bucket is kept empty until the upstream's time");
-        }
-        let max_block = match raw.max_block.as_deref().map(Span::parse) {
-            None => Span::from_secs(DEFAULT_MAX_BLOCK_S),
-            Some(Ok(s)) if (MIN_BLOCK_NS..=crate::upstream::MAX_BLOCK_NS).contains(&s.nanos()) => s,
-            Some(Ok(s)) => {
-                self.problem(format!("{at}.max_block"), format!("{s} is out of range: at least 1s and at most 5m"));
-                Span::from_secs(DEFAULT_MAX_BLOCK_S)
-            }
-            Some(Err(e)) => {
-                self.problem(format!("{at}.max_block"), e);
-                Span::from_secs(DEFAULT_MAX_BLOCK_S)
-            }
+        let options = Options {
+            concurrent: raw.limit.concurrent.is_some(),
+            global: raw.scope == Scope::Global,
+            queue: raw.queue.is_some(),
+            priority: raw.priority.is_some(),
+            adaptive: raw.adaptive.is_some(),
+            obey_upstream: raw.obey_upstream,
+            algorithm: raw.algorithm,
         };
+        self.combinations(at, &options);
+        let max_block = self.max_block(at, raw.max_block.as_deref());
         if self.problems.len() > before {
             return None;
         }
@@ -358,6 +277,112 @@ impl Compiler {
             adaptive,
             jsonrpc,
         })
+    }
+
+    /// Checks the rule's name; its tier (`default` when not given).
+    fn name_and_tier(&mut self, at: &str, raw: &RawRule) -> String {
+        let name_ok = !raw.name.is_empty() && raw.name.len() <= MAX_NAME_LEN && raw.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !name_ok {
+            self.problem(format!("{at}.name"), format!("{:?} must be 1-{MAX_NAME_LEN} letters, digits, '-' or '_'", raw.name));
+        }
+        let tier = raw.tier.clone().unwrap_or_else(|| "default".to_string());
+        if tier.is_empty() || tier.len() > 32 || !tier.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_') {
+            self.problem(format!("{at}.tier"), format!("{tier:?} must be 1-32 lower-case letters, digits, '-' or '_'"));
+        }
+        tier
+    }
+
+    /// The methods matched, upper case, and whether `HEAD` was added for
+    /// `GET`: a server answers HEAD with its GET handler, so unless the
+    /// rule says otherwise, a limit on GET is one on HEAD too.
+    fn methods(&mut self, at: &str, raw: &[String], head: HeadMethod) -> (Vec<String>, bool) {
+        let mut methods: Vec<String> = raw
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| {
+                if !m.is_empty() && m.chars().all(|c| c.is_ascii_alphabetic()) {
+                    Some(m.to_ascii_uppercase())
+                } else {
+                    self.problem(format!("{at}.match.methods[{i}]"), format!("{m:?} is not an HTTP method"));
+                    None
+                }
+            })
+            .collect();
+        let head_as_get = head == HeadMethod::WithGet && methods.iter().any(|m| m == "GET") && !methods.iter().any(|m| m == "HEAD");
+        if head_as_get {
+            methods.push("HEAD".to_string());
+        }
+        (methods, head_as_get)
+    }
+
+    /// The paths matched: exact ones normalised, templates parsed.
+    fn paths(&mut self, at: &str, raw: Vec<RawPath>) -> Vec<PathMatcher> {
+        let mut paths = Vec::new();
+        for (i, p) in raw.into_iter().enumerate() {
+            let here = format!("{at}.match.paths[{i}]");
+            match p {
+                RawPath::Exact(s) | RawPath::Prefix(s) if !s.starts_with('/') => {
+                    self.problem(here, format!("path {s:?} must start with '/'"));
+                }
+                RawPath::Exact(s) => paths.push(PathMatcher::Exact(normalize(&s))),
+                RawPath::Prefix(s) => paths.push(PathMatcher::Prefix(s)),
+                RawPath::Template(t) => match Template::parse(&t) {
+                    Ok(t) => paths.push(PathMatcher::Template(t)),
+                    Err(e) => self.problem(format!("{here}.template"), e),
+                },
+            }
+        }
+        paths
+    }
+
+    /// The integrations matched, trimmed and lower case.
+    fn integrations(&mut self, at: &str, raw: &[String]) -> Vec<String> {
+        let integrations: Vec<String> = raw.iter().map(|n| n.trim().to_ascii_lowercase()).collect();
+        for (i, n) in integrations.iter().enumerate() {
+            if n.is_empty() {
+                self.problem(format!("{at}.match.integration[{i}]"), "must not be empty");
+            }
+        }
+        integrations
+    }
+
+    /// Options a rule cannot combine: a concurrency limit with a scope,
+    /// queue, priority, adaptive limit, upstream limits or algorithm; upstream
+    /// limits with an algorithm other than the token bucket.
+    fn combinations(&mut self, at: &str, o: &Options) {
+        if o.concurrent {
+            let refused = [
+                (o.global, "scope", "a concurrency limit is per instance: `global` scope is not supported"),
+                (o.queue, "queue", "a concurrency limit refuses at once: it takes no queue"),
+                (o.priority, "priority", "a concurrency limit takes no priority"),
+                (o.adaptive, "adaptive", "a concurrency limit takes no adaptive limit"),
+                (o.obey_upstream, "obey_upstream", "a concurrency limit cannot obey upstream limits"),
+                (o.algorithm != Algorithm::TokenBucket, "algorithm", "a concurrency limit takes no algorithm"),
+            ];
+            for (_, field, why) in refused.iter().filter(|r| r.0) {
+                self.problem(format!("{at}.{field}"), *why);
+            }
+        }
+        if o.obey_upstream && o.algorithm != Algorithm::TokenBucket {
+            self.problem(format!("{at}.obey_upstream"), "only token_bucket rules can obey upstream limits: the bucket is kept empty until the upstream's time");
+        }
+    }
+
+    /// The longest an upstream's wait is believed (default 60 s, between
+    /// 1 s and 5 min).
+    fn max_block(&mut self, at: &str, raw: Option<&str>) -> Span {
+        match raw.map(Span::parse) {
+            None => Span::from_secs(DEFAULT_MAX_BLOCK_S),
+            Some(Ok(s)) if (MIN_BLOCK_NS..=crate::upstream::MAX_BLOCK_NS).contains(&s.nanos()) => s,
+            Some(Ok(s)) => {
+                self.problem(format!("{at}.max_block"), format!("{s} is out of range: at least 1s and at most 5m"));
+                Span::from_secs(DEFAULT_MAX_BLOCK_S)
+            }
+            Some(Err(e)) => {
+                self.problem(format!("{at}.max_block"), e);
+                Span::from_secs(DEFAULT_MAX_BLOCK_S)
+            }
+        }
     }
 
     /// A rule's JSON-RPC condition; a `tools` list alone means `tools/call`.
@@ -775,6 +800,33 @@ impl Compiler {
             RawKeyPart::McpSession => KeyPart::Header("mcp-session-id".to_string()),
         })
     }
+}
+
+/// The options of a rule that constrain each other.
+struct Options {
+    concurrent: bool,
+    global: bool,
+    queue: bool,
+    priority: bool,
+    adaptive: bool,
+    obey_upstream: bool,
+    algorithm: Algorithm,
+}
+
+/// Parameters every template among `paths` is sure to provide (none unless
+/// every path is a template).
+fn template_params(paths: &[PathMatcher]) -> Vec<String> {
+    let templates: Vec<&Template> = paths
+        .iter()
+        .filter_map(|p| match p {
+            PathMatcher::Template(t) => Some(t),
+            _ => None,
+        })
+        .collect();
+    if paths.is_empty() || templates.len() != paths.len() {
+        return Vec::new();
+    }
+    templates.first().into_iter().flat_map(|t| t.params()).filter(|n| templates.iter().all(|t| t.params().any(|m| m == *n))).map(str::to_string).collect()
 }
 
 /// A value the counter service can compare and Envoy can send as a header.
