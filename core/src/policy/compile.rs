@@ -5,7 +5,8 @@
 use std::collections::HashMap;
 
 use super::raw::{
-    HeadMethod, RawAdaptive, RawCost, RawGlobal, RawHeader, RawJsonRpc, RawKeyPart, RawLimit, RawPath, RawPathParam, RawPolicy, RawPriority, RawQueue, RawRule,
+    HeadMethod, RawAdaptive, RawCost, RawGlobal, RawHeader, RawJsonRpc, RawKeyPart, RawLatency, RawLimit, RawPath, RawPathParam, RawPolicy, RawPriority,
+    RawQueue, RawRule,
 };
 use super::{
     Adaptive, Algorithm, Cost, CostSource, Global, HeaderMatch, HeaderTest, JsonRpcMatch, KeyPart, Limit, Mode, Policy, PolicyError, Priority, Problem, Queue,
@@ -83,58 +84,11 @@ impl Compiler {
                 self.problem(format!("exempt_paths[{i}]"), format!("path {p:?} must start with '/'"));
             }
         }
-        let mut tenant = Vec::new();
-        for (i, part) in raw.tenant.into_iter().enumerate() {
-            let at = format!("tenant[{i}]");
-            match part {
-                RawKeyPart::Tenant | RawKeyPart::Integration => self.problem(at, "the tenant cannot be defined by itself or by the integration"),
-                RawKeyPart::PathParam(RawPathParam::Name(n)) => self.problem(
-                    at,
-                    format!("path_param {n:?} needs its own template here: {{\"path_param\": {{\"name\": {n:?}, \"template\": \"/.../{{{n}}}/**\"}}}}"),
-                ),
-                other => {
-                    if let Some(p) = self.key_part(&at, other, &[]) {
-                        tenant.push(p);
-                    }
-                }
-            }
-        }
-        let mut integration = Vec::new();
+        let tenant = self.sources("tenant", "integration", raw.tenant);
         let sources = raw.integration.unwrap_or_else(|| vec![RawKeyPart::Header("x-integration".into())]);
-        for (i, part) in sources.into_iter().enumerate() {
-            let at = format!("integration[{i}]");
-            match part {
-                RawKeyPart::Integration | RawKeyPart::Tenant => self.problem(at, "the integration cannot be defined by itself or by the tenant"),
-                RawKeyPart::PathParam(RawPathParam::Name(n)) => self.problem(
-                    at,
-                    format!("path_param {n:?} needs its own template here: {{\"path_param\": {{\"name\": {n:?}, \"template\": \"/.../{{{n}}}/**\"}}}}"),
-                ),
-                other => {
-                    if let Some(p) = self.key_part(&at, other, &[]) {
-                        integration.push(p);
-                    }
-                }
-            }
-        }
+        let integration = self.sources("integration", "tenant", sources);
         let global = raw.global.and_then(|g| self.global(g));
-        let shadow_all = raw.mode == Mode::Shadow;
-        let mut rules: Vec<Rule> = Vec::new();
-        let mut seen: HashMap<String, usize> = HashMap::new();
-        for (i, raw_rule) in raw.rules.into_iter().enumerate() {
-            let at = format!("rules[{i}]");
-            if let Some(first) = seen.get(&raw_rule.name) {
-                self.problem(format!("{at}.name"), format!("duplicate rule name {:?} (first used at rules[{first}])", raw_rule.name));
-            } else {
-                seen.insert(raw_rule.name.clone(), i);
-            }
-            if raw_rule.scope == Scope::Global && global.is_none() {
-                self.problem(format!("{at}.scope"), "a global rule needs the policy's `global` section (the counter service's cluster)");
-            }
-            if let Some(mut rule) = self.rule(&at, raw_rule, !tenant.is_empty()) {
-                rule.shadow |= shadow_all;
-                rules.push(rule);
-            }
-        }
+        let rules = self.rules(raw.rules, global.is_some(), !tenant.is_empty(), raw.mode == Mode::Shadow);
         let body_part = |p: &KeyPart| matches!(p, KeyPart::Body(_) | KeyPart::JsonRpcMethod | KeyPart::Tool);
         let body_always = rules.iter().any(|r| matches!(r.cost, Some(Cost { source: CostSource::Body(_), .. })) || r.key.iter().any(body_part))
             || tenant.iter().any(body_part)
@@ -160,6 +114,53 @@ impl Compiler {
             response_headers: raw.response_headers,
             slot_secret: Default::default(),
         }
+    }
+
+    /// Where the tenant (or the integration) of a request comes from: key
+    /// parts other than itself and `other`, path parameters with their
+    /// own template.
+    fn sources(&mut self, field: &str, other: &str, parts: Vec<RawKeyPart>) -> Vec<KeyPart> {
+        let mut out = Vec::new();
+        for (i, part) in parts.into_iter().enumerate() {
+            let at = format!("{field}[{i}]");
+            match part {
+                RawKeyPart::Tenant | RawKeyPart::Integration => self.problem(at, format!("the {field} cannot be defined by itself or by the {other}")),
+                RawKeyPart::PathParam(RawPathParam::Name(n)) => self.problem(
+                    at,
+                    format!("path_param {n:?} needs its own template here: {{\"path_param\": {{\"name\": {n:?}, \"template\": \"/.../{{{n}}}/**\"}}}}"),
+                ),
+                part => {
+                    if let Some(p) = self.key_part(&at, part, &[]) {
+                        out.push(p);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The rules, in policy order: names used once, global ones only with
+    /// the policy's `global` section; every rule a shadow one when the
+    /// policy is.
+    fn rules(&mut self, raw: Vec<RawRule>, has_global: bool, has_tenant: bool, shadow_all: bool) -> Vec<Rule> {
+        let mut rules: Vec<Rule> = Vec::new();
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for (i, raw_rule) in raw.into_iter().enumerate() {
+            let at = format!("rules[{i}]");
+            if let Some(first) = seen.get(&raw_rule.name) {
+                self.problem(format!("{at}.name"), format!("duplicate rule name {:?} (first used at rules[{first}])", raw_rule.name));
+            } else {
+                seen.insert(raw_rule.name.clone(), i);
+            }
+            if raw_rule.scope == Scope::Global && !has_global {
+                self.problem(format!("{at}.scope"), "a global rule needs the policy's `global` section (the counter service's cluster)");
+            }
+            if let Some(mut rule) = self.rule(&at, raw_rule, has_tenant) {
+                rule.shadow |= shadow_all;
+                rules.push(rule);
+            }
+        }
+        rules
     }
 
     fn global(&mut self, raw: RawGlobal) -> Option<Global> {
@@ -412,54 +413,10 @@ impl Compiler {
         let before = self.problems.len();
         let here = format!("{at}.adaptive");
         let requests = limit.map_or(MAX_REQUESTS as u64, |l| l.requests);
-        let floor = match a.floor {
-            None => Some((requests / 10).max(1)),
-            Some(f) if f >= 1 && f as u64 <= requests => Some(f as u64),
-            Some(f) => {
-                self.problem(format!("{here}.floor"), format!("must be between 1 and the rule's limit ({requests}), got {f}"));
-                None
-            }
-        };
-        let latency = match &a.latency {
-            None => None,
-            Some(l) => {
-                if !(50..=99).contains(&l.percentile) {
-                    self.problem(format!("{here}.latency.percentile"), format!("must be a whole number from 50 to 99, got {}", l.percentile));
-                }
-                match Span::parse(&l.above) {
-                    Ok(s) if s.nanos() > 0 => Some((l.percentile.clamp(50, 99) as u8, s)),
-                    Ok(_) => {
-                        self.problem(format!("{here}.latency.above"), "must be longer than 0");
-                        None
-                    }
-                    Err(e) => {
-                        self.problem(format!("{here}.latency.above"), e);
-                        None
-                    }
-                }
-            }
-        };
-        let share = |v: f64| (v > 0.0 && v < 1.0).then(|| (v * 1000.0).round() as u32);
-        let errors_permille = match a.errors {
-            None => Some(100),
-            Some(e) => {
-                let s = share(e);
-                if s.is_none() {
-                    self.problem(format!("{here}.errors"), format!("must be a share between 0 and 1 (exclusive), got {e}"));
-                }
-                s
-            }
-        };
-        let decrease_permille = match a.decrease {
-            None => Some(500),
-            Some(d) => {
-                let s = share(d);
-                if s.is_none() {
-                    self.problem(format!("{here}.decrease"), format!("must be a factor between 0 and 1 (exclusive), got {d}"));
-                }
-                s
-            }
-        };
+        let floor = self.up_to_limit(&format!("{here}.floor"), a.floor, requests);
+        let latency = a.latency.as_ref().and_then(|l| self.latency(&here, l));
+        let errors_permille = self.share(&format!("{here}.errors"), a.errors, 100, "a share");
+        let decrease_permille = self.share(&format!("{here}.decrease"), a.decrease, 500, "a factor");
         let interval = match a.interval.as_deref().map(Span::parse) {
             None => Some(Span::from_secs(10)),
             Some(Ok(s)) if s.nanos() >= 100_000_000 => Some(s),
@@ -472,14 +429,7 @@ impl Compiler {
                 None
             }
         };
-        let increase = match a.increase {
-            None => Some((requests / 10).max(1)),
-            Some(i) if i >= 1 && i as u64 <= requests => Some(i as u64),
-            Some(i) => {
-                self.problem(format!("{here}.increase"), format!("must be between 1 and the rule's limit ({requests}), got {i}"));
-                None
-            }
-        };
+        let increase = self.up_to_limit(&format!("{here}.increase"), a.increase, requests);
         let min_samples = match a.min_samples {
             None => Some(10),
             Some(n) if (1..=1_000_000).contains(&n) => Some(n as u32),
@@ -500,6 +450,48 @@ impl Compiler {
             increase: increase?,
             min_samples: min_samples?,
         })
+    }
+
+    /// A count from 1 to the rule's limit (default: a tenth of it).
+    fn up_to_limit(&mut self, here: &str, value: Option<i64>, requests: u64) -> Option<u64> {
+        match value {
+            None => Some((requests / 10).max(1)),
+            Some(v) if v >= 1 && v as u64 <= requests => Some(v as u64),
+            Some(v) => {
+                self.problem(here.to_string(), format!("must be between 1 and the rule's limit ({requests}), got {v}"));
+                None
+            }
+        }
+    }
+
+    /// A share or factor strictly between 0 and 1, in thousandths
+    /// (`default` when not given).
+    fn share(&mut self, here: &str, value: Option<f64>, default: u32, what: &str) -> Option<u32> {
+        let Some(v) = value else { return Some(default) };
+        let permille = (v > 0.0 && v < 1.0).then(|| (v * 1000.0).round() as u32);
+        if permille.is_none() {
+            self.problem(here.to_string(), format!("must be {what} between 0 and 1 (exclusive), got {v}"));
+        }
+        permille
+    }
+
+    /// An adaptive rule's latency condition: a percentile from 50 to 99
+    /// above a duration.
+    fn latency(&mut self, here: &str, l: &RawLatency) -> Option<(u8, Span)> {
+        if !(50..=99).contains(&l.percentile) {
+            self.problem(format!("{here}.latency.percentile"), format!("must be a whole number from 50 to 99, got {}", l.percentile));
+        }
+        match Span::parse(&l.above) {
+            Ok(s) if s.nanos() > 0 => Some((l.percentile.clamp(50, 99) as u8, s)),
+            Ok(_) => {
+                self.problem(format!("{here}.latency.above"), "must be longer than 0");
+                None
+            }
+            Err(e) => {
+                self.problem(format!("{here}.latency.above"), e);
+                None
+            }
+        }
     }
 
     fn priority(&mut self, at: &str, p: &RawPriority, algorithm: Algorithm, limit: Option<&Limit>, queue: Option<&Queue>) -> Option<Priority> {
