@@ -145,7 +145,7 @@ impl Lease {
     /// that the window's budget is gone).
     fn reserved(&self, w: u64) -> Option<(u32, u32)> {
         if self.window.checked_add(1) == Some(w) {
-            return (self.next_units > 0 || self.next_used > 0).then_some((self.next_units, self.next_used));
+            return self.has_next().then_some((self.next_units, self.next_used));
         }
         let span = self.window.saturating_add(2)..=self.ahead_last;
         (span.contains(&w) && (self.ahead_units > 0 || self.ahead_used > 0)).then_some((self.ahead_units, self.ahead_used))
@@ -398,7 +398,7 @@ impl Lease {
     /// next window reserved rather than waiting for a call in it.
     pub fn want(&self, now: u64, limit: &Limit) -> Option<(u32, bool)> {
         let per = limit.per.nanos().max(1);
-        if self.asked_at != 0 && now.saturating_sub(self.asked_at) < ASK_EXPIRES_NS {
+        if self.asking(now) {
             return None;
         }
         let rate = self.rate(now, per);
@@ -419,7 +419,7 @@ impl Lease {
         // of a span, and the first instance to ask (which does not learn
         // that the others found the budget gone) would strand it.
         // Refills within the window cover a rate that grows.
-        if left_ns <= per / 2 && self.next_units == 0 && self.next_used == 0 {
+        if left_ns <= per / 2 && !self.has_next() {
             // Contested: what the last whole window wanted here, exactly
             // (a rounded-up estimate of a small limit's share strands a
             // unit or two a window, a tenth of a limit of 20).
@@ -433,12 +433,23 @@ impl Lease {
     /// requests that will wait for it.
     pub fn want_next(&self, now: u64, limit: &Limit) -> Option<u32> {
         let per = limit.per.nanos().max(1);
-        let asked = self.asked_at != 0 && now.saturating_sub(self.asked_at) < ASK_EXPIRES_NS;
-        if asked || self.window == 0 || self.next_units > 0 || self.next_used > 0 {
+        if self.asking(now) || self.window == 0 || self.has_next() {
             return None;
         }
         let rate = self.rate(now, per);
         u32::try_from(rate.saturating_add(rate / 8).saturating_add(1).min(limit.requests)).ok()
+    }
+
+    /// Whether the window after `window` was reserved (a reservation that
+    /// was granted nothing still tells that its budget is gone).
+    pub fn has_next(&self) -> bool {
+        self.next_units > 0 || self.next_used > 0
+    }
+
+    /// Whether an ask of the lease is in flight at `now` (asked, not yet
+    /// answered, and not expired: a lost ask lets the lease ask again).
+    pub fn asking(&self, now: u64) -> bool {
+        self.asked_at != 0 && now.saturating_sub(self.asked_at) < ASK_EXPIRES_NS
     }
 
     /// Nanoseconds until the lease holds nothing worth keeping.
@@ -448,7 +459,7 @@ impl Lease {
         if self.window == 0 {
             return asking;
         }
-        let end = if self.next_units > 0 || self.next_used > 0 { self.ends_at.saturating_add(per) } else { self.ends_at };
+        let end = if self.has_next() { self.ends_at.saturating_add(per) } else { self.ends_at };
         end.saturating_sub(now).max(asking)
     }
 

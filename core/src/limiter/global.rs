@@ -329,8 +329,7 @@ pub(super) fn plan_ahead(
     let want = u32::try_from(u64::from(want).min(limit.requests)).unwrap_or(u32::MAX);
     let planned = store::lease_update(store, policy.slots, lease_fp, limit, now, |l| {
         let mut next = l.roll(now, per);
-        let asked = next.asked_at != 0 && now.saturating_sub(next.asked_at) < crate::lease::ASK_EXPIRES_NS;
-        if asked || next.next_units > 0 || next.next_used > 0 {
+        if next.asking(now) || next.has_next() {
             return (false, None);
         }
         next.asked_at = now;

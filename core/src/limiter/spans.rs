@@ -102,7 +102,7 @@ impl Spans {
                 }
                 // Until the lease knows no window (its reservations ended
                 // without a renewal), or while an ask is in flight.
-                let watching = after.window != 0 || (after.asked_at != 0 && now.saturating_sub(after.asked_at) < crate::lease::ASK_EXPIRES_NS);
+                let watching = after.window != 0 || after.asking(now);
                 ((back, renew, watching), (gave || renew.is_some()).then_some(after))
             });
             match looked {
