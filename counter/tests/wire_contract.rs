@@ -29,6 +29,8 @@ use sluice_wire::{
 };
 use tower::ServiceExt;
 
+mod support;
+
 const MS: u64 = 1_000_000;
 const HOUR: u64 = 3_600_000;
 
@@ -320,20 +322,7 @@ fn every_reply_field_reaches_the_filter() {
     let body = serde_json::to_vec(&reply).expect("writes");
     let v: Value = serde_json::from_slice(&body).expect("json");
     assert_eq!(keys(&v), ["leases", "now_ms"]);
-    assert_eq!(
-        keys(&v["leases"][0]),
-        [
-            "blocked_ms",
-            "current_used",
-            "ends_in_ms",
-            "granted",
-            "limit",
-            "starts_in_ms",
-            "used",
-            "window",
-            "windows"
-        ]
-    );
+    assert_eq!(keys(&v["leases"][0]), support::LEASE_REPLY_FIELDS);
     let a = Ask {
         window_ms: 1000,
         ..span(20, 4)

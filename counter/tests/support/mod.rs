@@ -93,6 +93,19 @@ pub fn body(leases: Vec<Value>) -> Value {
     json!({"instance": "test", "leases": leases})
 }
 
+/// The fields of one lease result, sorted: every reply carries each.
+pub const LEASE_REPLY_FIELDS: [&str; 9] = [
+    "blocked_ms",
+    "current_used",
+    "ends_in_ms",
+    "granted",
+    "limit",
+    "starts_in_ms",
+    "used",
+    "window",
+    "windows",
+];
+
 /// `POST /v1/reserve` expecting 200; returns the lease results.
 pub async fn reserve_ok(app: &Router, leases: Vec<Value>) -> (u64, Vec<Value>) {
     let (status, reply) = reserve(app, &body(leases)).await;
@@ -102,21 +115,7 @@ pub async fn reserve_ok(app: &Router, leases: Vec<Value>) -> (u64, Vec<Value>) {
     for l in &leases {
         let mut fields: Vec<&String> = l.as_object().expect("object").keys().collect();
         fields.sort();
-        assert_eq!(
-            fields,
-            [
-                "blocked_ms",
-                "current_used",
-                "ends_in_ms",
-                "granted",
-                "limit",
-                "starts_in_ms",
-                "used",
-                "window",
-                "windows"
-            ],
-            "lease result {l}"
-        );
+        assert_eq!(fields, LEASE_REPLY_FIELDS, "lease result {l}");
     }
     (now, leases)
 }
