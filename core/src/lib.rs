@@ -16,6 +16,7 @@ pub mod concurrency;
 pub mod coordination;
 pub mod counter_api;
 pub mod duration;
+pub mod flow;
 pub mod hash;
 pub mod jsonrpc;
 mod le;

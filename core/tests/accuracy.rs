@@ -13,11 +13,12 @@ mod support;
 
 use std::collections::BTreeMap;
 
+use sluice_core::flow::{At, Event as FlowEvent, Fate};
 use sluice_core::lease::Answer;
-use sluice_core::limiter::{decide_carrying, Carry, Ctx, LeaseNeed};
+use sluice_core::limiter::LeaseNeed;
 use sluice_core::policy::Policy;
 use sluice_core::request::MemoryRequest;
-use support::{FakeCounter, Instance, MS};
+use support::{FakeCounter, Instance, TestFlow, MS};
 
 const GATEWAY: &str = include_str!("../../policies/mcp-gateway.json");
 const S: u64 = 1_000_000_000;
@@ -97,12 +98,11 @@ struct Run {
 
 /// Something due at an instance.
 enum Event {
-    /// A request is decided (again, after a wait for a window, with what
-    /// it kept).
-    Decide { a: Arrival, kept: Vec<Carry> },
-    /// The answer to a request's own reserve call arrives: the request is
-    /// decided again.
-    Resume { a: Arrival, needs: Vec<LeaseNeed>, answers: Vec<Answer>, kept: Vec<Carry> },
+    /// A request arrives, or its flow wakes for a later window.
+    Decide { a: Arrival, flow: Option<TestFlow> },
+    /// The answer to a request's own reserve call arrives: its flow
+    /// decides again.
+    Resume { a: Arrival, flow: TestFlow, answers: Vec<Answer> },
     /// The leader sends the refills gathered since its last tick.
     Tick(usize),
     /// The answer to a leader's call arrives.
@@ -137,7 +137,7 @@ fn run(policy: &Policy, kind: Kind, tenants: usize, arrivals: Vec<Arrival>, wind
         at(&mut due, first + (seed >> (8 * k)) % TICK, Event::Tick(k));
     }
     for a in arrivals {
-        at(&mut due, a.at, Event::Decide { a, kept: Vec::new() });
+        at(&mut due, a.at, Event::Decide { a, flow: None });
     }
     let window = |t: u64| (t >= T0 && t < end).then(|| ((t - T0) / S) as usize);
     let zeros = || vec![vec![0u64; windows as usize]; tenants];
@@ -157,7 +157,7 @@ fn run(policy: &Policy, kind: Kind, tenants: usize, arrivals: Vec<Arrival>, wind
                 calls_at[i] = Some(counter.calls);
             }
         }
-        let (a, d) = match event {
+        let (a, flow, out) = match event {
             Event::Tick(k) => {
                 let needs = instances[k].lead(now);
                 if !needs.is_empty() {
@@ -175,44 +175,43 @@ fn run(policy: &Policy, kind: Kind, tenants: usize, arrivals: Vec<Arrival>, wind
                 instances[instance].answer(&needs, &answers, now);
                 continue;
             }
-            Event::Decide { a, kept } => {
-                if kept.is_empty() {
+            Event::Decide { a, flow } => {
+                if flow.is_none() {
                     if let Some(w) = window(a.at) {
                         offered[a.tenant][w] += 1;
                     }
                 }
                 let r = random();
                 let inst = &mut instances[a.instance];
-                let ctx = Ctx { waited_ns: now - a.at, random: r, ..Ctx::at(now) };
-                let d = decide_carrying(&inst.policy, &mut requests[a.tenant].clone(), &inst.store, ctx, &kept);
-                inst.refills.extend(d.refills.iter().cloned());
-                if d.pending() {
+                let (mut flow, event) = match flow {
+                    Some(flow) => (flow, FlowEvent::Wake),
+                    None => (inst.flow(), FlowEvent::Headers { end_of_stream: true }),
+                };
+                let mut out = inst.on(&mut flow, &requests[a.tenant], event, At { now, random: r, ..At::default() });
+                if let Some(needs) = out.call.take() {
                     let took = CALL + random() % CALL_SPREAD;
-                    let answers = counter.reserve(&d.wait_for.iter().map(|n| n.ask.clone()).collect::<Vec<_>>(), now + took / 2);
-                    at(&mut due, now + took, Event::Resume { a, needs: d.wait_for, answers, kept: d.kept });
+                    let answers = counter.reserve(&needs.iter().map(|n| n.ask.clone()).collect::<Vec<_>>(), now + took / 2);
+                    at(&mut due, now + took, Event::Resume { a, flow, answers });
                     continue;
                 }
-                (a, d)
+                (a, flow, out)
             }
-            Event::Resume { a, needs, answers, kept } => {
+            Event::Resume { a, mut flow, answers } => {
                 let inst = &mut instances[a.instance];
-                let mut carried = inst.answer(&needs, &answers, now);
-                carried.extend(kept);
-                let ctx = Ctx { waited_ns: now - a.at, may_wait: false, ..Ctx::at(now) };
-                let d = decide_carrying(&inst.policy, &mut requests[a.tenant].clone(), &inst.store, ctx, &carried);
-                inst.refills.extend(d.refills.iter().cloned());
-                (a, d)
+                let out = inst.on(&mut flow, &requests[a.tenant], FlowEvent::Answered(Some(answers)), At::new(now));
+                (a, flow, out)
             }
         };
-        match (d.allowed(), d.redo_at) {
-            (false, _) => {
+        let Some(last) = out.decided.last() else { continue };
+        match last.fate {
+            Fate::Replied | Fate::Calls => {
                 if let Some(w) = window(a.at) {
                     refused[a.tenant][w] += 1;
                 }
             }
-            (true, Some(t)) => at(&mut due, t, Event::Decide { a, kept: d.kept }),
-            (true, None) => {
-                if let Some(w) = window(now + d.hold_ns) {
+            Fate::WaitsWindow => at(&mut due, out.wake_at.unwrap_or(now), Event::Decide { a, flow: Some(flow) }),
+            Fate::Holds | Fate::Goes => {
+                if let Some(w) = window(now + last.decision.hold_ns) {
                     went[a.tenant][w] += 1;
                 }
             }

@@ -312,7 +312,7 @@ fn a_queueing_global_rule_waits_for_the_next_window() {
     // 10 at once, 0.5 s into a window, spread over two instances; decisions
     // happen in time order, redone requests when their time comes.
     let arrival = T0 + S / 2;
-    let mut pending: Vec<(u64, usize, Vec<_>)> = (0..10).map(|i| (arrival, i, Vec::new())).collect();
+    let mut pending: Vec<(u64, usize, Option<_>)> = (0..10).map(|i| (arrival, i, None)).collect();
     let mut times: Vec<Option<u64>> = vec![None; 10];
     let mut next_tick = arrival;
     while let Some(pos) = (0..pending.len()).min_by_key(|p| (pending[*p].0, pending[*p].1)) {
@@ -323,9 +323,9 @@ fn a_queueing_global_rule_waits_for_the_next_window() {
             next_tick += 50 * MS;
         }
         let inst = if i % 2 == 0 { &mut a } else { &mut b };
-        match inst.step(&mut counter, &req, arrival, now, &kept) {
+        match inst.step(&mut counter, &req, kept, now) {
             Step::Refused => {}
-            Step::Redo(t, kept) => pending.push((t, i, kept)),
+            Step::Redo(t, flow) => pending.push((t, i, Some(flow))),
             Step::Went(t) => times[i] = Some(t),
         }
     }
@@ -389,7 +389,7 @@ fn queued_requests_keep_their_turn_across_global_windows() {
         // the place of one of the nine while they wait for a window (ties
         // go to the latest caller, the worst case).
         let arrivals: Vec<u64> = (0..10).map(|i| if i < 9 { arrival } else { arrival + 100 * MS }).collect();
-        let mut pending: Vec<(u64, usize, Vec<_>)> = (0..10).map(|i| (arrivals[i], i, Vec::new())).collect();
+        let mut pending: Vec<(u64, usize, Option<_>)> = (0..10).map(|i| (arrivals[i], i, None)).collect();
         let mut went = vec![None; 10];
         let mut next_tick = arrival;
         while let Some(pos) = (0..pending.len()).min_by_key(|p| (pending[*p].0, std::cmp::Reverse(pending[*p].1))) {
@@ -398,9 +398,9 @@ fn queued_requests_keep_their_turn_across_global_windows() {
                 a.tick(&mut counter, next_tick);
                 next_tick += 50 * MS;
             }
-            match a.step(&mut counter, &req, arrivals[i], now, &kept) {
+            match a.step(&mut counter, &req, kept, now) {
                 Step::Refused => {}
-                Step::Redo(t, kept) => pending.push((t, i, kept)),
+                Step::Redo(t, flow) => pending.push((t, i, Some(flow))),
                 Step::Went(t) => went[i] = Some(t),
             }
         }

@@ -30,15 +30,15 @@ fn req(class: &str) -> MemoryRequest {
 /// Runs requests `(arrival, class)` to the end; returns when each went.
 fn run(inst: &mut Instance, requests: &[(u64, &str)]) -> Vec<Option<u64>> {
     let mut counter = FakeCounter::default();
-    let mut pending: Vec<(u64, usize, Vec<_>)> = requests.iter().enumerate().map(|(i, (t, _))| (*t, i, Vec::new())).collect();
+    let mut pending: Vec<(u64, usize, Option<_>)> = requests.iter().enumerate().map(|(i, (t, _))| (*t, i, None)).collect();
     let mut went = vec![None; requests.len()];
     while let Some(pos) = (0..pending.len()).min_by_key(|p| (pending[*p].0, pending[*p].1)) {
         let (now, i, kept) = pending.remove(pos);
         // Held requests are woken on a 10 ms tick.
         let now = now.div_ceil(10 * MS) * 10 * MS;
-        match inst.step(&mut counter, &req(requests[i].1), requests[i].0, now, &kept) {
+        match inst.step(&mut counter, &req(requests[i].1), kept, now) {
             Step::Refused => {}
-            Step::Redo(t, kept) => pending.push((t.max(now + 1), i, kept)),
+            Step::Redo(t, flow) => pending.push((t.max(now + 1), i, Some(flow))),
             Step::Went(t) => went[i] = Some(t),
         }
     }

@@ -1,8 +1,8 @@
 //! Replaying recorded traffic through a policy (`sluicectl simulate`).
 //!
-//! Each recorded request is decided by the filter's own code
-//! ([`decide_carrying`]) at the time it was recorded, against an in-memory
-//! store. What the replay assumes:
+//! Each recorded request goes through the filter's own state machine
+//! ([`Flow`]) at the time it was recorded, against an in-memory store.
+//! What the replay assumes:
 //!
 //! - One Envoy instance stands for the whole fleet: global rules reserve
 //!   from one in-memory counter with the real service's contract (fixed
@@ -29,8 +29,8 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Serialize;
 
 use crate::counter_api::Ask;
-use crate::lease::Answer;
-use crate::limiter::{apply_answer, decide_carrying, explain, release, Carry, Ctx, Decision, Explained, LeaseNeed, Spent, TICK_GRACE_NS};
+use crate::flow::{apply_answers, At, Decided, Env, Event, Fate, Flow, Out, TICK_NS};
+use crate::limiter::{explain, release, Carry, Decision, Explained, LeaseNeed, Spent};
 use crate::policy::{Algorithm, Policy, Rule, Scope};
 use crate::request::MemoryRequest;
 use crate::store::MemoryStore;
@@ -48,13 +48,11 @@ pub const TOP_KEYS: usize = 5;
 const MAX_DECISIONS: u32 = 100_000;
 
 /// A request between its arrival and its final decision.
-struct Flight {
+struct Flight<'p> {
     req: MemoryRequest,
-    arrival: u64,
+    flow: Flow<&'p Policy>,
     /// When the request ended, as recorded.
     ends: Option<u64>,
-    /// What it kept from its previous decision.
-    kept: Vec<Carry>,
     /// Rules that applied to it (indices, ascending).
     applied: Vec<usize>,
     /// Rules that held it for its turn or for a later window.
@@ -67,7 +65,7 @@ struct Flight {
     explained: Option<Vec<Explained>>,
 }
 
-impl Flight {
+impl Flight<'_> {
     fn explained(&mut self, policy: &Policy) -> &[Explained] {
         let req = &self.req;
         self.explained.get_or_insert_with(|| explain(policy, &mut req.clone()))
@@ -97,7 +95,7 @@ pub struct Replay<'p> {
     store: MemoryStore,
     counter: crate::memory_counter::MemoryCounter,
     /// Requests to decide again, by (time, order of arrival at the queue).
-    held: BTreeMap<(u64, u64), Flight>,
+    held: BTreeMap<(u64, u64), Flight<'p>>,
     /// Units of concurrency limits to release when their requests end, by
     /// (time, order).
     ends: BTreeMap<(u64, u64), Vec<Spent>>,
@@ -144,16 +142,15 @@ impl<'p> Replay<'p> {
         self.report.last_ns = now;
         let flight = Flight {
             req: record.request(),
-            arrival: now,
+            flow: Flow::new(self.policy),
             ends: record.duration_ns.map(|d| now.saturating_add(d)),
-            kept: Vec::new(),
             applied: Vec::new(),
             held_by: Vec::new(),
             held: false,
             decisions: 0,
             explained: None,
         };
-        self.step(flight, now);
+        self.step(flight, Event::Headers { end_of_stream: true }, now);
     }
 
     /// Ends the requests and decides the held ones whose time has come by
@@ -174,7 +171,7 @@ impl<'p> Replay<'p> {
                 (_, Some(_)) => {
                     if let Some(((at, _), flight)) = self.held.pop_first() {
                         self.now = self.now.max(at);
-                        self.step(flight, at);
+                        self.step(flight, Event::Wake, at);
                     }
                 }
                 _ => break,
@@ -211,97 +208,98 @@ impl<'p> Replay<'p> {
         report
     }
 
-    /// One decision for a request, the way the filter makes it: waiting
-    /// for a lease when told to (answered at once), then deciding again.
-    fn step(&mut self, mut f: Flight, now: u64) {
+    /// Hands the request's flow one event, answering its reserve calls at
+    /// once and its refills right after, and acts on what it decided.
+    fn step(&mut self, mut f: Flight<'p>, event: Event, now: u64) {
         let policy = self.policy;
         self.rng ^= self.rng << 13;
         self.rng ^= self.rng >> 7;
         self.rng ^= self.rng << 17;
         f.decisions = f.decisions.saturating_add(1);
-        let ctx = Ctx { waited_ns: now.saturating_sub(f.arrival), random: self.rng, ..Ctx::at(now) };
-        let mut carried = std::mem::take(&mut f.kept);
-        let mut d = decide_carrying(policy, &mut f.req.clone(), &self.store, ctx, &carried);
-        let mut refills = std::mem::take(&mut d.refills);
-        if d.pending() {
-            let asks: Vec<Ask> = d.wait_for.iter().map(|n| n.ask.clone()).collect();
-            let answers = self.counter.reserve(&asks, now);
-            carried = self.apply(&d.wait_for, &answers, now);
-            carried.extend(d.kept.iter().copied());
-            d = decide_carrying(policy, &mut f.req.clone(), &self.store, Ctx { may_wait: false, ..ctx }, &carried);
-            refills.append(&mut d.refills);
+        let mut at = At { now, random: self.rng, ..At::default() };
+        let mut out = f.flow.on(event, &mut Env { store: &self.store, request: &mut f.req.clone(), host: &mut at });
+        let (mut decided, mut refills) = (std::mem::take(&mut out.decided), std::mem::take(&mut out.refills));
+        while let Some(needs) = out.call.take() {
+            let answers = self.counter.reserve(&asks(&needs), now);
+            out = f.flow.on(Event::Answered(Some(answers)), &mut Env { store: &self.store, request: &mut f.req.clone(), host: &mut at });
+            decided.append(&mut out.decided);
+            refills.append(&mut out.refills);
         }
         if !refills.is_empty() {
-            let asks: Vec<Ask> = refills.iter().map(|n| n.ask.clone()).collect();
-            let answers = self.counter.reserve(&asks, now);
-            self.apply(&refills, &answers, now);
+            // In memory: an answer that cannot be stored is lost, as in the
+            // filter (which logs it).
+            let answers = self.counter.reserve(&asks(&refills), now);
+            apply_answers(policy, &self.store, &refills, &answers, now);
         }
-        for o in &d.applied {
+        let Some(last) = decided.pop() else { return };
+        for o in &last.decision.applied {
             add(&mut f.applied, o.rule);
         }
-        match (d.allowed(), d.redo_at) {
-            (false, _) => self.settle(f, &d, false),
-            (true, Some(_)) if f.decisions >= MAX_DECISIONS => self.settle(f, &Decision::default(), false),
-            (true, Some(at)) => {
-                // The rules that apply but did not decide wait for a turn
-                // or a window.
-                f.held = true;
-                let waiting: Vec<usize> = f
-                    .explained(policy)
-                    .iter()
-                    .filter(|e| e.applies() && !d.applied.iter().any(|o| o.rule == e.rule) && !d.errors.iter().any(|(r, _)| *r == e.rule))
-                    .map(|e| e.rule)
-                    .collect();
-                for r in waiting {
-                    add(&mut f.held_by, r);
-                    add(&mut f.applied, r);
-                }
-                f.kept = d.kept.clone();
-                // Held requests are woken on the filter's 10 ms tick.
-                let tick = TICK_GRACE_NS;
-                let at = at.max(now.saturating_add(1)).div_ceil(tick).saturating_mul(tick);
-                self.seq = self.seq.wrapping_add(1);
-                self.held.insert((at, self.seq), f);
+        match last.fate {
+            Fate::Replied | Fate::Calls => self.settle(f, &last.decision, false),
+            Fate::WaitsWindow if f.decisions >= MAX_DECISIONS => {
+                f.flow.on(Event::Left, &mut Env { store: &self.store, request: &mut f.req.clone(), host: &mut at });
+                self.settle(f, &Decision::default(), false);
             }
-            (true, None) => {
-                if d.hold_ns > 0 {
-                    f.held = true;
-                    for o in d.applied.iter().filter(|o| o.outcome.allowed) {
-                        let kept_turn = carried.iter().any(|c| matches!(*c, Carry::Turn { rule, .. } if rule == o.rule));
-                        let waits = if kept_turn {
-                            o.outcome.reset_ns > 0
-                        } else {
-                            // A turn taken now: the bucket's debt is past
-                            // what it lets through at once.
-                            policy.rules.get(o.rule).is_some_and(|rule| rule.queue.is_some() && o.outcome.reset_ns > capacity_ns(&self.store, rule))
-                        };
-                        if waits {
-                            add(&mut f.held_by, o.rule);
-                        }
-                    }
-                }
-                // Units of concurrency limits are held until the request
-                // ended, as recorded (without a duration: at once).
-                let units: Vec<Spent> = d.spent.iter().filter(|s| matches!(s, Spent::Concurrent { .. })).copied().collect();
-                if !units.is_empty() {
-                    let went = now.saturating_add(d.hold_ns);
-                    self.seq = self.seq.wrapping_add(1);
-                    self.ends.insert((f.ends.unwrap_or(went).max(went), self.seq), units);
-                }
-                self.settle(f, &d, true);
-            }
+            Fate::WaitsWindow => self.wait_window(f, &last, &out, now),
+            Fate::Holds | Fate::Goes => self.admit(f, &last, now),
         }
     }
 
-    /// Applies the counter's answers; returns the units that belong to the
-    /// request that asked. An answer that cannot be stored is lost, as in
-    /// the filter (which logs it): the replay counts what the filter would.
-    fn apply(&self, needs: &[LeaseNeed], answers: &[Answer], now: u64) -> Vec<Carry> {
-        needs.iter().zip(answers).filter_map(|(n, a)| apply_answer(self.policy, &self.store, n, a, now).ok().and_then(|x| x.carry)).collect()
+    /// A request told to come back for a later window: the rules that
+    /// apply but did not decide wait for a turn or a window.
+    fn wait_window(&mut self, mut f: Flight<'p>, last: &Decided, out: &Out, now: u64) {
+        let (policy, d) = (self.policy, &last.decision);
+        f.held = true;
+        let waiting: Vec<usize> = f
+            .explained(policy)
+            .iter()
+            .filter(|e| e.applies() && !d.applied.iter().any(|o| o.rule == e.rule) && !d.errors.iter().any(|(r, _)| *r == e.rule))
+            .map(|e| e.rule)
+            .collect();
+        for r in waiting {
+            add(&mut f.held_by, r);
+            add(&mut f.applied, r);
+        }
+        // Held requests are woken on the filter's tick.
+        let at = out.wake_at.unwrap_or(now).max(now.saturating_add(1)).div_ceil(TICK_NS).saturating_mul(TICK_NS);
+        self.seq = self.seq.wrapping_add(1);
+        self.held.insert((at, self.seq), f);
+    }
+
+    /// An admitted request: the rules whose queue it waits in, and the
+    /// concurrency units it holds until it ended.
+    fn admit(&mut self, mut f: Flight<'p>, last: &Decided, now: u64) {
+        let (policy, d) = (self.policy, &last.decision);
+        if d.hold_ns > 0 {
+            f.held = true;
+            for o in d.applied.iter().filter(|o| o.outcome.allowed) {
+                let kept_turn = last.carried.iter().any(|c| matches!(*c, Carry::Turn { rule, .. } if rule == o.rule));
+                let waits = if kept_turn {
+                    o.outcome.reset_ns > 0
+                } else {
+                    // A turn taken now: the bucket's debt is past what it
+                    // lets through at once.
+                    policy.rules.get(o.rule).is_some_and(|rule| rule.queue.is_some() && o.outcome.reset_ns > capacity_ns(&self.store, rule))
+                };
+                if waits {
+                    add(&mut f.held_by, o.rule);
+                }
+            }
+        }
+        // Units of concurrency limits are held until the request ended, as
+        // recorded (without a duration: at once).
+        let units: Vec<Spent> = d.spent.iter().filter(|s| matches!(s, Spent::Concurrent { .. })).copied().collect();
+        if !units.is_empty() {
+            let went = now.saturating_add(d.hold_ns);
+            self.seq = self.seq.wrapping_add(1);
+            self.ends.insert((f.ends.unwrap_or(went).max(went), self.seq), units);
+        }
+        self.settle(f, d, true);
     }
 
     /// Counts a request's final decision.
-    fn settle(&mut self, mut f: Flight, d: &Decision, admitted: bool) {
+    fn settle(&mut self, mut f: Flight<'p>, d: &Decision, admitted: bool) {
         let policy = self.policy;
         let r = &mut self.report;
         let bump = |n: &mut u64, by: bool| *n = n.saturating_add(u64::from(by));
@@ -338,6 +336,10 @@ impl<'p> Replay<'p> {
             }
         }
     }
+}
+
+fn asks(needs: &[LeaseNeed]) -> Vec<Ask> {
+    needs.iter().map(|n| n.ask.clone()).collect()
 }
 
 /// How far (ns) a token bucket's debt may run before a request waits.

@@ -4,9 +4,12 @@
 //! then decide again; refills go out on ticks).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+use std::rc::Rc;
+
 use sluice_core::counter_api::Ask;
+use sluice_core::flow::{apply_answers, At, Env, Event, Fate, Flow, Out};
 use sluice_core::lease::Answer;
-use sluice_core::limiter::{apply_answer, decide_carrying, Carry, Ctx, Decision, LeaseNeed, Spans};
+use sluice_core::limiter::{decide_carrying, Carry, Ctx, Decision, LeaseNeed, Spans};
 use sluice_core::memory_counter::MemoryCounter;
 use sluice_core::policy::Policy;
 use sluice_core::request::MemoryRequest;
@@ -14,12 +17,15 @@ use sluice_core::store::{ensure_slots, MemoryStore};
 
 pub const MS: u64 = 1_000_000;
 
+/// A request's flow in these tests.
+pub type TestFlow = Flow<Rc<Policy>>;
+
 /// Where a request stands after one decision.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Step {
     Refused,
-    /// Decide again at this time, with what the request kept.
-    Redo(u64, Vec<Carry>),
+    /// Wake its flow at this time (it waits for a later window).
+    Redo(u64, Box<TestFlow>),
     /// Went upstream at this time.
     Went(u64),
 }
@@ -49,7 +55,7 @@ impl FakeCounter {
 }
 
 pub struct Instance {
-    pub policy: Policy,
+    pub policy: Rc<Policy>,
     pub store: MemoryStore,
     pub refills: Vec<LeaseNeed>,
     /// The leader's watch of spans reserved ahead.
@@ -62,63 +68,77 @@ impl Instance {
     pub fn new(policy: Policy) -> Instance {
         let store = MemoryStore::default();
         ensure_slots(&store, policy.slots).unwrap();
-        Instance { policy, store, refills: Vec::new(), spans: Spans::default(), rng: 0x9e37_79b9_7f4a_7c15 }
+        Instance { policy: Rc::new(policy), store, refills: Vec::new(), spans: Spans::default(), rng: 0x9e37_79b9_7f4a_7c15 }
     }
 
     /// Applies answers; returns the units that belong to the asking request.
     pub fn answer(&self, needs: &[LeaseNeed], answers: &[Answer], now: u64) -> Vec<Carry> {
-        needs.iter().zip(answers).filter_map(|(n, a)| apply_answer(&self.policy, &self.store, n, a, now).unwrap().carry).collect()
+        apply_answers(&self.policy, &self.store, needs, answers, now).carried
     }
 
-    /// A request's first decision, up to its wait for a lease (if any).
+    /// A request's first decision alone, up to its wait for a lease (if any).
     pub fn first(&mut self, req: &MemoryRequest, now: u64) -> Decision {
         let d = decide_carrying(&self.policy, &mut req.clone(), &self.store, Ctx::at(now), &[]);
         self.refills.extend(d.refills.iter().cloned());
         d
     }
 
-    /// The decision after the counter answered the wait of `first`.
-    pub fn then(&mut self, counter: &mut FakeCounter, req: &MemoryRequest, first: &Decision, now: u64) -> Decision {
-        let asks: Vec<Ask> = first.wait_for.iter().map(|n| n.ask.clone()).collect();
-        let answers = counter.reserve(&asks, now);
-        let mut carried = self.answer(&first.wait_for, &answers, now);
-        carried.extend(first.kept.iter().copied());
-        let again = decide_carrying(&self.policy, &mut req.clone(), &self.store, Ctx { may_wait: false, ..Ctx::at(now) }, &carried);
-        self.refills.extend(again.refills.iter().cloned());
-        again
+    /// A new request's flow.
+    pub fn flow(&self) -> TestFlow {
+        Flow::new(self.policy.clone())
+    }
+
+    /// Hands `flow` one event; its refills wait for the next tick.
+    pub fn on(&mut self, flow: &mut TestFlow, req: &MemoryRequest, event: Event, mut at: At) -> Out {
+        let mut out = flow.on(event, &mut Env { store: &self.store, request: &mut req.clone(), host: &mut at });
+        self.refills.append(&mut out.refills);
+        out
+    }
+
+    /// Hands `flow` one event, answering its reserve call at once; the
+    /// last decision, and when the flow asks to be woken.
+    pub fn drive(
+        &mut self,
+        counter: &mut FakeCounter,
+        req: &MemoryRequest,
+        flow: &mut TestFlow,
+        event: Event,
+        at: At,
+    ) -> (Option<(Decision, Fate)>, Option<u64>) {
+        let mut out = self.on(flow, req, event, at);
+        let mut last = out.decided.pop();
+        while let Some(needs) = out.call.take() {
+            let asks: Vec<Ask> = needs.iter().map(|n| n.ask.clone()).collect();
+            let answers = counter.reserve(&asks, at.now);
+            out = self.on(flow, req, Event::Answered(Some(answers)), at);
+            last = out.decided.pop().or(last);
+        }
+        (last.map(|d| (d.decision, d.fate)), out.wake_at)
     }
 
     /// One request the way the filter handles it: wait for a lease when
     /// told to, then decide again.
     pub fn send(&mut self, counter: &mut FakeCounter, req: &MemoryRequest, now: u64) -> Decision {
-        let d = self.first(req, now);
-        if !d.pending() {
-            return d;
-        }
-        self.then(counter, req, &d, now)
+        let mut flow = self.flow();
+        let (last, _) = self.drive(counter, req, &mut flow, Event::Headers { end_of_stream: true }, At::new(now));
+        last.map(|(d, _)| d).unwrap_or_default()
     }
 
-    /// One decision for a request that arrived at `arrival`, made at `now`,
-    /// the way the filter makes it (waiting for a lease when told to).
-    /// `kept`: what it kept from its previous decision.
-    pub fn step(&mut self, counter: &mut FakeCounter, req: &MemoryRequest, arrival: u64, now: u64, kept: &[Carry]) -> Step {
+    /// One step of a request's flow at `now`: its first (`flow: None`), or
+    /// its wake-up for a later window.
+    pub fn step(&mut self, counter: &mut FakeCounter, req: &MemoryRequest, flow: Option<Box<TestFlow>>, now: u64) -> Step {
         self.rng ^= self.rng << 13;
         self.rng ^= self.rng >> 7;
         self.rng ^= self.rng << 17;
-        let ctx = Ctx { waited_ns: now - arrival, random: self.rng, ..Ctx::at(now) };
-        let mut d = decide_carrying(&self.policy, &mut req.clone(), &self.store, ctx, kept);
-        if d.pending() {
-            let asks: Vec<Ask> = d.wait_for.iter().map(|n| n.ask.clone()).collect();
-            let answers = counter.reserve(&asks, now);
-            let mut carried = self.answer(&d.wait_for, &answers, now);
-            carried.extend(d.kept.iter().copied());
-            d = decide_carrying(&self.policy, &mut req.clone(), &self.store, Ctx { may_wait: false, ..ctx }, &carried);
-        }
-        self.refills.extend(d.refills.iter().cloned());
-        match (d.allowed(), d.redo_at) {
-            (false, _) => Step::Refused,
-            (true, Some(t)) => Step::Redo(t, d.kept),
-            (true, None) => Step::Went(now + d.hold_ns),
+        let (mut flow, event) = match flow {
+            Some(flow) => (*flow, Event::Wake),
+            None => (self.flow(), Event::Headers { end_of_stream: true }),
+        };
+        let at = At { now, random: self.rng, ..At::default() };
+        match self.drive(counter, req, &mut flow, event, at) {
+            (Some((_, Fate::WaitsWindow)), Some(t)) => Step::Redo(t, Box::new(flow)),
+            (Some((d, Fate::Holds | Fate::Goes)), _) => Step::Went(now + d.hold_ns),
+            _ => Step::Refused,
         }
     }
 

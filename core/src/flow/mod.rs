@@ -1,0 +1,495 @@
+//! One request's life, from its headers to its end, as a state machine the
+//! host drives with events (the headers, the body, the answer to a reserve
+//! call, a wake-up, the client leaving) and that answers with what the
+//! host must do ([`Out`]: let it go, reply, call the counter service, wake
+//! it later). The filter (`src/`), the replay behind `make simulate` and
+//! the multi-instance tests all drive this one machine, so the decide →
+//! call → apply → decide-again sequence exists once.
+//!
+//! ```text
+//!  Headers ──> [Body] ──> decide ─┬─ reply (429/503) ─────────────> Replied
+//!                                 ├─ call (no lease yet) ─> Calling ─ Answered ─> decide
+//!                                 ├─ hold (queue turn) ───> Holding ─ Wake ─────> Upstream
+//!                                 ├─ hold (next window) ──> Holding ─ Wake ─────> decide
+//!                                 └─ go ────────────────────────────────────────> Upstream
+//!  Left (any state): what it kept or spent is given back; concurrency units freed.
+//! ```
+//!
+//! The machine touches shared data only through the [`Env`] it is given
+//! (the core's `SharedStore` and `Request`), and time only as `Env::now`:
+//! natively tested with a fake clock (`flow/tests.rs`).
+
+mod answers;
+mod tally;
+#[cfg(test)]
+mod tests;
+
+use std::ops::Deref;
+
+pub use answers::{apply_answers, forget_asks, Answered};
+pub use tally::{tallies, Tally};
+
+use crate::lease::Answer;
+use crate::limiter::{decide_carrying, give_back, give_back_kept, may_hold, refuse_hold, release, Carry, Ctx, Decision, LeaseNeed, Spent};
+use crate::policy::Policy;
+use crate::request::Request;
+use crate::response::{admitted_headers, denial, unavailable, Reply};
+use crate::store::SharedStore;
+
+/// Held requests are woken on this tick (the filter's root context ticks
+/// at this period), so a wake time is kept to this precision.
+pub const TICK_NS: u64 = crate::limiter::TICK_GRACE_NS;
+
+/// Most request body read for a rule's cost or a JSON-RPC match; a larger
+/// body is decided as too large (see `Request::body_too_large`).
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// What the machine may use while it handles an event.
+pub struct Env<'a> {
+    pub store: &'a dyn SharedStore,
+    /// The request's attributes (and its buffered body, of
+    /// [`Flow::body_size`] bytes).
+    pub request: &'a mut dyn Request,
+    pub host: &'a mut dyn Host,
+}
+
+/// The host's clock and circumstances, asked for only when an event needs
+/// them (a body chunk the machine does not read costs no hostcall).
+pub trait Host {
+    /// Wall-clock nanoseconds (asked at most once per event).
+    fn now(&mut self) -> u64;
+    /// Any random number (spreads waiting requests, jitters retry-after).
+    fn random(&mut self) -> u64;
+    /// The counter service is known to be unreachable.
+    fn degraded(&mut self) -> bool;
+    /// Requests the worker holds now, this one not included (the bound is
+    /// [`crate::limiter::MAX_HELD_PER_WORKER`]).
+    fn held_here(&mut self) -> usize;
+}
+
+/// Fixed circumstances: for the replay and tests (a fake clock), or a host
+/// that read them once.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct At {
+    pub now: u64,
+    pub random: u64,
+    pub degraded: bool,
+    pub held_here: usize,
+}
+
+impl At {
+    pub fn new(now: u64) -> At {
+        At { now, ..At::default() }
+    }
+}
+
+impl Host for At {
+    fn now(&mut self) -> u64 {
+        self.now
+    }
+    fn random(&mut self) -> u64 {
+        self.random
+    }
+    fn degraded(&mut self) -> bool {
+        self.degraded
+    }
+    fn held_here(&mut self) -> usize {
+        self.held_here
+    }
+}
+
+/// Something that happened to the request.
+pub enum Event {
+    /// Its headers arrived (`end_of_stream`: it has no body).
+    Headers { end_of_stream: bool },
+    /// `size` bytes of body are buffered so far.
+    Body { size: usize, end_of_stream: bool },
+    /// Trailers arrived: the body is whole.
+    Trailers,
+    /// The answer to the reserve call the machine asked for, or `None`
+    /// when the call could not be made or brought no usable answer.
+    Answered(Option<Vec<Answer>>),
+    /// The time it asked to be woken at has come.
+    Wake,
+    /// The stream ended (answered, refused, or the client left).
+    Left,
+}
+
+/// What the host must do after an event. Everything but `go` is optional;
+/// an empty `Out` with `go == false` means: keep the request paused.
+#[derive(Debug, Default)]
+pub struct Out {
+    /// The request may go on upstream now (continue it, or resume it if it
+    /// was paused).
+    pub go: bool,
+    /// Send this local reply.
+    pub reply: Option<Reply>,
+    /// Make one reserve call for these needs and hand its answer back as
+    /// [`Event::Answered`] (`None` at once if it cannot be made).
+    pub call: Option<Vec<LeaseNeed>>,
+    /// Keep the request paused and hand it [`Event::Wake`] at this time
+    /// (wall-clock ns; on the host's tick).
+    pub wake_at: Option<u64>,
+    /// Leases to top up in the background (the instance's leader asks).
+    pub refills: Vec<LeaseNeed>,
+    /// Every decision made, for logs and metrics ([`tallies`]).
+    pub decided: Vec<Decided>,
+    /// Lease units the counter service granted, per rule (metrics).
+    pub granted: Vec<(usize, u64)>,
+    /// Shared-data failures and other things worth a log line.
+    pub warnings: Vec<String>,
+    /// A request that would have waited was refused: the worker holds its
+    /// bound of requests.
+    pub hold_refused: bool,
+    /// The request leaves a wait for upstream now, after this long (ns).
+    pub waited_ns: Option<u64>,
+}
+
+impl Out {
+    /// Nothing to carry out but `go` (a body chunk the flow does not
+    /// read, say): the host may skip its bookkeeping.
+    pub fn is_quiet(&self) -> bool {
+        self.reply.is_none()
+            && self.call.is_none()
+            && self.wake_at.is_none()
+            && self.refills.is_empty()
+            && self.decided.is_empty()
+            && self.granted.is_empty()
+            && self.warnings.is_empty()
+            && !self.hold_refused
+            && self.waited_ns.is_none()
+    }
+}
+
+/// One decision and what came of it.
+#[derive(Debug)]
+pub struct Decided {
+    pub decision: Decision,
+    /// What the request carried into it (units granted to it, turns kept).
+    pub carried: Vec<Carry>,
+    /// Its first decision that was not a wait for a reserve call (metrics
+    /// count a request's queueing and header mismatch once).
+    pub first: bool,
+    pub fate: Fate,
+}
+
+/// What a decision meant for the request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fate {
+    /// It waits for a reserve call, having spent nothing.
+    Calls,
+    /// A 429 or 503 was sent.
+    Replied,
+    /// Admitted; it waits for its turn in a queue.
+    Holds,
+    /// It waits for a later window and is decided again then.
+    WaitsWindow,
+    /// Admitted, goes upstream now.
+    Goes,
+}
+
+/// What an admitted request's response is for.
+#[derive(Clone, Debug, Default)]
+pub struct Admitted {
+    /// Rate-limit headers to add to the response.
+    pub headers: Vec<(String, String)>,
+    /// What it spent (the keys of its rules, to learn an upstream's wait).
+    pub spent: Vec<Spent>,
+    /// The keys of its global rules that obey upstream limits.
+    pub global_ids: Vec<(usize, String)>,
+    /// Some rule that applied obeys the upstream's limits.
+    pub learns: bool,
+    /// The adaptive rules that applied.
+    pub adapts: Vec<usize>,
+    /// When it went upstream (wall-clock ns).
+    pub sent_at: u64,
+}
+
+#[derive(Debug)]
+enum State {
+    /// No headers yet.
+    Start,
+    /// Waiting for the whole body (a rule reads it).
+    Body { buffered: usize },
+    /// Waiting for a reserve call's answer, keeping its turns meanwhile.
+    Calling { needs: Vec<LeaseNeed>, kept: Vec<Carry> },
+    /// Admitted, waiting for its turn; gives back `spent` if it leaves.
+    Turn { spent: Vec<Spent> },
+    /// Waiting for a later window, keeping its turns.
+    Window { kept: Vec<Carry> },
+    /// Gone upstream.
+    Upstream,
+    /// Answered locally.
+    Replied,
+    /// The stream ended (`call`: a reserve call made for it is still to
+    /// be answered, and its answer applied).
+    Ended { call: Option<Vec<LeaseNeed>> },
+}
+
+/// One request's state. `P` is how the host holds its policy (`Rc<Policy>`
+/// in the filter, `&Policy` in the replay): a request keeps the policy it
+/// arrived under, across reloads.
+#[derive(Debug)]
+pub struct Flow<P: Deref<Target = Policy>> {
+    policy: P,
+    arrival: u64,
+    body_size: Option<usize>,
+    state: State,
+    /// A decision other than a wait for a call was made before.
+    settled: bool,
+    /// Concurrency units the admitted request holds until it ends.
+    units: Vec<Spent>,
+    admitted: Option<Admitted>,
+}
+
+impl<P: Deref<Target = Policy>> Flow<P> {
+    pub fn new(policy: P) -> Flow<P> {
+        Flow { policy, arrival: 0, body_size: None, state: State::Start, settled: false, units: Vec::new(), admitted: None }
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The buffered body's size, once the decision waited for it.
+    pub fn body_size(&self) -> Option<usize> {
+        self.body_size
+    }
+
+    /// When the headers arrived (wall-clock ns).
+    pub fn arrival(&self) -> u64 {
+        self.arrival
+    }
+
+    /// How the host holds the request's policy.
+    pub fn policy_handle(&self) -> &P {
+        &self.policy
+    }
+
+    /// What its response is for, once it was admitted (taken once, when
+    /// the response arrives).
+    pub fn take_admitted(&mut self) -> Option<Admitted> {
+        self.admitted.take()
+    }
+
+    /// It waits for a reserve call or a wake-up (its body is held too).
+    pub fn waiting(&self) -> bool {
+        matches!(self.state, State::Calling { .. } | State::Turn { .. } | State::Window { .. })
+    }
+
+    /// Handles one event.
+    pub fn on(&mut self, event: Event, env: &mut Env) -> Out {
+        let mut out = Out::default();
+        match event {
+            Event::Headers { end_of_stream } => self.headers(end_of_stream, env, &mut out),
+            Event::Body { size, end_of_stream } => self.body(Some(size), end_of_stream, env, &mut out),
+            Event::Trailers => self.body(None, true, env, &mut out),
+            Event::Answered(answers) => self.answered(answers, env, &mut out),
+            Event::Wake => self.wake(env, &mut out),
+            Event::Left => self.left(env, &mut out),
+        }
+        out
+    }
+
+    fn headers(&mut self, end_of_stream: bool, env: &mut Env, out: &mut Out) {
+        if !matches!(self.state, State::Start) {
+            return;
+        }
+        self.arrival = env.host.now();
+        if self.policy.needs_body && !end_of_stream {
+            let method = env.request.method().unwrap_or_default();
+            let path = env.request.path().unwrap_or_default();
+            if self.policy.reads_body(&method, &path) {
+                self.state = State::Body { buffered: 0 };
+                return;
+            }
+        }
+        self.start(env, out);
+    }
+
+    /// Body bytes (`size`), or trailers (`None`: what was buffered is all).
+    fn body(&mut self, size: Option<usize>, end_of_stream: bool, env: &mut Env, out: &mut Out) {
+        // A request waiting keeps its body until it is resumed (continuing
+        // the body would release the headers too).
+        let State::Body { buffered } = self.state else {
+            out.go = !self.waiting();
+            return;
+        };
+        let size = size.unwrap_or(buffered);
+        if !end_of_stream && size <= MAX_BODY {
+            self.state = State::Body { buffered: size };
+            return;
+        }
+        self.body_size = Some(size);
+        self.start(env, out);
+    }
+
+    /// The request's first decision.
+    fn start(&mut self, env: &mut Env, out: &mut Out) {
+        let now = env.host.now();
+        let degraded = self.policy.global.is_some() && env.host.degraded();
+        let ctx = Ctx { degraded, random: env.host.random(), ..Ctx::at(now) };
+        self.decide(ctx, Vec::new(), env, out);
+    }
+
+    fn answered(&mut self, answers: Option<Vec<Answer>>, env: &mut Env, out: &mut Out) {
+        let now = env.host.now();
+        let (needs, mut kept) = match std::mem::replace(&mut self.state, State::Ended { call: None }) {
+            State::Calling { needs, kept } => (needs, kept),
+            State::Ended { call: Some(needs) } => {
+                // The client left meanwhile: the answer still fills the
+                // leases (what it granted this request goes unspent).
+                if let Some(answers) = answers {
+                    let a = apply_answers(&self.policy, env.store, &needs, &answers, now);
+                    out.warnings.extend(a.warnings);
+                    out.granted.extend(a.granted);
+                }
+                return;
+            }
+            other => {
+                self.state = other;
+                return;
+            }
+        };
+        let answered = answers.is_some();
+        let mut carried = Vec::new();
+        if let Some(answers) = answers {
+            let a = apply_answers(&self.policy, env.store, &needs, &answers, now);
+            // A turn kept in the queue of a rule whose upstream now asks
+            // to wait no longer holds.
+            kept.retain(|c| !matches!(c, Carry::Turn { rule, .. } if a.blocked.contains(rule)));
+            carried = a.carried;
+            out.warnings.extend(a.warnings);
+            out.granted.extend(a.granted);
+        }
+        carried.extend(kept);
+        let ctx = Ctx { degraded: !answered, may_wait: false, waited_ns: self.waited(now), random: env.host.random(), ..Ctx::at(now) };
+        self.decide(ctx, carried, env, out);
+    }
+
+    fn wake(&mut self, env: &mut Env, out: &mut Out) {
+        let now = env.host.now();
+        match std::mem::replace(&mut self.state, State::Ended { call: None }) {
+            State::Turn { .. } => {
+                self.state = State::Upstream;
+                if let Some(a) = self.admitted.as_mut() {
+                    a.sent_at = now;
+                }
+                out.go = true;
+                out.waited_ns = Some(self.waited(now));
+            }
+            State::Window { kept } => {
+                let degraded = self.policy.global.is_some() && env.host.degraded();
+                let ctx = Ctx { degraded, waited_ns: self.waited(now), random: env.host.random(), ..Ctx::at(now) };
+                self.decide(ctx, kept, env, out);
+            }
+            other => self.state = other,
+        }
+    }
+
+    fn left(&mut self, env: &mut Env, out: &mut Out) {
+        let policy = &*self.policy;
+        let now = env.host.now();
+        // Releasing a unit twice is harmless.
+        for (rule, e) in release(env.store, &std::mem::take(&mut self.units), now) {
+            out.warnings.push(format!("rule {}: a concurrency unit was not released (it expires): {e}", rule_name(policy, rule)));
+        }
+        let errors = match std::mem::replace(&mut self.state, State::Ended { call: None }) {
+            State::Turn { spent } => give_back(policy, env.store, &spent, now),
+            State::Window { kept } => give_back_kept(policy, env.store, &kept, now),
+            State::Calling { needs, kept } => {
+                // The answer may still come: it is applied then.
+                self.state = State::Ended { call: Some(needs) };
+                give_back_kept(policy, env.store, &kept, now)
+            }
+            State::Ended { call } => {
+                self.state = State::Ended { call };
+                Vec::new()
+            }
+            _ => Vec::new(),
+        };
+        for (rule, e) in errors {
+            out.warnings.push(format!("rule {}: giving back a queued turn: {e}", rule_name(policy, rule)));
+        }
+    }
+
+    fn waited(&self, now: u64) -> u64 {
+        now.saturating_sub(self.arrival)
+    }
+
+    /// Decides the request with what it carries, and settles the decision
+    /// unless it waits for a reserve call.
+    fn decide(&mut self, ctx: Ctx, carried: Vec<Carry>, env: &mut Env, out: &mut Out) {
+        let mut d = decide_carrying(&self.policy, env.request, env.store, ctx, &carried);
+        out.refills.append(&mut d.refills);
+        if d.pending() && self.policy.global.is_some() {
+            self.state = State::Calling { needs: d.wait_for.clone(), kept: d.kept.clone() };
+            out.call = Some(d.wait_for.clone());
+            out.decided.push(Decided { decision: d, carried, first: !self.settled, fate: Fate::Calls });
+            return;
+        }
+        self.settle(d, carried, ctx.now, env, out);
+    }
+
+    /// Acts on a final decision: a reply, a hold, or go.
+    fn settle(&mut self, d: Decision, carried: Vec<Carry>, ctx_now: u64, env: &mut Env, out: &mut Out) {
+        let policy = &*self.policy;
+        let now = ctx_now;
+        let first = !self.settled;
+        let waits = d.allowed() && (d.redo_at.is_some() || d.hold_ns > 0);
+        if waits && !may_hold(env.host.held_here()) {
+            // A worker holds a bounded number of requests: beyond it, one
+            // that would wait is refused as its rule refuses.
+            let (mut refused, errors) = refuse_hold(policy, env.store, &d, now);
+            // What the waiting decision found stays for logs and metrics.
+            (refused.notes, refused.errors, refused.unread) = (d.notes, d.errors, d.unread);
+            for (rule, e) in errors {
+                out.warnings.push(format!("rule {}: a refused wait kept its turn: {e}", rule_name(policy, rule)));
+            }
+            out.hold_refused = true;
+            return self.settle(refused, carried, ctx_now, env, out);
+        }
+        let jitter = env.host.random().rotate_left(32);
+        if let Some(reply) = unavailable(policy, &d).or_else(|| denial(policy, &d, now, jitter)) {
+            self.state = State::Replied;
+            out.reply = Some(reply);
+            out.decided.push(Decided { decision: d, carried, first, fate: Fate::Replied });
+            return;
+        }
+        self.settled = true;
+        if let Some(at) = d.redo_at {
+            self.state = State::Window { kept: d.kept.clone() };
+            out.wake_at = Some(at);
+            out.decided.push(Decided { decision: d, carried, first, fate: Fate::WaitsWindow });
+            return;
+        }
+        self.units.extend(d.spent.iter().filter(|s| matches!(s, Spent::Concurrent { .. })));
+        let rule = |a: &&crate::limiter::RuleOutcome| policy.rules.get(a.rule);
+        self.admitted = Some(Admitted {
+            headers: admitted_headers(policy, &d, now),
+            spent: d.spent.clone(),
+            global_ids: d.global_ids.clone(),
+            learns: d.applied.iter().any(|a| rule(&a).is_some_and(|r| r.obey_upstream)),
+            adapts: d.applied.iter().filter(|a| rule(a).is_some_and(|r| r.adaptive.is_some())).map(|a| a.rule).collect(),
+            sent_at: now,
+        });
+        if d.hold_ns > 0 {
+            self.state = State::Turn { spent: d.spent.clone() };
+            out.wake_at = Some(now.saturating_add(d.hold_ns));
+            out.decided.push(Decided { decision: d, carried, first, fate: Fate::Holds });
+            return;
+        }
+        self.state = State::Upstream;
+        out.go = true;
+        if !first {
+            out.waited_ns = Some(self.waited(now));
+        }
+        out.decided.push(Decided { decision: d, carried, first, fate: Fate::Goes });
+    }
+}
+
+/// A rule's name for a message, or its index when the policy has no such
+/// rule.
+pub fn rule_name(policy: &Policy, rule: usize) -> String {
+    policy.rules.get(rule).map_or_else(|| format!("#{rule}"), |r| r.name.clone())
+}

@@ -1,0 +1,61 @@
+//! What each decision counts in the per-rule metrics, so that the filter
+//! only adds one to the series this names.
+
+use super::{Decided, Fate};
+use crate::limiter::Note;
+use crate::policy::Policy;
+
+/// A per-rule counter a decision bumps by one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tally {
+    /// The rule applied and admitted the request.
+    Allowed,
+    /// The rule denied it (the most restrictive of those that did).
+    Denied,
+    /// A shadow rule would have denied it.
+    ShadowDenied,
+    /// Admitted with at most a fifth of the rule's capacity left.
+    NearLimit,
+    /// The request waits in the rule's queue (counted once per request).
+    Queued,
+    /// The key found no free slot and was decided on the overflow bucket.
+    SlotOverflow,
+    /// The global rule's unit was taken on credit.
+    Credit,
+    /// The rule's key was reset (an idle slot reused, a window rolled).
+    Reset,
+}
+
+/// The counters `decided` bumps: each rule that applied once, when the
+/// decision is final; `Queued` when the request first waits.
+pub fn tallies(policy: &Policy, decided: &Decided) -> Vec<(usize, Tally)> {
+    let d = &decided.decision;
+    let mut out: Vec<(usize, Tally)> = d.credited.iter().map(|&r| (r, Tally::Credit)).collect();
+    out.extend(d.notes.iter().filter(|(_, n)| matches!(n, Note::Reset)).map(|&(r, _)| (r, Tally::Reset)));
+    if decided.fate == Fate::Calls {
+        return out;
+    }
+    let waits = d.hold_ns > 0 || d.redo_at.is_some();
+    if waits && decided.first {
+        let queues = |r: usize| policy.rules.get(r).is_some_and(|rule| rule.queue.is_some());
+        out.extend(d.applied.iter().filter(|a| queues(a.rule)).map(|a| (a.rule, Tally::Queued)));
+    }
+    if decided.fate == Fate::WaitsWindow {
+        return out;
+    }
+    out.extend(d.overflowed.iter().map(|&r| (r, Tally::SlotOverflow)));
+    for a in &d.applied {
+        let tally = if d.denied_by.is_some_and(|w| w.rule == a.rule) {
+            Tally::Denied
+        } else if d.shadow_denied.iter().any(|s| s.rule == a.rule) {
+            Tally::ShadowDenied
+        } else {
+            Tally::Allowed
+        };
+        out.push((a.rule, tally));
+        if a.near {
+            out.push((a.rule, Tally::NearLimit));
+        }
+    }
+    out
+}

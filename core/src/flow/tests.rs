@@ -1,0 +1,296 @@
+//! The request's life natively, on a fake clock: every path the Envoy
+//! tests drive (body reads, waits for a lease, queue turns, later windows,
+//! clients leaving, concurrency units, the held bound), without Envoy.
+
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
+use super::*;
+use crate::counter_api::Ask;
+use crate::limiter::MAX_HELD_PER_WORKER;
+use crate::memory_counter::MemoryCounter;
+use crate::request::MemoryRequest;
+use crate::store::{ensure_slots, MemoryStore};
+use crate::testing::S;
+
+/// A whole second: the fake counter's windows start on it.
+const T0: u64 = 1_763_382_885 * S;
+const MS: u64 = 1_000_000;
+
+struct Bench {
+    policy: Policy,
+    store: MemoryStore,
+    counter: std::cell::RefCell<MemoryCounter>,
+}
+
+impl Bench {
+    fn new(json: &str) -> Bench {
+        let policy = Policy::from_json(json).expect("policy");
+        let store = MemoryStore::default();
+        ensure_slots(&store, policy.slots).expect("slots");
+        Bench { policy, store, counter: Default::default() }
+    }
+
+    fn on(&self, flow: &mut Flow<&Policy>, req: &MemoryRequest, event: Event, mut at: At) -> Out {
+        flow.on(event, &mut Env { store: &self.store, request: &mut req.clone(), host: &mut at })
+    }
+
+    /// A new request's headers (no body) at `now`.
+    fn arrive<'p>(&'p self, req: &MemoryRequest, now: u64) -> (Flow<&'p Policy>, Out) {
+        let mut flow = Flow::new(&self.policy);
+        let out = self.on(&mut flow, req, Event::Headers { end_of_stream: true }, At::new(now));
+        (flow, out)
+    }
+
+    fn answer(&self, needs: &[LeaseNeed], now: u64) -> Vec<Answer> {
+        let asks: Vec<Ask> = needs.iter().map(|n| n.ask.clone()).collect();
+        self.counter.borrow_mut().reserve(&asks, now)
+    }
+}
+
+fn status(out: &Out) -> Option<u32> {
+    out.reply.as_ref().map(|r| r.status)
+}
+
+fn fate(out: &Out) -> Option<Fate> {
+    out.decided.last().map(|d| d.fate)
+}
+
+const TWO_PER_SECOND: &str = r#"{"rules": [{"name": "two", "limit": {"requests": 2, "per": "1s"}}]}"#;
+
+#[test]
+fn a_request_under_its_limit_goes_and_the_one_over_it_gets_a_429() {
+    let b = Bench::new(TWO_PER_SECOND);
+    let req = MemoryRequest::new("GET", "/x");
+    for _ in 0..2 {
+        let (flow, out) = b.arrive(&req, T0);
+        assert!(out.go && out.reply.is_none(), "{out:?}");
+        assert!(flow.admitted().is_some_and(|a| a.headers.iter().any(|(n, _)| n == "x-ratelimit-remaining")));
+    }
+    let (mut flow, out) = b.arrive(&req, T0);
+    assert!(!out.go);
+    assert_eq!(status(&out), Some(429));
+    assert_eq!(fate(&out), Some(Fate::Replied));
+    // Its body, if any, is no longer the flow's business.
+    let body = b.on(&mut flow, &req, Event::Body { size: 10, end_of_stream: true }, At::new(T0));
+    assert!(body.go && body.is_quiet());
+    // The next window admits again.
+    assert!(b.arrive(&req, T0 + S).1.go);
+}
+
+impl<P: Deref<Target = Policy>> Flow<P> {
+    fn admitted(&self) -> Option<&Admitted> {
+        self.admitted.as_ref()
+    }
+}
+
+#[test]
+fn a_body_is_read_whole_before_the_decision_and_a_large_one_is_decided_as_too_large() {
+    let b = Bench::new(
+        r#"{"read_body": true, "rules": [{"name": "tools", "match": {"paths": [{"exact": "/mcp"}], "jsonrpc": {"methods": ["tools/call"]}},
+            "limit": {"requests": 1, "per": "1s"}}]}"#,
+    );
+    let call = |id: u32| {
+        let mut r = MemoryRequest::new("POST", "/mcp");
+        r.body = Some(format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"x"}}}}"#).into_bytes());
+        r
+    };
+    let mut flow = Flow::new(&b.policy);
+    let out = b.on(&mut flow, &call(1), Event::Headers { end_of_stream: false }, At::new(T0));
+    assert!(!out.go && out.decided.is_empty(), "waits for the body: {out:?}");
+    let out = b.on(&mut flow, &call(1), Event::Body { size: 30, end_of_stream: false }, At::new(T0));
+    assert!(!out.go && out.decided.is_empty(), "still buffering: {out:?}");
+    let out = b.on(&mut flow, &call(1), Event::Body { size: 60, end_of_stream: true }, At::new(T0));
+    assert!(out.go && fate(&out) == Some(Fate::Goes), "{out:?}");
+    assert_eq!(flow.body_size(), Some(60));
+    // The second call in the second is refused with a JSON-RPC error.
+    let mut flow = Flow::new(&b.policy);
+    b.on(&mut flow, &call(2), Event::Headers { end_of_stream: false }, At::new(T0));
+    let out = b.on(&mut flow, &call(2), Event::Trailers, At::new(T0));
+    assert_eq!(status(&out), Some(429));
+    assert!(out.reply.as_ref().is_some_and(|r| r.body.contains("\"id\":2")), "{out:?}");
+    // A body past the bound is decided when it crosses it, as too large.
+    let mut flow = Flow::new(&b.policy);
+    b.on(&mut flow, &call(3), Event::Headers { end_of_stream: false }, At::new(T0 + S));
+    let out = b.on(&mut flow, &call(3), Event::Body { size: MAX_BODY + 1, end_of_stream: false }, At::new(T0 + S));
+    assert!(!out.decided.is_empty(), "{out:?}");
+    assert_eq!(flow.body_size(), Some(MAX_BODY + 1));
+}
+
+const GLOBAL: &str = r#"{"global": {}, "tenant": [{"header": "x-tenant-id"}], "rules": [
+    {"name": "per-tenant", "scope": "global", "key": ["tenant"], "limit": {"requests": 5, "per": "1s"}}]}"#;
+
+#[test]
+fn a_cold_global_key_calls_once_and_is_decided_on_the_answer() {
+    let b = Bench::new(GLOBAL);
+    let req = MemoryRequest::new("GET", "/x").header("x-tenant-id", "acme");
+    let (mut flow, out) = b.arrive(&req, T0);
+    let needs = out.call.clone().expect("a reserve call");
+    assert!(!out.go && fate(&out) == Some(Fate::Calls));
+    assert!(flow.waiting());
+    let answers = b.answer(&needs, T0);
+    let out = b.on(&mut flow, &req, Event::Answered(Some(answers)), At::new(T0 + 3 * MS));
+    assert!(out.go, "{out:?}");
+    assert!(out.granted.iter().any(|(rule, units)| *rule == 0 && *units > 0), "{out:?}");
+    assert_eq!(flow.arrival(), T0);
+    // It spent the unit granted to it, not one another request pooled.
+    let carried = &out.decided.last().expect("decided").carried;
+    assert!(carried.iter().any(|c| matches!(c, Carry::Units { rule: 0, units: 1, .. })), "{carried:?}");
+}
+
+#[test]
+fn a_call_without_an_answer_follows_the_failure_mode() {
+    let closed = GLOBAL.replace(r#""limit": {"requests": 5"#, r#""failure_mode": "closed", "limit": {"requests": 5"#);
+    for (json, expect_go) in [(GLOBAL.to_string(), true), (closed, false)] {
+        let b = Bench::new(&json);
+        let req = MemoryRequest::new("GET", "/x").header("x-tenant-id", "acme");
+        let (mut flow, out) = b.arrive(&req, T0);
+        assert!(out.call.is_some());
+        let out = b.on(&mut flow, &req, Event::Answered(None), At::new(T0));
+        assert_eq!(out.go, expect_go, "{json}: {out:?}");
+        if !expect_go {
+            assert_eq!(status(&out), Some(503));
+        }
+        assert!(out.call.is_none(), "no second call: {out:?}");
+    }
+}
+
+const QUEUED: &str = r#"{"rules": [{"name": "notion", "limit": {"requests": 1, "per": "1s", "burst": 1},
+    "queue": {"max_wait": "3s"}}]}"#;
+
+#[test]
+fn a_queued_request_waits_for_its_turn_and_goes_on_its_wake() {
+    let b = Bench::new(QUEUED);
+    let req = MemoryRequest::new("GET", "/x");
+    assert!(b.arrive(&req, T0).1.go);
+    let (mut flow, out) = b.arrive(&req, T0);
+    let wake = out.wake_at.expect("held for its turn");
+    assert_eq!(fate(&out), Some(Fate::Holds));
+    assert!((T0 + 900 * MS..=T0 + S).contains(&wake), "turn at {wake}");
+    assert!(tallies(&b.policy, out.decided.last().unwrap()).contains(&(0, Tally::Queued)));
+    // Its body waits with it.
+    let body = b.on(&mut flow, &req, Event::Body { size: 5, end_of_stream: true }, At::new(T0 + MS));
+    assert!(!body.go);
+    let out = b.on(&mut flow, &req, Event::Wake, At::new(wake));
+    assert!(out.go);
+    assert_eq!(out.waited_ns, Some(wake - T0));
+    assert_eq!(flow.admitted().map(|a| a.sent_at), Some(wake));
+}
+
+#[test]
+fn four_simultaneous_calls_of_one_per_second_go_a_second_apart_and_the_fifth_past_the_wait_is_refused() {
+    // What queue_in_envoy shows with wall-clock bounds, on the fake clock.
+    let b = Bench::new(QUEUED);
+    let req = MemoryRequest::new("GET", "/x");
+    let wakes: Vec<Option<u64>> = (0..5).map(|_| b.arrive(&req, T0).1.wake_at).collect();
+    assert_eq!(wakes[0], None, "the first goes at once");
+    for (i, w) in wakes.iter().enumerate().take(4).skip(1) {
+        let w = w.expect("held");
+        let expected = T0 + i as u64 * S;
+        assert!(w.abs_diff(expected) <= TICK_NS, "call {i} at {w}, expected about {expected}");
+    }
+    assert_eq!(wakes[4], None, "past max_wait: refused, not held");
+}
+
+#[test]
+fn a_client_that_leaves_while_queued_gives_its_turn_back() {
+    let b = Bench::new(QUEUED);
+    let req = MemoryRequest::new("GET", "/x");
+    assert!(b.arrive(&req, T0).1.go);
+    let (mut flow, out) = b.arrive(&req, T0);
+    let wake = out.wake_at.expect("held");
+    let left = b.on(&mut flow, &req, Event::Left, At::new(T0 + MS));
+    assert!(left.warnings.is_empty(), "{left:?}");
+    // The next request takes the turn it gave back.
+    let (_, next) = b.arrive(&req, T0 + 2 * MS);
+    assert!(next.wake_at.is_some_and(|w| w <= wake), "{next:?}");
+    // A wake after leaving does nothing.
+    assert!(!b.on(&mut flow, &req, Event::Wake, At::new(wake)).go);
+}
+
+#[test]
+fn a_worker_at_its_bound_refuses_a_request_that_would_wait() {
+    let b = Bench::new(QUEUED);
+    let req = MemoryRequest::new("GET", "/x");
+    assert!(b.arrive(&req, T0).1.go);
+    let mut flow = Flow::new(&b.policy);
+    let at = At { held_here: MAX_HELD_PER_WORKER, ..At::new(T0) };
+    let out = b.on(&mut flow, &req, Event::Headers { end_of_stream: true }, at);
+    assert!(out.hold_refused && out.wake_at.is_none());
+    assert_eq!(status(&out), Some(429));
+    // Its turn was given back: the next request is held no later.
+    let (_, next) = b.arrive(&req, T0);
+    assert!(next.wake_at.is_some_and(|w| w <= T0 + S), "{next:?}");
+}
+
+#[test]
+fn concurrency_units_are_held_until_the_stream_ends() {
+    let b = Bench::new(r#"{"rules": [{"name": "in-flight", "limit": {"concurrent": 1}}]}"#);
+    let req = MemoryRequest::new("GET", "/x");
+    let (mut first, out) = b.arrive(&req, T0);
+    assert!(out.go);
+    assert_eq!(status(&b.arrive(&req, T0 + MS).1), Some(429));
+    let left = b.on(&mut first, &req, Event::Left, At::new(T0 + 2 * MS));
+    assert!(left.warnings.is_empty(), "{left:?}");
+    assert!(b.arrive(&req, T0 + 3 * MS).1.go, "freed when the first ended");
+}
+
+const GLOBAL_QUEUED: &str = r#"{"global": {}, "tenant": [{"header": "x-tenant-id"}], "rules": [
+    {"name": "notion", "scope": "global", "key": ["tenant"], "limit": {"requests": 1, "per": "1s"}, "queue": {"max_wait": "2s"}}]}"#;
+
+/// Drives a flow through its calls, answered at once.
+fn settle_calls(b: &Bench, flow: &mut Flow<&Policy>, req: &MemoryRequest, mut out: Out, now: u64) -> Out {
+    while let Some(needs) = out.call.take() {
+        let answers = b.answer(&needs, now);
+        out = b.on(flow, req, Event::Answered(Some(answers)), At::new(now));
+    }
+    out
+}
+
+#[test]
+fn a_global_budget_spent_sends_a_queued_request_to_the_next_window() {
+    let b = Bench::new(GLOBAL_QUEUED);
+    let req = MemoryRequest::new("GET", "/x").header("x-tenant-id", "acme");
+    let (mut first, out) = b.arrive(&req, T0 + 100 * MS);
+    let out = settle_calls(&b, &mut first, &req, out, T0 + 100 * MS);
+    assert!(out.go, "{out:?}");
+    let (mut second, out) = b.arrive(&req, T0 + 200 * MS);
+    let out = settle_calls(&b, &mut second, &req, out, T0 + 200 * MS);
+    assert_eq!(fate(&out), Some(Fate::WaitsWindow), "{out:?}");
+    let wake = out.wake_at.expect("a later window");
+    assert!(wake >= T0 + S, "woken in the next window, not at {wake}");
+    let out = b.on(&mut second, &req, Event::Wake, At::new(wake));
+    let out = settle_calls(&b, &mut second, &req, out, wake);
+    assert!(out.go, "{out:?}");
+    assert_eq!(out.waited_ns, Some(wake - (T0 + 200 * MS)));
+}
+
+#[test]
+fn a_client_that_leaves_during_its_call_gives_back_its_turn_and_the_answer_still_fills_the_lease() {
+    let b = Bench::new(GLOBAL_QUEUED);
+    let req = MemoryRequest::new("GET", "/x").header("x-tenant-id", "acme");
+    let (mut flow, out) = b.arrive(&req, T0);
+    let needs = out.call.expect("a call");
+    let left = b.on(&mut flow, &req, Event::Left, At::new(T0 + MS));
+    assert!(left.warnings.is_empty(), "{left:?}");
+    let answers = b.answer(&needs, T0 + MS);
+    let out = b.on(&mut flow, &req, Event::Answered(Some(answers)), At::new(T0 + 2 * MS));
+    assert!(!out.go && out.decided.is_empty(), "no decision for a request gone: {out:?}");
+    assert!(out.granted.iter().any(|(_, u)| *u > 0), "the lease was filled: {out:?}");
+}
+
+#[test]
+fn tallies_count_a_denial_once_and_a_wait_for_a_call_not_at_all() {
+    let b = Bench::new(TWO_PER_SECOND);
+    let req = MemoryRequest::new("GET", "/x");
+    b.arrive(&req, T0);
+    let admitted = b.arrive(&req, T0).1;
+    assert!(tallies(&b.policy, admitted.decided.last().unwrap()).contains(&(0, Tally::Allowed)));
+    let denied = b.arrive(&req, T0).1;
+    let t = tallies(&b.policy, denied.decided.last().unwrap());
+    assert_eq!(t.iter().filter(|(_, t)| *t == Tally::Denied).count(), 1, "{t:?}");
+    let g = Bench::new(GLOBAL);
+    let calls = g.arrive(&MemoryRequest::new("GET", "/x").header("x-tenant-id", "a"), T0).1;
+    let t = tallies(&g.policy, calls.decided.last().unwrap());
+    assert!(t.iter().all(|(_, t)| matches!(t, Tally::Credit | Tally::Reset)), "{t:?}");
+}
