@@ -15,6 +15,8 @@ pub use sluice_core as core;
 #[cfg(target_os = "wasi")]
 mod callout;
 #[cfg(target_os = "wasi")]
+mod drive;
+#[cfg(target_os = "wasi")]
 mod filter;
 #[cfg(target_os = "wasi")]
 mod global;
@@ -28,8 +30,6 @@ mod metrics;
 mod queue;
 #[cfg(target_os = "wasi")]
 mod root;
-#[cfg(target_os = "wasi")]
-mod settle;
 
 /// A rule's name for a log line (`?` for an index the policy does not have,
 /// which the core never hands out).

@@ -15,22 +15,23 @@ use std::time::Duration;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType};
-use sluice_core::coordination::{degraded_since, resign, try_lead};
-use sluice_core::limiter::{give_back_kept, Carry, Ctx, LeaseNeed, Spans};
+use sluice_core::coordination::{resign, try_lead};
+use sluice_core::flow::{Event, TICK_NS};
+use sluice_core::limiter::{LeaseNeed, Spans};
 use sluice_core::policy::Policy;
 use sluice_core::store::ensure_slots;
 
 use crate::callout;
+use crate::drive::{drive, SharedFlow};
 use crate::filter::SluiceFilter;
-use crate::global::{self, Then, REFILL_QUEUE};
-use crate::host::{now_ns, random, HostRequest, HostStore};
+use crate::global::{self, REFILL_QUEUE};
+use crate::host::{now_ns, random, HostStore};
 use crate::logs::warn_within_budget;
-use crate::queue::{self, Held};
-use crate::settle::{settle, Next, Stream};
+use crate::queue;
 
-/// Lease work runs every `LEASE_EVERY_NS`; queued requests are resumed
-/// on every tick.
-const TICK: Duration = Duration::from_millis(10);
+/// Lease work runs every `LEASE_EVERY_NS`; held requests are woken on
+/// every tick (the core keeps their wake times to this precision).
+const TICK: Duration = Duration::from_nanos(TICK_NS);
 const LEASE_EVERY_NS: u64 = 50_000_000;
 const LEADER_TERM_NS: u64 = 4 * LEASE_EVERY_NS;
 const PROBE_EVERY_NS: u64 = 1_000_000_000;
@@ -39,12 +40,12 @@ const PROBE_EVERY_NS: u64 = 1_000_000_000;
 enum Call {
     Reserve(Vec<LeaseNeed>),
     Probe,
-    /// Leases for a held request being decided again (`kept`: its turns).
-    Redo {
-        stream: Stream,
-        policy: Rc<Policy>,
+    /// Leases for a woken request being decided again (stream
+    /// `context_id`), and what it asked.
+    Woken {
+        context_id: u32,
+        flow: SharedFlow,
         needs: Vec<LeaseNeed>,
-        kept: Vec<Carry>,
     },
 }
 
@@ -109,30 +110,13 @@ impl SluiceRoot {
         match self.calls.remove(&token) {
             Some(Call::Reserve(needs)) => {
                 let Some(policy) = self.policy.clone() else { return };
-                if !global::receive(&policy, &needs, body_size, now, Vec::new()).0 {
-                    global::forget(&policy, &needs, now);
-                }
+                global::refilled(&policy, &needs, body_size, now);
             }
             Some(Call::Probe) if callout::status() == Some(200) => global::reachable(true, now, ""),
             Some(Call::Probe) => crate::metrics::failed(crate::metrics::Call::Probe),
-            Some(Call::Redo { stream, policy, needs, kept }) => {
-                let (answered, carried) = global::receive(&policy, &needs, body_size, now, kept.clone());
-                if hostcalls::set_effective_context(stream.context_id).is_ok() {
-                    if self.redo(&policy, stream, now, Some(!answered), &carried) {
-                        crate::metrics::queue_wait(now.saturating_sub(stream.arrival) / 1_000_000);
-                        if let Err(e) = hostcalls::resume_http_request() {
-                            log::debug!("held request {} not resumed: {e:?}", stream.context_id);
-                        }
-                    }
-                    // Back to this root, which exists (it is running): the
-                    // call cannot fail, and nothing else could be done.
-                    let _ = hostcalls::set_effective_context(self.context_id);
-                } else {
-                    // The client left meanwhile: its place in line is free.
-                    for (rule, e) in give_back_kept(&policy, &HostStore, &kept, now) {
-                        warn_within_budget!(now, "rule {}: giving back a queued turn: {e}", crate::rule_name(&policy, rule));
-                    }
-                }
+            Some(Call::Woken { context_id, flow, needs }) => {
+                let answers = global::read_answers(&needs, body_size, now);
+                self.wake(context_id, &flow, Event::Answered(answers));
             }
             None => {}
         }
@@ -198,31 +182,39 @@ impl SluiceRoot {
 }
 
 impl SluiceRoot {
-    /// Decides a held request again (its stream is the effective context)
-    /// with what it carries; true when it may go on now. Without a lease it
-    /// waits for one reserve call made by this root (`after_call`: the call
-    /// was made and whether it failed).
-    fn redo(&mut self, policy: &Rc<Policy>, stream: Stream, now: u64, after_call: Option<bool>, carried: &[Carry]) -> bool {
-        let degraded = after_call.unwrap_or(false) || degraded_since(&HostStore).is_some();
-        let ctx = Ctx { degraded, may_wait: after_call.is_none(), waited_ns: now.saturating_sub(stream.arrival), random: random(), ..Ctx::at(now) };
-        let mut request = HostRequest::new(stream.body_size);
-        let (root, instance) = (self.context_id, self.instance.clone());
-        let then = global::decide_or_call(policy, &mut request, ctx, carried, self.queue, |settings, needs| {
+    /// Hands `event` to the flow of a held stream (woken, or answered a
+    /// call this root made for it) and resumes the stream when it may go
+    /// on. A reserve call it needs is made by this root, as the stream's
+    /// own context may be gone by the time it is answered.
+    fn wake(&mut self, context_id: u32, flow: &SharedFlow, event: Event) {
+        if hostcalls::set_effective_context(context_id).is_err() {
+            // The stream is gone; its flow was told (`on_done`). An answer
+            // still fills the leases.
+            drive(context_id, flow, Event::Left, self.queue, &mut |_, _| Err("stream gone".into()));
+            if matches!(event, Event::Answered(_)) {
+                drive(context_id, flow, event, self.queue, &mut |_, _| Err("stream gone".into()));
+            }
+            return;
+        }
+        let (root, instance, calls) = (self.context_id, self.instance.clone(), &mut self.calls);
+        let go = drive(context_id, flow, event, self.queue, &mut |settings, needs| {
             // The call belongs to this root, not to the stream. Both
             // contexts exist (this root runs; the stream is being decided),
             // so switching cannot fail.
             let _ = hostcalls::set_effective_context(root);
-            let call = callout::reserve(settings, &instance, needs);
-            let _ = hostcalls::set_effective_context(stream.context_id);
-            call
+            let token = callout::reserve(settings, &instance, needs);
+            let _ = hostcalls::set_effective_context(context_id);
+            calls.insert(token?, Call::Woken { context_id, flow: flow.clone(), needs: needs.to_vec() });
+            Ok(())
         });
-        match then {
-            Then::Settle(d) => settle(policy, &d, stream, now, random()) == Next::Go,
-            Then::Wait(w) => {
-                self.calls.insert(w.token, Call::Redo { stream, policy: policy.clone(), needs: w.needs, kept: w.kept });
-                false
+        if go {
+            if let Err(e) = hostcalls::resume_http_request() {
+                log::debug!("held request {context_id} not resumed: {e:?}");
             }
         }
+        // Back to this root, which exists (it is running): the call cannot
+        // fail, and nothing else could be done.
+        let _ = hostcalls::set_effective_context(self.context_id);
     }
 }
 
@@ -307,36 +299,8 @@ impl RootContext for SluiceRoot {
     fn on_tick(&mut self) {
         crate::metrics::flush();
         let now = now_ns();
-        let due = queue::due(now);
-        let woke = !due.is_empty();
-        for (context_id, held) in due {
-            if hostcalls::set_effective_context(context_id).is_err() {
-                continue;
-            }
-            let go = match held {
-                Held::Resume { arrival, .. } => {
-                    crate::metrics::queue_wait(now.saturating_sub(arrival) / 1_000_000);
-                    true
-                }
-                Held::Redo { policy, arrival, body_size, kept } => {
-                    let go = self.redo(&policy, Stream { context_id, arrival, body_size, first: false }, now, None, &kept);
-                    if go {
-                        crate::metrics::queue_wait(now.saturating_sub(arrival) / 1_000_000);
-                    }
-                    go
-                }
-            };
-            if go {
-                queue::sent(context_id, now);
-                if let Err(e) = hostcalls::resume_http_request() {
-                    log::debug!("held request {context_id} not resumed: {e:?}");
-                }
-            }
-        }
-        if woke {
-            // Calls made below must belong to this root, not to a stream
-            // (this root runs, so switching back to it cannot fail).
-            let _ = hostcalls::set_effective_context(self.context_id);
+        for (context_id, flow) in queue::due(now) {
+            self.wake(context_id, &flow, Event::Wake);
         }
         let Some(policy) = self.policy.clone() else { return };
         if policy.global.is_some() {
