@@ -25,7 +25,7 @@
 //! service for, and `ahead` keeps the windows reserved ahead and gives
 //! them back when the key's traffic leaves.
 
-use crate::le::{u32_at, u64_at};
+use crate::little_endian::{u32_at, u64_at};
 use crate::policy::Limit;
 
 mod ahead;
