@@ -17,7 +17,7 @@
 //! One state per rule (not per key: the health is the upstream's), in its
 //! own shared-data entry, shared by the workers of the instance.
 
-use crate::le::{u32_at, u64_at};
+use crate::little_endian::{u32_at, u64_at};
 use crate::policy::{Adaptive, Limit, Rule};
 use crate::store::{update_key, SharedStore, StoreError};
 

@@ -19,8 +19,8 @@
 
 use std::num::{NonZeroU128, NonZeroU64};
 
-use crate::le::{u32_at, u64_at};
 use crate::lease::Lease;
+use crate::little_endian::{u32_at, u64_at};
 use crate::policy::{Algorithm, Limit, Queue};
 
 pub const ENCODED_LEN: usize = 26;

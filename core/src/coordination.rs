@@ -12,11 +12,11 @@ const LEADER_KEY: &str = "sluice/leader";
 const DEGRADED_KEY: &str = "sluice/degraded";
 
 fn u64_at(b: &[u8], i: usize) -> u64 {
-    crate::le::u64_at(b, i).unwrap_or(0)
+    crate::little_endian::u64_at(b, i).unwrap_or(0)
 }
 
 fn u32_at(b: &[u8], i: usize) -> u32 {
-    crate::le::u32_at(b, i).unwrap_or(0)
+    crate::little_endian::u32_at(b, i).unwrap_or(0)
 }
 
 /// Becomes (or stays) the leader when the current one's term has run out

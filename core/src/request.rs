@@ -98,7 +98,7 @@ impl HeaderPairs {
     /// Parses `buf`. A malformed map keeps the pairs read before the fault
     /// (a truncated map loses its tail, never a panic).
     pub fn parse(buf: Vec<u8>) -> HeaderPairs {
-        let u32_at = |at: usize| crate::le::u32_at(&buf, at).and_then(|v| usize::try_from(v).ok());
+        let u32_at = |at: usize| crate::little_endian::u32_at(&buf, at).and_then(|v| usize::try_from(v).ok());
         let mut pairs = Vec::new();
         if let Some(n) = u32_at(0) {
             // Never more pairs than the sizes that fit in the buffer.

@@ -113,7 +113,7 @@ pub fn slot_key(index: u32) -> String {
 /// to a missing key is unconditional and could lose a concurrent update).
 pub fn ensure_slots(store: &dyn SharedStore, slots: u32) -> Result<(), StoreError> {
     let existing = match store.get(SLOT_COUNT_KEY)? {
-        Some((v, _)) => crate::le::u32_at(&v, 0).unwrap_or(0),
+        Some((v, _)) => crate::little_endian::u32_at(&v, 0).unwrap_or(0),
         None => 0,
     };
     let empty = State::Empty.encode(0);

@@ -10,7 +10,7 @@
 
 use super::LeaseNeed;
 use crate::counter_api::Ask;
-use crate::le::{u32_at, u64_at};
+use crate::little_endian::{u32_at, u64_at};
 
 /// First byte of a message (never the first byte of JSON text).
 const FORMAT: u8 = 0xb1;
