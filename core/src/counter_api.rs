@@ -79,7 +79,7 @@ pub fn batch_len<'a>(asks: impl IntoIterator<Item = &'a Ask>) -> usize {
 
 /// One key to reserve units for: a lease of the reserve call, in the
 /// core's own types ([`Ask::wire`] is what travels to the service). Its
-/// serde form is the workers' handoff queue (`limiter::handoff`), not the
+/// serde form is the workers' handoff queue (`limiter::refill_messages`), not the
 /// counter service's format.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ask {

@@ -221,7 +221,7 @@ impl<'p, 'r> Pass<'p, 'r> {
             _ => None,
         });
         let key = global::LeaseKey { rule, limit, index: i, fp, cost, id };
-        match global::global(policy, &key, store, self.ctx, units, wait) {
+        match global::spend_lease(policy, &key, store, self.ctx, units, wait) {
             Ok((verdict, fx)) => {
                 self.apply(i, fx);
                 match verdict {

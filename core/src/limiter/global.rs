@@ -167,7 +167,7 @@ pub(super) struct Effects {
 /// spends a unit of the key's lease (or the units granted to this request,
 /// `carried`: their window), or tells to wait. `turn_wait`: how long the
 /// request waits for its turn in the rule's queue.
-pub(super) fn global(
+pub(super) fn spend_lease(
     policy: &Policy,
     key: &LeaseKey,
     store: &dyn SharedStore,

@@ -36,8 +36,8 @@ mod attrs;
 mod decide;
 mod explain;
 mod global;
-mod handoff;
 mod held;
+mod refill_messages;
 mod spans;
 
 use crate::bucket::Outcome;
@@ -50,8 +50,8 @@ use crate::store::{self, SharedStore, StoreError};
 pub use decide::decide_carrying;
 pub use explain::{explain, resolve, Explained, KeyValue, Resolved, Skip};
 pub use global::{apply_answer, fallback_limit, forget_ask, Applied};
-pub use handoff::{decode_needs, encode_needs, gather, MAX_GATHERED};
 pub use held::{may_hold, refuse_hold, MAX_HELD_PER_WORKER};
+pub use refill_messages::{decode_needs, encode_needs, gather, MAX_GATHERED};
 pub use spans::{Spans, MAX_WATCHED, SPAN_MAX_WINDOW_MS, SPAN_MIN_LIMIT};
 
 /// What a request already holds when it is decided again.
