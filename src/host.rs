@@ -30,7 +30,7 @@ impl SharedStore for HostStore {
 
 /// Most request body read for a rule's cost; a larger body costs the
 /// rule's `max`.
-pub const MAX_BODY: usize = 64 * 1024;
+pub const MAX_BODY: usize = sluice_core::flow::MAX_BODY;
 
 /// The request being decided, read lazily through hostcalls: all its
 /// headers in one crossing, on the first one asked for. `body_size` is
@@ -123,6 +123,9 @@ impl Request for HostRequest {
     }
     fn body_too_large(&mut self) -> bool {
         self.body_size.is_some_and(|s| s > MAX_BODY)
+    }
+    fn body_buffered(&mut self, size: usize) {
+        self.body_size = Some(size);
     }
 }
 

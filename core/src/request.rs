@@ -21,6 +21,9 @@ pub trait Request {
     fn body_too_large(&mut self) -> bool {
         false
     }
+    /// The host has buffered the whole body, `size` bytes (or the first
+    /// `size`, past the bound): what `body` then reads.
+    fn body_buffered(&mut self, _size: usize) {}
 }
 
 /// A request held in memory.
