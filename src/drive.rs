@@ -112,6 +112,9 @@ fn report(policy: &Policy, out: &Out, now: u64, queue: Option<u32>) {
     if out.hold_refused {
         crate::metrics::held_refused();
     }
+    for rule in out.refunded.iter().filter_map(|i| policy.rules.get(*i)) {
+        crate::metrics::count(crate::metrics::rule(rule).refunds);
+    }
     if let Some(waited) = out.waited_ns {
         crate::metrics::queue_wait(waited / 1_000_000);
     }

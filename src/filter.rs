@@ -168,15 +168,18 @@ impl HttpContext for SluiceFilter {
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
-        let Some(flow) = self.flow.as_ref() else { return Action::Continue };
-        let (policy, admitted) = {
+        let Some(flow) = self.flow.clone() else { return Action::Continue };
+        let (policy, admitted, refunds) = {
             let mut f = flow.borrow_mut();
-            (f.policy_handle().clone(), f.take_admitted())
+            (f.policy_handle().clone(), f.take_admitted(), f.wants_status())
         };
         let Some(after) = admitted else { return Action::Continue };
-        if after.learns || !after.adapts.is_empty() {
-            // The upstream's status, read once for both.
+        if after.learns || !after.adapts.is_empty() || refunds {
+            // The upstream's status, read once for all.
             let status = crate::host::status(MapType::HttpResponseHeaders).unwrap_or(0);
+            if refunds {
+                self.drive(Event::Response { status });
+            }
             if after.learns {
                 self.learn(&policy, status, &after.spent, &after.global_ids);
             }

@@ -32,6 +32,7 @@ pub struct RuleIds {
     pub lease_units: Option<u32>,
     pub credit: Option<u32>,
     pub slot_overflow: Option<u32>,
+    pub refunds: Option<u32>,
 }
 
 /// Series without a rule.
@@ -153,6 +154,7 @@ pub fn rule(rule: &Rule) -> RuleIds {
         lease_units: define(MetricType::Counter, &format!("sluice_lease_units_granted_total{tags}")),
         credit: define(MetricType::Counter, &format!("sluice_lease_credit_total{tags}")),
         slot_overflow: define(MetricType::Counter, &format!("sluice_slot_overflow_total{tags}")),
+        refunds: define(MetricType::Counter, &format!("sluice_refunds_total{tags}")),
     };
     RULES.with(|r| r.borrow_mut().insert(key, ids));
     ids

@@ -111,6 +111,10 @@ pub enum Event {
     Answered(Option<Vec<Answer>>),
     /// The time it asked to be woken at has come.
     Wake,
+    /// The upstream's answer (or Envoy's own for an upstream that failed)
+    /// has this status: rules that count only successes give back what a
+    /// failed request spent.
+    Response { status: u32 },
     /// The stream ended (answered, refused, or the client left).
     Left,
 }
@@ -143,6 +147,8 @@ pub struct Out {
     pub hold_refused: bool,
     /// The request leaves a wait for upstream now, after this long (ns).
     pub waited_ns: Option<u64>,
+    /// Rules that gave back what the request spent: its answer failed.
+    pub refunded: Vec<usize>,
 }
 
 impl Out {
@@ -158,6 +164,7 @@ impl Out {
             && self.warnings.is_empty()
             && !self.hold_refused
             && self.waited_ns.is_none()
+            && self.refunded.is_empty()
     }
 }
 
@@ -239,12 +246,15 @@ pub struct Flow<P: Deref<Target = Policy>> {
     settled: bool,
     /// Concurrency units the admitted request holds until it ends.
     units: Vec<Spent>,
+    /// What it spent from rules that count only successes, given back if
+    /// its answer fails.
+    refundable: Vec<Spent>,
     admitted: Option<Admitted>,
 }
 
 impl<P: Deref<Target = Policy>> Flow<P> {
     pub fn new(policy: P) -> Flow<P> {
-        Flow { policy, arrival: 0, body_size: None, state: State::Start, settled: false, units: Vec::new(), admitted: None }
+        Flow { policy, arrival: 0, body_size: None, state: State::Start, settled: false, units: Vec::new(), refundable: Vec::new(), admitted: None }
     }
 
     pub fn policy(&self) -> &Policy {
@@ -272,6 +282,11 @@ impl<P: Deref<Target = Policy>> Flow<P> {
         self.admitted.take()
     }
 
+    /// Its answer's status matters: some rule counts only successes.
+    pub fn wants_status(&self) -> bool {
+        !self.refundable.is_empty()
+    }
+
     /// It waits for a reserve call or a wake-up (its body is held too).
     pub fn waiting(&self) -> bool {
         matches!(self.state, State::Calling { .. } | State::Turn { .. } | State::Window { .. })
@@ -286,6 +301,7 @@ impl<P: Deref<Target = Policy>> Flow<P> {
             Event::Trailers => self.body(None, true, env, &mut out),
             Event::Answered(answers) => self.answered(answers, env, &mut out),
             Event::Wake => self.wake(env, &mut out),
+            Event::Response { status } => self.response(status, env, &mut out),
             Event::Left => self.left(env, &mut out),
         }
         out
@@ -321,6 +337,7 @@ impl<P: Deref<Target = Policy>> Flow<P> {
             return;
         }
         self.body_size = Some(size);
+        env.request.body_buffered(size);
         self.start(env, out);
     }
 
@@ -413,6 +430,30 @@ impl<P: Deref<Target = Policy>> Flow<P> {
         }
     }
 
+    /// Gives back what the request spent from the rules whose count its
+    /// answer fails (once).
+    fn response(&mut self, status: u32, env: &mut Env, out: &mut Out) {
+        if self.refundable.is_empty() {
+            return;
+        }
+        let policy = &*self.policy;
+        let fails = |s: &Spent| refund_from(policy, s).is_some_and(|from| status >= u32::from(from));
+        let refund: Vec<Spent> = std::mem::take(&mut self.refundable).into_iter().filter(fails).collect();
+        if refund.is_empty() {
+            return;
+        }
+        let now = env.host.now();
+        for (rule, e) in give_back(policy, env.store, &refund, now) {
+            out.warnings.push(format!("rule {}: a failed request's units not given back: {e}", rule_name(policy, rule)));
+        }
+        for s in &refund {
+            let rule = spent_rule(s);
+            if !out.refunded.contains(&rule) {
+                out.refunded.push(rule);
+            }
+        }
+    }
+
     fn waited(&self, now: u64) -> u64 {
         now.saturating_sub(self.arrival)
     }
@@ -464,6 +505,7 @@ impl<P: Deref<Target = Policy>> Flow<P> {
             return;
         }
         self.units.extend(d.spent.iter().filter(|s| matches!(s, Spent::Concurrent { .. })));
+        self.refundable = d.spent.iter().filter(|s| refund_from(policy, s).is_some()).copied().collect();
         let rule = |a: &&crate::limiter::RuleOutcome| policy.rules.get(a.rule);
         self.admitted = Some(Admitted {
             headers: admitted_headers(policy, &d, now),
@@ -486,6 +528,22 @@ impl<P: Deref<Target = Policy>> Flow<P> {
         }
         out.decided.push(Decided { decision: d, carried, first, fate: Fate::Goes });
     }
+}
+
+/// The rule a spend was for.
+fn spent_rule(s: &Spent) -> usize {
+    match *s {
+        Spent::Bucket { rule, .. } | Spent::Lease { rule, .. } | Spent::Concurrent { rule, .. } => rule,
+    }
+}
+
+/// The status from which an answer gives back this spend (its rule counts
+/// only successes; a concurrency unit is freed anyway).
+fn refund_from(policy: &Policy, s: &Spent) -> Option<u16> {
+    if matches!(s, Spent::Concurrent { .. }) {
+        return None;
+    }
+    policy.rules.get(spent_rule(s)).and_then(|r| r.refund_from)
 }
 
 /// A rule's name for a message, or its index when the policy has no such

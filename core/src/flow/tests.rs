@@ -294,3 +294,40 @@ fn tallies_count_a_denial_once_and_a_wait_for_a_call_not_at_all() {
     let t = tallies(&g.policy, calls.decided.last().unwrap());
     assert!(t.iter().all(|(_, t)| matches!(t, Tally::Credit | Tally::Reset)), "{t:?}");
 }
+
+#[test]
+fn a_rule_that_counts_successes_gives_back_what_a_failed_answer_spent() {
+    let b = Bench::new(
+        r#"{"rules": [{"name": "two", "limit": {"requests": 2, "per": "1s"}, "count": "success"},
+        {"name": "all", "limit": {"requests": 3, "per": "1s"}}]}"#,
+    );
+    let req = MemoryRequest::new("GET", "/x");
+    let (mut failed, out) = b.arrive(&req, T0);
+    assert!(out.go && failed.wants_status());
+    let refunded = b.on(&mut failed, &req, Event::Response { status: 503 }, At::new(T0 + MS));
+    assert_eq!(refunded.refunded, vec![0], "only the rule that counts successes: {refunded:?}");
+    // Once: a second answer (there is none in Envoy) gives nothing more.
+    assert!(b.on(&mut failed, &req, Event::Response { status: 503 }, At::new(T0 + MS)).refunded.is_empty());
+    let (mut ok, _) = b.arrive(&req, T0);
+    assert!(b.on(&mut ok, &req, Event::Response { status: 499 }, At::new(T0 + MS)).refunded.is_empty(), "below 500 counts");
+    // `two` has one unit left (the failed call's came back) for a third
+    // call; `all` counted all three, and refuses the fourth.
+    assert!(b.arrive(&req, T0 + 2 * MS).1.go);
+    let fourth = b.arrive(&req, T0 + 3 * MS).1;
+    assert_eq!(status(&fourth), Some(429));
+    let all = fourth.decided.last().and_then(|d| d.decision.applied.iter().find(|a| a.rule == 1).copied());
+    assert!(all.is_some_and(|a| !a.outcome.allowed), "`all` counted the failed call: {fourth:?}");
+}
+
+#[test]
+fn a_global_rule_that_counts_successes_returns_the_unit_to_its_lease() {
+    let json = GLOBAL.replace(r#""limit": {"requests": 5"#, r#""count": {"success_below": 400}, "limit": {"requests": 5"#);
+    let b = Bench::new(&json);
+    let req = MemoryRequest::new("GET", "/x").header("x-tenant-id", "acme");
+    let (mut flow, out) = b.arrive(&req, T0);
+    let out = settle_calls(&b, &mut flow, &req, out, T0);
+    assert!(out.go && flow.wants_status(), "{out:?}");
+    let refunded = b.on(&mut flow, &req, Event::Response { status: 404 }, At::new(T0 + MS));
+    assert_eq!(refunded.refunded, vec![0], "{refunded:?}");
+    assert!(refunded.warnings.is_empty(), "{refunded:?}");
+}

@@ -126,6 +126,10 @@ pub struct Rule {
     /// key, each held for `limit.per` at most) instead of a rate; see
     /// `concurrency`.
     pub concurrent: bool,
+    /// Only requests the upstream did not fail count: an answer with this
+    /// status or above (Envoy's own 503/504 for an upstream reset or
+    /// timeout included) gives the request's units back (`"count"`).
+    pub refund_from: Option<u16>,
 }
 
 /// A rule's JSON-RPC condition: the body is JSON-RPC (see `jsonrpc`) and

@@ -99,6 +99,20 @@ pub struct RawRule {
     pub cost: Option<RawCost>,
     pub priority: Option<RawPriority>,
     pub adaptive: Option<RawAdaptive>,
+    pub count: Option<RawCount>,
+}
+
+/// Which requests a rule counts: `"all"` (the default), `"success"` (the
+/// upstream did not fail: answers from 500 on give their units back), or
+/// `{"success_below": N}` (answers from N on give them back).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawCount {
+    Word(String),
+    Below {
+        #[serde(rename = "success_below")]
+        below: i64,
+    },
 }
 
 /// Let the effective limit follow the upstream's health.

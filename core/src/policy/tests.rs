@@ -277,3 +277,19 @@ fn the_counter_secret_can_come_from_the_environment() {
     assert_eq!(problems(r#"{"global": {"secret_env": "1A"}, "rules": []}"#).len(), 1);
     assert_eq!(problems(r#"{"global": {"secret_env": "A-B"}, "rules": []}"#).len(), 1);
 }
+
+#[test]
+fn count_takes_all_success_or_a_status_and_nothing_else() {
+    let rule = |count: &str| format!(r#"{{"rules": [{{"name": "r", "limit": {{"requests": 1, "per": "1s"}}, "count": {count}}}]}}"#);
+    let from = |count: &str| Policy::from_json(&rule(count)).map(|p| p.rules[0].refund_from);
+    assert_eq!(from(r#""all""#).unwrap(), None);
+    assert_eq!(from(r#""success""#).unwrap(), Some(500));
+    assert_eq!(from(r#"{"success_below": 400}"#).unwrap(), Some(400));
+    for bad in [r#""some""#, r#"{"success_below": 100}"#, r#"{"success_below": 600}"#, r#"{"success_below": -1}"#] {
+        let e = from(bad).expect_err(bad);
+        assert!(e.problems.iter().any(|p| p.path.starts_with("rules[0].count")), "{bad}: {e:?}");
+    }
+    let concurrent = r#"{"rules": [{"name": "r", "limit": {"concurrent": 2}, "count": "success"}]}"#;
+    let e = Policy::from_json(concurrent).expect_err("a concurrency limit");
+    assert!(e.problems.iter().any(|p| p.path == "rules[0].count"), "{e:?}");
+}

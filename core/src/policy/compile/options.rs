@@ -5,10 +5,30 @@
 use super::limits::MAX_REQUESTS;
 use super::Compiler;
 use crate::duration::Span;
-use crate::policy::raw::{RawCost, RawPriority, RawQueue};
+use crate::policy::raw::{RawCost, RawCount, RawPriority, RawQueue};
 use crate::policy::{Algorithm, Cost, CostSource, Limit, Priority, Queue};
 
 impl Compiler {
+    /// Which requests the rule counts: the status from which an answer
+    /// gives the units back (`None`: every request counts).
+    pub(super) fn count(&mut self, at: &str, c: &RawCount) -> Option<u16> {
+        match c {
+            RawCount::Word(w) if w == "all" => None,
+            RawCount::Word(w) if w == "success" => Some(500),
+            RawCount::Word(w) => {
+                self.problem(format!("{at}.count"), format!("{w:?} is not a count: \"all\", \"success\" or {{\"success_below\": status}}"));
+                None
+            }
+            RawCount::Below { below } => match u16::try_from(*below) {
+                Ok(b) if (200..=599).contains(&b) => Some(b),
+                _ => {
+                    self.problem(format!("{at}.count.success_below"), format!("{below} is not a status from 200 to 599"));
+                    None
+                }
+            },
+        }
+    }
+
     pub(super) fn queue(&mut self, at: &str, q: &RawQueue, algorithm: Algorithm, limit: Option<&Limit>) -> Option<Queue> {
         let before = self.problems.len();
         if algorithm != Algorithm::TokenBucket {

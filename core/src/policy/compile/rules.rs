@@ -61,7 +61,9 @@ impl Compiler {
         let cost = raw.cost.as_ref().and_then(|c| self.cost(at, c, limit.as_ref()));
         let priority = raw.priority.as_ref().and_then(|p| self.priority(at, p, raw.algorithm, limit.as_ref(), queue.as_ref()));
         let adaptive = raw.adaptive.as_ref().and_then(|a| self.adaptive(at, a, limit.as_ref()));
+        let refund_from = raw.count.as_ref().and_then(|c| self.count(at, c));
         let options = Options {
+            counts_success: refund_from.is_some(),
             concurrent: raw.limit.concurrent.is_some(),
             global: raw.scope == Scope::Global,
             queue: raw.queue.is_some(),
@@ -87,6 +89,7 @@ impl Compiler {
             integrations,
             key,
             concurrent: raw.limit.concurrent.is_some(),
+            refund_from,
             limit: limit?,
             algorithm: raw.algorithm,
             shadow: raw.mode == Mode::Shadow,
@@ -128,6 +131,7 @@ impl Compiler {
                 (o.adaptive, "adaptive", "a concurrency limit takes no adaptive limit"),
                 (o.obey_upstream, "obey_upstream", "a concurrency limit cannot obey upstream limits"),
                 (o.algorithm != Algorithm::TokenBucket, "algorithm", "a concurrency limit takes no algorithm"),
+                (o.counts_success, "count", "a concurrency limit frees its unit when the request ends, whatever the answer"),
             ];
             for (_, field, why) in refused.iter().filter(|r| r.0) {
                 self.problem(format!("{at}.{field}"), *why);
@@ -141,6 +145,7 @@ impl Compiler {
 
 /// The options of a rule that constrain each other.
 struct Options {
+    counts_success: bool,
     concurrent: bool,
     global: bool,
     queue: bool,
