@@ -90,6 +90,24 @@ pub fn headers_disagree(msg: &Message, mcp_method: Option<&str>, mcp_name: Optio
 /// retried, so the cost is at most pattern × text, never exponential.
 pub fn glob(pattern: &str, text: &str) -> bool {
     let (p, t) = (pattern.as_bytes(), text.as_bytes());
+    // Every rule's match asks, mostly of a name or a prefix that differs
+    // at once: the first byte, then the shapes policies use compared
+    // whole, a name (`tools/call`) and a prefix (`notion*`).
+    if let (Some(&a), Some(&b)) = (p.first(), t.first()) {
+        if a != b'*' && !a.eq_ignore_ascii_case(&b) {
+            return false;
+        }
+    }
+    // Byte for byte first: names are mostly written as sent.
+    let same = |a: &[u8], b: &[u8]| a == b || a.eq_ignore_ascii_case(b);
+    match p.iter().position(|&b| b == b'*') {
+        None => return same(p, t),
+        Some(star) if star == p.len().saturating_sub(1) => {
+            let head = p.get(..star).unwrap_or_default();
+            return t.get(..star).is_some_and(|t| same(t, head));
+        }
+        Some(_) => {}
+    }
     let (mut pi, mut ti) = (0usize, 0usize);
     let mut star: Option<(usize, usize)> = None;
     while ti < t.len() {
