@@ -33,12 +33,15 @@ impl SharedStore for HostStore {
 pub const MAX_BODY: usize = sluice_core::flow::MAX_BODY;
 
 /// The request being decided, read lazily through hostcalls: all its
-/// headers in one crossing, on the first one asked for. `body_size` is
-/// the buffered body's size, when the decision waited for it.
+/// headers in one crossing, on the first one asked for, and its body in
+/// one, on the first use. `body_size` is the buffered body's size, when
+/// the decision waited for it.
 #[derive(Debug, Default)]
 pub struct HostRequest {
     body_size: Option<usize>,
     headers: Option<HeaderPairs>,
+    /// The body, once fetched (`None` inside: none could be read).
+    body: Option<Option<Vec<u8>>>,
 }
 
 mod abi {
@@ -92,7 +95,7 @@ pub fn header_map(map: MapType) -> HeaderPairs {
 
 impl HostRequest {
     pub fn new(body_size: Option<usize>) -> HostRequest {
-        HostRequest { body_size, headers: None }
+        HostRequest { body_size, headers: None, body: None }
     }
 
     fn get(&mut self, name: &str) -> Option<String> {
@@ -117,9 +120,9 @@ impl Request for HostRequest {
         let path: Vec<&str> = path.iter().map(String::as_str).collect();
         hostcalls::get_property(path).ok().flatten()
     }
-    fn body(&mut self) -> Option<Vec<u8>> {
+    fn body(&mut self) -> Option<&[u8]> {
         let size = self.body_size.filter(|s| *s <= MAX_BODY)?;
-        hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size).ok().flatten()
+        self.body.get_or_insert_with(|| hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size).ok().flatten()).as_deref()
     }
     fn body_too_large(&mut self) -> bool {
         self.body_size.is_some_and(|s| s > MAX_BODY)

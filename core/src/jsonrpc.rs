@@ -18,7 +18,12 @@
 //!   an integer; any other id (long, fractional, an object) is answered
 //!   with `null`, as JSON-RPC does for an id it could not read;
 //! - `jsonrpc: "2.0"` is not required: a server may be lenient, so a client
-//!   must not escape method rules by leaving it out.
+//!   must not escape method rules by leaving it out;
+//! - a key given twice (`method`, `id`, `params`, `params.name`) counts
+//!   with its last value, as most JSON readers (Python's, JavaScript's) do.
+//!
+//! Nothing else is kept: no JSON tree is built, keys are borrowed from
+//! the body, and a decision parses its body once (see `limiter::attrs`).
 
 use std::fmt;
 
@@ -90,6 +95,24 @@ pub fn headers_disagree(msg: &Message, mcp_method: Option<&str>, mcp_name: Optio
 /// retried, so the cost is at most pattern × text, never exponential.
 pub fn glob(pattern: &str, text: &str) -> bool {
     let (p, t) = (pattern.as_bytes(), text.as_bytes());
+    // Every rule's match asks, mostly of a name or a prefix that differs
+    // at once: the first byte, then the shapes policies use compared
+    // whole, a name (`tools/call`) and a prefix (`notion*`).
+    if let (Some(&a), Some(&b)) = (p.first(), t.first()) {
+        if a != b'*' && !a.eq_ignore_ascii_case(&b) {
+            return false;
+        }
+    }
+    // Byte for byte first: names are mostly written as sent.
+    let same = |a: &[u8], b: &[u8]| a == b || a.eq_ignore_ascii_case(b);
+    match p.iter().position(|&b| b == b'*') {
+        None => return same(p, t),
+        Some(star) if star == p.len().saturating_sub(1) => {
+            let head = p.get(..star).unwrap_or_default();
+            return t.get(..star).is_some_and(|t| same(t, head));
+        }
+        Some(_) => {}
+    }
     let (mut pi, mut ti) = (0usize, 0usize);
     let mut star: Option<(usize, usize)> = None;
     while ti < t.len() {
@@ -417,6 +440,21 @@ mod tests {
         // the 64 KiB bound allows is read, not a stack overflow.
         let deep_params = format!(r#"{{"id":1,"method":"tools/call","params":{{"a":{}1{},"name":"n"}}}}"#, "[".repeat(32_000), "]".repeat(32_000));
         assert_eq!(parse(deep_params.as_bytes()).map(|m| m.calls), Some(vec![call("tools/call", num("1"), Some("n"))]));
+    }
+
+    #[test]
+    fn a_repeated_key_counts_with_its_last_value() {
+        // As most JSON readers do (Python's json, JavaScript's JSON.parse): a
+        // client cannot show a rule one method or tool and the server another.
+        let cases = [
+            (r#"{"id":1,"method":"ping","method":"tools/call","params":{"name":"a","name":"b"}}"#, call("tools/call", num("1"), Some("b"))),
+            (r#"{"id":1,"id":"x","method":"ping"}"#, call("ping", Some(Id::String("x".into())), None)),
+            (r#"{"method":"tools/call","params":{"name":"a"},"params":{}}"#, call("tools/call", None, None)),
+            (r#"{"params":{"name":"a"},"method":"tools/call","id":2}"#, call("tools/call", num("2"), Some("a"))),
+        ];
+        for (body, want) in cases {
+            assert_eq!(parse(body.as_bytes()).map(|m| m.calls), Some(vec![want]), "{body}");
+        }
     }
 
     #[test]

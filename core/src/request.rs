@@ -14,7 +14,9 @@ pub trait Request {
     /// An Envoy attribute, e.g. `["source", "address"]`.
     fn property(&mut self, path: &[String]) -> Option<Vec<u8>>;
     /// The request body, when it was read (only for policies that need it).
-    fn body(&mut self) -> Option<Vec<u8>> {
+    /// Borrowed: a decision asks for it once for each use (JSON-RPC, a key,
+    /// a cost), and an implementation fetches it once.
+    fn body(&mut self) -> Option<&[u8]> {
         None
     }
     /// The body was too large to read (beyond the filter's bound).
@@ -80,8 +82,8 @@ impl Request for MemoryRequest {
         }
         self.properties.iter().find(|(p, _)| p == path).map(|(_, v)| v.clone())
     }
-    fn body(&mut self) -> Option<Vec<u8>> {
-        self.body.clone()
+    fn body(&mut self) -> Option<&[u8]> {
+        self.body.as_deref()
     }
 }
 

@@ -71,8 +71,8 @@ impl Request for Headers {
     fn property(&mut self, path: &[String]) -> Option<Vec<u8>> {
         self.0.get(&path.join(".")).map(|v| v.as_bytes().to_vec())
     }
-    fn body(&mut self) -> Option<Vec<u8>> {
-        self.0.get(":body").map(|v| v.as_bytes().to_vec())
+    fn body(&mut self) -> Option<&[u8]> {
+        self.0.get(":body").map(str::as_bytes)
     }
 }
 

@@ -109,8 +109,9 @@ impl<'r> Attrs<'r> {
     /// Units this request costs under `rule`: its cost (see
     /// `policy::Cost`) for each JSON-RPC call the rule counts.
     pub(super) fn cost(&mut self, rule: &Rule) -> u64 {
-        let calls = match (&rule.jsonrpc, self.rpc()) {
-            (Some(j), Rpc::Message(m)) => m.calls.iter().filter(|c| j.matches(c)).count() as u64,
+        // The body is read as JSON-RPC only for a JSON-RPC rule.
+        let calls = match rule.jsonrpc.as_ref().map(|j| (j, self.rpc())) {
+            Some((j, Rpc::Message(m))) => m.calls.iter().filter(|c| j.matches(c)).count() as u64,
             _ => 1,
         };
         self.unit_cost(rule).saturating_mul(calls)
@@ -119,8 +120,8 @@ impl<'r> Attrs<'r> {
     /// The body as JSON-RPC, parsed on first use.
     fn rpc(&mut self) -> &Rpc {
         if self.rpc.is_none() {
-            let rpc = match self.req.body() {
-                Some(b) => jsonrpc::parse(&b).map_or(Rpc::Not, Rpc::Message),
+            let rpc = match self.req.body().map(jsonrpc::parse) {
+                Some(m) => m.map_or(Rpc::Not, Rpc::Message),
                 None if self.req.body_too_large() => Rpc::TooLarge,
                 None => Rpc::Not,
             };
@@ -183,7 +184,7 @@ impl<'r> Attrs<'r> {
     /// The request body as JSON, when it was read and is JSON.
     fn json_body(&mut self) -> Option<&serde_json::Value> {
         if self.body.is_none() {
-            self.body = Some(self.req.body().and_then(|b| serde_json::from_slice(&b).ok()));
+            self.body = Some(self.req.body().and_then(|b| serde_json::from_slice(b).ok()));
         }
         self.body.as_ref().and_then(Option::as_ref)
     }
