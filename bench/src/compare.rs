@@ -132,7 +132,7 @@ pub fn run(setup: &Setup, wrk: &Wrk, settings: &Settings) -> anyhow::Result<Comp
             match one(setup, wrk, settings, variant, round) {
                 Ok(r) => {
                     eprintln!(
-                        "  round {}/{} {:<23} {:>7} req/s, {} µs CPU each (p50 {} µs, p99 {} µs, {:.1}% denied) | {} req/s: p50 {} µs, p99 {} µs",
+                        "  round {}/{} {:<32} {:>7} req/s, {} µs CPU each (p50 {} µs, p99 {} µs, {:.1}% denied) | {} req/s: p50 {} µs, p99 {} µs",
                         round + 1,
                         settings.rounds,
                         variant.name(),
