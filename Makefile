@@ -49,7 +49,7 @@ MCP_VENV := $(TOOLS)/mcp
 export SLUICE_ENVOY := $(ENVOY)
 export SLUICE_MCP_PYTHON := $(MCP_VENV)/bin/python
 
-.PHONY: all build oci run apply check explain simulate policy-from-env test test-native test-wasm lint deps rust-targets envoy redis prometheus node wasm-test-runner mcp-sdk wrk bench clean cargo-fuzz fuzz fuzz-smoke
+.PHONY: all build oci run apply check explain simulate policy-from-env test test-native test-wasm lint deps rust-targets envoy redis prometheus node wasm-test-runner mcp-sdk wrk bench limitador-rls ssl-dev clean cargo-fuzz fuzz fuzz-smoke
 
 all: build
 
@@ -191,11 +191,41 @@ test-wasm: rust-targets node wasm-test-runner
 QUICK ?=
 BENCH_ARGS ?=
 
-bench: build envoy redis wrk
+bench: build envoy redis wrk limitador-rls
 	CARGO_PROFILE_RELEASE_LTO=true CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 \
 	  $(CARGO) build --release -q --target wasm32-wasip1 -p sluice-noop-filter
 	$(CARGO) build --release -q -p sluice-counter --bin sluice-counter -p sluice-bench --bin sluice-bench
 	target/release/sluice-bench $(if $(filter-out 0 no false,$(QUICK)),--quick) $(BENCH_ARGS)
+
+# The peers' rate-limit service, bench/limitador-rls (a workspace of its
+# own, see its Cargo.toml), into target/release/limitador-rls. It builds on
+# limitador from crates.io, unpacked by cargo into LIMITADOR_SRC with the
+# one change its Cargo.toml describes (bench/limitador-rls/patch-limitador.py,
+# which fails rather than build something else if the lines moved), and on
+# redis with native TLS, which needs OpenSSL's headers and pkg-config
+# (Debian's libssl-dev and pkg-config, installed when missing, as root).
+LIMITADOR_VERSION := 0.14.0
+LIMITADOR_SRC := target/limitador-$(LIMITADOR_VERSION)-patched
+LIMITADOR_FETCH := target/limitador-fetch
+
+$(LIMITADOR_SRC)/Cargo.toml:
+	@mkdir -p $(LIMITADOR_FETCH)/src && : > $(LIMITADOR_FETCH)/src/lib.rs
+	@printf '[package]\nname = "limitador-fetch"\nversion = "0.0.0"\nedition = "2021"\n[workspace]\n[dependencies]\nlimitador = { version = "=$(LIMITADOR_VERSION)", default-features = false }\n' \
+	  > $(LIMITADOR_FETCH)/Cargo.toml
+	$(CARGO) fetch -q --manifest-path $(LIMITADOR_FETCH)/Cargo.toml
+	@src=$$($(CARGO) metadata -q --format-version 1 --manifest-path $(LIMITADOR_FETCH)/Cargo.toml | \
+	  python3 -c 'import json, os, sys; print(next(os.path.dirname(p["manifest_path"]) for p in json.load(sys.stdin)["packages"] if p["name"] == "limitador"))') && \
+	rm -rf $(LIMITADOR_SRC).tmp && cp -r "$$src" $(LIMITADOR_SRC).tmp && \
+	python3 bench/limitador-rls/patch-limitador.py $(LIMITADOR_SRC).tmp && \
+	mv $(LIMITADOR_SRC).tmp $(LIMITADOR_SRC)
+
+ssl-dev:
+	@pkg-config --exists openssl 2>/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libssl-dev pkg-config; \
+	  else echo "OpenSSL's headers are missing: run 'sudo apt-get install libssl-dev pkg-config'" >&2; exit 1; fi; }
+
+limitador-rls: $(LIMITADOR_SRC)/Cargo.toml ssl-dev
+	$(CARGO) build --release -q --manifest-path bench/limitador-rls/Cargo.toml --target-dir target
 
 lint: rust-targets
 	@if command -v rustup >/dev/null 2>&1 && ! rustup component list --installed 2>/dev/null | grep -q '^rustfmt'; then \

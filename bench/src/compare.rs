@@ -132,7 +132,7 @@ pub fn run(setup: &Setup, wrk: &Wrk, settings: &Settings) -> anyhow::Result<Comp
             match one(setup, wrk, settings, variant, round) {
                 Ok(r) => {
                     eprintln!(
-                        "  round {}/{} {:<23} {:>7} req/s, {} µs CPU each (p50 {} µs, p99 {} µs, {:.1}% denied) | {} req/s: p50 {} µs, p99 {} µs",
+                        "  round {}/{} {:<32} {:>7} req/s, {} µs CPU each (p50 {} µs, p99 {} µs, {:.1}% denied) | {} req/s: p50 {} µs, p99 {} µs",
                         round + 1,
                         settings.rounds,
                         variant.name(),
@@ -307,7 +307,41 @@ pub fn targets(c: &Comparison, settings: &Settings, reference: bool, tag: &str) 
     }
     let global = find(c, Variant::SluiceGlobal).and_then(|s| s.rps_vs_local);
     out.push(Target::new(&name("sluice-global ≥ 0.95× sluice-local"), "≥ 0.95×", ratio(global.as_ref()), global.map(|s| s.median >= 0.95)));
+    let p99 = |v: Variant| find(c, v).and_then(|s| s.added_p99_us);
+    for (peer, want) in [(Variant::EnvoyRatelimitLimitadorRedis, 3.0), (Variant::EnvoyRatelimitLimitadorMemory, 2.0)] {
+        if find(c, peer).is_none() || find(c, Variant::SluiceGlobal).is_none() {
+            continue;
+        }
+        let r = paired_rps(c, Variant::SluiceGlobal, peer);
+        out.push(Target::new(
+            &name(&format!("sluice-global ≥ {want:.0}× the req/s of {}", peer.name())),
+            &format!("≥ {want:.0}×"),
+            ratio(r.as_ref()),
+            r.map(|s| s.median >= want),
+        ));
+        let (mine, theirs) = (p99(Variant::SluiceGlobal), p99(peer));
+        out.push(Target::new(
+            &name(&format!("sluice-global added p99 below {}'s", peer.name())),
+            "lower",
+            match (mine, theirs) {
+                (Some(m), Some(t)) => format!("{:.0} vs {:.0} µs", m.median, t.median),
+                _ => "–".into(),
+            },
+            mine.zip(theirs).map(|(m, t)| m.median < t.median),
+        ));
+    }
     out
+}
+
+/// `a`'s saturation req/s over `b`'s, paired within each round.
+fn paired_rps(c: &Comparison, a: Variant, b: Variant) -> Option<Spread> {
+    let values: Vec<f64> = c
+        .runs
+        .iter()
+        .filter(|r| r.variant == a)
+        .filter_map(|r| c.runs.iter().find(|o| o.variant == b && o.round == r.round).map(|o| r.saturation_rps / o.saturation_rps))
+        .collect();
+    Spread::of(&values)
 }
 
 /// The markdown table (with chart links) and the charts.

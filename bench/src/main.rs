@@ -23,6 +23,7 @@ mod jsonrpc;
 mod machine;
 mod mix;
 mod outage;
+mod peer;
 mod report;
 mod stats;
 mod variant;

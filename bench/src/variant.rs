@@ -8,6 +8,8 @@
 //! | `noop-wasm` | `wasm.yaml` | `bench/noop-filter`, a proxy-wasm filter that does nothing: the VM floor |
 //! | `sluice-local` | `wasm.yaml` | Sluice, the default policy with its global rules made local |
 //! | `sluice-global` | `wasm.yaml` | Sluice, the default policy as is, counting through the counter service and a real Redis |
+//! | `envoy-ratelimit-limitador-memory` | `ratelimit.yaml` | Envoy's `ratelimit` filter and `limitador-rls` in memory, for the default policy's global rules (local ones in `local_ratelimit`) |
+//! | `envoy-ratelimit-limitador-redis` | `ratelimit.yaml` | the same, `limitador-rls` counting in a real Redis |
 
 use std::path::{Path, PathBuf};
 
@@ -16,6 +18,7 @@ use serde::Serialize;
 use wasm_test_harness::{Counter, CounterOptions, Envoy, EnvoyOptions, Redis};
 
 use crate::machine::Pinning;
+use crate::peer::{PeerConfig, Rls};
 
 /// One Envoy set-up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, clap::ValueEnum)]
@@ -26,13 +29,28 @@ pub enum Variant {
     NoopWasm,
     SluiceLocal,
     SluiceGlobal,
+    /// Envoy's `ratelimit` filter calling `limitador-rls` (in memory) for
+    /// the global rules, Envoy's `local_ratelimit` for the local ones.
+    EnvoyRatelimitLimitadorMemory,
+    /// The same with `limitador-rls` counting in Redis.
+    EnvoyRatelimitLimitadorRedis,
     /// Sluice with local rules, from another build (`--before FILE`): an
     /// earlier module run interleaved with the current one.
     SluiceBefore,
 }
 
 impl Variant {
-    pub const ALL: [Variant; 5] = [Variant::None, Variant::NativeLocalRatelimit, Variant::NoopWasm, Variant::SluiceLocal, Variant::SluiceGlobal];
+    pub const ALL: [Variant; 7] = [
+        Variant::None,
+        Variant::NativeLocalRatelimit,
+        Variant::NoopWasm,
+        Variant::SluiceLocal,
+        Variant::SluiceGlobal,
+        Variant::EnvoyRatelimitLimitadorMemory,
+        Variant::EnvoyRatelimitLimitadorRedis,
+    ];
+    /// The peers for global limits.
+    pub const PEERS: [Variant; 2] = [Variant::EnvoyRatelimitLimitadorMemory, Variant::EnvoyRatelimitLimitadorRedis];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -41,6 +59,8 @@ impl Variant {
             Variant::NoopWasm => "noop-wasm",
             Variant::SluiceLocal => "sluice-local",
             Variant::SluiceGlobal => "sluice-global",
+            Variant::EnvoyRatelimitLimitadorMemory => "envoy-ratelimit-limitador-memory",
+            Variant::EnvoyRatelimitLimitadorRedis => "envoy-ratelimit-limitador-redis",
             Variant::SluiceBefore => "sluice-before",
         }
     }
@@ -52,6 +72,12 @@ impl Variant {
             Variant::NoopWasm => "a proxy-wasm filter that does nothing (the VM floor)",
             Variant::SluiceLocal => "Sluice, default policy with every rule local",
             Variant::SluiceGlobal => "Sluice, default policy (global rules through the counter service and Redis)",
+            Variant::EnvoyRatelimitLimitadorMemory => {
+                "Envoy's ratelimit filter calling limitador-rls (Limitador, in memory) over gRPC for the default policy's global rules; local_ratelimit for its local ones"
+            }
+            Variant::EnvoyRatelimitLimitadorRedis => {
+                "Envoy's ratelimit filter calling limitador-rls (Limitador, in Redis) over gRPC for the default policy's global rules; local_ratelimit for its local ones"
+            }
             Variant::SluiceBefore => "Sluice with every rule local, the module given by --before",
         }
     }
@@ -61,6 +87,7 @@ impl Variant {
             Variant::None => "none.yaml",
             Variant::NativeLocalRatelimit => "native.yaml",
             Variant::NoopWasm | Variant::SluiceLocal | Variant::SluiceGlobal | Variant::SluiceBefore => "wasm.yaml",
+            Variant::EnvoyRatelimitLimitadorMemory | Variant::EnvoyRatelimitLimitadorRedis => "ratelimit.yaml",
         }
     }
 }
@@ -169,6 +196,49 @@ impl Backends {
     }
 }
 
+/// The peers' rate-limit services (and the Redis of one), for the default
+/// policy's global rules.
+pub struct Peers {
+    pub config: PeerConfig,
+    // Dropped before Redis.
+    memory: Option<Rls>,
+    redis_rls: Option<Rls>,
+    _redis: Option<Redis>,
+}
+
+impl Peers {
+    /// Starts the services `variants` need (a Redis of its own for the Redis one).
+    pub fn start(variants: &[Variant], policy: &str) -> anyhow::Result<Option<Peers>> {
+        if !variants.iter().any(|v| Variant::PEERS.contains(v)) {
+            return Ok(None);
+        }
+        let config = PeerConfig::from_policy(policy)?;
+        let memory = if variants.contains(&Variant::EnvoyRatelimitLimitadorMemory) { Some(Rls::start(&config, None)?) } else { None };
+        let (redis_rls, redis) = if variants.contains(&Variant::EnvoyRatelimitLimitadorRedis) {
+            let redis = Redis::start().context("starting redis-server (make redis installs it)")?;
+            (Some(Rls::start(&config, Some(&redis.url()))?), Some(redis))
+        } else {
+            (None, None)
+        };
+        Ok(Some(Peers { config, memory, redis_rls, _redis: redis }))
+    }
+
+    /// The service of `variant`.
+    pub fn rls(&self, variant: Variant) -> Option<&Rls> {
+        match variant {
+            Variant::EnvoyRatelimitLimitadorMemory => self.memory.as_ref(),
+            Variant::EnvoyRatelimitLimitadorRedis => self.redis_rls.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// The `{{RLS_PORT}}` and `{{RATE_LIMITS}}` of `ratelimit.yaml` for `variant`.
+    pub fn template_vars(&self, variant: Variant) -> anyhow::Result<Vec<(String, String)>> {
+        let rls = self.rls(variant).with_context(|| format!("{} needs its rate-limit service", variant.name()))?;
+        Ok(vec![("RLS_PORT".into(), rls.port().to_string()), ("RATE_LIMITS".into(), serde_json::to_string(&self.config.rate_limits)?)])
+    }
+}
+
 /// Everything the variants of a scenario share: modules, policies, CPU
 /// pinning, and Redis with the counter service when a variant needs them.
 pub struct Setup {
@@ -179,6 +249,7 @@ pub struct Setup {
     pub global_policy: String,
     pinning: Option<Pinning>,
     backends: Option<Backends>,
+    peers: Option<Peers>,
 }
 
 impl Setup {
@@ -199,6 +270,7 @@ impl Setup {
         }
         let gateway = gateway_policy()?;
         let backends = if variants.contains(&Variant::SluiceGlobal) { Some(Backends::start()?) } else { None };
+        let peers = Peers::start(variants, &gateway)?;
         Ok(Setup {
             sluice_wasm,
             noop_wasm,
@@ -210,6 +282,7 @@ impl Setup {
             global_policy: checked(&gateway)?,
             pinning,
             backends,
+            peers,
         })
     }
 
@@ -234,12 +307,18 @@ impl Setup {
             (None, Variant::SluiceGlobal) => bail!("sluice-global needs the counter service"),
             _ => 0,
         };
+        let extra_vars = match (&self.peers, Variant::PEERS.contains(&variant)) {
+            (Some(peers), true) => peers.template_vars(variant)?,
+            (None, true) => bail!("{} needs its rate-limit service", variant.name()),
+            _ => Vec::new(),
+        };
         let envoy = Envoy::start(EnvoyOptions {
             template: template(template_name),
             wasm: Some(wasm.clone()),
             policy_json: policy.to_string(),
             concurrency,
             counter_port,
+            extra_vars,
             log_level: log_level.to_string(),
             ..Default::default()
         })
