@@ -52,7 +52,7 @@ impl Host for Worker {
 /// now. `call` dispatches a reserve call for the flow from the right
 /// context and keeps what its answer needs; when it cannot, the flow is
 /// told at once (and decides as if the counter service were down).
-pub fn drive(context_id: u32, flow: &SharedFlow, event: Event, queue: Option<u32>, call: &mut Dispatch) -> bool {
+pub fn drive(context_id: u32, flow: &SharedFlow, event: Event, (queue, instance): (Option<u32>, &str), call: &mut Dispatch) -> bool {
     let mut next = Some(event);
     let mut go = false;
     while let Some(event) = next.take() {
@@ -77,6 +77,15 @@ pub fn drive(context_id: u32, flow: &SharedFlow, event: Event, queue: Option<u32
             let headers: Vec<(&str, &str)> = reply.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
             if let Err(e) = hostcalls::send_http_response(reply.status, headers, Some(reply.body.as_bytes())) {
                 warn_within_budget!(now, "local reply not sent: {e:?}");
+            }
+        }
+        if let (Some(settings), false) = (policy.global.as_ref(), out.share.is_empty()) {
+            match crate::callout::block(settings, instance, &out.share) {
+                Ok(_) => crate::metrics::sent(crate::metrics::Call::Block),
+                Err(e) => {
+                    crate::metrics::failed(crate::metrics::Call::Block);
+                    warn_within_budget!(now, "penalty box not shared with the other instances: {e}");
+                }
             }
         }
         if let Some(at) = out.wake_at {
@@ -147,6 +156,8 @@ fn observe(policy: &Policy, decided: &Decided, now: u64) {
             Tally::SlotOverflow => ids.slot_overflow,
             Tally::Credit => ids.credit,
             Tally::Reset => ids.resets,
+            Tally::Boxed => ids.boxed,
+            Tally::BoxStarted => ids.boxes,
         });
     }
 }

@@ -44,7 +44,7 @@ impl SluiceFilter {
     fn drive(&mut self, event: Event) -> bool {
         let Some(flow) = self.flow.clone() else { return true };
         let (instance, mut made) = (self.instance.clone(), None);
-        let go = drive(self.context_id, &flow, event, self.queue, &mut |settings, needs| {
+        let go = drive(self.context_id, &flow, event, (self.queue, &instance), &mut |settings, needs| {
             made = Some((callout::reserve(settings, &instance, needs)?, needs.to_vec()));
             Ok(())
         });

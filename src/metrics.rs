@@ -33,6 +33,8 @@ pub struct RuleIds {
     pub credit: Option<u32>,
     pub slot_overflow: Option<u32>,
     pub refunds: Option<u32>,
+    pub boxed: Option<u32>,
+    pub boxes: Option<u32>,
 }
 
 /// Series without a rule.
@@ -155,6 +157,8 @@ pub fn rule(rule: &Rule) -> RuleIds {
         credit: define(MetricType::Counter, &format!("sluice_lease_credit_total{tags}")),
         slot_overflow: define(MetricType::Counter, &format!("sluice_slot_overflow_total{tags}")),
         refunds: define(MetricType::Counter, &format!("sluice_refunds_total{tags}")),
+        boxed: define(MetricType::Counter, &format!("sluice_penalty_refused_total{tags}")),
+        boxes: define(MetricType::Counter, &format!("sluice_penalty_boxes_total{tags}")),
     };
     RULES.with(|r| r.borrow_mut().insert(key, ids));
     ids

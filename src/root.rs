@@ -190,14 +190,15 @@ impl SluiceRoot {
         if hostcalls::set_effective_context(context_id).is_err() {
             // The stream is gone; its flow was told (`on_done`). An answer
             // still fills the leases.
-            drive(context_id, flow, Event::Left, self.queue, &mut |_, _| Err("stream gone".into()));
+            let host = (self.queue, &*self.instance);
+            drive(context_id, flow, Event::Left, host, &mut |_, _| Err("stream gone".into()));
             if matches!(event, Event::Answered(_)) {
-                drive(context_id, flow, event, self.queue, &mut |_, _| Err("stream gone".into()));
+                drive(context_id, flow, event, host, &mut |_, _| Err("stream gone".into()));
             }
             return;
         }
         let (root, instance, calls) = (self.context_id, self.instance.clone(), &mut self.calls);
-        let go = drive(context_id, flow, event, self.queue, &mut |settings, needs| {
+        let go = drive(context_id, flow, event, (self.queue, &instance), &mut |settings, needs| {
             // The call belongs to this root, not to the stream. Both
             // contexts exist (this root runs; the stream is being decided),
             // so switching cannot fail.

@@ -88,9 +88,12 @@ pub fn denial(policy: &Policy, d: &Decision, now: u64, random: u64) -> Option<Re
     let tenant = d.tenant.as_deref().filter(|t| is_header_safe(t));
     let mut headers = common_headers(rule, ro, tenant, reset_at, retry_after);
     headers.insert(0, ("retry-after".to_string(), retry_after.to_string()));
+    // A key in its penalty box is refused under the box's own tier.
+    let boxed = rule.penalty.as_ref().filter(|_| d.boxed.contains(&ro.rule));
+    let tier = boxed.map_or(&rule.name, |p| &p.tier);
     let limits = format!(
         "{{\"tier\":{},\"limit\":{},\"window\":\"{}\",\"remaining\":{},\"resetAt\":\"{}\"}}",
-        json_string(&rule.name),
+        json_string(tier),
         ro.limit,
         rule.limit.per,
         ro.outcome.remaining,
@@ -98,18 +101,19 @@ pub fn denial(policy: &Policy, d: &Decision, now: u64, random: u64) -> Option<Re
     );
     let body = match &d.jsonrpc {
         Some(msg) => {
-            let message = format!("Rate limit exceeded ({}): retry after {retry_after} s", rule.name);
+            let message = match boxed {
+                Some(_) => format!("Rate limit exceeded too often ({}): refused for {retry_after} s", rule.name),
+                None => format!("Rate limit exceeded ({}): retry after {retry_after} s", rule.name),
+            };
             jsonrpc_errors(msg, JSONRPC_RATE_LIMITED, &message, &format!("{{\"retryAfter\":{retry_after},\"limits\":{limits}}}"))
         }
-        None => format!(
-            concat!(
-                "{{\"error\":\"Rate Limit Exceeded\",",
-                "\"message\":\"Too many requests. Please try again later.\",",
-                "\"retryAfter\":{},",
-                "\"limits\":{}}}"
-            ),
-            retry_after, limits,
-        ),
+        None => {
+            let message = match boxed {
+                Some(_) => "Too many requests over the limit: refused until resetAt.",
+                None => "Too many requests. Please try again later.",
+            };
+            format!("{{\"error\":\"Rate Limit Exceeded\",\"message\":\"{message}\",\"retryAfter\":{retry_after},\"limits\":{limits}}}")
+        }
     };
     Some(Reply::json(429, headers, body))
 }

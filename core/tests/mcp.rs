@@ -269,21 +269,25 @@ fn json_rpc_mistakes_are_named_with_their_path() {
     }
 }
 
-/// `make check` on every shipped policy: policies/mcp.json among them.
+/// `make check` on every shipped policy: policies/mcp.json among them,
+/// and the examples in policies/examples/.
 #[cfg(not(target_arch = "wasm32"))]
 #[test]
 fn every_shipped_policy_passes_the_check() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
     let mut checked = Vec::new();
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "json") {
-            let json = std::fs::read_to_string(&path).unwrap();
-            if let Err(e) = sluice_core::policy::check(&json) {
-                panic!("{}: {e}", path.display());
+    for dir in [dir.clone(), dir.join("examples")] {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "json") {
+                let json = std::fs::read_to_string(&path).unwrap();
+                if let Err(e) = sluice_core::policy::check(&json) {
+                    panic!("{}: {e}", path.display());
+                }
+                checked.push(path.file_name().unwrap().to_string_lossy().into_owned());
             }
-            checked.push(path.file_name().unwrap().to_string_lossy().into_owned());
         }
     }
+    assert!(checked.iter().any(|n| n == "penalty.json"), "{checked:?}");
     assert!(checked.iter().any(|n| n == "mcp.json"), "{checked:?}");
 }

@@ -41,12 +41,9 @@ pub fn apply_answers(policy: &Policy, store: &dyn SharedStore, needs: &[LeaseNee
             out.warnings.push(format!("rule {}: adaptive limit not read, an upstream block was recorded against its configured limit: {e}", need.ask.rule));
         }
         if applied.block_started {
-            out.warnings.push(format!(
-                "rule {}: key {:?} held back for {:.1}s: its upstream asked another instance to wait",
-                need.ask.rule,
-                need.ask.id,
-                answer.blocked_ns as f64 / 1e9
-            ));
+            let boxed = applied.rule.and_then(|r| policy.rules.get(r)).is_some_and(|r| r.penalty.is_some());
+            let why = if boxed { "another instance put it in the penalty box" } else { "its upstream asked another instance to wait" };
+            out.warnings.push(format!("rule {}: key {:?} held back for {:.1}s: {why}", need.ask.rule, need.ask.id, answer.blocked_ns as f64 / 1e9));
         }
     }
     out

@@ -24,6 +24,10 @@ pub enum Tally {
     Credit,
     /// The rule's key was reset (an idle slot reused, a window rolled).
     Reset,
+    /// The rule refused the request because its key is in the penalty box.
+    Boxed,
+    /// The request's refusal put its key in the rule's penalty box.
+    BoxStarted,
 }
 
 /// The counters `decided` bumps: each rule that applied once, when the
@@ -32,6 +36,7 @@ pub fn tallies(policy: &Policy, decided: &Decided) -> Vec<(usize, Tally)> {
     let d = &decided.decision;
     let mut out: Vec<(usize, Tally)> = d.credited.iter().map(|&r| (r, Tally::Credit)).collect();
     out.extend(d.notes.iter().filter(|(_, n)| matches!(n, Note::Reset)).map(|&(r, _)| (r, Tally::Reset)));
+    out.extend(d.boxes.iter().map(|&(r, _)| (r, Tally::BoxStarted)));
     if decided.fate == Fate::Calls {
         return out;
     }
@@ -53,6 +58,9 @@ pub fn tallies(policy: &Policy, decided: &Decided) -> Vec<(usize, Tally)> {
             Tally::Allowed
         };
         out.push((a.rule, tally));
+        if tally == Tally::Denied && d.boxed.contains(&a.rule) {
+            out.push((a.rule, Tally::Boxed));
+        }
         if a.near {
             out.push((a.rule, Tally::NearLimit));
         }

@@ -331,3 +331,74 @@ fn a_global_rule_that_counts_successes_returns_the_unit_to_its_lease() {
     assert_eq!(refunded.refunded, vec![0], "{refunded:?}");
     assert!(refunded.warnings.is_empty(), "{refunded:?}");
 }
+
+const PENALTY: &str = r#"{"rules": [{"name": "per-ip", "key": ["client_ip"], "limit": {"requests": 5, "per": "1s"},
+    "penalty": {"after": 3, "within": "60s", "block": "60s"}}]}"#;
+
+#[test]
+fn a_key_refused_too_often_is_boxed_for_the_penalty_then_let_go() {
+    let b = Bench::new(PENALTY);
+    let req = MemoryRequest::new("GET", "/x");
+    let other = MemoryRequest::new("GET", "/x").from_address("10.0.0.9:1234");
+    for _ in 0..5 {
+        assert!(b.arrive(&req, T0).1.go);
+    }
+    // Three refusals: the third boxes the key.
+    let refusals: Vec<Out> = (0..3).map(|i| b.arrive(&req, T0 + i * MS).1).collect();
+    assert!(refusals.iter().all(|o| status(o) == Some(429)));
+    let started: Vec<usize> =
+        refusals.iter().map(|o| tallies(&b.policy, o.decided.last().unwrap()).iter().filter(|t| t.1 == Tally::BoxStarted).count()).collect();
+    assert_eq!(started, vec![0, 0, 1], "{refusals:?}");
+    // Two seconds later the bucket is full again, but the key is boxed:
+    // refused under the box's tier, until the box ends.
+    let boxed = b.arrive(&req, T0 + 2 * S).1;
+    let body = &boxed.reply.as_ref().expect("a 429").body;
+    assert!(body.contains(r#""tier":"penalty""#), "{body}");
+    let retry: u64 = boxed.reply.as_ref().unwrap().headers.iter().find(|(n, _)| n == "retry-after").unwrap().1.parse().unwrap();
+    assert!((57..=61).contains(&retry), "retry after {retry}");
+    assert!(tallies(&b.policy, boxed.decided.last().unwrap()).contains(&(0, Tally::Boxed)));
+    // Another client is not affected.
+    assert!(b.arrive(&other, T0 + 2 * S).1.go);
+    // After the box, the key is let go.
+    assert!(b.arrive(&req, T0 + 62 * S).1.go);
+}
+
+#[test]
+fn a_global_rules_box_is_shared_and_learnt_from_the_counter_service() {
+    let json = r#"{"global": {}, "rules": [{"name": "per-ip", "scope": "global", "key": ["client_ip"], "limit": {"requests": 2, "per": "1s"},
+        "penalty": {"after": 2, "within": "60s", "block": "30s", "tier": "boxed"}}]}"#;
+    let b = Bench::new(json);
+    let req = MemoryRequest::new("GET", "/x");
+    let mut shared = Vec::new();
+    for i in 0..8 {
+        let (mut flow, out) = b.arrive(&req, T0 + i * MS);
+        let out = settle_calls(&b, &mut flow, &req, out, T0 + i * MS);
+        shared.extend(out.share);
+    }
+    assert_eq!(shared.len(), 1, "one box, shared once: {shared:?}");
+    assert_eq!((shared[0].rule.as_str(), shared[0].for_ms), ("per-ip", 30_000));
+    // The box's own metric and tier at this instance.
+    let out = b.arrive(&req, T0 + 10 * MS).1;
+    assert!(out.reply.as_ref().is_some_and(|r| r.body.contains(r#""tier":"boxed""#)), "{out:?}");
+}
+
+#[test]
+fn an_answer_that_says_another_instance_boxed_the_key_boxes_it_here() {
+    let json = r#"{"global": {}, "rules": [{"name": "per-ip", "scope": "global", "key": ["client_ip"], "limit": {"requests": 100, "per": "1s"},
+        "penalty": {"after": 10, "within": "60s", "block": "30s"}}]}"#;
+    let b = Bench::new(json);
+    let req = MemoryRequest::new("GET", "/x");
+    // A quiet key is admitted on credit; its refill goes to the leader,
+    // whose answer this is.
+    let needs = b.arrive(&req, T0).1.refills;
+    assert!(!needs.is_empty());
+    let mut answers = b.answer(&needs, T0);
+    // The service grants a blocked key nothing, and says for how long.
+    answers[0].granted = 0;
+    answers[0].blocked_ns = 20 * S;
+    let applied = apply_answers(&b.policy, &b.store, &needs, &answers, T0);
+    assert!(applied.warnings.iter().any(|w| w.contains("penalty box")), "{applied:?}");
+    let later = b.arrive(&req, T0 + S).1;
+    assert!(later.reply.as_ref().is_some_and(|r| r.body.contains(r#""tier":"penalty""#)), "{later:?}");
+    assert!(b.arrive(&req, T0 + 21 * S).1.reply.as_ref().is_none_or(|r| !r.body.contains("penalty")));
+}

@@ -73,7 +73,7 @@ impl<'p, 'r> Pass<'p, 'r> {
     /// Decides one rule, if it applies.
     fn rule(&mut self, i: usize, rule: &Rule) {
         let Some(params) = self.attrs.applies(self.policy, rule, self.exempt) else { return };
-        let Some((key_fp, id)) = self.attrs.key(self.policy, rule, &params) else { return };
+        let Some((key_fp, mut id)) = self.attrs.key(self.policy, rule, &params) else { return };
         let cost = self.attrs.cost(rule);
         let denied = !self.d.allowed();
         if rule.concurrent {
@@ -83,6 +83,11 @@ impl<'p, 'r> Pass<'p, 'r> {
             }
             return;
         }
+        if rule.penalty.is_some() && self.boxed(i, rule, key_fp, denied) {
+            return;
+        }
+        // Kept for a box to share (the lease takes the id).
+        let box_id = rule.penalty.as_ref().and(id.clone());
         let kept_turn = self.kept_turn(i, key_fp);
         let (mut outcome, wait, fp, overflowed, limit) = match self.take(i, rule, key_fp, cost, denied, kept_turn) {
             Took::Decided { outcome, wait, fp, overflowed, limit } => (outcome, wait, fp, overflowed, limit),
@@ -103,7 +108,7 @@ impl<'p, 'r> Pass<'p, 'r> {
                 }
             }
             if rule.scope == Scope::Global && !overflowed {
-                match self.lease(i, rule, &limit, (fp, cost), id.unwrap_or_default(), wait) {
+                match self.lease(i, rule, &limit, (fp, cost), id.take().unwrap_or_default(), wait) {
                     Some(o) => outcome = o,
                     None => return,
                 }
@@ -111,6 +116,35 @@ impl<'p, 'r> Pass<'p, 'r> {
         }
         let capacity = if rule.algorithm == crate::policy::Algorithm::TokenBucket { limit.burst } else { limit.requests };
         report(&mut self.d, rule, i, limit.requests, capacity, outcome, denied);
+        if rule.penalty.is_some() && !outcome.allowed && !rule.shadow {
+            self.strike(i, rule, key_fp, box_id);
+        }
+    }
+
+    /// A rule with a penalty box: whether the key is in it (then the rule
+    /// refused the request, its bucket untouched).
+    fn boxed(&mut self, i: usize, rule: &Rule, key_fp: u64, denied: bool) -> bool {
+        match super::penalty::boxed(self.policy, self.store, rule, key_fp, self.ctx.now) {
+            Ok(Some(outcome)) => {
+                self.d.boxed.push(i);
+                report(&mut self.d, rule, i, rule.limit.requests, rule.limit.burst, outcome, denied);
+                true
+            }
+            Ok(None) => false,
+            Err(e) => {
+                self.d.errors.push((i, e));
+                false
+            }
+        }
+    }
+
+    /// The rule refused the request: one strike against its key.
+    fn strike(&mut self, i: usize, rule: &Rule, key_fp: u64, id: Option<String>) {
+        match super::penalty::strike(self.policy, self.store, rule, key_fp, self.ctx.now) {
+            Ok(true) => self.d.boxes.push((i, id.filter(|_| rule.scope == Scope::Global))),
+            Ok(false) => {}
+            Err(e) => self.d.errors.push((i, e)),
+        }
     }
 
     /// A global rule a refused request only looked at (see

@@ -49,7 +49,8 @@ pub(super) fn rule_of<'a>(policy: &'a Policy, need: &LeaseNeed) -> Option<(usize
 /// The units that belong to the waiting request that asked (`carry`) are
 /// not pooled: they come back for that request to spend. A block learnt
 /// by another instance (`blocked_ns`) keeps the key's bucket empty until
-/// it ends, for rules that obey upstream limits. A rule that no longer
+/// it ends, for rules that obey upstream limits, and boxes the key for
+/// rules with a penalty box. A rule that no longer
 /// exists (the policy changed meanwhile) is skipped.
 pub fn apply_answer(policy: &Policy, store: &dyn SharedStore, need: &LeaseNeed, answer: &crate::lease::Answer, now: u64) -> Result<Applied, StoreError> {
     let Some((index, rule)) = rule_of(policy, need) else { return Ok(Applied::default()) };
@@ -58,6 +59,11 @@ pub fn apply_answer(policy: &Policy, store: &dyn SharedStore, need: &LeaseNeed, 
         return Ok(Applied { rule: Some(index), ..Applied::default() });
     }
     let (mut block_started, mut unread) = (false, None);
+    if answer.blocked_ns > 0 && rule.penalty.is_some() && need.bucket != 0 {
+        // Another instance boxed the key (the service blocks it for all).
+        let until = now.saturating_add(answer.blocked_ns.min(rule.penalty.as_ref().map_or(0, |p| p.block.nanos())));
+        block_started = super::penalty::box_until(policy, store, rule, need.bucket, now, until)?;
+    }
     let blocked = answer.blocked_ns > 0 && rule.obey_upstream && need.bucket != 0;
     if blocked {
         let limit = crate::adaptive::limit(store, rule).unwrap_or_else(|e| {

@@ -37,6 +37,7 @@ mod decide;
 mod explain;
 mod global;
 mod held;
+pub mod penalty;
 mod refill_messages;
 mod spans;
 
@@ -218,6 +219,12 @@ pub struct Decision {
     /// The `Mcp-Method`/`Mcp-Name` headers disagreed with the body (the
     /// body counted), for a metric.
     pub mcp_headers_disagree: bool,
+    /// Rules that refused the request because its key is in their penalty
+    /// box (see `penalty`).
+    pub boxed: Vec<usize>,
+    /// Rules whose penalty box this request's refusal started, with the
+    /// key as the counter service knows it (global rules), to share.
+    pub boxes: Vec<(usize, Option<String>)>,
 }
 
 impl Decision {

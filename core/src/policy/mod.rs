@@ -130,6 +130,9 @@ pub struct Rule {
     /// status or above (Envoy's own 503/504 for an upstream reset or
     /// timeout included) gives the request's units back (`"count"`).
     pub refund_from: Option<u16>,
+    /// The penalty box: a key refused this often is refused outright for a
+    /// while (`"penalty"`).
+    pub penalty: Option<Penalty>,
 }
 
 /// A rule's JSON-RPC condition: the body is JSON-RPC (see `jsonrpc`) and
@@ -225,6 +228,25 @@ pub enum CostSource {
 pub struct Queue {
     pub max_wait: Span,
     pub max_queued: u64,
+}
+
+/// A key refused `after` times within `within` is refused outright for
+/// `block`, at every instance for a global rule; its 429 names `tier`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Penalty {
+    pub after: u64,
+    pub within: Span,
+    pub block: Span,
+    pub tier: String,
+}
+
+impl Penalty {
+    /// The key's strikes, as a token bucket: `after` at once, coming back
+    /// one every `within / after` (so about `after` refusals within
+    /// `within` empty it).
+    pub fn strikes(&self) -> Limit {
+        Limit { requests: self.after, per: self.within, burst: self.after }
+    }
 }
 
 /// `requests` per `per`, with bursts of at most `burst` (token bucket only;

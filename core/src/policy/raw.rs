@@ -100,6 +100,18 @@ pub struct RawRule {
     pub priority: Option<RawPriority>,
     pub adaptive: Option<RawAdaptive>,
     pub count: Option<RawCount>,
+    pub penalty: Option<RawPenalty>,
+}
+
+/// Refuse a key outright for `block` after `after` refusals within
+/// `within`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPenalty {
+    pub after: i64,
+    pub within: String,
+    pub block: String,
+    pub tier: Option<String>,
 }
 
 /// Which requests a rule counts: `"all"` (the default), `"success"` (the

@@ -5,8 +5,8 @@
 use super::limits::MAX_REQUESTS;
 use super::Compiler;
 use crate::duration::Span;
-use crate::policy::raw::{RawCost, RawCount, RawPriority, RawQueue};
-use crate::policy::{Algorithm, Cost, CostSource, Limit, Priority, Queue};
+use crate::policy::raw::{RawCost, RawCount, RawPenalty, RawPriority, RawQueue};
+use crate::policy::{Algorithm, Cost, CostSource, Limit, Penalty, Priority, Queue};
 
 impl Compiler {
     /// Which requests the rule counts: the status from which an answer
@@ -27,6 +27,35 @@ impl Compiler {
                 }
             },
         }
+    }
+
+    /// The penalty box: how many refusals, within how long, block the key
+    /// for how long (each from 1s to 1h), and the tier its 429 names.
+    pub(super) fn penalty(&mut self, at: &str, p: &RawPenalty) -> Option<Penalty> {
+        let before = self.problems.len();
+        if !(1..=10_000).contains(&p.after) {
+            self.problem(format!("{at}.penalty.after"), format!("{} is out of range: 1 to 10000 refusals", p.after));
+        }
+        let mut span = |field: &str, raw: &str| match Span::parse(raw) {
+            Ok(s) if (1_000_000_000..=3_600_000_000_000).contains(&s.nanos()) => Some(s),
+            Ok(s) => {
+                self.problem(format!("{at}.penalty.{field}"), format!("{s} is out of range: at least 1s and at most 1h"));
+                None
+            }
+            Err(e) => {
+                self.problem(format!("{at}.penalty.{field}"), e);
+                None
+            }
+        };
+        let (within, block) = (span("within", &p.within), span("block", &p.block));
+        let tier = p.tier.clone().unwrap_or_else(|| "penalty".to_string());
+        if tier.is_empty() || tier.len() > 64 || !tier.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            self.problem(format!("{at}.penalty.tier"), format!("{tier:?} must be 1-64 letters, digits, '-' or '_'"));
+        }
+        if self.problems.len() > before {
+            return None;
+        }
+        Some(Penalty { after: u64::try_from(p.after).ok()?, within: within?, block: block?, tier })
     }
 
     pub(super) fn queue(&mut self, at: &str, q: &RawQueue, algorithm: Algorithm, limit: Option<&Limit>) -> Option<Queue> {

@@ -62,8 +62,10 @@ impl Compiler {
         let priority = raw.priority.as_ref().and_then(|p| self.priority(at, p, raw.algorithm, limit.as_ref(), queue.as_ref()));
         let adaptive = raw.adaptive.as_ref().and_then(|a| self.adaptive(at, a, limit.as_ref()));
         let refund_from = raw.count.as_ref().and_then(|c| self.count(at, c));
+        let penalty = raw.penalty.as_ref().and_then(|p| self.penalty(at, p));
         let options = Options {
             counts_success: refund_from.is_some(),
+            penalty: raw.penalty.is_some(),
             concurrent: raw.limit.concurrent.is_some(),
             global: raw.scope == Scope::Global,
             queue: raw.queue.is_some(),
@@ -90,6 +92,7 @@ impl Compiler {
             key,
             concurrent: raw.limit.concurrent.is_some(),
             refund_from,
+            penalty,
             limit: limit?,
             algorithm: raw.algorithm,
             shadow: raw.mode == Mode::Shadow,
@@ -132,6 +135,7 @@ impl Compiler {
                 (o.obey_upstream, "obey_upstream", "a concurrency limit cannot obey upstream limits"),
                 (o.algorithm != Algorithm::TokenBucket, "algorithm", "a concurrency limit takes no algorithm"),
                 (o.counts_success, "count", "a concurrency limit frees its unit when the request ends, whatever the answer"),
+                (o.penalty, "penalty", "a concurrency limit takes no penalty box"),
             ];
             for (_, field, why) in refused.iter().filter(|r| r.0) {
                 self.problem(format!("{at}.{field}"), *why);
@@ -146,6 +150,7 @@ impl Compiler {
 /// The options of a rule that constrain each other.
 struct Options {
     counts_success: bool,
+    penalty: bool,
     concurrent: bool,
     global: bool,
     queue: bool,
