@@ -32,3 +32,4 @@ pub mod store;
 #[cfg(test)]
 mod testing;
 pub mod upstream;
+pub mod worker_tokens;
