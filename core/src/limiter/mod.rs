@@ -37,6 +37,7 @@ mod decide;
 mod explain;
 mod global;
 mod held;
+mod plans;
 mod refill_messages;
 mod spans;
 
