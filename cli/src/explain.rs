@@ -119,9 +119,9 @@ fn report(policy: &Policy, parsed: &Parsed, args: &Args, req: &MemoryRequest) ->
     line(String::new());
     let all = explain(policy, &mut req.clone());
     let width = all.len().to_string().len();
-    for e in &all {
+    // Numbered as written: a rule with plans or overrides is one entry.
+    for (number, e) in (1..).zip(&all) {
         let rule = &policy.rules[e.rule];
-        let number = e.rule + 1;
         if let Some(why) = &e.skip {
             // One line for the rule, one for the reason.
             line(format!("{number:>width$}. {}: does not apply ({}; {})", rule.name, kind(rule), limit_text(rule)));
@@ -131,6 +131,9 @@ fn report(policy: &Policy, parsed: &Parsed, args: &Args, req: &MemoryRequest) ->
         line(format!("{number:>width$}. {}: APPLIES ({})", rule.name, kind(rule)));
         line(format!("{}key:      {}", pad(width), key_text(e)));
         line(format!("{}limit:    {}", pad(width), limit_text(rule)));
+        if let Some(by) = &e.limit_by {
+            line(format!("{}because:  {by}", pad(width)));
+        }
         for (what, text) in extras(rule, e) {
             line(format!("{}{:<10}{text}", pad(width), format!("{what}:")));
         }
@@ -139,6 +142,9 @@ fn report(policy: &Policy, parsed: &Parsed, args: &Args, req: &MemoryRequest) ->
     let resolved = resolve(policy, &mut req.clone());
     line(format!("tenant:      {}", resolved.tenant.as_deref().unwrap_or("(none)")));
     line(format!("integration: {}", resolved.integration.as_deref().unwrap_or("(none)")));
+    if let Some(plan) = &resolved.plan {
+        line(format!("plan:        {plan}"));
+    }
     let exempt = if resolved.exempt { " (exempt: only rules naming it exactly apply)" } else { "" };
     line(format!("path:        {}{exempt}", resolved.path));
     let applying = all.iter().filter(|e| e.applies()).count();

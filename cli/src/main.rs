@@ -71,7 +71,11 @@ fn main() -> ExitCode {
             };
             match parse_policy(&policy, &text, ExitCode::FAILURE) {
                 Ok(p) => {
-                    println!("OK: {} rules, {} slots", p.rules.len(), p.slots);
+                    println!(
+                        "OK: {} rules, {} slots",
+                        p.rules.iter().filter(|r| r.choice.as_ref().is_none_or(|c| c.takes == sluice_core::policy::Takes::Written)).count(),
+                        p.slots
+                    );
                     if let Some(warning) = trust_warning(&p) {
                         eprintln!("{policy}: warning: {warning}");
                     }

@@ -44,6 +44,11 @@ impl<'r> Attrs<'r> {
         Attrs { req, method, raw_path, path, headers: Vec::new(), client_ip: None, tenant: None, integration: None, body: None, rpc: None, call: 0 }
     }
 
+    /// The method, upper case.
+    pub(super) fn method(&self) -> &str {
+        &self.method
+    }
+
     pub(super) fn header(&mut self, name: &str) -> Option<String> {
         if let Some((_, v)) = self.headers.iter().find(|(n, _)| n == name) {
             return v.clone();
@@ -79,7 +84,7 @@ impl<'r> Attrs<'r> {
     }
 
     /// The value of one key part, as bytes to hash.
-    fn part(&mut self, policy: &Policy, part: &KeyPart, params: &Params) -> Option<Vec<u8>> {
+    pub(super) fn part(&mut self, policy: &Policy, part: &KeyPart, params: &Params) -> Option<Vec<u8>> {
         let text = match part {
             KeyPart::ClientIp => self.client_ip(policy.trusted_hops, policy.ipv6_prefix),
             KeyPart::Method => Some(self.method.clone()),
@@ -102,6 +107,7 @@ impl<'r> Attrs<'r> {
             KeyPart::Const(c) => Some(c.clone()),
             KeyPart::JsonRpcMethod => self.current_call().map(|c| c.method.clone()),
             KeyPart::Tool => self.current_call().and_then(|c| c.tool.clone()),
+            KeyPart::Plan => super::plans::plan_name(self, policy),
         };
         text.filter(|t| !t.is_empty()).map(String::into_bytes)
     }
@@ -218,7 +224,7 @@ impl<'r> Attrs<'r> {
     }
 
     /// The value of the first of `sources` that has one, as text.
-    fn first_value(&mut self, policy: &Policy, sources: &[KeyPart]) -> Option<String> {
+    pub(super) fn first_value(&mut self, policy: &Policy, sources: &[KeyPart]) -> Option<String> {
         let v = sources.iter().find_map(|s| self.part(policy, s, &Vec::new()))?;
         Some(String::from_utf8_lossy(&v).into_owned())
     }
@@ -263,6 +269,12 @@ impl<'r> Attrs<'r> {
                 Rpc::Message(m) => m.calls.iter().position(|c| j.matches(c))?,
             },
         };
+        // A rule with plans or overrides: only the variant the request is on.
+        if let Some(c) = &rule.choice {
+            if !super::plans::takes(self, policy, rule, c, &params) {
+                return None;
+            }
+        }
         Some(params)
     }
 

@@ -11,7 +11,7 @@ use std::fmt;
 
 use super::attrs::Attrs;
 use crate::path::{Params, PathMatcher};
-use crate::policy::{HeaderTest, KeyPart, Missing, Policy, Rule, Scope};
+use crate::policy::{HeaderTest, KeyPart, Missing, Policy, Rule, Scope, Takes};
 use crate::request::Request;
 
 /// One rule as it stands for one request.
@@ -32,6 +32,9 @@ pub struct Explained {
     pub cost: u64,
     /// The request's priority class, for a rule with classes that applies.
     pub class: Option<String>,
+    /// For a rule with plans or overrides whose match holds, whose limit
+    /// the request gets: `plan pro`, `override for "acme"`, ...
+    pub limit_by: Option<String>,
 }
 
 impl Explained {
@@ -137,6 +140,7 @@ fn source_name(part: &KeyPart) -> String {
         KeyPart::Const(_) => "const".into(),
         KeyPart::JsonRpcMethod => "jsonrpc_method".into(),
         KeyPart::Tool => "tool".into(),
+        KeyPart::Plan => "plan".into(),
     }
 }
 
@@ -170,6 +174,8 @@ pub struct Resolved {
     pub exempt: bool,
     pub tenant: Option<String>,
     pub integration: Option<String>,
+    /// The request's plan, when the policy has plans.
+    pub plan: Option<String>,
 }
 
 /// The path, tenant and integration of a request as the policy resolves
@@ -179,26 +185,35 @@ pub fn resolve(policy: &Policy, req: &mut dyn Request) -> Resolved {
     let exempt = is_exempt(policy, &attrs.path);
     let tenant = attrs.tenant(policy);
     let integration = attrs.integration(policy);
-    Resolved { path: attrs.path.clone(), exempt, tenant, integration }
+    let plan = super::plans::plan_name(&mut attrs, policy);
+    Resolved { path: attrs.path.clone(), exempt, tenant, integration, plan }
 }
 
 fn is_exempt(policy: &Policy, path: &str) -> bool {
     policy.exempt_paths.iter().any(|p| p.eq_ignore_ascii_case(path))
 }
 
-/// Every rule of the policy, in policy order, as it stands for `req`.
+/// Every rule of the policy, in policy order, as it stands for `req`. A
+/// rule with plans or overrides is one entry: the variant of it that
+/// takes the request (`limit_by` says which), or when its match does not
+/// hold, the rule as written.
 pub fn explain(policy: &Policy, req: &mut dyn Request) -> Vec<Explained> {
     let method = req.method().unwrap_or_default().to_ascii_uppercase();
     let mut attrs = Attrs::new(req);
     let exempt = is_exempt(policy, &attrs.path);
-    let mut out = Vec::with_capacity(policy.rules.len());
+    let mut out: Vec<Explained> = Vec::with_capacity(policy.rules.len());
     for (i, rule) in policy.rules.iter().enumerate() {
-        let mut e = Explained { rule: i, skip: None, key: Vec::new(), global_id: None, cost: 0, class: None };
+        let mut e = Explained { rule: i, skip: None, key: Vec::new(), global_id: None, cost: 0, class: None, limit_by: None };
+        // Another variant of the rule just listed.
+        let variant = rule.choice.as_ref().is_some_and(|c| c.takes != Takes::Written);
         let Some(params) = attrs.applies(policy, rule, exempt) else {
-            e.skip = Some(why_not(&mut attrs, policy, rule, exempt, &method));
-            out.push(e);
+            if !variant {
+                e.skip = Some(why_not(&mut attrs, policy, rule, exempt, &method));
+                out.push(e);
+            }
             continue;
         };
+        e.limit_by = super::plans::describe(&mut attrs, policy, rule, &params);
         e.key = rule.key.iter().map(|part| KeyValue { source: source_name(part), value: part_value(&mut attrs, policy, rule, part, &params) }).collect();
         match attrs.key(policy, rule, &params) {
             None => {
@@ -213,6 +228,10 @@ pub fn explain(policy: &Policy, req: &mut dyn Request) -> Vec<Explained> {
                     p.classes.get(p.class(value.as_deref(), 0)).cloned()
                 });
             }
+        }
+        // The variant that takes the request stands for its rule.
+        if variant {
+            out.pop();
         }
         out.push(e);
     }

@@ -38,6 +38,7 @@ mod explain;
 mod global;
 mod held;
 pub mod penalty;
+mod plans;
 mod refill_messages;
 mod spans;
 

@@ -6,10 +6,12 @@
 //! refusal lists all that is wrong.
 
 mod compile;
+mod plans;
 mod raw;
 
 use std::fmt;
 
+pub use plans::{Choice, Group, PlanSource, Takes};
 pub use raw::{Algorithm, FailureMode, HeadMethod, Missing, Mode, ResponseHeaders, Scope};
 
 use crate::duration::Span;
@@ -36,6 +38,8 @@ pub struct Policy {
     /// Where the integration (the third-party API a request is for) comes
     /// from: the first source with a value wins.
     pub integration: Vec<KeyPart>,
+    /// Where a request's plan comes from, when rules have plans.
+    pub plan: Option<PlanSource>,
     /// The counter service, when any rule is global.
     pub global: Option<Global>,
     pub rules: Vec<Rule>,
@@ -133,6 +137,9 @@ pub struct Rule {
     /// The penalty box: a key refused this often is refused outright for a
     /// while (`"penalty"`).
     pub penalty: Option<Penalty>,
+    /// One variant of a rule with plans or overrides: which requests it
+    /// takes (see `plans`); `None` for a rule without them.
+    pub choice: Option<Choice>,
 }
 
 /// A rule's JSON-RPC condition: the body is JSON-RPC (see `jsonrpc`) and
@@ -308,6 +315,9 @@ pub enum KeyPart {
     JsonRpcMethod,
     /// The tool of that call, when it is a `tools/call`.
     Tool,
+    /// The request's plan (see `plans`): ends the key of a plan's variant
+    /// of a rule.
+    Plan,
 }
 
 /// Everything wrong with a policy document.

@@ -26,6 +26,8 @@ pub struct RawPolicy {
     #[serde(default)]
     pub tenant: Vec<RawKeyPart>,
     pub integration: Option<Vec<RawKeyPart>>,
+    /// Where a request's plan comes from (see `RawPlan`).
+    pub plan: Option<RawPlan>,
     #[serde(default)]
     pub mode: Mode,
     pub global: Option<RawGlobal>,
@@ -72,7 +74,7 @@ pub struct RawGlobal {
     pub credit: bool,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRule {
     pub name: String,
@@ -101,11 +103,16 @@ pub struct RawRule {
     pub adaptive: Option<RawAdaptive>,
     pub count: Option<RawCount>,
     pub penalty: Option<RawPenalty>,
+    /// Limits of their own for some plans (see `RawPlans`).
+    pub plans: Option<RawPlans>,
+    /// Limits of their own for some values of a key part.
+    #[serde(default)]
+    pub overrides: Vec<RawOverride>,
 }
 
 /// Refuse a key outright for `block` after `after` refusals within
 /// `within`.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPenalty {
     pub after: i64,
@@ -117,7 +124,7 @@ pub struct RawPenalty {
 /// Which requests a rule counts: `"all"` (the default), `"success"` (the
 /// upstream did not fail: answers from 500 on give their units back), or
 /// `{"success_below": N}` (answers from N on give them back).
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(untagged)]
 pub enum RawCount {
     Word(String),
@@ -128,7 +135,7 @@ pub enum RawCount {
 }
 
 /// Let the effective limit follow the upstream's health.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAdaptive {
     pub floor: Option<i64>,
@@ -140,7 +147,7 @@ pub struct RawAdaptive {
     pub min_samples: Option<i64>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLatency {
     pub percentile: i64,
@@ -148,7 +155,7 @@ pub struct RawLatency {
 }
 
 /// Classes of requests, highest first, read from a header.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPriority {
     pub header: String,
@@ -159,7 +166,7 @@ pub struct RawPriority {
 }
 
 /// Units a request costs: from a header or a JSON body field.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCost {
     pub header: Option<String>,
@@ -169,7 +176,7 @@ pub struct RawCost {
 }
 
 /// Hold requests over the limit for up to `max_wait` instead of refusing.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawQueue {
     pub max_wait: String,
@@ -197,7 +204,7 @@ pub enum FailureMode {
     Closed,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawMatch {
     #[serde(default)]
@@ -218,7 +225,7 @@ pub struct RawMatch {
 /// a JSON-RPC body with a call whose method (and, when `tools` is given,
 /// whose `tools/call` tool) matches one of the globs; empty lists match
 /// any.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawJsonRpc {
     #[serde(default)]
@@ -240,7 +247,7 @@ pub enum HeadMethod {
     Separate,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum RawPath {
     Exact(String),
@@ -248,7 +255,7 @@ pub enum RawPath {
     Template(String),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawHeader {
     pub name: String,
@@ -257,7 +264,7 @@ pub struct RawHeader {
     pub present: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLimit {
     pub requests: Option<i64>,
@@ -312,7 +319,7 @@ pub enum Missing {
 
 /// One part of a rule's key. Unit variants are written as strings
 /// (`"client_ip"`), the others as one-field objects (`{"header": "x"}`).
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RawKeyPart {
     ClientIp,
@@ -338,23 +345,71 @@ pub enum RawKeyPart {
 
 /// `{"path_param": "tenantId"}` takes the parameter from the template the
 /// rule matched; `{"path_param": {"name": .., "template": ..}}` from its own.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(untagged)]
 pub enum RawPathParam {
     Name(String),
     WithTemplate(RawTemplateParam),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTemplateParam {
     pub name: String,
     pub template: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawMetadata {
     pub filter: String,
     pub path: Vec<String>,
+}
+
+/// `{"from": [{"header": "x-plan"}], "names": ["free", "pro"], "default":
+/// "free"}`: where a request's plan comes from (key sources, the first
+/// with a value wins), the plans, and the plan of a request that names
+/// none or an unknown one (the first name unless given).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPlan {
+    pub from: Vec<RawKeyPart>,
+    pub names: Vec<String>,
+    pub default: Option<String>,
+}
+
+/// `{"pro": {"requests": 50, "per": "1s"}}`: a rule's limit for requests
+/// on these plans, in the order written, duplicates kept (for validation
+/// to name them; a JSON object would silently keep the last).
+#[derive(Clone, Debug, Default)]
+pub struct RawPlans(pub Vec<(String, RawLimit)>);
+
+impl<'de> Deserialize<'de> for RawPlans {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> serde::de::Visitor<'de> for Entries {
+            type Value = RawPlans;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object of plan names and their limits")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<RawPlans, A::Error> {
+                let mut out = Vec::new();
+                while let Some(entry) = map.next_entry::<String, RawLimit>()? {
+                    out.push(entry);
+                }
+                Ok(RawPlans(out))
+            }
+        }
+        d.deserialize_map(Entries)
+    }
+}
+
+/// `{"value": "acme", "limit": {...}}`: a rule's limit for requests whose
+/// key part `on` (the key's only part unless given) has this value.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOverride {
+    pub on: Option<RawKeyPart>,
+    pub value: String,
+    pub limit: RawLimit,
 }

@@ -33,6 +33,7 @@ use crate::policy::KeyPart;
 /// | 13 | constant | value (string) |
 /// | 14 | `jsonrpc_method` | |
 /// | 15 | `tool` | |
+/// | 16 | the request's plan (a plan's variant of a rule, see `plans`) | |
 ///
 /// The fields are as compiled (a header name lower case, for one). Every
 /// part is self-delimiting, so distinct (name, key) pairs encode to
@@ -88,6 +89,7 @@ pub(crate) fn rule_identity(name: &str, key: &[KeyPart]) -> u64 {
             }
             KeyPart::JsonRpcMethod => out.push(14),
             KeyPart::Tool => out.push(15),
+            KeyPart::Plan => out.push(16),
         }
     }
     Fnv::default().write(&out).finish()

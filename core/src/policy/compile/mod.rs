@@ -15,6 +15,8 @@
 //! - `options`: a rule's queue, cost and priority classes;
 //! - `adaptive`: an adaptive rule's floor, signals and steps;
 //! - `global`: the counter service section and its secret;
+//! - `plans`: the policy's `plan` section, and a rule's plans and
+//!   overrides expanded into variants of it;
 //! - `identity`: a rule's identity, the hash its buckets are kept under.
 
 mod adaptive;
@@ -24,6 +26,7 @@ mod keys;
 mod limits;
 mod matchers;
 mod options;
+mod plans;
 mod rules;
 
 pub(crate) use identity::rule_identity;
@@ -91,11 +94,13 @@ impl Compiler {
         let sources = raw.integration.unwrap_or_else(|| vec![RawKeyPart::Header("x-integration".into())]);
         let integration = self.sources("integration", "tenant", sources);
         let global = raw.global.and_then(|g| self.global(g));
-        let rules = self.rules(raw.rules, global.is_some(), !tenant.is_empty(), raw.mode == Mode::Shadow);
+        let plan = raw.plan.and_then(|p| self.plan_section(p));
+        let rules = self.rules(raw.rules, global.is_some(), !tenant.is_empty(), raw.mode == Mode::Shadow, plan.as_ref());
         let body_part = |p: &KeyPart| matches!(p, KeyPart::Body(_) | KeyPart::JsonRpcMethod | KeyPart::Tool);
         let body_always = rules.iter().any(|r| matches!(r.cost, Some(Cost { source: CostSource::Body(_), .. })) || r.key.iter().any(body_part))
             || tenant.iter().any(body_part)
-            || integration.iter().any(body_part);
+            || integration.iter().any(body_part)
+            || plan.as_ref().is_some_and(|p| p.from.iter().any(body_part));
         let needs_body = body_always || rules.iter().any(|r| r.jsonrpc.is_some());
         if needs_body && !raw.read_body {
             self.problem(
@@ -110,6 +115,7 @@ impl Compiler {
             exempt_paths,
             tenant,
             integration,
+            plan,
             global,
             rules,
             needs_body,

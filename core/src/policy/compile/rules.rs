@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use super::keys::template_params;
 use super::{rule_identity, Compiler};
 use crate::policy::raw::{RawKeyPart, RawRule};
-use crate::policy::{Algorithm, Mode, Rule, Scope};
+use crate::policy::{Algorithm, Mode, PlanSource, Rule, Scope};
 
 const MAX_NAME_LEN: usize = 64;
 
@@ -15,7 +15,7 @@ impl Compiler {
     /// The rules, in policy order: names used once, global ones only with
     /// the policy's `global` section; every rule a shadow one when the
     /// policy is.
-    pub(super) fn rules(&mut self, raw: Vec<RawRule>, has_global: bool, has_tenant: bool, shadow_all: bool) -> Vec<Rule> {
+    pub(super) fn rules(&mut self, raw: Vec<RawRule>, has_global: bool, has_tenant: bool, shadow_all: bool, plan: Option<&PlanSource>) -> Vec<Rule> {
         let mut rules: Vec<Rule> = Vec::new();
         let mut seen: HashMap<String, usize> = HashMap::new();
         for (i, raw_rule) in raw.into_iter().enumerate() {
@@ -28,15 +28,20 @@ impl Compiler {
             if raw_rule.scope == Scope::Global && !has_global {
                 self.problem(format!("{at}.scope"), "a global rule needs the policy's `global` section (the counter service's cluster)");
             }
+            // Plans and overrides are variants of the rule (`plans`).
+            let written = (raw_rule.plans.is_some() || !raw_rule.overrides.is_empty()).then(|| raw_rule.clone());
             if let Some(mut rule) = self.rule(&at, raw_rule, has_tenant) {
-                rule.shadow |= shadow_all;
-                rules.push(rule);
+                let variants = written.map(|w| self.variants(&at, &mut rule, &w, plan, has_tenant)).unwrap_or_default();
+                for mut r in std::iter::once(rule).chain(variants) {
+                    r.shadow |= shadow_all;
+                    rules.push(r);
+                }
             }
         }
         rules
     }
 
-    fn rule(&mut self, at: &str, raw: RawRule, has_tenant: bool) -> Option<Rule> {
+    pub(super) fn rule(&mut self, at: &str, raw: RawRule, has_tenant: bool) -> Option<Rule> {
         let before = self.problems.len();
         let tier = self.name_and_tier(at, &raw);
         let (methods, head_as_get) = self.methods(at, &raw.matcher.methods, raw.matcher.head);
@@ -106,6 +111,7 @@ impl Compiler {
             priority,
             adaptive,
             jsonrpc,
+            choice: None,
         })
     }
 
