@@ -230,6 +230,9 @@ pub struct Limit {
     pub requests: u64,
     pub per: Span,
     pub burst: u64,
+    /// Calendar days or months instead of windows of `per` (which is then
+    /// the longest such window); see `calendar`.
+    pub calendar: Option<crate::calendar::Calendar>,
 }
 
 /// A header condition of a rule's match. Names are lower case; values
