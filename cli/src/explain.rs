@@ -187,7 +187,7 @@ pub fn limit_text(rule: &Rule) -> String {
         Algorithm::FixedWindow => "fixed_window",
         Algorithm::SlidingWindow => "sliding_window",
     };
-    format!("{} per {}, {algorithm}", l.requests, l.per)
+    format!("{} per {}, {algorithm}", l.requests, l.window_text())
 }
 
 /// The other settings of a rule that applies, each as (what, text), with

@@ -176,7 +176,7 @@ pub fn scaled(rule: &Rule, requests: u64) -> Limit {
         return l;
     }
     let burst = crate::bucket::mul_div(l.burst, requests, l.requests).max(1);
-    Limit { requests: requests.max(1), per: l.per, burst }
+    Limit { requests: requests.max(1), per: l.per, burst, calendar: l.calendar }
 }
 
 /// Records one answer of the upstream for `rule`.

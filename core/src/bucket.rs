@@ -5,7 +5,8 @@
 //!   `tat`; a request costing `c` moves it `c * per / requests` forward and
 //!   is allowed while `tat - now` stays within `burst * per / requests`.
 //!   Over any span of `t` windows at most `burst + requests * t` pass.
-//! - fixed window: a count per window `floor(now / per)`.
+//! - fixed window: a count per window `floor(now / per)`, or per calendar
+//!   day or month (`calendar.rs`).
 //! - sliding window: the current and previous window counts, the previous
 //!   one weighted by how much of it still overlaps the sliding window.
 //!
@@ -122,18 +123,18 @@ impl State {
                 }
             }
             (Algorithm::FixedWindow, s) => {
-                let window = now / per;
+                let window = limit.window_at(now);
                 let count = match s {
                     State::Fixed { window: w, count } if w == window => u64::from(count),
                     _ => 0,
                 };
-                let reset = window_end(window, per).saturating_sub(now);
+                let reset = limit.window_end(window).saturating_sub(now);
                 let after = count.saturating_add(cost);
                 if after <= limit.requests {
                     let next = State::Fixed { window, count: clamp_u32(after) };
                     (Outcome { allowed: true, remaining: limit.requests.saturating_sub(after), reset_ns: reset, retry_after_ns: 0 }, Some(next))
                 } else {
-                    let retry = if cost > limit.requests { per.get() } else { reset };
+                    let retry = if cost > limit.requests { limit.window_ns(now) } else { reset };
                     (Outcome { allowed: false, remaining: limit.requests.saturating_sub(count), reset_ns: reset, retry_after_ns: retry }, None)
                 }
             }
@@ -224,7 +225,7 @@ impl State {
         let per = limit.per.nonzero_nanos();
         match self.for_algorithm(algorithm) {
             State::Tat(t) => State::Tat(t.saturating_sub(mul_div(per.get(), cost, limit.requests)).max(now)),
-            State::Fixed { window, count } if window == now / per => State::Fixed { window, count: count.saturating_sub(clamp_u32(cost)) },
+            State::Fixed { window, count } if window == limit.window_at(now) => State::Fixed { window, count: count.saturating_sub(clamp_u32(cost)) },
             State::Sliding { window, current, previous } if window == now / per => {
                 State::Sliding { window, current: current.saturating_sub(clamp_u32(cost)), previous }
             }
@@ -241,12 +242,12 @@ impl State {
         match self {
             State::Empty => 0,
             State::Tat(t) => t.saturating_sub(now),
-            State::Fixed { window: w, count } if w == window && count > 0 => until_end_of(w),
+            State::Fixed { window: w, count } if w == limit.window_at(now) && count > 0 => limit.window_end(w).saturating_sub(now),
             State::Sliding { window: w, current, previous } if w == window && (current > 0 || previous > 0) => {
                 until_end_of(if current > 0 { w.saturating_add(1) } else { w })
             }
             State::Sliding { window: w, current, .. } if w.checked_add(1) == Some(window) && current > 0 => until_end_of(window),
-            State::Lease(l) => l.idle_in(now, per.get()),
+            State::Lease(l) => l.idle_in(now, limit.window_ns(now)),
             _ => 0,
         }
     }
@@ -350,7 +351,7 @@ mod tests {
     const S: u64 = 1_000_000_000;
 
     fn limit(requests: u64, per_s: u64, burst: u64) -> Limit {
-        Limit { requests, per: Span::from_secs(per_s), burst }
+        Limit { requests, per: Span::from_secs(per_s), burst, calendar: None }
     }
 
     /// Sends one request every `gap` ns for `span` ns and counts admissions.

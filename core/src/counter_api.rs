@@ -100,6 +100,10 @@ pub struct Ask {
     pub release: u32,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub from: u64,
+    /// Calendar windows (a calendar rule's days or months); `window_ms` is
+    /// then the calendar's longest window. Sent only when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calendar: Option<sluice_wire::Calendar>,
 }
 
 /// Most windows one ask reserves (the service keeps the current window and
@@ -122,13 +126,13 @@ fn is_zero<T: Default + PartialEq>(v: &T) -> bool {
 impl Ask {
     /// An ask for `want` units of the current window, or of the next.
     pub fn new(rule: String, id: String, limit: u64, window_ms: u64, want: u32, next: bool) -> Ask {
-        Ask { rule, id, limit, window_ms, want, next, windows: 1, release: 0, from: 0 }
+        Ask { rule, id, limit, window_ms, want, next, windows: 1, release: 0, from: 0, calendar: None }
     }
 
     /// The lease as it travels.
     pub fn wire(&self) -> LeaseRequest {
         // Every field named: one added to either side must be placed here.
-        let Ask { rule, id, limit, window_ms, want, next, windows, release, from } = self;
+        let Ask { rule, id, limit, window_ms, want, next, windows, release, from, calendar } = self;
         LeaseRequest {
             rule: rule.clone(),
             id: id.clone(),
@@ -139,6 +143,7 @@ impl Ask {
             windows: u64::from(*windows),
             release: u64::from(*release),
             from: (*release > 0).then_some(*from),
+            calendar: *calendar,
         }
     }
 }

@@ -10,6 +10,7 @@
 #![cfg_attr(not(test), deny(clippy::arithmetic_side_effects, clippy::indexing_slicing))]
 pub mod adaptive;
 pub mod bucket;
+pub mod calendar;
 pub mod civil;
 pub mod client_ip;
 pub mod concurrency;

@@ -1,5 +1,5 @@
 //! The counter service's contract in memory, on the caller's clock: fixed
-//! windows of each ask's `window_ms`, never more than the limit reserved
+//! windows of each ask's `window_ms` (or its calendar days or months), never more than the limit reserved
 //! in one, grants spanning several windows and units given back. The
 //! replay (`simulate`) and the multi-instance tests count with it; the
 //! service's own definition is `counter/src/window.rs`, whose contract
@@ -46,12 +46,19 @@ impl MemoryCounter {
 
     fn one(&mut self, a: &Ask, now: u64) -> Answer {
         let per = a.window_ms.saturating_mul(NS_PER_MS).max(1);
-        let cur = now.checked_div(per).unwrap_or(0);
+        let starts = |w: u64| match &a.calendar {
+            Some(c) => c.start_ms(w).saturating_mul(NS_PER_MS),
+            None => w.saturating_mul(per),
+        };
+        let cur = match &a.calendar {
+            Some(c) => c.index(now / NS_PER_MS),
+            None => now.checked_div(per).unwrap_or(0),
+        };
         // The service keeps the current window and four ahead.
         let last_kept = cur.saturating_add(u64::from(MAX_SPAN));
         let span = u64::from(a.windows.clamp(1, MAX_SPAN));
         let key = |w: u64| (a.rule.clone(), a.id.clone(), w);
-        let ends = |w: u64| w.saturating_add(1).saturating_mul(per);
+        let ends = |w: u64| starts(w.saturating_add(1));
         let used_map = &mut self.used;
         let mut count = |w: u64, f: &mut dyn FnMut(&mut u64)| -> u64 {
             let n = &mut used_map.entry(key(w)).or_insert((0, ends(w))).0;
@@ -74,13 +81,13 @@ impl MemoryCounter {
             }
             (target, granted, used)
         };
-        let start = target.saturating_mul(per);
+        let start = starts(target);
         Answer {
             granted: u32::try_from(granted).unwrap_or(u32::MAX),
             used: u32::try_from(used).unwrap_or(u32::MAX),
             window: target,
             starts_in_ns: start.saturating_sub(now),
-            ends_in_ns: start.saturating_add(per).saturating_sub(now),
+            ends_in_ns: ends(target).saturating_sub(now),
             blocked_ns: 0,
             windows: a.windows,
             current_used: u32::try_from(count(cur, &mut |_| {})).unwrap_or(u32::MAX),

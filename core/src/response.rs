@@ -84,7 +84,13 @@ pub fn denial(policy: &Policy, d: &Decision, now: u64, random: u64) -> Option<Re
     let jitter_span = (rule.limit.per.nanos() / 10).min(MAX_JITTER_NS);
     let jitter = random.checked_rem(jitter_span.saturating_add(1)).unwrap_or(0);
     let retry_after = ceil_secs(ro.outcome.retry_after_ns.saturating_add(jitter)).max(1);
-    let reset_at = (now / NS).saturating_add(retry_after);
+    // A calendar budget comes back at its boundary, whatever the jitter
+    // (and a global rule's lease end, learnt a call away, may be a few ms
+    // off it).
+    let reset_at = match rule.limit.calendar {
+        Some(_) => ceil_secs(rule.limit.window_end(rule.limit.window_at(now))),
+        None => (now / NS).saturating_add(retry_after),
+    };
     let tenant = d.tenant.as_deref().filter(|t| is_header_safe(t));
     let mut headers = common_headers(rule, ro, tenant, reset_at, retry_after);
     headers.insert(0, ("retry-after".to_string(), retry_after.to_string()));
@@ -95,7 +101,7 @@ pub fn denial(policy: &Policy, d: &Decision, now: u64, random: u64) -> Option<Re
         "{{\"tier\":{},\"limit\":{},\"window\":\"{}\",\"remaining\":{},\"resetAt\":\"{}\"}}",
         json_string(tier),
         ro.limit,
-        rule.limit.per,
+        rule.limit.window_text(),
         ro.outcome.remaining,
         rfc3339(reset_at),
     );
@@ -140,7 +146,7 @@ fn jsonrpc_errors(msg: &crate::jsonrpc::Message, code: i32, message: &str, data:
 /// reach its counter service; `None` otherwise.
 pub fn unavailable(policy: &Policy, d: &Decision) -> Option<Reply> {
     let rule = policy.rules.get(d.unavailable?)?;
-    let limits = format!("{{\"tier\":{},\"limit\":{},\"window\":\"{}\"}}", json_string(&rule.name), rule.limit.requests, rule.limit.per);
+    let limits = format!("{{\"tier\":{},\"limit\":{},\"window\":\"{}\"}}", json_string(&rule.name), rule.limit.requests, rule.limit.window_text());
     let body = match &d.jsonrpc {
         Some(msg) => {
             let message = format!("Rate limit service unavailable ({}): retry after 1 s", rule.name);
@@ -238,6 +244,20 @@ mod tests {
         );
         assert_eq!(header(&r, "content-type"), Some("application/json"));
         assert_eq!(header(&r, "retry-after"), Some("1"));
+    }
+
+    #[test]
+    fn a_calendar_budget_resets_at_its_boundary() {
+        let json = r#"{"rules": [{"name": "daily", "key": [], "limit": {"requests": 100, "calendar": "day", "utc_offset": "+02:00"}}]}"#;
+        let policy = Policy::from_json(json).unwrap();
+        // 2023-11-17T15:34:45Z; the day at +02:00 ends at 22:00Z.
+        let left = (22 * 3_600 - (15 * 3_600 + 34 * 60 + 45)) * NS;
+        let outcome = Outcome { allowed: false, remaining: 0, reset_ns: left, retry_after_ns: left };
+        let d = Decision { denied_by: Some(RuleOutcome { rule: 0, outcome, limit: 100, near: false }), ..Decision::default() };
+        let r = denial(&policy, &d, NOW, 4_999_999_999).unwrap();
+        assert!(r.body.contains(r#""window":"1 day (UTC+02:00)","remaining":0,"resetAt":"2023-11-17T22:00:00Z""#), "{}", r.body);
+        assert_eq!(header(&r, "x-ratelimit-reset"), Some("1700258400"));
+        assert_eq!(header(&r, "retry-after"), Some(((left + 4_999_999_999).div_ceil(NS)).to_string().as_str()), "jitter on the wait only");
     }
 
     #[test]

@@ -520,7 +520,7 @@ mod tests {
         let store = MemoryStore::default();
         ensure_slots(&store, 1024).expect("created");
         // 2 an hour: a spent bucket stays active for an hour.
-        let l = Limit { requests: 2, per: crate::duration::Span::from_secs(3_600), burst: 2 };
+        let l = Limit { requests: 2, per: crate::duration::Span::from_secs(3_600), burst: 2, calendar: None };
         let tb = Algorithm::TokenBucket;
         let victim = 5u64;
         assert!(take(&store, 1024, victim, tb, &l, S, 2).expect("victim").allowed);

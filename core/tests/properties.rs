@@ -22,7 +22,12 @@ const T0: u64 = 1_763_382_885_000_000_000;
 /// A limit a policy may hold: 1..=1000 requests per 1 ms..=10 s, bursts of
 /// 1..=1000.
 fn limits() -> impl Strategy<Value = Limit> {
-    (1u64..=1000, 1u64..=10_000, 1u64..=1000).prop_map(|(requests, per_ms, burst)| Limit { requests, per: Span::from_nanos(per_ms * MS), burst })
+    (1u64..=1000, 1u64..=10_000, 1u64..=1000).prop_map(|(requests, per_ms, burst)| Limit {
+        requests,
+        per: Span::from_nanos(per_ms * MS),
+        burst,
+        calendar: None,
+    })
 }
 
 /// Arrivals on a fake clock: (gap since the previous one in ns, cost).

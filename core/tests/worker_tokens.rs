@@ -61,7 +61,7 @@ fn admitted(p: &Policy, w: &Worker, now: u64) -> bool {
 
 #[test]
 fn how_much_a_worker_holds_and_for_how_long() {
-    let limit = |requests, burst| sluice_core::policy::Limit { requests, per: sluice_core::duration::Span::from_nanos(1_000 * MS), burst };
+    let limit = |requests, burst| sluice_core::policy::Limit { requests, per: sluice_core::duration::Span::from_nanos(1_000 * MS), burst, calendar: None };
     assert_eq!(hold(&limit(5, 5)), 0);
     assert_eq!(hold(&limit(31, 31)), 0);
     assert_eq!(hold(&limit(32, 32)), 2);

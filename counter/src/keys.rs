@@ -14,6 +14,10 @@
 //!
 //! Example: `rl:per-tenant:{tenant-123}:60`.
 //!
+//! A counter of calendar windows ends in its unit and, when not at UTC, its
+//! offset as `±HHMM` instead of a length: `rl:tools-select-day:{acme}:day`,
+//! `rl:tokens:{acme}:month+0200`.
+//!
 //! Block format: `<prefix><rule>:{<identifier>}:block`, e.g.
 //! `rl:per-tenant:{tenant-123}:block`. It has the same hash tag as the
 //! counters of that rule and id, so the reserve script can read it in the same
@@ -22,6 +26,8 @@
 //!
 //! The prefix may not contain `{` or `}` (it would move the hash tag), see
 //! [`check_prefix`].
+
+use sluice_wire::calendar::{Calendar, Unit};
 
 /// Longest identifier kept verbatim in a key.
 const MAX_PLAIN_ID: usize = 64;
@@ -35,6 +41,31 @@ pub fn counter_key(prefix: &str, rule: &str, id: &str, window_ms: u64) -> String
         identifier(id),
         window_part(window_ms)
     )
+}
+
+/// The key of the counter for `rule`/`id` with calendar windows.
+pub fn calendar_key(prefix: &str, rule: &str, id: &str, calendar: &Calendar) -> String {
+    format!(
+        "{prefix}{rule}:{{{}}}:{}",
+        identifier(id),
+        calendar_part(calendar)
+    )
+}
+
+/// The window part of a calendar counter's key: `day`, `month`, or either
+/// with the offset, `day-0530`.
+pub fn calendar_part(calendar: &Calendar) -> String {
+    let unit = match calendar.unit {
+        Unit::Day => "day",
+        Unit::Month => "month",
+    };
+    let offset = calendar.offset_min;
+    if offset == 0 {
+        return unit.to_owned();
+    }
+    let sign = if offset < 0 { '-' } else { '+' };
+    let minutes = offset.unsigned_abs();
+    format!("{unit}{sign}{:02}{:02}", minutes / 60, minutes % 60)
 }
 
 /// The key of the upstream block for `rule`/`id`.
@@ -99,6 +130,16 @@ mod tests {
         );
         assert_eq!(counter_key("x:", "r", "a@b.c", 250), "x:r:{a@b.c}:250ms");
         assert_eq!(counter_key("", "r", "i", 1500), "r:{i}:1500ms");
+        let cal = |unit, offset_min| Calendar { unit, offset_min };
+        assert_eq!(
+            calendar_key("rl:", "r", "acme", &cal(Unit::Day, 0)),
+            "rl:r:{acme}:day"
+        );
+        assert_eq!(
+            calendar_key("rl:", "r", "acme", &cal(Unit::Month, 120)),
+            "rl:r:{acme}:month+0200"
+        );
+        assert_eq!(calendar_part(&cal(Unit::Day, -330)), "day-0530");
         assert_eq!(
             block_key("rl:", "per-tenant", "tenant-123"),
             "rl:per-tenant:{tenant-123}:block"

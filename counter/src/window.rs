@@ -16,6 +16,9 @@
 //! that holding that many in each window never makes any exceed the limit. A
 //! release ([`release`]) gives units back in windows that are not over yet.
 //!
+//! A counter's windows are `floor(now_ms / window_ms)`, or with a
+//! [`Calendar`] its days or months ([`index_at`], [`start_ms`]).
+//!
 //! A key (rule, id) may also be *blocked* until some time ([`block_until`]):
 //! while it is, every reservation for it is a read (`want` taken as 0), and the
 //! reply says for how long the block still holds ([`blocked_ms`]).
@@ -26,6 +29,8 @@ pub const SPAN: usize = 5;
 
 /// Most consecutive windows one lease may cover (the contract's bound).
 pub const MAX_WINDOWS: u64 = sluice_wire::MAX_WINDOWS;
+
+pub use sluice_wire::Calendar;
 
 /// The stored state of one counter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,6 +48,8 @@ pub struct Ask {
     pub now_ms: u64,
     /// Window length (≥ 1).
     pub window_ms: u64,
+    /// Calendar windows instead of `window_ms` ones.
+    pub calendar: Option<Calendar>,
     /// Units allowed per window.
     pub limit: u64,
     /// Units wanted; 0 only reads.
@@ -59,6 +66,8 @@ pub struct Release {
     pub now_ms: u64,
     /// Window length (≥ 1).
     pub window_ms: u64,
+    /// Calendar windows instead of `window_ms` ones.
+    pub calendar: Option<Calendar>,
     /// Units given back per window (a count never goes below 0).
     pub units: u64,
     /// Index of the first window to give units back in.
@@ -85,10 +94,32 @@ pub struct Outcome {
     pub current: u64,
 }
 
+/// The window holding `now_ms`: `floor(now_ms / window_ms)`, or the
+/// calendar's day or month.
+pub fn index_at(now_ms: u64, window_ms: u64, calendar: Option<Calendar>) -> u64 {
+    match calendar {
+        Some(c) => c.index(now_ms),
+        None => now_ms / window_ms.max(1),
+    }
+}
+
+/// When window `w` starts, ms since the epoch.
+pub fn start_ms(w: u64, window_ms: u64, calendar: Option<Calendar>) -> u64 {
+    match calendar {
+        Some(c) => c.start_ms(w),
+        None => w.saturating_mul(window_ms),
+    }
+}
+
 /// The current window and its counts onward, seen at `now_ms`, from the
 /// stored `slot` (None: no state).
-fn shifted(slot: Option<Slot>, now_ms: u64, window_ms: u64) -> (u64, [u64; SPAN]) {
-    let mut current = now_ms / window_ms.max(1);
+fn shifted(
+    slot: Option<Slot>,
+    now_ms: u64,
+    window_ms: u64,
+    calendar: Option<Calendar>,
+) -> (u64, [u64; SPAN]) {
+    let mut current = index_at(now_ms, window_ms, calendar);
     let mut counts = [0; SPAN];
     if let Some(s) = slot {
         if s.window > current {
@@ -118,7 +149,7 @@ pub fn reserve(slot: Option<Slot>, ask: &Ask) -> (Option<Slot>, Outcome) {
 /// each. Returns the new state when it changed (only when units were
 /// granted) and the outcome.
 pub fn reserve_span(slot: Option<Slot>, ask: &Ask, windows: u64) -> (Option<Slot>, Outcome) {
-    let (current, mut counts) = shifted(slot, ask.now_ms, ask.window_ms);
+    let (current, mut counts) = shifted(slot, ask.now_ms, ask.window_ms, ask.calendar);
     let first = usize::from(ask.next);
     let windows = usize::try_from(windows.max(1)).unwrap_or(SPAN);
     let last = first.saturating_add(windows).min(SPAN);
@@ -152,7 +183,7 @@ pub fn reserve_span(slot: Option<Slot>, ask: &Ask, windows: u64) -> (Option<Slot
 /// hold nothing. Returns the new state when it changed (only when some count
 /// dropped) and the outcome (nothing granted; the current window's count).
 pub fn release(slot: Option<Slot>, release: &Release) -> (Option<Slot>, Outcome) {
-    let (current, mut counts) = shifted(slot, release.now_ms, release.window_ms);
+    let (current, mut counts) = shifted(slot, release.now_ms, release.window_ms, release.calendar);
     let mut changed = false;
     for j in 0..release.windows {
         let window = release.from.saturating_add(j);
@@ -183,18 +214,17 @@ pub fn release(slot: Option<Slot>, release: &Release) -> (Option<Slot>, Outcome)
 
 /// Milliseconds since the epoch at which a counter in state `slot` may be
 /// forgotten: the end of the latest window it holds units for (at least
-/// `slot.window`), plus a margin of max(1 s, window / 10).
-pub fn expires_at_ms(slot: &Slot, window_ms: u64) -> u64 {
+/// `slot.window`), plus a margin of max(1 s, window / 10) (with a calendar,
+/// `window_ms` is its longest window: a month's counter lives to 3.1 days
+/// after its month ends).
+pub fn expires_at_ms(slot: &Slot, window_ms: u64, calendar: Option<Calendar>) -> u64 {
     let ahead = slot
         .counts
         .iter()
         .rposition(|count| *count > 0)
         .unwrap_or(0);
     let latest = slot.window.saturating_add(ahead as u64);
-    latest
-        .saturating_add(1)
-        .saturating_mul(window_ms)
-        .saturating_add(margin_ms(window_ms))
+    start_ms(latest.saturating_add(1), window_ms, calendar).saturating_add(margin_ms(window_ms))
 }
 
 /// Expiry margin after a window ends: max(1 s, window / 10).
@@ -217,9 +247,9 @@ pub fn block_until(until_ms: Option<u64>, now_ms: u64, for_ms: u64) -> u64 {
 }
 
 /// (starts_in_ms, ends_in_ms) of window `window` seen at `now_ms`.
-pub fn timing(window: u64, window_ms: u64, now_ms: u64) -> (u64, u64) {
-    let start = window.saturating_mul(window_ms);
-    let end = start.saturating_add(window_ms);
+pub fn timing(window: u64, window_ms: u64, calendar: Option<Calendar>, now_ms: u64) -> (u64, u64) {
+    let start = start_ms(window, window_ms, calendar);
+    let end = start_ms(window.saturating_add(1), window_ms, calendar);
     (start.saturating_sub(now_ms), end.saturating_sub(now_ms))
 }
 
@@ -231,6 +261,7 @@ mod tests {
         Ask {
             now_ms,
             window_ms: 1000,
+            calendar: None,
             limit: 10,
             want,
             next,
@@ -286,7 +317,7 @@ mod tests {
                 current: 0
             }
         );
-        assert_eq!(timing(6, 1000, 5_900), (100, 1100));
+        assert_eq!(timing(6, 1000, None, 5_900), (100, 1100));
         let (_, o) = reserve(s, &ask(6_000, 10, false));
         assert_eq!(
             o,
@@ -336,22 +367,26 @@ mod tests {
             window: 5,
             counts: [1, 0, 0, 0, 0],
         };
-        assert_eq!(expires_at_ms(&slot, 1000), 7_000);
+        assert_eq!(expires_at_ms(&slot, 1000, None), 7_000);
         let slot = Slot {
             window: 5,
             counts: [1, 1, 0, 0, 0],
         };
-        assert_eq!(expires_at_ms(&slot, 1000), 8_000);
+        assert_eq!(expires_at_ms(&slot, 1000, None), 8_000);
         let slot = Slot {
             window: 5,
             counts: [0, 0, 0, 3, 0],
         };
-        assert_eq!(expires_at_ms(&slot, 1000), 10_000, "the latest non-zero");
+        assert_eq!(
+            expires_at_ms(&slot, 1000, None),
+            10_000,
+            "the latest non-zero"
+        );
         let slot = Slot {
             window: 5,
             counts: [0; SPAN],
         };
-        assert_eq!(expires_at_ms(&slot, 1000), 7_000, "all given back");
+        assert_eq!(expires_at_ms(&slot, 1000, None), 7_000, "all given back");
         assert_eq!(margin_ms(60_000), 6_000);
     }
 
@@ -359,9 +394,53 @@ mod tests {
         Release {
             now_ms,
             window_ms: 1000,
+            calendar: None,
             units,
             from,
             windows,
+        }
+    }
+
+    #[test]
+    fn calendar_months_roll_at_their_first_day() {
+        use sluice_wire::calendar::{Unit, DAY_MS, MONTH_MS};
+        let month = Some(Calendar {
+            unit: Unit::Month,
+            offset_min: 0,
+        });
+        // 2024-02-29T23:00Z: the last hour of a leap February.
+        let feb29 = 19_782 * DAY_MS + 23 * 3_600_000;
+        let at = |now_ms, want| Ask {
+            now_ms,
+            window_ms: MONTH_MS,
+            calendar: month,
+            limit: 100,
+            want,
+            next: false,
+        };
+        let (s, o) = reserve(None, &at(feb29, 60));
+        assert_eq!((o.granted, o.window), (60, 54 * 12 + 1));
+        let s = s.expect("granted");
+        assert_eq!(timing(o.window, MONTH_MS, month, feb29), (0, 3_600_000));
+        assert_eq!(
+            expires_at_ms(&s, MONTH_MS, month),
+            feb29 + 3_600_000 + MONTH_MS / 10,
+            "until 3.1 days after the month"
+        );
+        let (_, o) = reserve(Some(s), &at(feb29, 60));
+        assert_eq!(o.granted, 40, "the month's budget");
+        let (_, o) = reserve(Some(s), &at(feb29 + 3_600_000, 100));
+        assert_eq!((o.granted, o.window), (100, 54 * 12 + 2), "March is new");
+        let (_, o) = reserve(Some(s), &at(feb29, 10).clone_next());
+        assert_eq!((o.granted, o.window), (10, 54 * 12 + 2));
+    }
+
+    impl Ask {
+        fn clone_next(&self) -> Ask {
+            Ask {
+                next: true,
+                ..*self
+            }
         }
     }
 

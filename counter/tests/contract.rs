@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use sluice_counter::{CounterStore, MemoryStore, RedisStore, RedisTarget};
+use sluice_wire::calendar::{Calendar, Unit};
 use support::redis_procs::{command, Cluster};
 use support::{block_item, block_ok, give_back, lease, redis_store, reserve_ok, router, span};
 
@@ -147,6 +148,79 @@ async fn contract(store: Arc<dyn CounterStore>) {
     spans(&app).await;
     releases(&app).await;
     spans_as_time_moves_on(&app).await;
+    calendar_windows(&app).await;
+}
+
+/// A lease of calendar windows.
+fn calendar_lease(rule: &str, unit: Unit, offset_min: i32, want: u64, next: bool) -> Value {
+    let c = Calendar { unit, offset_min };
+    let mut l = lease(rule, "c-1", 10, c.window_ms(), want, next);
+    l["calendar"] = serde_json::to_value(c).expect("json");
+    l
+}
+
+/// Calendar windows: the day or month the service's clock is in, at the
+/// offset; their budget, their bounds; and what is refused.
+async fn calendar_windows(app: &axum::Router) {
+    for (unit, offset_min) in [(Unit::Day, 120), (Unit::Month, -300), (Unit::Month, 0)] {
+        let c = Calendar { unit, offset_min };
+        let rule = format!("cal-{offset_min}");
+        let (now, r) =
+            reserve_ok(app, vec![calendar_lease(&rule, unit, offset_min, 7, false)]).await;
+        let w = c.index(now);
+        assert_eq!(n(&r[0], "window"), w, "{c:?}");
+        assert_eq!(n(&r[0], "ends_in_ms"), c.end_ms(w) - now, "{c:?}");
+        assert_eq!(n(&r[0], "granted"), 7);
+        let (_, r) = reserve_ok(app, vec![calendar_lease(&rule, unit, offset_min, 7, false)]).await;
+        assert_eq!(
+            (n(&r[0], "granted"), n(&r[0], "used")),
+            (3, 10),
+            "{c:?}: the window's budget"
+        );
+        let (now, r) =
+            reserve_ok(app, vec![calendar_lease(&rule, unit, offset_min, 4, true)]).await;
+        assert_eq!(
+            (n(&r[0], "granted"), n(&r[0], "window")),
+            (4, w + 1),
+            "{c:?}: the next one"
+        );
+        assert_eq!(n(&r[0], "starts_in_ms"), c.end_ms(w) - now);
+        assert_eq!(n(&r[0], "ends_in_ms"), c.end_ms(w + 1) - now);
+        assert_eq!(n(&r[0], "current_used"), 10);
+    }
+    let refused = |mut l: Value, field: &str, value: Value| {
+        l[field] = value;
+        l
+    };
+    for (l, field) in [
+        (
+            refused(
+                calendar_lease("c", Unit::Day, 0, 1, false),
+                "window_ms",
+                1000.into(),
+            ),
+            "leases[0].window_ms",
+        ),
+        (
+            refused(
+                calendar_lease("c", Unit::Day, 0, 1, false),
+                "calendar",
+                serde_json::json!({"unit": "day", "offset_min": 900}),
+            ),
+            "leases[0].calendar.offset_min",
+        ),
+    ] {
+        let (status, reply) = support::reserve(app, &serde_json::json!({"leases": [l]})).await;
+        assert_eq!(status, 400, "{reply}");
+        assert_eq!(reply["field"], field, "{reply}");
+    }
+    let week = refused(
+        calendar_lease("c", Unit::Day, 0, 1, false),
+        "calendar",
+        serde_json::json!({"unit": "week"}),
+    );
+    let (status, reply) = support::reserve(app, &serde_json::json!({"leases": [week]})).await;
+    assert_eq!(status, 400, "{reply}");
 }
 
 /// `(granted, used, window, windows)` of a lease result.
@@ -513,6 +587,24 @@ async fn redis_keys_are_expiring_hashes_in_the_documented_format() {
         .expect("int");
     // End of the current window (≤ 60 s away) plus a 6 s margin.
     assert!((6_000..=66_000).contains(&pttl), "PTTL {pttl}");
+    // A month's counter lives until 3.1 days after the month ends.
+    let month = Calendar {
+        unit: Unit::Month,
+        offset_min: 120,
+    };
+    let (now, _) = reserve_ok(
+        &app,
+        vec![calendar_lease("budget", Unit::Month, 120, 5, false)],
+    )
+    .await;
+    let pttl: u64 = command(port, "PTTL rl:budget:{c-1}:month+0200").expect("pttl")[1..]
+        .parse()
+        .expect("int");
+    let end = month.end_ms(month.index(now)) - now + month.window_ms() / 10;
+    assert!(
+        (end - 5_000..=end).contains(&pttl),
+        "PTTL {pttl}, expected {end}"
+    );
     let key = "rl:per-ip:{10.0.0.1}:1500ms";
     let pttl: u64 = command(port, &format!("PTTL {key}")).expect("pttl")[1..]
         .parse()

@@ -454,3 +454,38 @@ fn an_older_filter_and_a_newer_service() {
     )
     .is_ok());
 }
+
+#[test]
+fn a_calendar_ask_travels_with_its_calendar_and_only_then() {
+    use sluice_wire::calendar::{Calendar, Unit};
+    let day = Calendar {
+        unit: Unit::Day,
+        offset_min: 120,
+    };
+    let a = Ask {
+        calendar: Some(day),
+        ..Ask::new(
+            "budget".into(),
+            "acme".into(),
+            100,
+            day.window_ms(),
+            5,
+            false,
+        )
+    };
+    let plain = ask(5, false);
+    let body = reserve_body("sluice-0", &[&a, &plain]);
+    let v: Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(
+        v["leases"][0]["calendar"],
+        serde_json::json!({"unit": "day", "offset_min": 120})
+    );
+    assert!(
+        v["leases"][1].get("calendar").is_none(),
+        "sent only when used"
+    );
+    let leases = reserve_leases(&body, "p:").expect("valid");
+    assert_eq!(leases[0].calendar, Some(day));
+    assert_eq!(leases[0].key, "p:budget:{acme}:day+0200");
+    assert_eq!(leases[1].calendar, None);
+}

@@ -41,6 +41,11 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod calendar;
+pub mod civil;
+
+pub use calendar::Calendar;
+
 /// Where reservations are asked.
 pub const RESERVE_PATH: &str = "/v1/reserve";
 /// Where upstream blocks are shared.
@@ -62,7 +67,7 @@ pub const MAX_RULE: usize = 64;
 pub const MAX_ID: usize = 1024;
 /// Largest `limit` (units per window).
 pub const MAX_LIMIT: u64 = 1_000_000_000;
-/// Longest `window_ms`: seven days.
+/// Longest `window_ms` of a lease without a calendar: seven days.
 pub const MAX_WINDOW_MS: u64 = 7 * 24 * 3_600_000;
 /// Most consecutive windows one lease covers (`windows`): the service keeps
 /// the current window and four ahead.
@@ -119,6 +124,13 @@ pub struct LeaseRequest {
     /// above 0, refused otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<u64>,
+    /// Calendar windows (days or months at an offset from UTC, see
+    /// [`calendar`]) instead of `floor(ms / window_ms)`; sent only for a
+    /// calendar rule. `window_ms` must then be the calendar's longest
+    /// window ([`Calendar::window_ms`]), and window indices (`window`,
+    /// `from`) count days or months.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calendar: Option<Calendar>,
 }
 
 /// `POST /v1/reserve` reply body.
@@ -146,7 +158,8 @@ pub struct LeaseReply {
     #[serde(default)]
     pub limit: u64,
     /// Index of the target window, the first one covered (for a release,
-    /// the current window): floor(ms since epoch / window_ms).
+    /// the current window): floor(ms since epoch / window_ms), or the
+    /// calendar's day or month.
     pub window: u64,
     /// Windows covered: the `windows` asked with (1 when absent: a service
     /// from before spans, which reserved one window).

@@ -18,7 +18,7 @@ impl Lease {
     /// no margin): a key with a request or two a window then finds its
     /// next window reserved rather than waiting for a call in it.
     pub fn want(&self, now: u64, limit: &Limit) -> Option<(u32, bool)> {
-        let per = limit.per.nanos().max(1);
+        let per = limit.window_ns(now);
         if self.asking(now) {
             return None;
         }
@@ -53,7 +53,7 @@ impl Lease {
     /// What to reserve in the next window now, if nothing is yet: for
     /// requests that will wait for it.
     pub fn want_next(&self, now: u64, limit: &Limit) -> Option<u32> {
-        let per = limit.per.nanos().max(1);
+        let per = limit.window_ns(now);
         if self.asking(now) || self.window == 0 || self.has_next() {
             return None;
         }
@@ -66,7 +66,7 @@ impl Lease {
     /// would spend in the rest of this one at its rate, asked in the same
     /// call, in case an instance the traffic left gave some back.
     pub fn top_up(&self, now: u64, limit: &Limit) -> Option<u32> {
-        let per = limit.per.nanos().max(1);
+        let per = limit.window_ns(now);
         let left = self.ends_at.saturating_sub(now);
         if self.window == 0 || self.units > 0 || left < per / 8 {
             return None;

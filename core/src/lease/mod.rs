@@ -104,7 +104,10 @@ pub const ASK_EXPIRES_NS: u64 = 500_000_000;
 impl Lease {
     /// The lease as of `now`: when the window ended, the reservation made
     /// ahead for the window now current (if any) becomes current and the
-    /// counts move back one window.
+    /// counts move back one window. `per` is the length of the window
+    /// holding `now` (a calendar month's own length), exact for the window
+    /// right after the lease's (the service's answers set the end of any
+    /// other).
     pub fn roll(mut self, now: u64, per: u64) -> Lease {
         if self.window == 0 || now < self.ends_at {
             return self;
@@ -149,7 +152,7 @@ impl Lease {
     /// A request wants `cost` units at `now`; `credit`: a quiet key's
     /// request may be admitted on credit (see `quiet`).
     pub fn spend(self, now: u64, limit: &Limit, cost: u64, credit: bool) -> (Step, Lease) {
-        let mut l = self.roll(now, limit.per.nanos());
+        let mut l = self.roll(now, limit.window_ns(now));
         let cost = u32::try_from(cost).unwrap_or(u32::MAX);
         l.arrived = l.arrived.saturating_add(1);
         let step = if l.units >= cost {
@@ -192,7 +195,7 @@ impl Lease {
     /// A request spends units the service granted to it alone (its own
     /// wait's answer): nothing comes out of the lease, but it counts now.
     pub fn spend_carried(self, now: u64, limit: &Limit, cost: u64) -> Lease {
-        self.roll(now, limit.per.nanos()).counting(cost)
+        self.roll(now, limit.window_ns(now)).counting(cost)
     }
 
     /// The lease with `cost` more requests counted in this window.
@@ -207,7 +210,7 @@ impl Lease {
     /// does not reserve this rule's budget for them (see docs/global.md,
     /// *Several rules*).
     pub fn refund(self, now: u64, limit: &Limit, window: u64, cost: u64) -> Lease {
-        let mut l = self.roll(now, limit.per.nanos());
+        let mut l = self.roll(now, limit.window_ns(now));
         let cost = u32::try_from(cost).unwrap_or(u32::MAX);
         if l.window == window {
             l.seen = l.seen.saturating_sub(cost);
@@ -220,8 +223,7 @@ impl Lease {
 
     /// Applies the service's answer, received at `now`.
     pub fn grant(self, now: u64, limit: &Limit, a: &Answer) -> Lease {
-        let per = limit.per.nanos();
-        let mut l = self.roll(now, per);
+        let mut l = self.roll(now, limit.window_ns(now));
         l.asked_at = 0;
         if a.starts_in_ns == 0 {
             if l.window == a.window {

@@ -272,7 +272,7 @@ fn hostile_counts_and_windows_do_not_wrap() {
     // A week's window (the longest) and counts at the top of u32:
     // `seen * per` is far past u64.
     let week = crate::duration::MAX_NS;
-    let l = Limit { requests: u64::MAX, per: Span::from_nanos(week), burst: u64::MAX };
+    let l = Limit { requests: u64::MAX, per: Span::from_nanos(week), burst: u64::MAX, calendar: None };
     let now = 10 * week;
     let lease = Lease { window: 10, ends_at: now + week / 4, seen: u32::MAX, seen_before: u32::MAX, units: 0, ..Lease::default() };
     // Three quarters of the window passed: the pace is seen * 4 / 3.
@@ -287,7 +287,7 @@ fn hostile_counts_and_windows_do_not_wrap() {
     let last = Lease { window: u64::MAX, ends_at: now + week, ..Lease::default() };
     let answer = Answer { granted: 1, used: 1, window: u64::MAX, starts_in_ns: 5, ends_in_ns: 5, blocked_ns: 0, windows: 1, current_used: 0 };
     assert_eq!(last.grant(now, &l, &answer).next_units, 0, "no window after the last");
-    let tiny = Limit { requests: 10, per: Span::from_nanos(1), burst: 10 };
+    let tiny = Limit { requests: 10, per: Span::from_nanos(1), burst: 10, calendar: None };
     assert_eq!(Lease { window: 1, ends_at: 1, seen: u32::MAX, ..Lease::default() }.want_next(0, &tiny), Some(10));
 }
 

@@ -14,7 +14,7 @@ use crate::store::{self, SharedStore, StoreError};
 pub fn fallback_limit(policy: &Policy, rule: &Rule) -> Limit {
     let n = policy.global.as_ref().map_or(1, |g| u64::from(g.expected_instances.max(1)));
     let share = |v: u64| v.div_ceil(n).max(1);
-    Limit { requests: share(rule.limit.requests), per: rule.limit.per, burst: share(rule.limit.burst) }
+    Limit { requests: share(rule.limit.requests), burst: share(rule.limit.burst), ..rule.limit }
 }
 
 /// What applying an answer gave.
@@ -114,9 +114,11 @@ pub const CREDIT_MIN_LIMIT: u64 = 100;
 /// `Lease::spend`): the policy allows it, the limit is large, the rule
 /// fails open (a closed one refuses rather than guess), and it neither
 /// queues (turns count exact windows) nor protects an upstream's own
-/// limit.
+/// limit, nor counts a calendar budget (a lease that does not know its
+/// window yet, as after a restart, cannot tell a day spent hours ago).
 fn credit_allowed(policy: &Policy, rule: &Rule, limit: &Limit) -> bool {
     policy.global.as_ref().is_some_and(|g| g.credit)
+        && limit.calendar.is_none()
         && limit.requests >= CREDIT_MIN_LIMIT
         && rule.failure_mode == FailureMode::Open
         && rule.queue.is_none()
@@ -204,8 +206,7 @@ pub(super) fn spend_lease(
             let global_left = limit.requests.saturating_sub(reserved).saturating_add(u64::from(lease.units));
             // On credit for a window not known yet: the service's windows
             // are aligned to its clock, which ours is assumed to match.
-            let per = limit.per.nonzero_nanos();
-            let reset_ns = if lease.window == 0 { per.get().saturating_sub(now % per) } else { lease.ends_at.saturating_sub(now) };
+            let reset_ns = if lease.window == 0 { limit.window_end(limit.window_at(now)).saturating_sub(now) } else { lease.ends_at.saturating_sub(now) };
             Ok((Verdict::Decided(Outcome { allowed: true, remaining: global_left, reset_ns, retry_after_ns: 0 }), fx))
         }
         Step::Exhausted { retry_after_ns } => {
@@ -305,7 +306,7 @@ fn lease_need((rule, limit): (&Rule, &Limit), i: usize, (fp, lease_fp): (u64, u6
         owns_ask: true,
         carry: 0,
         bucket: fp,
-        ask: Ask::new(rule.name.clone(), id.to_owned(), limit.requests, limit.per.nanos() / 1_000_000, want, next),
+        ask: Ask { calendar: limit.calendar, ..Ask::new(rule.name.clone(), id.to_owned(), limit.requests, limit.per.nanos() / 1_000_000, want, next) },
     }
 }
 
@@ -331,7 +332,7 @@ pub(super) fn plan_ahead(
         return Ok(None);
     }
     let lease_fp = derived(fp, b"lease");
-    let per = limit.per.nanos();
+    let per = limit.window_ns(now);
     let want = u32::try_from(u64::from(want).min(limit.requests)).unwrap_or(u32::MAX);
     let planned = store::lease_update(store, policy.slots, lease_fp, limit, now, |l| {
         let mut next = l.roll(now, per);

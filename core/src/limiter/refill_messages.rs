@@ -6,9 +6,12 @@
 //! `fingerprint`, `bucket` (u64), `carry` (u32), flags (u8: bit 0
 //! `owns_ask`, bit 1 `ask.next`), `ask.limit`, `ask.window_ms` (u64),
 //! `ask.want` (u32), then `ask.rule` and `ask.id`, each a u16 length and
-//! its UTF-8 bytes; numbers little-endian.
+//! its UTF-8 bytes, then, when flags bit 2 says the ask has calendar
+//! windows, the unit (u8: 1 day, 2 month) and the offset in minutes (i32);
+//! numbers little-endian.
 
 use super::LeaseNeed;
+use crate::calendar::{Calendar, Unit};
 use crate::counter_api::Ask;
 use crate::little_endian::{u32_at, u64_at};
 
@@ -45,13 +48,17 @@ pub fn encode_needs(needs: &[LeaseNeed]) -> Option<Vec<u8>> {
         out.extend_from_slice(&n.fingerprint.to_le_bytes());
         out.extend_from_slice(&n.bucket.to_le_bytes());
         out.extend_from_slice(&n.carry.to_le_bytes());
-        out.push(u8::from(n.owns_ask) | (u8::from(n.ask.next) << 1));
+        out.push(u8::from(n.owns_ask) | (u8::from(n.ask.next) << 1) | (u8::from(n.ask.calendar.is_some()) << 2));
         out.extend_from_slice(&n.ask.limit.to_le_bytes());
         out.extend_from_slice(&n.ask.window_ms.to_le_bytes());
         out.extend_from_slice(&n.ask.want.to_le_bytes());
         for text in [&n.ask.rule, &n.ask.id] {
             out.extend_from_slice(&u16::try_from(text.len()).ok()?.to_le_bytes());
             out.extend_from_slice(text.as_bytes());
+        }
+        if let Some(c) = n.ask.calendar {
+            out.push(if c.unit == Unit::Day { 1 } else { 2 });
+            out.extend_from_slice(&c.offset_min.to_le_bytes());
         }
     }
     Some(out)
@@ -93,10 +100,20 @@ fn decode_binary(b: &[u8]) -> Option<Vec<LeaseNeed>> {
             b = rest;
         }
         let [rule_name, id] = texts;
+        let mut calendar = None;
+        if flags & 4 != 0 {
+            let unit = match b.first()? {
+                1 => Unit::Day,
+                2 => Unit::Month,
+                _ => return None,
+            };
+            calendar = Some(Calendar { unit, offset_min: i32::from_le_bytes(b.get(1..5)?.try_into().ok()?) });
+            b = b.get(5..)?;
+        }
         out.push(LeaseNeed {
             rule,
             fingerprint,
-            ask: Ask::new(rule_name, id, limit, window_ms, want, flags & 2 != 0),
+            ask: Ask { calendar, ..Ask::new(rule_name, id, limit, window_ms, want, flags & 2 != 0) },
             owns_ask: flags & 1 != 0,
             carry,
             bucket,
@@ -123,5 +140,22 @@ mod tests {
         let mut empty = Vec::new();
         assert!(gather(&mut empty, 0..10).is_empty());
         assert_eq!(empty.len(), 10);
+    }
+
+    #[test]
+    fn a_calendar_ask_crosses_the_queue() {
+        let day = Calendar { unit: Unit::Day, offset_min: -330 };
+        let need = |calendar| LeaseNeed {
+            rule: 1,
+            fingerprint: 2,
+            ask: Ask { calendar, ..Ask::new("budget".into(), "acme".into(), 100, 86_400_000, 7, true) },
+            owns_ask: true,
+            carry: 0,
+            bucket: 3,
+        };
+        let needs = vec![need(Some(day)), need(None), need(Some(Calendar { unit: Unit::Month, offset_min: 120 }))];
+        let bytes = encode_needs(&needs).unwrap();
+        assert_eq!(decode_needs(&bytes), needs);
+        assert!(decode_needs(&bytes[..bytes.len() - 1]).is_empty(), "a cut calendar is no need at all");
     }
 }

@@ -91,7 +91,7 @@ impl Spans {
                 done.push(*fp);
                 continue;
             };
-            let per = rule.limit.per.nanos().max(1);
+            let per = rule.limit.window_ns(now);
             *due = now.saturating_add(per / 8);
             let looked = store::lease_update(store, policy.slots, *fp, &rule.limit, now, |l| {
                 let (back, mut after) = l.give_back(now, per);
@@ -109,7 +109,8 @@ impl Spans {
                 Ok((back, renew, watching)) => {
                     // The rule as it stands (a reload may have changed its
                     // limit): never more given back than it allows.
-                    let base = Ask { limit: rule.limit.requests, window_ms: per / 1_000_000, ..need.ask.clone() };
+                    let base =
+                        Ask { limit: rule.limit.requests, window_ms: rule.limit.per.nanos() / 1_000_000, calendar: rule.limit.calendar, ..need.ask.clone() };
                     for b in back.into_iter().flatten() {
                         let units = u32::try_from(u64::from(b.units).min(base.limit)).unwrap_or(b.units);
                         let ask = Ask { want: 0, next: false, windows: b.windows, release: units, from: b.from, ..base.clone() };

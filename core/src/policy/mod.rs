@@ -252,7 +252,7 @@ impl Penalty {
     /// one every `within / after` (so about `after` refusals within
     /// `within` empty it).
     pub fn strikes(&self) -> Limit {
-        Limit { requests: self.after, per: self.within, burst: self.after }
+        Limit { requests: self.after, per: self.within, burst: self.after, calendar: None }
     }
 }
 
@@ -263,6 +263,9 @@ pub struct Limit {
     pub requests: u64,
     pub per: Span,
     pub burst: u64,
+    /// Calendar days or months instead of windows of `per` (which is then
+    /// the longest such window); see `calendar`.
+    pub calendar: Option<crate::calendar::Calendar>,
 }
 
 /// A header condition of a rule's match. Names are lower case; values

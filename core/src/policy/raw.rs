@@ -84,8 +84,8 @@ pub struct RawRule {
     #[serde(default)]
     pub key: Vec<RawKeyPart>,
     pub limit: RawLimit,
-    #[serde(default)]
-    pub algorithm: Algorithm,
+    /// `token_bucket` unless given (`fixed_window` for a calendar limit).
+    pub algorithm: Option<Algorithm>,
     #[serde(default)]
     pub mode: Mode,
     #[serde(default)]
@@ -274,6 +274,10 @@ pub struct RawLimit {
     pub concurrent: Option<i64>,
     /// How long a concurrency unit is held at most (5m unless given).
     pub max_hold: Option<String>,
+    /// `day` or `month`: calendar windows instead of `per` (see `calendar`).
+    pub calendar: Option<String>,
+    /// Where calendar days begin: `+02:00` (UTC unless given).
+    pub utc_offset: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]

@@ -44,7 +44,8 @@ pub async fn reserve(
         .iter()
         .zip(&reserved)
         .map(|(lease, r)| {
-            let (starts_in_ms, ends_in_ms) = window::timing(r.window, lease.window_ms, r.now_ms);
+            let (starts_in_ms, ends_in_ms) =
+                window::timing(r.window, lease.window_ms, lease.calendar, r.now_ms);
             LeaseReply {
                 granted: r.granted,
                 used: r.used,

@@ -8,6 +8,7 @@ use super::ApiError;
 use crate::keys;
 use crate::store::{Block, Lease};
 use crate::window::MAX_WINDOWS;
+use sluice_wire::calendar::{Calendar, MAX_OFFSET_MIN};
 
 pub use sluice_wire::{
     MAX_BLOCKS, MAX_ID, MAX_INSTANCE, MAX_LEASES, MAX_LIMIT, MAX_RULE, MAX_WINDOW_MS,
@@ -79,6 +80,7 @@ pub fn leases(req: &ReserveRequest, prefix: &str) -> Result<Vec<Lease>, ApiError
                 windows,
                 release,
                 from: _,
+                calendar,
             } = l;
             check_rule_and_id(rule, id, at)?;
             if !(1..=MAX_LIMIT).contains(limit) {
@@ -87,12 +89,7 @@ pub fn leases(req: &ReserveRequest, prefix: &str) -> Result<Vec<Lease>, ApiError
                     format!("limit must be between 1 and {MAX_LIMIT}, not {limit}"),
                 ));
             }
-            if !(1..=MAX_WINDOW_MS).contains(window_ms) {
-                return Err(invalid(
-                    at("window_ms"),
-                    format!("window_ms must be between 1 and {MAX_WINDOW_MS}, not {window_ms}"),
-                ));
-            }
+            check_window(*window_ms, calendar.as_ref(), at)?;
             if want > limit {
                 return Err(invalid(
                     at("want"),
@@ -101,10 +98,14 @@ pub fn leases(req: &ReserveRequest, prefix: &str) -> Result<Vec<Lease>, ApiError
             }
             let from = check_release(l, at)?;
             Ok(Lease {
-                key: keys::counter_key(prefix, rule, id, *window_ms),
+                key: match calendar {
+                    Some(c) => keys::calendar_key(prefix, rule, id, c),
+                    None => keys::counter_key(prefix, rule, id, *window_ms),
+                },
                 block_key: keys::block_key(prefix, rule, id),
                 limit: *limit,
                 window_ms: *window_ms,
+                calendar: *calendar,
                 want: *want,
                 next: *next,
                 windows: *windows,
@@ -113,6 +114,44 @@ pub fn leases(req: &ReserveRequest, prefix: &str) -> Result<Vec<Lease>, ApiError
             })
         })
         .collect()
+}
+
+/// Checks a lease's `window_ms` and `calendar`: 1..=[`MAX_WINDOW_MS`]
+/// without a calendar; with one, an offset within ±14 hours and the
+/// calendar's longest window ([`Calendar::window_ms`]).
+fn check_window(
+    window_ms: u64,
+    calendar: Option<&Calendar>,
+    at: impl Fn(&str) -> String,
+) -> Result<(), ApiError> {
+    let Some(c) = calendar else {
+        if !(1..=MAX_WINDOW_MS).contains(&window_ms) {
+            return Err(invalid(
+                at("window_ms"),
+                format!("window_ms must be between 1 and {MAX_WINDOW_MS}, not {window_ms}"),
+            ));
+        }
+        return Ok(());
+    };
+    if !c.valid() {
+        return Err(invalid(
+            at("calendar.offset_min"),
+            format!(
+                "offset_min must be between -{MAX_OFFSET_MIN} and {MAX_OFFSET_MIN}, not {}",
+                c.offset_min
+            ),
+        ));
+    }
+    if window_ms != c.window_ms() {
+        return Err(invalid(
+            at("window_ms"),
+            format!(
+                "window_ms of a calendar lease must be its longest window, {}, not {window_ms}",
+                c.window_ms()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Checks a lease's `windows`, `release` and `from`; returns the first

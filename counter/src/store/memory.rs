@@ -92,6 +92,7 @@ impl MemoryStore {
                     let release = Release {
                         now_ms,
                         window_ms: lease.window_ms,
+                        calendar: lease.calendar,
                         units: lease.release,
                         from: lease.from,
                         windows: lease.windows,
@@ -101,6 +102,7 @@ impl MemoryStore {
                     let ask = Ask {
                         now_ms,
                         window_ms: lease.window_ms,
+                        calendar: lease.calendar,
                         limit: lease.limit,
                         want: if blocked_ms > 0 { 0 } else { lease.want },
                         next: lease.next,
@@ -108,7 +110,7 @@ impl MemoryStore {
                     window::reserve_span(slot, &ask, lease.windows)
                 };
                 if let Some(slot) = changed {
-                    let expires = window::expires_at_ms(&slot, lease.window_ms);
+                    let expires = window::expires_at_ms(&slot, lease.window_ms, lease.calendar);
                     inner.counters.insert(lease.key.clone(), (slot, expires));
                     inner.writes += 1;
                 }
@@ -189,6 +191,7 @@ mod tests {
             key,
             limit: 1,
             window_ms: 10,
+            calendar: None,
             want: 1,
             next: false,
             windows: 1,
@@ -220,6 +223,7 @@ mod tests {
             block_key: "b".into(),
             limit: 10,
             window_ms: 60_000,
+            calendar: None,
             want,
             next: false,
             windows: 1,

@@ -33,8 +33,10 @@ pub struct Lease {
     pub block_key: String,
     /// Units allowed per window.
     pub limit: u64,
-    /// Window length in milliseconds.
+    /// Window length in milliseconds (with a calendar, its longest window).
     pub window_ms: u64,
+    /// Calendar windows (days or months) instead of `window_ms` ones.
+    pub calendar: Option<crate::window::Calendar>,
     /// Units wanted; 0 only reads.
     pub want: u64,
     /// Reserve in the window that starts next.

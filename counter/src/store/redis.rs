@@ -20,6 +20,8 @@ use ::redis::{Cmd, ErrorKind, RedisResult, Script, ServerErrorKind, Value};
 use futures_util::future::try_join_all;
 use tokio::sync::watch;
 
+use sluice_wire::calendar::{Calendar, Unit, MAX_OFFSET_MIN};
+
 use super::script::{parse_block_reply, parse_reply, BLOCK_LUA, RESERVE_LUA};
 use super::{Block, Blocked, BoxFuture, CounterStore, Lease, Reserved, StoreError};
 
@@ -167,7 +169,7 @@ impl RedisStore {
         }
     }
 
-    /// `KEYS[1..2]` and `ARGV[1..7]` of the reserve script, as documented in
+    /// `KEYS[1..2]` and `ARGV[1..9]` of the reserve script, as documented in
     /// [`super::script`].
     async fn reserve_one(&self, lease: &Lease) -> Result<Reserved, StoreError> {
         let keys = [lease.key.as_str(), lease.block_key.as_str()];
@@ -179,6 +181,8 @@ impl RedisStore {
             lease.windows,
             lease.release,
             lease.from,
+            calendar_unit(lease.calendar),
+            calendar_offset(lease.calendar),
         ];
         let value = self.eval(&self.reserve, &keys, &args).await?;
         let (granted, used, window, now_ms, blocked_ms, current_used) = parse_reply(&value)?;
@@ -245,4 +249,22 @@ impl CounterStore for RedisStore {
             Conn::Cluster(_) => "redis cluster".to_owned(),
         }
     }
+}
+
+/// `ARGV[8]` of the reserve script: 0 without a calendar, 1 for days, 2 for
+/// months.
+fn calendar_unit(calendar: Option<Calendar>) -> u64 {
+    match calendar.map(|c| c.unit) {
+        None => 0,
+        Some(Unit::Day) => 1,
+        Some(Unit::Month) => 2,
+    }
+}
+
+/// `ARGV[9]`: the calendar's offset in minutes plus
+/// [`MAX_OFFSET_MIN`](sluice_wire::calendar::MAX_OFFSET_MIN), so that it is
+/// never negative (validation keeps it within ±that).
+fn calendar_offset(calendar: Option<Calendar>) -> u64 {
+    let offset = calendar.map_or(0, |c| c.offset_min.clamp(-MAX_OFFSET_MIN, MAX_OFFSET_MIN));
+    u64::try_from(offset.saturating_add(MAX_OFFSET_MIN)).unwrap_or(0)
 }

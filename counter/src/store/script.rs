@@ -17,8 +17,14 @@
 //!   wanted (0 = read only); `ARGV[4]`: `1` to reserve from the next window,
 //!   `0` from the current one; `ARGV[5]`: number of consecutive windows
 //!   covered; `ARGV[6]`: units to give back in each of them (0: not a
-//!   release); `ARGV[7]`: the first window given back in. Older callers
-//!   sending `ARGV[1..4]` alone get one window and no release.
+//!   release); `ARGV[7]`: the first window given back in; `ARGV[8]`: 0 for
+//!   windows of `ARGV[1]` ms, 1 for calendar days, 2 for calendar months;
+//!   `ARGV[9]`: the calendar's offset from UTC in minutes, plus 840 (never
+//!   negative). Older callers sending `ARGV[1..4]` alone get one window and
+//!   no release; without `ARGV[8..9]`, windows of `ARGV[1]` ms. Calendar
+//!   windows are counted as [`sluice_wire::calendar`] counts them
+//!   (`civil`/`first` are Howard Hinnant's `civil_from_days` and
+//!   `days_from_civil`).
 //! - Reply: `{granted, used, window, now_ms, blocked_ms}` (integers), where
 //!   `used` is the largest count among the windows covered after the
 //!   reservation (for a release: the current window's count), `window` the
@@ -29,7 +35,8 @@
 //!
 //! It writes only `KEYS[1]` and only when it grants units or a release lowers
 //! a count: it stores all six fields and `PEXPIRE`s the key to the end of the
-//! latest window it holds units for (at least `w`) plus max(1 s, window / 10).
+//! latest window it holds units for (at least `w`) plus max(1 s, window / 10)
+//! (with a calendar, `ARGV[1]` is its longest window: a day, or 31 days).
 //!
 //! `block.lua`:
 //! - `KEYS[1]`: the block key.
@@ -61,13 +68,49 @@ local nxt = tonumber(ARGV[4])
 local span = tonumber(ARGV[5]) or 1
 local give = tonumber(ARGV[6]) or 0
 local from = tonumber(ARGV[7]) or 0
+local cal = tonumber(ARGV[8]) or 0
+local off = ((tonumber(ARGV[9]) or 840) - 840) * 60000
+local DAY = 86400000
+local function civil(z)
+  z = z + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
+    - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local m = mp < 10 and mp + 3 or mp - 9
+  local y = yoe + era * 400
+  if m <= 2 then y = y + 1 end
+  return y, m
+end
+local function first(y, m)
+  if m <= 2 then y = y - 1 end
+  local era = math.floor(y / 400)
+  local yoe = y - era * 400
+  local doy = math.floor((153 * ((m + 9) % 12) + 2) / 5)
+  local doe = yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy
+  return era * 146097 + doe - 719468
+end
+local function index(ms)
+  if cal == 0 then return math.floor(ms / wms) end
+  local d = math.floor((ms + off) / DAY)
+  if cal == 1 then return math.max(d, 0) end
+  local y, m = civil(d)
+  return math.max((y - 1970) * 12 + m - 1, 0)
+end
+local function start(i)
+  if cal == 0 then return i * wms end
+  if cal == 1 then return math.max(i * DAY - off, 0) end
+  return math.max(first(1970 + math.floor(i / 12), i % 12 + 1) * DAY - off, 0)
+end
 local blocked = 0
 local untl = tonumber(redis.call('GET', KEYS[2]))
 if untl ~= nil and untl > now then
   blocked = untl - now
   want = 0
 end
-local cur = math.floor(now / wms)
+local cur = index(now)
 local c = {0, 0, 0, 0, 0}
 local h = redis.call('HMGET', KEYS[1], 'w', 'n', 'm', 'a2', 'a3', 'a4')
 local w = tonumber(h[1])
@@ -117,7 +160,7 @@ if changed then
     if c[k] > 0 then latest = cur + k - 1 end
   end
   local margin = math.max(1000, math.floor(wms / 10))
-  redis.call('PEXPIRE', KEYS[1], f((latest + 1) * wms + margin - now))
+  redis.call('PEXPIRE', KEYS[1], f(start(latest + 1) + margin - now))
 end
 return {granted, used, window, now, blocked, c[1]}
 "#;

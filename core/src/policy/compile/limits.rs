@@ -3,6 +3,7 @@
 //! longest an upstream's wait is believed.
 
 use super::Compiler;
+use crate::calendar;
 use crate::duration::Span;
 use crate::policy::raw::RawLimit;
 use crate::policy::{Algorithm, Limit};
@@ -38,6 +39,12 @@ impl Compiler {
                 None
             }
         };
+        if let Some(unit) = l.calendar.as_deref() {
+            return self.calendar_limit(at, l, unit, requests, algorithm);
+        }
+        if l.utc_offset.is_some() {
+            self.problem(format!("{at}.limit.utc_offset"), "only a calendar limit (`calendar`) takes a utc_offset");
+        }
         let Some(per) = l.per.as_deref() else {
             self.problem(format!("{at}.limit.per"), "missing: give `requests` and `per`, or `concurrent`");
             return None;
@@ -61,15 +68,32 @@ impl Compiler {
                 None
             }
         };
-        Some(Limit { requests: requests?, per: per?, burst: burst? })
+        Some(Limit { requests: requests?, per: per?, burst: burst?, calendar: None })
+    }
+
+    /// `{"requests": N, "calendar": "day", "utc_offset": "+02:00"}`: `N`
+    /// per calendar day or month, counted in a fixed window.
+    fn calendar_limit(&mut self, at: &str, l: &RawLimit, unit: &str, requests: Option<u64>, algorithm: Algorithm) -> Option<Limit> {
+        if l.per.is_some() || l.burst.is_some() {
+            self.problem(format!("{at}.limit.calendar"), "a calendar limit takes no `per` or `burst`: its window is the day or the month");
+        }
+        if algorithm != Algorithm::FixedWindow {
+            let why = "a calendar limit counts a fixed window per day or month: leave `algorithm` out or give fixed_window (a token bucket or a sliding window never resets at the boundary)";
+            self.problem(format!("{at}.algorithm"), why);
+        }
+        let unit = calendar::parse_unit(unit).map_err(|e| self.problem(format!("{at}.limit.calendar"), e)).ok();
+        let offset = calendar::parse_offset(l.utc_offset.as_deref().unwrap_or("+00:00")).map_err(|e| self.problem(format!("{at}.limit.utc_offset"), e)).ok();
+        let cal = calendar::Calendar { unit: unit?, offset_min: offset? };
+        let requests = requests?;
+        Some(Limit { requests, per: calendar::longest(&cal), burst: requests, calendar: Some(cal) })
     }
 
     /// `{"concurrent": N, "max_hold": "5m"}`: `N` requests in flight per
     /// key, each unit held for `max_hold` at most (kept as `requests` and
     /// `per`).
     fn concurrent_limit(&mut self, at: &str, l: &RawLimit, n: i64) -> Option<Limit> {
-        if l.requests.is_some() || l.per.is_some() || l.burst.is_some() {
-            self.problem(format!("{at}.limit.concurrent"), "a concurrency limit takes no `requests`, `per` or `burst`");
+        if l.requests.is_some() || l.per.is_some() || l.burst.is_some() || l.calendar.is_some() || l.utc_offset.is_some() {
+            self.problem(format!("{at}.limit.concurrent"), "a concurrency limit takes no `requests`, `per`, `burst` or `calendar`");
         }
         let requests = if (1..=MAX_CONCURRENT).contains(&n) {
             Some(n as u64)
@@ -90,7 +114,7 @@ impl Compiler {
             }
         };
         let requests = requests?;
-        Some(Limit { requests, per: max_hold?, burst: requests })
+        Some(Limit { requests, per: max_hold?, burst: requests, calendar: None })
     }
 
     /// The longest an upstream's wait is believed (default 60 s, between

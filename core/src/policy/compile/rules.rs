@@ -61,10 +61,11 @@ impl Compiler {
                 key.push(p);
             }
         }
-        let limit = self.limit(at, &raw.limit, raw.algorithm);
-        let queue = raw.queue.as_ref().and_then(|q| self.queue(at, q, raw.algorithm, limit.as_ref()));
+        let algorithm = raw.algorithm.unwrap_or(if raw.limit.calendar.is_some() { Algorithm::FixedWindow } else { Algorithm::TokenBucket });
+        let limit = self.limit(at, &raw.limit, algorithm);
+        let queue = raw.queue.as_ref().and_then(|q| self.queue(at, q, algorithm, limit.as_ref()));
         let cost = raw.cost.as_ref().and_then(|c| self.cost(at, c, limit.as_ref()));
-        let priority = raw.priority.as_ref().and_then(|p| self.priority(at, p, raw.algorithm, limit.as_ref(), queue.as_ref()));
+        let priority = raw.priority.as_ref().and_then(|p| self.priority(at, p, algorithm, limit.as_ref(), queue.as_ref()));
         let adaptive = raw.adaptive.as_ref().and_then(|a| self.adaptive(at, a, limit.as_ref()));
         let refund_from = raw.count.as_ref().and_then(|c| self.count(at, c));
         let penalty = raw.penalty.as_ref().and_then(|p| self.penalty(at, p));
@@ -77,7 +78,7 @@ impl Compiler {
             priority: raw.priority.is_some(),
             adaptive: raw.adaptive.is_some(),
             obey_upstream: raw.obey_upstream,
-            algorithm: raw.algorithm,
+            algorithm,
         };
         self.combinations(at, &options);
         let max_block = self.max_block(at, raw.max_block.as_deref());
@@ -99,7 +100,7 @@ impl Compiler {
             refund_from,
             penalty,
             limit: limit?,
-            algorithm: raw.algorithm,
+            algorithm,
             shadow: raw.mode == Mode::Shadow,
             missing: raw.missing,
             scope: raw.scope,
