@@ -132,16 +132,16 @@ fn report(policy: &Policy, out: &Out, now: u64, queue: Option<u32>) {
 /// One decision's log lines and counters.
 fn observe(policy: &Policy, decided: &Decided, now: u64) {
     let d = &decided.decision;
-    for (rule, e) in &d.errors {
+    for (rule, e) in &d.books.errors {
         warn_within_budget!(now, "rule {} let a request pass: {e}", crate::rule_name(policy, *rule));
     }
-    for (rule, e) in &d.unread {
+    for (rule, e) in &d.books.unread {
         warn_within_budget!(now, "rule {}: adaptive limit not read, its configured limit applies: {e}", crate::rule_name(policy, *rule));
     }
-    if !d.notes.is_empty() {
+    if !d.books.notes.is_empty() {
         crate::logs::notes(policy, d, now);
     }
-    if d.mcp_headers_disagree && decided.first && decided.fate != Fate::Calls {
+    if d.books.mcp_headers_disagree && decided.first && decided.fate != Fate::Calls {
         crate::metrics::mcp_headers_disagree();
     }
     for (rule, tally) in tallies(policy, decided) {

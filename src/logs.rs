@@ -76,16 +76,16 @@ fn json(s: &str) -> String {
 /// Logs what the decision's notes call for (the effective context is the
 /// request's stream).
 pub fn notes(policy: &Policy, d: &Decision, now: u64) {
-    for (i, note) in &d.notes {
+    for (i, note) in &d.books.notes {
         let Some(rule) = policy.rules.get(*i) else { continue };
-        let tenant = json(d.tenant.as_deref().unwrap_or("-"));
-        let outcome = d.applied.iter().find(|a| a.rule == *i).map(|a| a.outcome);
+        let tenant = json(d.ruling.tenant.as_deref().unwrap_or("-"));
+        let outcome = d.ruling.applied.iter().find(|a| a.rule == *i).map(|a| a.outcome);
         match note {
             Note::Approaching => {
                 if !budget(now) {
                     continue;
                 }
-                let limit = d.applied.iter().find(|a| a.rule == *i).map_or(rule.limit.requests, |a| a.limit);
+                let limit = d.ruling.applied.iter().find(|a| a.rule == *i).map_or(rule.limit.requests, |a| a.limit);
                 let remaining = outcome.map_or(0, |o| o.remaining);
                 let reset_at = (now / NS).saturating_add(outcome.map_or(0, |o| o.reset_ns.div_ceil(NS)));
                 log::warn!(

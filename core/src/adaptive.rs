@@ -281,9 +281,9 @@ mod tests {
         let mut req = crate::request::MemoryRequest::new("GET", "/");
         let d = crate::limiter::decide(&p, &mut req, &store, crate::limiter::Ctx::at(T0));
         assert!(d.allowed());
-        assert!(d.errors.is_empty(), "{:?}", d.errors);
-        assert_eq!(d.unread, [(0, StoreError::Host("refused".into()))]);
-        assert_eq!(d.applied[0].limit, 20, "the configured limit");
+        assert!(d.books.errors.is_empty(), "{:?}", d.books.errors);
+        assert_eq!(d.books.unread, [(0, StoreError::Host("refused".into()))]);
+        assert_eq!(d.ruling.applied[0].limit, 20, "the configured limit");
     }
 
     #[test]

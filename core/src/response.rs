@@ -79,7 +79,7 @@ fn x_ratelimit_headers(ro: &RuleOutcome, tenant: Option<&str>, reset_at_s: u64) 
 /// The 429 reply for a denied decision; `None` when the request passes.
 /// `now` is wall-clock ns since the epoch; `random` any random number.
 pub fn denial(policy: &Policy, d: &Decision, now: u64, random: u64) -> Option<Reply> {
-    let ro = d.denied_by.as_ref()?;
+    let ro = d.ruling.denied_by.as_ref()?;
     let rule = policy.rules.get(ro.rule)?;
     let jitter_span = (rule.limit.per.nanos() / 10).min(MAX_JITTER_NS);
     let jitter = random.checked_rem(jitter_span.saturating_add(1)).unwrap_or(0);
@@ -91,11 +91,11 @@ pub fn denial(policy: &Policy, d: &Decision, now: u64, random: u64) -> Option<Re
         Some(_) => ceil_secs(rule.limit.window_end(rule.limit.window_at(now))),
         None => (now / NS).saturating_add(retry_after),
     };
-    let tenant = d.tenant.as_deref().filter(|t| is_header_safe(t));
+    let tenant = d.ruling.tenant.as_deref().filter(|t| is_header_safe(t));
     let mut headers = common_headers(rule, ro, tenant, reset_at, retry_after);
     headers.insert(0, ("retry-after".to_string(), retry_after.to_string()));
     // A key in its penalty box is refused under the box's own tier.
-    let boxed = rule.penalty.as_ref().filter(|_| d.boxed.contains(&ro.rule));
+    let boxed = rule.penalty.as_ref().filter(|_| d.books.boxed.contains(&ro.rule));
     let tier = boxed.map_or(&rule.name, |p| &p.tier);
     let limits = format!(
         "{{\"tier\":{},\"limit\":{},\"window\":\"{}\",\"remaining\":{},\"resetAt\":\"{}\"}}",
@@ -105,7 +105,7 @@ pub fn denial(policy: &Policy, d: &Decision, now: u64, random: u64) -> Option<Re
         ro.outcome.remaining,
         rfc3339(reset_at),
     );
-    let body = match &d.jsonrpc {
+    let body = match &d.ruling.jsonrpc {
         Some(msg) => {
             let message = match boxed {
                 Some(_) => format!("Rate limit exceeded too often ({}): refused for {retry_after} s", rule.name),
@@ -145,9 +145,9 @@ fn jsonrpc_errors(msg: &crate::jsonrpc::Message, code: i32, message: &str, data:
 /// The 503 reply when a global rule with `failure_mode: closed` cannot
 /// reach its counter service; `None` otherwise.
 pub fn unavailable(policy: &Policy, d: &Decision) -> Option<Reply> {
-    let rule = policy.rules.get(d.unavailable?)?;
+    let rule = policy.rules.get(d.ruling.unavailable?)?;
     let limits = format!("{{\"tier\":{},\"limit\":{},\"window\":\"{}\"}}", json_string(&rule.name), rule.limit.requests, rule.limit.window_text());
-    let body = match &d.jsonrpc {
+    let body = match &d.ruling.jsonrpc {
         Some(msg) => {
             let message = format!("Rate limit service unavailable ({}): retry after 1 s", rule.name);
             jsonrpc_errors(msg, JSONRPC_LIMITS_UNAVAILABLE, &message, &format!("{{\"retryAfter\":1,\"limits\":{limits}}}"))
@@ -171,15 +171,15 @@ pub fn unavailable(policy: &Policy, d: &Decision) -> Option<Reply> {
 /// passed), plus `X-RateLimit-Shadow: <rule>`, so that clients and
 /// operators see the enforcement to come.
 pub fn admitted_headers(policy: &Policy, d: &Decision, now: u64) -> Vec<(String, String)> {
-    let tenant = d.tenant.as_deref().filter(|t| is_header_safe(t));
-    if let Some(ro) = d.shadow_denied.iter().max_by_key(|s| s.outcome.retry_after_ns) {
+    let tenant = d.ruling.tenant.as_deref().filter(|t| is_header_safe(t));
+    if let Some(ro) = d.ruling.shadow_denied.iter().max_by_key(|s| s.outcome.retry_after_ns) {
         let Some(rule) = policy.rules.get(ro.rule) else { return Vec::new() };
         let retry_after = ceil_secs(ro.outcome.retry_after_ns).max(1);
         let mut h = common_headers(rule, ro, tenant, (now / NS).saturating_add(retry_after), retry_after);
         h.push(("x-ratelimit-shadow".to_string(), rule.name.clone()));
         return h;
     }
-    let Some(ro) = d.tightest.as_ref() else { return Vec::new() };
+    let Some(ro) = d.ruling.tightest.as_ref() else { return Vec::new() };
     let Some(rule) = policy.rules.get(ro.rule) else { return Vec::new() };
     let reset_in = ceil_secs(ro.outcome.reset_ns);
     let reset_at = now.div_ceil(NS).saturating_add(reset_in);
@@ -221,11 +221,12 @@ mod tests {
     fn refused(body: Option<&str>) -> (Policy, Decision) {
         let policy = Policy::from_json(r#"{"rules": [{"name": "tools-list", "key": [], "limit": {"requests": 5, "per": "1s"}}]}"#).unwrap();
         let outcome = Outcome { allowed: false, remaining: 0, reset_ns: NS, retry_after_ns: 200_000_000 };
-        let d = Decision {
+        let ruling = crate::limiter::Ruling {
             denied_by: Some(RuleOutcome { rule: 0, outcome, limit: 5, near: false }),
             jsonrpc: body.map(|b| jsonrpc::parse(b.as_bytes()).unwrap()),
-            ..Decision::default()
+            ..Default::default()
         };
+        let d = Decision { ruling, ..Decision::default() };
         (policy, d)
     }
 
@@ -253,7 +254,8 @@ mod tests {
         // 2023-11-17T15:34:45Z; the day at +02:00 ends at 22:00Z.
         let left = (22 * 3_600 - (15 * 3_600 + 34 * 60 + 45)) * NS;
         let outcome = Outcome { allowed: false, remaining: 0, reset_ns: left, retry_after_ns: left };
-        let d = Decision { denied_by: Some(RuleOutcome { rule: 0, outcome, limit: 100, near: false }), ..Decision::default() };
+        let ruling = crate::limiter::Ruling { denied_by: Some(RuleOutcome { rule: 0, outcome, limit: 100, near: false }), ..Default::default() };
+        let d = Decision { ruling, ..Decision::default() };
         let r = denial(&policy, &d, NOW, 4_999_999_999).unwrap();
         assert!(r.body.contains(r#""window":"1 day (UTC+02:00)","remaining":0,"resetAt":"2023-11-17T22:00:00Z""#), "{}", r.body);
         assert_eq!(header(&r, "x-ratelimit-reset"), Some("1700258400"));
@@ -295,21 +297,21 @@ mod tests {
     #[test]
     fn a_failing_closed_rule_answers_json_rpc_with_its_own_code() {
         let (policy, mut d) = refused(None);
-        d.denied_by = None;
-        d.unavailable = Some(0);
+        d.ruling.denied_by = None;
+        d.ruling.unavailable = Some(0);
         let rest = unavailable(&policy, &d).unwrap();
         assert_eq!(
             rest.body,
             r#"{"error":"Service Unavailable","message":"The rate limit service is unavailable. Please try again later.","retryAfter":1,"limits":{"tier":"tools-list","limit":5,"window":"1 second"}}"#
         );
-        d.jsonrpc = jsonrpc::parse(br#"{"jsonrpc":"2.0","id":"q","method":"tools/list"}"#);
+        d.ruling.jsonrpc = jsonrpc::parse(br#"{"jsonrpc":"2.0","id":"q","method":"tools/list"}"#);
         let r = unavailable(&policy, &d).unwrap();
         assert_eq!(r.status, 503);
         assert_eq!(
             r.body,
             r#"{"jsonrpc":"2.0","id":"q","error":{"code":-32030,"message":"Rate limit service unavailable (tools-list): retry after 1 s","data":{"retryAfter":1,"limits":{"tier":"tools-list","limit":5,"window":"1 second"}}}}"#
         );
-        d.jsonrpc = jsonrpc::parse(br#"{"jsonrpc":"2.0","method":"notifications/x"}"#);
+        d.ruling.jsonrpc = jsonrpc::parse(br#"{"jsonrpc":"2.0","method":"notifications/x"}"#);
         let r = unavailable(&policy, &d).unwrap();
         assert_eq!((r.status, r.body.as_str()), (503, ""));
         assert!(!r.headers.iter().any(|(n, _)| n == "content-type"));

@@ -211,7 +211,7 @@ fn run(policy: &Policy, kind: Kind, tenants: usize, arrivals: Vec<Arrival>, wind
             }
             Fate::WaitsWindow => at(&mut due, out.wake_at.unwrap_or(now), Event::Decide { a, flow: Some(flow) }),
             Fate::Holds | Fate::Goes => {
-                if let Some(w) = window(now + last.decision.hold_ns) {
+                if let Some(w) = window(now + last.decision.ruling.hold_ns) {
                     went[a.tenant][w] += 1;
                 }
             }

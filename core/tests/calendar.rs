@@ -37,7 +37,7 @@ fn local_policy() -> Policy {
 /// How many of `n` requests to `path` at `now` pass.
 fn passed(inst: &mut Instance, counter: &mut FakeCounter, path: &str, n: usize, now: u64) -> usize {
     let req = MemoryRequest::new("GET", path);
-    (0..n).filter(|_| inst.send(counter, &req, now).denied_by.is_none()).count()
+    (0..n).filter(|_| inst.send(counter, &req, now).ruling.denied_by.is_none()).count()
 }
 
 #[test]
@@ -49,7 +49,7 @@ fn a_local_day_resets_at_the_offset_midnight() {
     assert_eq!(passed(&mut inst, &mut c, "/d", 1, midnight - 1), 0, "1 ns before the boundary");
     let req = MemoryRequest::new("GET", "/d");
     let d = inst.send(&mut c, &req, midnight - S);
-    let denied = d.denied_by.expect("refused");
+    let denied = d.ruling.denied_by.expect("refused");
     assert_eq!(denied.outcome.retry_after_ns, S, "waits until the boundary");
     let reply = sluice_core::response::denial(&inst.policy, &d, midnight - S, 0).unwrap();
     assert!(reply.body.contains(r#""window":"1 day (UTC+02:00)","remaining":0,"resetAt":"2026-03-14T22:00:00Z""#), "{}", reply.body);
@@ -143,7 +143,7 @@ fn run_days(budget: u64, (from, to): (u64, u64), gap: u64, restarts: &[u64], pro
         if restarts.next_if(|r| **r <= t).is_some() {
             instances = fresh();
         }
-        if instances[i % 3].send(counter, &req, t).denied_by.is_none() {
+        if instances[i % 3].send(counter, &req, t).ruling.denied_by.is_none() {
             *admitted.entry(t / DAY).or_insert(0) += 1;
         }
         i += 1;

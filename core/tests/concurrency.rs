@@ -40,7 +40,7 @@ impl Instance {
 }
 
 fn units(d: &Decision) -> Vec<Spent> {
-    d.spent.iter().filter(|s| matches!(s, Spent::Concurrent { .. })).copied().collect()
+    d.effects.spent.iter().filter(|s| matches!(s, Spent::Concurrent { .. })).copied().collect()
 }
 
 #[test]
@@ -52,7 +52,7 @@ fn admits_up_to_the_limit_then_refuses_until_a_release() {
     assert_eq!(units(&a).len(), 1);
     let c = i.send("/x", "acme", T0);
     assert!(!c.allowed());
-    let by = c.denied_by.unwrap();
+    let by = c.ruling.denied_by.unwrap();
     assert_eq!((by.rule, by.limit, by.outcome.remaining), (0, 2, 0));
     assert!(by.outcome.retry_after_ns > 0);
     // Another tenant has its own units.
@@ -80,7 +80,7 @@ fn a_request_refused_by_another_rule_holds_no_unit() {
     // Refused by slow-path: its unit of in-flight is given back at once.
     for _ in 0..5 {
         let d = i.send("/rare", "acme", T0);
-        assert_eq!(d.denied_by.map(|r| r.rule), Some(1));
+        assert_eq!(d.ruling.denied_by.map(|r| r.rule), Some(1));
         assert!(units(&d).is_empty());
     }
     assert!(i.send("/x", "acme", T0).allowed(), "the refused requests leaked units");

@@ -49,7 +49,7 @@ impl Gateway {
     }
 
     fn denied_by(&self, req: MemoryRequest) -> Option<String> {
-        self.send(req).denied_by.map(|d| self.policy.rules[d.rule].name.clone())
+        self.send(req).ruling.denied_by.map(|d| self.policy.rules[d.rule].name.clone())
     }
 }
 
@@ -93,7 +93,7 @@ fn oauth_config_limits_come_from_the_path_tenant() {
     assert_eq!(g.denied_by(write).as_deref(), Some("oauth-config-write"));
     let d = g.send(MemoryRequest::new("DELETE", path));
     assert!(d.allowed(), "delete has its own bucket");
-    assert_eq!(d.tenant.as_deref(), Some("acme"));
+    assert_eq!(d.ruling.tenant.as_deref(), Some("acme"));
     assert_eq!(g.burst(&MemoryRequest::new("GET", path), 12), 10);
     // Another tenant's path is another bucket, whatever header it sends.
     let other = MemoryRequest::new("POST", "/api/v1/tenants/globex/integrations/notion/oauth-config").header("x-tenant-id", "acme");
@@ -128,7 +128,7 @@ fn per_ip_limit_and_exempt_paths() {
     let health = get("/health").header("x-forwarded-for", "203.0.113.42");
     let d = g.send(health.clone());
     assert!(d.allowed());
-    let names: Vec<&str> = d.applied.iter().map(|a| g.policy.rules[a.rule].name.as_str()).collect();
+    let names: Vec<&str> = d.ruling.applied.iter().map(|a| g.policy.rules[a.rule].name.as_str()).collect();
     assert_eq!(names, ["health"]);
     assert_eq!(g.burst(&health, 1100), 999);
     assert!(g.send(get("/ready").header("x-forwarded-for", "203.0.113.42")).allowed());
@@ -342,8 +342,8 @@ fn shadow_rules_count_but_never_deny() {
     assert_eq!(g.burst(&list, 5), 5);
     let d = g.send(list);
     assert!(d.allowed());
-    assert_eq!(d.shadow_denied.len(), 1);
-    assert_eq!(g.policy.rules[d.shadow_denied[0].rule].name, "tools-list");
+    assert_eq!(d.ruling.shadow_denied.len(), 1);
+    assert_eq!(g.policy.rules[d.ruling.shadow_denied[0].rule].name, "tools-list");
     // Headed as if enforced: the shadow rule's limit, nothing remaining.
     let h = admitted_headers(&g.policy, &d, T0);
     let get_h = |n: &str| h.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
@@ -390,7 +390,7 @@ fn queued_requests_wait_their_turn_and_can_give_it_back() {
     let holds: Vec<Option<u64>> = (0..9)
         .map(|_| {
             let d = g.send(req.clone());
-            d.allowed().then_some(d.hold_ns / 1_000_000)
+            d.allowed().then_some(d.ruling.hold_ns / 1_000_000)
         })
         .collect();
     // 3 now, 4 queued a third of a second apart, then max_queued refuses.
@@ -405,10 +405,10 @@ fn queued_requests_wait_their_turn_and_can_give_it_back() {
         last = Some(g2.send(req.clone()));
     }
     let leaving = last.expect("sent");
-    assert_eq!(leaving.hold_ns / 1_000_000, 666);
-    let errors = sluice_core::limiter::give_back(&g2.policy, &g2.instance.borrow().store, &leaving.spent, g2.now);
+    assert_eq!(leaving.ruling.hold_ns / 1_000_000, 666);
+    let errors = sluice_core::limiter::give_back(&g2.policy, &g2.instance.borrow().store, &leaving.effects.spent, g2.now);
     assert!(errors.is_empty());
-    assert_eq!(g2.send(req).hold_ns / 1_000_000, 666, "the departed client's turn is taken again");
+    assert_eq!(g2.send(req).ruling.hold_ns / 1_000_000, 666, "the departed client's turn is taken again");
 }
 
 #[test]
@@ -424,7 +424,7 @@ fn requests_can_cost_several_units() {
         if let Some(v) = v {
             r = r.header("x-units", v);
         }
-        g.send(r).applied[0].outcome.remaining
+        g.send(r).ruling.applied[0].outcome.remaining
     };
     let g = Gateway::new(policy);
     assert_eq!(units(&g, Some("10")), 90);
@@ -436,7 +436,7 @@ fn requests_can_cost_several_units() {
         let mut r = MemoryRequest::new("POST", "/b");
         r.body = b.map(|b| b.as_bytes().to_vec());
         let d = g.send(r);
-        (d.allowed(), d.applied[0].outcome.remaining)
+        (d.allowed(), d.ruling.applied[0].outcome.remaining)
     };
     let g = Gateway::new(policy);
     assert_eq!(body(&g, Some(r#"{"usage": {"tokens": 30}}"#)), (true, 70));
@@ -471,7 +471,7 @@ fn the_integration_comes_from_a_header_the_body_or_the_upstream_authority() {
     assert_eq!(g.denied_by(egress).as_deref(), Some("integration-notion"));
     assert_eq!(g.denied_by(invoke(r#"{"integration": "notion"}"#)).as_deref(), Some("integration-notion"));
     // A body without the field, or not JSON, names no integration.
-    assert!(g.send(invoke(r#"{"tool": "search"}"#)).applied.iter().all(|a| !g.policy.rules[a.rule].name.starts_with("integration-")));
+    assert!(g.send(invoke(r#"{"tool": "search"}"#)).ruling.applied.iter().all(|a| !g.policy.rules[a.rule].name.starts_with("integration-")));
     assert!(g.send(invoke("not json")).allowed());
     // The header wins over the body.
     let both = invoke(r#"{"integration": "notion"}"#).header("x-integration", "github");
@@ -493,7 +493,7 @@ fn episodes_and_approaching_are_noted_once() {
     assert_eq!(local.rules[list].scope, sluice_core::policy::Scope::Local);
     let notes = |now: u64| {
         let d = decide(&local, &mut req.clone(), &store, Ctx::at(now));
-        (d.allowed(), d.notes.iter().filter(|(r, _)| *r == list).map(|(_, n)| *n).collect::<Vec<_>>())
+        (d.allowed(), d.books.notes.iter().filter(|(r, _)| *r == list).map(|(_, n)| *n).collect::<Vec<_>>())
     };
     // 5 per second: the fifth leaves nothing (past 95 %), the sixth starts
     // an episode, the seventh is in it; a second later the limit has reset.

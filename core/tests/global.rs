@@ -45,10 +45,10 @@ fn a_first_request_waits_for_a_lease_and_spends_nothing_meanwhile() {
     let req = tenant("/x", "t1");
     let d = decide(&inst.policy, &mut req.clone(), &inst.store, Ctx::at(T0));
     assert!(d.pending());
-    assert_eq!(d.wait_for.len(), 1);
-    assert_eq!(d.wait_for[0].ask.rule, "per-tenant");
-    assert_eq!(d.wait_for[0].ask.id, "t1");
-    assert_eq!(d.wait_for[0].ask.window_ms, 1000);
+    assert_eq!(d.effects.wait_for.len(), 1);
+    assert_eq!(d.effects.wait_for[0].ask.rule, "per-tenant");
+    assert_eq!(d.effects.wait_for[0].ask.id, "t1");
+    assert_eq!(d.effects.wait_for[0].ask.window_ms, 1000);
     assert_eq!(counter.calls, 0);
     let d = inst.send(&mut counter, &req, T0);
     assert!(d.allowed() && !d.pending());
@@ -63,7 +63,7 @@ fn a_quiet_key_is_admitted_on_credit_and_its_refill_pays_for_it() {
     // Admitted at once; the ask for the lease goes to the leader.
     let d = inst.send(&mut counter, &req, T0);
     assert!(d.allowed() && !d.pending(), "{d:?}");
-    assert_eq!(d.credited, [0], "per-tenant's unit was taken on credit");
+    assert_eq!(d.books.credited, [0], "per-tenant's unit was taken on credit");
     assert_eq!(counter.calls, 0, "nobody waited for the counter");
     inst.tick(&mut counter, T0 + 50 * MS);
     assert_eq!(counter.calls, 1);
@@ -72,11 +72,11 @@ fn a_quiet_key_is_admitted_on_credit_and_its_refill_pays_for_it() {
     assert_eq!(counter.used("per-tenant", "quiet", window), 2, "the credited unit was reserved");
     // Paid: the next request spends the unit reserved for it.
     let d = inst.send(&mut counter, &req, T0 + 100 * MS);
-    assert!(d.allowed() && !d.pending() && d.credited.is_empty(), "{d:?}");
+    assert!(d.allowed() && !d.pending() && d.books.credited.is_empty(), "{d:?}");
     // Then the lease is empty but the debt is paid: the next one may go
     // on credit again, and the lease asks for it in turn.
     let d = inst.send(&mut counter, &req, T0 + 110 * MS);
-    assert_eq!(d.credited, [0], "{d:?}");
+    assert_eq!(d.books.credited, [0], "{d:?}");
     inst.tick(&mut counter, T0 + 150 * MS);
     let used = counter.used("per-tenant", "quiet", window);
     assert!(used >= 3, "the second credited unit was reserved too: {used}");
@@ -91,7 +91,7 @@ fn a_request_waiting_behind_a_credited_one_pays_its_debt() {
     // Before the leader's refill goes out, the next request waits for a
     // call of its own, which asks for its unit and the debt.
     let d = inst.send(&mut counter, &req, T0 + MS);
-    assert!(d.allowed() && d.credited.is_empty(), "{d:?}");
+    assert!(d.allowed() && d.books.credited.is_empty(), "{d:?}");
     assert_eq!(counter.calls, 1);
     assert_eq!(counter.used("per-tenant", "owing", T0 / S), 2);
 }
@@ -258,7 +258,7 @@ fn an_exhausted_window_is_denied_until_it_ends() {
         (0..30).filter(|_| a.send(&mut counter, &req, now).allowed()).count() + (0..30).filter(|_| b.send(&mut counter, &req, now).allowed()).count();
     assert_eq!(admitted, 20);
     let d = b.send(&mut counter, &req, now);
-    let denied = d.denied_by.expect("denied");
+    let denied = d.ruling.denied_by.expect("denied");
     assert_eq!(b.policy.rules[denied.rule].name, "tools-invoke");
     assert_eq!(denied.outcome.retry_after_ns, 800 * MS);
     // The next window opens the budget again.
@@ -353,9 +353,9 @@ fn units_granted_to_a_waiting_request_are_its_own() {
     assert!(waiting.iter().all(|d| d.pending()));
     let mut admitted = 0u64;
     for first in &waiting {
-        let asks: Vec<_> = first.wait_for.iter().map(|n| n.ask.clone()).collect();
+        let asks: Vec<_> = first.effects.wait_for.iter().map(|n| n.ask.clone()).collect();
         let answers = counter.reserve(&asks, T0);
-        let carried = inst.answer(&first.wait_for, &answers, T0);
+        let carried = inst.answer(&first.effects.wait_for, &answers, T0);
         if inst.send(&mut counter, &req, T0).allowed() {
             admitted += 1;
         }
@@ -429,17 +429,17 @@ fn an_upstream_block_reported_by_the_service_holds_the_key_back() {
     let req = MemoryRequest::new("POST", "/x").header("x-tenant-id", "t").header("x-integration", "notion");
     let d = decide(&inst.policy, &mut req.clone(), &inst.store, Ctx::at(T0));
     assert!(d.pending());
-    assert_eq!(d.wait_for[0].ask.id, "notion:t");
+    assert_eq!(d.effects.wait_for[0].ask.id, "notion:t");
     // Another instance learnt a 3 s block: nothing granted, blocked_ms set.
     let answer =
         sluice_core::lease::Answer { granted: 0, used: 0, window: T0 / S, starts_in_ns: 0, ends_in_ns: S, blocked_ns: 3 * S, windows: 1, current_used: 0 };
-    let applied = sluice_core::limiter::apply_answer(&inst.policy, &inst.store, &d.wait_for[0], &answer, T0).unwrap();
+    let applied = sluice_core::limiter::apply_answer(&inst.policy, &inst.store, &d.effects.wait_for[0], &answer, T0).unwrap();
     assert!(applied.block_started && applied.carry.is_none());
     assert_eq!(applied.blocked_rule, Some(0));
-    let again = sluice_core::limiter::apply_answer(&inst.policy, &inst.store, &d.wait_for[0], &answer, T0).unwrap();
+    let again = sluice_core::limiter::apply_answer(&inst.policy, &inst.store, &d.effects.wait_for[0], &answer, T0).unwrap();
     assert!(!again.block_started, "logged once per episode");
     let d = decide(&inst.policy, &mut req.clone(), &inst.store, Ctx { may_wait: false, ..Ctx::at(T0) });
-    let denied = d.denied_by.expect("held back");
+    let denied = d.ruling.denied_by.expect("held back");
     assert!(denied.outcome.retry_after_ns >= 2 * S && denied.outcome.retry_after_ns <= 3 * S, "{denied:?}");
 }
 

@@ -121,8 +121,8 @@ fn decisions(jsonrpc: bool) {
         let req = &mut requests[(i % CLIENTS) as usize];
         let now = T0 + i * 1_000_000;
         let d = decide(&policy, req, &store, Ctx::at(now));
-        assert!(d.allowed() && d.denied_by.is_none());
-        assert!(release(&store, &d.spent, now).is_empty());
+        assert!(d.allowed() && d.ruling.denied_by.is_none());
+        assert!(release(&store, &d.effects.spent, now).is_empty());
         black_box(d);
     }
     report(if jsonrpc { "decision, JSON-RPC tools/call" } else { "decision, REST twin" }, n, started);

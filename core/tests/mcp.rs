@@ -39,12 +39,12 @@ impl Mcp {
     /// units of concurrency limits it took are released.
     fn post(&self, body: &str) -> Decision {
         let d = self.send(&mut post(body));
-        assert!(sluice_core::limiter::release(&self.store, &d.spent, T0).is_empty());
+        assert!(sluice_core::limiter::release(&self.store, &d.effects.spent, T0).is_empty());
         d
     }
 
     fn denied_by(&self, d: &Decision) -> Option<String> {
-        d.denied_by.map(|r| self.policy.rules[r.rule].name.clone())
+        d.ruling.denied_by.map(|r| self.policy.rules[r.rule].name.clone())
     }
 }
 
@@ -138,7 +138,7 @@ fn the_handshake_is_never_refused_by_a_tool_limit() {
     // An event stream (GET) is counted by its own rule only.
     let d = m.send(&mut MemoryRequest::new("GET", "/mcp").header("x-tenant-id", "acme"));
     assert!(d.allowed());
-    let rules: Vec<&str> = d.applied.iter().map(|a| m.policy.rules[a.rule].name.as_str()).collect();
+    let rules: Vec<&str> = d.ruling.applied.iter().map(|a| m.policy.rules[a.rule].name.as_str()).collect();
     assert_eq!(rules, ["mcp-event-streams"]);
 }
 
@@ -147,15 +147,15 @@ fn a_tool_limit_matches_by_name_and_queues() {
     let m = Mcp::new(MCP);
     for i in 0..3 {
         let d = m.post(&tool(i, "notion-search"));
-        assert!(d.allowed() && d.hold_ns == 0, "call {i}: {d:?}");
+        assert!(d.allowed() && d.ruling.hold_ns == 0, "call {i}: {d:?}");
     }
     let d = m.post(&tool(3, "Notion-Create-Page"));
     assert!(d.allowed(), "over 3/s a notion call waits for its turn");
-    assert!(d.hold_ns > 0 && d.hold_ns <= 2 * S, "{}", d.hold_ns);
+    assert!(d.ruling.hold_ns > 0 && d.ruling.hold_ns <= 2 * S, "{}", d.ruling.hold_ns);
     // Another integration's tool is not held by Notion's limit.
     let d = m.post(&tool(4, "github-search"));
-    assert!(d.allowed() && d.hold_ns == 0);
-    let applied: Vec<&str> = d.applied.iter().map(|a| m.policy.rules[a.rule].name.as_str()).collect();
+    assert!(d.allowed() && d.ruling.hold_ns == 0);
+    let applied: Vec<&str> = d.ruling.applied.iter().map(|a| m.policy.rules[a.rule].name.as_str()).collect();
     assert_eq!(applied, ["per-ip", "per-tenant", "tenant-in-flight", "tools-call", "integration-github"]);
 }
 
@@ -165,7 +165,7 @@ fn a_batch_costs_one_unit_per_call_and_is_decided_whole() {
     let four = format!("[{},{},{},{}]", call(1, "tools/list"), call(2, "tools/list"), call(3, "ping"), call(4, "tools/list"));
     let d = m.post(&four);
     assert!(d.allowed());
-    let list = d.applied.iter().find(|a| m.policy.rules[a.rule].name == "tools-list").unwrap();
+    let list = d.ruling.applied.iter().find(|a| m.policy.rules[a.rule].name == "tools-list").unwrap();
     assert_eq!(list.outcome.remaining, 2, "three tools/list calls spent three units");
     let d = m.post(&four);
     assert_eq!(m.denied_by(&d).as_deref(), Some("tools-list"), "three more do not fit in the two left");
@@ -182,9 +182,9 @@ fn a_body_that_is_not_json_rpc_meets_only_the_rest_rules() {
     let m = Mcp::new(MCP);
     for body in ["not json", r#"{"hello": "world"}"#, "[]"] {
         let d = m.post(body);
-        let rules: Vec<&str> = d.applied.iter().map(|a| m.policy.rules[a.rule].name.as_str()).collect();
+        let rules: Vec<&str> = d.ruling.applied.iter().map(|a| m.policy.rules[a.rule].name.as_str()).collect();
         assert_eq!(rules, ["per-ip"], "{body}");
-        assert!(d.jsonrpc.is_none());
+        assert!(d.ruling.jsonrpc.is_none());
     }
 }
 
@@ -195,7 +195,7 @@ fn a_body_too_large_to_read_counts_against_every_json_rpc_rule() {
     let d = m.send(&mut req);
     assert!(d.allowed());
     let json_rpc_rules = m.policy.rules.iter().filter(|r| r.jsonrpc.is_some()).count();
-    assert_eq!(d.applied.len(), 1 + json_rpc_rules - 2, "per-ip and every JSON-RPC rule but the two session ones (no session)");
+    assert_eq!(d.ruling.applied.len(), 1 + json_rpc_rules - 2, "per-ip and every JSON-RPC rule but the two session ones (no session)");
     let refused = (0..5).map(|_| m.send(&mut TooLarge(post("")))).find(|d| !d.allowed()).expect("tools-list's 5/s runs out");
     let reply = denial(&m.policy, &refused, T0, 0).unwrap();
     assert!(reply.body.starts_with(r#"{"error":"Rate Limit Exceeded""#), "no id to answer: the gateway's body");
@@ -220,10 +220,10 @@ fn the_body_wins_over_mcp_headers_and_the_mismatch_is_noted() {
     let m = Mcp::new(MCP);
     let mut req = post(&tool(1, "notion-search")).header("mcp-method", "ping");
     let d = m.send(&mut req);
-    assert!(d.mcp_headers_disagree);
-    assert!(d.applied.iter().any(|a| m.policy.rules[a.rule].name == "integration-notion"), "counted as the tools/call it is");
+    assert!(d.books.mcp_headers_disagree);
+    assert!(d.ruling.applied.iter().any(|a| m.policy.rules[a.rule].name == "integration-notion"), "counted as the tools/call it is");
     let mut req = post(&tool(2, "notion-search")).header("mcp-method", "tools/call").header("mcp-name", "notion-search");
-    assert!(!m.send(&mut req).mcp_headers_disagree);
+    assert!(!m.send(&mut req).books.mcp_headers_disagree);
 }
 
 #[test]

@@ -81,12 +81,12 @@ fn a_key_without_a_free_slot_is_decided_on_its_rules_overflow_bucket() {
     // Three neighbours fill the victim's other probes.
     for t in &same[..3] {
         let d = send(t, t0 + S);
-        assert!(d.allowed() && d.overflowed.is_empty(), "{t} found a slot");
+        assert!(d.allowed() && d.books.overflowed.is_empty(), "{t} found a slot");
     }
     // The next ones find all four active: they share the rule's overflow
     // bucket (2 an hour, like one key), and the victim keeps its own.
     let overflowing: Vec<_> = same[3..].iter().map(|t| send(t, t0 + 2 * S)).collect();
-    assert!(overflowing.iter().all(|d| d.overflowed == [0]), "{overflowing:?}");
+    assert!(overflowing.iter().all(|d| d.books.overflowed == [0]), "{overflowing:?}");
     let admitted: Vec<bool> = overflowing.iter().map(|d| d.allowed()).collect();
     assert_eq!(admitted, [true, true, false], "one key's allowance for all overflowing keys");
     assert!(!send("victim", t0 + 3 * S).allowed(), "the victim's bucket is intact");

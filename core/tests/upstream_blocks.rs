@@ -30,7 +30,7 @@ fn send(policy: &Policy, store: &MemoryStore, now: u64, retry_after: Option<&str
     let d = decide(policy, &mut req, store, Ctx::at(now));
     if let Some(secs) = retry_after {
         let wait = block_for(429, &[("retry-after".to_string(), secs.to_string())], now).expect("a wait");
-        obey_upstream(policy, store, &d.spent, wait, now);
+        obey_upstream(policy, store, &d.effects.spent, wait, now);
     }
     d.allowed()
 }
@@ -80,5 +80,5 @@ fn a_queued_request_is_held_until_the_upstreams_retry_after_exactly() {
     let at = T0 + 1300 * 1_000_000;
     let d = decide_at(at);
     assert!(d.allowed(), "{d:?}");
-    assert_eq!(at + d.hold_ns, T0 + 3 * S, "held until the upstream's time, exactly");
+    assert_eq!(at + d.ruling.hold_ns, T0 + 3 * S, "held until the upstream's time, exactly");
 }

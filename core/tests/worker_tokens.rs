@@ -139,7 +139,7 @@ fn tokens_not_spent_in_time_go_back_with_the_next_take() {
     assert!(admitted(&p, &a, T0));
     assert_eq!(a.tokens.borrow().total(), h, "a took {h} ahead");
     // b sees the instance's tokens less a's.
-    let seen = decide(&p, &mut MemoryRequest::new("GET", "/x"), &b, Ctx::at(T0)).tightest.unwrap().outcome.remaining;
+    let seen = decide(&p, &mut MemoryRequest::new("GET", "/x"), &b, Ctx::at(T0)).ruling.tightest.unwrap().outcome.remaining;
     assert_eq!(seen, 1000 - 2 * (1 + h) + h, "a's tokens are gone, b's own count as left");
     // Past a's lifetime its next take gives its tokens back in the same
     // compare-and-swap, and takes ahead again.
@@ -147,7 +147,7 @@ fn tokens_not_spent_in_time_go_back_with_the_next_take() {
     let calls = a.calls.get();
     assert!(admitted(&p, &a, later));
     assert_eq!(a.calls.get() - calls, 2, "one get and one set");
-    let fresh = decide(&p, &mut MemoryRequest::new("GET", "/x"), &Worker::new(&s), Ctx::at(later)).tightest.unwrap().outcome.remaining;
+    let fresh = decide(&p, &mut MemoryRequest::new("GET", "/x"), &Worker::new(&s), Ctx::at(later)).ruling.tightest.unwrap().outcome.remaining;
     // 63.5 ms refilled 63.5 of the 126 taken; a gave back 62 and took 63,
     // the fresh worker 63: 126.5 taken, 873 left, plus its own 62 held
     // (873 + 62 = 935; had a's tokens lapsed: 811 + 62 = 873).

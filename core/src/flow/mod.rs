@@ -294,14 +294,14 @@ impl<P: Deref<Target = Policy>> Flow<P> {
     /// unless it waits for a reserve call.
     fn decide(&mut self, ctx: Ctx, carried: Vec<Carry>, env: &mut Env, out: &mut Out) {
         let mut d = decide_carrying(&self.policy, env.request, env.store, ctx, &carried);
-        out.refills.append(&mut d.refills);
-        for (rule, id) in d.boxes.iter().filter_map(|(r, id)| Some((self.policy.rules.get(*r)?, id.as_ref()?))) {
+        out.refills.append(&mut d.effects.refills);
+        for (rule, id) in d.effects.boxes.iter().filter_map(|(r, id)| Some((self.policy.rules.get(*r)?, id.as_ref()?))) {
             let for_ms = rule.penalty.as_ref().map_or(1, |p| (p.block.nanos() / 1_000_000).clamp(1, crate::counter_api::MAX_BLOCK_MS));
             out.share.push(crate::counter_api::Block { rule: rule.name.clone(), id: id.clone(), for_ms });
         }
         if d.pending() && self.policy.global.is_some() {
-            self.state = State::Calling { needs: d.wait_for.clone(), kept: d.kept.clone() };
-            out.call = Some(d.wait_for.clone());
+            self.state = State::Calling { needs: d.effects.wait_for.clone(), kept: d.effects.kept.clone() };
+            out.call = Some(d.effects.wait_for.clone());
             out.decided.push(Decided { decision: d, carried, first: !self.settled, fate: Fate::Calls });
             return;
         }
@@ -313,13 +313,13 @@ impl<P: Deref<Target = Policy>> Flow<P> {
         let policy = &*self.policy;
         let now = ctx_now;
         let first = !self.settled;
-        let waits = d.allowed() && (d.redo_at.is_some() || d.hold_ns > 0);
+        let waits = d.allowed() && (d.ruling.redo_at.is_some() || d.ruling.hold_ns > 0);
         if waits && !may_hold(env.host.held_here()) {
             // A worker holds a bounded number of requests: beyond it, one
             // that would wait is refused as its rule refuses.
             let (mut refused, errors) = refuse_hold(policy, env.store, &d, now);
             // What the waiting decision found stays for logs and metrics.
-            (refused.notes, refused.errors, refused.unread) = (d.notes, d.errors, d.unread);
+            (refused.books.notes, refused.books.errors, refused.books.unread) = (d.books.notes, d.books.errors, d.books.unread);
             for (rule, e) in errors {
                 out.warnings.push(format!("rule {}: a refused wait kept its turn: {e}", rule_name(policy, rule)));
             }
@@ -334,26 +334,26 @@ impl<P: Deref<Target = Policy>> Flow<P> {
             return;
         }
         self.settled = true;
-        if let Some(at) = d.redo_at {
-            self.state = State::Window { kept: d.kept.clone() };
+        if let Some(at) = d.ruling.redo_at {
+            self.state = State::Window { kept: d.effects.kept.clone() };
             out.wake_at = Some(at);
             out.decided.push(Decided { decision: d, carried, first, fate: Fate::WaitsWindow });
             return;
         }
-        self.units.extend(d.spent.iter().filter(|s| matches!(s, Spent::Concurrent { .. })));
-        self.refundable = d.spent.iter().filter(|s| refund_from(policy, s).is_some()).copied().collect();
+        self.units.extend(d.effects.spent.iter().filter(|s| matches!(s, Spent::Concurrent { .. })));
+        self.refundable = d.effects.spent.iter().filter(|s| refund_from(policy, s).is_some()).copied().collect();
         let rule = |a: &&crate::limiter::RuleOutcome| policy.rules.get(a.rule);
         self.admitted = Some(Admitted {
             headers: admitted_headers(policy, &d, now),
-            spent: d.spent.clone(),
-            global_ids: d.global_ids.clone(),
-            learns: d.applied.iter().any(|a| rule(&a).is_some_and(|r| r.obey_upstream)),
-            adapts: d.applied.iter().filter(|a| rule(a).is_some_and(|r| r.adaptive.is_some())).map(|a| a.rule).collect(),
+            spent: d.effects.spent.clone(),
+            global_ids: d.effects.global_ids.clone(),
+            learns: d.ruling.applied.iter().any(|a| rule(&a).is_some_and(|r| r.obey_upstream)),
+            adapts: d.ruling.applied.iter().filter(|a| rule(a).is_some_and(|r| r.adaptive.is_some())).map(|a| a.rule).collect(),
             sent_at: now,
         });
-        if d.hold_ns > 0 {
-            self.state = State::Turn { spent: d.spent.clone() };
-            out.wake_at = Some(now.saturating_add(d.hold_ns));
+        if d.ruling.hold_ns > 0 {
+            self.state = State::Turn { spent: d.effects.spent.clone() };
+            out.wake_at = Some(now.saturating_add(d.ruling.hold_ns));
             out.decided.push(Decided { decision: d, carried, first, fate: Fate::Holds });
             return;
         }

@@ -34,31 +34,31 @@ pub enum Tally {
 /// decision is final; `Queued` when the request first waits.
 pub fn tallies(policy: &Policy, decided: &Decided) -> Vec<(usize, Tally)> {
     let d = &decided.decision;
-    let mut out: Vec<(usize, Tally)> = d.credited.iter().map(|&r| (r, Tally::Credit)).collect();
-    out.extend(d.notes.iter().filter(|(_, n)| matches!(n, Note::Reset)).map(|&(r, _)| (r, Tally::Reset)));
-    out.extend(d.boxes.iter().map(|&(r, _)| (r, Tally::BoxStarted)));
+    let mut out: Vec<(usize, Tally)> = d.books.credited.iter().map(|&r| (r, Tally::Credit)).collect();
+    out.extend(d.books.notes.iter().filter(|(_, n)| matches!(n, Note::Reset)).map(|&(r, _)| (r, Tally::Reset)));
+    out.extend(d.effects.boxes.iter().map(|&(r, _)| (r, Tally::BoxStarted)));
     if decided.fate == Fate::Calls {
         return out;
     }
-    let waits = d.hold_ns > 0 || d.redo_at.is_some();
+    let waits = d.ruling.hold_ns > 0 || d.ruling.redo_at.is_some();
     if waits && decided.first {
         let queues = |r: usize| policy.rules.get(r).is_some_and(|rule| rule.queue.is_some());
-        out.extend(d.applied.iter().filter(|a| queues(a.rule)).map(|a| (a.rule, Tally::Queued)));
+        out.extend(d.ruling.applied.iter().filter(|a| queues(a.rule)).map(|a| (a.rule, Tally::Queued)));
     }
     if decided.fate == Fate::WaitsWindow {
         return out;
     }
-    out.extend(d.overflowed.iter().map(|&r| (r, Tally::SlotOverflow)));
-    for a in &d.applied {
-        let tally = if d.denied_by.is_some_and(|w| w.rule == a.rule) {
+    out.extend(d.books.overflowed.iter().map(|&r| (r, Tally::SlotOverflow)));
+    for a in &d.ruling.applied {
+        let tally = if d.ruling.denied_by.is_some_and(|w| w.rule == a.rule) {
             Tally::Denied
-        } else if d.shadow_denied.iter().any(|s| s.rule == a.rule) {
+        } else if d.ruling.shadow_denied.iter().any(|s| s.rule == a.rule) {
             Tally::ShadowDenied
         } else {
             Tally::Allowed
         };
         out.push((a.rule, tally));
-        if tally == Tally::Denied && d.boxed.contains(&a.rule) {
+        if tally == Tally::Denied && d.books.boxed.contains(&a.rule) {
             out.push((a.rule, Tally::Boxed));
         }
         if a.near {

@@ -315,7 +315,7 @@ fn a_rule_that_counts_successes_gives_back_what_a_failed_answer_spent() {
     assert!(b.arrive(&req, T0 + 2 * MS).1.go);
     let fourth = b.arrive(&req, T0 + 3 * MS).1;
     assert_eq!(status(&fourth), Some(429));
-    let all = fourth.decided.last().and_then(|d| d.decision.applied.iter().find(|a| a.rule == 1).copied());
+    let all = fourth.decided.last().and_then(|d| d.decision.ruling.applied.iter().find(|a| a.rule == 1).copied());
     assert!(all.is_some_and(|a| !a.outcome.allowed), "`all` counted the failed call: {fourth:?}");
 }
 

@@ -79,7 +79,7 @@ impl<'p, 'r> Pass<'p, 'r> {
         if rule.concurrent {
             match super::concurrent(self.store, rule, i, key_fp, cost, denied, self.ctx, &mut self.spent) {
                 Ok(outcome) => report(&mut self.d, rule, i, rule.limit.requests, rule.limit.burst, outcome, denied),
-                Err(e) => self.d.errors.push((i, e)),
+                Err(e) => self.d.books.errors.push((i, e)),
             }
             return;
         }
@@ -98,7 +98,7 @@ impl<'p, 'r> Pass<'p, 'r> {
             }
         };
         self.note_unreached(i, rule, denied, overflowed, limit);
-        self.d.hold_ns = self.d.hold_ns.max(wait);
+        self.d.ruling.hold_ns = self.d.ruling.hold_ns.max(wait);
         if outcome.allowed && !denied {
             if kept_turn.is_none() {
                 let fallback = overflowed && rule.scope == Scope::Global;
@@ -126,13 +126,13 @@ impl<'p, 'r> Pass<'p, 'r> {
     fn boxed(&mut self, i: usize, rule: &Rule, key_fp: u64, denied: bool) -> bool {
         match super::penalty::boxed(self.policy, self.store, rule, key_fp, self.ctx.now) {
             Ok(Some(outcome)) => {
-                self.d.boxed.push(i);
+                self.d.books.boxed.push(i);
                 report(&mut self.d, rule, i, rule.limit.requests, rule.limit.burst, outcome, denied);
                 true
             }
             Ok(None) => false,
             Err(e) => {
-                self.d.errors.push((i, e));
+                self.d.books.errors.push((i, e));
                 false
             }
         }
@@ -141,9 +141,9 @@ impl<'p, 'r> Pass<'p, 'r> {
     /// The rule refused the request: one strike against its key.
     fn strike(&mut self, i: usize, rule: &Rule, key_fp: u64, id: Option<String>) {
         match super::penalty::strike(self.policy, self.store, rule, key_fp, self.ctx.now) {
-            Ok(true) => self.d.boxes.push((i, id.filter(|_| rule.scope == Scope::Global))),
+            Ok(true) => self.d.effects.boxes.push((i, id.filter(|_| rule.scope == Scope::Global))),
             Ok(false) => {}
-            Err(e) => self.d.errors.push((i, e)),
+            Err(e) => self.d.books.errors.push((i, e)),
         }
     }
 
@@ -172,7 +172,7 @@ impl<'p, 'r> Pass<'p, 'r> {
         // An adaptive rule's limit as it stands (its configured one
         // otherwise, and when its health cannot be read).
         let mut limit = crate::adaptive::limit(self.store, rule).unwrap_or_else(|e| {
-            self.d.unread.push((i, e));
+            self.d.books.unread.push((i, e));
             rule.limit
         });
         let (mut fp, mut overflowed) = (key_fp, false);
@@ -180,7 +180,7 @@ impl<'p, 'r> Pass<'p, 'r> {
             match self.take_once(i, rule, fp, &limit, cost, denied, kept_turn) {
                 Err(StoreError::Full) if !overflowed => {
                     (fp, overflowed) = (store::overflow_fingerprint(i), true);
-                    self.d.overflowed.push(i);
+                    self.d.books.overflowed.push(i);
                     if rule.scope == Scope::Global {
                         limit = super::fallback_limit(self.policy, rule);
                     }
@@ -188,7 +188,7 @@ impl<'p, 'r> Pass<'p, 'r> {
                 Ok(Some((outcome, wait))) => return Took::Decided { outcome, wait, fp, overflowed, limit },
                 Ok(None) => return Took::WaitsForRoom,
                 Err(e) => {
-                    self.d.errors.push((i, e));
+                    self.d.books.errors.push((i, e));
                     return Took::Failed { overflowed, limit };
                 }
             }
@@ -224,7 +224,7 @@ impl<'p, 'r> Pass<'p, 'r> {
                 let reserve = (class as u64).saturating_mul(rule.priority.as_ref().map_or(0, |p| p.reserve));
                 let o = store::take_leaving(store, policy.slots, fp, limit, now, cost, reserve)?;
                 if !o.allowed && !rule.shadow && o.retry_after_ns <= queue.map_or(0, room_in) {
-                    self.d.redo_at = Some(self.d.redo_at.unwrap_or(0).max(now.saturating_add(o.retry_after_ns)));
+                    self.d.ruling.redo_at = Some(self.d.ruling.redo_at.unwrap_or(0).max(now.saturating_add(o.retry_after_ns)));
                     return Ok(None);
                 }
                 Ok(Some((o, 0)))
@@ -232,7 +232,7 @@ impl<'p, 'r> Pass<'p, 'r> {
             (false, Some(q), None) => {
                 let left = Queue { max_wait: crate::duration::Span::from_nanos(room_in(q)), ..*q };
                 let (ow, note) = store::take_queued_noting(store, policy.slots, fp, limit, &left, now, cost)?;
-                self.d.notes.extend(note.map(|n| (i, n)));
+                self.d.books.notes.extend(note.map(|n| (i, n)));
                 Ok(Some(ow))
             }
             (false, None, None) => {
@@ -240,7 +240,7 @@ impl<'p, 'r> Pass<'p, 'r> {
                     Some(tokens) => crate::worker_tokens::take(&mut tokens.borrow_mut(), store, policy.slots, fp, limit, now, cost)?,
                     None => store::take_noting(store, policy.slots, fp, rule.algorithm, limit, now, cost)?,
                 };
-                self.d.notes.extend(note.map(|n| (i, n)));
+                self.d.books.notes.extend(note.map(|n| (i, n)));
                 Ok(Some((o, 0)))
             }
         }
@@ -251,7 +251,7 @@ impl<'p, 'r> Pass<'p, 'r> {
     fn lease(&mut self, i: usize, rule: &Rule, limit: &Limit, (fp, cost): (u64, u64), id: String, wait: u64) -> Option<Outcome> {
         let (policy, store, now) = (self.policy, self.store, self.ctx.now);
         if rule.obey_upstream {
-            self.d.global_ids.push((i, id.clone()));
+            self.d.effects.global_ids.push((i, id.clone()));
         }
         let units = self.carried.iter().find_map(|c| match *c {
             Carry::Units { rule, window, units } if rule == i && units >= cost => Some(window),
@@ -269,7 +269,7 @@ impl<'p, 'r> Pass<'p, 'r> {
             // The key's lease (or fallback bucket) found no free slot: the
             // rule's overflow bucket decides, as for its bucket.
             Err(StoreError::Full) => {
-                self.d.overflowed.push(i);
+                self.d.books.overflowed.push(i);
                 let overflow_fp = store::overflow_fingerprint(i);
                 let fallback = super::fallback_limit(policy, rule);
                 match store::take(store, policy.slots, overflow_fp, rule.algorithm, &fallback, now, cost) {
@@ -280,47 +280,47 @@ impl<'p, 'r> Pass<'p, 'r> {
                         Some(o)
                     }
                     Err(e) => {
-                        self.d.errors.push((i, e));
+                        self.d.books.errors.push((i, e));
                         None
                     }
                 }
             }
             Err(e) => {
-                self.d.errors.push((i, e));
+                self.d.books.errors.push((i, e));
                 None
             }
         }
     }
 
     /// Takes what deciding on rule `i`'s lease left into the decision.
-    fn apply(&mut self, i: usize, fx: global::Effects) {
+    fn apply(&mut self, i: usize, fx: global::LeaseEffects) {
         let d = &mut self.d;
         self.spent.extend(fx.spent);
-        d.refills.extend(fx.refills);
-        d.wait_for.extend(fx.wait_for);
+        d.effects.refills.extend(fx.refills);
+        d.effects.wait_for.extend(fx.wait_for);
         if fx.credited {
-            d.credited.push(i);
+            d.books.credited.push(i);
         }
         if let Some(at) = fx.redo_at {
-            d.redo_at = Some(d.redo_at.unwrap_or(0).max(at));
+            d.ruling.redo_at = Some(d.ruling.redo_at.unwrap_or(0).max(at));
         }
-        if fx.unavailable && d.unavailable.is_none() {
-            d.unavailable = Some(i);
+        if fx.unavailable && d.ruling.unavailable.is_none() {
+            d.ruling.unavailable = Some(i);
         }
     }
 
     /// A refusal that reserves ahead for its rule does so for the global
     /// rules the request did not reach too.
     fn plan_unreached(&mut self) {
-        let ahead = self.d.refills.iter().filter(|n| n.ask.next && n.owns_ask).map(|n| n.ask.want).max();
+        let ahead = self.d.effects.refills.iter().filter(|n| n.ask.next && n.owns_ask).map(|n| n.ask.want).max();
         let (false, Some(want)) = (self.d.allowed(), ahead) else { return };
         for (i, limit) in std::mem::take(&mut self.unreached) {
             let Some(rule) = self.policy.rules.get(i) else { continue };
             let Some(params) = self.attrs.applies(self.policy, rule, self.exempt) else { continue };
             let Some((fp, id)) = self.attrs.key(self.policy, rule, &params) else { continue };
             match global::plan_ahead(self.policy, (rule, &limit), i, (fp, &id.unwrap_or_default()), want, self.store, self.ctx.now) {
-                Ok(need) => self.d.refills.extend(need),
-                Err(e) => self.d.errors.push((i, e)),
+                Ok(need) => self.d.effects.refills.extend(need),
+                Err(e) => self.d.books.errors.push((i, e)),
             }
         }
     }
@@ -330,36 +330,36 @@ impl<'p, 'r> Pass<'p, 'r> {
     fn finish(mut self) -> Decision {
         let (policy, store, now) = (self.policy, self.store, self.ctx.now);
         let d = &mut self.d;
-        d.applied.sort_by_key(|a| a.rule);
-        d.shadow_denied.sort_by_key(|a| a.rule);
-        d.notes.sort_by_key(|(i, _)| *i);
-        d.global_ids.sort_by_key(|(i, _)| *i);
+        d.ruling.applied.sort_by_key(|a| a.rule);
+        d.ruling.shadow_denied.sort_by_key(|a| a.rule);
+        d.books.notes.sort_by_key(|(i, _)| *i);
+        d.effects.global_ids.sort_by_key(|(i, _)| *i);
         if !d.allowed() {
             refund(policy, store, now, &self.spent, d);
-            d.tightest = None;
-            d.hold_ns = 0;
-            d.wait_for.clear();
-            d.redo_at = None;
-            d.credited.clear();
-        } else if d.pending() || d.redo_at.is_some() {
+            d.ruling.tightest = None;
+            d.ruling.hold_ns = 0;
+            d.effects.wait_for.clear();
+            d.ruling.redo_at = None;
+            d.books.credited.clear();
+        } else if d.pending() || d.ruling.redo_at.is_some() {
             // Waiting for a lease or a window: keep the turns taken in
             // queues (the request's place in line), give back everything
             // else.
             let kept: Vec<Spent> = self.turns.iter().filter_map(Carry::spent).collect();
             let rest: Vec<Spent> = std::mem::take(&mut self.spent).into_iter().filter(|s| !kept.contains(s)).collect();
             refund(policy, store, now, &rest, d);
-            d.kept = std::mem::take(&mut self.turns);
-            d.tightest = None;
-            d.hold_ns = 0;
-            d.credited.clear();
+            d.effects.kept = std::mem::take(&mut self.turns);
+            d.ruling.tightest = None;
+            d.ruling.hold_ns = 0;
+            d.books.credited.clear();
         } else {
-            d.spent = std::mem::take(&mut self.spent);
+            d.effects.spent = std::mem::take(&mut self.spent);
         }
-        d.tenant = self.attrs.tenant(policy);
+        d.ruling.tenant = self.attrs.tenant(policy);
         if !d.allowed() {
-            d.jsonrpc = self.attrs.message();
+            d.ruling.jsonrpc = self.attrs.message();
         }
-        d.mcp_headers_disagree = self.attrs.mcp_headers_disagree();
+        d.books.mcp_headers_disagree = self.attrs.mcp_headers_disagree();
         self.d
     }
 }
@@ -384,14 +384,15 @@ fn tighter(a: &RuleOutcome, b: &RuleOutcome) -> bool {
 fn report(d: &mut Decision, rule: &Rule, i: usize, limit: u64, capacity: u64, outcome: Outcome, denied: bool) {
     let near = outcome.allowed && u128::from(outcome.remaining) * 5 <= u128::from(capacity);
     let ro = RuleOutcome { rule: i, outcome, limit, near };
-    d.applied.push(ro);
+    d.ruling.applied.push(ro);
     if outcome.allowed {
-        if !denied && d.tightest.as_ref().is_none_or(|t| tighter(&ro, t)) {
-            d.tightest = Some(ro);
+        if !denied && d.ruling.tightest.as_ref().is_none_or(|t| tighter(&ro, t)) {
+            d.ruling.tightest = Some(ro);
         }
     } else if rule.shadow {
-        d.shadow_denied.push(ro);
-    } else if d.denied_by.as_ref().is_none_or(|w| (outcome.retry_after_ns, std::cmp::Reverse(i)) > (w.outcome.retry_after_ns, std::cmp::Reverse(w.rule))) {
-        d.denied_by = Some(ro);
+        d.ruling.shadow_denied.push(ro);
+    } else if d.ruling.denied_by.as_ref().is_none_or(|w| (outcome.retry_after_ns, std::cmp::Reverse(i)) > (w.outcome.retry_after_ns, std::cmp::Reverse(w.rule)))
+    {
+        d.ruling.denied_by = Some(ro);
     }
 }

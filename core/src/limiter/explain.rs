@@ -454,18 +454,18 @@ mod tests {
             let ctx = Ctx { degraded: true, ..Ctx::at(1_800_000_000 * S) };
             let d = decide(&p, &mut req.clone(), &store, ctx);
             assert!(d.allowed(), "{req:?}");
-            let decided: Vec<usize> = d.applied.iter().map(|o| o.rule).collect();
+            let decided: Vec<usize> = d.ruling.applied.iter().map(|o| o.rule).collect();
             assert_eq!(said, decided, "{req:?}");
             // Not degraded: each global rule asks for its key's lease (a
             // new key's first request goes on credit, and its ask with it).
             let store = MemoryStore::default();
             ensure_slots(&store, p.slots).expect("slots");
             let d = decide(&p, &mut req.clone(), &store, Ctx::at(1_800_000_000 * S));
-            let mut asked: Vec<(usize, String)> = d.wait_for.iter().chain(&d.refills).map(|n| (n.rule, n.ask.id.clone())).collect();
+            let mut asked: Vec<(usize, String)> = d.effects.wait_for.iter().chain(&d.effects.refills).map(|n| (n.rule, n.ask.id.clone())).collect();
             asked.sort();
             let ids: Vec<(usize, String)> = all.iter().filter_map(|e| e.global_id.clone().map(|id| (e.rule, id))).collect();
             assert_eq!(asked, ids, "{req:?}");
-            assert_eq!(resolve(&p, &mut req.clone()).tenant, d.tenant, "{req:?}");
+            assert_eq!(resolve(&p, &mut req.clone()).tenant, d.ruling.tenant, "{req:?}");
         }
     }
 }

@@ -149,14 +149,14 @@ pub(super) struct LeaseKey<'a> {
 pub(super) enum Verdict {
     /// Admitted or refused, with the rule's outcome.
     Decided(Outcome),
-    /// It waits: for a reservation (`Effects::wait_for`) or for a later
-    /// window (`Effects::redo_at`).
+    /// It waits: for a reservation (`LeaseEffects::wait_for`) or for a later
+    /// window (`LeaseEffects::redo_at`).
     Waits,
 }
 
 /// What deciding on a lease leaves for the decision.
 #[derive(Debug, Default)]
-pub(super) struct Effects {
+pub(super) struct LeaseEffects {
     /// What the request spent (to give back if another rule refuses it).
     pub spent: Option<Spent>,
     /// Reservations to hand to the leader.
@@ -182,7 +182,7 @@ pub(super) fn spend_lease(
     ctx: Ctx,
     carried: Option<u64>,
     turn_wait: u64,
-) -> Result<(Verdict, Effects), StoreError> {
+) -> Result<(Verdict, LeaseEffects), StoreError> {
     let (rule, limit, now) = (key.rule, key.limit, ctx.now);
     if ctx.degraded && carried.is_none() {
         return fail(policy, key, store, now);
@@ -191,12 +191,12 @@ pub(super) fn spend_lease(
     // that it goes within that window: it is decided again then, keeping
     // its turn.
     if rule.queue.is_some() && turn_wait > 0 {
-        return Ok((Verdict::Waits, Effects { redo_at: Some(now.saturating_add(turn_wait)), ..Effects::default() }));
+        return Ok((Verdict::Waits, LeaseEffects { redo_at: Some(now.saturating_add(turn_wait)), ..LeaseEffects::default() }));
     }
     let lease_fp = derived(key.fp, b"lease");
     let step = spend(policy, key, lease_fp, store, ctx, carried)?;
     let ask = |want: u32, next: bool| lease_need((rule, limit), key.index, (key.fp, lease_fp), &key.id, want, next);
-    let mut fx = Effects { refills: step.refill.map(|(want, next)| ask(want, next)).into_iter().collect(), ..Effects::default() };
+    let mut fx = LeaseEffects { refills: step.refill.map(|(want, next)| ask(want, next)).into_iter().collect(), ..LeaseEffects::default() };
     let lease = step.lease;
     match step.step {
         Step::Spent => {
@@ -346,7 +346,7 @@ pub(super) fn plan_ahead(
 }
 
 /// A global rule without its counter service: `failure_mode` decides.
-fn fail(policy: &Policy, key: &LeaseKey, store: &dyn SharedStore, now: u64) -> Result<(Verdict, Effects), StoreError> {
+fn fail(policy: &Policy, key: &LeaseKey, store: &dyn SharedStore, now: u64) -> Result<(Verdict, LeaseEffects), StoreError> {
     let rule = key.rule;
     match rule.failure_mode {
         FailureMode::Open => {
@@ -354,11 +354,11 @@ fn fail(policy: &Policy, key: &LeaseKey, store: &dyn SharedStore, now: u64) -> R
             let fallback_fp = derived(key.fp, b"fallback");
             let o = store::take(store, policy.slots, fallback_fp, rule.algorithm, &limit, now, key.cost)?;
             let spent = o.allowed.then_some(Spent::Bucket { rule: key.index, fingerprint: fallback_fp, fallback: true, cost: key.cost });
-            Ok((Verdict::Decided(o), Effects { spent, ..Effects::default() }))
+            Ok((Verdict::Decided(o), LeaseEffects { spent, ..LeaseEffects::default() }))
         }
         FailureMode::Closed => {
             let o = Outcome { allowed: true, remaining: 0, reset_ns: 0, retry_after_ns: 0 };
-            Ok((Verdict::Decided(o), Effects { unavailable: true, ..Effects::default() }))
+            Ok((Verdict::Decided(o), LeaseEffects { unavailable: true, ..LeaseEffects::default() }))
         }
     }
 }

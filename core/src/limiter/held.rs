@@ -5,7 +5,7 @@
 //! is refused as its rule refuses one over the limit (429 with the wait as
 //! `Retry-After`), and what it spent is given back.
 
-use super::{give_back, give_back_kept, Carry, Decision, RuleOutcome, Spent, StoreError};
+use super::{give_back, give_back_kept, Carry, Decision, RuleOutcome, Ruling, Spent, StoreError};
 use crate::bucket::Outcome;
 use crate::policy::Policy;
 use crate::store::SharedStore;
@@ -29,30 +29,32 @@ pub fn may_hold(held: usize) -> bool {
 /// of the policy's rules that queue. Shared-data errors of the give-back
 /// are returned beside it.
 pub fn refuse_hold(policy: &Policy, store: &dyn SharedStore, d: &Decision, now: u64) -> (Decision, Vec<(usize, StoreError)>) {
-    let errors = if d.redo_at.is_some() { give_back_kept(policy, store, &d.kept, now) } else { give_back(policy, store, &d.spent, now) };
-    let wait = d.redo_at.map_or(d.hold_ns, |at| at.saturating_sub(now)).max(1);
+    let errors = if d.ruling.redo_at.is_some() { give_back_kept(policy, store, &d.effects.kept, now) } else { give_back(policy, store, &d.effects.spent, now) };
+    let wait = d.ruling.redo_at.map_or(d.ruling.hold_ns, |at| at.saturating_sub(now)).max(1);
     let queued = |i: &usize| policy.rules.get(*i).is_some_and(|r| r.queue.is_some());
     let rule = d
+        .effects
         .kept
         .iter()
         .map(|c| match *c {
             Carry::Turn { rule, .. } | Carry::Units { rule, .. } => rule,
         })
-        .chain(d.spent.iter().map(|s| match *s {
+        .chain(d.effects.spent.iter().map(|s| match *s {
             Spent::Bucket { rule, .. } | Spent::Lease { rule, .. } | Spent::Concurrent { rule, .. } => rule,
         }))
         .find(queued)
         .or_else(|| (0..policy.rules.len()).find(queued))
         .unwrap_or(0);
-    let limit = d.applied.iter().find(|a| a.rule == rule).map_or_else(|| policy.rules.get(rule).map_or(0, |r| r.limit.requests), |a| a.limit);
+    let limit = d.ruling.applied.iter().find(|a| a.rule == rule).map_or_else(|| policy.rules.get(rule).map_or(0, |r| r.limit.requests), |a| a.limit);
     let outcome = Outcome { allowed: false, remaining: 0, reset_ns: wait, retry_after_ns: wait };
-    let refused = Decision {
+    let ruling = Ruling {
         denied_by: Some(RuleOutcome { rule, outcome, limit, near: false }),
-        applied: d.applied.clone(),
-        tenant: d.tenant.clone(),
-        jsonrpc: d.jsonrpc.clone(),
-        ..Decision::default()
+        applied: d.ruling.applied.clone(),
+        tenant: d.ruling.tenant.clone(),
+        jsonrpc: d.ruling.jsonrpc.clone(),
+        ..Ruling::default()
     };
+    let refused = Decision { ruling, ..Decision::default() };
     (refused, errors)
 }
 
@@ -80,9 +82,9 @@ mod tests {
         ensure_slots(&store, p.slots).expect("slots");
         let now = 100 * S;
         let send = || decide(&p, &mut MemoryRequest::new("GET", "/"), &store, Ctx::at(now));
-        assert_eq!(send().hold_ns, 0, "the first goes at once");
+        assert_eq!(send().ruling.hold_ns, 0, "the first goes at once");
         let held = send();
-        assert!(held.allowed() && held.hold_ns > 0, "the second waits for its turn: {held:?}");
+        assert!(held.allowed() && held.ruling.hold_ns > 0, "the second waits for its turn: {held:?}");
         assert!(may_hold(MAX_HELD_PER_WORKER - 1));
         assert!(!may_hold(MAX_HELD_PER_WORKER));
         let (refused, errors) = refuse_hold(&p, &store, &held, now);
@@ -92,8 +94,8 @@ mod tests {
         assert_eq!(reply.status, 429);
         assert!(reply.body.contains(r#""tier":"notion""#), "{}", reply.body);
         let retry: u64 = reply.headers.iter().find(|(n, _)| n == "retry-after").map(|(_, v)| v.parse().expect("seconds")).expect("retry-after");
-        assert_eq!(retry, held.hold_ns.div_ceil(S), "the wait it would have had");
+        assert_eq!(retry, held.ruling.hold_ns.div_ceil(S), "the wait it would have had");
         // Its turn was given back: the next request gets the same wait.
-        assert_eq!(send().hold_ns, held.hold_ns);
+        assert_eq!(send().ruling.hold_ns, held.ruling.hold_ns);
     }
 }

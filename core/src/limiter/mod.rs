@@ -163,9 +163,17 @@ pub struct RuleOutcome {
     pub near: bool,
 }
 
-/// What happens to the request.
+/// What happens to the request: the ruling, its effects, and its books.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Decision {
+    pub ruling: Ruling,
+    pub effects: Effects,
+    pub books: Books,
+}
+
+/// What was decided: which rules applied, which one refused, and whether the request waits.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ruling {
     /// The enforced rule that denied the request (the most restrictive one).
     pub denied_by: Option<RuleOutcome>,
     /// Of the rules that admitted it, the closest to its limit.
@@ -174,17 +182,6 @@ pub struct Decision {
     pub shadow_denied: Vec<RuleOutcome>,
     /// Every rule that applied, in policy order.
     pub applied: Vec<RuleOutcome>,
-    pub tenant: Option<String>,
-    /// Shared-data failures; the affected rules let the request pass.
-    pub errors: Vec<(usize, StoreError)>,
-    /// Adaptive rules whose health could not be read: they decided (or
-    /// gave back) with their configured limit.
-    pub unread: Vec<(usize, StoreError)>,
-    /// Leases to reserve before this request can be decided; nothing was
-    /// spent. Decide again once they are answered.
-    pub wait_for: Vec<LeaseNeed>,
-    /// Leases to top up in the background.
-    pub refills: Vec<LeaseNeed>,
     /// A global rule with `failure_mode: closed` whose service is down.
     pub unavailable: Option<usize>,
     /// Nanoseconds the admitted request must wait for its turn in the
@@ -194,19 +191,46 @@ pub struct Decision {
     /// waits until this time (wall-clock ns), having spent nothing, and is
     /// decided again then.
     pub redo_at: Option<u64>,
+    pub tenant: Option<String>,
+    /// The body's JSON-RPC message, when the request was refused and its
+    /// body is JSON-RPC: the 429 answers each call (see `response`).
+    pub jsonrpc: Option<crate::jsonrpc::Message>,
+}
+
+/// What the decision left for the host and the stores: what the request spent or keeps (to give back), the calls to make, the boxes to share.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Effects {
     /// What the request spent; see [`give_back`].
     pub spent: Vec<Spent>,
-    /// What this decision meant for its keys (episodes, approaching): for
-    /// logs and metrics, once per occurrence.
-    pub notes: Vec<(usize, Note)>,
-    /// Keys (as the counter service knows them) of the global rules that
-    /// obey upstream limits, to share an upstream's block with the other
-    /// instances.
-    pub global_ids: Vec<(usize, String)>,
     /// Turns in queues the request keeps while it waits (`wait_for` or
     /// `redo_at`): pass them to the next decision, or to [`give_back_kept`]
     /// if the request ends before.
     pub kept: Vec<Carry>,
+    /// Leases to reserve before this request can be decided; nothing was
+    /// spent. Decide again once they are answered.
+    pub wait_for: Vec<LeaseNeed>,
+    /// Leases to top up in the background.
+    pub refills: Vec<LeaseNeed>,
+    /// Keys (as the counter service knows them) of the global rules that
+    /// obey upstream limits, to share an upstream's block with the other
+    /// instances.
+    pub global_ids: Vec<(usize, String)>,
+    /// Rules whose penalty box this request's refusal started, with the
+    /// key as the counter service knows it (global rules), to share.
+    pub boxes: Vec<(usize, Option<String>)>,
+}
+
+/// What the decision found on the way, for logs and metrics only.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Books {
+    /// Shared-data failures; the affected rules let the request pass.
+    pub errors: Vec<(usize, StoreError)>,
+    /// Adaptive rules whose health could not be read: they decided (or
+    /// gave back) with their configured limit.
+    pub unread: Vec<(usize, StoreError)>,
+    /// What this decision meant for its keys (episodes, approaching): for
+    /// logs and metrics, once per occurrence.
+    pub notes: Vec<(usize, Note)>,
     /// Global rules whose unit the admitted request took on credit (see
     /// `lease`); empty unless the request goes on now.
     pub credited: Vec<usize>,
@@ -214,30 +238,24 @@ pub struct Decision {
     /// keys) and was decided against the rule's overflow bucket (see
     /// `store`), for a metric.
     pub overflowed: Vec<usize>,
-    /// The body's JSON-RPC message, when the request was refused and its
-    /// body is JSON-RPC: the 429 answers each call (see `response`).
-    pub jsonrpc: Option<crate::jsonrpc::Message>,
     /// The `Mcp-Method`/`Mcp-Name` headers disagreed with the body (the
     /// body counted), for a metric.
     pub mcp_headers_disagree: bool,
     /// Rules that refused the request because its key is in their penalty
     /// box (see `penalty`).
     pub boxed: Vec<usize>,
-    /// Rules whose penalty box this request's refusal started, with the
-    /// key as the counter service knows it (global rules), to share.
-    pub boxes: Vec<(usize, Option<String>)>,
 }
 
 impl Decision {
     /// The request passes (it may still have to wait, see `pending`,
     /// `hold_ns` and `redo_at`).
     pub fn allowed(&self) -> bool {
-        self.denied_by.is_none() && self.unavailable.is_none()
+        self.ruling.denied_by.is_none() && self.ruling.unavailable.is_none()
     }
 
     /// The request waits for `wait_for` before it can be decided.
     pub fn pending(&self) -> bool {
-        self.allowed() && !self.wait_for.is_empty()
+        self.allowed() && !self.effects.wait_for.is_empty()
     }
 }
 
@@ -340,8 +358,8 @@ pub fn release(store: &dyn SharedStore, spent: &[Spent], now: u64) -> Vec<(usize
 pub fn give_back(policy: &Policy, store: &dyn SharedStore, spent: &[Spent], now: u64) -> Vec<(usize, StoreError)> {
     let mut d = Decision::default();
     refund(policy, store, now, spent, &mut d);
-    d.errors.append(&mut d.unread);
-    d.errors
+    d.books.errors.append(&mut d.books.unread);
+    d.books.errors
 }
 
 /// Gives back the turns a waiting request kept, when its client left.
@@ -360,7 +378,7 @@ pub(super) fn refund(policy: &Policy, store: &dyn SharedStore, now: u64, spent: 
                     fallback_limit(policy, r)
                 } else {
                     crate::adaptive::limit(store, r).unwrap_or_else(|e| {
-                        d.unread.push((rule, e));
+                        d.books.unread.push((rule, e));
                         r.limit
                     })
                 };
@@ -374,7 +392,7 @@ pub(super) fn refund(policy: &Policy, store: &dyn SharedStore, now: u64, spent: 
             Spent::Concurrent { rule, unit } => crate::concurrency::release(store, unit, now).map_err(|e| (rule, e)),
         };
         if let Err(e) = result {
-            d.errors.push(e);
+            d.books.errors.push(e);
         }
     }
 }

@@ -232,7 +232,7 @@ impl<'p> Replay<'p> {
             apply_answers(policy, &self.store, &refills, &answers, now);
         }
         let Some(last) = decided.pop() else { return };
-        for o in &last.decision.applied {
+        for o in &last.decision.ruling.applied {
             add(&mut f.applied, o.rule);
         }
         match last.fate {
@@ -254,7 +254,7 @@ impl<'p> Replay<'p> {
         let waiting: Vec<usize> = f
             .explained(policy)
             .iter()
-            .filter(|e| e.applies() && !d.applied.iter().any(|o| o.rule == e.rule) && !d.errors.iter().any(|(r, _)| *r == e.rule))
+            .filter(|e| e.applies() && !d.ruling.applied.iter().any(|o| o.rule == e.rule) && !d.books.errors.iter().any(|(r, _)| *r == e.rule))
             .map(|e| e.rule)
             .collect();
         for r in waiting {
@@ -271,9 +271,9 @@ impl<'p> Replay<'p> {
     /// concurrency units it holds until it ended.
     fn admit(&mut self, mut f: Flight<'p>, last: &Decided, now: u64) {
         let (policy, d) = (self.policy, &last.decision);
-        if d.hold_ns > 0 {
+        if d.ruling.hold_ns > 0 {
             f.held = true;
-            for o in d.applied.iter().filter(|o| o.outcome.allowed) {
+            for o in d.ruling.applied.iter().filter(|o| o.outcome.allowed) {
                 let kept_turn = last.carried.iter().any(|c| matches!(*c, Carry::Turn { rule, .. } if rule == o.rule));
                 let waits = if kept_turn {
                     o.outcome.reset_ns > 0
@@ -289,9 +289,9 @@ impl<'p> Replay<'p> {
         }
         // Units of concurrency limits are held until the request ended, as
         // recorded (without a duration: at once).
-        let units: Vec<Spent> = d.spent.iter().filter(|s| matches!(s, Spent::Concurrent { .. })).copied().collect();
+        let units: Vec<Spent> = d.effects.spent.iter().filter(|s| matches!(s, Spent::Concurrent { .. })).copied().collect();
         if !units.is_empty() {
-            let went = now.saturating_add(d.hold_ns);
+            let went = now.saturating_add(d.ruling.hold_ns);
             self.seq = self.seq.wrapping_add(1);
             self.ends.insert((f.ends.unwrap_or(went).max(went), self.seq), units);
         }
@@ -307,7 +307,7 @@ impl<'p> Replay<'p> {
         bump(&mut r.admitted, admitted);
         bump(&mut r.denied, !admitted);
         bump(&mut r.queued, f.held);
-        bump(&mut r.shadow_denied, !d.shadow_denied.is_empty());
+        bump(&mut r.shadow_denied, !d.ruling.shadow_denied.is_empty());
         for &i in &f.applied {
             if let Some(rule) = self.rules.get_mut(i) {
                 bump(&mut rule.applied, true);
@@ -317,12 +317,12 @@ impl<'p> Replay<'p> {
         for &i in &f.held_by {
             self.rules.get_mut(i).into_iter().for_each(|rule| bump(&mut rule.queued, true));
         }
-        let mut denials: Vec<usize> = d.shadow_denied.iter().map(|o| o.rule).collect();
-        if let Some(o) = d.denied_by {
+        let mut denials: Vec<usize> = d.ruling.shadow_denied.iter().map(|o| o.rule).collect();
+        if let Some(o) = d.ruling.denied_by {
             self.rules.get_mut(o.rule).into_iter().for_each(|rule| bump(&mut rule.denied, true));
             denials.push(o.rule);
         }
-        for o in &d.shadow_denied {
+        for o in &d.ruling.shadow_denied {
             self.rules.get_mut(o.rule).into_iter().for_each(|rule| bump(&mut rule.shadow_denied, true));
         }
         if denials.is_empty() {

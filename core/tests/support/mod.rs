@@ -79,7 +79,7 @@ impl Instance {
     /// A request's first decision alone, up to its wait for a lease (if any).
     pub fn first(&mut self, req: &MemoryRequest, now: u64) -> Decision {
         let d = decide_carrying(&self.policy, &mut req.clone(), &self.store, Ctx::at(now), &[]);
-        self.refills.extend(d.refills.iter().cloned());
+        self.refills.extend(d.effects.refills.iter().cloned());
         d
     }
 
@@ -137,7 +137,7 @@ impl Instance {
         let at = At { now, random: self.rng, ..At::default() };
         match self.drive(counter, req, &mut flow, event, at) {
             (Some((_, Fate::WaitsWindow)), Some(t)) => Step::Redo(t, Box::new(flow)),
-            (Some((d, Fate::Holds | Fate::Goes)), _) => Step::Went(now + d.hold_ns),
+            (Some((d, Fate::Holds | Fate::Goes)), _) => Step::Went(now + d.ruling.hold_ns),
             _ => Step::Refused,
         }
     }
