@@ -58,9 +58,16 @@ fn ceil_secs(ns: u64) -> u64 {
 
 fn common_headers(rule: &Rule, ro: &RuleOutcome, tenant: Option<&str>, reset_at_s: u64, t_s: u64) -> Vec<(String, String)> {
     let mut h = x_ratelimit_headers(ro, tenant, reset_at_s);
-    h.push(("ratelimit-policy".to_string(), format!("\"{}\";q={};w={}", rule.name, ro.limit, ceil_secs(rule.limit.per.nanos()))));
-    h.push(("ratelimit".to_string(), format!("\"{}\";r={};t={}", rule.name, ro.outcome.remaining, t_s)));
+    h.extend(ietf_headers(rule, ro, t_s));
     h
+}
+
+/// The IETF pair: `RateLimit-Policy` and `RateLimit`.
+fn ietf_headers(rule: &Rule, ro: &RuleOutcome, t_s: u64) -> [(String, String); 2] {
+    [
+        ("ratelimit-policy".to_string(), format!("\"{}\";q={};w={}", rule.name, ro.limit, ceil_secs(rule.limit.per.nanos()))),
+        ("ratelimit".to_string(), format!("\"{}\";r={};t={}", rule.name, ro.outcome.remaining, t_s)),
+    ]
 }
 
 /// The seed's `X-RateLimit-*` headers.
@@ -186,6 +193,7 @@ pub fn admitted_headers(policy: &Policy, d: &Decision, now: u64) -> Vec<(String,
     match policy.response_headers {
         ResponseHeaders::All => common_headers(rule, ro, tenant, reset_at, reset_in),
         ResponseHeaders::XRatelimit => x_ratelimit_headers(ro, tenant, reset_at),
+        ResponseHeaders::Ietf => ietf_headers(rule, ro, reset_in).to_vec(),
         ResponseHeaders::None => Vec::new(),
     }
 }

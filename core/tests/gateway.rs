@@ -316,6 +316,7 @@ fn response_headers_choose_what_admitted_responses_carry_and_never_what_429s_do(
     for (choice, want) in [
         ("all", vec!["x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset", "x-ratelimit-tenant", "ratelimit-policy", "ratelimit"]),
         ("x-ratelimit", vec!["x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset", "x-ratelimit-tenant"]),
+        ("ietf", vec!["ratelimit-policy", "ratelimit"]),
         ("none", vec![]),
     ] {
         let g = Gateway::new(&GATEWAY.replacen("{\n", &format!("{{\n  \"response_headers\": \"{choice}\",\n"), 1));

@@ -298,6 +298,8 @@ pub enum ResponseHeaders {
     All,
     /// The `X-RateLimit-*` headers only.
     XRatelimit,
+    /// The IETF pair only: `RateLimit-Policy` and `RateLimit`.
+    Ietf,
     /// None.
     None,
 }
