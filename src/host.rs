@@ -1,13 +1,10 @@
 //! The core's host traits implemented over proxy-wasm hostcalls: shared data
 //! as the `SharedStore`, the current request as a `Request`, and the clock.
 
-use std::cell::RefCell;
-
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType, Status};
 use sluice_core::request::{HeaderPairs, Request};
 use sluice_core::store::{SharedStore, StoreError};
-use sluice_core::worker_tokens::WorkerTokens;
 
 /// Envoy's shared data: one map per VM id, shared by all workers.
 pub struct HostStore;
@@ -29,16 +26,6 @@ impl SharedStore for HostStore {
             Err(s) => Err(StoreError::Host(format!("set {key}: {s:?}"))),
         }
     }
-
-    fn worker_tokens(&self) -> Option<&RefCell<WorkerTokens>> {
-        Some(WORKER_TOKENS.with(|t| *t))
-    }
-}
-
-thread_local! {
-    /// This worker's tokens taken ahead (one VM per worker, so one map
-    /// per worker; kept for the VM's life).
-    static WORKER_TOKENS: &'static RefCell<WorkerTokens> = Box::leak(Box::default());
 }
 
 /// Most request body read for a rule's cost; a larger body costs the

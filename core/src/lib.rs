@@ -33,4 +33,3 @@ pub mod store;
 #[cfg(test)]
 mod testing;
 pub mod upstream;
-pub mod worker_tokens;

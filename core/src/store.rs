@@ -85,12 +85,6 @@ impl std::fmt::Display for StoreError {
 pub trait SharedStore {
     fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError>;
     fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError>;
-    /// The calling worker's tokens taken ahead (see `worker_tokens`);
-    /// `None` where a worker keeps none: every request then spends from
-    /// the shared bucket.
-    fn worker_tokens(&self) -> Option<&std::cell::RefCell<crate::worker_tokens::WorkerTokens>> {
-        None
-    }
 }
 
 pub fn slot_key(index: u32) -> String {
@@ -217,7 +211,7 @@ pub enum Note {
 
 /// The flags after an outcome of a key whose capacity is `capacity`, and
 /// what changed.
-pub(crate) fn noted(o: &crate::bucket::Outcome, capacity: u64, flags: u8) -> (u8, Option<Note>) {
+fn noted(o: &crate::bucket::Outcome, capacity: u64, flags: u8) -> (u8, Option<Note>) {
     let capacity = u128::from(capacity.max(1));
     let left = u128::from(o.remaining);
     if !o.allowed {

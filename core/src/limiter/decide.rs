@@ -8,7 +8,7 @@
 use super::attrs::Attrs;
 use super::{global, refund, Carry, Ctx, Decision, RuleOutcome, Spent, TICK_GRACE_NS};
 use crate::bucket::Outcome;
-use crate::policy::{Algorithm, Limit, Policy, Queue, Rule, Scope};
+use crate::policy::{Limit, Policy, Queue, Rule, Scope};
 use crate::request::Request;
 use crate::store::{self, SharedStore, StoreError};
 
@@ -236,10 +236,7 @@ impl<'p, 'r> Pass<'p, 'r> {
                 Ok(Some(ow))
             }
             (false, None, None) => {
-                let (o, note) = match store.worker_tokens().filter(|_| takes_ahead(rule, fp)) {
-                    Some(tokens) => crate::worker_tokens::take(&mut tokens.borrow_mut(), store, policy.slots, fp, limit, now, cost)?,
-                    None => store::take_noting(store, policy.slots, fp, rule.algorithm, limit, now, cost)?,
-                };
+                let (o, note) = store::take_noting(store, policy.slots, fp, rule.algorithm, limit, now, cost)?;
                 self.d.books.notes.extend(note.map(|n| (i, n)));
                 Ok(Some((o, 0)))
             }
@@ -362,13 +359,6 @@ impl<'p, 'r> Pass<'p, 'r> {
         d.books.mcp_headers_disagree = self.attrs.mcp_headers_disagree();
         self.d
     }
-}
-
-/// A worker may take tokens of this rule's key ahead (see
-/// `worker_tokens`): a local token bucket with a fixed limit, not an
-/// overflow bucket (shared by many keys).
-fn takes_ahead(rule: &Rule, fp: u64) -> bool {
-    rule.scope != Scope::Global && rule.algorithm == Algorithm::TokenBucket && rule.adaptive.is_none() && rule.priority.is_none() && fp < store::OVERFLOW_BASE
 }
 
 /// `a` is closer to its limit than `b`: a smaller share of the limit left.
