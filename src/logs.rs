@@ -93,7 +93,7 @@ pub fn notes(policy: &Policy, d: &Decision, now: u64) {
                     json(&rule.name),
                     json(&rule.tier),
                     limit.saturating_sub(remaining),
-                    rule.limit.per,
+                    rule.limit.window_text(),
                     rfc3339(reset_at)
                 );
             }
