@@ -126,6 +126,16 @@ fn the_hundred_and_first_select_of_the_day_is_refused_until_midnight() {
     // The budget is the tenant's tools/select only.
     assert_eq!(stack.get("/api/v1/tools/list", &[("x-tenant-id", "acme")]).status, 200);
     assert_eq!(select(&stack.envoy, "acme").status, 429);
+    // The log lines name the window as the 429 does.
+    let logged = |what: &str| {
+        let tail = stack.envoy.logs_tail(2000);
+        tail.lines().find(|l| l.contains(what) && l.contains(r#"{"rule":"tools-select-daily""#)).map(str::to_string)
+    };
+    assert!(common::eventually(Duration::from_secs(5), || logged("rate limit exceeded").is_some()), "{}", stack.envoy.logs_tail(40));
+    let approaching = logged("rate limit approaching").expect("no approaching line for the budget");
+    let window = format!(r#""limit":100,"window":"1 day","resetAt":"{}"}}"#, rfc3339((day + 1) * DAY));
+    assert!(approaching.ends_with(&window), "{approaching}");
+    eprintln!("{approaching}");
     still(day);
 }
 
