@@ -87,13 +87,17 @@ pub fn notes(policy: &Policy, d: &Decision, now: u64) {
                 }
                 let limit = d.ruling.applied.iter().find(|a| a.rule == *i).map_or(rule.limit.requests, |a| a.limit);
                 let remaining = outcome.map_or(0, |o| o.remaining);
-                let reset_at = (now / NS).saturating_add(outcome.map_or(0, |o| o.reset_ns.div_ceil(NS)));
+                // A calendar budget resets at its boundary, as its 429 says.
+                let reset_at = match rule.limit.calendar {
+                    Some(_) => rule.limit.window_end(rule.limit.window_at(now)).div_ceil(NS),
+                    None => (now / NS).saturating_add(outcome.map_or(0, |o| o.reset_ns.div_ceil(NS))),
+                };
                 log::warn!(
                     "rate limit approaching {{\"rule\":{},\"tier\":{},\"tenant\":{tenant},\"used\":{},\"limit\":{limit},\"window\":\"{}\",\"resetAt\":\"{}\"}}",
                     json(&rule.name),
                     json(&rule.tier),
                     limit.saturating_sub(remaining),
-                    rule.limit.per,
+                    rule.limit.window_text(),
                     rfc3339(reset_at)
                 );
             }
