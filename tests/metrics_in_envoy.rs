@@ -76,8 +76,8 @@ fn metrics_carry_rule_tier_and_decision_labels() {
     let count = series(&text, "sluice_decision_duration_us_count", &[]).unwrap();
     assert_eq!(buckets.last().copied(), Some(count), "{buckets:?}");
     assert!((7.0..=14.0).contains(&count), "{count} decisions timed for 7 requests");
-    let p99 = les.iter().zip(&buckets).find(|(_, n)| **n >= count * 0.99).map(|(le, _)| le);
-    println!("99 % of decisions within {p99:?} us");
+    // How long decisions take is `make bench`'s to say (interleaved,
+    // on a quiet machine), not a timed test's.
     assert!(series(&text, "sluice_callouts_total", &[("call", "reserve")]).unwrap() >= 1.0);
     // One approaching warning and one exceeded line for the episode.
     let log = stack.envoy.logs_tail(400);
