@@ -144,8 +144,8 @@ fn observe(policy: &Policy, decided: &Decided, now: u64) {
     if d.books.mcp_headers_disagree && decided.first && decided.fate != Fate::Calls {
         crate::metrics::mcp_headers_disagree();
     }
-    for (rule, tally) in tallies(policy, decided) {
-        let Some(rule) = policy.rules.get(rule) else { continue };
+    tallies(policy, decided, |rule, tally| {
+        let Some(rule) = policy.rules.get(rule) else { return };
         let ids = crate::metrics::rule(rule);
         crate::metrics::count(match tally {
             Tally::Allowed => ids.allowed,
@@ -159,5 +159,5 @@ fn observe(policy: &Policy, decided: &Decided, now: u64) {
             Tally::Boxed => ids.boxed,
             Tally::BoxStarted => ids.boxes,
         });
-    }
+    });
 }

@@ -343,11 +343,13 @@ impl<P: Deref<Target = Policy>> Flow<P> {
         self.units.extend(d.effects.spent.iter().filter(|s| matches!(s, Spent::Concurrent { .. })));
         self.refundable = d.effects.spent.iter().filter(|s| refund_from(policy, s).is_some()).copied().collect();
         let rule = |a: &&crate::limiter::RuleOutcome| policy.rules.get(a.rule);
+        let learns = d.ruling.applied.iter().any(|a| rule(&a).is_some_and(|r| r.obey_upstream));
         self.admitted = Some(Admitted {
             headers: admitted_headers(policy, &d, now),
-            spent: d.effects.spent.clone(),
-            global_ids: d.effects.global_ids.clone(),
-            learns: d.ruling.applied.iter().any(|a| rule(&a).is_some_and(|r| r.obey_upstream)),
+            // What learning from the upstream needs, only where a rule does.
+            spent: if learns { d.effects.spent.clone() } else { Vec::new() },
+            global_ids: if learns { d.effects.global_ids.clone() } else { Vec::new() },
+            learns,
             adapts: d.ruling.applied.iter().filter(|a| rule(a).is_some_and(|r| r.adaptive.is_some())).map(|a| a.rule).collect(),
             sent_at: now,
         });

@@ -30,15 +30,17 @@ pub enum Tally {
     BoxStarted,
 }
 
-/// The counters `decided` bumps: each rule that applied once, when the
-/// decision is final; `Queued` when the request first waits.
-pub fn tallies(policy: &Policy, decided: &Decided) -> Vec<(usize, Tally)> {
+/// The counters `decided` bumps, handed to `count` one by one (nothing
+/// allocated): each rule that applied once, when the decision is final;
+/// `Queued` when the request first waits.
+pub fn tallies(policy: &Policy, decided: &Decided, mut count: impl FnMut(usize, Tally)) {
     let d = &decided.decision;
-    let mut out: Vec<(usize, Tally)> = d.books.credited.iter().map(|&r| (r, Tally::Credit)).collect();
+    let mut out = Sink(&mut count);
+    out.extend(d.books.credited.iter().map(|&r| (r, Tally::Credit)));
     out.extend(d.books.notes.iter().filter(|(_, n)| matches!(n, Note::Reset)).map(|&(r, _)| (r, Tally::Reset)));
     out.extend(d.effects.boxes.iter().map(|&(r, _)| (r, Tally::BoxStarted)));
     if decided.fate == Fate::Calls {
-        return out;
+        return;
     }
     let waits = d.ruling.hold_ns > 0 || d.ruling.redo_at.is_some();
     if waits && decided.first {
@@ -46,7 +48,7 @@ pub fn tallies(policy: &Policy, decided: &Decided) -> Vec<(usize, Tally)> {
         out.extend(d.ruling.applied.iter().filter(|a| queues(a.rule)).map(|a| (a.rule, Tally::Queued)));
     }
     if decided.fate == Fate::WaitsWindow {
-        return out;
+        return;
     }
     out.extend(d.books.overflowed.iter().map(|&r| (r, Tally::SlotOverflow)));
     for a in &d.ruling.applied {
@@ -65,5 +67,17 @@ pub fn tallies(policy: &Policy, decided: &Decided) -> Vec<(usize, Tally)> {
             out.push((a.rule, Tally::NearLimit));
         }
     }
-    out
+}
+
+/// Hands pairs to the caller's counter.
+struct Sink<'a, F: FnMut(usize, Tally)>(&'a mut F);
+
+impl<F: FnMut(usize, Tally)> Sink<'_, F> {
+    fn push(&mut self, (rule, tally): (usize, Tally)) {
+        (self.0)(rule, tally);
+    }
+
+    fn extend(&mut self, pairs: impl IntoIterator<Item = (usize, Tally)>) {
+        pairs.into_iter().for_each(|p| self.push(p));
+    }
 }

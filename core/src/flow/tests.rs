@@ -48,6 +48,13 @@ impl Bench {
     }
 }
 
+/// Every counter a decision bumps.
+fn tallied(policy: &Policy, decided: &Decided) -> Vec<(usize, Tally)> {
+    let mut out = Vec::new();
+    tallies(policy, decided, |rule, tally| out.push((rule, tally)));
+    out
+}
+
 fn status(out: &Out) -> Option<u32> {
     out.reply.as_ref().map(|r| r.status)
 }
@@ -167,7 +174,7 @@ fn a_queued_request_waits_for_its_turn_and_goes_on_its_wake() {
     let wake = out.wake_at.expect("held for its turn");
     assert_eq!(fate(&out), Some(Fate::Holds));
     assert!((T0 + 900 * MS..=T0 + S).contains(&wake), "turn at {wake}");
-    assert!(tallies(&b.policy, out.decided.last().unwrap()).contains(&(0, Tally::Queued)));
+    assert!(tallied(&b.policy, out.decided.last().unwrap()).contains(&(0, Tally::Queued)));
     // Its body waits with it.
     let body = b.on(&mut flow, &req, Event::Body { size: 5, end_of_stream: true }, At::new(T0 + MS));
     assert!(!body.go);
@@ -285,13 +292,13 @@ fn tallies_count_a_denial_once_and_a_wait_for_a_call_not_at_all() {
     let req = MemoryRequest::new("GET", "/x");
     b.arrive(&req, T0);
     let admitted = b.arrive(&req, T0).1;
-    assert!(tallies(&b.policy, admitted.decided.last().unwrap()).contains(&(0, Tally::Allowed)));
+    assert!(tallied(&b.policy, admitted.decided.last().unwrap()).contains(&(0, Tally::Allowed)));
     let denied = b.arrive(&req, T0).1;
-    let t = tallies(&b.policy, denied.decided.last().unwrap());
+    let t = tallied(&b.policy, denied.decided.last().unwrap());
     assert_eq!(t.iter().filter(|(_, t)| *t == Tally::Denied).count(), 1, "{t:?}");
     let g = Bench::new(GLOBAL);
     let calls = g.arrive(&MemoryRequest::new("GET", "/x").header("x-tenant-id", "a"), T0).1;
-    let t = tallies(&g.policy, calls.decided.last().unwrap());
+    let t = tallied(&g.policy, calls.decided.last().unwrap());
     assert!(t.iter().all(|(_, t)| matches!(t, Tally::Credit | Tally::Reset)), "{t:?}");
 }
 
@@ -347,7 +354,7 @@ fn a_key_refused_too_often_is_boxed_for_the_penalty_then_let_go() {
     let refusals: Vec<Out> = (0..3).map(|i| b.arrive(&req, T0 + i * MS).1).collect();
     assert!(refusals.iter().all(|o| status(o) == Some(429)));
     let started: Vec<usize> =
-        refusals.iter().map(|o| tallies(&b.policy, o.decided.last().unwrap()).iter().filter(|t| t.1 == Tally::BoxStarted).count()).collect();
+        refusals.iter().map(|o| tallied(&b.policy, o.decided.last().unwrap()).iter().filter(|t| t.1 == Tally::BoxStarted).count()).collect();
     assert_eq!(started, vec![0, 0, 1], "{refusals:?}");
     // Two seconds later the bucket is full again, but the key is boxed:
     // refused under the box's tier, until the box ends.
@@ -356,7 +363,7 @@ fn a_key_refused_too_often_is_boxed_for_the_penalty_then_let_go() {
     assert!(body.contains(r#""tier":"penalty""#), "{body}");
     let retry: u64 = boxed.reply.as_ref().unwrap().headers.iter().find(|(n, _)| n == "retry-after").unwrap().1.parse().unwrap();
     assert!((57..=61).contains(&retry), "retry after {retry}");
-    assert!(tallies(&b.policy, boxed.decided.last().unwrap()).contains(&(0, Tally::Boxed)));
+    assert!(tallied(&b.policy, boxed.decided.last().unwrap()).contains(&(0, Tally::Boxed)));
     // Another client is not affected.
     assert!(b.arrive(&other, T0 + 2 * S).1.go);
     // After the box, the key is let go.
