@@ -205,11 +205,13 @@ fn extras(rule: &Rule, e: &Explained) -> Vec<(&'static str, String)> {
         out.push(("priority", text));
     }
     if let Some(c) = &rule.cost {
-        let source = match &c.source {
-            CostSource::Header(h) => format!("header {h}"),
-            CostSource::Body(path) => format!("body field {}", path.join(".")),
+        let text = match &c.source {
+            CostSource::Header(h) => format!("units from header {h}, default {}, max {}; this request: {}", c.default, c.max, e.cost),
+            CostSource::Body(path) => format!("units from body field {}, default {}, max {}; this request: {}", path.join("."), c.default, c.max, e.cost),
+            CostSource::ResponseHeader(h) => settled(&format!("response header {h}"), c, e.cost),
+            CostSource::ResponseBody(path) => settled(&format!("response body field {}", path.join(".")), c, e.cost),
         };
-        out.push(("cost", format!("units from {source}, default {}, max {}; this request: {}", c.default, c.max, e.cost)));
+        out.push(("cost", text));
     }
     if let Some(a) = &rule.adaptive {
         out.push(("adaptive", format!("follows the upstream's health, never below {} per {}", a.floor, rule.limit.per)));
@@ -252,4 +254,12 @@ mod tests {
             assert!(err.contains(says), "{bad:?}: {err}");
         }
     }
+}
+
+/// A cost read from the response: its estimate now, settled later.
+fn settled(source: &str, c: &sluice_core::policy::Cost, now: u64) -> String {
+    format!(
+        "units from the {source}, settled when the response ends (missing, unreadable or above max {}: the estimate stands); estimate {}, charged up front; this request: {now} now",
+        c.max, c.default
+    )
 }

@@ -169,6 +169,8 @@ impl<'r> Attrs<'r> {
     fn unit_cost(&mut self, rule: &Rule) -> u64 {
         let Some(cost) = rule.cost.as_ref() else { return 1 };
         let value = match &cost.source {
+            // The estimate, settled when the response tells.
+            CostSource::ResponseHeader(_) | CostSource::ResponseBody(_) => return cost.default,
             CostSource::Header(h) => self.header(h).map(|v| serde_json::Value::String(v.trim().to_string())),
             CostSource::Body(path) => {
                 match self.json_body() {

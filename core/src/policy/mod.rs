@@ -214,6 +214,11 @@ impl Priority {
 /// costs `default`; an unreadable value (not a whole number, negative,
 /// above `max`; no JSON body at all, or one too large to read) costs `max`,
 /// so that a client cannot lower its bill by sending garbage.
+///
+/// A cost read from the response charges `default` (the policy's
+/// `estimate`) up front and is settled to the response's figure when the
+/// response ends (`flow::settle`); a figure that is missing, unreadable or
+/// above `max` leaves the estimate standing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cost {
     pub source: CostSource,
@@ -221,11 +226,22 @@ pub struct Cost {
     pub max: u64,
 }
 
+impl Cost {
+    /// The cost is known only from the response.
+    pub fn from_response(&self) -> bool {
+        matches!(self.source, CostSource::ResponseHeader(_) | CostSource::ResponseBody(_))
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CostSource {
     Header(String),
     /// A field of a JSON body, as a path of object keys.
     Body(Vec<String>),
+    /// A header of the response (lower case).
+    ResponseHeader(String),
+    /// A field of a JSON response body, as a path of object keys.
+    ResponseBody(Vec<String>),
 }
 
 /// How a rule holds requests over its limit: each takes its turn (FIFO per

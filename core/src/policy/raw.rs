@@ -165,13 +165,17 @@ pub struct RawPriority {
     pub aging: Option<String>,
 }
 
-/// Units a request costs: from a header or a JSON body field.
+/// Units a request costs: from a request header or JSON body field, or
+/// from the response's (an `estimate` charged up front, settled to it).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCost {
     pub header: Option<String>,
     pub body: Option<String>,
+    pub response_header: Option<String>,
+    pub response_body: Option<String>,
     pub default: Option<i64>,
+    pub estimate: Option<i64>,
     pub max: Option<i64>,
 }
 

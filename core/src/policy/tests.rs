@@ -293,3 +293,30 @@ fn count_takes_all_success_or_a_status_and_nothing_else() {
     let e = Policy::from_json(concurrent).expect_err("a concurrency limit");
     assert!(e.problems.iter().any(|p| p.path == "rules[0].count"), "{e:?}");
 }
+
+#[test]
+fn a_cost_read_from_the_response_takes_an_estimate() {
+    let p = Policy::from_json(&one_rule(r#""limit": {"requests": 1000, "per": "1m"}, "cost": {"response_body": "usage.total_tokens", "estimate": 100}"#))
+        .expect("policy");
+    let cost = p.rules.first().and_then(|r| r.cost.clone()).expect("cost");
+    assert_eq!(cost.source, CostSource::ResponseBody(vec!["usage".into(), "total_tokens".into()]));
+    assert_eq!((cost.default, cost.max, cost.from_response()), (100, 1000, true));
+    let header = Policy::from_json(&one_rule(r#""limit": {"requests": 10, "per": "1s"}, "cost": {"response_header": "X-Units"}"#)).expect("policy");
+    let cost = header.rules.first().and_then(|r| r.cost.clone()).expect("cost");
+    assert_eq!((cost.source, cost.default), (CostSource::ResponseHeader("x-units".into()), 1), "the estimate is 1 unless given");
+    assert!(!header.needs_body, "a response's body needs no request body read");
+    let cases: &[(&str, &str)] = &[
+        (r#""cost": {"response_header": "x-units", "header": "x-units"}"#, "rules[0].cost: give exactly one of"),
+        (r#""cost": {"response_body": "usage..tokens"}"#, "rules[0].cost.response_body: \"usage..tokens\" must be a dotted path"),
+        (r#""cost": {"response_header": "x units"}"#, "rules[0].cost.response_header: \"x units\" is not a valid header name"),
+        (r#""cost": {"response_header": "x-units", "estimate": 11}"#, "rules[0].cost.estimate: must be between 0 and `max`"),
+        (r#""cost": {"response_header": "x-units", "default": 2}"#, "rules[0].cost.default: a cost read from the response takes `estimate`"),
+        (r#""cost": {"header": "x-units", "estimate": 2}"#, "rules[0].cost.estimate: `estimate` is for a cost read from the response"),
+    ];
+    for (rule, want) in cases {
+        let got = problems(&one_rule(&format!(r#""limit": {{"requests": 10, "per": "1s"}}, {rule}"#)));
+        assert!(got.iter().any(|p| p.contains(want)), "{rule}: want {want:?}, got {got:?}");
+    }
+    let concurrent = problems(&one_rule(r#""limit": {"concurrent": 4}, "cost": {"response_header": "x-units"}"#));
+    assert!(concurrent.iter().any(|p| p.contains("rules[0].cost: a concurrency limit holds its units")), "{concurrent:?}");
+}

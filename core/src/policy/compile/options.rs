@@ -93,18 +93,8 @@ impl Compiler {
 
     pub(super) fn cost(&mut self, at: &str, c: &RawCost, limit: Option<&Limit>) -> Option<Cost> {
         let before = self.problems.len();
-        let source = match (&c.header, &c.body) {
-            (Some(h), None) => self.header_name(&format!("{at}.cost.header"), h).map(CostSource::Header),
-            (None, Some(b)) if !b.is_empty() && b.split('.').all(|p| !p.is_empty()) => Some(CostSource::Body(b.split('.').map(str::to_string).collect())),
-            (None, Some(b)) => {
-                self.problem(format!("{at}.cost.body"), format!("{b:?} must be a dotted path of JSON object keys, like \"usage.units\""));
-                None
-            }
-            _ => {
-                self.problem(format!("{at}.cost"), "give exactly one of `header` or `body`");
-                None
-            }
-        };
+        let source = self.cost_source(at, c);
+        let from_response = matches!(source, Some(CostSource::ResponseHeader(_) | CostSource::ResponseBody(_)));
         let burst = limit.map_or(MAX_REQUESTS as u64, |l| l.burst.max(l.requests));
         let max = match c.max {
             None => Some(burst),
@@ -114,11 +104,23 @@ impl Compiler {
                 None
             }
         };
-        let default = match c.default {
+        // A response's cost is charged as its estimate until the response
+        // tells; a request's as its default when the field is missing.
+        let (field, given, other) =
+            if from_response { ("estimate", c.estimate, ("default", c.default)) } else { ("default", c.default, ("estimate", c.estimate)) };
+        if other.1.is_some() && source.is_some() {
+            let why = if from_response {
+                "a cost read from the response takes `estimate`, charged until the response tells"
+            } else {
+                "`estimate` is for a cost read from the response (`response_header` or `response_body`)"
+            };
+            self.problem(format!("{at}.cost.{}", other.0), why);
+        }
+        let default = match given {
             None => Some(1),
             Some(d) if d >= 0 && max.is_none_or(|m| d as u64 <= m) => Some(d as u64),
             Some(d) => {
-                self.problem(format!("{at}.cost.default"), format!("must be between 0 and `max`, got {d}"));
+                self.problem(format!("{at}.cost.{field}"), format!("must be between 0 and `max`, got {d}"));
                 None
             }
         };
@@ -126,6 +128,33 @@ impl Compiler {
             return None;
         }
         Some(Cost { source: source?, default: default?, max: max? })
+    }
+
+    /// Where a cost is read: exactly one of the four sources.
+    fn cost_source(&mut self, at: &str, c: &RawCost) -> Option<CostSource> {
+        let given = [c.header.is_some(), c.body.is_some(), c.response_header.is_some(), c.response_body.is_some()];
+        if given.iter().filter(|g| **g).count() != 1 {
+            self.problem(format!("{at}.cost"), "give exactly one of `header`, `body`, `response_header` or `response_body`");
+            return None;
+        }
+        let mut path = |field: &str, b: &str| {
+            if !b.is_empty() && b.split('.').all(|p| !p.is_empty()) {
+                return Some(b.split('.').map(str::to_string).collect::<Vec<_>>());
+            }
+            self.problem(format!("{at}.cost.{field}"), format!("{b:?} must be a dotted path of JSON object keys, like \"usage.units\""));
+            None
+        };
+        if let Some(b) = &c.body {
+            return path("body", b).map(CostSource::Body);
+        }
+        if let Some(b) = &c.response_body {
+            return path("response_body", b).map(CostSource::ResponseBody);
+        }
+        if let Some(h) = &c.response_header {
+            return self.header_name(&format!("{at}.cost.response_header"), h).map(CostSource::ResponseHeader);
+        }
+        let h = c.header.as_deref().unwrap_or_default();
+        self.header_name(&format!("{at}.cost.header"), h).map(CostSource::Header)
     }
 
     pub(super) fn priority(&mut self, at: &str, p: &RawPriority, algorithm: Algorithm, limit: Option<&Limit>, queue: Option<&Queue>) -> Option<Priority> {

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use super::keys::template_params;
 use super::{rule_identity, Compiler};
 use crate::policy::raw::{RawKeyPart, RawRule};
-use crate::policy::{Algorithm, Mode, PlanSource, Rule, Scope};
+use crate::policy::{Algorithm, Cost, Mode, PlanSource, Rule, Scope};
 
 const MAX_NAME_LEN: usize = 64;
 
@@ -71,6 +71,7 @@ impl Compiler {
         let penalty = raw.penalty.as_ref().and_then(|p| self.penalty(at, p));
         let options = Options {
             counts_success: refund_from.is_some(),
+            response_cost: cost.as_ref().is_some_and(Cost::from_response),
             penalty: raw.penalty.is_some(),
             concurrent: raw.limit.concurrent.is_some(),
             global: raw.scope == Scope::Global,
@@ -143,6 +144,7 @@ impl Compiler {
                 (o.algorithm != Algorithm::TokenBucket, "algorithm", "a concurrency limit takes no algorithm"),
                 (o.counts_success, "count", "a concurrency limit frees its unit when the request ends, whatever the answer"),
                 (o.penalty, "penalty", "a concurrency limit takes no penalty box"),
+                (o.response_cost, "cost", "a concurrency limit holds its units until the request ends: a cost read from the response cannot be settled"),
             ];
             for (_, field, why) in refused.iter().filter(|r| r.0) {
                 self.problem(format!("{at}.{field}"), *why);
@@ -157,6 +159,7 @@ impl Compiler {
 /// The options of a rule that constrain each other.
 struct Options {
     counts_success: bool,
+    response_cost: bool,
     penalty: bool,
     concurrent: bool,
     global: bool,
