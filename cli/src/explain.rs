@@ -222,6 +222,14 @@ fn extras(rule: &Rule, e: &Explained) -> Vec<(&'static str, String)> {
     out
 }
 
+/// A cost read from the response: its estimate now, settled later.
+fn settled(source: &str, c: &sluice_core::policy::Cost, now: u64) -> String {
+    format!(
+        "units from the {source}, settled when the response ends (missing, unreadable or above max {}: the estimate stands); estimate {}, charged up front; this request: {now} now",
+        c.max, c.default
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,12 +262,4 @@ mod tests {
             assert!(err.contains(says), "{bad:?}: {err}");
         }
     }
-}
-
-/// A cost read from the response: its estimate now, settled later.
-fn settled(source: &str, c: &sluice_core::policy::Cost, now: u64) -> String {
-    format!(
-        "units from the {source}, settled when the response ends (missing, unreadable or above max {}: the estimate stands); estimate {}, charged up front; this request: {now} now",
-        c.max, c.default
-    )
 }

@@ -233,6 +233,35 @@ impl State {
         }
     }
 
+    /// Takes `cost` more units at `now` whatever is left: a request that
+    /// already went upstream turned out to cost more than it was charged
+    /// (its response said so). The bucket may go past its limit; the key's
+    /// next requests then wait longer (a token bucket's debt carries over,
+    /// a window's count is the current window's).
+    pub fn charge(self, algorithm: Algorithm, limit: &Limit, now: u64, cost: u64) -> State {
+        let per = limit.per.nonzero_nanos();
+        match (algorithm, self.for_algorithm(algorithm)) {
+            (Algorithm::TokenBucket, s) => State::Tat(s.gcra(limit, now, cost).new_tat),
+            (Algorithm::FixedWindow, s) => {
+                let window = limit.window_at(now);
+                let count = match s {
+                    State::Fixed { window: w, count } if w == window => count,
+                    _ => 0,
+                };
+                State::Fixed { window, count: count.saturating_add(clamp_u32(cost)) }
+            }
+            (Algorithm::SlidingWindow, s) => {
+                let window = now / per;
+                let (current, previous) = match s {
+                    State::Sliding { window: w, current, previous } if w == window => (current, previous),
+                    State::Sliding { window: w, current, .. } if w.checked_add(1) == Some(window) => (0, current),
+                    _ => (0, 0),
+                };
+                State::Sliding { window, current: current.saturating_add(clamp_u32(cost)), previous }
+            }
+        }
+    }
+
     /// Nanoseconds until this bucket is indistinguishable from an empty one;
     /// 0 means the slot may be taken over.
     pub fn idle_in(self, limit: &Limit, now: u64) -> u64 {

@@ -393,6 +393,12 @@ pub fn refund(store: &dyn SharedStore, slots: u32, fingerprint: u64, algorithm: 
     cas_update(store, slots, fingerprint, limit, now, |s| ((), (s != State::Empty).then(|| s.refund(algorithm, limit, now, cost))))
 }
 
+/// Takes `cost` more units from the key's bucket, past its limit if need
+/// be (see `State::charge`).
+pub fn charge(store: &dyn SharedStore, slots: u32, fingerprint: u64, algorithm: Algorithm, limit: &Limit, now: u64, cost: u64) -> Result<(), StoreError> {
+    cas_update(store, slots, fingerprint, limit, now, |s| ((), Some(s.charge(algorithm, limit, now, cost))))
+}
+
 /// Updates the lease of the key hashed to `fingerprint` (see `lease`).
 pub fn lease_update<T>(
     store: &dyn SharedStore,

@@ -79,6 +79,9 @@ pub enum Event {
     /// has this status: rules that count only successes give back what a
     /// failed request spent.
     Response { status: u32 },
+    /// A part of the response that rules whose cost the response tells
+    /// settle on (see [`super::Flow::response_wants`]).
+    ResponseCost(super::ResponsePart),
     /// The stream ended (answered, refused, or the client left).
     Left,
 }
@@ -116,6 +119,8 @@ pub struct Out {
     /// Penalty boxes of global rules to share with the other instances
     /// (through the counter service's blocks).
     pub share: Vec<crate::counter_api::Block>,
+    /// Costs settled to the response's figure, one per rule (metrics).
+    pub settled: Vec<super::Settled>,
 }
 
 impl Out {
@@ -133,6 +138,7 @@ impl Out {
             && self.waited_ns.is_none()
             && self.refunded.is_empty()
             && self.share.is_empty()
+            && self.settled.is_empty()
     }
 }
 

@@ -21,6 +21,7 @@
 
 mod answers;
 mod io;
+mod settle;
 mod tally;
 #[cfg(test)]
 mod tests;
@@ -29,6 +30,7 @@ use std::ops::Deref;
 
 pub use answers::{apply_answers, forget_asks, Answered};
 pub use io::{Admitted, At, Decided, Env, Event, Fate, Host, Out};
+pub use settle::{ResponsePart, Settled, Wants};
 pub use tally::{tallies, Tally};
 
 use crate::lease::Answer;
@@ -81,12 +83,25 @@ pub struct Flow<P: Deref<Target = Policy>> {
     /// What it spent from rules that count only successes, given back if
     /// its answer fails.
     refundable: Vec<Spent>,
+    /// What it spent from rules whose cost the response settles (see
+    /// `settle`), until each one's part of the response comes.
+    costed: Vec<Spent>,
     admitted: Option<Admitted>,
 }
 
 impl<P: Deref<Target = Policy>> Flow<P> {
     pub fn new(policy: P) -> Flow<P> {
-        Flow { policy, arrival: 0, body_size: None, state: State::Start, settled: false, units: Vec::new(), refundable: Vec::new(), admitted: None }
+        Flow {
+            policy,
+            arrival: 0,
+            body_size: None,
+            state: State::Start,
+            settled: false,
+            units: Vec::new(),
+            refundable: Vec::new(),
+            costed: Vec::new(),
+            admitted: None,
+        }
     }
 
     pub fn policy(&self) -> &Policy {
@@ -134,6 +149,7 @@ impl<P: Deref<Target = Policy>> Flow<P> {
             Event::Answered(answers) => self.answered(answers, env, &mut out),
             Event::Wake => self.wake(env, &mut out),
             Event::Response { status } => self.response(status, env, &mut out),
+            Event::ResponseCost(part) => self.response_cost(part, env, &mut out),
             Event::Left => self.left(env, &mut out),
         }
         out
@@ -239,6 +255,8 @@ impl<P: Deref<Target = Policy>> Flow<P> {
     fn left(&mut self, env: &mut Env, out: &mut Out) {
         let policy = &*self.policy;
         let now = env.host.now();
+        // A response that never ended leaves its estimates standing.
+        self.costed.clear();
         // Releasing a unit twice is harmless.
         for (rule, e) in release(env.store, &std::mem::take(&mut self.units), now) {
             out.warnings.push(format!("rule {}: a concurrency unit was not released (it expires): {e}", rule_name(policy, rule)));
@@ -274,6 +292,8 @@ impl<P: Deref<Target = Policy>> Flow<P> {
         if refund.is_empty() {
             return;
         }
+        // A failed answer's spend is given back whole: nothing to settle.
+        self.costed.retain(|s| !refund.contains(s));
         let now = env.host.now();
         for (rule, e) in give_back(policy, env.store, &refund, now) {
             out.warnings.push(format!("rule {}: a failed request's units not given back: {e}", rule_name(policy, rule)));
@@ -342,6 +362,7 @@ impl<P: Deref<Target = Policy>> Flow<P> {
         }
         self.units.extend(d.effects.spent.iter().filter(|s| matches!(s, Spent::Concurrent { .. })));
         self.refundable = d.effects.spent.iter().filter(|s| refund_from(policy, s).is_some()).copied().collect();
+        self.costed = d.effects.spent.iter().filter(|s| settle::settles(policy, s)).copied().collect();
         let rule = |a: &&crate::limiter::RuleOutcome| policy.rules.get(a.rule);
         let learns = d.ruling.applied.iter().any(|a| rule(&a).is_some_and(|r| r.obey_upstream));
         self.admitted = Some(Admitted {

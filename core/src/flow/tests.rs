@@ -409,3 +409,166 @@ fn an_answer_that_says_another_instance_boxed_the_key_boxes_it_here() {
     assert!(later.reply.as_ref().is_some_and(|r| r.body.contains(r#""tier":"penalty""#)), "{later:?}");
     assert!(b.arrive(&req, T0 + 21 * S).1.reply.as_ref().is_none_or(|r| !r.body.contains("penalty")));
 }
+
+const RESPONSE_HEADER: &str = r#"{"rules": [{"name": "units", "algorithm": "fixed_window", "limit": {"requests": 100, "per": "1m"},
+    "cost": {"response_header": "x-units", "estimate": 10}}]}"#;
+
+fn remaining(out: &Out, flow: &Flow<&Policy>) -> Option<u64> {
+    assert!(out.go, "{out:?}");
+    flow.admitted()?.headers.iter().find(|(n, _)| n == "x-ratelimit-remaining")?.1.parse().ok()
+}
+
+fn units(figure: &str) -> Event {
+    Event::ResponseCost(ResponsePart::Headers(vec![("x-units".into(), figure.as_bytes().to_vec())]))
+}
+
+#[test]
+fn a_response_cost_charges_the_estimate_then_settles_up_or_down_to_the_response_header() {
+    let b = Bench::new(RESPONSE_HEADER);
+    let req = MemoryRequest::new("GET", "/x");
+    let (mut flow, out) = b.arrive(&req, T0);
+    assert_eq!(remaining(&out, &flow), Some(90), "the estimate is charged up front");
+    assert_eq!(flow.response_wants(), Wants { headers: vec!["x-units".into()], body: false });
+    // Settle up: 30 units, 20 more than the estimate.
+    let up = b.on(&mut flow, &req, units(" 30 "), At::new(T0 + MS));
+    assert_eq!(up.settled, vec![Settled { rule: 0, charged: 20, returned: 0, kept: false }], "{up:?}");
+    assert!(b.on(&mut flow, &req, units("30"), At::new(T0 + MS)).settled.is_empty(), "once");
+    assert_eq!(flow.response_wants(), Wants::default());
+    let (mut flow, out) = b.arrive(&req, T0 + 2 * MS);
+    assert_eq!(remaining(&out, &flow), Some(60));
+    // Settle down: nothing used gives the whole estimate back.
+    let down = b.on(&mut flow, &req, units("0"), At::new(T0 + 3 * MS));
+    assert_eq!(down.settled, vec![Settled { rule: 0, charged: 0, returned: 10, kept: false }]);
+    let (flow, out) = b.arrive(&req, T0 + 4 * MS);
+    assert_eq!(remaining(&out, &flow), Some(60), "70 left before this request, 60 after");
+}
+
+#[test]
+fn a_response_figure_past_the_limit_is_charged_and_the_next_requests_wait() {
+    let b = Bench::new(RESPONSE_HEADER);
+    let req = MemoryRequest::new("GET", "/x");
+    let (mut flow, _) = b.arrive(&req, T0);
+    // 100 is the most a response may say (`max`: the burst); 90 were left.
+    let out = b.on(&mut flow, &req, units("100"), At::new(T0 + MS));
+    assert_eq!(out.settled.first().map(|s| s.charged), Some(90));
+    let refused = b.arrive(&req, T0 + 2 * MS).1;
+    assert_eq!(status(&refused), Some(429), "the window is spent: the next request waits for the next one");
+    assert!(b.arrive(&req, T0 + 60 * S).1.go);
+}
+
+#[test]
+fn a_missing_or_unreadable_or_huge_response_figure_leaves_the_estimate() {
+    let b = Bench::new(&RESPONSE_HEADER.replace(r#""estimate": 10"#, r#""estimate": 10, "max": 50"#).replace(r#""requests": 100,"#, r#""requests": 1000,"#));
+    let req = MemoryRequest::new("GET", "/x");
+    let garbage: &[&[u8]] = &[b"", b"abc", b"-5", b"+5", b"1e3", b"3.5", b"51", b"99999999999999999999999", b"\xff\xfe", b"1 2"];
+    for g in garbage {
+        let (mut flow, _) = b.arrive(&req, T0);
+        let part = ResponsePart::Headers(vec![("x-units".into(), g.to_vec())]);
+        let out = b.on(&mut flow, &req, Event::ResponseCost(part), At::new(T0 + MS));
+        assert_eq!(out.settled, vec![Settled { rule: 0, charged: 0, returned: 0, kept: true }], "{g:?}");
+    }
+    let (mut flow, _) = b.arrive(&req, T0);
+    let missing = b.on(&mut flow, &req, Event::ResponseCost(ResponsePart::Headers(Vec::new())), At::new(T0 + MS));
+    assert!(missing.settled.first().is_some_and(|s| s.kept), "{missing:?}");
+    // Each of the eleven requests cost its estimate.
+    let (flow, out) = b.arrive(&req, T0 + 2 * MS);
+    assert_eq!(remaining(&out, &flow), Some(1000 - 12 * 10));
+}
+
+const RESPONSE_BODY: &str = r#"{"rules": [{"name": "tokens", "algorithm": "fixed_window", "limit": {"requests": 100000, "per": "1m"},
+    "cost": {"response_body": "usage.total_tokens", "estimate": 100, "max": 1000}}]}"#;
+
+fn body(text: &[u8]) -> Event {
+    Event::ResponseCost(ResponsePart::Body(Some(text.to_vec())))
+}
+
+#[test]
+fn a_response_body_cost_settles_on_the_whole_body_and_garbage_leaves_the_estimate() {
+    let b = Bench::new(RESPONSE_BODY);
+    let req = MemoryRequest::new("POST", "/v1/chat");
+    let (mut flow, out) = b.arrive(&req, T0);
+    assert_eq!(remaining(&out, &flow), Some(99_900));
+    assert_eq!(flow.response_wants(), Wants { headers: Vec::new(), body: true });
+    // The headers settle nothing of a body rule.
+    assert!(b.on(&mut flow, &req, units("5"), At::new(T0 + MS)).settled.is_empty());
+    let up = b.on(&mut flow, &req, body(br#"{"id": "x", "usage": {"prompt_tokens": 50, "total_tokens": 250}}"#), At::new(T0 + MS));
+    assert_eq!(up.settled, vec![Settled { rule: 0, charged: 150, returned: 0, kept: false }]);
+    let (mut flow, out) = b.arrive(&req, T0 + 2 * MS);
+    assert_eq!(remaining(&out, &flow), Some(99_650));
+    let down = b.on(&mut flow, &req, body(br#"{"usage": {"total_tokens": "40"}}"#), At::new(T0 + MS));
+    assert_eq!(down.settled, vec![Settled { rule: 0, charged: 0, returned: 60, kept: false }]);
+    let mut huge = br#"{"usage": {"total_tokens": 1}, "pad": ""#.to_vec();
+    huge.extend(std::iter::repeat_n(b'a', MAX_BODY));
+    huge.extend(br#""}"#);
+    let garbage: Vec<Option<Vec<u8>>> = vec![
+        None,
+        Some(b"not json".to_vec()),
+        Some(br#"{"usage": {"total_tokens": -1}}"#.to_vec()),
+        Some(br#"{"usage": {"total_tokens": 1.5}}"#.to_vec()),
+        Some(br#"{"usage": {"total_tokens": 1001}}"#.to_vec()),
+        Some(br#"{"usage": {"prompt_tokens": 1}}"#.to_vec()),
+        Some(br#"{"usage": [1]}"#.to_vec()),
+        Some(br#"{"usage": {"total_tokens": 1}"#.to_vec()),
+        Some(b"data: {\"usage\": {\"total_tokens\": 1}}\n\n".to_vec()),
+        Some(huge),
+        Some(vec![b'['; 10_000]),
+    ];
+    for g in garbage {
+        let (mut flow, _) = b.arrive(&req, T0 + 3 * MS);
+        let out = b.on(&mut flow, &req, Event::ResponseCost(ResponsePart::Body(g.clone())), At::new(T0 + 4 * MS));
+        assert_eq!(out.settled, vec![Settled { rule: 0, charged: 0, returned: 0, kept: true }], "{:?}", g.map(|g| g.len()));
+    }
+}
+
+#[test]
+fn a_failed_answer_gives_the_estimate_back_and_settles_nothing_more() {
+    let b = Bench::new(&RESPONSE_HEADER.replace(r#""cost""#, r#""count": "success", "cost""#));
+    let req = MemoryRequest::new("GET", "/x");
+    let (mut flow, _) = b.arrive(&req, T0);
+    assert_eq!(b.on(&mut flow, &req, Event::Response { status: 502 }, At::new(T0 + MS)).refunded, vec![0]);
+    assert!(b.on(&mut flow, &req, units("50"), At::new(T0 + MS)).settled.is_empty());
+    let (flow, out) = b.arrive(&req, T0 + 2 * MS);
+    assert_eq!(remaining(&out, &flow), Some(90));
+}
+
+#[test]
+fn a_client_that_leaves_before_the_response_ends_keeps_its_estimate() {
+    let b = Bench::new(RESPONSE_BODY);
+    let req = MemoryRequest::new("POST", "/v1/chat");
+    let (mut flow, _) = b.arrive(&req, T0);
+    b.on(&mut flow, &req, Event::Left, At::new(T0 + MS));
+    assert!(b.on(&mut flow, &req, body(br#"{"usage": {"total_tokens": 1}}"#), At::new(T0 + MS)).settled.is_empty());
+}
+
+#[test]
+fn a_global_rules_response_cost_settles_against_its_lease() {
+    let json = GLOBAL.replace(
+        r#""limit": {"requests": 5, "per": "1s"}"#,
+        r#""limit": {"requests": 100, "per": "1s"}, "cost": {"response_header": "x-units", "estimate": 10}"#,
+    );
+    let b = Bench::new(&json);
+    let rule = b.policy.rules.first().expect("rule").clone();
+    let req = MemoryRequest::new("GET", "/x").header("x-tenant-id", "acme");
+    let (mut flow, out) = b.arrive(&req, T0);
+    let out = settle_calls(&b, &mut flow, &req, out, T0);
+    assert!(out.go, "{out:?}");
+    let fp = flow.admitted().and_then(|a| a.spent.iter().find_map(|s| matches!(s, Spent::Lease { .. }).then_some(*s))).expect("a lease spend");
+    let Spent::Lease { fingerprint, .. } = fp else { unreachable!() };
+    let lease = |now| crate::store::lease_update(&b.store, b.policy.slots, fingerprint, &rule.limit, now, |l| (l, None)).expect("lease");
+    // What the lease holds for the key's next requests (a debt taken on
+    // credit counts against it).
+    let net = |l: crate::lease::Lease| i64::from(l.units) - i64::from(l.owed);
+    let before = lease(T0 + MS);
+    let down = b.on(&mut flow, &req, units("4"), At::new(T0 + MS));
+    assert_eq!((down.settled.first().map(|s| s.returned), down.warnings.len()), (Some(6), 0), "{down:?}");
+    assert_eq!(net(lease(T0 + MS)), net(before) + 6, "the surplus goes back to the lease");
+    let (mut second, out) = b.arrive(&req, T0 + 2 * MS);
+    let out = settle_calls(&b, &mut second, &req, out, T0 + 2 * MS);
+    assert!(out.go, "{out:?}");
+    let before = lease(T0 + 2 * MS);
+    let extra = u64::from(before.units) + 5;
+    let up = b.on(&mut second, &req, units(&(10 + extra).to_string()), At::new(T0 + 3 * MS));
+    assert_eq!((up.settled.first().map(|s| s.charged), up.warnings.len()), (Some(extra), 0), "{up:?}");
+    let after = lease(T0 + 3 * MS);
+    assert_eq!((after.units, after.owed), (0, before.owed + 5), "what the lease lacks is owed to the service");
+}

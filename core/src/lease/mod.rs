@@ -221,6 +221,21 @@ impl Lease {
         l
     }
 
+    /// A request already admitted costs `cost` more (its response said
+    /// so): the units come out of the lease, and what the lease lacks is
+    /// owed, paid first by its next grant in this window (so the service
+    /// counts it; a debt still unpaid when the window ends stays with it,
+    /// as credit's does).
+    pub fn charge(self, now: u64, limit: &Limit, cost: u64) -> Lease {
+        let mut l = self.roll(now, limit.window_ns(now));
+        let cost = u32::try_from(cost).unwrap_or(u32::MAX);
+        let from_units = l.units.min(cost);
+        l.units = l.units.saturating_sub(from_units);
+        l.owed = l.owed.saturating_add(cost.saturating_sub(from_units));
+        l.seen = l.seen.saturating_add(cost);
+        l
+    }
+
     /// Applies the service's answer, received at `now`.
     pub fn grant(self, now: u64, limit: &Limit, a: &Answer) -> Lease {
         let mut l = self.roll(now, limit.window_ns(now));

@@ -40,6 +40,7 @@ mod held;
 pub mod penalty;
 mod plans;
 mod refill_messages;
+mod settle;
 mod spans;
 
 use crate::bucket::Outcome;
@@ -54,6 +55,7 @@ pub use explain::{explain, resolve, Explained, KeyValue, Resolved, Skip};
 pub use global::{apply_answer, fallback_limit, forget_ask, Applied};
 pub use held::{may_hold, refuse_hold, MAX_HELD_PER_WORKER};
 pub use refill_messages::{decode_needs, encode_needs, gather, MAX_GATHERED};
+pub use settle::{charge, cost_of, with_cost};
 pub use spans::{Spans, MAX_WATCHED, SPAN_MAX_WINDOW_MS, SPAN_MIN_LIMIT};
 
 /// What a request already holds when it is decided again.
