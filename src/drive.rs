@@ -124,6 +124,9 @@ fn report(policy: &Policy, out: &Out, now: u64, queue: Option<u32>) {
     for rule in out.refunded.iter().filter_map(|i| policy.rules.get(*i)) {
         crate::metrics::count(crate::metrics::rule(rule).refunds);
     }
+    for (rule, settled) in out.settled.iter().filter_map(|s| policy.rules.get(s.rule).map(|r| (r, s))) {
+        crate::metrics::cost_settled(rule, settled);
+    }
     if let Some(waited) = out.waited_ns {
         crate::metrics::queue_wait(waited / 1_000_000);
     }

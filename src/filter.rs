@@ -9,9 +9,9 @@ use std::rc::Rc;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::{Action, MapType};
+use proxy_wasm::types::{Action, BufferType, MapType};
 use sluice_core::counter_api::{Block, MAX_BLOCK_MS};
-use sluice_core::flow::{Event, Flow};
+use sluice_core::flow::{Event, Flow, ResponsePart, MAX_BODY};
 use sluice_core::limiter::{obey_upstream, LeaseNeed, Spent};
 use sluice_core::policy::Policy;
 use sluice_core::upstream::block_for;
@@ -32,12 +32,15 @@ pub struct SluiceFilter {
     /// The reserve call this context made for its flow: its token and what
     /// it asked.
     call: Option<(u32, Vec<LeaseNeed>)>,
+    /// The response body copied so far, while a rule's cost waits for it
+    /// (at most `MAX_BODY` bytes; the body itself is never held back).
+    response_body: Option<Vec<u8>>,
 }
 
 impl SluiceFilter {
     pub fn new(context_id: u32, policy: Option<Rc<Policy>>, queue: Option<u32>, instance: Rc<str>) -> SluiceFilter {
         let flow = policy.map(|p| Rc::new(RefCell::new(Flow::new(p))));
-        SluiceFilter { context_id, flow, queue, instance, call: None }
+        SluiceFilter { context_id, flow, queue, instance, call: None, response_body: None }
     }
 
     /// Hands `event` to the flow; true when the request goes on now.
@@ -131,6 +134,55 @@ impl SluiceFilter {
     }
 }
 
+impl SluiceFilter {
+    /// Hands the flow what its rules settle their cost on from the
+    /// response's headers, and starts copying the body if one waits for it.
+    fn settle_on_headers(&mut self, flow: &SharedFlow, end_of_stream: bool) {
+        let wants = flow.borrow().response_wants();
+        if !wants.headers.is_empty() {
+            // As bytes: the SDK's String getter aborts on a value that is not UTF-8.
+            let read = |h: &String| Some((h.clone(), hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, h).ok()??));
+            let pairs = wants.headers.iter().filter_map(read).collect();
+            self.drive(Event::ResponseCost(ResponsePart::Headers(pairs)));
+        }
+        if wants.body {
+            if end_of_stream {
+                self.drive(Event::ResponseCost(ResponsePart::Body(None)));
+            } else {
+                self.response_body = Some(Vec::new());
+            }
+        }
+    }
+
+    /// Copies a chunk of the response body (passed on as it is) while a
+    /// rule's cost waits for it; the whole body, or `None` past `MAX_BODY`,
+    /// goes to the flow when the stream ends.
+    fn copy_response_body(&mut self, size: usize, end_of_stream: bool) {
+        let Some(mut copied) = self.response_body.take() else { return };
+        let fits = copied.len().checked_add(size).is_some_and(|n| n <= MAX_BODY);
+        let chunk = if fits && size > 0 { hostcalls::get_buffer(BufferType::HttpResponseBody, 0, size) } else { Ok(None) };
+        match chunk {
+            _ if !fits => return self.end_response_body(None),
+            Ok(Some(bytes)) => copied.extend_from_slice(&bytes),
+            Ok(None) => {}
+            Err(e) => {
+                log::debug!("response body not read: {e:?}");
+                return self.end_response_body(None);
+            }
+        }
+        if end_of_stream {
+            self.end_response_body(Some(copied));
+        } else {
+            self.response_body = Some(copied);
+        }
+    }
+
+    fn end_response_body(&mut self, body: Option<Vec<u8>>) {
+        self.response_body = None;
+        self.drive(Event::ResponseCost(ResponsePart::Body(body)));
+    }
+}
+
 impl Context for SluiceFilter {
     fn on_done(&mut self) -> bool {
         // The stream ended (answered, refused or the client left): the
@@ -167,7 +219,7 @@ impl HttpContext for SluiceFilter {
         self.act(Event::Trailers)
     }
 
-    fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_response_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
         let Some(flow) = self.flow.clone() else { return Action::Continue };
         let (policy, admitted, refunds) = {
             let mut f = flow.borrow_mut();
@@ -187,12 +239,27 @@ impl HttpContext for SluiceFilter {
                 self.adapt(&policy, status, &after.adapts, after.sent_at);
             }
         }
+        self.settle_on_headers(&flow, end_of_stream);
         for (name, value) in after.headers {
             // The SDK's setter panics on a refusal; a header not added is
             // not worth the VM.
             if let Err(e) = hostcalls::set_map_value(MapType::HttpResponseHeaders, &name, Some(&value)) {
                 log::debug!("response header {name} not added: {e:?}");
             }
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        // Continued chunk by chunk: `body_size` is this chunk's.
+        self.copy_response_body(body_size, end_of_stream);
+        Action::Continue
+    }
+
+    fn on_http_response_trailers(&mut self, _trailers: usize) -> Action {
+        // A response that ends in trailers (HTTP/2, gRPC): its body is whole.
+        if let Some(body) = self.response_body.take() {
+            self.end_response_body(Some(body));
         }
         Action::Continue
     }

@@ -37,6 +37,14 @@ pub struct RuleIds {
     pub boxes: Option<u32>,
 }
 
+/// The series of a rule whose cost the response settles.
+#[derive(Clone, Copy, Debug, Default)]
+struct CostIds {
+    charged: Option<u32>,
+    returned: Option<u32>,
+    kept: Option<u32>,
+}
+
 /// Series without a rule.
 #[derive(Clone, Copy, Debug, Default)]
 struct Fixed {
@@ -77,6 +85,8 @@ thread_local! {
     static PENDING: RefCell<Vec<(u32, i64)>> = const { RefCell::new(Vec::new()) };
     static DECISIONS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
     static RULES: RefCell<HashMap<u64, RuleIds>> = RefCell::new(HashMap::new());
+    /// The cost series of rules whose cost the response settles.
+    static COSTS: RefCell<HashMap<u64, CostIds>> = RefCell::new(HashMap::new());
     static FIXED: RefCell<Option<Fixed>> = const { RefCell::new(None) };
 }
 
@@ -169,6 +179,37 @@ pub fn rule(rule: &Rule) -> RuleIds {
 pub fn define_rules(rules: &[Rule]) {
     for r in rules {
         rule(r);
+        if r.cost.as_ref().is_some_and(sluice_core::policy::Cost::from_response) {
+            cost_ids(r);
+        }
+    }
+}
+
+/// The cost series of `rule`, defined on first use in this worker.
+fn cost_ids(rule: &Rule) -> CostIds {
+    let key = rule_key(rule);
+    if let Some(ids) = COSTS.with(|c| c.borrow().get(&key).copied()) {
+        return ids;
+    }
+    let tags = format!("_rule.{};_tier.{};", rule.name, rule.tier);
+    let ids = CostIds {
+        charged: define(MetricType::Counter, &format!("sluice_cost_charged_units_total{tags}")),
+        returned: define(MetricType::Counter, &format!("sluice_cost_returned_units_total{tags}")),
+        kept: define(MetricType::Counter, &format!("sluice_cost_estimate_kept_total{tags}")),
+    };
+    COSTS.with(|c| c.borrow_mut().insert(key, ids));
+    ids
+}
+
+/// A cost read from the response was settled: `charged` units on top of
+/// its estimate, or `returned` of it, or the estimate `kept` (no usable
+/// figure).
+pub fn cost_settled(rule: &Rule, s: &sluice_core::flow::Settled) {
+    let ids = cost_ids(rule);
+    add(ids.charged, i64::try_from(s.charged).unwrap_or(i64::MAX));
+    add(ids.returned, i64::try_from(s.returned).unwrap_or(i64::MAX));
+    if s.kept {
+        add(ids.kept, 1);
     }
 }
 
