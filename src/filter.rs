@@ -2,7 +2,9 @@
 //! (`sluice_core::flow`, driven by `drive`), which answers 429/503, holds
 //! the request, waits for one reserve call, or lets it through; then adds
 //! the rate-limit headers to the upstream's response and learns from it
-//! (upstream limits, adaptive rules).
+//! (upstream limits, adaptive rules), and hands the flow what a rule's cost
+//! settles on (a response header; the response body, copied as it passes,
+//! never held back).
 
 use std::cell::RefCell;
 use std::rc::Rc;
