@@ -131,6 +131,28 @@ fn host_names_the_integration_and_a_body_can_be_read() {
 }
 
 #[test]
+fn a_cost_read_from_the_response_shows_its_source_and_estimate() {
+    let dir = std::env::temp_dir().join(format!("sluicectl-explain-response-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let policy = dir.join("response.json");
+    std::fs::write(
+        &policy,
+        r#"{"rules": [
+        {"name": "tokens", "key": [], "limit": {"requests": 100000, "per": "1m"}, "cost": {"response_body": "usage.total_tokens", "estimate": 500, "max": 8000}},
+        {"name": "units", "key": [], "limit": {"requests": 100, "per": "1s"}, "cost": {"response_header": "x-units"}}]}"#,
+    )
+    .unwrap();
+    let out = sluicectl(&["explain", "--policy", policy.to_str().unwrap(), "--request", "POST /v1/chat"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let tokens = block(&stdout, "tokens");
+    assert!(tokens.contains("cost:     units from the response body field usage.total_tokens, settled when the response ends"), "{stdout}");
+    assert!(tokens.contains("max 8000: the estimate stands); estimate 500, charged up front; this request: 500 now"), "{stdout}");
+    assert!(block(&stdout, "units").contains("units from the response header x-units, settled"), "{stdout}");
+}
+
+#[test]
 fn bad_input_exits_2_with_a_clear_message() {
     for (request, says) in [
         ("", "bad --request: it is empty"),
