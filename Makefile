@@ -250,7 +250,7 @@ CARGO_FUZZ := $(CARGO_BIN)/cargo-fuzz
 FUZZ_SECONDS ?= 60
 FUZZ_SMOKE_SECONDS ?= 3
 FUZZ_TARGET ?=
-FUZZ_TARGETS := policy request path upstream counter_request counter_answer slots handoff simulate
+FUZZ_TARGETS := policy request path upstream response_cost counter_request counter_answer slots handoff simulate
 FUZZ_BUILD := --sanitizer none -O -a --codegen-units 16
 # Largest resident set; single allocations are bounded in fuzz/src/lib.rs.
 FUZZ_LIMITS := -rss_limit_mb=512 -timeout=10
