@@ -552,7 +552,7 @@ fn a_global_rules_response_cost_settles_against_its_lease() {
     let (mut flow, out) = b.arrive(&req, T0);
     let out = settle_calls(&b, &mut flow, &req, out, T0);
     assert!(out.go, "{out:?}");
-    let fp = flow.admitted().and_then(|a| a.spent.iter().find_map(|s| matches!(s, Spent::Lease { .. }).then_some(*s))).expect("a lease spend");
+    let fp = flow.costed.iter().find_map(|s| matches!(s, Spent::Lease { .. }).then_some(*s)).expect("a lease spend to settle");
     let Spent::Lease { fingerprint, .. } = fp else { unreachable!() };
     let lease = |now| crate::store::lease_update(&b.store, b.policy.slots, fingerprint, &rule.limit, now, |l| (l, None)).expect("lease");
     // What the lease holds for the key's next requests (a debt taken on
