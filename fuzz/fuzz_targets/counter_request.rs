@@ -36,6 +36,7 @@ fuzz_target!(|data: &[u8]| {
             let ask = |next| Ask {
                 now_ms,
                 window_ms: lease.window_ms,
+                calendar: lease.calendar,
                 limit: lease.limit,
                 want: lease.want,
                 next,
@@ -45,10 +46,10 @@ fuzz_target!(|data: &[u8]| {
                 let (changed, o) = reserve(slot, &ask(next));
                 assert!(o.granted <= lease.want && o.used <= lease.limit, "{o:?}");
                 if let Some(s) = changed {
-                    let _ = expires_at_ms(&s, lease.window_ms);
+                    let _ = expires_at_ms(&s, lease.window_ms, lease.calendar);
                     slot = Some(s);
                 }
-                let _ = timing(o.window, lease.window_ms, now_ms);
+                let _ = timing(o.window, lease.window_ms, lease.calendar, now_ms);
             }
         }
     }

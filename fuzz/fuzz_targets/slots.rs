@@ -116,6 +116,7 @@ fuzz_target!(|input: Input| {
         requests,
         per: Span::from_nanos(MS + input.per % MAX_NS),
         burst,
+        calendar: None,
     };
     let cost = 1 + input.cost % burst.max(requests);
     let now = input.now % LATEST_NS;
