@@ -219,6 +219,12 @@ fn extras(rule: &Rule, e: &Explained) -> Vec<(&'static str, String)> {
     if rule.obey_upstream {
         out.push(("upstream", "obeys upstream limits (429/503 with a wait hold the key back)".into()));
     }
+    if let Some(from) = rule.refund_from {
+        out.push(("count", format!("successes only: an answer with status {from} or above gives the units back")));
+    }
+    if let Some(p) = &rule.penalty {
+        out.push(("penalty", format!("{} refusals within {} box the key for {} (429 tier {})", p.after, p.within, p.block, p.tier)));
+    }
     out
 }
 

@@ -184,3 +184,17 @@ fn bad_input_exits_2_with_a_clear_message() {
     assert_eq!(missing.status.code(), Some(2));
     assert!(text(&missing.stderr).contains("cannot read"), "{}", text(&missing.stderr));
 }
+
+#[test]
+fn the_example_policies_show_their_penalty_box_and_what_they_count() {
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../policies/examples/");
+    let run = |file: &str, request: &str| {
+        let out = sluicectl(&["explain", "--policy", &format!("{examples}{file}"), "--request", request]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let penalty = block(&run("penalty.json", "GET /api/v1/anything x-tenant-id: acme"), "per-ip");
+    assert!(penalty.contains("penalty:  10 refusals within 1 minute box the key for 1 minute (429 tier penalty)"), "{penalty}");
+    let count = block(&run("count-success.json", "POST /api/v1/tools/invoke x-tenant-id: acme"), "tools-invoke");
+    assert!(count.contains("count:    successes only: an answer with status 500 or above gives the units back"), "{count}");
+}
