@@ -79,15 +79,7 @@ pub fn drive(context_id: u32, flow: &SharedFlow, event: Event, (queue, instance)
                 warn_within_budget!(now, "local reply not sent: {e:?}");
             }
         }
-        if let (Some(settings), false) = (policy.global.as_ref(), out.share.is_empty()) {
-            match crate::callout::block(settings, instance, &out.share) {
-                Ok(_) => crate::metrics::sent(crate::metrics::Call::Block),
-                Err(e) => {
-                    crate::metrics::failed(crate::metrics::Call::Block);
-                    warn_within_budget!(now, "penalty box not shared with the other instances: {e}");
-                }
-            }
-        }
+        global::share_blocks(&policy, instance, &out.share, now, "penalty box");
         if let Some(at) = out.wake_at {
             queue::hold(context_id, at, flow.clone());
         }
@@ -136,10 +128,10 @@ fn report(policy: &Policy, out: &Out, now: u64, queue: Option<u32>) {
 fn observe(policy: &Policy, decided: &Decided, now: u64) {
     let d = &decided.decision;
     for (rule, e) in &d.books.errors {
-        warn_within_budget!(now, "rule {} let a request pass: {e}", crate::rule_name(policy, *rule));
+        warn_within_budget!(now, "rule {} let a request pass: {e}", policy.rule_name(*rule));
     }
     for (rule, e) in &d.books.unread {
-        warn_within_budget!(now, "rule {}: adaptive limit not read, its configured limit applies: {e}", crate::rule_name(policy, *rule));
+        warn_within_budget!(now, "rule {}: adaptive limit not read, its configured limit applies: {e}", policy.rule_name(*rule));
     }
     if !d.books.notes.is_empty() {
         crate::logs::notes(policy, d, now);

@@ -93,17 +93,9 @@ impl SluiceFilter {
                 blocks.push(Block { rule: r.name.clone(), id: id.clone(), for_ms });
             }
         }
-        if let (Some(settings), false) = (policy.global.as_ref(), blocks.is_empty()) {
-            match callout::block(settings, &self.instance, &blocks) {
-                Ok(_) => crate::metrics::sent(crate::metrics::Call::Block),
-                Err(e) => {
-                    crate::metrics::failed(crate::metrics::Call::Block);
-                    warn_within_budget!(now, "upstream block not shared with the other instances: {e}");
-                }
-            }
-        }
+        global::share_blocks(policy, &self.instance, &blocks, now, "upstream block");
         for (rule, e) in errors {
-            warn_within_budget!(now, "rule {}: recording an upstream limit: {e}", crate::rule_name(policy, rule));
+            warn_within_budget!(now, "rule {}: recording an upstream limit: {e}", policy.rule_name(rule));
         }
     }
 }

@@ -5,6 +5,7 @@
 
 use proxy_wasm::hostcalls;
 use sluice_core::coordination::{record, Transition};
+use sluice_core::counter_api::Block;
 use sluice_core::flow::{apply_answers, forget_asks};
 use sluice_core::lease::Answer;
 use sluice_core::limiter::{decode_needs, encode_needs, gather, LeaseNeed};
@@ -103,6 +104,20 @@ pub fn refilled(policy: &Policy, needs: &[LeaseNeed], body_size: usize, now: u64
     }
     for (rule, units) in a.granted.iter().filter_map(|&(i, u)| policy.rules.get(i).map(|r| (r, u))) {
         crate::metrics::lease_units(crate::metrics::rule(rule), units);
+    }
+}
+
+/// Tells the other instances, through the counter service, to hold these
+/// keys back (`what`: why, for the log line when the call cannot be made).
+/// Its answer is not waited for: the service keeps the longest block.
+pub fn share_blocks(policy: &Policy, instance: &str, blocks: &[Block], now: u64, what: &str) {
+    let Some(settings) = policy.global.as_ref().filter(|_| !blocks.is_empty()) else { return };
+    match crate::callout::block(settings, instance, blocks) {
+        Ok(_) => crate::metrics::sent(crate::metrics::Call::Block),
+        Err(e) => {
+            crate::metrics::failed(crate::metrics::Call::Block);
+            warn_within_budget!(now, "{what} not shared with the other instances: {e}");
+        }
     }
 }
 

@@ -31,13 +31,6 @@ mod queue;
 #[cfg(target_os = "wasi")]
 mod root;
 
-/// A rule's name for a log line (`?` for an index the policy does not have,
-/// which the core never hands out).
-#[cfg(target_os = "wasi")]
-fn rule_name(policy: &sluice_core::policy::Policy, i: usize) -> &str {
-    policy.rules.get(i).map_or("?", |r| r.name.as_str())
-}
-
 #[cfg(target_os = "wasi")]
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);

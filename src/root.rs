@@ -190,10 +190,10 @@ impl SluiceRoot {
         if hostcalls::set_effective_context(context_id).is_err() {
             // The stream is gone; its flow was told (`on_done`). An answer
             // still fills the leases.
-            let host = (self.queue, &*self.instance);
-            drive(context_id, flow, Event::Left, host, &mut |_, _| Err("stream gone".into()));
+            let (host, gone) = ((self.queue, &*self.instance), &mut |_: &_, _: &_| Err("stream gone".into()));
+            drive(context_id, flow, Event::Left, host, gone);
             if matches!(event, Event::Answered(_)) {
-                drive(context_id, flow, event, host, &mut |_, _| Err("stream gone".into()));
+                drive(context_id, flow, event, host, gone);
             }
             return;
         }

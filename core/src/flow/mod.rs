@@ -259,7 +259,7 @@ impl<P: Deref<Target = Policy>> Flow<P> {
         self.costed.clear();
         // Releasing a unit twice is harmless.
         for (rule, e) in release(env.store, &std::mem::take(&mut self.units), now) {
-            out.warnings.push(format!("rule {}: a concurrency unit was not released (it expires): {e}", rule_name(policy, rule)));
+            out.warnings.push(format!("rule {}: a concurrency unit was not released (it expires): {e}", policy.rule_name(rule)));
         }
         let errors = match std::mem::replace(&mut self.state, State::Ended { call: None }) {
             State::Turn { spent } => give_back(policy, env.store, &spent, now),
@@ -276,7 +276,7 @@ impl<P: Deref<Target = Policy>> Flow<P> {
             _ => Vec::new(),
         };
         for (rule, e) in errors {
-            out.warnings.push(format!("rule {}: giving back a queued turn: {e}", rule_name(policy, rule)));
+            out.warnings.push(format!("rule {}: giving back a queued turn: {e}", policy.rule_name(rule)));
         }
     }
 
@@ -296,7 +296,7 @@ impl<P: Deref<Target = Policy>> Flow<P> {
         self.costed.retain(|s| !refund.contains(s));
         let now = env.host.now();
         for (rule, e) in give_back(policy, env.store, &refund, now) {
-            out.warnings.push(format!("rule {}: a failed request's units not given back: {e}", rule_name(policy, rule)));
+            out.warnings.push(format!("rule {}: a failed request's units not given back: {e}", policy.rule_name(rule)));
         }
         for s in &refund {
             let rule = spent_rule(s);
@@ -341,7 +341,7 @@ impl<P: Deref<Target = Policy>> Flow<P> {
             // What the waiting decision found stays for logs and metrics.
             (refused.books.notes, refused.books.errors, refused.books.unread) = (d.books.notes, d.books.errors, d.books.unread);
             for (rule, e) in errors {
-                out.warnings.push(format!("rule {}: a refused wait kept its turn: {e}", rule_name(policy, rule)));
+                out.warnings.push(format!("rule {}: a refused wait kept its turn: {e}", policy.rule_name(rule)));
             }
             out.hold_refused = true;
             return self.settle(refused, carried, ctx_now, env, out);
@@ -403,10 +403,4 @@ fn refund_from(policy: &Policy, s: &Spent) -> Option<u16> {
         return None;
     }
     policy.rules.get(spent_rule(s)).and_then(|r| r.refund_from)
-}
-
-/// A rule's name for a message, or its index when the policy has no such
-/// rule.
-pub fn rule_name(policy: &Policy, rule: usize) -> String {
-    policy.rules.get(rule).map_or_else(|| format!("#{rule}"), |r| r.name.clone())
 }

@@ -15,7 +15,7 @@
 
 use std::ops::Deref;
 
-use super::{rule_name, spent_rule, Env, Flow, Out, MAX_BODY};
+use super::{spent_rule, Env, Flow, Out, MAX_BODY};
 use crate::limiter::{charge, cost_of, give_back, with_cost, Spent};
 use crate::policy::{CostSource, Policy};
 
@@ -110,12 +110,12 @@ fn settle_one(policy: &Policy, env: &mut Env, s: &Spent, figure: Option<u64>, no
     if let Some(extra) = figure.checked_sub(paid).filter(|n| *n > 0) {
         match charge(policy, env.store, s, extra, now) {
             Ok(()) => settled.charged = extra,
-            Err((_, e)) => out.warnings.push(format!("rule {}: {extra} units the response added not charged: {e}", rule_name(policy, rule))),
+            Err((_, e)) => out.warnings.push(format!("rule {}: {extra} units the response added not charged: {e}", policy.rule_name(rule))),
         }
     } else if let Some(surplus) = paid.checked_sub(figure).filter(|n| *n > 0) {
         let errors = give_back(policy, env.store, &[with_cost(s, surplus)], now);
         for (_, e) in &errors {
-            out.warnings.push(format!("rule {}: {surplus} units of the estimate not given back: {e}", rule_name(policy, rule)));
+            out.warnings.push(format!("rule {}: {surplus} units of the estimate not given back: {e}", policy.rule_name(rule)));
         }
         if errors.is_empty() {
             settled.returned = surplus;

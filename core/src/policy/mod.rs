@@ -385,6 +385,12 @@ impl PolicyError {
 }
 
 impl Policy {
+    /// Rule `i`'s name for a message, `?` for an index the policy does not
+    /// have (which the core never hands out).
+    pub fn rule_name(&self, i: usize) -> &str {
+        self.rules.get(i).map_or("?", |r| r.name.as_str())
+    }
+
     /// Parses and validates a policy document.
     pub fn from_json(json: &str) -> Result<Policy, PolicyError> {
         compile::compile(json)
