@@ -106,9 +106,7 @@ fn report(policy: &Policy, out: &Out, now: u64, queue: Option<u32>) {
     for line in &out.warnings {
         warn_within_budget!(now, "{line}");
     }
-    for (rule, units) in out.granted.iter().filter_map(|&(i, u)| policy.rules.get(i).map(|r| (r, u))) {
-        crate::metrics::lease_units(crate::metrics::rule(rule), units);
-    }
+    crate::metrics::lease_units(policy, &out.granted);
     global::enqueue(queue, &out.refills);
     if out.hold_refused {
         crate::metrics::held_refused();

@@ -102,9 +102,7 @@ pub fn refilled(policy: &Policy, needs: &[LeaseNeed], body_size: usize, now: u64
     for line in &a.warnings {
         warn_within_budget!(now, "{line}");
     }
-    for (rule, units) in a.granted.iter().filter_map(|&(i, u)| policy.rules.get(i).map(|r| (r, u))) {
-        crate::metrics::lease_units(crate::metrics::rule(rule), units);
-    }
+    crate::metrics::lease_units(policy, &a.granted);
 }
 
 /// Tells the other instances, through the counter service, to hold these

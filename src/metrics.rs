@@ -238,8 +238,12 @@ pub fn count(id: Option<u32>) {
     add(id, 1);
 }
 
-pub fn lease_units(rule_ids: RuleIds, units: u64) {
-    add(rule_ids.lease_units, i64::try_from(units).unwrap_or(i64::MAX));
+/// Lease units the counter service granted, per rule (index into
+/// `policy.rules`).
+pub fn lease_units(policy: &sluice_core::policy::Policy, granted: &[(usize, u64)]) {
+    for (r, units) in granted.iter().filter_map(|&(i, u)| policy.rules.get(i).map(|r| (r, u))) {
+        add(rule(r).lease_units, i64::try_from(units).unwrap_or(i64::MAX));
+    }
 }
 
 pub fn decision_time(us: u64) {
