@@ -4,8 +4,12 @@
 //! local, `trusted_hops` 1) plus a REST twin of each of its rules that a
 //! `tools/call` meets (`variant::mcp_policy`) takes two loads, interleaved
 //! round by round
-//! (the order alternates), each from wrk (`bench/wrk/jsonrpc.lua`) at the
-//! same paced rate, far below every limit:
+//! (the order alternates), each from wrk (`bench/wrk/jsonrpc.lua`) at
+//! saturation, like the overhead runs: with every connection busy, Envoy's
+//! CPU per request is the cost of a request, without the idle event-loop
+//! wake-ups that a paced load spreads over its requests (they made paced
+//! runs differ by ±20 µs per request from round to round). The clients are
+//! at least [`MIN_CLIENTS`], so that every key stays far below its limit:
 //!
 //! - JSON-RPC: `POST /mcp`, a `tools/call` body padded to [`BODY_BYTES`]:
 //!   the filter reads and parses the body for the JSON-RPC rules;
@@ -38,9 +42,9 @@ use crate::wrk::{Wrk, WrkResult};
 pub const BODY_BYTES: usize = 512;
 /// The target: JSON-RPC over REST, µs of Envoy CPU per request.
 pub const TARGET_US: f64 = 10.0;
-/// Each connection's pause before each request; connections are sized
-/// from the rate with it.
-const DELAY_MS: u32 = 4;
+/// Fewest distinct clients: at 15,000 req/s, under 4 requests a second
+/// for each tenant, far from `tools-call`'s 20 a second.
+pub const MIN_CLIENTS: u64 = 4000;
 /// wasm.yaml with the buffer filter before the route's direct response.
 const TEMPLATE: &str = "wasm-buffered.yaml";
 /// The rule that counts every `tools/call` (and only those).
@@ -87,25 +91,20 @@ pub struct Settings {
     pub rounds: u32,
     pub clients: u64,
     pub body_bytes: usize,
-    /// Requests per second aimed at (wrk paced: `connections` × 1000 ÷ `delay_ms`).
-    pub rate: f64,
+    /// wrk's connections, each sending its next request when the last is answered.
     pub connections: u32,
-    pub delay_ms: u32,
     pub warmup_s: u64,
     pub duration_s: u64,
     pub envoy_workers: u32,
 }
 
 impl Settings {
-    pub fn new(rounds: u32, clients: u64, rate: f64, quick: bool) -> Settings {
-        let connections = ((rate * f64::from(DELAY_MS) / 1000.0).ceil() as u32).max(1);
+    pub fn new(rounds: u32, clients: u64, connections: u32, quick: bool) -> Settings {
         Settings {
             rounds,
-            clients,
+            clients: clients.max(MIN_CLIENTS),
             body_bytes: BODY_BYTES,
-            rate,
-            connections,
-            delay_ms: DELAY_MS,
+            connections: connections.max(1),
             warmup_s: if quick { 1 } else { 2 },
             duration_s: if quick { 3 } else { 10 },
             envoy_workers: 1,
@@ -113,7 +112,7 @@ impl Settings {
     }
 
     fn args(&self, kind: Kind) -> Vec<String> {
-        vec![kind.arg().into(), self.clients.max(1).to_string(), self.body_bytes.to_string(), self.delay_ms.to_string()]
+        vec![kind.arg().into(), self.clients.to_string(), self.body_bytes.to_string(), "0".into()]
     }
 }
 
@@ -406,9 +405,9 @@ pub fn render(o: &Outcome, settings: &Settings, header: &str) -> String {
     md.push(check);
     md.push(String::new());
     md.push(format!(
-        "Each run: wrk -t1 -c{} paced at {} ms per connection between requests, {} s; CPU per request is Envoy's (all threads) \
+        "Each run: wrk -t1 -c{} at saturation (no pause between requests), {} s; CPU per request is Envoy's (all threads) \
          over the run divided by the requests answered.",
-        settings.connections, settings.delay_ms, settings.duration_s
+        settings.connections, settings.duration_s
     ));
     md.join("\n") + "\n"
 }
@@ -433,10 +432,12 @@ mod tests {
     }
 
     #[test]
-    fn connections_follow_the_rate() {
-        let s = Settings::new(3, 1000, 2000.0, true);
-        assert_eq!((s.connections, s.delay_ms), (8, 4));
-        assert_eq!(s.args(Kind::Rest), ["rest", "1000", "512", "4"]);
+    fn saturation_with_enough_clients_to_stay_below_every_limit() {
+        let s = Settings::new(3, 1000, 32, true);
+        assert_eq!((s.connections, s.clients), (32, MIN_CLIENTS));
+        assert_eq!(s.args(Kind::Rest), ["rest", "4000", "512", "0"]);
+        assert_eq!(Settings::new(3, 10_000, 0, true).args(Kind::JsonRpc), ["jsonrpc", "10000", "512", "0"]);
+        assert_eq!(Settings::new(3, 10_000, 0, true).connections, 1);
     }
 
     fn run(round: u32, kind: Kind, cpu: f64, counted: u64) -> Run {

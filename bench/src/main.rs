@@ -85,7 +85,7 @@ impl Scenario {
 #[command(name = "sluice-bench", about = "Sluice's benchmarks in real Envoy (see docs/bench.md)")]
 struct Args {
     /// A subset in under five minutes: 3 short rounds of overhead and
-    /// denial, 3 short rounds of jsonrpc, 5 windows of accuracy, 10^4 and
+    /// denial, 5 short rounds of jsonrpc, 5 windows of accuracy, 10^4 and
     /// 10^5 clients.
     #[arg(long)]
     quick: bool,
@@ -101,14 +101,13 @@ struct Args {
     /// Variant of overhead and denial (repeatable); default: all.
     #[arg(long = "variant", value_enum)]
     variants: Vec<Variant>,
-    /// Distinct clients (each with its own IP and tenant) in the overhead, denial and jsonrpc loads.
+    /// Distinct clients (each with its own IP and tenant) in the overhead, denial and jsonrpc loads (jsonrpc: at least 4,000).
     #[arg(long, default_value_t = 1000)]
     clients: u64,
-    /// Offered rate of the fixed-rate latency runs and of jsonrpc's paced
-    /// runs, requests per second.
+    /// Offered rate of the fixed-rate latency runs, requests per second.
     #[arg(long, default_value_t = 2000.0)]
     rate: f64,
-    /// wrk connections at saturation.
+    /// wrk connections at saturation (overhead, denial and jsonrpc).
     #[arg(long, default_value_t = 32)]
     connections: u32,
     /// Policy for sluice-local (and cardinality) instead of the default
@@ -310,19 +309,18 @@ fn run_scenario(args: &Args, scenario: Scenario, files: &Files, machine: &Machin
             let wrk = Wrk::find(args.connections)?;
             let mut setup = Setup::new(&[Variant::SluiceLocal], pinning.cloned(), None, None)?;
             setup.local_policy = variant::mcp_policy()?;
-            let settings = jsonrpc::Settings::new(args.rounds.unwrap_or(if quick { 3 } else { 5 }), args.clients, args.rate, quick);
+            let settings = jsonrpc::Settings::new(args.rounds.unwrap_or(5), args.clients, args.connections, quick);
             let outcome = jsonrpc::run(&setup, &wrk, &settings)?;
             let header = format!(
                 "{about} One Envoy worker; {}. Sluice with policies/mcp.json (every rule local, trusted_hops 1) and a REST \
                  twin of each of its rules a tools/call meets (same key and limit, by the path). Two loads of \
                  {} clients (own IP via X-Forwarded-For and own tenant each), bodies of {} bytes, content-type \
                  application/json: JSON-RPC (POST /mcp, tools/call, read and parsed for the JSON-RPC rules) and REST (POST \
-                 /api/v1/items, body not read, the same rules by their twins), each paced near {} req/s (wrk -t1 -c{}) for {} s after {} s of warm-up, \
+                 /api/v1/items, body not read, the same rules by their twins), each at saturation (wrk -t1 -c{}) for {} s after {} s of warm-up, \
                  {} rounds on the same Envoy, the order alternating.",
                 machine.pinning,
                 stats::number(settings.clients as f64, 0),
                 settings.body_bytes,
-                stats::number(settings.rate, 0),
                 settings.connections,
                 settings.duration_s,
                 settings.warmup_s,
