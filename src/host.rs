@@ -1,15 +1,29 @@
 //! The core's host traits implemented over proxy-wasm hostcalls: shared data
 //! as the `SharedStore`, the current request as a `Request`, and the clock.
 
+use std::cell::RefCell;
+
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType, Status};
+use sluice_core::allowance::Allowances;
 use sluice_core::request::{HeaderPairs, Request};
 use sluice_core::store::{SharedStore, StoreError};
 
-/// Envoy's shared data: one map per VM id, shared by all workers.
+/// Envoy's shared data: one map per VM id, shared by all workers; with
+/// the worker's shares of busy keys (`sluice_core::allowance`).
 pub struct HostStore;
 
+thread_local! {
+    /// This worker's shares: one per worker thread for the life of the
+    /// process (leaked once, so that the store can lend them out).
+    static SHARES: &'static RefCell<Allowances> = Box::leak(Box::new(RefCell::new(Allowances::default())));
+}
+
 impl SharedStore for HostStore {
+    fn allowances(&self) -> Option<&RefCell<Allowances>> {
+        Some(SHARES.with(|s| *s))
+    }
+
     fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
         match hostcalls::get_shared_data(key) {
             Ok((Some(v), cas)) => Ok(Some((v, cas.unwrap_or(0)))),

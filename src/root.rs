@@ -292,6 +292,8 @@ impl RootContext for SluiceRoot {
             log::error!("no tick period set: {e:?}");
         }
         crate::metrics::define_rules(&policy.rules);
+        // The shares this worker holds were reserved under the old limits.
+        settle_shares(now_ns(), true);
         log::info!("policy loaded: {} rules, {} slots", policy.rules.len(), policy.slots);
         self.policy = Some(Rc::new(policy));
         true
@@ -300,6 +302,7 @@ impl RootContext for SluiceRoot {
     fn on_tick(&mut self) {
         crate::metrics::flush();
         let now = now_ns();
+        settle_shares(now, false);
         for (context_id, flow) in queue::due(now) {
             self.wake(context_id, &flow, Event::Wake);
         }
@@ -325,5 +328,15 @@ impl RootContext for SluiceRoot {
 
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
+    }
+}
+
+/// Settles this worker's shares of busy keys that may no longer be spent
+/// (`all`: every one); see `sluice_core::allowance`.
+fn settle_shares(now: u64, all: bool) {
+    if let Some(shares) = sluice_core::store::SharedStore::allowances(&HostStore) {
+        for e in sluice_core::allowance::settle_due(shares, &HostStore, now, all) {
+            warn_within_budget!(now, "a worker's share of a key not settled (it lapses by itself within a second): {e}");
+        }
     }
 }

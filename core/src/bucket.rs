@@ -14,12 +14,14 @@
 //! with tag 0 = empty, 1 = token bucket (a = tat), 2 = fixed window
 //! (a = window, b = count), 3 = sliding window (a = window, b = current,
 //! c = previous); tag 4 is a global rule's lease, `[1][4][fingerprint]`
-//! followed by `Lease`'s own encoding. A bucket's 27th byte, when present,
-//! holds flags about its key (see `store::FLAG_*`); older 26-byte values
-//! read as no flags.
+//! followed by `Lease`'s own encoding. A token bucket's b and c hold what
+//! workers have reserved from it ([`Reserved`], see `allowance`). A
+//! bucket's 27th byte, when present, holds flags about its key (see
+//! `store::FLAG_*`); older 26-byte values read as no flags.
 
 use std::num::{NonZeroU128, NonZeroU64};
 
+use crate::allowance::Reserved;
 use crate::lease::Lease;
 use crate::little_endian::{u32_at, u64_at};
 use crate::policy::{Algorithm, Limit, Queue};
@@ -287,11 +289,17 @@ impl State {
 
     /// Encodes with the key's flags (buckets only; a lease has none).
     pub fn encode_flagged(self, fingerprint: u64, flags: u8) -> Vec<u8> {
+        self.encode_reserved(fingerprint, flags, Reserved::default())
+    }
+
+    /// Encodes with the key's flags and, for a token bucket, what workers
+    /// have reserved from it.
+    pub fn encode_reserved(self, fingerprint: u64, flags: u8, reserved: Reserved) -> Vec<u8> {
         let mut out = Vec::with_capacity(10 + Lease::ENCODED_LEN);
         out.push(VERSION);
         let (tag, a, b, c) = match self {
             State::Empty => (0u8, 0u64, 0u32, 0u32),
-            State::Tat(t) => (1, t, 0, 0),
+            State::Tat(t) => (1, t, reserved.units, reserved.until_ms),
             State::Fixed { window, count } => (2, window, count, 0),
             State::Sliding { window, current, previous } => (3, window, current, previous),
             State::Lease(l) => {
@@ -310,6 +318,15 @@ impl State {
             out.push(flags);
         }
         out
+    }
+
+    /// What workers have reserved from an encoded token bucket (none for
+    /// any other state).
+    pub fn reserved(bytes: &[u8]) -> Reserved {
+        match (bytes.get(..2), u32_at(bytes, 18), u32_at(bytes, 22)) {
+            (Some([VERSION, 1]), Some(units), Some(until_ms)) if bytes.len() >= ENCODED_LEN => Reserved { units, until_ms },
+            _ => Reserved::default(),
+        }
     }
 
     /// The flags byte of an encoded bucket (0 when absent).

@@ -9,6 +9,7 @@
 //! `saturating_*`, `NonZero*` divisors and `get`.
 #![cfg_attr(not(test), deny(clippy::arithmetic_side_effects, clippy::indexing_slicing))]
 pub mod adaptive;
+pub mod allowance;
 pub mod bucket;
 pub mod calendar;
 pub mod civil;

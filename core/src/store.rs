@@ -39,6 +39,7 @@
 
 use std::num::{NonZeroU32, NonZeroU64};
 
+pub use crate::allowance::Reserved;
 use crate::bucket::State;
 pub use crate::hash::SlotSecret;
 use crate::lease::Lease;
@@ -85,6 +86,12 @@ impl std::fmt::Display for StoreError {
 pub trait SharedStore {
     fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError>;
     fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError>;
+    /// The worker's shares of busy keys (see `allowance`), when this store
+    /// is one worker's view of the instance's shared data; none otherwise,
+    /// and every decision then reads and writes the slots.
+    fn allowances(&self) -> Option<&std::cell::RefCell<crate::allowance::Allowances>> {
+        None
+    }
 }
 
 pub fn slot_key(index: u32) -> String {
@@ -189,6 +196,8 @@ pub struct Found {
     pub state: State,
     /// Flags about the key (`FLAG_*`).
     pub flags: u8,
+    /// What workers have reserved from a token bucket (see `allowance`).
+    pub reserved: Reserved,
 }
 
 /// The key is in a rejection episode: a request was refused and none was
@@ -211,7 +220,7 @@ pub enum Note {
 
 /// The flags after an outcome of a key whose capacity is `capacity`, and
 /// what changed.
-fn noted(o: &crate::bucket::Outcome, capacity: u64, flags: u8) -> (u8, Option<Note>) {
+pub(crate) fn noted(o: &crate::bucket::Outcome, capacity: u64, flags: u8) -> (u8, Option<Note>) {
     let capacity = u128::from(capacity.max(1));
     let left = u128::from(o.remaining);
     if !o.allowed {
@@ -247,7 +256,7 @@ pub fn locate(store: &dyn SharedStore, slots: u32, fingerprint: u64, limit: &Lim
         let key = overflow_key(usize::try_from(rule).unwrap_or(0) % OVERFLOW_SLOTS);
         let (bytes, cas) = store.get(&key)?.unwrap_or_default();
         let (_, state) = State::decode(&bytes);
-        return Ok(Found { key, cas, state, flags: State::flags(&bytes) });
+        return Ok(Found { key, cas, state, flags: State::flags(&bytes), reserved: State::reserved(&bytes) });
     }
     let slots = NonZeroU32::new(slots).unwrap_or(NonZeroU32::MIN);
     // Below `slots`, so the cast keeps every bit.
@@ -257,12 +266,14 @@ pub fn locate(store: &dyn SharedStore, slots: u32, fingerprint: u64, limit: &Lim
         let key = slot_key(home.saturating_add(probe) % slots);
         let (bytes, cas) = store.get(&key)?.unwrap_or_default();
         let (fp, state) = State::decode(&bytes);
+        let reserved = State::reserved(&bytes);
         if fp == fingerprint {
-            return Ok(Found { key, cas, state, flags: State::flags(&bytes) });
+            return Ok(Found { key, cas, state, flags: State::flags(&bytes), reserved });
         }
-        // The key's own bucket may sit further on: keep probing.
-        if free.is_none() && (fp == 0 || state.idle_in(limit, now) == 0) {
-            free = Some(Found { key, cas, state: State::Empty, flags: 0 });
+        // The key's own bucket may sit further on: keep probing. Units
+        // reserved by workers keep a bucket active until they lapse.
+        if free.is_none() && (fp == 0 || (state.idle_in(limit, now) == 0 && reserved.live(now) == 0)) {
+            free = Some(Found { key, cas, state: State::Empty, flags: 0, reserved: Reserved::default() });
         }
     }
     free.ok_or(StoreError::Full)
@@ -284,7 +295,9 @@ pub fn cas_update<T>(
     })
 }
 
-/// Like `cas_update`, with the key's flags read and written too.
+/// Like `cas_update`, with the key's flags read and written too. Units
+/// that workers have reserved from a token bucket (see `allowance`) count
+/// as spent for `f`, and stay reserved.
 pub fn cas_update_flagged<T>(
     store: &dyn SharedStore,
     slots: u32,
@@ -293,14 +306,31 @@ pub fn cas_update_flagged<T>(
     now: u64,
     mut f: impl FnMut(State, u8) -> (T, Option<(State, u8)>),
 ) -> Result<T, StoreError> {
+    cas_update_reserved(store, slots, fingerprint, limit, now, |state, flags, reserved| {
+        let held = reserved.live(now);
+        let (answer, next) = f(crate::allowance::holding(state, limit, now, held), flags);
+        (answer, next.map(|(n, fl)| (crate::allowance::releasing(n, limit, held), fl, if held > 0 { reserved } else { Reserved::default() })))
+    })
+}
+
+/// Like `cas_update_flagged`, with the bucket's state as stored (reserved
+/// units not counted in it) and its reservations read and written by `f`.
+pub fn cas_update_reserved<T>(
+    store: &dyn SharedStore,
+    slots: u32,
+    fingerprint: u64,
+    limit: &Limit,
+    now: u64,
+    mut f: impl FnMut(State, u8, Reserved) -> (T, Option<(State, u8, Reserved)>),
+) -> Result<T, StoreError> {
     for _ in 0..CAS_ATTEMPTS {
         let found = locate(store, slots, fingerprint, limit, now)?;
-        let (answer, next) = f(found.state, found.flags);
-        let Some((next, flags)) = next else {
+        let (answer, next) = f(found.state, found.flags, found.reserved);
+        let Some((next, flags, reserved)) = next else {
             return Ok(answer);
         };
         let flags = if matches!(next, State::Lease(_)) { 0 } else { flags };
-        match store.set(&found.key, &next.encode_flagged(fingerprint, flags), found.cas) {
+        match store.set(&found.key, &next.encode_reserved(fingerprint, flags, reserved), found.cas) {
             Ok(()) => return Ok(answer),
             Err(StoreError::CasMismatch) => continue,
             Err(e) => return Err(e),
@@ -385,7 +415,8 @@ pub fn peek(
     cost: u64,
 ) -> Result<crate::bucket::Outcome, StoreError> {
     let found = locate(store, slots, fingerprint, limit, now)?;
-    Ok(found.state.take(algorithm, limit, now, cost).0)
+    let state = crate::allowance::holding(found.state, limit, now, found.reserved.live(now));
+    Ok(state.take(algorithm, limit, now, cost).0)
 }
 
 /// Gives back units taken by a request that ended up denied.

@@ -48,12 +48,16 @@ struct Pass<'p, 'r> {
     spent: Vec<Spent>,
     /// Global rules a refused request did not reach, with their limits.
     unreached: Vec<(usize, Limit)>,
+    /// Units spent from this worker's shares (see `allowance`), by key:
+    /// given back to the shares if the request does not go.
+    from_shares: Vec<(u64, u64)>,
 }
 
 /// What a rule's bucket said.
 enum Took {
     /// Its outcome, and how long the request waits for its turn.
-    Decided { outcome: Outcome, wait: u64, fp: u64, overflowed: bool, limit: Limit },
+    /// `shared`: spent from this worker's share, not from the slot.
+    Decided { outcome: Outcome, wait: u64, fp: u64, overflowed: bool, limit: Limit, shared: bool },
     /// A lower priority class waits for room and is decided again then.
     WaitsForRoom,
     /// The store failed (recorded in the decision).
@@ -67,7 +71,7 @@ impl<'p, 'r> Pass<'p, 'r> {
         // Kept turns are spent already: a denial gives them back like the rest.
         let turns: Vec<Carry> = carried.iter().filter(|c| matches!(c, Carry::Turn { .. })).copied().collect();
         let spent: Vec<Spent> = turns.iter().filter_map(Carry::spent).collect();
-        Pass { policy, store, ctx, carried, attrs, exempt, d: Decision::default(), turns, spent, unreached: Vec::new() }
+        Pass { policy, store, ctx, carried, attrs, exempt, d: Decision::default(), turns, spent, unreached: Vec::new(), from_shares: Vec::new() }
     }
 
     /// Decides one rule, if it applies.
@@ -89,8 +93,8 @@ impl<'p, 'r> Pass<'p, 'r> {
         // Kept for a box to share (the lease takes the id).
         let box_id = rule.penalty.as_ref().and(id.clone());
         let kept_turn = self.kept_turn(i, key_fp);
-        let (mut outcome, wait, fp, overflowed, limit) = match self.take(i, rule, key_fp, cost, denied, kept_turn) {
-            Took::Decided { outcome, wait, fp, overflowed, limit } => (outcome, wait, fp, overflowed, limit),
+        let (mut outcome, wait, fp, overflowed, limit, shared) = match self.take(i, rule, key_fp, cost, denied, kept_turn) {
+            Took::Decided { outcome, wait, fp, overflowed, limit, shared } => (outcome, wait, fp, overflowed, limit, shared),
             Took::WaitsForRoom => return,
             Took::Failed { overflowed, limit } => {
                 self.note_unreached(i, rule, denied, overflowed, limit);
@@ -100,7 +104,9 @@ impl<'p, 'r> Pass<'p, 'r> {
         self.note_unreached(i, rule, denied, overflowed, limit);
         self.d.ruling.hold_ns = self.d.ruling.hold_ns.max(wait);
         if outcome.allowed && !denied {
-            if kept_turn.is_none() {
+            if shared {
+                self.from_shares.push((fp, cost));
+            } else if kept_turn.is_none() {
                 let fallback = overflowed && rule.scope == Scope::Global;
                 self.spent.push(Spent::Bucket { rule: i, fingerprint: fp, fallback, cost });
                 if rule.queue.is_some() {
@@ -185,7 +191,7 @@ impl<'p, 'r> Pass<'p, 'r> {
                         limit = super::fallback_limit(self.policy, rule);
                     }
                 }
-                Ok(Some((outcome, wait))) => return Took::Decided { outcome, wait, fp, overflowed, limit },
+                Ok(Some((outcome, wait, shared))) => return Took::Decided { outcome, wait, fp, overflowed, limit, shared },
                 Ok(None) => return Took::WaitsForRoom,
                 Err(e) => {
                     self.d.books.errors.push((i, e));
@@ -207,15 +213,15 @@ impl<'p, 'r> Pass<'p, 'r> {
         cost: u64,
         denied: bool,
         kept_turn: Option<u64>,
-    ) -> Result<Option<(Outcome, u64)>, StoreError> {
+    ) -> Result<Option<(Outcome, u64, bool)>, StoreError> {
         let (policy, store, now, waited) = (self.policy, self.store, self.ctx.now, self.ctx.waited_ns);
         let room_in = |q: &Queue| q.max_wait.nanos().saturating_add(TICK_GRACE_NS).saturating_sub(waited);
         let class = rule.priority.as_ref().map_or(0, |p| p.class(self.attrs.header(&p.header).as_deref(), waited));
         match (denied, rule.queue.as_ref(), kept_turn) {
-            (true, _, _) => store::peek(store, policy.slots, fp, rule.algorithm, limit, now, cost).map(|o| Some((o, 0))),
+            (true, _, _) => store::peek(store, policy.slots, fp, rule.algorithm, limit, now, cost).map(|o| Some((o, 0, false))),
             (false, _, Some(at)) => {
                 let wait = at.saturating_sub(now);
-                Ok(Some((Outcome { allowed: true, remaining: 0, reset_ns: wait, retry_after_ns: 0 }, wait)))
+                Ok(Some((Outcome { allowed: true, remaining: 0, reset_ns: wait, retry_after_ns: 0 }, wait, false)))
             }
             (false, queue, None) if class > 0 => {
                 // A lower class takes a token only while the higher ones
@@ -227,18 +233,25 @@ impl<'p, 'r> Pass<'p, 'r> {
                     self.d.ruling.redo_at = Some(self.d.ruling.redo_at.unwrap_or(0).max(now.saturating_add(o.retry_after_ns)));
                     return Ok(None);
                 }
-                Ok(Some((o, 0)))
+                Ok(Some((o, 0, false)))
             }
             (false, Some(q), None) => {
                 let left = Queue { max_wait: crate::duration::Span::from_nanos(room_in(q)), ..*q };
-                let (ow, note) = store::take_queued_noting(store, policy.slots, fp, limit, &left, now, cost)?;
+                let ((o, wait), note) = store::take_queued_noting(store, policy.slots, fp, limit, &left, now, cost)?;
                 self.d.books.notes.extend(note.map(|n| (i, n)));
-                Ok(Some(ow))
+                Ok(Some((o, wait, false)))
             }
             (false, None, None) => {
-                let (o, note) = store::take_noting(store, policy.slots, fp, rule.algorithm, limit, now, cost)?;
+                let shares = store.allowances().filter(|_| fp != store::overflow_fingerprint(i) && crate::allowance::eligible(rule));
+                if let Some(o) = shares.and_then(|a| a.borrow_mut().spend(fp, limit, now, cost)) {
+                    return Ok(Some((o, 0, true)));
+                }
+                let (o, note) = match shares {
+                    Some(a) => crate::allowance::take_noting(a, store, policy.slots, fp, limit, now, cost)?,
+                    None => store::take_noting(store, policy.slots, fp, rule.algorithm, limit, now, cost)?,
+                };
                 self.d.books.notes.extend(note.map(|n| (i, n)));
-                Ok(Some((o, 0)))
+                Ok(Some((o, 0, false)))
             }
         }
     }
@@ -331,6 +344,14 @@ impl<'p, 'r> Pass<'p, 'r> {
         d.ruling.shadow_denied.sort_by_key(|a| a.rule);
         d.books.notes.sort_by_key(|(i, _)| *i);
         d.effects.global_ids.sort_by_key(|(i, _)| *i);
+        if !d.allowed() || d.pending() || d.ruling.redo_at.is_some() {
+            if let Some(a) = store.allowances() {
+                let mut a = a.borrow_mut();
+                for (fp, cost) in self.from_shares.drain(..) {
+                    a.give_back(fp, cost);
+                }
+            }
+        }
         if !d.allowed() {
             refund(policy, store, now, &self.spent, d);
             d.ruling.tightest = None;

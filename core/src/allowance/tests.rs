@@ -1,0 +1,266 @@
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
+use std::cell::Cell;
+
+use super::*;
+use crate::store::{ensure_slots, MemoryStore};
+use crate::testing::{per_second, S};
+
+const SLOTS: u32 = 1024;
+const MS: u64 = 1_000_000;
+
+/// A shared store that counts the hostcalls made on it.
+#[derive(Default)]
+struct Counted {
+    inner: MemoryStore,
+    calls: Cell<u32>,
+}
+
+impl SharedStore for Counted {
+    fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
+        self.calls.set(self.calls.get() + 1);
+        self.inner.get(key)
+    }
+    fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError> {
+        self.calls.set(self.calls.get() + 1);
+        self.inner.set(key, value, cas)
+    }
+}
+
+fn shared() -> Counted {
+    let c = Counted::default();
+    ensure_slots(&c.inner, SLOTS).expect("slots");
+    c.calls.set(0);
+    c
+}
+
+/// One request of `fp` from `worker`: from its share if it can, else with
+/// a compare-and-swap (settling and reserving as `take_noting` does).
+fn take(worker: &WorkerStore, fp: u64, limit: &Limit, now: u64, cost: u64) -> Outcome {
+    if let Some(o) = worker.shares.borrow_mut().spend(fp, limit, now, cost) {
+        return o;
+    }
+    take_noting(&worker.shares, worker, SLOTS, fp, limit, now, cost).expect("take").0
+}
+
+/// The units reserved in the key's slot.
+fn reserved_in(store: &dyn SharedStore, fp: u64, limit: &Limit, now: u64) -> u64 {
+    store::locate(store, SLOTS, fp, limit, now).expect("slot").reserved.live(now)
+}
+
+#[test]
+fn a_busy_key_is_admitted_from_the_share_without_hostcalls() {
+    let store = shared();
+    let worker = WorkerStore::new(&store);
+    let limit = per_second(100);
+    assert_eq!(share(&limit), 6);
+    let mut t = S;
+    let o = take(&worker, 7, &limit, t, 1);
+    assert!(o.allowed);
+    assert_eq!(o.remaining, 99, "the worker's own share still counts as left");
+    assert_eq!(reserved_in(&store.inner, 7, &limit, t), 6);
+    // The key's first request probed for its slot; from now on it is found at once.
+    let calls = store.calls.get();
+    for n in 0..6 {
+        t += MS;
+        let o = take(&worker, 7, &limit, t, 1);
+        assert!(o.allowed);
+        assert_eq!(o.remaining, 98 - n, "request {n} of the share");
+    }
+    assert_eq!(store.calls.get(), calls, "six requests from the share: no hostcall");
+    t += MS;
+    assert!(take(&worker, 7, &limit, t, 1).allowed);
+    assert_eq!(store.calls.get(), calls + 2, "the share used up: the next request settles and reserves again, in one read and one compare-and-swap");
+    assert_eq!(reserved_in(&store.inner, 7, &limit, t), 6, "the old share released, a new one reserved");
+}
+
+#[test]
+fn small_limits_get_no_share_and_stay_exact_request_by_request() {
+    let store = shared();
+    let worker = WorkerStore::new(&store);
+    let limit = per_second(20);
+    assert_eq!(share(&limit), 0);
+    assert!(take(&worker, 3, &limit, S, 1).allowed);
+    for n in 1..20u32 {
+        let calls = store.calls.get();
+        assert!(take(&worker, 3, &limit, S, 1).allowed, "request {n}");
+        assert_eq!(store.calls.get(), calls + 2, "request {n} reads and writes its slot");
+    }
+    assert!(!take(&worker, 3, &limit, S, 1).allowed, "the 21st");
+    assert!(worker.shares.borrow().is_empty());
+}
+
+/// A tiny deterministic generator for the interleavings.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// Replays `admitted` (times, in order) through an exact token bucket:
+/// every one must have been allowed there too.
+fn conforms(admitted: &[u64], limit: &Limit) -> bool {
+    let mut state = State::Empty;
+    admitted.iter().all(|&t| {
+        let (o, next) = state.take(Algorithm::TokenBucket, limit, t, 1);
+        state = next.unwrap_or(state);
+        o.allowed
+    })
+}
+
+#[test]
+fn one_worker_decides_exactly_as_the_bucket_alone() {
+    let limit = per_second(100);
+    let (store, plain) = (shared(), shared());
+    let worker = WorkerStore::new(&store);
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut t = S;
+    for n in 0..5000 {
+        // Bursts, steady spells and pauses.
+        t += match rng.next() % 10 {
+            0 => 300 * MS,
+            1..=4 => MS,
+            _ => 12 * MS,
+        };
+        let ours = take(&worker, 11, &limit, t, 1);
+        let exact = store::take(&plain, SLOTS, 11, Algorithm::TokenBucket, &limit, t, 1).expect("take");
+        assert_eq!((ours.allowed, ours.remaining, ours.reset_ns), (exact.allowed, exact.remaining, exact.reset_ns), "request {n} at {t}");
+    }
+    assert!(store.calls.get() < plain.calls.get() / 2, "{} hostcalls against {}", store.calls.get(), plain.calls.get());
+}
+
+#[test]
+fn several_workers_never_admit_more_than_the_bucket_allows() {
+    let limit = per_second(100);
+    let store = shared();
+    let workers: Vec<WorkerStore> = (0..4).map(|_| WorkerStore::new(&store)).collect();
+    let mut rng = Rng(12345);
+    let (mut t, mut admitted) = (S, Vec::new());
+    // 3× the limit, spread over four workers in random order, for 20 s.
+    while t < 21 * S {
+        t += 3 * MS + rng.next() % (MS / 3);
+        let w = &workers[(rng.next() % 4) as usize];
+        if take(w, 5, &limit, t, 1).allowed {
+            admitted.push(t);
+        }
+        if rng.next().is_multiple_of(50) {
+            // A worker's tick.
+            assert!(settle_due(&w.shares, w, t, false).is_empty());
+        }
+    }
+    assert!(conforms(&admitted, &limit), "every admission fits the exact bucket");
+    // The exact bucket would admit 100 + 20 s × 100/s; shares held by the
+    // other workers near the limit cost a little.
+    assert!(admitted.len() >= 1800, "admitted {}", admitted.len());
+}
+
+#[test]
+fn a_worker_that_vanishes_costs_its_share_for_one_life_at_most() {
+    let limit = per_second(100);
+    let store = shared();
+    let gone = WorkerStore::new(&store);
+    assert!(take(&gone, 9, &limit, S, 1).allowed);
+    assert_eq!(reserved_in(&store, 9, &limit, S), 6);
+    drop(gone);
+    let other = WorkerStore::new(&store);
+    let spent: u64 = (0..200).map(|_| u64::from(take(&other, 9, &limit, S + MS, 1).allowed)).sum();
+    assert_eq!(spent, 100 - 1 - 6, "the vanished worker's share is out of reach");
+    // Once its reservation lapsed the bucket counts it no more.
+    let later = S + LIFE_NS + MS;
+    assert_eq!(reserved_in(&store, 9, &limit, later), 0);
+    let o = store::peek(&store, SLOTS, 9, Algorithm::TokenBucket, &limit, later, 1).expect("peek");
+    assert!(o.allowed);
+}
+
+#[test]
+fn the_tick_settles_what_may_no_longer_be_spent() {
+    let limit = per_second(1000);
+    let store = shared();
+    let worker = WorkerStore::new(&store);
+    for n in 0..10 {
+        assert!(take(&worker, 4, &limit, S + n, 1).allowed);
+    }
+    assert_eq!(reserved_in(&store, 4, &limit, S), 62);
+    assert!(settle_due(&worker.shares, &worker, S + MS, false).is_empty());
+    assert_eq!(worker.shares.borrow().len(), 1, "still spendable");
+    assert!(settle_due(&worker.shares, &worker, S + SPEND_WITHIN_NS, false).is_empty());
+    assert!(worker.shares.borrow().is_empty());
+    let now = S + SPEND_WITHIN_NS;
+    assert_eq!(reserved_in(&store, 4, &limit, now), 0, "released");
+    // The ten requests are in the bucket: 1000 − 10 left at the first one's time.
+    let plain = shared();
+    for n in 0..10 {
+        store::take(&plain, SLOTS, 4, Algorithm::TokenBucket, &limit, S + n, 1).expect("take");
+    }
+    let left = |s: &dyn SharedStore| store::peek(s, SLOTS, 4, Algorithm::TokenBucket, &limit, S + 1000, 1).expect("peek").remaining;
+    assert_eq!(left(&store), left(&plain));
+}
+
+#[test]
+fn a_share_reserved_under_another_limit_is_settled_not_spent() {
+    let store = shared();
+    let worker = WorkerStore::new(&store);
+    let (old, new) = (per_second(100), per_second(200));
+    assert!(take(&worker, 2, &old, S, 1).allowed);
+    assert!(worker.shares.borrow_mut().spend(2, &new, S + MS, 1).is_none(), "not under the new limit");
+    let o = take(&worker, 2, &new, S + MS, 1);
+    assert!(o.allowed);
+    assert_eq!(reserved_in(&store, 2, &new, S + MS), share(&new), "the old share released, one under the new limit reserved");
+}
+
+#[test]
+fn a_reservation_keeps_its_slot_from_other_keys() {
+    let store = shared();
+    let worker = WorkerStore::new(&store);
+    // One request of 1000/s leaves the bucket idle again within 1 ms;
+    // the reservation keeps the slot for half a second.
+    let limit = Limit { requests: 1000, per: crate::duration::Span::from_secs(1), burst: 1000, calendar: None };
+    assert!(take(&worker, 8, &limit, S, 1).allowed);
+    let found = store::locate(&store, SLOTS, 8, &limit, S).expect("slot");
+    // A key that lives in the same slot finds it taken while reserved.
+    for probe in 1..4u64 {
+        let other = 8 + probe * u64::from(SLOTS);
+        assert_ne!(store::locate(&store, SLOTS, other, &limit, S + LIFE_NS / 2).expect("slot").key, found.key, "probe {probe}");
+    }
+    // Once it lapsed, the idle bucket's slot is anybody's.
+    let other = 8 + u64::from(SLOTS);
+    assert_eq!(store::locate(&store, SLOTS, other, &limit, S + LIFE_NS + MS).expect("slot").key, found.key);
+}
+
+#[test]
+fn reserved_units_survive_other_updates_and_lapse_on_time() {
+    let r = Reserved::default().adding(6, S);
+    assert_eq!(r.live(S), 6);
+    assert_eq!(r.live(S + LIFE_NS - MS), 6);
+    assert_eq!(r.live(S + LIFE_NS), 0);
+    let more = r.adding(6, S + LIFE_NS / 2);
+    assert_eq!((more.live(S + LIFE_NS), more.live(S + LIFE_NS * 3 / 2)), (12, 0));
+    // Encoded in the bucket's spare fields, and read back.
+    let bytes = State::Tat(5 * S).encode_reserved(77, crate::store::FLAG_WARNED, more);
+    assert_eq!(State::decode(&bytes), (77, State::Tat(5 * S)));
+    assert_eq!(State::reserved(&bytes), more);
+    assert_eq!(State::flags(&bytes), crate::store::FLAG_WARNED);
+    assert_eq!(State::reserved(&State::Fixed { window: 1, count: 3 }.encode(77)), Reserved::default());
+}
+
+#[test]
+fn another_workers_reservation_is_decided_on_but_not_shown_as_spent() {
+    let limit = per_second(100);
+    let store = shared();
+    let (a, b) = (WorkerStore::new(&store), WorkerStore::new(&store));
+    assert_eq!(take(&a, 6, &limit, S, 10).remaining, 90);
+    assert_eq!(reserved_in(&store, 6, &limit, S), 6);
+    // Worker b is told what the bucket has left, a's unused share included…
+    assert_eq!(take(&b, 6, &limit, S, 2).remaining, 88);
+    // …but cannot spend it: 88 − 6 of a's and 6 of its own.
+    let more: u64 = (0..100).map(|_| u64::from(take(&b, 6, &limit, S, 1).allowed)).sum();
+    assert_eq!(more, 88 - 6);
+    // Worker a still has its share.
+    assert!(take(&a, 6, &limit, S, 6).allowed);
+    assert!(!take(&a, 6, &limit, S, 1).allowed);
+}
