@@ -16,6 +16,8 @@
 //! run stops by itself.
 
 mod accuracy;
+mod accuracy_load;
+mod accuracy_report;
 mod cardinality;
 mod chart;
 mod compare;
