@@ -39,8 +39,8 @@ use crate::accuracy_load::{measure, measure_windows, timeline, Stretch, Timeline
 pub use crate::accuracy_report::{render, targets};
 use crate::variant::{checked, template, Backends};
 
-const INSTANCES: u32 = 3;
-const WORKERS: u32 = 2;
+pub const INSTANCES: u32 = 3;
+pub const WORKERS: u32 = 2;
 /// Tenants of the fairness row.
 const FAIR_TENANTS: u64 = 50;
 
@@ -48,7 +48,7 @@ const FAIR_TENANTS: u64 = 50;
 /// open), with two more global rules: `bulk`, which binds at 100/s like
 /// `per-tenant`, and `integration-notion` as the default policy has it
 /// (3/s, queueing up to 2 s).
-fn policy() -> String {
+pub fn policy() -> String {
     format!(
         r#"{{"global": {{"expected_instances": {INSTANCES}, "timeout": "50ms"}},
         "tenant": [{{"header": "x-tenant-id"}}], "integration": [{{"header": "x-integration"}}], "rules": [

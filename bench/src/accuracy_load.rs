@@ -271,7 +271,7 @@ fn counter_calls(envoys: &[Envoy]) -> u64 {
 
 /// Each of Envoy's counters `names`, summed over the instances (0 where an
 /// instance has none).
-fn stat_sums(envoys: &[Envoy], names: &[&str]) -> Vec<u64> {
+pub fn stat_sums(envoys: &[Envoy], names: &[&str]) -> Vec<u64> {
     let all: Vec<_> = envoys.iter().map(|e| e.stats().unwrap_or_default()).collect();
     names.iter().map(|n| all.iter().map(|stats| stats.get(*n).copied().unwrap_or(0)).sum()).collect()
 }

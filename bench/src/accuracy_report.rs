@@ -116,7 +116,7 @@ pub fn render(results: &[RuleResult], header: &str) -> String {
 }
 
 /// ` (429: 1)`: the statuses other than 200, if any.
-fn statuses(all: &BTreeMap<u16, u64>) -> String {
+pub fn statuses(all: &BTreeMap<u16, u64>) -> String {
     let other: Vec<String> = all.iter().filter(|(s, _)| **s != 200).map(|(s, n)| format!("{s}: {n}")).collect();
     if other.is_empty() {
         String::new()
