@@ -16,6 +16,9 @@
 //! run stops by itself.
 
 mod accuracy;
+mod accuracy_load;
+mod accuracy_peers;
+mod accuracy_report;
 mod cardinality;
 mod chart;
 mod compare;
@@ -336,19 +339,21 @@ fn run_scenario(args: &Args, scenario: Scenario, files: &Files, machine: &Machin
         Scenario::Accuracy => {
             let windows = if quick { 5 } else { 10 };
             let results = accuracy::run(windows)?;
+            let peers = accuracy_peers::run(windows)?;
             let header = format!(
                 "{about} 3 Envoy instances × 2 workers, one counter service, one Redis; each instance offered the limit \
                  (3× overload), {windows} whole one-second windows after one of warm-up; false denials from a separate \
                  run at half the limit. The two-rule rows offer 10× and 50× tools-invoke's limit, a third at each \
                  instance, each window measured on its own. The rows after them (two rules at 100/s, skew, fairness, \
                  bursts, a small limit that queues) are offered without a pause from a window of warm-up on and count \
-                 each answer in the window it arrived in (docs/bench.md)."
+                 each answer in the window it arrived in (docs/bench.md). The peers run the one-rule rows only."
             );
+            let peer_names: Vec<&str> = Variant::PEERS.iter().map(|v| v.name()).collect();
             Ok(Done {
-                settings: serde_json::json!({"instances": 3, "workers": 2, "windows": windows}),
-                result: serde_json::to_value(&results)?,
+                settings: serde_json::json!({"instances": 3, "workers": 2, "windows": windows, "peers": peer_names}),
+                result: serde_json::json!({"sluice": results, "peers": peers}),
                 targets: accuracy::targets(&results),
-                markdown: accuracy::render(&results, &header),
+                markdown: format!("{}\n{}", accuracy::render(&results, &header), accuracy_peers::render(&peers)),
             })
         }
         Scenario::Cardinality => {
