@@ -27,9 +27,10 @@
 //! DRAFT_VERSION_03`.
 //!
 //! Storage: in memory (`RateLimiter`, a cache of `--cache-size` counters),
-//! or with `--redis-url` Limitador's asynchronous Redis storage (one Redis
-//! round trip per request, exact across instances; the server's default
-//! `redis_cached`, which batches writes and may over-admit, is not used).
+//! or with `--redis-url` Limitador's asynchronous Redis storage (shared by
+//! every instance: a check, and for an admitted request a second round trip
+//! that counts it; the server's default `redis_cached`, which batches
+//! writes and may over-admit, is not used).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
