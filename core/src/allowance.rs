@@ -13,7 +13,8 @@
 //! in memory, for at most [`SPEND_WITHIN_NS`]; then, or when the share is
 //! used up, its next decision on the key (or its tick) *settles*: the
 //! units it admitted are written into the bucket and the reservation is
-//! released, in the compare-and-swap of that decision.
+//! released, in the compare-and-swap of that decision. A share the tick
+//! finds unused is dropped without a write: its reservation lapses.
 //!
 //! Why this never admits more than the bucket allows: a reserved unit is
 //! out of everybody else's reach from the moment it is reserved (the slot
@@ -300,9 +301,11 @@ fn shown(o: Outcome, limit: &Limit, held: u64) -> Outcome {
 }
 
 /// Settles the shares that may no longer be spent (`all`: every share,
-/// before a new policy replaces the limits they were reserved under).
-/// Returns the errors; a share that could not be settled is dropped (its
-/// reservation lapses by itself).
+/// before a new policy replaces the limits they were reserved under). A
+/// share none of whose units were spent is dropped without a write: its
+/// reservation lapses by itself ([`LIFE_NS`]), so a key too quiet to use
+/// its share costs no more hostcalls than without shares. Returns the
+/// errors; a share that could not be settled is dropped too.
 pub fn settle_due(allowances: &RefCell<Allowances>, store: &dyn SharedStore, now: u64, all: bool) -> Vec<StoreError> {
     let due: Vec<(u64, Share)> = {
         let mut a = allowances.borrow_mut();
@@ -310,6 +313,7 @@ pub fn settle_due(allowances: &RefCell<Allowances>, store: &dyn SharedStore, now
         keys.into_iter().filter_map(|fp| a.shares.remove(&fp).map(|s| (fp, s))).collect()
     };
     due.into_iter()
+        .filter(|(_, s)| s.spent > 0)
         .filter_map(|(fp, s)| {
             store::cas_update_reserved(store, s.slots, fp, &s.limit, now, |state, flags, reserved| {
                 let (state, reserved) = s.settled(state, reserved, now);

@@ -264,3 +264,22 @@ fn another_workers_reservation_is_decided_on_but_not_shown_as_spent() {
     assert!(take(&a, 6, &limit, S, 6).allowed);
     assert!(!take(&a, 6, &limit, S, 1).allowed);
 }
+
+#[test]
+fn an_unused_share_costs_the_tick_no_hostcall_and_lapses() {
+    let limit = per_second(100);
+    let store = shared();
+    let worker = WorkerStore::new(&store);
+    // A quiet key: one request now, the next in a second.
+    assert!(take(&worker, 12, &limit, S, 1).allowed);
+    assert_eq!(reserved_in(&store.inner, 12, &limit, S), 6);
+    let calls = store.calls.get();
+    assert!(settle_due(&worker.shares, &worker, S + SPEND_WITHIN_NS, false).is_empty());
+    assert_eq!(store.calls.get(), calls, "nothing spent, nothing written");
+    assert!(worker.shares.borrow().is_empty());
+    assert_eq!(reserved_in(&store.inner, 12, &limit, S + SPEND_WITHIN_NS), 6, "still counted until it lapses");
+    assert_eq!(reserved_in(&store.inner, 12, &limit, S + LIFE_NS), 0);
+    // The bucket holds the one request only.
+    let o = store::peek(&store.inner, SLOTS, 12, Algorithm::TokenBucket, &limit, S + LIFE_NS, 1).expect("peek");
+    assert_eq!(o.remaining, 99);
+}
