@@ -4,7 +4,7 @@
 //! counter; each request is built from its index by a caller-supplied
 //! function. The run ends after `total` requests or after `duration`,
 //! whichever comes first, optionally paced to `rate` requests per second
-//! overall. Connection failures and timeouts count as errors, never retried.
+//! overall (by a thread of its own, to the tens of microseconds). Connection failures and timeouts count as errors, never retried.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -111,8 +111,9 @@ impl LoadReport {
 struct Shared {
     opts: LoadOptions,
     next: AtomicU64,
-    start: Instant,
     deadline: Option<Instant>,
+    /// With a rate: one permit per request, released on time by the pacer.
+    pace: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 #[derive(Default)]
@@ -190,11 +191,22 @@ pub fn load(opts: LoadOptions) -> anyhow::Result<LoadReport> {
 
 async fn run(opts: LoadOptions) -> anyhow::Result<LoadReport> {
     let start = Instant::now();
+    let deadline = opts.duration.map(|d| start + d);
+    let pace = opts.rate.map(|_| Arc::new(tokio::sync::Semaphore::new(0)));
+    let pacer = match (&pace, opts.rate) {
+        (Some(permits), Some(rate)) => {
+            let (permits, total) = (permits.clone(), opts.total);
+            Some(std::thread::spawn(move || {
+                pacer(&permits, start, rate, deadline, total)
+            }))
+        }
+        _ => None,
+    };
     let shared = Arc::new(Shared {
-        deadline: opts.duration.map(|d| start + d),
+        deadline,
         opts,
         next: AtomicU64::new(0),
-        start,
+        pace,
     });
     let workers: Vec<_> = (0..shared.opts.connections)
         .map(|_| tokio::spawn(worker(shared.clone())))
@@ -209,6 +221,10 @@ async fn run(opts: LoadOptions) -> anyhow::Result<LoadReport> {
         all.latencies_us.extend(t.latencies_us);
     }
     let elapsed = start.elapsed();
+    if let Some(p) = pacer {
+        p.join()
+            .map_err(|_| anyhow::anyhow!("pacer thread panicked"))?;
+    }
     all.latencies_us.sort_unstable();
     let pct = |p: f64| -> u64 {
         let l = &all.latencies_us;
@@ -233,16 +249,16 @@ async fn worker(shared: Arc<Shared>) -> Tally {
     let mut tally = Tally::default();
     let mut conn: Option<SendRequest<Full<Bytes>>> = None;
     loop {
+        if let Some(permits) = &shared.pace {
+            // Closed when the pacer is done: no request is due any more.
+            match permits.acquire().await {
+                Ok(permit) => permit.forget(),
+                Err(_) => break,
+            }
+        }
         let idx = shared.next.fetch_add(1, Ordering::Relaxed);
         if opts.total.is_some_and(|t| idx >= t) {
             break;
-        }
-        if let Some(rate) = opts.rate {
-            let at = shared.start + Duration::from_secs_f64(idx as f64 / rate);
-            if shared.deadline.is_some_and(|d| at >= d) {
-                break;
-            }
-            pace_until(at).await;
         }
         if shared.deadline.is_some_and(|d| Instant::now() >= d) {
             break;
@@ -280,20 +296,33 @@ async fn worker(shared: Arc<Shared>) -> Tally {
     tally
 }
 
-/// Waits until `at`. tokio's timer counts whole milliseconds, so sleeping
-/// to `at` would send every request due within the same millisecond at
-/// once (two at a time at 2,000 requests/s, the second queued behind the
-/// first in Envoy): the last millisecond is spent yielding instead.
-async fn pace_until(at: Instant) {
-    if let Some(early) = at
-        .checked_sub(Duration::from_millis(1))
-        .filter(|e| *e > Instant::now())
-    {
-        tokio::time::sleep_until(early.into()).await;
+/// Releases one permit per request at `start + idx / rate`, from a thread
+/// of its own: tokio's timer counts whole milliseconds, so pacing with it
+/// would send every request due within the same millisecond at once (two
+/// at a time at 2,000 requests/s, the second queued behind the first in
+/// Envoy), and spinning to the microsecond would take the CPU from what
+/// shares it with the load (the counter service, Redis). A thread's sleep
+/// wakes within tens of microseconds. Closes the permits at the end.
+fn pacer(
+    permits: &tokio::sync::Semaphore,
+    start: Instant,
+    rate: f64,
+    deadline: Option<Instant>,
+    total: Option<u64>,
+) {
+    let mut idx = 0u64;
+    while total.is_none_or(|t| idx < t) {
+        let at = start + Duration::from_secs_f64(idx as f64 / rate);
+        if deadline.is_some_and(|d| at >= d) {
+            break;
+        }
+        if let Some(wait) = at.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        permits.add_permits(1);
+        idx += 1;
     }
-    while Instant::now() < at {
-        tokio::task::yield_now().await;
-    }
+    permits.close();
 }
 
 async fn connect(port: u16) -> anyhow::Result<SendRequest<Full<Bytes>>> {
