@@ -4,7 +4,9 @@
 //!
 //! Every decision on a token bucket reads the key's slot and writes it back
 //! (two hostcalls and an allocation callback, about 3 µs of Envoy's CPU).
-//! When the slot shows the key with more than half its burst left after a
+//! When the worker decided the key within the last [`SPEND_WITHIN_NS`]
+//! already (never on a key's first request: one-off keys reserve nothing)
+//! and the slot shows the key with more than half its burst left after a
 //! request, the worker also *reserves* a share of the burst for itself
 //! (`burst / 16` units, see [`share`]) in the same compare-and-swap. The
 //! slot records reserved units beside the bucket ([`Reserved`]: how many,
@@ -64,6 +66,8 @@ pub const SHARE_DIVISOR: u64 = 16;
 pub const MIN_SHARE: u64 = 2;
 /// Keys a worker holds shares of at most; past it, no new share.
 pub const MAX_HELD_KEYS: usize = 4096;
+/// Keys a worker remembers having decided lately, at most.
+pub const MAX_SEEN_KEYS: usize = 8192;
 
 const NS_PER_MS: u64 = 1_000_000;
 
@@ -194,10 +198,15 @@ impl Share {
     }
 }
 
-/// The shares one worker holds, by key fingerprint.
+/// The shares one worker holds, by key fingerprint, and the keys it
+/// decided lately.
 #[derive(Debug, Default)]
 pub struct Allowances {
     shares: HashMap<u64, Share>,
+    /// When this worker last decided each key in its slot (bounded by
+    /// [`MAX_SEEN_KEYS`]): a share goes only to a key seen within
+    /// [`SPEND_WITHIN_NS`], never on a key's first request.
+    seen: HashMap<u64, u64>,
 }
 
 impl Allowances {
@@ -226,6 +235,21 @@ impl Allowances {
         Some(Outcome { allowed: true, remaining, reset_ns: debt, retry_after_ns: 0 })
     }
 
+    /// Notes that the key was decided in its slot at `now`; whether it was
+    /// already, within [`SPEND_WITHIN_NS`] (then it is busy enough for a
+    /// share). A key seen once is not: a flood of one-off keys reserves
+    /// nothing, and leaves their slots free as soon as their buckets are.
+    fn busy(&mut self, fingerprint: u64, now: u64) -> bool {
+        if self.seen.len() >= MAX_SEEN_KEYS && !self.seen.contains_key(&fingerprint) {
+            self.seen.retain(|_, at| now.saturating_sub(*at) < SPEND_WITHIN_NS);
+            if self.seen.len() >= MAX_SEEN_KEYS {
+                return false;
+            }
+        }
+        let last = self.seen.insert(fingerprint, now);
+        last.is_some_and(|at| now.saturating_sub(at) < SPEND_WITHIN_NS)
+    }
+
     /// Gives back `cost` units admitted from the key's share by a request
     /// that was then refused (or waits) after all.
     pub fn give_back(&mut self, fingerprint: u64, cost: u64) {
@@ -250,8 +274,12 @@ pub fn take_noting(
     now: u64,
     cost: u64,
 ) -> Result<(Outcome, Option<Note>), StoreError> {
-    let old = allowances.borrow_mut().shares.remove(&fingerprint);
-    let k = if allowances.borrow().len() < MAX_HELD_KEYS { share(limit) } else { 0 };
+    let (old, k) = {
+        let mut a = allowances.borrow_mut();
+        let old = a.shares.remove(&fingerprint);
+        let busy = a.busy(fingerprint, now);
+        (old, if busy && a.len() < MAX_HELD_KEYS { share(limit) } else { 0 })
+    };
     let result = store::cas_update_reserved(store, slots, fingerprint, limit, now, |state, flags, reserved| {
         let (state, reserved) = old.as_ref().map_or((state, reserved), |s| s.settled(state, reserved, now));
         let held = reserved.live(now);

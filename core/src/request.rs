@@ -100,6 +100,11 @@ pub struct HeaderPairs {
 }
 
 impl HeaderPairs {
+    /// Bytes of the map as the host sent it.
+    pub fn size(&self) -> usize {
+        self.buf.len()
+    }
+
     /// Parses `buf`. A malformed map keeps the pairs read before the fault
     /// (a truncated map loses its tail, never a panic).
     pub fn parse(buf: Vec<u8>) -> HeaderPairs {

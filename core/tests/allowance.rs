@@ -60,12 +60,14 @@ fn a_unit_spent_from_the_share_goes_back_when_another_rule_refuses() {
     ensure_slots(&shared, policy.slots).unwrap();
     let worker = WorkerStore::new(&shared);
     assert_eq!(remaining(&policy, &worker, "/items", T0), (true, 999));
+    assert!(worker.shares.borrow().is_empty(), "no share on a key's first request");
+    assert_eq!(remaining(&policy, &worker, "/items", T0), (true, 998));
     assert_eq!(worker.shares.borrow().len(), 1, "per-tenant's share reserved");
-    assert_eq!(remaining(&policy, &worker, "/export", T0), (true, 998));
+    assert_eq!(remaining(&policy, &worker, "/export", T0), (true, 997));
     // Refused by `export`: the unit per-tenant took from the share goes back.
     let (allowed, _) = remaining(&policy, &worker, "/export", T0);
     assert!(!allowed);
-    assert_eq!(remaining(&policy, &worker, "/items", T0), (true, 997));
+    assert_eq!(remaining(&policy, &worker, "/items", T0), (true, 996));
 }
 
 #[test]

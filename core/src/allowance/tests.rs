@@ -44,6 +44,11 @@ fn take(worker: &WorkerStore, fp: u64, limit: &Limit, now: u64, cost: u64) -> Ou
     take_noting(&worker.shares, worker, SLOTS, fp, limit, now, cost).expect("take").0
 }
 
+/// `worker` decided key `fp` a moment ago (so its next request may get a share).
+fn seen(worker: &WorkerStore, fp: u64, now: u64) {
+    worker.shares.borrow_mut().busy(fp, now.saturating_sub(MS));
+}
+
 /// The units reserved in the key's slot.
 fn reserved_in(store: &dyn SharedStore, fp: u64, limit: &Limit, now: u64) -> u64 {
     store::locate(store, SLOTS, fp, limit, now).expect("slot").reserved.live(now)
@@ -56,9 +61,13 @@ fn a_busy_key_is_admitted_from_the_share_without_hostcalls() {
     let limit = per_second(100);
     assert_eq!(share(&limit), 6);
     let mut t = S;
+    // A key's first request gets no share: one-off keys reserve nothing.
+    assert!(take(&worker, 7, &limit, t, 1).allowed);
+    assert_eq!(reserved_in(&store.inner, 7, &limit, t), 0);
+    t += MS;
     let o = take(&worker, 7, &limit, t, 1);
     assert!(o.allowed);
-    assert_eq!(o.remaining, 99, "the worker's own share still counts as left");
+    assert_eq!(o.remaining, 98, "the worker's own share still counts as left");
     assert_eq!(reserved_in(&store.inner, 7, &limit, t), 6);
     // The key's first request probed for its slot; from now on it is found at once.
     let calls = store.calls.get();
@@ -66,7 +75,7 @@ fn a_busy_key_is_admitted_from_the_share_without_hostcalls() {
         t += MS;
         let o = take(&worker, 7, &limit, t, 1);
         assert!(o.allowed);
-        assert_eq!(o.remaining, 98 - n, "request {n} of the share");
+        assert_eq!(o.remaining, 97 - n, "request {n} of the share");
     }
     assert_eq!(store.calls.get(), calls, "six requests from the share: no hostcall");
     t += MS;
@@ -164,6 +173,7 @@ fn a_worker_that_vanishes_costs_its_share_for_one_life_at_most() {
     let limit = per_second(100);
     let store = shared();
     let gone = WorkerStore::new(&store);
+    seen(&gone, 9, S);
     assert!(take(&gone, 9, &limit, S, 1).allowed);
     assert_eq!(reserved_in(&store, 9, &limit, S), 6);
     drop(gone);
@@ -182,6 +192,7 @@ fn the_tick_settles_what_may_no_longer_be_spent() {
     let limit = per_second(1000);
     let store = shared();
     let worker = WorkerStore::new(&store);
+    seen(&worker, 4, S);
     for n in 0..10 {
         assert!(take(&worker, 4, &limit, S + n, 1).allowed);
     }
@@ -220,6 +231,7 @@ fn a_reservation_keeps_its_slot_from_other_keys() {
     // One request of 1000/s leaves the bucket idle again within 1 ms;
     // the reservation keeps the slot for half a second.
     let limit = Limit { requests: 1000, per: crate::duration::Span::from_secs(1), burst: 1000, calendar: None };
+    seen(&worker, 8, S);
     assert!(take(&worker, 8, &limit, S, 1).allowed);
     let found = store::locate(&store, SLOTS, 8, &limit, S).expect("slot");
     // A key that lives in the same slot finds it taken while reserved.
@@ -253,6 +265,7 @@ fn another_workers_reservation_is_decided_on_but_not_shown_as_spent() {
     let limit = per_second(100);
     let store = shared();
     let (a, b) = (WorkerStore::new(&store), WorkerStore::new(&store));
+    seen(&a, 6, S);
     assert_eq!(take(&a, 6, &limit, S, 10).remaining, 90);
     assert_eq!(reserved_in(&store, 6, &limit, S), 6);
     // Worker b is told what the bucket has left, a's unused share included…
@@ -271,6 +284,7 @@ fn an_unused_share_costs_the_tick_no_hostcall_and_lapses() {
     let store = shared();
     let worker = WorkerStore::new(&store);
     // A quiet key: one request now, the next in a second.
+    seen(&worker, 12, S);
     assert!(take(&worker, 12, &limit, S, 1).allowed);
     assert_eq!(reserved_in(&store.inner, 12, &limit, S), 6);
     let calls = store.calls.get();
@@ -282,4 +296,19 @@ fn an_unused_share_costs_the_tick_no_hostcall_and_lapses() {
     // The bucket holds the one request only.
     let o = store::peek(&store.inner, SLOTS, 12, Algorithm::TokenBucket, &limit, S + LIFE_NS, 1).expect("peek");
     assert_eq!(o.remaining, 99);
+}
+
+#[test]
+fn a_flood_of_one_off_keys_reserves_nothing_and_the_memory_of_keys_is_bounded() {
+    let limit = per_second(1000);
+    let store = shared();
+    let worker = WorkerStore::new(&store);
+    for n in 0..(2 * MAX_SEEN_KEYS as u64) {
+        let fp = 1_000 + n;
+        let t = S + n * 1_000;
+        assert!(take(&worker, fp, &limit, t, 1).allowed);
+        assert_eq!(reserved_in(&store.inner, fp, &limit, t), 0, "key {n}");
+    }
+    assert!(worker.shares.borrow().is_empty());
+    assert!(worker.shares.borrow().seen.len() <= MAX_SEEN_KEYS);
 }
