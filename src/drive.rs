@@ -60,8 +60,13 @@ pub fn drive(context_id: u32, flow: &SharedFlow, event: Event, (queue, instance)
         let timed = crate::metrics::time_this_decision().then(std::time::Instant::now);
         let out = {
             let mut f = flow.borrow_mut();
-            let mut request = HostRequest::new(f.body_size());
-            f.on(event, &mut sluice_core::flow::Env { store: &HostStore, request: &mut request, host: &mut worker })
+            let mut request = HostRequest::new(context_id, f.body_size());
+            let out = f.on(event, &mut sluice_core::flow::Env { store: &HostStore, request: &mut request, host: &mut worker });
+            if !out.go && out.reply.is_none() {
+                // It waits (for its body, a reserve call, its turn): decided again later.
+                request.keep();
+            }
+            out
         };
         go = out.go;
         if out.is_quiet() {

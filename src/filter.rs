@@ -183,6 +183,7 @@ impl Context for SluiceFilter {
         // flow frees its concurrency units and gives back a turn it kept.
         queue::release(self.context_id);
         self.drive(Event::Left);
+        crate::host::forget_headers(self.context_id);
         true
     }
 

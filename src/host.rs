@@ -2,6 +2,8 @@
 //! as the `SharedStore`, the current request as a `Request`, and the clock.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType, Status};
@@ -49,11 +51,14 @@ pub const MAX_BODY: usize = sluice_core::flow::MAX_BODY;
 /// The request being decided, read lazily through hostcalls: all its
 /// headers in one crossing, on the first one asked for, and its body in
 /// one, on the first use. `body_size` is the buffered body's size, when
-/// the decision waited for it.
+/// the decision waited for it. The headers are kept for the stream's next
+/// decisions (after its body, a reserve call, a wait in a queue): see
+/// [`forget_headers`].
 #[derive(Debug, Default)]
 pub struct HostRequest {
+    context_id: u32,
     body_size: Option<usize>,
-    headers: Option<HeaderPairs>,
+    headers: Option<Rc<HeaderPairs>>,
     /// The body, once fetched (`None` inside: none could be read).
     body: Option<Option<Vec<u8>>>,
 }
@@ -107,13 +112,49 @@ pub fn header_map(map: MapType) -> HeaderPairs {
     HeaderPairs::parse(buf)
 }
 
+/// Streams whose request headers a worker keeps between decisions, and the
+/// largest map kept: a stream decided again (a JSON-RPC body, a reserve
+/// call, a queue) reads its headers once. Bounded: past either, the map is
+/// read again when needed.
+const KEPT_STREAMS: usize = 64;
+const KEPT_BYTES: usize = 16 * 1024;
+
+thread_local! {
+    static KEPT_HEADERS: RefCell<HashMap<u32, Rc<HeaderPairs>>> = RefCell::new(HashMap::new());
+}
+
+/// The stream ended: its kept headers go.
+pub fn forget_headers(context_id: u32) {
+    KEPT_HEADERS.with(|k| k.borrow_mut().remove(&context_id));
+}
+
+/// Stream `context_id`'s request headers: kept ones, else read in one
+/// crossing.
+fn request_headers(context_id: u32) -> Rc<HeaderPairs> {
+    KEPT_HEADERS.with(|k| k.borrow().get(&context_id).cloned()).unwrap_or_else(|| Rc::new(header_map(MapType::HttpRequestHeaders)))
+}
+
 impl HostRequest {
-    pub fn new(body_size: Option<usize>) -> HostRequest {
-        HostRequest { body_size, headers: None, body: None }
+    /// The request of stream `context_id` (the effective context).
+    pub fn new(context_id: u32, body_size: Option<usize>) -> HostRequest {
+        HostRequest { context_id, body_size, headers: None, body: None }
+    }
+
+    /// The stream waits to be decided again: keeps the headers read for
+    /// its next decision (when small, and while there is room).
+    pub fn keep(&self) {
+        let Some(h) = self.headers.as_ref().filter(|h| h.size() <= KEPT_BYTES) else { return };
+        KEPT_HEADERS.with(|k| {
+            let mut k = k.borrow_mut();
+            if k.len() < KEPT_STREAMS || k.contains_key(&self.context_id) {
+                k.insert(self.context_id, h.clone());
+            }
+        });
     }
 
     fn get(&mut self, name: &str) -> Option<String> {
-        self.headers.get_or_insert_with(|| header_map(MapType::HttpRequestHeaders)).get(name).map(str::to_string)
+        let id = self.context_id;
+        self.headers.get_or_insert_with(|| request_headers(id)).get(name).map(str::to_string)
     }
 }
 
