@@ -35,6 +35,10 @@ const TICK: Duration = Duration::from_nanos(TICK_NS);
 const LEASE_EVERY_NS: u64 = 50_000_000;
 const LEADER_TERM_NS: u64 = 4 * LEASE_EVERY_NS;
 const PROBE_EVERY_NS: u64 = 1_000_000_000;
+/// Leases reserved ahead the leader looks at per tick, at most (one
+/// shared-data read each): 6,400 a second, spread so that no tick holds
+/// the worker's requests for long (see `Spans::sweep`).
+const SWEEP_PER_TICK: usize = 64;
 
 /// What a root context's callout was for.
 enum Call {
@@ -60,6 +64,8 @@ pub struct SluiceRoot {
     last_lease_work: u64,
     /// As leader: the keys whose reservations ahead span windows.
     spans: Spans,
+    /// This root won the last leader election.
+    leading: bool,
     /// Envoy is done with this root (its configuration was replaced): it
     /// only waits for the answers of its calls in flight.
     closing: bool,
@@ -77,6 +83,7 @@ impl SluiceRoot {
             last_probe: 0,
             last_lease_work: 0,
             spans: Spans::default(),
+            leading: false,
             closing: false,
         }
     }
@@ -148,17 +155,33 @@ impl SluiceRoot {
             global::forget(policy, &needs, now);
             return;
         }
-        // Steady keys reserve several windows ahead in one ask; keys the
-        // traffic left give back what they reserved ahead.
+        // Steady keys reserve several windows ahead in one ask (the keys
+        // the traffic left give back on the ticks, `sweep`).
         self.spans.widen(policy, &mut needs, now);
-        let (back, errors) = self.spans.sweep(policy, &HostStore, now);
+        self.send(policy, settings, needs, now);
+    }
+
+    /// As leader, on every tick: looks at a few of the leases reserved
+    /// ahead, giving back what keys the traffic left hold and renewing
+    /// spans still in use.
+    fn sweep(&mut self, policy: &Policy, now: u64) {
+        let Some(settings) = policy.global.as_ref() else { return };
+        if !self.leading || self.closing || self.spans.is_empty() || global::degraded() {
+            return;
+        }
+        let (back, errors) = self.spans.sweep(policy, &HostStore, now, SWEEP_PER_TICK);
         for e in errors {
             warn_within_budget!(now, "a lease reserved ahead not looked at: {e}");
         }
         if !back.is_empty() {
             crate::metrics::given_back(&back);
+            self.send(policy, settings, back, now);
         }
-        needs.extend(back);
+    }
+
+    /// Sends `needs` to the counter service, in as many calls as its bounds
+    /// take.
+    fn send(&mut self, policy: &Policy, settings: &sluice_core::policy::Global, needs: Vec<LeaseNeed>, now: u64) {
         let mut rest = needs;
         while !rest.is_empty() {
             // Within the service's bounds on asks and bytes, however long
@@ -311,14 +334,20 @@ impl RootContext for SluiceRoot {
             global::refresh_degraded();
             global::send_refills(self.queue);
         }
+        self.sweep(&policy, now);
         if self.closing || policy.global.is_none() || now.saturating_sub(self.last_lease_work) < LEASE_EVERY_NS {
             return;
         }
         self.last_lease_work = now;
-        match try_lead(&HostStore, self.me, now, LEADER_TERM_NS) {
-            Ok(true) => self.lead(&policy),
-            Ok(false) => {}
-            Err(e) => log::debug!("leader election: {e}"),
+        self.leading = match try_lead(&HostStore, self.me, now, LEADER_TERM_NS) {
+            Ok(won) => won,
+            Err(e) => {
+                log::debug!("leader election: {e}");
+                false
+            }
+        };
+        if self.leading {
+            self.lead(&policy);
         }
     }
 

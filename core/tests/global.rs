@@ -514,3 +514,26 @@ fn slow_keys_and_small_limits_reserve_one_window_at_a_time() {
     assert_eq!(counter.used("tools-invoke", "t", T0 / S + 4), 0, "nothing two windows ahead");
     assert!(counter.used("per-tenant", "t", T0 / S + 4) > 0, "per-tenant spans");
 }
+
+#[test]
+fn a_sweep_looks_at_no_more_leases_than_its_budget_and_the_rest_stay_due() {
+    let mut inst = Instance::new(policy_with("open", 1, true));
+    let mut counter = FakeCounter::default();
+    for k in 0..5 {
+        let key = format!("busy-{k}");
+        drive(&mut inst, &mut counter, &tenant("/x", &key), 80, (T0, T0 + 3 * S));
+    }
+    assert_eq!(inst.spans.len(), 5, "five keys watched");
+    // The traffic stops; each sweep of the ticks that follow looks at two
+    // leases at most, and the others wait for the next ones.
+    let mut seen = std::collections::BTreeSet::new();
+    for tick in 0..16 {
+        let policy = inst.policy.clone();
+        let (back, errors) = inst.spans.sweep(&policy, &inst.store, T0 + 3 * S + tick * 50 * MS, 2);
+        assert!(errors.is_empty(), "{errors:?}");
+        let keys: std::collections::BTreeSet<u64> = back.iter().map(|n| n.fingerprint).collect();
+        assert!(keys.len() <= 2, "tick {tick} gave back for {} leases", keys.len());
+        seen.extend(keys);
+    }
+    assert_eq!(seen.len(), 5, "every lease gave back within 16 sweeps of two");
+}

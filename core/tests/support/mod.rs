@@ -158,7 +158,7 @@ impl Instance {
     pub fn lead(&mut self, now: u64) -> Vec<LeaseNeed> {
         let mut needs = std::mem::take(&mut self.refills);
         self.spans.widen(&self.policy, &mut needs, now);
-        let (back, errors) = self.spans.sweep(&self.policy, &self.store, now);
+        let (back, errors) = self.spans.sweep(&self.policy, &self.store, now, usize::MAX);
         assert!(errors.is_empty(), "{errors:?}");
         needs.extend(back);
         needs
