@@ -455,9 +455,15 @@ pub fn lease_update<T>(
 pub struct MemoryStore {
     map: std::cell::RefCell<std::collections::HashMap<String, (Vec<u8>, u32)>>,
     next_cas: std::cell::Cell<u32>,
+    calls: std::cell::Cell<u64>,
 }
 
 impl MemoryStore {
+    /// Reads and writes made so far: the hostcalls the filter would make.
+    pub fn calls(&self) -> u64 {
+        self.calls.get()
+    }
+
     pub fn len(&self) -> usize {
         self.map.borrow().len()
     }
@@ -468,9 +474,11 @@ impl MemoryStore {
 
 impl SharedStore for MemoryStore {
     fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
+        self.calls.set(self.calls.get().saturating_add(1));
         Ok(self.map.borrow().get(key).cloned())
     }
     fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError> {
+        self.calls.set(self.calls.get().saturating_add(1));
         let mut map = self.map.borrow_mut();
         if cas != 0 && map.get(key).map(|(_, c)| *c) != Some(cas) {
             return Err(StoreError::CasMismatch);

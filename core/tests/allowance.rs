@@ -10,25 +10,7 @@ use sluice_core::allowance::WorkerStore;
 use sluice_core::limiter::{decide, Ctx};
 use sluice_core::policy::Policy;
 use sluice_core::request::MemoryRequest;
-use sluice_core::store::{ensure_slots, MemoryStore, SharedStore, StoreError};
-
-/// A shared store that counts the hostcalls made on it.
-#[derive(Default)]
-struct Counted {
-    inner: MemoryStore,
-    calls: std::cell::Cell<u64>,
-}
-
-impl SharedStore for Counted {
-    fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
-        self.calls.set(self.calls.get() + 1);
-        self.inner.get(key)
-    }
-    fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError> {
-        self.calls.set(self.calls.get() + 1);
-        self.inner.set(key, value, cas)
-    }
-}
+use sluice_core::store::{ensure_slots, MemoryStore};
 
 const S: u64 = 1_000_000_000;
 const MS: u64 = 1_000_000;
@@ -74,8 +56,9 @@ fn a_unit_spent_from_the_share_goes_back_when_another_rule_refuses() {
 fn four_workers_admit_the_limit_and_touch_the_slot_a_fraction_of_the_time() {
     let policy = Policy::from_json(r#"{"rules": [{"name": "per-tenant", "key": [{"header": "x-tenant-id"}], "limit": {"requests": 200, "per": "1s"}}]}"#)
         .expect("policy");
-    let shared = Counted::default();
-    ensure_slots(&shared.inner, policy.slots).unwrap();
+    let shared = MemoryStore::default();
+    ensure_slots(&shared, policy.slots).unwrap();
+    let before = shared.calls();
     let workers: Vec<WorkerStore> = (0..4).map(|_| WorkerStore::new(&shared)).collect();
     // 150/s for 10 s, round robin: under the limit, nothing may be refused.
     let mut refused = 0;
@@ -92,7 +75,7 @@ fn four_workers_admit_the_limit_and_touch_the_slot_a_fraction_of_the_time() {
     assert_eq!(refused, 0);
     // Without shares every decision reads and writes the slot (2 calls);
     // with them, each worker settles and reserves once per share of 12.
-    let per_request = shared.calls.get() as f64 / 1500.0;
+    let per_request = (shared.calls() - before) as f64 / 1500.0;
     assert!(per_request < 0.5, "{per_request} hostcalls per request");
     // Then 1000/s for 2 s: about 200 a second get through, never more.
     let mut admitted = Vec::new();

@@ -1,8 +1,6 @@
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
-use std::cell::Cell;
-
 use super::*;
 use crate::store::{ensure_slots, MemoryStore};
 use crate::testing::{per_second, S};
@@ -10,29 +8,10 @@ use crate::testing::{per_second, S};
 const SLOTS: u32 = 1024;
 const MS: u64 = 1_000_000;
 
-/// A shared store that counts the hostcalls made on it.
-#[derive(Default)]
-struct Counted {
-    inner: MemoryStore,
-    calls: Cell<u32>,
-}
-
-impl SharedStore for Counted {
-    fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
-        self.calls.set(self.calls.get() + 1);
-        self.inner.get(key)
-    }
-    fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError> {
-        self.calls.set(self.calls.get() + 1);
-        self.inner.set(key, value, cas)
-    }
-}
-
-fn shared() -> Counted {
-    let c = Counted::default();
-    ensure_slots(&c.inner, SLOTS).expect("slots");
-    c.calls.set(0);
-    c
+fn shared() -> MemoryStore {
+    let store = MemoryStore::default();
+    ensure_slots(&store, SLOTS).expect("slots");
+    store
 }
 
 /// One request of `fp` from `worker`: from its share if it can, else with
@@ -63,25 +42,25 @@ fn a_busy_key_is_admitted_from_the_share_without_hostcalls() {
     let mut t = S;
     // A key's first request gets no share: one-off keys reserve nothing.
     assert!(take(&worker, 7, &limit, t, 1).allowed);
-    assert_eq!(reserved_in(&store.inner, 7, &limit, t), 0);
+    assert_eq!(reserved_in(&store, 7, &limit, t), 0);
     t += MS;
     let o = take(&worker, 7, &limit, t, 1);
     assert!(o.allowed);
     assert_eq!(o.remaining, 98, "the worker's own share still counts as left");
-    assert_eq!(reserved_in(&store.inner, 7, &limit, t), 6);
+    assert_eq!(reserved_in(&store, 7, &limit, t), 6);
     // The key's first request probed for its slot; from now on it is found at once.
-    let calls = store.calls.get();
+    let calls = store.calls();
     for n in 0..6 {
         t += MS;
         let o = take(&worker, 7, &limit, t, 1);
         assert!(o.allowed);
         assert_eq!(o.remaining, 97 - n, "request {n} of the share");
     }
-    assert_eq!(store.calls.get(), calls, "six requests from the share: no hostcall");
+    assert_eq!(store.calls(), calls, "six requests from the share: no hostcall");
     t += MS;
     assert!(take(&worker, 7, &limit, t, 1).allowed);
-    assert_eq!(store.calls.get(), calls + 2, "the share used up: the next request settles and reserves again, in one read and one compare-and-swap");
-    assert_eq!(reserved_in(&store.inner, 7, &limit, t), 6, "the old share released, a new one reserved");
+    assert_eq!(store.calls(), calls + 2, "the share used up: the next request settles and reserves again, in one read and one compare-and-swap");
+    assert_eq!(reserved_in(&store, 7, &limit, t), 6, "the old share released, a new one reserved");
 }
 
 #[test]
@@ -92,9 +71,9 @@ fn small_limits_get_no_share_and_stay_exact_request_by_request() {
     assert_eq!(share(&limit), 0);
     assert!(take(&worker, 3, &limit, S, 1).allowed);
     for n in 1..20u32 {
-        let calls = store.calls.get();
+        let calls = store.calls();
         assert!(take(&worker, 3, &limit, S, 1).allowed, "request {n}");
-        assert_eq!(store.calls.get(), calls + 2, "request {n} reads and writes its slot");
+        assert_eq!(store.calls(), calls + 2, "request {n} reads and writes its slot");
     }
     assert!(!take(&worker, 3, &limit, S, 1).allowed, "the 21st");
     assert!(worker.shares.borrow().is_empty());
@@ -126,6 +105,7 @@ fn conforms(admitted: &[u64], limit: &Limit) -> bool {
 fn one_worker_decides_exactly_as_the_bucket_alone() {
     let limit = per_second(100);
     let (store, plain) = (shared(), shared());
+    let (made, plain_made) = (store.calls(), plain.calls());
     let worker = WorkerStore::new(&store);
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut t = S;
@@ -140,7 +120,8 @@ fn one_worker_decides_exactly_as_the_bucket_alone() {
         let exact = store::take(&plain, SLOTS, 11, Algorithm::TokenBucket, &limit, t, 1).expect("take");
         assert_eq!((ours.allowed, ours.remaining, ours.reset_ns), (exact.allowed, exact.remaining, exact.reset_ns), "request {n} at {t}");
     }
-    assert!(store.calls.get() < plain.calls.get() / 2, "{} hostcalls against {}", store.calls.get(), plain.calls.get());
+    let (ours, theirs) = (store.calls() - made, plain.calls() - plain_made);
+    assert!(ours < theirs / 2, "{ours} hostcalls against {theirs}");
 }
 
 #[test]
@@ -286,15 +267,15 @@ fn an_unused_share_costs_the_tick_no_hostcall_and_lapses() {
     // A quiet key: one request now, the next in a second.
     seen(&worker, 12, S);
     assert!(take(&worker, 12, &limit, S, 1).allowed);
-    assert_eq!(reserved_in(&store.inner, 12, &limit, S), 6);
-    let calls = store.calls.get();
+    assert_eq!(reserved_in(&store, 12, &limit, S), 6);
+    let calls = store.calls();
     assert!(settle_due(&worker.shares, &worker, S + SPEND_WITHIN_NS, false).is_empty());
-    assert_eq!(store.calls.get(), calls, "nothing spent, nothing written");
+    assert_eq!(store.calls(), calls, "nothing spent, nothing written");
     assert!(worker.shares.borrow().is_empty());
-    assert_eq!(reserved_in(&store.inner, 12, &limit, S + SPEND_WITHIN_NS), 6, "still counted until it lapses");
-    assert_eq!(reserved_in(&store.inner, 12, &limit, S + LIFE_NS), 0);
+    assert_eq!(reserved_in(&store, 12, &limit, S + SPEND_WITHIN_NS), 6, "still counted until it lapses");
+    assert_eq!(reserved_in(&store, 12, &limit, S + LIFE_NS), 0);
     // The bucket holds the one request only.
-    let o = store::peek(&store.inner, SLOTS, 12, Algorithm::TokenBucket, &limit, S + LIFE_NS, 1).expect("peek");
+    let o = store::peek(&store, SLOTS, 12, Algorithm::TokenBucket, &limit, S + LIFE_NS, 1).expect("peek");
     assert_eq!(o.remaining, 99);
 }
 
@@ -307,7 +288,7 @@ fn a_flood_of_one_off_keys_reserves_nothing_and_the_memory_of_keys_is_bounded() 
         let fp = 1_000 + n;
         let t = S + n * 1_000;
         assert!(take(&worker, fp, &limit, t, 1).allowed);
-        assert_eq!(reserved_in(&store.inner, fp, &limit, t), 0, "key {n}");
+        assert_eq!(reserved_in(&store, fp, &limit, t), 0, "key {n}");
     }
     assert!(worker.shares.borrow().is_empty());
     assert!(worker.shares.borrow().seen.len() <= MAX_SEEN_KEYS);
