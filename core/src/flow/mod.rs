@@ -299,7 +299,7 @@ impl<P: Deref<Target = Policy>> Flow<P> {
             out.warnings.push(format!("rule {}: a failed request's units not given back: {e}", policy.rule_name(rule)));
         }
         for s in &refund {
-            let rule = spent_rule(s);
+            let rule = s.rule();
             if !out.refunded.contains(&rule) {
                 out.refunded.push(rule);
             }
@@ -389,18 +389,11 @@ impl<P: Deref<Target = Policy>> Flow<P> {
     }
 }
 
-/// The rule a spend was for.
-fn spent_rule(s: &Spent) -> usize {
-    match *s {
-        Spent::Bucket { rule, .. } | Spent::Lease { rule, .. } | Spent::Concurrent { rule, .. } => rule,
-    }
-}
-
 /// The status from which an answer gives back this spend (its rule counts
 /// only successes; a concurrency unit is freed anyway).
 fn refund_from(policy: &Policy, s: &Spent) -> Option<u16> {
     if matches!(s, Spent::Concurrent { .. }) {
         return None;
     }
-    policy.rules.get(spent_rule(s)).and_then(|r| r.refund_from)
+    policy.rules.get(s.rule()).and_then(|r| r.refund_from)
 }

@@ -15,7 +15,7 @@
 
 use std::ops::Deref;
 
-use super::{spent_rule, Env, Flow, Out, MAX_BODY};
+use super::{Env, Flow, Out, MAX_BODY};
 use crate::limiter::{charge, cost_of, give_back, with_cost, Spent};
 use crate::policy::{CostSource, Policy};
 
@@ -83,7 +83,7 @@ impl<P: Deref<Target = Policy>> Flow<P> {
         };
         let now = env.host.now();
         for s in &due {
-            let rule = spent_rule(s);
+            let rule = s.rule();
             let Some(cost) = policy.rules.get(rule).and_then(|r| r.cost.as_ref()) else { continue };
             let figure = match (&cost.source, &part) {
                 (CostSource::ResponseHeader(name), ResponsePart::Headers(h)) => {
@@ -104,7 +104,7 @@ impl<P: Deref<Target = Policy>> Flow<P> {
 
 /// Settles one spend to `figure` (`None`: the estimate stands).
 fn settle_one(policy: &Policy, env: &mut Env, s: &Spent, figure: Option<u64>, now: u64, out: &mut Out) -> Settled {
-    let rule = spent_rule(s);
+    let rule = s.rule();
     let mut settled = Settled { rule, charged: 0, returned: 0, kept: figure.is_none() };
     let (Some(figure), Some(paid)) = (figure, cost_of(s)) else { return settled };
     if let Some(extra) = figure.checked_sub(paid).filter(|n| *n > 0) {
@@ -127,7 +127,7 @@ fn settle_one(policy: &Policy, env: &mut Env, s: &Spent, figure: Option<u64>, no
 /// Where the rule of a spend reads its cost from the response, if it does.
 fn source<'p>(policy: &'p Policy, s: &Spent) -> Option<&'p CostSource> {
     cost_of(s)?;
-    let cost = policy.rules.get(spent_rule(s))?.cost.as_ref()?;
+    let cost = policy.rules.get(s.rule())?.cost.as_ref()?;
     cost.from_response().then_some(&cost.source)
 }
 

@@ -48,9 +48,6 @@ struct Pass<'p, 'r> {
     spent: Vec<Spent>,
     /// Global rules a refused request did not reach, with their limits.
     unreached: Vec<(usize, Limit)>,
-    /// Units spent from this worker's shares (see `allowance`), by key:
-    /// given back to the shares if the request does not go.
-    from_shares: Vec<(u64, u64)>,
 }
 
 /// What a rule's bucket said.
@@ -71,7 +68,7 @@ impl<'p, 'r> Pass<'p, 'r> {
         // Kept turns are spent already: a denial gives them back like the rest.
         let turns: Vec<Carry> = carried.iter().filter(|c| matches!(c, Carry::Turn { .. })).copied().collect();
         let spent: Vec<Spent> = turns.iter().filter_map(Carry::spent).collect();
-        Pass { policy, store, ctx, carried, attrs, exempt, d: Decision::default(), turns, spent, unreached: Vec::new(), from_shares: Vec::new() }
+        Pass { policy, store, ctx, carried, attrs, exempt, d: Decision::default(), turns, spent, unreached: Vec::new() }
     }
 
     /// Decides one rule, if it applies.
@@ -105,7 +102,7 @@ impl<'p, 'r> Pass<'p, 'r> {
         self.d.ruling.hold_ns = self.d.ruling.hold_ns.max(wait);
         if outcome.allowed && !denied {
             if shared {
-                self.from_shares.push((fp, cost));
+                self.spent.push(Spent::Share { rule: i, fingerprint: fp, cost });
             } else if kept_turn.is_none() {
                 let fallback = overflowed && rule.scope == Scope::Global;
                 self.spent.push(Spent::Bucket { rule: i, fingerprint: fp, fallback, cost });
@@ -344,14 +341,6 @@ impl<'p, 'r> Pass<'p, 'r> {
         d.ruling.shadow_denied.sort_by_key(|a| a.rule);
         d.books.notes.sort_by_key(|(i, _)| *i);
         d.effects.global_ids.sort_by_key(|(i, _)| *i);
-        if !d.allowed() || d.pending() || d.ruling.redo_at.is_some() {
-            if let Some(a) = store.allowances() {
-                let mut a = a.borrow_mut();
-                for (fp, cost) in self.from_shares.drain(..) {
-                    a.give_back(fp, cost);
-                }
-            }
-        }
         if !d.allowed() {
             refund(policy, store, now, &self.spent, d);
             d.ruling.tightest = None;

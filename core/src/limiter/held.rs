@@ -39,9 +39,7 @@ pub fn refuse_hold(policy: &Policy, store: &dyn SharedStore, d: &Decision, now: 
         .map(|c| match *c {
             Carry::Turn { rule, .. } | Carry::Units { rule, .. } => rule,
         })
-        .chain(d.effects.spent.iter().map(|s| match *s {
-            Spent::Bucket { rule, .. } | Spent::Lease { rule, .. } | Spent::Concurrent { rule, .. } => rule,
-        }))
+        .chain(d.effects.spent.iter().map(Spent::rule))
         .find(queued)
         .or_else(|| (0..policy.rules.len()).find(queued))
         .unwrap_or(0);

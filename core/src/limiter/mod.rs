@@ -149,6 +149,22 @@ pub enum Spent {
         rule: usize,
         unit: crate::concurrency::Unit,
     },
+    /// Units admitted from this worker's share of the key (see
+    /// `allowance`): given back to the share, if it is still held.
+    Share {
+        rule: usize,
+        fingerprint: u64,
+        cost: u64,
+    },
+}
+
+impl Spent {
+    /// The rule the spend was for.
+    pub fn rule(&self) -> usize {
+        match *self {
+            Spent::Bucket { rule, .. } | Spent::Lease { rule, .. } | Spent::Concurrent { rule, .. } | Spent::Share { rule, .. } => rule,
+        }
+    }
 }
 
 /// One rule's answer.
@@ -392,6 +408,12 @@ pub(super) fn refund(policy: &Policy, store: &dyn SharedStore, now: u64, spent: 
                     .map_err(|e| (rule, e))
             }
             Spent::Concurrent { rule, unit } => crate::concurrency::release(store, unit, now).map_err(|e| (rule, e)),
+            Spent::Share { fingerprint, cost, .. } => {
+                if let Some(a) = store.allowances() {
+                    a.borrow_mut().give_back(fingerprint, cost);
+                }
+                Ok(())
+            }
         };
         if let Err(e) = result {
             d.books.errors.push(e);

@@ -26,7 +26,8 @@ pub fn charge(policy: &Policy, store: &dyn SharedStore, spent: &Spent, extra: u6
             let Some(r) = policy.rules.get(rule) else { return Ok(()) };
             store::lease_update(store, policy.slots, fingerprint, &r.limit, now, |l| ((), Some(l.charge(now, &r.limit, extra)))).map_err(|e| (rule, e))
         }
-        Spent::Concurrent { .. } => Ok(()),
+        // Rules with a cost get no share (`allowance::eligible`).
+        Spent::Concurrent { .. } | Spent::Share { .. } => Ok(()),
     }
 }
 
@@ -35,6 +36,7 @@ pub fn with_cost(spent: &Spent, units: u64) -> Spent {
     match *spent {
         Spent::Bucket { rule, fingerprint, fallback, .. } => Spent::Bucket { rule, fingerprint, fallback, cost: units },
         Spent::Lease { rule, fingerprint, window, .. } => Spent::Lease { rule, fingerprint, window, cost: units },
+        Spent::Share { rule, fingerprint, .. } => Spent::Share { rule, fingerprint, cost: units },
         other => other,
     }
 }
@@ -42,7 +44,7 @@ pub fn with_cost(spent: &Spent, units: u64) -> Spent {
 /// What a spend cost (a concurrency unit: nothing to settle).
 pub fn cost_of(spent: &Spent) -> Option<u64> {
     match *spent {
-        Spent::Bucket { cost, .. } | Spent::Lease { cost, .. } => Some(cost),
+        Spent::Bucket { cost, .. } | Spent::Lease { cost, .. } | Spent::Share { cost, .. } => Some(cost),
         Spent::Concurrent { .. } => None,
     }
 }
