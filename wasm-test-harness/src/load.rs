@@ -112,8 +112,10 @@ struct Shared {
     opts: LoadOptions,
     next: AtomicU64,
     deadline: Option<Instant>,
-    /// With a rate: one permit per request, released on time by the pacer.
-    pace: Option<Arc<tokio::sync::Semaphore>>,
+    /// With a rate: one message per request, sent on time by the pacer. A
+    /// receiver gets every message sent before the pacer hung up, so no
+    /// request released at the end is lost.
+    pace: Option<tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<()>>>,
 }
 
 #[derive(Default)]
@@ -192,15 +194,14 @@ pub fn load(opts: LoadOptions) -> anyhow::Result<LoadReport> {
 async fn run(opts: LoadOptions) -> anyhow::Result<LoadReport> {
     let start = Instant::now();
     let deadline = opts.duration.map(|d| start + d);
-    let pace = opts.rate.map(|_| Arc::new(tokio::sync::Semaphore::new(0)));
-    let pacer = match (&pace, opts.rate) {
-        (Some(permits), Some(rate)) => {
-            let (permits, total) = (permits.clone(), opts.total);
-            Some(std::thread::spawn(move || {
-                pacer(&permits, start, rate, deadline, total)
-            }))
+    let (pace, pacer) = match opts.rate {
+        Some(rate) => {
+            let (due, pace) = tokio::sync::mpsc::unbounded_channel();
+            let total = opts.total;
+            let pacer = std::thread::spawn(move || pacer(&due, start, rate, deadline, total));
+            (Some(tokio::sync::Mutex::new(pace)), Some(pacer))
         }
-        _ => None,
+        None => (None, None),
     };
     let shared = Arc::new(Shared {
         deadline,
@@ -249,11 +250,10 @@ async fn worker(shared: Arc<Shared>) -> Tally {
     let mut tally = Tally::default();
     let mut conn: Option<SendRequest<Full<Bytes>>> = None;
     loop {
-        if let Some(permits) = &shared.pace {
-            // Closed when the pacer is done: no request is due any more.
-            match permits.acquire().await {
-                Ok(permit) => permit.forget(),
-                Err(_) => break,
+        if let Some(pace) = &shared.pace {
+            // None once the pacer is done and every due request is taken.
+            if pace.lock().await.recv().await.is_none() {
+                break;
             }
         }
         let idx = shared.next.fetch_add(1, Ordering::Relaxed);
@@ -296,15 +296,15 @@ async fn worker(shared: Arc<Shared>) -> Tally {
     tally
 }
 
-/// Releases one permit per request at `start + idx / rate`, from a thread
+/// Sends one message per request at `start + idx / rate`, from a thread
 /// of its own: tokio's timer counts whole milliseconds, so pacing with it
 /// would send every request due within the same millisecond at once (two
 /// at a time at 2,000 requests/s, the second queued behind the first in
 /// Envoy), and spinning to the microsecond would take the CPU from what
 /// shares it with the load (the counter service, Redis). A thread's sleep
-/// wakes within tens of microseconds. Closes the permits at the end.
+/// wakes within tens of microseconds. Hangs up (drops `due`) at the end.
 fn pacer(
-    permits: &tokio::sync::Semaphore,
+    due: &tokio::sync::mpsc::UnboundedSender<()>,
     start: Instant,
     rate: f64,
     deadline: Option<Instant>,
@@ -319,10 +319,11 @@ fn pacer(
         if let Some(wait) = at.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
-        permits.add_permits(1);
+        if due.send(()).is_err() {
+            break;
+        }
         idx += 1;
     }
-    permits.close();
 }
 
 async fn connect(port: u16) -> anyhow::Result<SendRequest<Full<Bytes>>> {
