@@ -56,6 +56,10 @@ use crate::bucket::{mul_div, Outcome, State};
 use crate::policy::{Algorithm, Limit, Rule};
 use crate::store::{self, Note, SharedStore, StoreError};
 
+mod lease;
+pub(crate) use lease::Loan;
+pub use lease::{lease_eligible, loan_size};
+
 /// How long a reservation counts in its slot.
 pub const LIFE_NS: u64 = 500_000_000;
 /// How long after reserving a worker spends from its share.
@@ -203,6 +207,8 @@ impl Share {
 #[derive(Debug, Default)]
 pub struct Allowances {
     shares: HashMap<u64, Share>,
+    /// Units of global rules' leases lent to this worker (see `lease`).
+    loans: HashMap<u64, Loan>,
     /// When this worker last decided each key in its slot (bounded by
     /// [`MAX_SEEN_KEYS`]): a share goes only to a key seen within
     /// [`SPEND_WITHIN_NS`], never on a key's first request.
@@ -210,13 +216,13 @@ pub struct Allowances {
 }
 
 impl Allowances {
-    /// Keys this worker holds a share of.
+    /// Keys this worker holds a share or a loan of.
     pub fn len(&self) -> usize {
-        self.shares.len()
+        self.shares.len().saturating_add(self.loans.len())
     }
 
     pub fn is_empty(&self) -> bool {
-        self.shares.is_empty()
+        self.shares.is_empty() && self.loans.is_empty()
     }
 
     /// Admits `cost` units of the key from this worker's share, if it has
@@ -250,9 +256,12 @@ impl Allowances {
         last.is_some_and(|at| now.saturating_sub(at) < SPEND_WITHIN_NS)
     }
 
-    /// Gives back `cost` units admitted from the key's share by a request
+    /// Gives back `cost` units admitted from the key's share (or loan) by a request
     /// that was then refused (or waits) after all.
     pub fn give_back(&mut self, fingerprint: u64, cost: u64) {
+        if self.give_back_loan(fingerprint, cost) {
+            return;
+        }
         if let Some(s) = self.shares.get_mut(&fingerprint) {
             s.spent = s.spent.saturating_sub(cost);
             s.local_tat = s.local_tat.saturating_sub(units_ns(&s.limit, cost));
@@ -335,11 +344,13 @@ fn shown(o: Outcome, limit: &Limit, held: u64) -> Outcome {
 /// its share costs no more hostcalls than without shares. Returns the
 /// errors; a share that could not be settled is dropped too.
 pub fn settle_due(allowances: &RefCell<Allowances>, store: &dyn SharedStore, now: u64, all: bool) -> Vec<StoreError> {
-    let due: Vec<(u64, Share)> = {
-        let mut a = allowances.borrow_mut();
-        let keys: Vec<u64> = a.shares.iter().filter(|(_, s)| all || now >= s.stop_at).map(|(fp, _)| *fp).collect();
-        keys.into_iter().filter_map(|fp| a.shares.remove(&fp).map(|s| (fp, s))).collect()
-    };
+    let mut a = allowances.borrow_mut();
+    let keys: Vec<u64> = a.shares.iter().filter(|(_, s)| all || now >= s.stop_at).map(|(fp, _)| *fp).collect();
+    let due: Vec<(u64, Share)> = keys.into_iter().filter_map(|fp| a.shares.remove(&fp).map(|s| (fp, s))).collect();
+    let loans = a.due_loans(now, all);
+    drop(a);
+    // A loan is repaid even unspent: its units go back to the lease.
+    let repaid = loans.into_iter().filter_map(|(fp, l)| store::lease_update(store, l.slots, fp, &l.limit, now, |lease| ((), Some(l.repaid(lease, now)))).err());
     due.into_iter()
         .filter(|(_, s)| s.spent > 0)
         .filter_map(|(fp, s)| {
@@ -349,6 +360,7 @@ pub fn settle_due(allowances: &RefCell<Allowances>, store: &dyn SharedStore, now
             })
             .err()
         })
+        .chain(repaid)
         .collect()
 }
 

@@ -142,12 +142,12 @@ proptest! {
 
     /// A lease reads back as written, alone and in its slot.
     #[test]
-    fn leases_round_trip(fingerprint in 1u64.., a: [u64; 4], b: [u32; 11]) {
+    fn leases_round_trip(fingerprint in 1u64.., a: [u64; 4], b: [u32; 12]) {
         let lease = Lease {
             window: a[0], ends_at: a[1], asked_at: a[2],
             units: b[0], used: b[1], next_units: b[2], next_used: b[3],
             seen: b[4], seen_before: b[5], owed: b[6], used_before: b[7],
-            ahead_units: b[8], ahead_used: b[9], ahead_last: a[3], arrived: b[10],
+            ahead_units: b[8], ahead_used: b[9], ahead_last: a[3], arrived: b[10], held: b[11],
         };
         let mut out = Vec::new();
         lease.encode_into(&mut out);
@@ -159,7 +159,7 @@ proptest! {
     /// Any bytes decode to something or nothing, never a panic, and what a
     /// slot decodes to encodes back to the same state.
     #[test]
-    fn any_slot_bytes_decode(bytes in prop::collection::vec(any::<u8>(), 0..80)) {
+    fn any_slot_bytes_decode(bytes in prop::collection::vec(any::<u8>(), 0..96)) {
         let (fp, state) = State::decode(&bytes);
         if fp != 0 && state != State::Empty {
             prop_assert_eq!(State::decode(&state.encode(fp)), (fp, state));

@@ -293,3 +293,33 @@ fn a_flood_of_one_off_keys_reserves_nothing_and_the_memory_of_keys_is_bounded() 
     assert!(worker.shares.borrow().is_empty());
     assert!(worker.shares.borrow().seen.len() <= MAX_SEEN_KEYS);
 }
+
+#[test]
+fn a_loan_is_spent_up_to_what_was_lent_and_never_past_its_window() {
+    let l = per_second(1000);
+    let now = 10 * S;
+    let lease = crate::lease::Lease { window: 10, units: 100, used: 300, ends_at: now + 100 * MS, ..Default::default() };
+    assert_eq!(loan_size(&lease, &l, now), 25, "a quarter of the units, under a sixteenth of the limit (62)");
+    assert_eq!(loan_size(&crate::lease::Lease { used: 1000, ..lease }, &l, now), 0, "contested");
+    assert_eq!(loan_size(&crate::lease::Lease { owed: 1, ..lease }, &l, now), 0, "owes");
+    assert_eq!(loan_size(&lease, &per_second(31), now), 0, "too small a limit to lend");
+    assert_eq!(loan_size(&lease, &l, now + 100 * MS), 0, "the window is over");
+    let lent = lease.lend(4);
+    let mut a = Allowances::default();
+    a.keep_loan(7, Loan::new(SLOTS, &l, &lent, 4, now));
+    let o = a.spend_lease(7, &l, now, 1).expect("from the loan");
+    // The instance's global budget left: 1000 - 300 reserved + 100 here, less this one.
+    assert_eq!((o.allowed, o.remaining, o.reset_ns), (true, 799, 100 * MS));
+    assert!(a.spend_lease(7, &per_second(999), now, 1).is_none(), "another limit");
+    assert!(a.spend_lease(7, &l, now, 4).is_none(), "more than is left");
+    assert!(a.spend_lease(7, &l, now + 100 * MS, 1).is_none(), "the window ended");
+    for _ in 0..3 {
+        assert!(a.spend_lease(7, &l, now + 99 * MS, 1).is_some());
+    }
+    assert!(a.spend_lease(7, &l, now + 99 * MS, 1).is_none(), "all four spent");
+    a.give_back(7, 1);
+    assert!(a.spend_lease(7, &l, now + 99 * MS, 1).is_some(), "the unit given back");
+    // Due on the tick once it may no longer be spent.
+    assert_eq!(a.due_loans(now + 50 * MS, false).len(), 0);
+    assert_eq!(a.due_loans(now + 100 * MS, false).len(), 1);
+}

@@ -31,7 +31,7 @@ impl Lease {
         let left_ns = self.ends_at.saturating_sub(now);
         let needed = mul_div(rate, left_ns, per);
         let budget = limit.requests.saturating_sub(u64::from(self.used));
-        let (units, owed) = (u64::from(self.units), u64::from(self.owed));
+        let (units, owed) = (self.held_here(), u64::from(self.owed));
         if (units.saturating_mul(2) < needed || owed > 0) && budget > 0 {
             let want = needed.saturating_add(margin).saturating_add(1).saturating_add(owed);
             return Some((cap(want.saturating_sub(units).min(budget)), false));
@@ -68,7 +68,7 @@ impl Lease {
     pub fn top_up(&self, now: u64, limit: &Limit) -> Option<u32> {
         let per = limit.window_ns(now);
         let left = self.ends_at.saturating_sub(now);
-        if self.window == 0 || self.units > 0 || left < per / 8 {
+        if self.window == 0 || self.held_here() > 0 || left < per / 8 {
             return None;
         }
         let needed = mul_div(self.rate(now, per), left, per);

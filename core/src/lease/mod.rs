@@ -96,6 +96,9 @@ pub struct Lease {
     /// (`seen` leaves out those another rule refused): none means the
     /// key's traffic is not here (see `give_back`).
     pub arrived: u32,
+    /// Units of `window` lent to workers' memories (see
+    /// `allowance::lease`): out of `units`, still this instance's to spend.
+    pub held: u32,
 }
 
 /// An ask counts as lost after this long without an answer.
@@ -117,6 +120,8 @@ impl Lease {
         self.used_before = if passed == 1 { self.used } else { 0 };
         self.seen = 0;
         self.arrived = 0;
+        // Units lent in the window that ended are spent or lost with it.
+        self.held = 0;
         // A debt the service never covered stays with its window.
         self.owed = 0;
         let target = self.window.saturating_add(passed);
@@ -203,6 +208,34 @@ impl Lease {
         Lease { seen: self.seen.saturating_add(u32::try_from(cost).unwrap_or(u32::MAX)), ..self }
     }
 
+    /// Units this instance may still spend in `window`: those in the lease
+    /// and those lent to workers.
+    pub fn held_here(&self) -> u64 {
+        u64::from(self.units).saturating_add(u64::from(self.held))
+    }
+
+    /// Lends `units` to a worker's memory (see `allowance::lease`).
+    pub fn lend(self, units: u32) -> Lease {
+        let units = units.min(self.units);
+        Lease { units: self.units.saturating_sub(units), held: self.held.saturating_add(units), ..self }
+    }
+
+    /// A worker's loan comes back: `lent` units of `window`, of which it
+    /// admitted `spent` requests (counted now, in the window they were
+    /// admitted in); the rest return to the lease while that window lasts.
+    pub fn repay(mut self, now: u64, limit: &Limit, window: u64, lent: u32, spent: u32) -> Lease {
+        // Into the window the loan was for, before it rolls (if it ended).
+        if self.window == window && window != 0 {
+            self.held = self.held.saturating_sub(lent);
+            self.units = self.units.saturating_add(lent.saturating_sub(spent));
+            self.seen = self.seen.saturating_add(spent);
+            self.arrived = self.arrived.saturating_add(spent);
+        } else if window != 0 && window.checked_add(1) == Some(self.window) {
+            self.seen_before = self.seen_before.saturating_add(spent);
+        }
+        self.roll(now, limit.window_ns(now))
+    }
+
     /// Gives back a unit spent by a request that another rule denied (or
     /// that waits to be decided again), and takes the request out of
     /// `seen`: a rule's demand counts only the requests the other rules
@@ -261,11 +294,13 @@ impl Lease {
                     l.next_used = next_used;
                     l.seen_before = l.seen;
                     l.seen = 0;
+                    l.held = 0;
                     if l.ahead_last < a.window.saturating_add(2) {
                         l.drop_span();
                     }
                 } else {
                     l.units = 0;
+                    l.held = 0;
                     l.used = 0;
                     l.next_units = 0;
                     l.next_used = 0;
@@ -327,10 +362,11 @@ impl Lease {
         }
         out.extend_from_slice(&self.ahead_last.to_le_bytes());
         out.extend_from_slice(&self.arrived.to_le_bytes());
+        out.extend_from_slice(&self.held.to_le_bytes());
     }
 
     /// Length of `encode_into`'s output.
-    pub const ENCODED_LEN: usize = 4 * 8 + 11 * 4;
+    pub const ENCODED_LEN: usize = 4 * 8 + 12 * 4;
 
     pub fn decode(b: &[u8]) -> Option<Lease> {
         Some(Lease {
@@ -350,6 +386,7 @@ impl Lease {
             ahead_used: u32_at(b, 60).unwrap_or(0),
             ahead_last: u64_at(b, 64).unwrap_or(0),
             arrived: u32_at(b, 72).unwrap_or(0),
+            held: u32_at(b, 76).unwrap_or(0),
         })
     }
 }

@@ -309,6 +309,7 @@ fn encoding_round_trips() {
         ahead_used: 13,
         ahead_last: 14,
         arrived: 15,
+        held: 16,
     };
     let mut out = Vec::new();
     lease.encode_into(&mut out);
@@ -316,7 +317,30 @@ fn encoding_round_trips() {
     assert_eq!(Lease::decode(&out), Some(lease));
     assert_eq!(Lease::decode(&out[..10]), None);
     let earlier = Lease::decode(&out[..48]).expect("a lease of an earlier version");
-    assert_eq!(earlier, Lease { owed: 0, used_before: 0, ahead_units: 0, ahead_used: 0, ahead_last: 0, arrived: 0, ..lease });
+    assert_eq!(earlier, Lease { owed: 0, used_before: 0, ahead_units: 0, ahead_used: 0, ahead_last: 0, arrived: 0, held: 0, ..lease });
     let before_spans = Lease::decode(&out[..56]).expect("a lease stored before spans");
-    assert_eq!(before_spans, Lease { ahead_units: 0, ahead_used: 0, ahead_last: 0, arrived: 0, ..lease });
+    assert_eq!(before_spans, Lease { ahead_units: 0, ahead_used: 0, ahead_last: 0, arrived: 0, held: 0, ..lease });
+    let before_loans = Lease::decode(&out[..76]).expect("a lease stored before loans");
+    assert_eq!(before_loans, Lease { held: 0, ..lease });
+}
+
+#[test]
+fn a_loan_is_the_instances_and_comes_back_while_its_window_lasts() {
+    let l = limit(100);
+    let now = 10 * S;
+    let lease = Lease::default().grant(now, &l, &answer(40, 40, 10, S / 2));
+    let lent = lease.lend(8);
+    assert_eq!((lent.units, lent.held, lent.held_here()), (32, 8, 40));
+    // Lent units are still the instance's: the refill sizing is unchanged.
+    assert_eq!(lent.want(now, &l), lease.want(now, &l));
+    // Five admitted from the loan: counted, the other three back.
+    let repaid = lent.repay(now + 1, &l, 10, 8, 5);
+    assert_eq!((repaid.units, repaid.held, repaid.seen), (35, 0, 5));
+    assert_eq!(repaid.arrived, 5);
+    // Repaid after the window ended: the units ended with it, the requests
+    // count in the window they were admitted in.
+    let late = lent.repay(now + S / 2, &l, 10, 8, 5);
+    assert_eq!((late.units, late.held, late.seen, late.seen_before), (0, 0, 0, 5));
+    // Never more than the lease holds.
+    assert_eq!(lease.lend(100).held_here(), 40);
 }

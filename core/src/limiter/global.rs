@@ -3,12 +3,14 @@
 //! service is unreachable.
 
 use super::{Carry, Ctx, LeaseNeed, Spent, TICK_GRACE_NS};
+use crate::allowance::{Allowances, Loan};
 use crate::bucket::Outcome;
 use crate::counter_api::Ask;
 use crate::hash::Fnv;
 use crate::lease::Step;
 use crate::policy::{FailureMode, Limit, Policy, Rule};
 use crate::store::{self, SharedStore, StoreError};
+use std::cell::RefCell;
 
 /// The limit a failing-open global rule enforces in each instance.
 pub fn fallback_limit(policy: &Policy, rule: &Rule) -> Limit {
@@ -194,7 +196,12 @@ pub(super) fn spend_lease(
         return Ok((Verdict::Waits, LeaseEffects { redo_at: Some(now.saturating_add(turn_wait)), ..LeaseEffects::default() }));
     }
     let lease_fp = derived(key.fp, b"lease");
-    let step = spend(policy, key, lease_fp, store, ctx, carried)?;
+    let loans = store.allowances().filter(|_| carried.is_none() && crate::allowance::lease_eligible(rule, limit));
+    if let Some(o) = loans.and_then(|a| a.borrow_mut().spend_lease(lease_fp, limit, now, key.cost)) {
+        let spent = Some(Spent::Share { rule: key.index, fingerprint: lease_fp, cost: key.cost });
+        return Ok((Verdict::Decided(o), LeaseEffects { spent, ..LeaseEffects::default() }));
+    }
+    let step = spend(policy, key, lease_fp, store, ctx, carried, loans)?;
     let ask = |want: u32, next: bool| lease_need((rule, limit), key.index, (key.fp, lease_fp), &key.id, want, next);
     let mut fx = LeaseEffects { refills: step.refill.map(|(want, next)| ask(want, next)).into_iter().collect(), ..LeaseEffects::default() };
     let lease = step.lease;
@@ -203,7 +210,7 @@ pub(super) fn spend_lease(
             fx.spent = Some(Spent::Lease { rule: key.index, fingerprint: lease_fp, window: carried.unwrap_or(lease.window), cost: key.cost });
             fx.credited = step.credited;
             let reserved = u64::from(lease.used).saturating_add(u64::from(lease.owed));
-            let global_left = limit.requests.saturating_sub(reserved).saturating_add(u64::from(lease.units));
+            let global_left = limit.requests.saturating_sub(reserved).saturating_add(lease.held_here());
             // On credit for a window not known yet: the service's windows
             // are aligned to its clock, which ours is assumed to match.
             let reset_ns = if lease.window == 0 { limit.window_end(limit.window_at(now)).saturating_sub(now) } else { lease.ends_at.saturating_sub(now) };
@@ -257,20 +264,38 @@ struct Spending {
     /// Units of the current window asked along with a reservation ahead.
     top_up: Option<u32>,
     credited: bool,
+    /// Units lent to this worker's memory.
+    lent: u32,
 }
 
 /// Spends a unit of the key's lease (one compare-and-swap), and works out
-/// what it should ask the counter service for.
-fn spend(policy: &Policy, key: &LeaseKey, lease_fp: u64, store: &dyn SharedStore, ctx: Ctx, carried: Option<u64>) -> Result<Spending, StoreError> {
+/// what it should ask the counter service for. With `loans` (this
+/// worker's, see `allowance::lease`), the same compare-and-swap repays the
+/// worker's last loan of the key and, while the key is busy here and far
+/// from its budget, lends it a new one.
+fn spend(
+    policy: &Policy,
+    key: &LeaseKey,
+    lease_fp: u64,
+    store: &dyn SharedStore,
+    ctx: Ctx,
+    carried: Option<u64>,
+    loans: Option<&RefCell<Allowances>>,
+) -> Result<Spending, StoreError> {
     let (rule, limit, cost, now) = (key.rule, key.limit, key.cost, ctx.now);
     let credit = credit_allowed(policy, rule, limit);
-    store::lease_update(store, policy.slots, lease_fp, limit, now, |l| {
+    let (old, busy) = loans.map_or((None, false), |a| a.borrow_mut().take_loan(lease_fp, now));
+    let result = store::lease_update(store, policy.slots, lease_fp, limit, now, |l| {
+        let l = old.as_ref().map_or(l, |loan| loan.repaid(l, now));
         // Units granted to this request are its own: nothing to spend
         // here, but it counts in the lease's demand now.
         let (step, mut next) = match carried {
             Some(_) => (Step::Spent, l.spend_carried(now, limit, cost)),
             None => l.spend(now, limit, cost, credit),
         };
+        let credited = next.owed > l.owed;
+        let lent = if busy && step == Step::Spent && !credited { crate::allowance::loan_size(&next, limit, now) } else { 0 };
+        next = next.lend(lent);
         // An exhausted window still reserves the next one ahead of time,
         // at once when requests will queue for it.
         let refill = match step {
@@ -293,9 +318,21 @@ fn spend(policy: &Policy, key: &LeaseKey, lease_fp: u64, store: &dyn SharedStore
             (Step::Exhausted { .. }, Some((_, true))) => next.top_up(now, limit),
             _ => None,
         };
-        let credited = next.owed > l.owed;
-        (Spending { step, lease: next, refill, top_up, credited }, Some(next))
-    })
+        (Spending { step, lease: next, refill, top_up, credited, lent }, Some(next))
+    });
+    if let Some(a) = loans {
+        match &result {
+            Ok(s) if s.lent > 0 => a.borrow_mut().keep_loan(lease_fp, Loan::new(policy.slots, limit, &s.lease, s.lent, now)),
+            // Repaid later (by the tick), from where it was.
+            Err(_) => {
+                if let Some(loan) = old {
+                    a.borrow_mut().keep_loan(lease_fp, loan);
+                }
+            }
+            Ok(_) => {}
+        }
+    }
+    result
 }
 
 /// The lease's own ask for `want` units of a rule's key.

@@ -6,6 +6,7 @@
 
 use std::rc::Rc;
 
+use sluice_core::allowance::{settle_due, Allowances};
 use sluice_core::counter_api::Ask;
 use sluice_core::flow::{apply_answers, At, Env, Event, Fate, Flow, Out};
 use sluice_core::lease::Answer;
@@ -13,7 +14,7 @@ use sluice_core::limiter::{decide_carrying, Carry, Ctx, Decision, LeaseNeed, Spa
 use sluice_core::memory_counter::MemoryCounter;
 use sluice_core::policy::Policy;
 use sluice_core::request::MemoryRequest;
-use sluice_core::store::{ensure_slots, MemoryStore};
+use sluice_core::store::{ensure_slots, MemoryStore, SharedStore, StoreError};
 
 pub const MS: u64 = 1_000_000;
 
@@ -54,9 +55,36 @@ impl FakeCounter {
     }
 }
 
+/// An instance's shared data as its one worker sees it: the store, and
+/// the worker's shares and loans of busy keys (as the filter's).
+#[derive(Default)]
+pub struct Worker {
+    pub shared: MemoryStore,
+    pub shares: std::cell::RefCell<Allowances>,
+}
+
+impl std::ops::Deref for Worker {
+    type Target = MemoryStore;
+    fn deref(&self) -> &MemoryStore {
+        &self.shared
+    }
+}
+
+impl SharedStore for Worker {
+    fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
+        self.shared.get(key)
+    }
+    fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError> {
+        self.shared.set(key, value, cas)
+    }
+    fn allowances(&self) -> Option<&std::cell::RefCell<Allowances>> {
+        Some(&self.shares)
+    }
+}
+
 pub struct Instance {
     pub policy: Rc<Policy>,
-    pub store: MemoryStore,
+    pub store: Worker,
     pub refills: Vec<LeaseNeed>,
     /// The leader's watch of spans reserved ahead.
     pub spans: Spans,
@@ -66,8 +94,8 @@ pub struct Instance {
 
 impl Instance {
     pub fn new(policy: Policy) -> Instance {
-        let store = MemoryStore::default();
-        ensure_slots(&store, policy.slots).unwrap();
+        let store = Worker::default();
+        ensure_slots(&store.shared, policy.slots).unwrap();
         Instance { policy: Rc::new(policy), store, refills: Vec::new(), spans: Spans::default(), rng: 0x9e37_79b9_7f4a_7c15 }
     }
 
@@ -156,6 +184,8 @@ impl Instance {
 
     /// What the leader sends on a tick, as the filter's leader does.
     pub fn lead(&mut self, now: u64) -> Vec<LeaseNeed> {
+        let unsettled = settle_due(&self.store.shares, &self.store, now, false);
+        assert!(unsettled.is_empty(), "{unsettled:?}");
         let mut needs = std::mem::take(&mut self.refills);
         self.spans.widen(&self.policy, &mut needs, now);
         let (back, errors) = self.spans.sweep(&self.policy, &self.store, now, usize::MAX);
