@@ -49,6 +49,7 @@ struct CostIds {
 #[derive(Clone, Copy, Debug, Default)]
 struct Fixed {
     decision_us: Option<u32>,
+    periodic_us: Option<u32>,
     queue_wait_ms: Option<u32>,
     queue_length: Option<u32>,
     degraded: Option<u32>,
@@ -219,6 +220,7 @@ fn fixed() -> Fixed {
     }
     let f = Fixed {
         decision_us: define(MetricType::Histogram, "sluice_decision_duration_us"),
+        periodic_us: define(MetricType::Histogram, "sluice_periodic_work_duration_us"),
         queue_wait_ms: define(MetricType::Histogram, "sluice_queue_wait_ms"),
         queue_length: define(MetricType::Gauge, "sluice_queue_length"),
         degraded: define(MetricType::Gauge, "sluice_degraded"),
@@ -248,6 +250,12 @@ pub fn lease_units(policy: &sluice_core::policy::Policy, granted: &[(usize, u64)
 
 pub fn decision_time(us: u64) {
     record(fixed().decision_us, us);
+}
+
+/// How long one tick, or the handling of one counter-service answer, held
+/// the worker: the requests that arrive meanwhile wait for it.
+pub fn periodic_work(us: u64) {
+    record(fixed().periodic_us, us);
 }
 
 pub fn queue_wait(ms: u64) {

@@ -8,15 +8,17 @@
 //! into batched reserve calls and, while the counter service is down,
 //! probes it once a second.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::time::Duration;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType};
+use sluice_core::allowance::Budget;
 use sluice_core::coordination::{resign, try_lead};
 use sluice_core::flow::{Event, TICK_NS};
+use sluice_core::lease::Answer;
 use sluice_core::limiter::{LeaseNeed, Spans};
 use sluice_core::policy::Policy;
 use sluice_core::store::ensure_slots;
@@ -36,9 +38,16 @@ const LEASE_EVERY_NS: u64 = 50_000_000;
 const LEADER_TERM_NS: u64 = 4 * LEASE_EVERY_NS;
 const PROBE_EVERY_NS: u64 = 1_000_000_000;
 /// Leases reserved ahead the leader looks at per tick, at most (one
-/// shared-data read each): 6,400 a second, spread so that no tick holds
+/// shared-data read each): 3,200 a second (1,024 watched keys about three
+/// times a second), spread so that no tick holds
 /// the worker's requests for long (see `Spans::sweep`).
-const SWEEP_PER_TICK: usize = 64;
+const SWEEP_PER_TICK: usize = 32;
+/// Answers of the counter service applied per turn (a shared-data read
+/// and write each), at most; the rest on the next ticks.
+const ANSWERS_PER_TURN: usize = 24;
+/// Shares and loans settled per tick (a compare-and-swap each), at most,
+/// besides those that would lapse before the tick after next.
+const SETTLE_PER_TICK: usize = 24;
 
 /// What a root context's callout was for.
 enum Call {
@@ -66,9 +75,13 @@ pub struct SluiceRoot {
     spans: Spans,
     /// This root won the last leader election.
     leading: bool,
+    /// Answers to the leader's calls not applied yet (a few per turn).
+    answers: VecDeque<(LeaseNeed, Answer)>,
     /// Envoy is done with this root (its configuration was replaced): it
     /// only waits for the answers of its calls in flight.
     closing: bool,
+    /// The tick period set, ns.
+    tick_ns: u64,
 }
 
 impl SluiceRoot {
@@ -84,14 +97,18 @@ impl SluiceRoot {
             last_lease_work: 0,
             spans: Spans::default(),
             leading: false,
+            answers: VecDeque::new(),
             closing: false,
+            tick_ns: 0,
         }
     }
 }
 
 impl Context for SluiceRoot {
     fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
+        let started = std::time::Instant::now();
         self.answered(token, body_size);
+        crate::metrics::periodic_work(micros(started));
         if self.closing && self.calls.is_empty() {
             crate::host::done();
         }
@@ -107,6 +124,9 @@ impl Context for SluiceRoot {
         if let Err(e) = resign(&HostStore, self.me) {
             log::debug!("leader resignation: {e}");
         }
+        if let Some(policy) = self.policy.clone() {
+            global::apply_refills(&policy, &mut self.answers, usize::MAX, now_ns());
+        }
         self.calls.is_empty()
     }
 }
@@ -117,7 +137,8 @@ impl SluiceRoot {
         match self.calls.remove(&token) {
             Some(Call::Reserve(needs)) => {
                 let Some(policy) = self.policy.clone() else { return };
-                global::refilled(&policy, &needs, body_size, now);
+                self.answers.extend(global::refilled(&policy, needs, body_size, now));
+                global::apply_refills(&policy, &mut self.answers, if self.closing { usize::MAX } else { ANSWERS_PER_TURN }, now);
             }
             Some(Call::Probe) if callout::status() == Some(200) => global::reachable(true, now, ""),
             Some(Call::Probe) => crate::metrics::failed(crate::metrics::Call::Probe),
@@ -310,26 +331,50 @@ impl RootContext for SluiceRoot {
         }
         // Requests held under a previous policy still need waking.
         // Otherwise the tick only hands the worker's metrics to Envoy.
-        let ticks = policy.global.is_some() || policy.rules.iter().any(|r| r.queue.is_some()) || queue::len() > 0;
-        if let Err(e) = hostcalls::set_tick_period(if ticks { TICK } else { crate::metrics::FLUSH_EVERY }) {
+        // And a worker's shares settle a few per tick, well before they lapse.
+        let ticks = policy.global.is_some() || policy.rules.iter().any(|r| r.queue.is_some() || sluice_core::allowance::eligible(r)) || queue::len() > 0;
+        let period = if ticks { TICK } else { crate::metrics::FLUSH_EVERY };
+        if let Err(e) = hostcalls::set_tick_period(period) {
             log::error!("no tick period set: {e:?}");
         }
+        self.tick_ns = u64::try_from(period.as_nanos()).unwrap_or(u64::MAX);
         crate::metrics::define_rules(&policy.rules);
         // The shares this worker holds were reserved under the old limits.
-        settle_shares(now_ns(), true);
+        settle_shares(now_ns(), None);
         log::info!("policy loaded: {} rules, {} slots", policy.rules.len(), policy.slots);
         self.policy = Some(Rc::new(policy));
         true
     }
 
     fn on_tick(&mut self) {
+        let started = std::time::Instant::now();
+        self.tick();
+        crate::metrics::periodic_work(micros(started));
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(SluiceFilter::new(context_id, self.policy.clone(), self.queue, self.instance.clone())))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+impl SluiceRoot {
+    /// The root's periodic work: metrics to Envoy, shares settled, held
+    /// requests woken, refills handed over; as leader, the lease work.
+    fn tick(&mut self) {
         crate::metrics::flush();
         let now = now_ns();
-        settle_shares(now, false);
+        // Whatever would lapse before the tick after next, and a few more.
+        let urgent_until = now.saturating_add(self.tick_ns.saturating_mul(2));
+        settle_shares(now, Some(Budget { writes: SETTLE_PER_TICK, urgent_until }));
         for (context_id, flow) in queue::due(now) {
             self.wake(context_id, &flow, Event::Wake);
         }
         let Some(policy) = self.policy.clone() else { return };
+        global::apply_refills(&policy, &mut self.answers, ANSWERS_PER_TURN, now);
         if policy.global.is_some() {
             global::refresh_degraded();
             global::send_refills(self.queue);
@@ -350,21 +395,23 @@ impl RootContext for SluiceRoot {
             self.lead(&policy);
         }
     }
-
-    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(SluiceFilter::new(context_id, self.policy.clone(), self.queue, self.instance.clone())))
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
-    }
 }
 
-/// Settles this worker's shares of busy keys that may no longer be spent
-/// (`all`: every one); see `sluice_core::allowance`.
-fn settle_shares(now: u64, all: bool) {
+/// Microseconds since `started`.
+fn micros(started: std::time::Instant) -> u64 {
+    u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Settles this worker's shares and loans of busy keys that may no longer
+/// be spent, within `budget` (`None`: every one, due or not); see
+/// `sluice_core::allowance`.
+fn settle_shares(now: u64, budget: Option<Budget>) {
     if let Some(shares) = sluice_core::store::SharedStore::allowances(&HostStore) {
-        for e in sluice_core::allowance::settle_due(shares, &HostStore, now, all) {
+        let errors = match budget {
+            Some(b) => sluice_core::allowance::settle_some(shares, &HostStore, now, false, b),
+            None => sluice_core::allowance::settle_due(shares, &HostStore, now, true),
+        };
+        for e in errors {
             warn_within_budget!(now, "a worker's share of a key not settled (it lapses by itself within a second): {e}");
         }
     }

@@ -76,6 +76,12 @@ fn metrics_carry_rule_tier_and_decision_labels() {
     let count = series(&text, "sluice_decision_duration_us_count", &[]).unwrap();
     assert_eq!(buckets.last().copied(), Some(count), "{buckets:?}");
     assert!((7.0..=14.0).contains(&count), "{count} decisions timed for 7 requests");
+    // Every tick (each 10 ms with global rules) and every answer of the
+    // counter service is timed too, on envoy.yaml's buckets.
+    let periodic = series(&text, "sluice_periodic_work_duration_us_count", &[]).unwrap_or(0.0);
+    assert!(periodic >= 100.0, "{periodic} ticks and answers timed");
+    let within = series(&text, "sluice_periodic_work_duration_us_bucket", &[("le", "10000")]).expect("envoy.yaml's buckets");
+    assert!(within <= periodic, "{within} of {periodic}");
     // How long decisions take is `make bench`'s to say (interleaved,
     // on a quiet machine), not a timed test's.
     assert!(series(&text, "sluice_callouts_total", &[("call", "reserve")]).unwrap() >= 1.0);

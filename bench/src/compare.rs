@@ -62,6 +62,10 @@ pub struct Run {
     /// Sluice's own `sluice_decision_duration_us` histogram over the whole
     /// run (p50, p99): the time inside the filter's decision.
     pub decision_us: Option<(f64, f64)>,
+    /// Sluice's `sluice_periodic_work_duration_us` during the fixed-rate run
+    /// (p99, max, as the histogram buckets holding them): how long its ticks
+    /// and the counter service's answers held the worker.
+    pub periodic_us: Option<(f64, f64)>,
     /// Envoy's CPU time per request, µs (all its threads, from schedstat):
     /// at saturation and at the fixed rate. Less noisy than throughput, and
     /// what a filter costs whatever the load.
@@ -108,6 +112,9 @@ pub struct Summary {
     pub fixed_denied: Option<Spread>,
     pub decision_p50_us: Option<Spread>,
     pub decision_p99_us: Option<Spread>,
+    /// Sluice's periodic work (ticks, answers applied), p99 and max µs.
+    pub periodic_p99_us: Option<Spread>,
+    pub periodic_max_us: Option<Spread>,
     pub cpu_us: Option<Spread>,
     /// CPU per request minus noop-wasm's in the same round: the filter's own cost.
     pub cpu_us_vs_noop: Option<Spread>,
@@ -168,6 +175,7 @@ fn one(setup: &Setup, wrk: &Wrk, settings: &Settings, variant: Variant, round: u
     let saturation_cpu_us = per_request(before, cpu(), saturation.requests);
     std::thread::sleep(Duration::from_millis(200));
     let before = cpu();
+    let periodic_before = buckets(&envoy, PERIODIC);
     let report = load(LoadOptions {
         port,
         connections: settings.fixed_connections,
@@ -179,7 +187,8 @@ fn one(setup: &Setup, wrk: &Wrk, settings: &Settings, variant: Variant, round: u
     })?;
     let fixed_cpu_us = per_request(before, cpu(), report.statuses.values().sum());
     let envoy_rss_bytes = envoy.rss_bytes().unwrap_or(0);
-    let decision_us = decision_quantiles(&envoy);
+    let decision_us = quantiles(&envoy, "sluice_decision_duration_us", [50.0, 99.0]);
+    let periodic_us = periodic_before.zip(buckets(&envoy, PERIODIC)).and_then(|(b, a)| bucket_quantiles(&b, &a));
     drop(envoy);
     Ok(Run {
         round,
@@ -196,6 +205,7 @@ fn one(setup: &Setup, wrk: &Wrk, settings: &Settings, variant: Variant, round: u
             errors: report.errors,
         },
         decision_us,
+        periodic_us,
         saturation_cpu_us,
         fixed_cpu_us,
         envoy_rss_bytes,
@@ -208,20 +218,52 @@ fn per_request(before: Option<u64>, after: Option<u64>, requests: u64) -> Option
     (requests > 0).then(|| spent as f64 / 1e3 / requests as f64)
 }
 
-/// p50 and p99 of Sluice's decision-time histogram, from Envoy's admin.
-fn decision_quantiles(envoy: &Envoy) -> Option<(f64, f64)> {
-    let url = envoy.admin_url("/stats?format=json&filter=sluice_decision_duration_us");
+/// Two quantiles (in percent) of one of Sluice's histograms, from Envoy's
+/// admin.
+fn quantiles(envoy: &Envoy, name: &str, [q1, q2]: [f64; 2]) -> Option<(f64, f64)> {
+    let url = envoy.admin_url(&format!("/stats?format=json&filter={name}"));
     let body = wasm_test_harness::get(&url, &[]).ok()?.json().ok()?;
     let hist = body["stats"].as_array()?.iter().find_map(|s| s.get("histograms"))?;
-    let quantiles: Vec<f64> = hist["supported_quantiles"].as_array()?.iter().filter_map(|q| q.as_f64()).collect();
-    let values = hist["computed_quantiles"].as_array()?.iter().find(|h| h["name"].as_str().is_some_and(|n| n.contains("sluice_decision_duration_us")))?
-        ["values"]
-        .as_array()?;
+    let supported: Vec<f64> = hist["supported_quantiles"].as_array()?.iter().filter_map(|q| q.as_f64()).collect();
+    let values = hist["computed_quantiles"].as_array()?.iter().find(|h| h["name"].as_str().is_some_and(|n| n.contains(name)))?["values"].as_array()?;
     let at = |q: f64| {
-        let i = quantiles.iter().position(|x| (x - q).abs() < 1e-9)?;
+        let i = supported.iter().position(|x| (x - q).abs() < 1e-9)?;
         values.get(i)?["cumulative"].as_f64()
     };
-    Some((at(50.0)?, at(99.0)?))
+    Some((at(q1)?, at(q2)?))
+}
+
+/// Sluice's periodic-work histogram.
+const PERIODIC: &str = "sluice_periodic_work_duration_us";
+
+/// A histogram's cumulative bucket counts, `(le, count)`, from Envoy's
+/// Prometheus output (`+Inf` as infinity).
+fn buckets(envoy: &Envoy, name: &str) -> Option<Vec<(f64, f64)>> {
+    let url = envoy.admin_url(&format!("/stats/prometheus?filter={name}"));
+    let text = wasm_test_harness::get(&url, &[]).ok()?.body;
+    let prefix = format!("{name}_bucket{{");
+    let out: Vec<(f64, f64)> = text
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|l| {
+            let le = l.split("le=\"").nth(1)?.split('"').next()?;
+            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+            Some((le, l.rsplit(' ').next()?.parse().ok()?))
+        })
+        .collect();
+    (!out.is_empty()).then_some(out)
+}
+
+/// p99 and max of what was recorded between two readings of a histogram's
+/// buckets, each as the upper bound of the bucket holding it.
+fn bucket_quantiles(before: &[(f64, f64)], after: &[(f64, f64)]) -> Option<(f64, f64)> {
+    let delta: Vec<(f64, f64)> = after.iter().map(|&(le, n)| (le, n - before.iter().find(|b| b.0 == le).map_or(0.0, |b| b.1))).collect();
+    let total = delta.iter().map(|d| d.1).fold(0.0, f64::max);
+    if total <= 0.0 {
+        return None;
+    }
+    let bound = |q: f64| delta.iter().find(|d| d.1 >= q * total).map(|d| d.0);
+    Some((bound(0.99)?, bound(1.0)?))
 }
 
 fn summarise(runs: &[Run], variant: Variant) -> Summary {
@@ -253,6 +295,8 @@ fn summarise(runs: &[Run], variant: Variant) -> Summary {
         fixed_denied: of(&|r| r.fixed.denied()),
         decision_p50_us: of(&|r| r.decision_us.map_or(f64::NAN, |d| d.0)),
         decision_p99_us: of(&|r| r.decision_us.map_or(f64::NAN, |d| d.1)),
+        periodic_p99_us: of(&|r| r.periodic_us.map_or(f64::NAN, |d| d.0)),
+        periodic_max_us: of(&|r| r.periodic_us.map_or(f64::NAN, |d| d.1)),
         cpu_us: of(&|r| r.saturation_cpu_us.unwrap_or(f64::NAN)),
         cpu_us_vs_noop: paired(Variant::NoopWasm, &|r, b| match (r.saturation_cpu_us, b.saturation_cpu_us) {
             (Some(a), Some(b)) => a - b,
@@ -349,9 +393,9 @@ pub fn render(c: &Comparison, settings: &Settings, files: &Files, title: &str, h
     let rate = number(settings.fixed_rate, 0);
     let mut md = vec![format!("### {title}"), String::new(), format!("{SETUP}{header}"), String::new()];
     md.push(format!(
-        "| variant | req/s at saturation | × none | × noop-wasm | Envoy CPU µs per request | CPU µs over noop-wasm | p50 / p99 µs at {rate} req/s | added p50 µs | added p99 µs | Sluice's decision p50 / p99 µs | denied |"
+        "| variant | req/s at saturation | × none | × noop-wasm | Envoy CPU µs per request | CPU µs over noop-wasm | p50 / p99 µs at {rate} req/s | added p50 µs | added p99 µs | Sluice's decision p50 / p99 µs | Sluice's periodic work p99 / max µs | denied |"
     ));
-    md.push("|---|---|---|---|---|---|---|---|---|---|---|".into());
+    md.push("|---|---|---|---|---|---|---|---|---|---|---|---|".into());
     let show = |s: Option<Spread>, d: usize| s.map_or_else(|| "–".to_string(), |s| s.show(d));
     for s in &c.summaries {
         let lat = match (s.fixed_p50_us, s.fixed_p99_us) {
@@ -363,8 +407,12 @@ pub fn render(c: &Comparison, settings: &Settings, files: &Files, title: &str, h
             (Some(a), Some(b)) => format!("{:.1} / {:.1}", a.median, b.median),
             _ => "–".into(),
         };
+        let periodic = match (s.periodic_p99_us, s.periodic_max_us) {
+            (Some(a), Some(b)) => format!("{:.0} / {:.0}", a.median, b.median),
+            _ => "–".into(),
+        };
         md.push(format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             s.variant.name(),
             show(s.rps, 0),
             show(s.rps_vs_none, 3),
@@ -375,6 +423,7 @@ pub fn render(c: &Comparison, settings: &Settings, files: &Files, title: &str, h
             show(s.added_p50_us, 0),
             show(s.added_p99_us, 0),
             decision,
+            periodic,
             denied
         ));
     }
@@ -404,4 +453,19 @@ pub fn render(c: &Comparison, settings: &Settings, files: &Files, title: &str, h
     md.push(String::new());
     md.push(format!("![req/s]({}) ![added latency]({})", files.link("-rps.svg"), files.link("-latency.svg")));
     Ok(md.join("\n") + "\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bucket_quantiles;
+
+    #[test]
+    fn quantiles_of_what_was_recorded_between_two_readings() {
+        let inf = f64::INFINITY;
+        let before = [(10.0, 5.0), (100.0, 8.0), (1000.0, 8.0), (inf, 8.0)];
+        // 100 more: 95 under 10 µs, 4 under 100, one under 1000.
+        let after = [(10.0, 100.0), (100.0, 107.0), (1000.0, 108.0), (inf, 108.0)];
+        assert_eq!(bucket_quantiles(&before, &after), Some((100.0, 1000.0)));
+        assert_eq!(bucket_quantiles(&before, &before), None, "nothing recorded");
+    }
 }

@@ -338,21 +338,53 @@ fn shown(o: Outcome, limit: &Limit, held: u64) -> Outcome {
 }
 
 /// Settles the shares that may no longer be spent (`all`: every share,
-/// before a new policy replaces the limits they were reserved under). A
-/// share none of whose units were spent is dropped without a write: its
-/// reservation lapses by itself ([`LIFE_NS`]), so a key too quiet to use
-/// its share costs no more hostcalls than without shares. Returns the
-/// errors; a share that could not be settled is dropped too.
+/// before a new policy replaces the limits they were reserved under), and
+/// repays the loans likewise. A share none of whose units were spent is
+/// dropped without a write: its reservation lapses by itself
+/// ([`LIFE_NS`]), so a key too quiet to use its share costs no more
+/// hostcalls than without shares. A loan is repaid even unspent: its units
+/// go back to the lease. Returns the errors; a share or loan that could not
+/// be settled is dropped too.
 pub fn settle_due(allowances: &RefCell<Allowances>, store: &dyn SharedStore, now: u64, all: bool) -> Vec<StoreError> {
+    settle_some(allowances, store, now, all, Budget { writes: usize::MAX, urgent_until: 0 })
+}
+
+/// How much one tick settles: at most `writes` compare-and-swaps, the
+/// nearest deadlines first, except that every share or loan whose deadline
+/// (a share's lapse, a loan's window end) comes before `urgent_until` is
+/// settled whatever the count. The rest wait for the next tick (or for the
+/// key's next request, which settles it in its own compare-and-swap): a
+/// burst of traffic that ends leaves thousands of shares due at once, and
+/// settling them in one block held the worker's requests for milliseconds.
+#[derive(Clone, Copy, Debug)]
+pub struct Budget {
+    pub writes: usize,
+    pub urgent_until: u64,
+}
+
+/// [`settle_due`] within a [`Budget`].
+pub fn settle_some(allowances: &RefCell<Allowances>, store: &dyn SharedStore, now: u64, all: bool, budget: Budget) -> Vec<StoreError> {
     let mut a = allowances.borrow_mut();
-    let keys: Vec<u64> = a.shares.iter().filter(|(_, s)| all || now >= s.stop_at).map(|(fp, _)| *fp).collect();
-    let due: Vec<(u64, Share)> = keys.into_iter().filter_map(|fp| a.shares.remove(&fp).map(|s| (fp, s))).collect();
-    let loans = a.due_loans(now, all);
+    // Unspent shares need no write.
+    a.shares.retain(|_, s| s.spent > 0 || !(all || now >= s.stop_at));
+    // (deadline, fingerprint, a loan)
+    let mut due: Vec<(u64, u64, bool)> = a.shares.iter().filter(|(_, s)| all || now >= s.stop_at).map(|(fp, s)| (s.until, *fp, false)).collect();
+    due.extend(a.loans.iter().filter(|(_, l)| all || now >= l.stop_at).map(|(fp, l)| (l.ends_at, *fp, true)));
+    due.sort_unstable();
+    let urgent = due.iter().take_while(|d| d.0 < budget.urgent_until).count();
+    due.truncate(urgent.max(budget.writes));
+    let (mut shares, mut loans) = (Vec::new(), Vec::new());
+    for (_, fp, loan) in due {
+        if loan {
+            loans.extend(a.loans.remove(&fp).map(|l| (fp, l)));
+        } else {
+            shares.extend(a.shares.remove(&fp).map(|s| (fp, s)));
+        }
+    }
     drop(a);
-    // A loan is repaid even unspent: its units go back to the lease.
     let repaid = loans.into_iter().filter_map(|(fp, l)| store::lease_update(store, l.slots, fp, &l.limit, now, |lease| ((), Some(l.repaid(lease, now)))).err());
-    due.into_iter()
-        .filter(|(_, s)| s.spent > 0)
+    shares
+        .into_iter()
         .filter_map(|(fp, s)| {
             store::cas_update_reserved(store, s.slots, fp, &s.limit, now, |state, flags, reserved| {
                 let (state, reserved) = s.settled(state, reserved, now);

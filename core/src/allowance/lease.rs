@@ -103,12 +103,6 @@ impl Allowances {
         self.loans.insert(lease_fp, loan);
     }
 
-    /// The loans that may no longer be spent (`all`: every one).
-    pub(super) fn due_loans(&mut self, now: u64, all: bool) -> Vec<(u64, Loan)> {
-        let keys: Vec<u64> = self.loans.iter().filter(|(_, l)| all || now >= l.stop_at).map(|(fp, _)| *fp).collect();
-        keys.into_iter().filter_map(|fp| self.loans.remove(&fp).map(|l| (fp, l))).collect()
-    }
-
     /// Gives back to a loan what a refused request took from it.
     pub(super) fn give_back_loan(&mut self, lease_fp: u64, cost: u64) -> bool {
         match self.loans.get_mut(&lease_fp) {

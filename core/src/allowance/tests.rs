@@ -319,7 +319,46 @@ fn a_loan_is_spent_up_to_what_was_lent_and_never_past_its_window() {
     assert!(a.spend_lease(7, &l, now + 99 * MS, 1).is_none(), "all four spent");
     a.give_back(7, 1);
     assert!(a.spend_lease(7, &l, now + 99 * MS, 1).is_some(), "the unit given back");
-    // Due on the tick once it may no longer be spent.
-    assert_eq!(a.due_loans(now + 50 * MS, false).len(), 0);
-    assert_eq!(a.due_loans(now + 100 * MS, false).len(), 1);
+    // Repaid on the tick once it may no longer be spent.
+    let store = shared();
+    let a = RefCell::new(a);
+    assert!(settle_due(&a, &store, now + 50 * MS, false).is_empty());
+    assert_eq!(a.borrow().len(), 1, "still spendable");
+    assert!(settle_due(&a, &store, now + 100 * MS, false).is_empty());
+    assert!(a.borrow().is_empty(), "repaid");
+}
+
+#[test]
+fn a_tick_settles_within_its_budget_the_nearest_deadlines_first() {
+    let store = shared();
+    let worker = WorkerStore::new(&store);
+    let l = per_second(1000);
+    // 40 keys, each with a share spent from, reserved 1 ms apart.
+    for k in 0..40u64 {
+        let t = S + k * MS;
+        seen(&worker, k + 1, t);
+        take(&worker, k + 1, &l, t, 1);
+        assert!(worker.shares.borrow_mut().spend(k + 1, &l, t, 1).is_some());
+    }
+    assert_eq!(worker.shares.borrow().len(), 40);
+    // All due; 10 writes a tick, and the two whose reservations lapse
+    // before the urgent mark go whatever the budget.
+    let now = S + SPEND_WITHIN_NS + 40 * MS;
+    let budget = Budget { writes: 10, urgent_until: S + LIFE_NS + 12 * MS };
+    let before = store.calls();
+    assert!(settle_some(&worker.shares, &worker, now, false, budget).is_empty());
+    assert_eq!(worker.shares.borrow().len(), 28, "the 12 urgent ones settled, over the budget of 10");
+    assert!(store.calls() > before);
+    let left: Vec<u64> = {
+        let mut k: Vec<u64> = worker.shares.borrow().shares.keys().copied().collect();
+        k.sort_unstable();
+        k
+    };
+    assert_eq!(left.first(), Some(&13), "the earliest reserved went first");
+    // Not urgent: the budget alone.
+    let budget = Budget { writes: 10, urgent_until: 0 };
+    assert!(settle_some(&worker.shares, &worker, now, false, budget).is_empty());
+    assert_eq!(worker.shares.borrow().len(), 18);
+    assert!(settle_due(&worker.shares, &worker, now, false).is_empty());
+    assert!(worker.shares.borrow().is_empty());
 }
