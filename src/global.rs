@@ -10,7 +10,6 @@ use sluice_core::flow::{apply_answers, forget_asks};
 use sluice_core::lease::Answer;
 use sluice_core::limiter::{decode_needs, encode_needs, gather, LeaseNeed};
 use sluice_core::policy::Policy;
-use std::collections::VecDeque;
 
 use crate::host::HostStore;
 use crate::logs::warn_within_budget;
@@ -92,27 +91,17 @@ pub fn read_answers(needs: &[LeaseNeed], body_size: usize, now: u64) -> Option<V
     }
 }
 
-/// Reads the answers to the leader's own call (refills and give-backs),
-/// for [`apply_refills`]; without them, lets its asks be asked again.
-pub fn refilled(policy: &Policy, needs: Vec<LeaseNeed>, body_size: usize, now: u64) -> Vec<(LeaseNeed, Answer)> {
-    let Some(answers) = read_answers(&needs, body_size, now) else {
-        forget(policy, &needs, now);
-        return Vec::new();
-    };
-    needs.into_iter().zip(answers).collect()
-}
-
-/// Applies at most `at_most` of the answers waiting in `pending`, oldest
-/// first: an answer for a hundred keys applied at once (a shared-data read
-/// and write each) held the worker's requests for most of a millisecond,
-/// so the root applies a few per turn, the rest on its next ticks.
-pub fn apply_refills(policy: &Policy, pending: &mut VecDeque<(LeaseNeed, Answer)>, at_most: usize, now: u64) {
-    let n = pending.len().min(at_most);
-    if n == 0 {
+/// Applies the answers to the leader's own call (refills and give-backs);
+/// without one, lets its asks be asked again. All at once: applying them a
+/// few per tick (to keep each tick short) left leases without units long
+/// enough for requests to wait for calls of their own, which cost more
+/// (measured: 51.9 → 60.7 µs of Envoy CPU per request for sluice-global).
+pub fn refilled(policy: &Policy, needs: &[LeaseNeed], body_size: usize, now: u64) {
+    let Some(answers) = read_answers(needs, body_size, now) else {
+        forget(policy, needs, now);
         return;
-    }
-    let (needs, answers): (Vec<LeaseNeed>, Vec<Answer>) = pending.drain(..n).unzip();
-    let a = apply_answers(policy, &HostStore, &needs, &answers, now);
+    };
+    let a = apply_answers(policy, &HostStore, needs, &answers, now);
     for line in &a.warnings {
         warn_within_budget!(now, "{line}");
     }

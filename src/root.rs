@@ -8,7 +8,7 @@
 //! into batched reserve calls and, while the counter service is down,
 //! probes it once a second.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -18,7 +18,6 @@ use proxy_wasm::types::{BufferType, ContextType};
 use sluice_core::allowance::Budget;
 use sluice_core::coordination::{resign, try_lead};
 use sluice_core::flow::{Event, TICK_NS};
-use sluice_core::lease::Answer;
 use sluice_core::limiter::{LeaseNeed, Spans};
 use sluice_core::policy::Policy;
 use sluice_core::store::ensure_slots;
@@ -38,15 +37,11 @@ const LEASE_EVERY_NS: u64 = 50_000_000;
 const LEADER_TERM_NS: u64 = 4 * LEASE_EVERY_NS;
 const PROBE_EVERY_NS: u64 = 1_000_000_000;
 /// Leases reserved ahead the leader looks at per tick, at most (one
-/// shared-data read each): 3,200 a second (1,024 watched keys about three
-/// times a second), spread so that no tick holds
+/// shared-data read each): 6,400 a second, spread so that no tick holds
 /// the worker's requests for long (see `Spans::sweep`).
-const SWEEP_PER_TICK: usize = 32;
-/// Answers of the counter service applied per turn (a shared-data read
-/// and write each), at most; the rest on the next ticks.
-const ANSWERS_PER_TURN: usize = 24;
-/// Shares and loans settled per tick (a compare-and-swap each), at most,
-/// besides those that would lapse before the tick after next.
+const SWEEP_PER_TICK: usize = 64;
+/// Shares settled per tick (a compare-and-swap each), at most, besides
+/// those that would lapse before the tick after next (and every loan due).
 const SETTLE_PER_TICK: usize = 24;
 
 /// What a root context's callout was for.
@@ -75,8 +70,6 @@ pub struct SluiceRoot {
     spans: Spans,
     /// This root won the last leader election.
     leading: bool,
-    /// Answers to the leader's calls not applied yet (a few per turn).
-    answers: VecDeque<(LeaseNeed, Answer)>,
     /// Envoy is done with this root (its configuration was replaced): it
     /// only waits for the answers of its calls in flight.
     closing: bool,
@@ -97,7 +90,6 @@ impl SluiceRoot {
             last_lease_work: 0,
             spans: Spans::default(),
             leading: false,
-            answers: VecDeque::new(),
             closing: false,
             tick_ns: 0,
         }
@@ -124,9 +116,6 @@ impl Context for SluiceRoot {
         if let Err(e) = resign(&HostStore, self.me) {
             log::debug!("leader resignation: {e}");
         }
-        if let Some(policy) = self.policy.clone() {
-            global::apply_refills(&policy, &mut self.answers, usize::MAX, now_ns());
-        }
         self.calls.is_empty()
     }
 }
@@ -137,8 +126,7 @@ impl SluiceRoot {
         match self.calls.remove(&token) {
             Some(Call::Reserve(needs)) => {
                 let Some(policy) = self.policy.clone() else { return };
-                self.answers.extend(global::refilled(&policy, needs, body_size, now));
-                global::apply_refills(&policy, &mut self.answers, if self.closing { usize::MAX } else { ANSWERS_PER_TURN }, now);
+                global::refilled(&policy, &needs, body_size, now);
             }
             Some(Call::Probe) if callout::status() == Some(200) => global::reachable(true, now, ""),
             Some(Call::Probe) => crate::metrics::failed(crate::metrics::Call::Probe),
@@ -374,7 +362,6 @@ impl SluiceRoot {
             self.wake(context_id, &flow, Event::Wake);
         }
         let Some(policy) = self.policy.clone() else { return };
-        global::apply_refills(&policy, &mut self.answers, ANSWERS_PER_TURN, now);
         if policy.global.is_some() {
             global::refresh_degraded();
             global::send_refills(self.queue);

@@ -350,9 +350,9 @@ pub fn settle_due(allowances: &RefCell<Allowances>, store: &dyn SharedStore, now
 }
 
 /// How much one tick settles: at most `writes` compare-and-swaps, the
-/// nearest deadlines first, except that every share or loan whose deadline
-/// (a share's lapse, a loan's window end) comes before `urgent_until` is
-/// settled whatever the count. The rest wait for the next tick (or for the
+/// nearest deadlines first, except that every share whose reservation
+/// lapses before `urgent_until`, and every loan due, is settled whatever
+/// the count. The rest wait for the next tick (or for the
 /// key's next request, which settles it in its own compare-and-swap): a
 /// burst of traffic that ends leaves thousands of shares due at once, and
 /// settling them in one block held the worker's requests for milliseconds.
@@ -369,7 +369,9 @@ pub fn settle_some(allowances: &RefCell<Allowances>, store: &dyn SharedStore, no
     a.shares.retain(|_, s| s.spent > 0 || !(all || now >= s.stop_at));
     // (deadline, fingerprint, a loan)
     let mut due: Vec<(u64, u64, bool)> = a.shares.iter().filter(|(_, s)| all || now >= s.stop_at).map(|(fp, s)| (s.until, *fp, false)).collect();
-    due.extend(a.loans.iter().filter(|(_, l)| all || now >= l.stop_at).map(|(fp, l)| (l.ends_at, *fp, true)));
+    // A loan due is repaid at once: until then its units are out of the
+    // other workers' reach (they would wait for calls of their own).
+    due.extend(a.loans.iter().filter(|(_, l)| all || now >= l.stop_at).map(|(fp, l)| (l.stop_at, *fp, true)));
     due.sort_unstable();
     let urgent = due.iter().take_while(|d| d.0 < budget.urgent_until).count();
     due.truncate(urgent.max(budget.writes));

@@ -362,3 +362,21 @@ fn a_tick_settles_within_its_budget_the_nearest_deadlines_first() {
     assert!(settle_due(&worker.shares, &worker, now, false).is_empty());
     assert!(worker.shares.borrow().is_empty());
 }
+
+#[test]
+fn every_loan_due_is_repaid_whatever_the_budget() {
+    let store = shared();
+    let l = per_second(1000);
+    let now = 10 * S;
+    let lease = crate::lease::Lease { window: 10, units: 100, ends_at: now + S, ..Default::default() };
+    let a = RefCell::new(Allowances::default());
+    for fp in 1..=3 {
+        a.borrow_mut().keep_loan(fp, Loan::new(SLOTS, &l, &lease.lend(8), 8, now));
+    }
+    let budget = Budget { writes: 0, urgent_until: 0 };
+    assert!(settle_some(&a, &store, now + 100 * MS, false, budget).is_empty());
+    assert_eq!(a.borrow().len(), 3, "not due yet");
+    let later = now + SPEND_WITHIN_NS;
+    assert!(settle_some(&a, &store, later, false, Budget { writes: 0, urgent_until: later + 20 * MS }).is_empty());
+    assert!(a.borrow().is_empty(), "all three repaid");
+}
