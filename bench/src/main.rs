@@ -143,6 +143,9 @@ impl Args {
     fn variants(&self) -> Vec<Variant> {
         let mut v = if self.variants.is_empty() { Variant::ALL.to_vec() } else { self.variants.clone() };
         if self.before.is_some() {
+            if v.contains(&Variant::SluiceGlobal) {
+                v.push(Variant::SluiceGlobalBefore);
+            }
             v.extend([Variant::SluiceBefore, Variant::SluiceLocal]);
         }
         v.sort();

@@ -37,6 +37,9 @@ pub enum Variant {
     /// Sluice with local rules, from another build (`--before FILE`): an
     /// earlier module run interleaved with the current one.
     SluiceBefore,
+    /// Sluice with the default policy's global rules, from the build given
+    /// by `--before` (added when `sluice-global` runs with `--before`).
+    SluiceGlobalBefore,
 }
 
 impl Variant {
@@ -62,6 +65,7 @@ impl Variant {
             Variant::EnvoyRatelimitLimitadorMemory => "envoy-ratelimit-limitador-memory",
             Variant::EnvoyRatelimitLimitadorRedis => "envoy-ratelimit-limitador-redis",
             Variant::SluiceBefore => "sluice-before",
+            Variant::SluiceGlobalBefore => "sluice-global-before",
         }
     }
 
@@ -79,14 +83,20 @@ impl Variant {
                 "Envoy's ratelimit filter calling limitador-rls (Limitador, in Redis) over gRPC for the default policy's global rules; local_ratelimit for its local ones"
             }
             Variant::SluiceBefore => "Sluice with every rule local, the module given by --before",
+            Variant::SluiceGlobalBefore => "Sluice, default policy (global rules), the module given by --before",
         }
+    }
+
+    /// Sluice counting through the counter service and Redis.
+    pub fn counts_globally(self) -> bool {
+        matches!(self, Variant::SluiceGlobal | Variant::SluiceGlobalBefore)
     }
 
     fn template(self) -> &'static str {
         match self {
             Variant::None => "none.yaml",
             Variant::NativeLocalRatelimit => "native.yaml",
-            Variant::NoopWasm | Variant::SluiceLocal | Variant::SluiceGlobal | Variant::SluiceBefore => "wasm.yaml",
+            Variant::NoopWasm | Variant::SluiceLocal | Variant::SluiceGlobal | Variant::SluiceBefore | Variant::SluiceGlobalBefore => "wasm.yaml",
             Variant::EnvoyRatelimitLimitadorMemory | Variant::EnvoyRatelimitLimitadorRedis => "ratelimit.yaml",
         }
     }
@@ -269,7 +279,7 @@ impl Setup {
             bail!("--before {}: no such module", before.display());
         }
         let gateway = gateway_policy()?;
-        let backends = if variants.contains(&Variant::SluiceGlobal) { Some(Backends::start()?) } else { None };
+        let backends = if variants.iter().any(|v| v.counts_globally()) { Some(Backends::start()?) } else { None };
         let peers = Peers::start(variants, &gateway)?;
         Ok(Setup {
             sluice_wasm,
@@ -296,15 +306,16 @@ impl Setup {
         let (wasm, policy) = match variant {
             Variant::NoopWasm => (&self.noop_wasm, "{}"),
             Variant::SluiceGlobal => (&self.sluice_wasm, self.global_policy.as_str()),
-            Variant::SluiceBefore => match &self.before_wasm {
-                Some(before) => (before, self.local_policy.as_str()),
-                None => bail!("sluice-before needs --before FILE"),
+            Variant::SluiceBefore | Variant::SluiceGlobalBefore => match (&self.before_wasm, variant) {
+                (Some(before), Variant::SluiceBefore) => (before, self.local_policy.as_str()),
+                (Some(before), _) => (before, self.global_policy.as_str()),
+                (None, _) => bail!("{} needs --before FILE", variant.name()),
             },
             _ => (&self.sluice_wasm, self.local_policy.as_str()),
         };
-        let counter_port = match (&self.backends, variant) {
-            (Some(b), Variant::SluiceGlobal) => b.counter.port(),
-            (None, Variant::SluiceGlobal) => bail!("sluice-global needs the counter service"),
+        let counter_port = match (&self.backends, variant.counts_globally()) {
+            (Some(b), true) => b.counter.port(),
+            (None, true) => bail!("{} needs the counter service", variant.name()),
             _ => 0,
         };
         let extra_vars = match (&self.peers, Variant::PEERS.contains(&variant)) {
