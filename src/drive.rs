@@ -73,7 +73,7 @@ pub fn drive(context_id: u32, flow: &SharedFlow, event: Event, (queue, instance)
             continue;
         }
         if let (Some(started), false) = (timed, out.decided.is_empty()) {
-            crate::metrics::decision_time(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
+            crate::metrics::decision_time(crate::metrics::micros_since(started));
         }
         let policy = flow.borrow().policy_handle().clone();
         let now = worker.now.unwrap_or_else(now_ns);

@@ -248,6 +248,11 @@ pub fn lease_units(policy: &sluice_core::policy::Policy, granted: &[(usize, u64)
     }
 }
 
+/// Microseconds since `started`, for the timing histograms.
+pub fn micros_since(started: std::time::Instant) -> u64 {
+    u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
 pub fn decision_time(us: u64) {
     record(fixed().decision_us, us);
 }

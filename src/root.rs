@@ -100,7 +100,7 @@ impl Context for SluiceRoot {
     fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
         let started = std::time::Instant::now();
         self.answered(token, body_size);
-        crate::metrics::periodic_work(micros(started));
+        crate::metrics::periodic_work(crate::metrics::micros_since(started));
         if self.closing && self.calls.is_empty() {
             crate::host::done();
         }
@@ -337,7 +337,7 @@ impl RootContext for SluiceRoot {
     fn on_tick(&mut self) {
         let started = std::time::Instant::now();
         self.tick();
-        crate::metrics::periodic_work(micros(started));
+        crate::metrics::periodic_work(crate::metrics::micros_since(started));
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -382,11 +382,6 @@ impl SluiceRoot {
             self.lead(&policy);
         }
     }
-}
-
-/// Microseconds since `started`.
-fn micros(started: std::time::Instant) -> u64 {
-    u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
 /// Settles this worker's shares and loans of busy keys that may no longer

@@ -63,8 +63,7 @@ pub fn lease_eligible(rule: &Rule, limit: &Limit) -> bool {
 /// a sixteenth of the limit, at most a quarter of the units left, while
 /// the key owes nothing, is not contested and its window has time left.
 pub fn loan_size(lease: &Lease, limit: &Limit, now: u64) -> u32 {
-    let contested = u64::from(lease.used.max(lease.used_before)) >= limit.requests;
-    if lease.window == 0 || lease.owed > 0 || contested || now >= lease.ends_at {
+    if lease.window == 0 || lease.owed > 0 || lease.contested(limit) || now >= lease.ends_at {
         return 0;
     }
     let k = (limit.requests / SHARE_DIVISOR).min(u64::from(lease.units / 4));
@@ -118,8 +117,6 @@ impl Allowances {
 impl Loan {
     /// A loan of `lent` units of `lease` (as just written), at `now`.
     pub(crate) fn new(slots: u32, limit: &Limit, lease: &Lease, lent: u32, now: u64) -> Loan {
-        let reserved = u64::from(lease.used).saturating_add(u64::from(lease.owed));
-        let global_left = limit.requests.saturating_sub(reserved).saturating_add(lease.held_here());
         Loan {
             slots,
             limit: *limit,
@@ -128,7 +125,7 @@ impl Loan {
             spent: 0,
             stop_at: now.saturating_add(SPEND_WITHIN_NS).min(lease.ends_at),
             ends_at: lease.ends_at,
-            global_left,
+            global_left: lease.global_left(limit),
         }
     }
 

@@ -214,6 +214,14 @@ impl Lease {
         u64::from(self.units).saturating_add(u64::from(self.held))
     }
 
+    /// The key's global budget left in `window` as far as this instance
+    /// knows: what the instances have not reserved (nor owe), and what it
+    /// holds itself.
+    pub fn global_left(&self, limit: &Limit) -> u64 {
+        let reserved = u64::from(self.used).saturating_add(u64::from(self.owed));
+        limit.requests.saturating_sub(reserved).saturating_add(self.held_here())
+    }
+
     /// Lends `units` to a worker's memory (see `allowance::lease`).
     pub fn lend(self, units: u32) -> Lease {
         let units = units.min(self.units);

@@ -209,8 +209,7 @@ pub(super) fn spend_lease(
         Step::Spent => {
             fx.spent = Some(Spent::Lease { rule: key.index, fingerprint: lease_fp, window: carried.unwrap_or(lease.window), cost: key.cost });
             fx.credited = step.credited;
-            let reserved = u64::from(lease.used).saturating_add(u64::from(lease.owed));
-            let global_left = limit.requests.saturating_sub(reserved).saturating_add(lease.held_here());
+            let global_left = lease.global_left(limit);
             // On credit for a window not known yet: the service's windows
             // are aligned to its clock, which ours is assumed to match.
             let reset_ns = if lease.window == 0 { limit.window_end(limit.window_at(now)).saturating_sub(now) } else { lease.ends_at.saturating_sub(now) };
