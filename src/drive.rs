@@ -156,6 +156,7 @@ fn observe(policy: &Policy, decided: &Decided, now: u64) {
             Tally::Reset => ids.resets,
             Tally::Boxed => ids.boxed,
             Tally::BoxStarted => ids.boxes,
+            Tally::FromShare => ids.from_share,
         });
     });
 }

@@ -35,6 +35,7 @@ pub struct RuleIds {
     pub refunds: Option<u32>,
     pub boxed: Option<u32>,
     pub boxes: Option<u32>,
+    pub from_share: Option<u32>,
 }
 
 /// The series of a rule whose cost the response settles.
@@ -170,6 +171,7 @@ pub fn rule(rule: &Rule) -> RuleIds {
         refunds: define(MetricType::Counter, &format!("sluice_refunds_total{tags}")),
         boxed: define(MetricType::Counter, &format!("sluice_penalty_refused_total{tags}")),
         boxes: define(MetricType::Counter, &format!("sluice_penalty_boxes_total{tags}")),
+        from_share: define(MetricType::Counter, &format!("sluice_worker_share_admitted_total{tags}")),
     };
     RULES.with(|r| r.borrow_mut().insert(key, ids));
     ids

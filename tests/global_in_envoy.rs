@@ -98,6 +98,36 @@ fn three_instances_admit_the_global_limit() {
     assert!((180..=202).contains(&invoke), "admitted {invoke} of 200");
 }
 
+/// A worker's requests of a busy key spend from its memory (a share of
+/// the local bucket, a loan of the global lease), and the metrics say so.
+#[test]
+fn a_busy_key_is_served_from_the_workers_memory_within_its_limits() {
+    let redis = Redis::start().unwrap();
+    let policy = r#"{"global": {"expected_instances": 2, "timeout": "50ms"}, "tenant": [{"header": "x-tenant-id"}], "rules": [
+        {"name": "per-tenant", "scope": "global", "key": ["tenant"], "limit": {"requests": 1000, "per": "1s"}},
+        {"name": "tenant-burst", "key": ["tenant"], "limit": {"requests": 2000, "per": "1s"}}]}"#;
+    let cluster = Cluster::start(policy, 2, redis_counter(&redis));
+    let spec = RequestSpec::get("/api/v1/items").header("x-tenant-id", "busy");
+    let from_memory = |rule: &str| -> u64 {
+        // Counters reach Envoy on each worker's next tick.
+        std::thread::sleep(Duration::from_millis(300));
+        let named = |k: &String| k.contains("sluice_worker_share_admitted_total") && k.contains(rule);
+        cluster.envoys.iter().filter_map(|e| e.stats().ok()?.into_iter().find(|(k, _)| named(k)).map(|(_, v)| v)).sum()
+    };
+    // 300/s at each instance, well under both limits: every request goes.
+    overload(&cluster, 300.0, 1, spec.clone());
+    let before = (from_memory("per-tenant"), from_memory("tenant-burst"));
+    let reports = overload(&cluster, 300.0, 2, spec);
+    let offered: u64 = reports.iter().map(LoadReport::responses).sum();
+    assert_eq!(admitted(&reports), offered, "{reports:?}");
+    let (lent, shared) = (from_memory("per-tenant") - before.0, from_memory("tenant-burst") - before.1);
+    println!("of {offered} admitted: {lent} from loans of per-tenant's lease, {shared} from shares of tenant-burst");
+    // A loan is a sixteenth of the limit at most and lasts 250 ms: the
+    // requests that take or repay one cross, most of the others do not.
+    assert!(lent >= offered / 2 && lent <= offered, "{lent} of {offered} from loans");
+    assert!(shared >= offered / 2 && shared <= offered, "{shared} of {offered} from shares");
+}
+
 #[test]
 fn redis_down_falls_back_open_and_recovers() {
     let mut redis = Redis::start().unwrap();

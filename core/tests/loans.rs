@@ -9,6 +9,7 @@ use wasm_bindgen_test::wasm_bindgen_test as test;
 
 mod support;
 
+use sluice_core::flow::{tallies, At, Event, Tally};
 use sluice_core::policy::Policy;
 use sluice_core::request::MemoryRequest;
 use support::{FakeCounter, Instance, MS};
@@ -80,6 +81,44 @@ fn a_unit_taken_from_the_loan_goes_back_when_another_rule_refuses() {
     assert!(!refused.allowed());
     let next = per_tenant(&inst.send(&mut counter, &req("/items", "acme"), at));
     assert_eq!(next, (true, export.1 - 1), "the refused request's unit came back");
+}
+
+/// How many of `n` requests of `path`, 5 ms apart from `at`, each rule's
+/// metrics count as admitted from the worker's memory.
+fn counted_from_share(inst: &mut Instance, counter: &mut FakeCounter, path: &str, at: u64, n: u64) -> [u64; 2] {
+    let mut from_share = [0u64; 2];
+    for i in 0..n {
+        let now = at + i * 5 * MS;
+        let mut flow = inst.flow();
+        let out = inst.on(&mut flow, &req(path, "acme"), Event::Headers { end_of_stream: true }, At::new(now));
+        for d in &out.decided {
+            tallies(&inst.policy, d, |rule, t| from_share[rule] += u64::from(t == Tally::FromShare));
+        }
+        inst.tick(counter, now);
+    }
+    from_share
+}
+
+#[test]
+fn the_metrics_count_what_a_loan_admits_and_nothing_a_refusal_gave_back() {
+    let mut inst = Instance::new(policy(1000));
+    let mut counter = FakeCounter::default();
+    for i in 0..200 {
+        inst.send(&mut counter, &req("/items", "acme"), T0 + i * 5 * MS);
+        inst.tick(&mut counter, T0 + i * 5 * MS);
+    }
+    let [per_tenant, _] = counted_from_share(&mut inst, &mut counter, "/items", T0 + S, 100);
+    // A loan covers a sixteenth of the limit at most: the requests that
+    // take or repay one cross, the others do not.
+    assert!((50..100).contains(&per_tenant), "{per_tenant} of 100 from memory");
+    // `export` refuses all but its first: per-tenant's unit goes back, and
+    // what was given back is not counted.
+    let [per_tenant, export] = counted_from_share(&mut inst, &mut counter, "/export", T0 + 2 * S, 20);
+    assert!(per_tenant <= 1, "{per_tenant}");
+    assert_eq!(export, 0, "a limit of 1 is never shared");
+    // Under 32 a window, a limit is never lent.
+    let mut small = Instance::new(policy(20));
+    assert_eq!(counted_from_share(&mut small, &mut counter, "/items", T0 + 3 * S, 20), [0, 0]);
 }
 
 /// Three instances offered `rate` requests a second each, evenly, for

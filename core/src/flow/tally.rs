@@ -2,7 +2,7 @@
 //! only adds one to the series this names.
 
 use super::{Decided, Fate};
-use crate::limiter::Note;
+use crate::limiter::{Note, Spent};
 use crate::policy::Policy;
 
 /// A per-rule counter a decision bumps by one.
@@ -28,6 +28,10 @@ pub enum Tally {
     Boxed,
     /// The request's refusal put its key in the rule's penalty box.
     BoxStarted,
+    /// The rule admitted the request from this worker's share of its key
+    /// (a bucket's tokens, or a loan of a global rule's lease), without
+    /// reading the shared slot; counted only when the request is admitted.
+    FromShare,
 }
 
 /// The counters `decided` bumps, handed to `count` one by one (nothing
@@ -51,6 +55,13 @@ pub fn tallies(policy: &Policy, decided: &Decided, mut count: impl FnMut(usize, 
         return;
     }
     out.extend(d.books.overflowed.iter().map(|&r| (r, Tally::SlotOverflow)));
+    let admitted = d.ruling.denied_by.is_none();
+    // Every unit of the rule from memory: a global rule spends from its
+    // bucket and its lease, and a share of one alone still crossed.
+    let from_share = |rule: usize| {
+        let mut of_rule = d.effects.spent.iter().filter(|s| s.rule() == rule).peekable();
+        of_rule.peek().is_some() && of_rule.all(|s| matches!(s, Spent::Share { .. }))
+    };
     for a in &d.ruling.applied {
         let tally = if d.ruling.denied_by.is_some_and(|w| w.rule == a.rule) {
             Tally::Denied
@@ -65,6 +76,9 @@ pub fn tallies(policy: &Policy, decided: &Decided, mut count: impl FnMut(usize, 
         }
         if a.near {
             out.push((a.rule, Tally::NearLimit));
+        }
+        if admitted && from_share(a.rule) {
+            out.push((a.rule, Tally::FromShare));
         }
     }
 }
