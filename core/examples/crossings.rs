@@ -1,0 +1,104 @@
+//! Slot reads and writes per request, natively: the hostcalls into Envoy's
+//! shared data that the filter would make for the bench's mixes, with the
+//! default policy as is (global rules through leases, loans and the
+//! leader's ticks, a counter that answers at once) and made local. One
+//! instance with one worker, as `sluice-bench` runs Envoy; ticks every
+//! 10 ms; the first two seconds warm up, the next four count.
+//!
+//! ```sh
+//! cargo run --release -p sluice-core --example crossings [requests/s]
+//! ```
+//!
+//! Prints, per mix and policy, the slot calls per request (the hot client's
+//! refused requests apart, in the denial mix) and the counter calls. A
+//! deterministic count, where `make bench` measures time on a noisy
+//! machine: the figure to compare when a change is meant to save
+//! crossings.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use sluice_core::policy::Policy;
+use sluice_core::request::MemoryRequest;
+use support::{FakeCounter, Instance, MS};
+
+const S: u64 = 1_000_000_000;
+const T0: u64 = 1_763_382_885 * S;
+
+/// The default policy behind one trusted proxy (as the bench's), as is or
+/// with every rule local.
+fn policy(global: bool) -> Result<Policy, String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../policies/mcp-gateway.json");
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+    let mut doc: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    let root = doc.as_object_mut().ok_or("the policy is not an object")?;
+    root.insert("trusted_hops".into(), 1.into());
+    if !global {
+        root.remove("global");
+        for rule in root.get_mut("rules").and_then(|r| r.as_array_mut()).into_iter().flatten() {
+            rule.as_object_mut().map(|r| r.remove("scope"));
+        }
+    }
+    Policy::from_json(&doc.to_string()).map_err(|e| e.to_string())
+}
+
+/// The bench's mixes (`bench/src/mix.rs`): client `k` of 1000, or with
+/// `hot` every even request from one client over its 100/s limit.
+fn request(n: u64, hot: bool) -> (MemoryRequest, bool) {
+    let k = if hot { (n / 2) % 1000 } else { n % 1000 };
+    let tenant = format!("tenant-{k}");
+    if hot && n.is_multiple_of(2) {
+        return (MemoryRequest::new("GET", "/api/v1/categories").header("x-forwarded-for", "192.0.2.10").header("x-tenant-id", &tenant), true);
+    }
+    let ip = format!("10.0.{}.{}", k / 256, k % 256);
+    (MemoryRequest::new("GET", "/api/v1/items").header("x-forwarded-for", &ip).header("x-tenant-id", &tenant), false)
+}
+
+/// (slot calls per request of the 1000 clients, per hot request, counter calls).
+fn run(policy: Policy, hot: bool, rate: u64) -> (f64, f64, u64) {
+    let mut inst = Instance::new(policy);
+    let mut counter = FakeCounter::default();
+    let (gap, warm) = (S / rate.max(1), rate.saturating_mul(2));
+    let (mut next_tick, mut sums) = (T0, [(0u64, 0u64); 2]);
+    for n in 0..rate.saturating_mul(6) {
+        let now = T0 + n * gap;
+        if now >= next_tick {
+            inst.tick(&mut counter, now);
+            next_tick += 10 * MS;
+        }
+        if n == warm {
+            counter.calls = 0;
+        }
+        let (req, is_hot) = request(n, hot);
+        let before = inst.store.calls();
+        inst.send(&mut counter, &req, now);
+        if n >= warm {
+            let sum = &mut sums[usize::from(is_hot)];
+            *sum = (sum.0 + inst.store.calls() - before, sum.1 + 1);
+        }
+    }
+    let per = |(calls, n): (u64, u64)| if n == 0 { 0.0 } else { calls as f64 / n as f64 };
+    (per(sums[0]), per(sums[1]), counter.calls)
+}
+
+fn main() -> std::process::ExitCode {
+    let rate: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(18_000);
+    println!("{rate} requests/s, 1000 clients, one worker; slot reads and writes per request");
+    for hot in [false, true] {
+        for global in [false, true] {
+            let p = match policy(global) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("crossings: {e}");
+                    return std::process::ExitCode::FAILURE;
+                }
+            };
+            let (clients, refused, calls) = run(p, hot, rate);
+            let mix = if hot { "denial  " } else { "overhead" };
+            let kind = if global { "global" } else { "local " };
+            let hot_part = if hot { format!(", hot client's {refused:.2}") } else { String::new() };
+            println!("{mix} {kind}: clients' requests {clients:.2}{hot_part}; counter calls in 4 s: {calls}");
+        }
+    }
+    std::process::ExitCode::SUCCESS
+}
