@@ -40,8 +40,9 @@ const PROBE_EVERY_NS: u64 = 1_000_000_000;
 /// shared-data read each): 6,400 a second, spread so that no tick holds
 /// the worker's requests for long (see `Spans::sweep`).
 const SWEEP_PER_TICK: usize = 64;
-/// Shares settled per tick (a compare-and-swap each), at most, besides
-/// those that would lapse before the tick after next (and every loan due).
+/// Shares settled per tick (a compare-and-swap each), unless more are
+/// needed to settle every one due before it lapses at an even pace (see
+/// `allowance::Budget`).
 const SETTLE_PER_TICK: usize = 24;
 
 /// What a root context's callout was for.
@@ -357,7 +358,7 @@ impl SluiceRoot {
         let now = now_ns();
         // Whatever would lapse before the tick after next, and a few more.
         let urgent_until = now.saturating_add(self.tick_ns.saturating_mul(2));
-        settle_shares(now, Some(Budget { writes: SETTLE_PER_TICK, urgent_until }));
+        settle_shares(now, Some(Budget { writes: SETTLE_PER_TICK, urgent_until, tick_ns: self.tick_ns }));
         for (context_id, flow) in queue::due(now) {
             self.wake(context_id, &flow, Event::Wake);
         }

@@ -346,20 +346,39 @@ fn shown(o: Outcome, limit: &Limit, held: u64) -> Outcome {
 /// go back to the lease. Returns the errors; a share or loan that could not
 /// be settled is dropped too.
 pub fn settle_due(allowances: &RefCell<Allowances>, store: &dyn SharedStore, now: u64, all: bool) -> Vec<StoreError> {
-    settle_some(allowances, store, now, all, Budget { writes: usize::MAX, urgent_until: 0 })
+    settle_some(allowances, store, now, all, Budget { writes: usize::MAX, urgent_until: 0, tick_ns: 1 })
 }
 
-/// How much one tick settles: at most `writes` compare-and-swaps, the
-/// nearest deadlines first, except that every share whose reservation
-/// lapses before `urgent_until`, and every loan due, is settled whatever
-/// the count. The rest wait for the next tick (or for the
-/// key's next request, which settles it in its own compare-and-swap): a
-/// burst of traffic that ends leaves thousands of shares due at once, and
-/// settling them in one block held the worker's requests for milliseconds.
+/// How much one tick settles, the nearest deadlines first: `writes`
+/// compare-and-swaps, or more when the ticks left before the deadlines
+/// (one every `tick_ns`, the last kept in reserve) need a faster pace to
+/// settle every one in time; and whatever the count, every share whose
+/// reservation lapses before `urgent_until` and every loan due before its
+/// window's end. The rest wait for the next tick (or for the key's next
+/// request, which settles it in its own compare-and-swap): a burst of
+/// traffic that ends leaves thousands of shares due within a quarter of a
+/// second, and settling them as their reservations neared their lapse
+/// held the worker's requests for half a millisecond on tick after tick.
 #[derive(Clone, Copy, Debug)]
 pub struct Budget {
     pub writes: usize,
     pub urgent_until: u64,
+    pub tick_ns: u64,
+}
+
+/// How many of `due` (sorted by deadline) to settle now under `budget`.
+fn paced(due: &[(u64, u64, bool)], now: u64, budget: Budget) -> usize {
+    let mut n = budget.writes;
+    for (count, (deadline, _, _)) in (1usize..).zip(due) {
+        if *deadline < budget.urgent_until {
+            n = n.max(count);
+            continue;
+        }
+        // Ticks left before this deadline, the last kept in reserve.
+        let ticks = deadline.saturating_sub(now).checked_div(budget.tick_ns).unwrap_or(u64::MAX).saturating_sub(1).max(1);
+        n = n.max(count.div_ceil(usize::try_from(ticks).unwrap_or(usize::MAX)));
+    }
+    n.min(due.len())
 }
 
 /// [`settle_due`] within a [`Budget`].
@@ -369,12 +388,15 @@ pub fn settle_some(allowances: &RefCell<Allowances>, store: &dyn SharedStore, no
     a.shares.retain(|_, s| s.spent > 0 || !(all || now >= s.stop_at));
     // (deadline, fingerprint, a loan)
     let mut due: Vec<(u64, u64, bool)> = a.shares.iter().filter(|(_, s)| all || now >= s.stop_at).map(|(fp, s)| (s.until, *fp, false)).collect();
-    // A loan due is repaid at once: until then its units are out of the
-    // other workers' reach (they would wait for calls of their own).
-    due.extend(a.loans.iter().filter(|(_, l)| all || now >= l.stop_at).map(|(fp, l)| (l.stop_at, *fp, true)));
+    // A loan due within its window is repaid at once: until then its
+    // units are out of the other workers' reach (they would wait for
+    // calls of their own). Those its window's end stopped (every busy
+    // key's at once) only hold units of a window gone: repaid within
+    // SPEND_WITHIN_NS, so the demand they served counts in that window's.
+    let deadline = |l: &Loan| if l.stop_at >= l.ends_at { l.ends_at.saturating_add(SPEND_WITHIN_NS) } else { l.stop_at };
+    due.extend(a.loans.iter().filter(|(_, l)| all || now >= l.stop_at).map(|(fp, l)| (deadline(l), *fp, true)));
     due.sort_unstable();
-    let urgent = due.iter().take_while(|d| d.0 < budget.urgent_until).count();
-    due.truncate(urgent.max(budget.writes));
+    due.truncate(paced(&due, now, budget));
     let (mut shares, mut loans) = (Vec::new(), Vec::new());
     for (_, fp, loan) in due {
         if loan {

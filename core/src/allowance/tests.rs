@@ -344,7 +344,7 @@ fn a_tick_settles_within_its_budget_the_nearest_deadlines_first() {
     // All due; 10 writes a tick, and the two whose reservations lapse
     // before the urgent mark go whatever the budget.
     let now = S + SPEND_WITHIN_NS + 40 * MS;
-    let budget = Budget { writes: 10, urgent_until: S + LIFE_NS + 12 * MS };
+    let budget = Budget { writes: 10, urgent_until: S + LIFE_NS + 12 * MS, tick_ns: 10 * MS };
     let before = store.calls();
     assert!(settle_some(&worker.shares, &worker, now, false, budget).is_empty());
     assert_eq!(worker.shares.borrow().len(), 28, "the 12 urgent ones settled, over the budget of 10");
@@ -356,11 +356,41 @@ fn a_tick_settles_within_its_budget_the_nearest_deadlines_first() {
     };
     assert_eq!(left.first(), Some(&13), "the earliest reserved went first");
     // Not urgent: the budget alone.
-    let budget = Budget { writes: 10, urgent_until: 0 };
+    let budget = Budget { writes: 10, urgent_until: 0, tick_ns: 10 * MS };
     assert!(settle_some(&worker.shares, &worker, now, false, budget).is_empty());
     assert_eq!(worker.shares.borrow().len(), 18);
     assert!(settle_due(&worker.shares, &worker, now, false).is_empty());
     assert!(worker.shares.borrow().is_empty());
+}
+
+#[test]
+fn the_shares_a_burst_leaves_are_settled_at_an_even_pace_before_they_lapse() {
+    let store = shared();
+    let worker = WorkerStore::new(&store);
+    let l = per_second(1000);
+    // A burst that ends: 400 keys, each with a share spent from, reserved
+    // within 10 ms.
+    for k in 0..400u64 {
+        let t = S + k * 25_000;
+        seen(&worker, k + 1, t);
+        take(&worker, k + 1, &l, t, 1);
+        assert!(worker.shares.borrow_mut().spend(k + 1, &l, t, 1).is_some());
+    }
+    // The worker's ticks, every 10 ms once they are due, as the filter's:
+    // 10 writes, and whatever would lapse before the tick after next.
+    let (tick, mut now, mut most) = (10 * MS, S + SPEND_WITHIN_NS + 10 * MS, 0);
+    while !worker.shares.borrow().is_empty() {
+        let before = worker.shares.borrow().len();
+        let budget = Budget { writes: 10, urgent_until: now + 2 * tick, tick_ns: tick };
+        assert!(settle_some(&worker.shares, &worker, now, false, budget).is_empty());
+        let left = worker.shares.borrow();
+        most = most.max(before - left.len());
+        assert!(left.shares.values().all(|s| s.until > now), "a share lapsed unsettled at {now}");
+        now += tick;
+    }
+    // 400 in the 23 ticks before the first lapses: about 18 a tick, not a
+    // few hundred in the last ones.
+    assert!(most <= 25, "{most} settled in one tick");
 }
 
 #[test]
@@ -373,10 +403,26 @@ fn every_loan_due_is_repaid_whatever_the_budget() {
     for fp in 1..=3 {
         a.borrow_mut().keep_loan(fp, Loan::new(SLOTS, &l, &lease.lend(8), 8, now));
     }
-    let budget = Budget { writes: 0, urgent_until: 0 };
+    let budget = Budget { writes: 0, urgent_until: 0, tick_ns: 10 * MS };
     assert!(settle_some(&a, &store, now + 100 * MS, false, budget).is_empty());
     assert_eq!(a.borrow().len(), 3, "not due yet");
     let later = now + SPEND_WITHIN_NS;
-    assert!(settle_some(&a, &store, later, false, Budget { writes: 0, urgent_until: later + 20 * MS }).is_empty());
+    assert!(settle_some(&a, &store, later, false, Budget { writes: 0, urgent_until: later + 20 * MS, tick_ns: 10 * MS }).is_empty());
     assert!(a.borrow().is_empty(), "all three repaid");
+    // Loans the window's end stopped (every busy key's at once) are repaid
+    // at a pace, within SPEND_WITHIN_NS.
+    let end = now + S;
+    for fp in 1..=30 {
+        a.borrow_mut().keep_loan(fp, Loan::new(SLOTS, &l, &lease.lend(2), 2, end - 10 * MS));
+    }
+    let mut t = end;
+    let per_tick: Vec<usize> = std::iter::from_fn(|| {
+        let before = a.borrow().len();
+        assert!(settle_some(&a, &store, t, false, Budget { writes: 0, urgent_until: t + 20 * MS, tick_ns: 10 * MS }).is_empty());
+        t += 10 * MS;
+        (before > 0).then(|| before - a.borrow().len())
+    })
+    .collect();
+    assert!(per_tick.iter().all(|&n| n <= 3), "{per_tick:?}");
+    assert!(t <= end + SPEND_WITHIN_NS + 20 * MS, "all repaid by {t}");
 }
