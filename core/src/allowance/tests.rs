@@ -28,6 +28,17 @@ fn seen(worker: &WorkerStore, fp: u64, now: u64) {
     worker.shares.borrow_mut().busy(fp, now.saturating_sub(MS));
 }
 
+/// Keys 1 to `keys`, `gap` apart from `S`: each busy, its share reserved
+/// and a unit of it spent.
+fn spend_from_shares(worker: &WorkerStore, limit: &Limit, keys: u64, gap: u64) {
+    for k in 0..keys {
+        let t = S + k * gap;
+        seen(worker, k + 1, t);
+        take(worker, k + 1, limit, t, 1);
+        assert!(worker.shares.borrow_mut().spend(k + 1, limit, t, 1).is_some());
+    }
+}
+
 /// The units reserved in the key's slot.
 fn reserved_in(store: &dyn SharedStore, fp: u64, limit: &Limit, now: u64) -> u64 {
     store::locate(store, SLOTS, fp, limit, now).expect("slot").reserved.live(now)
@@ -334,12 +345,7 @@ fn a_tick_settles_within_its_budget_the_nearest_deadlines_first() {
     let worker = WorkerStore::new(&store);
     let l = per_second(1000);
     // 40 keys, each with a share spent from, reserved 1 ms apart.
-    for k in 0..40u64 {
-        let t = S + k * MS;
-        seen(&worker, k + 1, t);
-        take(&worker, k + 1, &l, t, 1);
-        assert!(worker.shares.borrow_mut().spend(k + 1, &l, t, 1).is_some());
-    }
+    spend_from_shares(&worker, &l, 40, MS);
     assert_eq!(worker.shares.borrow().len(), 40);
     // All due; 10 writes a tick, and the two whose reservations lapse
     // before the urgent mark go whatever the budget.
@@ -370,12 +376,7 @@ fn the_shares_a_burst_leaves_are_settled_at_an_even_pace_before_they_lapse() {
     let l = per_second(1000);
     // A burst that ends: 400 keys, each with a share spent from, reserved
     // within 10 ms.
-    for k in 0..400u64 {
-        let t = S + k * 25_000;
-        seen(&worker, k + 1, t);
-        take(&worker, k + 1, &l, t, 1);
-        assert!(worker.shares.borrow_mut().spend(k + 1, &l, t, 1).is_some());
-    }
+    spend_from_shares(&worker, &l, 400, 25_000);
     // The worker's ticks, every 10 ms once they are due, as the filter's:
     // 10 writes, and whatever would lapse before the tick after next.
     let (tick, mut now, mut most) = (10 * MS, S + SPEND_WITHIN_NS + 10 * MS, 0);

@@ -55,7 +55,6 @@ pub fn tallies(policy: &Policy, decided: &Decided, mut count: impl FnMut(usize, 
         return;
     }
     out.extend(d.books.overflowed.iter().map(|&r| (r, Tally::SlotOverflow)));
-    let admitted = d.ruling.denied_by.is_none();
     // Every unit of the rule from memory: a global rule spends from its
     // bucket and its lease, and a share of one alone still crossed.
     let from_share = |rule: usize| {
@@ -77,7 +76,7 @@ pub fn tallies(policy: &Policy, decided: &Decided, mut count: impl FnMut(usize, 
         if a.near {
             out.push((a.rule, Tally::NearLimit));
         }
-        if admitted && from_share(a.rule) {
+        if d.allowed() && from_share(a.rule) {
             out.push((a.rule, Tally::FromShare));
         }
     }
