@@ -15,47 +15,29 @@
 //! machine: the figure to compare when a change is meant to save
 //! crossings.
 
+mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use sluice_core::policy::Policy;
 use sluice_core::request::MemoryRequest;
 use support::{FakeCounter, Instance, MS};
 
 const S: u64 = 1_000_000_000;
 const T0: u64 = 1_763_382_885 * S;
 
-/// The default policy behind one trusted proxy (as the bench's), as is or
-/// with every rule local.
-fn policy(global: bool) -> Result<Policy, String> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../policies/mcp-gateway.json");
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
-    let mut doc: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-    let root = doc.as_object_mut().ok_or("the policy is not an object")?;
-    root.insert("trusted_hops".into(), 1.into());
-    if !global {
-        root.remove("global");
-        for rule in root.get_mut("rules").and_then(|r| r.as_array_mut()).into_iter().flatten() {
-            rule.as_object_mut().map(|r| r.remove("scope"));
-        }
-    }
-    Policy::from_json(&doc.to_string()).map_err(|e| e.to_string())
-}
-
 /// The bench's mixes (`bench/src/mix.rs`): client `k` of 1000, or with
 /// `hot` every even request from one client over its 100/s limit.
 fn request(n: u64, hot: bool) -> (MemoryRequest, bool) {
     let k = if hot { (n / 2) % 1000 } else { n % 1000 };
-    let tenant = format!("tenant-{k}");
     if hot && n.is_multiple_of(2) {
+        let tenant = format!("tenant-{k}");
         return (MemoryRequest::new("GET", "/api/v1/categories").header("x-forwarded-for", "192.0.2.10").header("x-tenant-id", &tenant), true);
     }
-    let ip = format!("10.0.{}.{}", k / 256, k % 256);
-    (MemoryRequest::new("GET", "/api/v1/items").header("x-forwarded-for", &ip).header("x-tenant-id", &tenant), false)
+    (common::client(k), false)
 }
 
 /// (slot calls per request of the 1000 clients, per hot request, counter calls).
-fn run(policy: Policy, hot: bool, rate: u64) -> (f64, f64, u64) {
+fn run(policy: sluice_core::policy::Policy, hot: bool, rate: u64) -> (f64, f64, u64) {
     let mut inst = Instance::new(policy);
     let mut counter = FakeCounter::default();
     let (gap, warm) = (S / rate.max(1), rate.saturating_mul(2));
@@ -86,7 +68,7 @@ fn main() -> std::process::ExitCode {
     println!("{rate} requests/s, 1000 clients, one worker; slot reads and writes per request");
     for hot in [false, true] {
         for global in [false, true] {
-            let p = match policy(global) {
+            let p = match common::default_policy(global, Some(1)) {
                 Ok(p) => p,
                 Err(e) => {
                     eprintln!("crossings: {e}");

@@ -10,43 +10,21 @@
 //!
 //! Prints the decisions made and the nanoseconds per decision.
 
-use sluice_core::limiter::{decide, Ctx};
-use sluice_core::policy::Policy;
-use sluice_core::request::MemoryRequest;
-use sluice_core::store::MemoryStore;
+mod common;
 
-fn local_policy() -> Result<Policy, String> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../policies/mcp-gateway.json");
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
-    let mut doc: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-    if let Some(root) = doc.as_object_mut() {
-        root.remove("global");
-        for rule in root.get_mut("rules").and_then(|r| r.as_array_mut()).into_iter().flatten() {
-            if let Some(rule) = rule.as_object_mut() {
-                rule.remove("scope");
-            }
-        }
-    }
-    Policy::from_json(&doc.to_string()).map_err(|e| e.to_string())
-}
+use sluice_core::limiter::{decide, Ctx};
+use sluice_core::store::MemoryStore;
 
 fn main() -> std::process::ExitCode {
     let n: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(200_000);
-    let policy = match local_policy() {
+    let policy = match common::default_policy(false, None) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("decide: {e}");
             return std::process::ExitCode::FAILURE;
         }
     };
-    let requests: Vec<MemoryRequest> = (0..1000u64)
-        .map(|k| {
-            MemoryRequest::new("GET", "/api/v1/items")
-                .header("x-forwarded-for", &format!("10.0.{}.{}", k / 256, k % 256))
-                .header("x-tenant-id", &format!("tenant-{k}"))
-                .from_address("127.0.0.1:40000")
-        })
-        .collect();
+    let requests: Vec<_> = (0..1000u64).map(common::client).collect();
     let store = MemoryStore::default();
     let start = std::time::Instant::now();
     let t0 = 1_800_000_000_000_000_000u64;
