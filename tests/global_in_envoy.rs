@@ -111,8 +111,7 @@ fn a_busy_key_is_served_from_the_workers_memory_within_its_limits() {
     let from_memory = |rule: &str| -> u64 {
         // Counters reach Envoy on each worker's next tick.
         std::thread::sleep(Duration::from_millis(300));
-        let named = |k: &String| k.contains("sluice_worker_share_admitted_total") && k.contains(rule);
-        cluster.envoys.iter().filter_map(|e| e.stats().ok()?.into_iter().find(|(k, _)| named(k)).map(|(_, v)| v)).sum()
+        cluster.envoys.iter().filter_map(|e| common::rule_stat(e, "sluice_worker_share_admitted_total", rule)).sum()
     };
     // 300/s at each instance, well under both limits: every request goes.
     overload(&cluster, 300.0, 1, spec.clone());

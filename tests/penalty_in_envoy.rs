@@ -29,10 +29,7 @@ fn a_client_refused_ten_times_is_boxed_and_others_are_not() {
     // Another client goes on.
     assert_eq!(stack.get("/api/v1/anything", &[("x-forwarded-for", "203.0.113.8"), ("x-tenant-id", "p2")]).status, 200);
     // Counted.
-    let stat = |name: &str| {
-        let stats = stack.envoy.stats().ok()?;
-        stats.iter().find(|(k, _)| k.contains(name) && k.contains("per-ip")).map(|(_, v)| *v)
-    };
+    let stat = |name: &str| common::rule_stat(&stack.envoy, name, "per-ip");
     assert!(common::eventually(Duration::from_secs(5), || stat("sluice_penalty_boxes_total") == Some(1)), "{:?}", stat("sluice_penalty_boxes_total"));
     assert!(common::eventually(Duration::from_secs(5), || stat("sluice_penalty_refused_total").unwrap_or(0) >= 1));
 }

@@ -160,3 +160,9 @@ pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
     false
 }
+
+/// Envoy's counter `name` of the rule `rule` (its tags are in the stat's
+/// name), if it exists.
+pub fn rule_stat(envoy: &Envoy, name: &str, rule: &str) -> Option<u64> {
+    envoy.stats().ok()?.into_iter().find(|(k, _)| k.contains(name) && k.contains(rule)).map(|(_, v)| v)
+}
