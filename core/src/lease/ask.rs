@@ -97,7 +97,7 @@ impl Lease {
     /// Whether the key's whole budget was reserved in this window or the
     /// one before, as last heard: the instances together want more than
     /// the limit.
-    pub fn contested(&self, limit: &Limit) -> bool {
+    pub(crate) fn contested(&self, limit: &Limit) -> bool {
         u64::from(self.used.max(self.used_before)) >= limit.requests
     }
 }
