@@ -69,6 +69,10 @@ pub struct SluiceRoot {
     last_lease_work: u64,
     /// As leader: the keys whose reservations ahead span windows.
     spans: Spans,
+    /// As leader: give-backs and renewals the sweeps found, sent with the
+    /// next lease work's call (a call costs the leader 100–200 µs; one per
+    /// tick held Envoy's main thread for that long on every tick).
+    swept: Vec<LeaseNeed>,
     /// This root won the last leader election.
     leading: bool,
     /// Envoy is done with this root (its configuration was replaced): it
@@ -90,6 +94,7 @@ impl SluiceRoot {
             last_probe: 0,
             last_lease_work: 0,
             spans: Spans::default(),
+            swept: Vec::new(),
             leading: false,
             closing: false,
             tick_ns: 0,
@@ -163,11 +168,14 @@ impl SluiceRoot {
         global::forget(policy, &dropped, now);
         if degraded {
             global::forget(policy, &needs, now);
+            // Reservations a service that does not answer cannot take back.
+            self.swept.clear();
             return;
         }
         // Steady keys reserve several windows ahead in one ask (the keys
         // the traffic left give back on the ticks, `sweep`).
         self.spans.widen(policy, &mut needs, now);
+        needs.append(&mut self.swept);
         self.send(policy, settings, needs, now);
     }
 
@@ -175,18 +183,15 @@ impl SluiceRoot {
     /// ahead, giving back what keys the traffic left hold and renewing
     /// spans still in use.
     fn sweep(&mut self, policy: &Policy, now: u64) {
-        let Some(settings) = policy.global.as_ref() else { return };
-        if !self.leading || self.closing || self.spans.is_empty() || global::degraded() {
+        if policy.global.is_none() || !self.leading || self.closing || self.spans.is_empty() || global::degraded() {
             return;
         }
         let (back, errors) = self.spans.sweep(policy, &HostStore, now, SWEEP_PER_TICK);
         for e in errors {
             warn_within_budget!(now, "a lease reserved ahead not looked at: {e}");
         }
-        if !back.is_empty() {
-            crate::metrics::given_back(&back);
-            self.send(policy, settings, back, now);
-        }
+        crate::metrics::given_back(&back);
+        self.swept.extend(back);
     }
 
     /// Sends `needs` to the counter service, in as many calls as its bounds

@@ -497,6 +497,20 @@ fn a_steady_key_reserves_spans_ahead_and_gives_them_back_when_its_traffic_leaves
 }
 
 #[test]
+fn a_key_that_slows_down_is_no_longer_watched_once_its_span_is_given_back() {
+    let mut inst = Instance::new(policy_with("open", 1, true));
+    let mut counter = FakeCounter::default();
+    let req = tenant("/x", "bursty");
+    assert_eq!(drive(&mut inst, &mut counter, &req, 80, (T0, T0 + 3 * S)), 240);
+    assert_eq!(inst.spans.len(), 1, "the burst widened the key");
+    // 3 a second from now on: the span goes back, and the key reserves
+    // one window at a time like any slow key, unwatched.
+    assert_eq!(drive(&mut inst, &mut counter, &req, 3, (T0 + 3 * S, T0 + 9 * S)), 19, "every request admitted");
+    assert_eq!(inst.spans.len(), 0, "a slow key still watched: its lease read on every sweep");
+    assert_eq!(counter.used("per-tenant", "bursty", T0 / S + 11), 0, "nothing reserved two windows ahead");
+}
+
+#[test]
 fn slow_keys_and_small_limits_reserve_one_window_at_a_time() {
     // 3/s of a 100/s limit: asks under a sixteenth of it.
     let mut inst = Instance::new(policy_with("open", 1, true));

@@ -9,7 +9,10 @@
 //!
 //! The leader keeps the watch in its own memory: a new leader starts with
 //! none, and a span the old one reserved for a key that then goes quiet
-//! is not given back (it is spent or lost with its windows).
+//! is not given back (it is spent or lost with its windows). A key leaves
+//! the watch when its span ends or is given back: from then on its
+//! requests reserve ahead at their own pace like any key's, and `widen`
+//! watches it again when that is a span's worth.
 
 use std::collections::BTreeMap;
 
@@ -31,10 +34,11 @@ pub const SPAN_MIN_SHARE: u64 = 16;
 pub const SPAN_MAX_WINDOW_MS: u64 = 60_000;
 
 /// The keys whose spans this leader reserved, by lease fingerprint: the
-/// need that asked, and when to look at its lease next.
+/// need that asked, when to look at its lease next, and the last window
+/// its span reserved (as the clock here sees windows, with one to spare).
 #[derive(Default)]
 pub struct Spans {
-    watched: BTreeMap<u64, (LeaseNeed, u64)>,
+    watched: BTreeMap<u64, (LeaseNeed, u64, u64)>,
 }
 
 impl Spans {
@@ -70,7 +74,8 @@ impl Spans {
             let target = (now / 1_000_000).checked_div(a.window_ms).unwrap_or(0).saturating_add(1);
             // (A span of one window is still watched: the leader renews it.)
             need.ask.windows = MAX_SPAN.saturating_sub(u32::try_from(target.checked_rem(u64::from(MAX_SPAN)).unwrap_or(0)).unwrap_or(0)).max(1);
-            self.watched.insert(need.fingerprint, (need.clone(), now));
+            let last = target.saturating_add(u64::from(need.ask.windows));
+            self.watched.insert(need.fingerprint, (need.clone(), now, last));
         }
     }
 
@@ -79,8 +84,9 @@ impl Spans {
     /// key is still busy here (a span's last window reserves the next
     /// ones even when no request of this rule reaches its lease, as when
     /// another rule of the same requests refuses them first). Stops
-    /// watching keys whose lease knows no window any more. A lease that cannot be read is
-    /// looked at again later.
+    /// watching a key once its span ended or was given back (and no ask
+    /// of it is in flight). A lease that cannot be read is looked at again
+    /// later.
     ///
     /// At most `budget` leases are looked at, the longest due first; the
     /// others stay due for the next sweep. Each look reads a lease from
@@ -92,7 +98,7 @@ impl Spans {
         let mut renewed = Vec::new();
         let mut errors = Vec::new();
         let mut done = Vec::new();
-        let mut ready: Vec<(u64, u64)> = self.watched.iter().filter(|(_, (_, due))| *due <= now).map(|(fp, (_, due))| (*due, *fp)).collect();
+        let mut ready: Vec<(u64, u64)> = self.watched.iter().filter(|(_, (_, due, _))| *due <= now).map(|(fp, (_, due, _))| (*due, *fp)).collect();
         if ready.len() > budget {
             // The `budget` longest due, in linear time (every tick, over
             // up to 1,024 keys).
@@ -100,7 +106,8 @@ impl Spans {
             ready.truncate(budget);
         }
         for fp in ready.into_iter().map(|(_, fp)| fp) {
-            let Some((need, due)) = self.watched.get_mut(&fp) else { continue };
+            let Some((need, due, last)) = self.watched.get_mut(&fp) else { continue };
+            let last = *last;
             let Some((_, rule)) = rule_of(policy, need) else {
                 done.push(fp);
                 continue;
@@ -114,9 +121,13 @@ impl Spans {
                 if renew.is_some() {
                     after.asked_at = now;
                 }
-                // Until the lease knows no window (its reservations ended
-                // without a renewal), or while an ask is in flight.
-                let watching = after.window != 0 || after.asking(now);
+                // While an ask is in flight, and until the span ends or is
+                // given back: then the key is like any other, whose
+                // requests reserve ahead at their own pace (and `widen`
+                // watches it again if that is a span's worth). A key that
+                // stayed watched while it knew a window was looked at
+                // forever once a burst had widened it.
+                let watching = after.asking(now) || after.spans() || (!gave && after.window != 0 && after.window <= last);
                 ((back, renew, watching), (gave || renew.is_some()).then_some(after))
             });
             match looked {
