@@ -180,8 +180,8 @@ impl SluiceRoot {
     }
 
     /// As leader, on every tick: looks at a few of the leases reserved
-    /// ahead, giving back what keys the traffic left hold and renewing
-    /// spans still in use.
+    /// ahead, for giving back what keys the traffic left hold and renewing
+    /// spans still in use; both go out with the next batched call (`lead`).
     fn sweep(&mut self, policy: &Policy, now: u64) {
         if policy.global.is_none() || !self.leading || self.closing || self.spans.is_empty() || global::degraded() {
             return;
