@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use wasm_test_harness::{free_port, load, EchoServer, LoadOptions, RequestSpec};
+use wasm_test_harness::{load, EchoServer, LoadOptions, RequestSpec};
 
 #[test]
 fn total_requests_with_per_index_specs() {
@@ -96,8 +96,14 @@ fn rate_with_duration_stops_at_the_deadline() {
 
 #[test]
 fn connection_failures_are_errors() {
+    // A port held by a socket that is bound but not listening: connections
+    // to it are refused, and no other test's server can be given it (a
+    // port only known to be free was, once, by an echo server's).
+    let held = tokio::net::TcpSocket::new_v4().unwrap();
+    held.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = held.local_addr().unwrap().port();
     let report = load(LoadOptions {
-        port: free_port(),
+        port,
         connections: 2,
         total: Some(10),
         ..LoadOptions::default()
