@@ -169,15 +169,10 @@ fn one_hop(relative: &str) -> anyhow::Result<String> {
 /// `scope`. Validated like `make check` does.
 pub fn local_policy(policy: &str) -> anyhow::Result<String> {
     let mut doc: serde_json::Value = serde_json::from_str(policy).context("the default policy is not JSON")?;
-    let root = doc.as_object_mut().context("the default policy is not a JSON object")?;
-    root.remove("global");
-    if let Some(rules) = root.get_mut("rules").and_then(|r| r.as_array_mut()) {
-        for rule in rules {
-            if let Some(rule) = rule.as_object_mut() {
-                rule.remove("scope");
-            }
-        }
+    if !doc.is_object() {
+        bail!("the default policy is not a JSON object");
     }
+    sluice_core::policy::make_local(&mut doc);
     let json = serde_json::to_string_pretty(&doc)?;
     checked(&json)
 }

@@ -15,12 +15,7 @@ pub fn default_policy(global: bool, trusted_hops: Option<u64>) -> Result<Policy,
         root.insert("trusted_hops".into(), hops.into());
     }
     if !global {
-        root.remove("global");
-        for rule in root.get_mut("rules").and_then(|r| r.as_array_mut()).into_iter().flatten() {
-            if let Some(rule) = rule.as_object_mut() {
-                rule.remove("scope");
-            }
-        }
+        sluice_core::policy::make_local(&mut doc);
     }
     Policy::from_json(&doc.to_string()).map_err(|e| e.to_string())
 }

@@ -424,5 +424,18 @@ pub fn check(json: &str) -> Result<(), PolicyError> {
     Policy::from_json(json).map(|_| ())
 }
 
+/// A policy document (parsed JSON) with every rule counted locally: no
+/// `global` section, no rule `scope`. The benchmarks' `sluice-local` and
+/// the core's examples compare the same policy both ways with it.
+pub fn make_local(doc: &mut serde_json::Value) {
+    let Some(root) = doc.as_object_mut() else { return };
+    root.remove("global");
+    for rule in root.get_mut("rules").and_then(|r| r.as_array_mut()).into_iter().flatten() {
+        if let Some(rule) = rule.as_object_mut() {
+            rule.remove("scope");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -38,6 +38,23 @@ fn the_gateway_policy_is_valid() {
 }
 
 #[test]
+fn the_gateway_policy_made_local_counts_every_rule_here() {
+    let global = Policy::from_json(GATEWAY).expect("default policy");
+    assert!(global.rules.iter().any(|r| r.scope == Scope::Global), "the default policy has global rules");
+    let mut doc: serde_json::Value = serde_json::from_str(GATEWAY).expect("JSON");
+    make_local(&mut doc);
+    let local = Policy::from_json(&doc.to_string()).expect("still valid");
+    assert!(local.global.is_none());
+    assert!(local.rules.iter().all(|r| r.scope == Scope::Local));
+    let names = |p: &Policy| p.rules.iter().map(|r| (r.name.clone(), r.limit)).collect::<Vec<_>>();
+    assert_eq!(names(&local), names(&global), "the same rules and limits");
+    // Anything but an object is left as it is.
+    let mut not_a_policy = serde_json::json!([1, 2]);
+    make_local(&mut not_a_policy);
+    assert_eq!(not_a_policy, serde_json::json!([1, 2]));
+}
+
+#[test]
 fn each_mistake_is_named_with_its_path() {
     let cases: &[(&str, &str)] = &[
         (r#"{"rules": [], "slotz": 5}"#, "unknown field `slotz`"),
