@@ -167,9 +167,9 @@ impl SluiceRoot {
         let (mut needs, dropped) = global::dequeue(queue);
         global::forget(policy, &dropped, now);
         if degraded {
+            // The sweeps' renewals too: their keys may ask again.
+            needs.append(&mut self.swept);
             global::forget(policy, &needs, now);
-            // Reservations a service that does not answer cannot take back.
-            self.swept.clear();
             return;
         }
         // Steady keys reserve several windows ahead in one ask (the keys
@@ -386,6 +386,9 @@ impl SluiceRoot {
         };
         if self.leading {
             self.lead(&policy);
+        } else if !self.swept.is_empty() {
+            // The lead was lost: the new leader watches afresh.
+            global::forget(&policy, &std::mem::take(&mut self.swept), now);
         }
     }
 }
