@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{align_to_second, eventually, Cluster};
-use wasm_test_harness::{load, CounterOptions, LoadOptions, LoadReport, Redis, RequestSpec};
+use wasm_test_harness::{load, load_each, CounterOptions, LoadOptions, LoadReport, Redis, RequestSpec};
 
 fn policy(failure_mode: &str, instances: u32) -> String {
     format!(
@@ -125,6 +125,36 @@ fn a_busy_key_is_served_from_the_workers_memory_within_its_limits() {
     // requests that take or repay one cross, most of the others do not.
     assert!(lent >= offered / 2 && lent <= offered, "{lent} of {offered} from loans");
     assert!(shared >= offered / 2 && shared <= offered, "{shared} of {offered} from shares");
+}
+
+/// A key whose traffic moves to another instance: the first instance's
+/// leader gives back what it reserved for the windows ahead (a give-back
+/// found by its sweep, sent with its next batched call), and the second
+/// instance gets that budget instead of waiting for those windows to end.
+#[test]
+fn a_key_whose_traffic_moves_gives_its_reservations_ahead_back() {
+    let redis = Redis::start().unwrap();
+    let cluster = Cluster::start(&policy("open", 2), 2, redis_counter(&redis));
+    let spec = RequestSpec::get("/api/v1/anything").header("x-tenant-id", "moving");
+    let at = |envoy: usize, span: Duration| load_each(&[cluster.envoys[envoy].port()], 80.0, span, &spec).remove(0).expect("load");
+    // Spans end on windows 3 mod 4: traffic from a window 2 mod 4 renews
+    // in its second window for the four windows after it. The traffic
+    // moves at the start of the third, so without a give-back the first
+    // instance would hold some 90 of the 100 in it and the two after.
+    let window = || SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    align_to_second();
+    while window() % 4 != 2 {
+        align_to_second();
+    }
+    let first = at(0, Duration::from_millis(2900));
+    assert!(first.count(200) >= 220, "{first:?}");
+    align_to_second();
+    let second = at(1, Duration::from_secs(3));
+    let stats = cluster.envoys[0].stats().expect("stats");
+    let given_back = stats.iter().find(|(k, _)| k.contains("sluice_lease_units_given_back_total")).map_or(0, |(_, v)| *v);
+    println!("80/s moved: the second instance admitted {} of {} in three windows; {given_back} units given back", second.count(200), second.responses());
+    assert!(given_back > 0, "nothing given back");
+    assert!(second.count(200) >= 150, "{second:?}");
 }
 
 #[test]
