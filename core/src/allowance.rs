@@ -57,8 +57,10 @@ use crate::policy::{Algorithm, Limit, Rule};
 use crate::store::{self, Note, SharedStore, StoreError};
 
 mod lease;
+mod refusals;
 pub(crate) use lease::Loan;
 pub use lease::{lease_eligible, loan_size};
+pub use refusals::{MAX_REFUSED_KEYS, REFUSED_FOR_NS};
 
 /// How long a reservation counts in its slot.
 pub const LIFE_NS: u64 = 500_000_000;
@@ -213,6 +215,10 @@ pub struct Allowances {
     /// [`MAX_SEEN_KEYS`]): a share goes only to a key seen within
     /// [`SPEND_WITHIN_NS`], never on a key's first request.
     seen: HashMap<u64, u64>,
+    /// Refusals this worker remembers (see `refusals`).
+    refusals: HashMap<u64, refusals::Refusal>,
+    /// The rules of those refusals.
+    refusing: Vec<usize>,
 }
 
 impl Allowances {
@@ -228,14 +234,22 @@ impl Allowances {
     /// Admits `cost` units of the key from this worker's share, if it has
     /// enough of one for `limit` that may still be spent.
     pub fn spend(&mut self, fingerprint: u64, limit: &Limit, now: u64, cost: u64) -> Option<Outcome> {
+        let o = self.share_outcome(fingerprint, limit, now, cost)?;
         let s = self.shares.get_mut(&fingerprint)?;
+        s.spent = s.spent.saturating_add(cost);
+        s.local_tat = s.local_tat.max(now).saturating_add(units_ns(limit, cost));
+        Some(o)
+    }
+
+    /// What spending `cost` units of the key's share would say, without
+    /// spending them (`None`: no share that may be spent holds them).
+    fn share_outcome(&self, fingerprint: u64, limit: &Limit, now: u64, cost: u64) -> Option<Outcome> {
+        let s = self.shares.get(&fingerprint)?;
         let left = s.granted.saturating_sub(s.spent);
         if now >= s.stop_at || s.limit != *limit || cost > left {
             return None;
         }
-        s.spent = s.spent.saturating_add(cost);
-        s.local_tat = s.local_tat.max(now).saturating_add(units_ns(limit, cost));
-        let debt = s.local_tat.saturating_sub(now);
+        let debt = s.local_tat.max(now).saturating_add(units_ns(limit, cost)).saturating_sub(now);
         let interval = units_ns(limit, 1).max(1);
         let remaining = units_ns(limit, limit.burst).saturating_sub(debt).checked_div(interval).unwrap_or(0);
         Some(Outcome { allowed: true, remaining, reset_ns: debt, retry_after_ns: 0 })
@@ -384,6 +398,12 @@ fn paced(due: &[(u64, u64, bool)], now: u64, budget: Budget) -> usize {
 /// [`settle_due`] within a [`Budget`].
 pub fn settle_some(allowances: &RefCell<Allowances>, store: &dyn SharedStore, now: u64, all: bool, budget: Budget) -> Vec<StoreError> {
     let mut a = allowances.borrow_mut();
+    if all {
+        a.refusals.clear();
+        a.refusing.clear();
+    } else {
+        a.forget_refusals(now);
+    }
     // Unspent shares need no write.
     a.shares.retain(|_, s| s.spent > 0 || !(all || now >= s.stop_at));
     // (deadline, fingerprint, a loan)

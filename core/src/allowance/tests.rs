@@ -427,3 +427,34 @@ fn every_loan_due_is_repaid_whatever_the_budget() {
     assert!(per_tick.iter().all(|&n| n <= 3), "{per_tick:?}");
     assert!(t <= end + SPEND_WITHIN_NS + 20 * MS, "all repaid by {t}");
 }
+
+#[test]
+fn refusals_are_remembered_within_their_bound_under_their_limit_and_forgotten_on_a_new_policy() {
+    let store = shared();
+    let l = per_second(10);
+    let a = RefCell::new(Allowances::default());
+    let refusal = |retry_after_ns| Outcome { allowed: false, remaining: 0, reset_ns: S, retry_after_ns };
+    // A refusal whose next unit is 30 ms away: remembered for those 30 ms,
+    // counted down; one 2 s away: for REFUSED_FOR_NS only.
+    a.borrow_mut().note_outcome((0, 1), &l, S, &refusal(30 * MS));
+    a.borrow_mut().note_outcome((2, 2), &l, S, &refusal(2 * S));
+    assert_eq!(a.borrow().refused(1, &l, S + 10 * MS), Some(refusal(20 * MS)).map(|o| Outcome { reset_ns: S - 10 * MS, ..o }));
+    assert_eq!(a.borrow().refused(1, &l, S + 30 * MS), None);
+    assert_eq!(a.borrow().refused(1, &per_second(20), S), None, "another limit");
+    assert!(a.borrow().refused(2, &l, S + REFUSED_FOR_NS - 1).is_some_and(|o| o.retry_after_ns == 2 * S - REFUSED_FOR_NS + 1));
+    assert_eq!(a.borrow().refused(2, &l, S + REFUSED_FOR_NS), None);
+    assert_eq!(a.borrow().refusing_rules(), &[0, 2]);
+    // An admission forgets; the tick forgets what lapsed, and the rules.
+    a.borrow_mut().note_outcome((0, 1), &l, S, &Outcome { allowed: true, remaining: 3, reset_ns: 0, retry_after_ns: 0 });
+    assert_eq!(a.borrow().refused(1, &l, S), None);
+    assert!(settle_some(&a, &store, S + REFUSED_FOR_NS, false, Budget { writes: 0, urgent_until: 0, tick_ns: 10 * MS }).is_empty());
+    assert_eq!((a.borrow().refusals(), a.borrow().refusing_rules().len()), (0, 0));
+    // Bounded: past MAX_REFUSED_KEYS live ones, no more are kept.
+    for fp in 0..MAX_REFUSED_KEYS as u64 + 10 {
+        a.borrow_mut().note_outcome((0, fp), &l, 2 * S, &refusal(50 * MS));
+    }
+    assert_eq!(a.borrow().refusals(), MAX_REFUSED_KEYS);
+    // A new policy: every refusal forgotten.
+    assert!(settle_due(&a, &store, 2 * S, true).is_empty());
+    assert_eq!(a.borrow().refusals(), 0);
+}

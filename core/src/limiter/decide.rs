@@ -26,7 +26,11 @@ fn evaluation_order(policy: &Policy) -> impl Iterator<Item = (usize, &Rule)> {
 /// units its own reserve call was granted, the turns it kept).
 pub fn decide_carrying(policy: &Policy, req: &mut dyn Request, store: &dyn SharedStore, ctx: Ctx, carried: &[Carry]) -> Decision {
     let mut pass = Pass::new(policy, req, store, ctx, carried);
-    for (i, rule) in evaluation_order(policy) {
+    let first = pass.refused_first();
+    if let Some((i, rule)) = first.and_then(|i| Some((i, policy.rules.get(i)?))) {
+        pass.rule(i, rule);
+    }
+    for (i, rule) in evaluation_order(policy).filter(|(i, _)| Some(*i) != first) {
         pass.rule(i, rule);
     }
     pass.plan_unreached();
@@ -69,6 +73,20 @@ impl<'p, 'r> Pass<'p, 'r> {
         let turns: Vec<Carry> = carried.iter().filter(|c| matches!(c, Carry::Turn { .. })).copied().collect();
         let spent: Vec<Spent> = turns.iter().filter_map(Carry::spent).collect();
         Pass { policy, store, ctx, carried, attrs, exempt, d: Decision::default(), turns, spent, unreached: Vec::new() }
+    }
+
+    /// A rule this worker remembers refusing the request's key (see
+    /// `allowance::refusals`): decided first, so that the request's other
+    /// rules are only looked at, not spent from and given back.
+    fn refused_first(&mut self) -> Option<usize> {
+        let shares = self.store.allowances()?;
+        let rules = shares.borrow().refusing_rules().to_vec();
+        rules.into_iter().find(|&i| {
+            let Some(rule) = self.policy.rules.get(i).filter(|r| crate::allowance::eligible(r)) else { return false };
+            let Some(params) = self.attrs.applies(self.policy, rule, self.exempt) else { return false };
+            let Some((fp, _)) = self.attrs.key(self.policy, rule, &params) else { return false };
+            shares.borrow().refused(fp, &rule.limit, self.ctx.now).is_some()
+        })
     }
 
     /// Decides one rule, if it applies.
@@ -214,8 +232,20 @@ impl<'p, 'r> Pass<'p, 'r> {
         let (policy, store, now, waited) = (self.policy, self.store, self.ctx.now, self.ctx.waited_ns);
         let room_in = |q: &Queue| q.max_wait.nanos().saturating_add(TICK_GRACE_NS).saturating_sub(waited);
         let class = rule.priority.as_ref().map_or(0, |p| p.class(self.attrs.header(&p.header).as_deref(), waited));
+        // This worker's memory of the key's bucket: its share, and the
+        // refusal it last gave (see `allowance::refusals`).
+        let shares = store.allowances().filter(|_| fp != store::overflow_fingerprint(i) && crate::allowance::eligible(rule));
         match (denied, rule.queue.as_ref(), kept_turn) {
-            (true, _, _) => store::peek(store, policy.slots, fp, rule.algorithm, limit, now, cost).map(|o| Some((o, 0, false))),
+            (true, _, _) => {
+                if let Some(o) = shares.and_then(|a| a.borrow().looked(fp, limit, now, cost)) {
+                    return Ok(Some((o, 0, false)));
+                }
+                let o = store::peek(store, policy.slots, fp, rule.algorithm, limit, now, cost)?;
+                if let Some(a) = shares {
+                    a.borrow_mut().note_outcome((i, fp), limit, now, &o);
+                }
+                Ok(Some((o, 0, false)))
+            }
             (false, _, Some(at)) => {
                 let wait = at.saturating_sub(now);
                 Ok(Some((Outcome { allowed: true, remaining: 0, reset_ns: wait, retry_after_ns: 0 }, wait, false)))
@@ -239,12 +269,18 @@ impl<'p, 'r> Pass<'p, 'r> {
                 Ok(Some((o, wait, false)))
             }
             (false, None, None) => {
-                let shares = store.allowances().filter(|_| fp != store::overflow_fingerprint(i) && crate::allowance::eligible(rule));
+                if let Some(o) = shares.and_then(|a| a.borrow().refused(fp, limit, now)) {
+                    return Ok(Some((o, 0, false)));
+                }
                 if let Some(o) = shares.and_then(|a| a.borrow_mut().spend(fp, limit, now, cost)) {
                     return Ok(Some((o, 0, true)));
                 }
                 let (o, note) = match shares {
-                    Some(a) => crate::allowance::take_noting(a, store, policy.slots, fp, limit, now, cost)?,
+                    Some(a) => {
+                        let taken = crate::allowance::take_noting(a, store, policy.slots, fp, limit, now, cost)?;
+                        a.borrow_mut().note_outcome((i, fp), limit, now, &taken.0);
+                        taken
+                    }
                     None => store::take_noting(store, policy.slots, fp, rule.algorithm, limit, now, cost)?,
                 };
                 self.d.books.notes.extend(note.map(|n| (i, n)));
