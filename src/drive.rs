@@ -157,6 +157,7 @@ fn observe(policy: &Policy, decided: &Decided, now: u64) {
             Tally::Boxed => ids.boxed,
             Tally::BoxStarted => ids.boxes,
             Tally::FromShare => ids.from_share,
+            Tally::RefusedFromMemory => ids.refused_from_memory,
         });
     });
 }

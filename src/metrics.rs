@@ -36,6 +36,7 @@ pub struct RuleIds {
     pub boxed: Option<u32>,
     pub boxes: Option<u32>,
     pub from_share: Option<u32>,
+    pub refused_from_memory: Option<u32>,
 }
 
 /// The series of a rule whose cost the response settles.
@@ -172,6 +173,7 @@ pub fn rule(rule: &Rule) -> RuleIds {
         boxed: define(MetricType::Counter, &format!("sluice_penalty_refused_total{tags}")),
         boxes: define(MetricType::Counter, &format!("sluice_penalty_boxes_total{tags}")),
         from_share: define(MetricType::Counter, &format!("sluice_worker_share_admitted_total{tags}")),
+        refused_from_memory: define(MetricType::Counter, &format!("sluice_worker_memory_refused_total{tags}")),
     };
     RULES.with(|r| r.borrow_mut().insert(key, ids));
     ids

@@ -1,7 +1,8 @@
 //! Hostile clients and upstreams in real Envoy: an upstream answer with a
 //! header that is not UTF-8, tenant ids longer than the counter service
-//! takes, and HTTP/2 requests that end with trailers. Each must get a safe
-//! decision and leave the filter working for everyone else.
+//! takes, HTTP/2 requests that end with trailers, and a client that
+//! retries without pause. Each must get a safe decision and leave the
+//! filter working for everyone else.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -19,6 +20,37 @@ use wasm_test_harness::CounterOptions;
 /// The gateway policy without queues, so that refusals are immediate.
 fn unqueued() -> String {
     common::patient(common::GATEWAY).replace(",\n     \"queue\": {\"max_wait\": \"2s\"}", "")
+}
+
+#[test]
+fn a_client_retrying_without_pause_is_refused_from_memory_with_the_same_retry_after() {
+    let stack = Stack::with_workers(
+        r#"{"rules": [
+        {"name": "per-user", "key": [{"header": "x-user"}], "limit": {"requests": 1000, "per": "1s"}},
+        {"name": "export", "match": {"paths": [{"exact": "/export"}]}, "key": [{"header": "x-user"}], "limit": {"requests": 2, "per": "1h"}}]}"#,
+        2,
+    );
+    let ann = [("x-user", "ann")];
+    let mut retry_after = Vec::new();
+    for _ in 0..300 {
+        let r = stack.get("/export", &ann);
+        if r.status == 429 {
+            assert_eq!(r.json().unwrap()["limits"]["tier"], "export", "{}", r.body);
+            retry_after.push(r.header("retry-after").unwrap().parse::<u64>().unwrap());
+        }
+    }
+    assert_eq!(retry_after.len(), 298, "two an hour");
+    // The next unit is half an hour away (plus the jitter of up to 5 s),
+    // whether the slot or a worker's memory of it says so.
+    assert!(retry_after.iter().all(|s| (1795..=1806).contains(s)), "{retry_after:?}");
+    // Each worker reads the slot again 100 ms after its last read at most
+    // (its counters reach Envoy every 100 ms).
+    let remembered = || common::rule_stat(&stack.envoy, "sluice_worker_memory_refused_total", "_rule.export;").unwrap_or(0);
+    common::eventually(Duration::from_secs(5), || remembered() > 100);
+    let remembered = remembered();
+    assert!(remembered > 100 && remembered < 298, "{remembered} of 298 refusals from memory");
+    // Everyone else is untouched.
+    assert_eq!(stack.get("/export", &[("x-user", "bob")]).status, 200);
 }
 
 #[test]

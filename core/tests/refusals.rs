@@ -44,7 +44,7 @@ fn a_flood_is_refused_from_memory_as_the_slot_would_and_admitted_on_time() {
     // store alone (every request read in the slot).
     let (remembering, alone) = (store(&policy), store(&policy));
     let worker = WorkerStore::new(&remembering);
-    let (mut refused, setup) = (0u64, (remembering.calls(), alone.calls()));
+    let (mut refused, mut remembered, setup) = (0u64, 0u64, (remembering.calls(), alone.calls()));
     for n in 0..6000u64 {
         let now = T0 + n * (S / 2000);
         let with = decide(&policy, &mut req("/items"), &worker, Ctx::at(now));
@@ -52,6 +52,8 @@ fn a_flood_is_refused_from_memory_as_the_slot_would_and_admitted_on_time() {
         assert_eq!(with.allowed(), without.allowed(), "request {n}");
         assert_eq!(told(&with), told(&without), "request {n}: what the refusal says");
         refused += u64::from(!with.allowed());
+        remembered += u64::from(!with.books.remembered.is_empty());
+        assert!(without.books.remembered.is_empty());
     }
     assert_eq!(refused, 6000 - 10 - 29, "the burst, then 10 a second for 3 s");
     // With the memory: a read when each refusal's 100 ms run out, or
@@ -60,6 +62,7 @@ fn a_flood_is_refused_from_memory_as_the_slot_would_and_admitted_on_time() {
     // Alone: a read per refusal (and a write for each first refusal).
     assert!(calls.1 >= refused, "{} slot calls alone", calls.1);
     assert!(calls.0 <= 4 * 39, "{} slot calls for {refused} refusals", calls.0);
+    assert!(remembered + 4 * 39 >= refused, "{remembered} of {refused} refusals from memory");
 }
 
 #[test]

@@ -32,6 +32,10 @@ pub enum Tally {
     /// (a bucket's tokens, or a loan of a global rule's lease), without
     /// reading the shared slot; counted only when the request is admitted.
     FromShare,
+    /// The rule refused the request from this worker's memory of its
+    /// key's last refusal, without reading the shared slot (counted with
+    /// `Denied`, or `ShadowDenied` for a shadow rule).
+    RefusedFromMemory,
 }
 
 /// The counters `decided` bumps, handed to `count` one by one (nothing
@@ -78,6 +82,9 @@ pub fn tallies(policy: &Policy, decided: &Decided, mut count: impl FnMut(usize, 
         }
         if d.allowed() && from_share(a.rule) {
             out.push((a.rule, Tally::FromShare));
+        }
+        if tally != Tally::Allowed && d.books.remembered.contains(&a.rule) {
+            out.push((a.rule, Tally::RefusedFromMemory));
         }
     }
 }

@@ -270,6 +270,7 @@ impl<'p, 'r> Pass<'p, 'r> {
             }
             (false, None, None) => {
                 if let Some(o) = shares.and_then(|a| a.borrow().refused(fp, limit, now)) {
+                    self.d.books.remembered.push(i);
                     return Ok(Some((o, 0, false)));
                 }
                 if let Some(o) = shares.and_then(|a| a.borrow_mut().spend(fp, limit, now, cost)) {

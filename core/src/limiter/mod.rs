@@ -262,6 +262,10 @@ pub struct Books {
     /// Rules that refused the request because its key is in their penalty
     /// box (see `penalty`).
     pub boxed: Vec<usize>,
+    /// Rules that refused the request from this worker's memory of an
+    /// earlier refusal, without reading their slot (see
+    /// `allowance::refusals`), for a metric.
+    pub remembered: Vec<usize>,
 }
 
 impl Decision {
