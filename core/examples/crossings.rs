@@ -10,7 +10,10 @@
 //! ```
 //!
 //! Prints, per mix and policy, the slot calls per request (the hot client's
-//! refused requests apart, in the denial mix) and the counter calls. A
+//! refused requests apart, in the denial mix) and the counter calls; and
+//! the slot calls per refused request of a flood, one tenant sending
+//! `tools-invoke` (20/s, global in the default policy) 1000 times a
+//! second. A
 //! deterministic count, where `make bench` measures time on a noisy
 //! machine: the figure to compare when a change is meant to save
 //! crossings.
@@ -63,6 +66,34 @@ fn run(policy: sluice_core::policy::Policy, hot: bool, rate: u64) -> (f64, f64, 
     (per(sums[0]), per(sums[1]), counter.calls)
 }
 
+/// A flood: one tenant's `POST /api/v1/tools/invoke` at `rate` for 6 s,
+/// the last 4 counted: (slot calls per refused request, refused, admitted).
+fn flood(policy: sluice_core::policy::Policy, rate: u64) -> (f64, u64, u64) {
+    let mut inst = Instance::new(policy);
+    let mut counter = FakeCounter::default();
+    let req = MemoryRequest::new("POST", "/api/v1/tools/invoke").header("x-forwarded-for", "192.0.2.10").header("x-tenant-id", "flood");
+    let (gap, mut next_tick) = (S / rate.max(1), T0);
+    let (mut calls, mut refused, mut admitted) = (0, 0, 0);
+    for n in 0..rate.saturating_mul(6) {
+        let now = T0 + n * gap;
+        if now >= next_tick {
+            inst.tick(&mut counter, now);
+            next_tick += 10 * MS;
+        }
+        let before = inst.store.calls();
+        let allowed = inst.send(&mut counter, &req, now).allowed();
+        if n >= rate.saturating_mul(2) {
+            if allowed {
+                admitted += 1;
+            } else {
+                refused += 1;
+                calls += inst.store.calls() - before;
+            }
+        }
+    }
+    (calls as f64 / refused.max(1) as f64, refused, admitted)
+}
+
 fn main() -> std::process::ExitCode {
     let rate: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(18_000);
     println!("{rate} requests/s, 1000 clients, one worker; slot reads and writes per request");
@@ -81,6 +112,18 @@ fn main() -> std::process::ExitCode {
             let hot_part = if hot { format!(", hot client's {refused:.2}") } else { String::new() };
             println!("{mix} {kind}: clients' requests {clients:.2}{hot_part}; counter calls in 4 s: {calls}");
         }
+    }
+    for global in [false, true] {
+        let p = match common::default_policy(global, Some(1)) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("crossings: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        };
+        let (per, refused, admitted) = flood(p, 1000);
+        let kind = if global { "global" } else { "local " };
+        println!("flood    {kind}: refused requests {per:.2} ({refused} refused, {admitted} admitted in 4 s)");
     }
     std::process::ExitCode::SUCCESS
 }

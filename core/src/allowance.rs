@@ -219,6 +219,8 @@ pub struct Allowances {
     refusals: HashMap<u64, refusals::Refusal>,
     /// The rules of those refusals.
     refusing: Vec<usize>,
+    /// Keys whose global lease refused for lack of budget, until when.
+    exhausted: HashMap<u64, u64>,
 }
 
 impl Allowances {
@@ -401,6 +403,7 @@ pub fn settle_some(allowances: &RefCell<Allowances>, store: &dyn SharedStore, no
     if all {
         a.refusals.clear();
         a.refusing.clear();
+        a.exhausted.clear();
     } else {
         a.forget_refusals(now);
     }

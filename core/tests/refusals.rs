@@ -1,17 +1,21 @@
 //! Refusals a worker remembers (`allowance::refusals`) inside whole
 //! decisions: a flood past a limit is refused from memory, with the
 //! outcome the slot would give, admitted when the bucket has its next
-//! unit, and a unit that comes back early is seen within the bound.
+//! unit, and a unit that comes back early is seen within the bound; a
+//! flood past a global rule's budget is decided lease first.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
+
+mod support;
 
 use sluice_core::allowance::{settle_due, WorkerStore, REFUSED_FOR_NS};
 use sluice_core::limiter::{decide, Ctx, Decision};
 use sluice_core::policy::Policy;
 use sluice_core::request::MemoryRequest;
 use sluice_core::store::{ensure_slots, MemoryStore};
+use support::{FakeCounter, Instance};
 
 const S: u64 = 1_000_000_000;
 const MS: u64 = 1_000_000;
@@ -130,4 +134,39 @@ fn a_unit_that_comes_back_early_is_seen_within_the_bound() {
     assert!(!decide(&policy, &mut req("/items"), &one, Ctx::at(T0 + REFUSED_FOR_NS / 2)).allowed());
     assert_eq!(shared.calls(), calls, "refused from memory");
     assert!(decide(&policy, &mut req("/items"), &one, Ctx::at(T0 + 2 * MS + REFUSED_FOR_NS)).allowed());
+}
+
+#[test]
+fn a_flood_past_a_global_budget_is_decided_lease_first_and_each_window_admits_its_budget() {
+    let policy = policy(
+        r#"{"global": {"expected_instances": 2}, "rules": [
+        {"name": "tools-invoke", "scope": "global", "key": [{"header": "x-tenant-id"}], "limit": {"requests": 20, "per": "1s"}}]}"#,
+    );
+    let mut counter = FakeCounter::default();
+    let mut instances = [Instance::new(policy.clone()), Instance::new(policy)];
+    // 1000 requests a second for 4 s, alternating between the instances.
+    let (mut admitted, mut refused, mut refused_calls) = ([0u64; 4], 0u64, 0u64);
+    for n in 0..4000u64 {
+        let now = T0 + n * MS;
+        let inst = &mut instances[(n % 2) as usize];
+        if n % 20 < 2 {
+            inst.tick(&mut counter, now);
+        }
+        let before = inst.store.calls();
+        let d = inst.send(&mut counter, &req("/invoke"), now);
+        if d.allowed() {
+            admitted[(n / 1000) as usize] += 1;
+        } else {
+            // The budget is gone for the window: told to come back then.
+            let retry = told(&d).expect("refused by tools-invoke").1;
+            assert!(retry <= S - (n % 1000) * MS, "request {n}: retry after {retry}");
+            refused += 1;
+            refused_calls += inst.store.calls() - before;
+        }
+    }
+    assert_eq!(admitted, [20; 4], "the budget of every window, never more");
+    // In the usual order every refusal took a unit from the bucket, was
+    // refused by the lease (a read and a write) and gave the unit back:
+    // 6 slot calls. Lease first: the bucket read, the lease read and written.
+    assert!(refused_calls <= 3 * refused + 100, "{refused_calls} slot calls for {refused} refusals");
 }
