@@ -48,7 +48,13 @@ fn metrics_carry_rule_tier_and_decision_labels() {
     println!("{}", sluice.join("\n"));
     assert_eq!(series(&text, "sluice_requests_total", &[list[0], list[1], ("decision", "allowed")]), Some(5.0));
     assert_eq!(series(&text, "sluice_requests_total", &[list[0], list[1], ("decision", "denied")]), Some(2.0));
-    assert!(series(&text, "sluice_near_limit_total", &list).unwrap() >= 1.0);
+    // The last admissions left the key near its limit. On a machine so
+    // loaded that each of the five waited for a reserve call of its own
+    // (seen in CI: five calls, five units granted), each is told what the
+    // lease knew as of its own answer, and none counts as near: not
+    // checked then.
+    let own_calls = series(&text, "sluice_callouts_total", &[("call", "reserve")]).unwrap_or(0.0);
+    assert!(series(&text, "sluice_near_limit_total", &list).unwrap() >= 1.0 || own_calls >= 5.0, "{own_calls} reserve calls");
     assert!(series(&text, "sluice_requests_total", &[("rule", "per-tenant"), ("tier", "tenant"), ("decision", "allowed")]).unwrap() >= 5.0);
     // The new tenant's first request went on credit for per-tenant (a
     // limit of 100); tools-list (5 a second) never gives credit.
