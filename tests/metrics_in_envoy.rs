@@ -48,11 +48,10 @@ fn metrics_carry_rule_tier_and_decision_labels() {
     println!("{}", sluice.join("\n"));
     assert_eq!(series(&text, "sluice_requests_total", &[list[0], list[1], ("decision", "allowed")]), Some(5.0));
     assert_eq!(series(&text, "sluice_requests_total", &[list[0], list[1], ("decision", "denied")]), Some(2.0));
-    // The last admissions left the key near its limit. On a machine so
-    // loaded that each of the five waited for a reserve call of its own
-    // (seen in CI: five calls, five units granted), each is told what the
-    // lease knew as of its own answer, and none counts as near: not
-    // checked then.
+    // The last admissions left the key near its limit (two counted when
+    // the machine is quiet, with four reserve calls). A loaded machine in
+    // CI made five reserve calls, and none of the five admissions counted
+    // as near; why is not known yet, so it is not checked then.
     let own_calls = series(&text, "sluice_callouts_total", &[("call", "reserve")]).unwrap_or(0.0);
     assert!(series(&text, "sluice_near_limit_total", &list).unwrap() >= 1.0 || own_calls >= 5.0, "{own_calls} reserve calls");
     assert!(series(&text, "sluice_requests_total", &[("rule", "per-tenant"), ("tier", "tenant"), ("decision", "allowed")]).unwrap() >= 5.0);
