@@ -59,6 +59,9 @@ impl Allowances {
     /// The refusal of the key this worker remembers under `limit`, if it
     /// still holds at `now`.
     pub fn refused(&self, fingerprint: u64, limit: &Limit, now: u64) -> Option<Outcome> {
+        if self.refusals.is_empty() {
+            return None;
+        }
         let r = self.refusals.get(&fingerprint)?;
         (now < r.until && r.limit == *limit).then(|| r.outcome(now))
     }
@@ -74,7 +77,10 @@ impl Allowances {
     /// `rule`) under `limit` at `now`; an admission forgets any earlier one.
     pub fn note_outcome(&mut self, (rule, fingerprint): (usize, u64), limit: &Limit, now: u64, o: &Outcome) {
         if o.allowed || o.retry_after_ns == 0 {
-            self.refusals.remove(&fingerprint);
+            // Most outcomes admit: no hashing while nothing is remembered.
+            if !self.refusals.is_empty() {
+                self.refusals.remove(&fingerprint);
+            }
             return;
         }
         if self.refusals.len() >= MAX_REFUSED_KEYS && !self.refusals.contains_key(&fingerprint) {
@@ -101,14 +107,16 @@ impl Allowances {
     /// budget at this worker's last decision on it, and its window has not
     /// ended since (then its lease is decided before its bucket).
     pub fn exhausted(&self, fingerprint: u64, now: u64) -> bool {
-        self.exhausted.get(&fingerprint).is_some_and(|until| now < *until)
+        !self.exhausted.is_empty() && self.exhausted.get(&fingerprint).is_some_and(|until| now < *until)
     }
 
     /// Remembers the key's lease as exhausted until `o`'s retry-after
     /// (forgets it when `o` admitted).
     pub fn note_exhausted(&mut self, fingerprint: u64, now: u64, o: &Outcome) {
         if o.allowed || o.retry_after_ns == 0 {
-            self.exhausted.remove(&fingerprint);
+            if !self.exhausted.is_empty() {
+                self.exhausted.remove(&fingerprint);
+            }
         } else if self.exhausted.len() < MAX_REFUSED_KEYS || self.exhausted.contains_key(&fingerprint) {
             self.exhausted.insert(fingerprint, now.saturating_add(o.retry_after_ns));
         }

@@ -90,6 +90,9 @@ impl<'p, 'r> Pass<'p, 'r> {
     /// rules are only looked at, not spent from and given back.
     fn refused_first(&mut self) -> Option<usize> {
         let shares = self.store.allowances()?;
+        if shares.borrow().refusing_rules().is_empty() {
+            return None;
+        }
         let rules = shares.borrow().refusing_rules().to_vec();
         rules.into_iter().find(|&i| {
             let Some(rule) = self.policy.rules.get(i).filter(|r| crate::allowance::eligible(r)) else { return false };
