@@ -96,34 +96,27 @@ fn flood(policy: sluice_core::policy::Policy, rate: u64) -> (f64, u64, u64) {
 
 fn main() -> std::process::ExitCode {
     let rate: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(18_000);
+    // The default policy made local, then as is: read once, for every run.
+    let policies = match [false, true].map(|global| common::default_policy(global, Some(1))) {
+        [Ok(local), Ok(global)] => [(false, local), (true, global)],
+        [Err(e), _] | [_, Err(e)] => {
+            eprintln!("crossings: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let kind = |global: bool| if global { "global" } else { "local " };
     println!("{rate} requests/s, 1000 clients, one worker; slot reads and writes per request");
     for hot in [false, true] {
-        for global in [false, true] {
-            let p = match common::default_policy(global, Some(1)) {
-                Ok(p) => p,
-                Err(e) => {
-                    eprintln!("crossings: {e}");
-                    return std::process::ExitCode::FAILURE;
-                }
-            };
-            let (clients, refused, calls) = run(p, hot, rate);
+        for (global, p) in &policies {
+            let (clients, refused, calls) = run(p.clone(), hot, rate);
             let mix = if hot { "denial  " } else { "overhead" };
-            let kind = if global { "global" } else { "local " };
             let hot_part = if hot { format!(", hot client's {refused:.2}") } else { String::new() };
-            println!("{mix} {kind}: clients' requests {clients:.2}{hot_part}; counter calls in 4 s: {calls}");
+            println!("{mix} {}: clients' requests {clients:.2}{hot_part}; counter calls in 4 s: {calls}", kind(*global));
         }
     }
-    for global in [false, true] {
-        let p = match common::default_policy(global, Some(1)) {
-            Ok(p) => p,
-            Err(e) => {
-                eprintln!("crossings: {e}");
-                return std::process::ExitCode::FAILURE;
-            }
-        };
-        let (per, refused, admitted) = flood(p, 1000);
-        let kind = if global { "global" } else { "local " };
-        println!("flood    {kind}: refused requests {per:.2} ({refused} refused, {admitted} admitted in 4 s)");
+    for (global, p) in &policies {
+        let (per, refused, admitted) = flood(p.clone(), 1000);
+        println!("flood    {}: refused requests {per:.2} ({refused} refused, {admitted} admitted in 4 s)", kind(*global));
     }
     std::process::ExitCode::SUCCESS
 }
