@@ -111,9 +111,8 @@ impl<'p, 'r> Pass<'p, 'r> {
     /// of six. The lease sees the same requests as in the usual order:
     /// those the bucket would admit.
     fn lease_first(&mut self, i: usize, rule: &Rule, (fp, cost): (u64, u64), skip: bool, id: &mut Option<String>) -> LeaseFirst {
-        let (store, now) = (self.store, self.ctx.now);
-        let remembered = store.allowances().filter(|_| !skip && rule.scope == Scope::Global && !self.ctx.degraded && crate::allowance::eligible(rule));
-        if !remembered.is_some_and(|a| a.borrow().exhausted(fp, now)) {
+        let now = self.ctx.now;
+        if skip || !self.lease_memory(rule).is_some_and(|a| a.borrow().exhausted(fp, now)) {
             return LeaseFirst::No;
         }
         // The bucket refuses, or the key has no slot of its own: the usual order.
@@ -134,9 +133,16 @@ impl<'p, 'r> Pass<'p, 'r> {
     /// Remembers (or forgets, when `o` admitted) that the key's lease
     /// refused for lack of budget.
     fn note_exhausted(&self, rule: &Rule, fp: u64, o: &Outcome) {
-        if let Some(a) = self.store.allowances().filter(|_| !self.ctx.degraded && crate::allowance::eligible(rule)) {
+        if let Some(a) = self.lease_memory(rule) {
             a.borrow_mut().note_exhausted(fp, self.ctx.now, o);
         }
+    }
+
+    /// This worker's memory of the global rule's leases, where the rule
+    /// may use it (see `lease_first`): not while the counter service is
+    /// away, and only for rules whose buckets may be shared.
+    fn lease_memory(&self, rule: &Rule) -> Option<&'p std::cell::RefCell<crate::allowance::Allowances>> {
+        self.store.allowances().filter(|_| rule.scope == Scope::Global && !self.ctx.degraded && crate::allowance::eligible(rule))
     }
 
     /// Decides one rule, if it applies.
