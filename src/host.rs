@@ -27,6 +27,7 @@ impl SharedStore for HostStore {
     }
 
     fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
+        crate::metrics::slot_read();
         match hostcalls::get_shared_data(key) {
             Ok((Some(v), cas)) => Ok(Some((v, cas.unwrap_or(0)))),
             Ok((None, _)) => Ok(None),
@@ -36,6 +37,7 @@ impl SharedStore for HostStore {
 
     fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError> {
         let cas = (cas != 0).then_some(cas);
+        crate::metrics::slot_written();
         match hostcalls::set_shared_data(key, Some(value), cas) {
             Ok(()) => Ok(()),
             Err(Status::CasMismatch) => Err(StoreError::CasMismatch),

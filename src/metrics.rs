@@ -62,6 +62,8 @@ struct Fixed {
     mcp_headers_disagree: Option<u32>,
     callouts: [Option<u32>; 3],
     callout_errors: [Option<u32>; 3],
+    slot_reads: Option<u32>,
+    slot_writes: Option<u32>,
 }
 
 /// What a callout was for.
@@ -91,6 +93,9 @@ thread_local! {
     /// The cost series of rules whose cost the response settles.
     static COSTS: RefCell<HashMap<u64, CostIds>> = RefCell::new(HashMap::new());
     static FIXED: RefCell<Option<Fixed>> = const { RefCell::new(None) };
+    /// Shared-data reads and writes since the last flush (counted apart
+    /// from `PENDING`: they come several to a request).
+    static SLOT_CALLS: std::cell::Cell<(u32, u32)> = const { std::cell::Cell::new((0, 0)) };
 }
 
 fn define(kind: MetricType, name: &str) -> Option<u32> {
@@ -120,6 +125,12 @@ fn add(id: Option<u32>, n: i64) {
 
 /// Hands the worker's pending increments to Envoy (on every root tick).
 pub fn flush() {
+    let (reads, writes) = SLOT_CALLS.with(|c| c.replace((0, 0)));
+    if reads > 0 || writes > 0 {
+        let f = fixed();
+        add(f.slot_reads, i64::from(reads));
+        add(f.slot_writes, i64::from(writes));
+    }
     let pending = PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()));
     for (id, n) in pending {
         if n != 0 {
@@ -235,6 +246,8 @@ fn fixed() -> Fixed {
         mcp_headers_disagree: define(MetricType::Counter, "sluice_mcp_header_mismatch_total"),
         callouts: CALLS.map(|k| define(MetricType::Counter, &format!("sluice_callouts_total_call.{k};"))),
         callout_errors: CALLS.map(|k| define(MetricType::Counter, &format!("sluice_callout_errors_total_call.{k};"))),
+        slot_reads: define(MetricType::Counter, "sluice_shared_data_reads_total"),
+        slot_writes: define(MetricType::Counter, "sluice_shared_data_writes_total"),
     };
     FIXED.with(|slot| *slot.borrow_mut() = Some(f));
     f
@@ -305,6 +318,22 @@ pub fn mcp_headers_disagree() {
 /// `limiter::MAX_HELD_PER_WORKER` already.
 pub fn held_refused() {
     add(fixed().held_refused, 1);
+}
+
+/// A read of Envoy's shared data (a slot, or the instance's coordination).
+pub fn slot_read() {
+    SLOT_CALLS.with(|c| {
+        let (r, w) = c.get();
+        c.set((r.saturating_add(1), w));
+    });
+}
+
+/// A write of Envoy's shared data, whether or not its compare-and-swap held.
+pub fn slot_written() {
+    SLOT_CALLS.with(|c| {
+        let (r, w) = c.get();
+        c.set((r, w.saturating_add(1)));
+    });
 }
 
 /// A callout was dispatched.
