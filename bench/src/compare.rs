@@ -71,6 +71,10 @@ pub struct Run {
     /// what a filter costs whatever the load.
     pub saturation_cpu_us: Option<f64>,
     pub fixed_cpu_us: Option<f64>,
+    /// Sluice's shared-data reads and writes per request at saturation
+    /// (its `sluice_shared_data_*_total` counters, all threads): the
+    /// crossings its slots cost, counted in Envoy rather than timed.
+    pub saturation_slot_calls: Option<f64>,
     pub envoy_rss_bytes: u64,
 }
 
@@ -119,6 +123,8 @@ pub struct Summary {
     /// CPU per request minus noop-wasm's in the same round: the filter's own cost.
     pub cpu_us_vs_noop: Option<Spread>,
     pub fixed_cpu_us: Option<Spread>,
+    /// Shared-data reads and writes per request at saturation.
+    pub slot_calls: Option<Spread>,
     pub socket_errors: u64,
 }
 
@@ -170,10 +176,15 @@ fn one(setup: &Setup, wrk: &Wrk, settings: &Settings, variant: Variant, round: u
     let port = envoy.port();
     wrk.run(port, &settings.mix, settings.warmup)?;
     let cpu = || envoy_cpu_ns(&envoy);
-    let before = cpu();
+    let (before, slots_before) = (cpu(), slot_calls(&envoy));
     let saturation = wrk.run(port, &settings.mix, settings.saturation)?;
     let saturation_cpu_us = per_request(before, cpu(), saturation.requests);
+    // Each worker hands its counts to Envoy on its tick (within 100 ms).
     std::thread::sleep(Duration::from_millis(200));
+    let saturation_slot_calls = slots_before.zip(slot_calls(&envoy)).and_then(|(b, a)| {
+        let requests = saturation.requests;
+        (requests > 0).then(|| a.saturating_sub(b) as f64 / requests as f64)
+    });
     let before = cpu();
     let periodic_before = buckets(&envoy, PERIODIC);
     let report = load(LoadOptions {
@@ -208,8 +219,20 @@ fn one(setup: &Setup, wrk: &Wrk, settings: &Settings, variant: Variant, round: u
         periodic_us,
         saturation_cpu_us,
         fixed_cpu_us,
+        saturation_slot_calls,
         envoy_rss_bytes,
     })
+}
+
+/// Sluice's shared-data reads and writes so far; `None` for a filter
+/// without those counters.
+fn slot_calls(envoy: &Envoy) -> Option<u64> {
+    let stats = envoy.stats().ok()?;
+    let of = |name: &str| stats.iter().find(|(k, _)| k.contains(name)).map(|(_, v)| *v);
+    match (of("sluice_shared_data_reads_total"), of("sluice_shared_data_writes_total")) {
+        (None, None) => None,
+        (r, w) => Some(r.unwrap_or(0).saturating_add(w.unwrap_or(0))),
+    }
 }
 
 /// CPU µs per request between two schedstat readings.
@@ -303,6 +326,7 @@ fn summarise(runs: &[Run], variant: Variant) -> Summary {
             _ => f64::NAN,
         }),
         fixed_cpu_us: of(&|r| r.fixed_cpu_us.unwrap_or(f64::NAN)),
+        slot_calls: of(&|r| r.saturation_slot_calls.unwrap_or(f64::NAN)),
         socket_errors: mine.iter().map(|r| r.saturation.errors() + r.fixed.errors).sum(),
     }
 }
@@ -393,9 +417,9 @@ pub fn render(c: &Comparison, settings: &Settings, files: &Files, title: &str, h
     let rate = number(settings.fixed_rate, 0);
     let mut md = vec![format!("### {title}"), String::new(), format!("{SETUP}{header}"), String::new()];
     md.push(format!(
-        "| variant | req/s at saturation | × none | × noop-wasm | Envoy CPU µs per request | CPU µs over noop-wasm | p50 / p99 µs at {rate} req/s | added p50 µs | added p99 µs | Sluice's decision p50 / p99 µs | Sluice's periodic work p99 / max µs | denied |"
+        "| variant | req/s at saturation | × none | × noop-wasm | Envoy CPU µs per request | CPU µs over noop-wasm | p50 / p99 µs at {rate} req/s | added p50 µs | added p99 µs | Sluice's decision p50 / p99 µs | Sluice's shared-data calls per request | Sluice's periodic work p99 / max µs | denied |"
     ));
-    md.push("|---|---|---|---|---|---|---|---|---|---|---|---|".into());
+    md.push("|---|---|---|---|---|---|---|---|---|---|---|---|---|".into());
     let show = |s: Option<Spread>, d: usize| s.map_or_else(|| "–".to_string(), |s| s.show(d));
     for s in &c.summaries {
         let lat = match (s.fixed_p50_us, s.fixed_p99_us) {
@@ -412,7 +436,7 @@ pub fn render(c: &Comparison, settings: &Settings, files: &Files, title: &str, h
             _ => "–".into(),
         };
         md.push(format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             s.variant.name(),
             show(s.rps, 0),
             show(s.rps_vs_none, 3),
@@ -423,6 +447,7 @@ pub fn render(c: &Comparison, settings: &Settings, files: &Files, title: &str, h
             show(s.added_p50_us, 0),
             show(s.added_p99_us, 0),
             decision,
+            show(s.slot_calls, 2),
             periodic,
             denied
         ));
