@@ -179,6 +179,11 @@ impl Args {
 }
 
 fn main() -> ExitCode {
+    // Envoy, Redis and the services lead process groups of their own: a
+    // bench stopped by a signal stops them first.
+    if let Err(e) = wasm_test_harness::stop_children_on_signal() {
+        eprintln!("sluice-bench: {e:#}; a signal will leave the processes it started running");
+    }
     let args = Args::parse();
     match run(&args) {
         Ok(true) => ExitCode::SUCCESS,

@@ -3,6 +3,8 @@
 //! [`Group`] owns a spawned child that leads a fresh process group; dropping it
 //! sends SIGTERM to the whole group, waits up to a grace period, then SIGKILLs
 //! whatever is left, so wrappers (func-e) and their children go too.
+//! A process that a signal ends runs no `Drop`: [`stop_children_on_signal`]
+//! makes SIGINT, SIGTERM and SIGHUP stop its children first.
 
 use std::fs::File;
 use std::os::unix::process::CommandExt;
@@ -11,6 +13,47 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+
+/// Makes SIGINT, SIGTERM and SIGHUP stop the processes this one started
+/// before it exits with 128 + the signal. Envoy, Redis and the counter
+/// service each lead a process group of their own, so a signal sent to
+/// this process alone (`kill`, `timeout`, a closed terminal) does not reach
+/// them, and a process that a signal ends runs no `Drop` to stop them.
+/// For a program's `main`. The signals are caught by handlers, not
+/// blocked, so the children start with Envoy's usual signal mask.
+pub fn stop_children_on_signal() -> anyhow::Result<()> {
+    let mut signals =
+        signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM, libc::SIGHUP])
+            .context("catching SIGINT, SIGTERM and SIGHUP")?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                stop_children();
+                std::process::exit(128 + signal);
+            }
+        })?;
+    Ok(())
+}
+
+/// SIGKILLs this process's children: the process group each one leads
+/// (with what it started), or the child alone when it shares ours (wrk,
+/// the peers' rate-limit service). Twice, for a child started meanwhile.
+fn stop_children() {
+    for _ in 0..2 {
+        for child in children(std::process::id()) {
+            let Ok(pid) = libc::pid_t::try_from(child) else {
+                continue;
+            };
+            // SAFETY: kill(2) signals the group `pid` leads, or the process.
+            unsafe {
+                if libc::kill(-pid, libc::SIGKILL) != 0 {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+        }
+    }
+}
 
 /// A running child leading its own process group.
 pub(crate) struct Group {
@@ -152,4 +195,40 @@ pub(crate) fn on_path(program: &str) -> Option<std::path::PathBuf> {
             p.metadata()
                 .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    #[test]
+    fn stopping_the_children_kills_group_leaders_and_plain_children() {
+        let mut sleep = Command::new("sleep");
+        sleep.arg("30");
+        let mut leader =
+            Group::spawn(sleep, None, Duration::from_secs(1)).expect("sleep in a group");
+        let mut plain = Command::new("sleep").arg("30").spawn().expect("sleep");
+        stop_children();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut stopped = None;
+        while (stopped.is_none() || plain.try_wait().ok().flatten().is_none())
+            && Instant::now() < deadline
+        {
+            stopped = stopped.or_else(|| leader.exited());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if plain.try_wait().ok().flatten().is_none() {
+            // Not stopped: ended here with SIGTERM, which the check below tells apart.
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(plain.id() as libc::pid_t, libc::SIGTERM) };
+        }
+        let plain = plain.wait().expect("the plain child reaped");
+        assert_eq!(
+            stopped.and_then(|s| s.signal()),
+            Some(libc::SIGKILL),
+            "the group's leader"
+        );
+        assert_eq!(plain.signal(), Some(libc::SIGKILL), "the plain child");
+    }
 }
