@@ -272,9 +272,19 @@ fn apply_rejected_by_envoy_restores_previous_file() {
 
 #[test]
 fn sigterm_stops_run_and_its_envoys() {
+    stops_run_and_its_envoys(libc::SIGTERM);
+}
+
+/// The terminal `make run` runs in was closed.
+#[test]
+fn sighup_stops_run_and_its_envoys() {
+    stops_run_and_its_envoys(libc::SIGHUP);
+}
+
+fn stops_run_and_its_envoys(signal: libc::c_int) {
     let mut stack = Stack::start(1);
     let admin = stack.admin_port(0);
-    let status = stack.stop(libc::SIGTERM, STOP_TIMEOUT);
+    let status = stack.stop(signal, STOP_TIMEOUT);
     assert_eq!(
         status.and_then(|s| s.code()),
         Some(0),

@@ -180,10 +180,15 @@ fn wait_for_shutdown() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        // A closed terminal: Envoy and the counter service lead process
+        // groups of their own, so only this process would hear of it.
+        let mut hangup = signal(SignalKind::hangup())?;
         tokio::select! {
             r = tokio::signal::ctrl_c() => r,
             _ = term.recv() => Ok(()),
+            _ = hangup.recv() => Ok(()),
         }
     })?;
     Ok(())
