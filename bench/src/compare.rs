@@ -145,12 +145,13 @@ pub fn run(setup: &Setup, wrk: &Wrk, settings: &Settings) -> anyhow::Result<Comp
             match one(setup, wrk, settings, variant, round) {
                 Ok(r) => {
                     eprintln!(
-                        "  round {}/{} {:<32} {:>7} req/s, {} µs CPU each (p50 {} µs, p99 {} µs, {:.1}% denied) | {} req/s: p50 {} µs, p99 {} µs",
+                        "  round {}/{} {:<32} {:>7} req/s, {} µs CPU{} each (p50 {} µs, p99 {} µs, {:.1}% denied) | {} req/s: p50 {} µs, p99 {} µs",
                         round + 1,
                         settings.rounds,
                         variant.name(),
                         number(r.saturation_rps, 0),
                         r.saturation_cpu_us.map_or_else(|| "?".into(), |c| number(c, 1)),
+                        r.saturation_slot_calls.map_or_else(String::new, |c| format!(" and {c:.2} shared-data calls")),
                         r.saturation.p50_us,
                         r.saturation.p99_us,
                         100.0 * r.saturation.denied(),
