@@ -170,3 +170,40 @@ fn a_flood_past_a_global_budget_is_decided_lease_first_and_each_window_admits_it
     // 6 slot calls. Lease first: the bucket read, the lease read and written.
     assert!(refused_calls <= 3 * refused + 100, "{refused_calls} slot calls for {refused} refusals");
 }
+
+/// Every read fails; the worker's memory is the instance's.
+struct Unreadable<'a>(&'a support::Worker);
+
+impl sluice_core::store::SharedStore for Unreadable<'_> {
+    fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, sluice_core::store::StoreError> {
+        Err(sluice_core::store::StoreError::Host(format!("get {key}: refused")))
+    }
+    fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), sluice_core::store::StoreError> {
+        sluice_core::store::SharedStore::set(self.0, key, value, cas)
+    }
+    fn allowances(&self) -> Option<&std::cell::RefCell<sluice_core::allowance::Allowances>> {
+        sluice_core::store::SharedStore::allowances(self.0)
+    }
+}
+
+#[test]
+fn a_rule_decided_lease_first_that_falls_back_records_its_error_once() {
+    let policy = policy(
+        r#"{"global": {"expected_instances": 2}, "rules": [
+        {"name": "tools-invoke", "scope": "global", "key": [{"header": "x-tenant-id"}], "limit": {"requests": 20, "per": "1s"}}]}"#,
+    );
+    let mut counter = FakeCounter::default();
+    let mut instances = [Instance::new(policy.clone()), Instance::new(policy.clone())];
+    // Past the window's budget: each worker remembers the key's lease as exhausted.
+    for n in 0..300u64 {
+        let inst = &mut instances[(n % 2) as usize];
+        if n % 20 < 2 {
+            inst.tick(&mut counter, T0 + n * MS);
+        }
+        inst.send(&mut counter, &req("/invoke"), T0 + n * MS);
+    }
+    // The bucket cannot be read: the rule lets the request pass, with one error.
+    let d = decide(&policy, &mut req("/invoke"), &Unreadable(&instances[0].store), Ctx::at(T0 + 300 * MS));
+    assert!(d.allowed());
+    assert_eq!(d.books.errors.len(), 1, "{:?}", d.books.errors);
+}

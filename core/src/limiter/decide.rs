@@ -115,10 +115,14 @@ impl<'p, 'r> Pass<'p, 'r> {
         if skip || !self.lease_memory(rule).is_some_and(|a| a.borrow().exhausted(fp, now)) {
             return LeaseFirst::No;
         }
-        // The bucket refuses, or the key has no slot of its own: the usual order.
-        let Took::Decided { outcome, overflowed: false, limit, .. } = self.take(i, rule, fp, cost, true, None) else { return LeaseFirst::No };
-        if !outcome.allowed {
-            return LeaseFirst::No;
+        // The bucket looked at once, its limit the rule's (no adaptive
+        // rule is eligible). It refuses, has no slot of its own or cannot
+        // be read: the usual order, which records an overflow or an error
+        // once.
+        let limit = rule.limit;
+        match self.take_once(i, rule, fp, &limit, cost, true, None) {
+            Ok(Some((o, _, _))) if o.allowed => {}
+            _ => return LeaseFirst::No,
         }
         let Some(o) = self.lease(i, rule, &limit, (fp, cost), id.take().unwrap_or_default(), 0) else { return LeaseFirst::Decided };
         if o.allowed {
