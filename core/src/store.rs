@@ -239,7 +239,7 @@ pub(crate) fn noted(o: &crate::bucket::Outcome, capacity: u64, flags: u8) -> (u8
 }
 
 /// The most a key's bucket holds: its burst (token bucket) or its limit.
-fn capacity(algorithm: Algorithm, limit: &Limit) -> u64 {
+pub(crate) fn capacity(algorithm: Algorithm, limit: &Limit) -> u64 {
     if algorithm == Algorithm::TokenBucket {
         limit.burst
     } else {

@@ -130,7 +130,7 @@ impl<'p, 'r> Pass<'p, 'r> {
             return LeaseFirst::Admitted(o);
         }
         self.note_exhausted(rule, fp, &o);
-        report(&mut self.d, rule, i, limit.requests, limit.burst, o, false);
+        report(&mut self.d, rule, i, limit.requests, store::capacity(rule.algorithm, &limit), o, false);
         LeaseFirst::Decided
     }
 
@@ -203,8 +203,7 @@ impl<'p, 'r> Pass<'p, 'r> {
                 }
             }
         }
-        let capacity = if rule.algorithm == crate::policy::Algorithm::TokenBucket { limit.burst } else { limit.requests };
-        report(&mut self.d, rule, i, limit.requests, capacity, outcome, denied);
+        report(&mut self.d, rule, i, limit.requests, store::capacity(rule.algorithm, &limit), outcome, denied);
         if rule.penalty.is_some() && !outcome.allowed && !rule.shadow {
             self.strike(i, rule, key_fp, box_id);
         }
