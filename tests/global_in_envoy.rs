@@ -176,9 +176,7 @@ fn a_flood_past_a_global_budget_makes_few_shared_data_calls_per_refusal() {
     let slot_calls = || {
         // Each worker hands its count to Envoy on its next tick.
         std::thread::sleep(Duration::from_millis(300));
-        let of = |stats: &std::collections::HashMap<String, u64>, name: &str| stats.iter().find(|(k, _)| k.contains(name)).map_or(0, |(_, v)| *v);
-        let stats = cluster.envoys.iter().map(|e| e.stats().expect("stats"));
-        stats.map(|s| of(&s, "sluice_shared_data_reads_total") + of(&s, "sluice_shared_data_writes_total")).sum::<u64>()
+        cluster.envoys.iter().map(|e| e.shared_data_calls().expect("Sluice's shared-data counters")).sum::<u64>()
     };
     let spec = RequestSpec::get("/export").header("x-user", "flood");
     overload(&cluster, 100.0, 1, spec.clone());

@@ -177,12 +177,12 @@ fn one(setup: &Setup, wrk: &Wrk, settings: &Settings, variant: Variant, round: u
     let port = envoy.port();
     wrk.run(port, &settings.mix, settings.warmup)?;
     let cpu = || envoy_cpu_ns(&envoy);
-    let (before, slots_before) = (cpu(), slot_calls(&envoy));
+    let (before, slots_before) = (cpu(), envoy.shared_data_calls());
     let saturation = wrk.run(port, &settings.mix, settings.saturation)?;
     let saturation_cpu_us = per_request(before, cpu(), saturation.requests);
     // Each worker hands its counts to Envoy on its tick (within 100 ms).
     std::thread::sleep(Duration::from_millis(200));
-    let saturation_slot_calls = slots_before.zip(slot_calls(&envoy)).and_then(|(b, a)| {
+    let saturation_slot_calls = slots_before.zip(envoy.shared_data_calls()).and_then(|(b, a)| {
         let requests = saturation.requests;
         (requests > 0).then(|| a.saturating_sub(b) as f64 / requests as f64)
     });
@@ -223,17 +223,6 @@ fn one(setup: &Setup, wrk: &Wrk, settings: &Settings, variant: Variant, round: u
         saturation_slot_calls,
         envoy_rss_bytes,
     })
-}
-
-/// Sluice's shared-data reads and writes so far; `None` for a filter
-/// without those counters.
-fn slot_calls(envoy: &Envoy) -> Option<u64> {
-    let stats = envoy.stats().ok()?;
-    let of = |name: &str| stats.iter().find(|(k, _)| k.contains(name)).map(|(_, v)| *v);
-    match (of("sluice_shared_data_reads_total"), of("sluice_shared_data_writes_total")) {
-        (None, None) => None,
-        (r, w) => Some(r.unwrap_or(0).saturating_add(w.unwrap_or(0))),
-    }
 }
 
 /// CPU µs per request between two schedstat readings.

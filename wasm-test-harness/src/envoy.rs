@@ -309,6 +309,27 @@ impl Envoy {
         self.stats().ok()?.get(name).copied()
     }
 
+    /// Sluice's shared-data reads and writes so far (its
+    /// `sluice_shared_data_reads_total` and `..._writes_total`, summed), or
+    /// `None` when Envoy has neither (another filter, or an older build).
+    /// Each worker hands its counts over on its tick, within 100 ms.
+    pub fn shared_data_calls(&self) -> Option<u64> {
+        let stats = self.stats().ok()?;
+        let of = |name: &str| {
+            stats
+                .iter()
+                .find(|(k, _)| k.contains(name))
+                .map(|(_, v)| *v)
+        };
+        match (
+            of("sluice_shared_data_reads_total"),
+            of("sluice_shared_data_writes_total"),
+        ) {
+            (None, None) => None,
+            (r, w) => Some(r.unwrap_or(0).saturating_add(w.unwrap_or(0))),
+        }
+    }
+
     /// Polls `name` until `pred` holds; returns the satisfying value.
     pub fn wait_for_stat(
         &self,
