@@ -429,7 +429,8 @@ pub fn settle_some(allowances: &RefCell<Allowances>, store: &dyn SharedStore, no
         }
     }
     drop(a);
-    let repaid = loans.into_iter().filter_map(|(fp, l)| store::lease_update(store, l.slots, fp, &l.limit, now, |lease| ((), Some(l.repaid(lease, now)))).err());
+    let repaid =
+        loans.into_iter().filter_map(|(_, l)| store::lease_update(store, l.slots, l.slot_fp, &l.limit, now, |lease| ((), Some(l.repaid(lease, now)))).err());
     shares
         .into_iter()
         .filter_map(|(fp, s)| {

@@ -13,16 +13,15 @@
 //! Encoding (little endian): `[1][tag][fingerprint: u64][a: u64][b: u32][c: u32]`
 //! with tag 0 = empty, 1 = token bucket (a = tat), 2 = fixed window
 //! (a = window, b = count), 3 = sliding window (a = window, b = current,
-//! c = previous); tag 4 is a global rule's lease, `[1][4][fingerprint]`
-//! followed by `Lease`'s own encoding. A token bucket's b and c hold what
-//! workers have reserved from it ([`Reserved`], see `allowance`). A
-//! bucket's 27th byte, when present, holds flags about its key (see
-//! `store::FLAG_*`); older 26-byte values read as no flags.
+//! c = previous). A token bucket's b and c hold what workers have
+//! reserved from it ([`Reserved`], see `allowance`). A bucket's 27th
+//! byte, when present, holds flags about its key (see `store::FLAG_*`);
+//! older 26-byte values read as no flags. A global rule's lease follows
+//! (see `slot`).
 
 use std::num::{NonZeroU128, NonZeroU64};
 
 use crate::allowance::Reserved;
-use crate::lease::Lease;
 use crate::little_endian::{u32_at, u64_at};
 use crate::policy::{Algorithm, Limit, Queue};
 
@@ -30,13 +29,20 @@ pub const ENCODED_LEN: usize = 26;
 const VERSION: u8 = 1;
 
 /// A bucket's state. `Empty` is also what any undecodable bytes read as.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum State {
+    #[default]
     Empty,
     Tat(u64),
-    Fixed { window: u64, count: u32 },
-    Sliding { window: u64, current: u32, previous: u32 },
-    Lease(Lease),
+    Fixed {
+        window: u64,
+        count: u32,
+    },
+    Sliding {
+        window: u64,
+        current: u32,
+        previous: u32,
+    },
 }
 
 /// The answer for one rule.
@@ -278,7 +284,6 @@ impl State {
                 until_end_of(if current > 0 { w.saturating_add(1) } else { w })
             }
             State::Sliding { window: w, current, .. } if w.checked_add(1) == Some(window) && current > 0 => until_end_of(window),
-            State::Lease(l) => l.idle_in(now, limit.window_ns(now)),
             _ => 0,
         }
     }
@@ -287,7 +292,7 @@ impl State {
         self.encode_flagged(fingerprint, 0)
     }
 
-    /// Encodes with the key's flags (buckets only; a lease has none).
+    /// Encodes with the key's flags.
     pub fn encode_flagged(self, fingerprint: u64, flags: u8) -> Vec<u8> {
         self.encode_reserved(fingerprint, flags, Reserved::default())
     }
@@ -295,19 +300,13 @@ impl State {
     /// Encodes with the key's flags and, for a token bucket, what workers
     /// have reserved from it.
     pub fn encode_reserved(self, fingerprint: u64, flags: u8, reserved: Reserved) -> Vec<u8> {
-        let mut out = Vec::with_capacity(10 + Lease::ENCODED_LEN);
+        let mut out = Vec::with_capacity(ENCODED_LEN + 1 + crate::lease::Lease::ENCODED_LEN);
         out.push(VERSION);
         let (tag, a, b, c) = match self {
             State::Empty => (0u8, 0u64, 0u32, 0u32),
             State::Tat(t) => (1, t, reserved.units, reserved.until_ms),
             State::Fixed { window, count } => (2, window, count, 0),
             State::Sliding { window, current, previous } => (3, window, current, previous),
-            State::Lease(l) => {
-                out.push(4);
-                out.extend_from_slice(&fingerprint.to_le_bytes());
-                l.encode_into(&mut out);
-                return out;
-            }
         };
         out.push(tag);
         out.extend_from_slice(&fingerprint.to_le_bytes());
@@ -340,13 +339,6 @@ impl State {
     /// Decodes a slot; anything malformed reads as an empty slot with
     /// fingerprint 0, which no key has.
     pub fn decode(bytes: &[u8]) -> (u64, State) {
-        if bytes.get(..2) == Some(&[VERSION, 4]) {
-            let fp = u64_at(bytes, 2).unwrap_or(0);
-            return match bytes.get(10..).and_then(Lease::decode) {
-                Some(l) => (fp, State::Lease(l)),
-                None => (0, State::Empty),
-            };
-        }
         let Some(b) = bytes.get(..ENCODED_LEN) else {
             return (0, State::Empty);
         };
@@ -562,13 +554,7 @@ mod tests {
 
     #[test]
     fn encoding_round_trips_and_garbage_is_empty() {
-        for s in [
-            State::Tat(123),
-            State::Fixed { window: 9, count: 4 },
-            State::Sliding { window: 9, current: 4, previous: 7 },
-            State::Lease(Lease { window: 3, units: 2, used: 1, ..Lease::default() }),
-            State::Empty,
-        ] {
+        for s in [State::Tat(123), State::Fixed { window: 9, count: 4 }, State::Sliding { window: 9, current: 4, previous: 7 }, State::Empty] {
             let fp = if s == State::Empty { 0 } else { 0xdead_beef };
             assert_eq!(State::decode(&s.encode(fp)), (fp, s));
         }
@@ -577,8 +563,7 @@ mod tests {
         let mut bad_tag = State::Tat(1).encode(7);
         bad_tag[1] = 200;
         assert_eq!(State::decode(&bad_tag), (0, State::Empty));
-        let short_lease = State::Lease(Lease::default()).encode(7);
-        assert_eq!(State::decode(&short_lease[..20]), (0, State::Empty));
+        assert_eq!(State::decode(&State::Tat(1).encode(7)[..20]), (0, State::Empty));
     }
 
     #[test]

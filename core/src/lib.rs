@@ -30,6 +30,7 @@ pub mod policy;
 pub mod request;
 pub mod response;
 pub mod simulate;
+pub mod slot;
 pub mod store;
 #[cfg(test)]
 mod testing;

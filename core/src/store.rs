@@ -3,7 +3,7 @@
 //! many keys clients invent.
 //!
 //! Slot key format: `sluice/b/<index>` for `index` in `0..slots`, each value
-//! an encoded bucket or lease (see `bucket`). `sluice/slots` records how many
+//! a key's bucket and, for a global rule, its lease beside it (see `slot`). `sluice/slots` records how many
 //! slots exist; `sluice/o/<n>` for `n` in `0..OVERFLOW_SLOTS` are the rules'
 //! overflow buckets; `sluice/secret` holds the instance's [`SlotSecret`].
 //!
@@ -17,9 +17,10 @@
 //! still says something: a token bucket not yet full again (its arrival
 //! time is ahead of now), a fixed or sliding window with requests counted
 //! in the window or the one before it still weighs on (judged with the
-//! window length the newcomer's rule has), or a lease whose window (or the
-//! next one, reserved ahead) has not ended or whose ask to the counter
-//! service is still in flight. An active slot is never taken over.
+//! window length the newcomer's rule has), units reserved by workers not
+//! yet lapsed, or a lease whose window (or the next one, reserved ahead)
+//! has not ended or whose ask to the counter service is still in flight.
+//! An active slot is never taken over.
 //!
 //! When all of a key's probes are active, it has no slot
 //! ([`StoreError::Full`]) and the limiter decides it against its rule's
@@ -44,6 +45,7 @@ use crate::bucket::State;
 pub use crate::hash::SlotSecret;
 use crate::lease::Lease;
 use crate::policy::{Algorithm, Limit};
+use crate::slot::Slot;
 
 /// Consecutive slots a key may live in.
 pub const PROBES: u32 = 4;
@@ -198,6 +200,14 @@ pub struct Found {
     pub flags: u8,
     /// What workers have reserved from a token bucket (see `allowance`).
     pub reserved: Reserved,
+    /// A global rule's lease of the key (see `slot`).
+    pub lease: Lease,
+}
+
+impl Found {
+    fn slot(&self) -> Slot {
+        Slot { state: self.state, flags: self.flags, reserved: self.reserved, lease: self.lease }
+    }
 }
 
 /// The key is in a rejection episode: a request was refused and none was
@@ -255,8 +265,9 @@ pub fn locate(store: &dyn SharedStore, slots: u32, fingerprint: u64, limit: &Lim
         // A rule's overflow bucket: shared, whoever wrote it last.
         let key = overflow_key(usize::try_from(rule).unwrap_or(0) % OVERFLOW_SLOTS);
         let (bytes, cas) = store.get(&key)?.unwrap_or_default();
-        let (_, state) = State::decode(&bytes);
-        return Ok(Found { key, cas, state, flags: State::flags(&bytes), reserved: State::reserved(&bytes) });
+        let (_, slot) = Slot::decode(&bytes);
+        // An overflow bucket is never a lease's.
+        return Ok(Found { key, cas, state: slot.state, flags: slot.flags, reserved: slot.reserved, lease: Lease::default() });
     }
     let slots = NonZeroU32::new(slots).unwrap_or(NonZeroU32::MIN);
     // Below `slots`, so the cast keeps every bit.
@@ -265,15 +276,14 @@ pub fn locate(store: &dyn SharedStore, slots: u32, fingerprint: u64, limit: &Lim
     for probe in 0..PROBES.min(slots.get()) {
         let key = slot_key(home.saturating_add(probe) % slots);
         let (bytes, cas) = store.get(&key)?.unwrap_or_default();
-        let (fp, state) = State::decode(&bytes);
-        let reserved = State::reserved(&bytes);
+        let (fp, slot) = Slot::decode(&bytes);
         if fp == fingerprint {
-            return Ok(Found { key, cas, state, flags: State::flags(&bytes), reserved });
+            return Ok(Found { key, cas, state: slot.state, flags: slot.flags, reserved: slot.reserved, lease: slot.lease });
         }
         // The key's own bucket may sit further on: keep probing. Units
         // reserved by workers keep a bucket active until they lapse.
-        if free.is_none() && (fp == 0 || (state.idle_in(limit, now) == 0 && reserved.live(now) == 0)) {
-            free = Some(Found { key, cas, state: State::Empty, flags: 0, reserved: Reserved::default() });
+        if free.is_none() && (fp == 0 || slot.idle_in(limit, now) == 0) {
+            free = Some(Found { key, cas, state: State::Empty, flags: 0, reserved: Reserved::default(), lease: Lease::default() });
         }
     }
     free.ok_or(StoreError::Full)
@@ -323,14 +333,30 @@ pub fn cas_update_reserved<T>(
     now: u64,
     mut f: impl FnMut(State, u8, Reserved) -> (T, Option<(State, u8, Reserved)>),
 ) -> Result<T, StoreError> {
+    cas_update_slot(store, slots, fingerprint, limit, now, |slot| {
+        let (answer, next) = f(slot.state, slot.flags, slot.reserved);
+        (answer, next.map(|(state, flags, reserved)| Slot { state, flags, reserved, ..slot }))
+    })
+}
+
+/// Reads the key's whole slot (see `slot`), lets `f` decide, and stores
+/// what it returns (if anything) with compare-and-swap, retrying on a
+/// concurrent change. Every update of a slot goes through here.
+pub fn cas_update_slot<T>(
+    store: &dyn SharedStore,
+    slots: u32,
+    fingerprint: u64,
+    limit: &Limit,
+    now: u64,
+    mut f: impl FnMut(Slot) -> (T, Option<Slot>),
+) -> Result<T, StoreError> {
     for _ in 0..CAS_ATTEMPTS {
         let found = locate(store, slots, fingerprint, limit, now)?;
-        let (answer, next) = f(found.state, found.flags, found.reserved);
-        let Some((next, flags, reserved)) = next else {
+        let (answer, next) = f(found.slot());
+        let Some(next) = next else {
             return Ok(answer);
         };
-        let flags = if matches!(next, State::Lease(_)) { 0 } else { flags };
-        match store.set(&found.key, &next.encode_reserved(fingerprint, flags, reserved), found.cas) {
+        match store.set(&found.key, &next.encode(fingerprint), found.cas) {
             Ok(()) => return Ok(answer),
             Err(StoreError::CasMismatch) => continue,
             Err(e) => return Err(e),
@@ -430,7 +456,8 @@ pub fn charge(store: &dyn SharedStore, slots: u32, fingerprint: u64, algorithm: 
     cas_update(store, slots, fingerprint, limit, now, |s| ((), Some(s.charge(algorithm, limit, now, cost))))
 }
 
-/// Updates the lease of the key hashed to `fingerprint` (see `lease`).
+/// Updates the lease of the key hashed to `fingerprint` (see `lease`),
+/// kept in the slot of the key's bucket.
 pub fn lease_update<T>(
     store: &dyn SharedStore,
     slots: u32,
@@ -439,13 +466,9 @@ pub fn lease_update<T>(
     now: u64,
     mut f: impl FnMut(Lease) -> (T, Option<Lease>),
 ) -> Result<T, StoreError> {
-    cas_update(store, slots, fingerprint, limit, now, |s| {
-        let lease = match s {
-            State::Lease(l) => l,
-            _ => Lease::default(),
-        };
-        let (answer, next) = f(lease);
-        (answer, next.map(State::Lease))
+    cas_update_slot(store, slots, fingerprint, limit, now, |slot| {
+        let (answer, next) = f(slot.lease);
+        (answer, next.map(|lease| Slot { lease, ..slot }))
     })
 }
 
@@ -617,6 +640,34 @@ mod tests {
         assert!(take(&store, 1024, b, Algorithm::TokenBucket, &l, S, 1).expect("b").allowed);
         assert!(!take(&store, 1024, a, Algorithm::TokenBucket, &l, S, 1).expect("a").allowed);
         assert!(!take(&store, 1024, b, Algorithm::TokenBucket, &l, S, 1).expect("b").allowed);
+    }
+
+    #[test]
+    fn a_bucket_and_the_lease_beside_it_keep_each_other_through_updates() {
+        let store = MemoryStore::default();
+        ensure_slots(&store, 1024).expect("created");
+        let (l, tb, fp) = (limit(10), Algorithm::TokenBucket, 9u64);
+        let lease = Lease { window: 1, units: 5, ends_at: 2 * S, ..Lease::default() };
+        assert!(take(&store, 1024, fp, tb, &l, S, 1).expect("take").allowed);
+        lease_update(&store, 1024, fp, &l, S, |_| ((), Some(lease))).expect("lease");
+        assert!(take(&store, 1024, fp, tb, &l, S, 1).expect("take").allowed);
+        assert_eq!(lease_update(&store, 1024, fp, &l, S, |x| (x, None)).expect("lease"), lease, "a bucket's take keeps the lease");
+        assert_eq!(peek(&store, 1024, fp, tb, &l, S, 1).expect("peek").remaining, 7, "the lease's update kept both takes");
+        let used = (0..1024).filter(|i| store.get(&slot_key(*i)).ok().flatten().is_some_and(|(b, _)| Slot::decode(&b).0 == fp)).count();
+        assert_eq!(used, 1, "one slot for both");
+    }
+
+    #[test]
+    fn a_slot_whose_lease_runs_is_not_taken_over_and_a_new_key_starts_without_it() {
+        let store = MemoryStore::default();
+        ensure_slots(&store, 1).expect("created");
+        let l = limit(10);
+        let lease = Lease { window: 1, units: 5, ends_at: 2 * S, ..Lease::default() };
+        // The key's lease, its bucket long idle (never written).
+        lease_update(&store, 1, 5, &l, S, |_| ((), Some(lease))).expect("lease");
+        assert_eq!(take(&store, 1, 6, Algorithm::TokenBucket, &l, S, 1), Err(StoreError::Full), "the lease's window runs");
+        assert!(take(&store, 1, 6, Algorithm::TokenBucket, &l, 3 * S, 1).expect("taken over").allowed, "its window over");
+        assert_eq!(lease_update(&store, 1, 6, &l, 3 * S, |x| (x, None)).expect("lease"), Lease::default(), "nothing inherited");
     }
 
     /// A store whose value changes behind the caller's back `n` times.

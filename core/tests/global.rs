@@ -9,10 +9,13 @@ use wasm_bindgen_test::wasm_bindgen_test as test;
 
 mod support;
 
+use sluice_core::bucket::State;
 use sluice_core::limiter::{decide, decide_carrying, Ctx};
 use sluice_core::policy::Policy;
 use sluice_core::request::MemoryRequest;
 use sluice_core::response::unavailable;
+use sluice_core::slot::Slot;
+use sluice_core::store::{slot_key, SharedStore};
 use support::{FakeCounter, Instance, Step, MS};
 
 const S: u64 = 1_000_000_000;
@@ -53,6 +56,24 @@ fn a_first_request_waits_for_a_lease_and_spends_nothing_meanwhile() {
     let d = inst.send(&mut counter, &req, T0);
     assert!(d.allowed() && !d.pending());
     assert_eq!(counter.calls, 1);
+}
+
+#[test]
+fn a_global_key_keeps_its_bucket_and_its_lease_in_one_slot() {
+    let mut inst = Instance::new(policy("open", 1));
+    let mut counter = FakeCounter::default();
+    let req = tenant("/x", "t1");
+    for n in 0..5 {
+        assert!(inst.send(&mut counter, &req, T0 + n * MS).allowed());
+    }
+    let held: Vec<Slot> = (0..inst.policy.slots)
+        .filter_map(|i| inst.store.shared.get(&slot_key(i)).unwrap())
+        .map(|(bytes, _)| Slot::decode(&bytes))
+        .filter(|(fp, _)| *fp != 0)
+        .map(|(_, slot)| slot)
+        .collect();
+    assert_eq!(held.len(), 1, "one rule, one key: one slot, {held:?}");
+    assert!(matches!(held[0].state, State::Tat(_)) && held[0].lease.window != 0, "the bucket and the lease: {held:?}");
 }
 
 #[test]

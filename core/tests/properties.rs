@@ -14,6 +14,7 @@ use sluice_core::lease::Lease;
 use sluice_core::limiter::{decode_needs, encode_needs, LeaseNeed};
 use sluice_core::path::normalize;
 use sluice_core::policy::{Algorithm, Limit};
+use sluice_core::slot::Slot;
 
 const MS: u64 = 1_000_000;
 /// 2025-11-17T12:34:45Z.
@@ -153,16 +154,22 @@ proptest! {
         lease.encode_into(&mut out);
         prop_assert_eq!(out.len(), Lease::ENCODED_LEN);
         prop_assert_eq!(Lease::decode(&out), Some(lease));
-        prop_assert_eq!(State::decode(&State::Lease(lease).encode(fingerprint)), (fingerprint, State::Lease(lease)));
+        let slot = Slot { lease, ..Slot::default() };
+        let expected = if lease == Lease::default() { (0, Slot::default()) } else { (fingerprint, slot) };
+        prop_assert_eq!(Slot::decode(&slot.encode(fingerprint)), expected);
     }
 
     /// Any bytes decode to something or nothing, never a panic, and what a
-    /// slot decodes to encodes back to the same state.
+    /// slot decodes to encodes back to the same slot.
     #[test]
-    fn any_slot_bytes_decode(bytes in prop::collection::vec(any::<u8>(), 0..96)) {
+    fn any_slot_bytes_decode(bytes in prop::collection::vec(any::<u8>(), 0..140)) {
         let (fp, state) = State::decode(&bytes);
         if fp != 0 && state != State::Empty {
             prop_assert_eq!(State::decode(&state.encode(fp)), (fp, state));
+        }
+        let (fp, slot) = Slot::decode(&bytes);
+        if fp != 0 {
+            prop_assert_eq!(Slot::decode(&slot.encode(fp)), (fp, slot));
         }
     }
 

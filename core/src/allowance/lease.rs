@@ -41,6 +41,8 @@ use crate::policy::{Limit, Rule};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Loan {
     pub slots: u32,
+    /// The key's slot, where its lease is (its bucket's fingerprint).
+    pub slot_fp: u64,
     pub limit: Limit,
     pub window: u64,
     pub lent: u32,
@@ -115,10 +117,12 @@ impl Allowances {
 }
 
 impl Loan {
-    /// A loan of `lent` units of `lease` (as just written), at `now`.
-    pub(crate) fn new(slots: u32, limit: &Limit, lease: &Lease, lent: u32, now: u64) -> Loan {
+    /// A loan of `lent` units of `lease` (as just written in the slot
+    /// `slot_fp` of a table of `slots`), at `now`.
+    pub(crate) fn new((slots, slot_fp): (u32, u64), limit: &Limit, lease: &Lease, lent: u32, now: u64) -> Loan {
         Loan {
             slots,
+            slot_fp,
             limit: *limit,
             window: lease.window,
             lent,

@@ -317,7 +317,7 @@ fn a_loan_is_spent_up_to_what_was_lent_and_never_past_its_window() {
     assert_eq!(loan_size(&lease, &l, now + 100 * MS), 0, "the window is over");
     let lent = lease.lend(4);
     let mut a = Allowances::default();
-    a.keep_loan(7, Loan::new(SLOTS, &l, &lent, 4, now));
+    a.keep_loan(7, Loan::new((SLOTS, 7), &l, &lent, 4, now));
     let o = a.spend_lease(7, &l, now, 1).expect("from the loan");
     // The instance's global budget left: 1000 - 300 reserved + 100 here, less this one.
     assert_eq!((o.allowed, o.remaining, o.reset_ns), (true, 799, 100 * MS));
@@ -402,7 +402,7 @@ fn every_loan_due_is_repaid_whatever_the_budget() {
     let lease = crate::lease::Lease { window: 10, units: 100, ends_at: now + S, ..Default::default() };
     let a = RefCell::new(Allowances::default());
     for fp in 1..=3 {
-        a.borrow_mut().keep_loan(fp, Loan::new(SLOTS, &l, &lease.lend(8), 8, now));
+        a.borrow_mut().keep_loan(fp, Loan::new((SLOTS, fp), &l, &lease.lend(8), 8, now));
     }
     let budget = Budget { writes: 0, urgent_until: 0, tick_ns: 10 * MS };
     assert!(settle_some(&a, &store, now + 100 * MS, false, budget).is_empty());
@@ -414,7 +414,7 @@ fn every_loan_due_is_repaid_whatever_the_budget() {
     // at a pace, within SPEND_WITHIN_NS.
     let end = now + S;
     for fp in 1..=30 {
-        a.borrow_mut().keep_loan(fp, Loan::new(SLOTS, &l, &lease.lend(2), 2, end - 10 * MS));
+        a.borrow_mut().keep_loan(fp, Loan::new((SLOTS, fp), &l, &lease.lend(2), 2, end - 10 * MS));
     }
     let mut t = end;
     let per_tick: Vec<usize> = std::iter::from_fn(|| {

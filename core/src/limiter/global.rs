@@ -127,7 +127,8 @@ fn credit_allowed(policy: &Policy, rule: &Rule, limit: &Limit) -> bool {
         && !rule.obey_upstream
 }
 
-/// Slot fingerprints derived from a rule's key fingerprint.
+/// Fingerprints derived from a rule's key fingerprint: its fallback
+/// bucket's slot, and its loans in a worker's memory.
 fn derived(fingerprint: u64, what: &[u8]) -> u64 {
     Fnv::default().field(&fingerprint.to_le_bytes()).field(what).finish().max(1)
 }
@@ -195,6 +196,9 @@ pub(super) fn spend_lease(
     if rule.queue.is_some() && turn_wait > 0 {
         return Ok((Verdict::Waits, LeaseEffects { redo_at: Some(now.saturating_add(turn_wait)), ..LeaseEffects::default() }));
     }
+    // The key's loans in this worker's memory (see `allowance::lease`),
+    // apart from its bucket's share; the lease itself is in the bucket's
+    // slot.
     let lease_fp = derived(key.fp, b"lease");
     let loans = store.allowances().filter(|_| carried.is_none() && crate::allowance::lease_eligible(rule, limit));
     if let Some(o) = loans.and_then(|a| a.borrow_mut().spend_lease(lease_fp, limit, now, key.cost)) {
@@ -202,12 +206,12 @@ pub(super) fn spend_lease(
         return Ok((Verdict::Decided(o), LeaseEffects { spent, ..LeaseEffects::default() }));
     }
     let step = spend(policy, key, lease_fp, store, ctx, carried, loans)?;
-    let ask = |want: u32, next: bool| lease_need((rule, limit), key.index, (key.fp, lease_fp), &key.id, want, next);
+    let ask = |want: u32, next: bool| lease_need((rule, limit), key.index, key.fp, &key.id, want, next);
     let mut fx = LeaseEffects { refills: step.refill.map(|(want, next)| ask(want, next)).into_iter().collect(), ..LeaseEffects::default() };
     let lease = step.lease;
     match step.step {
         Step::Spent => {
-            fx.spent = Some(Spent::Lease { rule: key.index, fingerprint: lease_fp, window: carried.unwrap_or(lease.window), cost: key.cost });
+            fx.spent = Some(Spent::Lease { rule: key.index, fingerprint: key.fp, window: carried.unwrap_or(lease.window), cost: key.cost });
             fx.credited = step.credited;
             let global_left = lease.global_left(limit);
             // On credit for a window not known yet: the service's windows
@@ -284,7 +288,7 @@ fn spend(
     let (rule, limit, cost, now) = (key.rule, key.limit, key.cost, ctx.now);
     let credit = credit_allowed(policy, rule, limit);
     let (old, busy) = loans.map_or((None, false), |a| a.borrow_mut().take_loan(lease_fp, now));
-    let result = store::lease_update(store, policy.slots, lease_fp, limit, now, |l| {
+    let result = store::lease_update(store, policy.slots, key.fp, limit, now, |l| {
         let l = old.as_ref().map_or(l, |loan| loan.repaid(l, now));
         // Units granted to this request are its own: nothing to spend
         // here, but it counts in the lease's demand now.
@@ -321,7 +325,7 @@ fn spend(
     });
     if let Some(a) = loans {
         match &result {
-            Ok(s) if s.lent > 0 => a.borrow_mut().keep_loan(lease_fp, Loan::new(policy.slots, limit, &s.lease, s.lent, now)),
+            Ok(s) if s.lent > 0 => a.borrow_mut().keep_loan(lease_fp, Loan::new((policy.slots, key.fp), limit, &s.lease, s.lent, now)),
             // Repaid later (by the tick), from where it was.
             Err(_) => {
                 if let Some(loan) = old {
@@ -335,10 +339,10 @@ fn spend(
 }
 
 /// The lease's own ask for `want` units of a rule's key.
-fn lease_need((rule, limit): (&Rule, &Limit), i: usize, (fp, lease_fp): (u64, u64), id: &str, want: u32, next: bool) -> LeaseNeed {
+fn lease_need((rule, limit): (&Rule, &Limit), i: usize, fp: u64, id: &str, want: u32, next: bool) -> LeaseNeed {
     LeaseNeed {
         rule: i,
-        fingerprint: lease_fp,
+        fingerprint: fp,
         owns_ask: true,
         carry: 0,
         bucket: fp,
@@ -367,10 +371,9 @@ pub(super) fn plan_ahead(
     if rule.queue.is_some() || rule.obey_upstream || limit.requests < super::SPAN_MIN_LIMIT {
         return Ok(None);
     }
-    let lease_fp = derived(fp, b"lease");
     let per = limit.window_ns(now);
     let want = u32::try_from(u64::from(want).min(limit.requests)).unwrap_or(u32::MAX);
-    let planned = store::lease_update(store, policy.slots, lease_fp, limit, now, |l| {
+    let planned = store::lease_update(store, policy.slots, fp, limit, now, |l| {
         let mut next = l.roll(now, per);
         if next.asking(now) || next.has_next() {
             return (false, None);
@@ -378,7 +381,7 @@ pub(super) fn plan_ahead(
         next.asked_at = now;
         (true, Some(next))
     })?;
-    Ok(planned.then(|| lease_need((rule, limit), i, (fp, lease_fp), id, want, true)))
+    Ok(planned.then(|| lease_need((rule, limit), i, fp, id, want, true)))
 }
 
 /// A global rule without its counter service: `failure_mode` decides.

@@ -111,7 +111,8 @@ impl Ctx {
 pub struct LeaseNeed {
     /// Index into `Policy::rules`.
     pub rule: usize,
-    /// The lease's slot fingerprint, to apply the answer to.
+    /// The key's slot fingerprint (its bucket's: the lease is kept beside
+    /// it, see `slot`), to apply the answer to.
     pub fingerprint: u64,
     pub ask: Ask,
     /// This is the lease's one ask in flight (its answer lets the lease ask
