@@ -190,9 +190,11 @@ fn a_flood_past_a_global_budget_makes_few_shared_data_calls_per_refusal() {
     let per = flood as f64 / refused.max(1) as f64;
     println!("a flood of 2 x 300/s on 20/s for 3 s: {passed} admitted, {refused} refused, {flood} shared-data calls ({per:.2} per refusal; {quiet} in 3 s without traffic)");
     assert!(refused >= 1000 && passed <= 80, "{reports:?}");
-    // About 3.3 here, and 6.3 with the bucket spent from and given back;
-    // a refusal the lease gives reads its slot at least.
-    assert!((1.0..=4.5).contains(&per), "{per:.2} shared-data calls per refusal");
+    // About 2.2 here with the bucket and the lease decided in one write of
+    // their slot; 3.3 with the lease decided first in a slot of its own,
+    // 6.3 with the bucket spent from and given back. A refusal the lease
+    // gives reads its slot at least.
+    assert!((1.0..=3.0).contains(&per), "{per:.2} shared-data calls per refusal");
 }
 
 #[test]

@@ -54,13 +54,16 @@ use std::collections::HashMap;
 
 use crate::bucket::{mul_div, Outcome, State};
 use crate::policy::{Algorithm, Limit, Rule};
-use crate::store::{self, Note, SharedStore, StoreError};
+use crate::store::{self, SharedStore, StoreError};
 
 mod lease;
 mod refusals;
+mod take;
 pub(crate) use lease::Loan;
 pub use lease::{lease_eligible, loan_size};
 pub use refusals::{MAX_REFUSED_KEYS, REFUSED_FOR_NS};
+pub use take::take_noting;
+pub(crate) use take::Taking;
 
 /// How long a reservation counts in its slot.
 pub const LIFE_NS: u64 = 500_000_000;
@@ -219,8 +222,6 @@ pub struct Allowances {
     refusals: HashMap<u64, refusals::Refusal>,
     /// The rules of those refusals.
     refusing: Vec<usize>,
-    /// Keys whose global lease refused for lack of budget, until when.
-    exhausted: HashMap<u64, u64>,
 }
 
 impl Allowances {
@@ -285,74 +286,6 @@ impl Allowances {
     }
 }
 
-/// Takes `cost` units of the key from its bucket (as `store::take_noting`),
-/// in the same compare-and-swap settling this worker's last share of the
-/// key and, while the key has more than half its burst left after this
-/// request, reserving a new one.
-#[allow(clippy::too_many_arguments)]
-pub fn take_noting(
-    allowances: &RefCell<Allowances>,
-    store: &dyn SharedStore,
-    slots: u32,
-    fingerprint: u64,
-    limit: &Limit,
-    now: u64,
-    cost: u64,
-) -> Result<(Outcome, Option<Note>), StoreError> {
-    let (old, k) = {
-        let mut a = allowances.borrow_mut();
-        let old = a.shares.remove(&fingerprint);
-        let busy = a.busy(fingerprint, now);
-        (old, if busy && a.len() < MAX_HELD_KEYS { share(limit) } else { 0 })
-    };
-    let result = store::cas_update_reserved(store, slots, fingerprint, limit, now, |state, flags, reserved| {
-        let (state, reserved) = old.as_ref().map_or((state, reserved), |s| s.settled(state, reserved, now));
-        let held = reserved.live(now);
-        let (o, next) = holding(state, limit, now, held).take(Algorithm::TokenBucket, limit, now, cost);
-        let (f, note) = store::noted(&o, limit.burst, flags);
-        let after = next.map_or(state, |n| releasing(n, limit, held));
-        let far = o.remaining >= (limit.burst / 2).saturating_add(k);
-        let grant = if o.allowed && k > 0 && far { k } else { 0 };
-        let kept = if grant > 0 {
-            reserved.adding(grant, now)
-        } else if held > 0 {
-            reserved
-        } else {
-            Reserved::default()
-        };
-        let write = old.is_some() || next.is_some() || f != flags || grant > 0;
-        let tat = if let State::Tat(t) = after { t } else { now };
-        ((shown(o, limit, held), note, grant, tat), write.then_some((after, f, kept)))
-    });
-    match result {
-        Ok((o, note, grant, tat)) => {
-            if grant > 0 {
-                let until = now.saturating_add(LIFE_NS);
-                let stop_at = now.saturating_add(SPEND_WITHIN_NS);
-                let s = Share { slots, limit: *limit, granted: grant, spent: 0, base_tat: tat, local_tat: tat, stop_at, until };
-                allowances.borrow_mut().shares.insert(fingerprint, s);
-            }
-            Ok((o, note))
-        }
-        Err(e) => {
-            // Settled later (by the tick), from where it was.
-            if let Some(s) = old {
-                allowances.borrow_mut().shares.insert(fingerprint, s);
-            }
-            Err(e)
-        }
-    }
-}
-
-/// What an admitted request is told: `o` without the `held` units other
-/// workers reserved (see the module documentation).
-fn shown(o: Outcome, limit: &Limit, held: u64) -> Outcome {
-    if !o.allowed || held == 0 {
-        return o;
-    }
-    Outcome { remaining: o.remaining.saturating_add(held).min(limit.burst), reset_ns: o.reset_ns.saturating_sub(units_ns(limit, held)), ..o }
-}
-
 /// Settles the shares that may no longer be spent (`all`: every share,
 /// before a new policy replaces the limits they were reserved under), and
 /// repays the loans likewise. A share none of whose units were spent is
@@ -403,7 +336,6 @@ pub fn settle_some(allowances: &RefCell<Allowances>, store: &dyn SharedStore, no
     if all {
         a.refusals.clear();
         a.refusing.clear();
-        a.exhausted.clear();
     } else {
         a.forget_refusals(now);
     }

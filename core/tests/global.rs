@@ -76,6 +76,68 @@ fn a_global_key_keeps_its_bucket_and_its_lease_in_one_slot() {
     assert!(matches!(held[0].state, State::Tat(_)) && held[0].lease.window != 0, "the bucket and the lease: {held:?}");
 }
 
+/// The key's one slot, decoded.
+fn slot_of(inst: &Instance) -> Slot {
+    let held: Vec<Slot> = (0..inst.policy.slots)
+        .filter_map(|i| inst.store.shared.get(&slot_key(i)).unwrap())
+        .map(|(bytes, _)| Slot::decode(&bytes))
+        .filter(|(fp, _)| *fp != 0)
+        .map(|(_, slot)| slot)
+        .collect();
+    assert_eq!(held.len(), 1, "{held:?}");
+    held[0]
+}
+
+#[test]
+fn a_global_rule_decides_its_bucket_and_lease_in_one_read_and_one_write() {
+    // Under 32 a window: no worker share or loan, every request in the slot.
+    let json = r#"{"global": {"expected_instances": 1}, "tenant": [{"header": "x-tenant-id"}], "rules": [
+        {"name": "per-tenant", "scope": "global", "key": ["tenant"], "limit": {"requests": 20, "per": "1s"}}]}"#;
+    let mut inst = Instance::new(Policy::from_json(json).expect("policy"));
+    let mut counter = FakeCounter::default();
+    let req = tenant("/x", "t1");
+    let mut calls = Vec::new();
+    // 25 a second for 1.2 s: the bucket (20 a second, 20 at once) never
+    // runs out; the window's global budget of 20 does.
+    for n in 0..30u64 {
+        let now = T0 + n * 40 * MS;
+        inst.tick(&mut counter, now);
+        let (before, asked) = (inst.store.calls(), counter.calls);
+        let d = inst.send(&mut counter, &req, now);
+        // Those that waited for the service are decided twice.
+        if counter.calls == asked {
+            calls.push((d.allowed(), inst.store.calls() - before));
+        }
+    }
+    // One read and one write, admitted or refused, where taking the
+    // bucket's unit and then the lease's were four (and a refusal gave
+    // the bucket's unit back: two more).
+    assert!(calls.iter().all(|(_, c)| *c == 2), "{calls:?}");
+    assert!(calls.iter().filter(|(allowed, _)| !allowed).count() >= 4, "the window's budget ran out: {calls:?}");
+    assert!(calls.iter().filter(|(allowed, _)| *allowed).count() >= 20, "{calls:?}");
+}
+
+#[test]
+fn a_request_the_lease_refuses_leaves_its_bucket_as_it_was() {
+    let json = r#"{"global": {"expected_instances": 1}, "tenant": [{"header": "x-tenant-id"}], "rules": [
+        {"name": "per-tenant", "scope": "global", "key": ["tenant"], "limit": {"requests": 5, "per": "1s", "burst": 50}}]}"#;
+    let mut inst = Instance::new(Policy::from_json(json).expect("policy"));
+    let mut counter = FakeCounter::default();
+    let req = tenant("/x", "t1");
+    let admitted = (0..5u64).filter(|n| inst.send(&mut counter, &req, T0 + n * MS).allowed()).count();
+    assert_eq!(admitted, 5, "the window's global budget");
+    let before = slot_of(&inst);
+    for n in 5..10u64 {
+        let d = decide(&inst.policy, &mut req.clone(), &inst.store, Ctx::at(T0 + n * MS));
+        assert!(!d.allowed() && !d.pending(), "{d:?}");
+    }
+    let after = slot_of(&inst);
+    assert_eq!((after.state, after.flags, after.reserved), (before.state, before.flags, before.reserved), "the bucket untouched");
+    // They reached the lease, and count in the window's demand (as a
+    // refusal by the lease always did).
+    assert_eq!((after.lease.arrived, after.lease.seen), (before.lease.arrived + 5, before.lease.seen + 5));
+}
+
 #[test]
 fn a_quiet_key_is_admitted_on_credit_and_its_refill_pays_for_it() {
     let mut inst = Instance::new(policy_with("open", 1, true));

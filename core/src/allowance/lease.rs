@@ -81,14 +81,19 @@ impl Allowances {
     /// lease, if it holds enough of one for `limit` that may still be
     /// spent: the request's outcome for the rule.
     pub fn spend_lease(&mut self, lease_fp: u64, limit: &Limit, now: u64, cost: u64) -> Option<Outcome> {
+        let cost = self.loan_holds(lease_fp, limit, now, cost)?;
         let l = self.loans.get_mut(&lease_fp)?;
-        let cost = u32::try_from(cost).ok()?;
-        if now >= l.stop_at || l.limit != *limit || cost > l.lent.saturating_sub(l.spent) {
-            return None;
-        }
         l.spent = l.spent.saturating_add(cost);
         let remaining = l.global_left.saturating_sub(u64::from(l.spent));
         Some(Outcome { allowed: true, remaining, reset_ns: l.ends_at.saturating_sub(now), retry_after_ns: 0 })
+    }
+
+    /// Whether this worker holds enough of a loan of the key's lease for
+    /// `limit` that may still be spent: the cost, then.
+    pub(crate) fn loan_holds(&self, lease_fp: u64, limit: &Limit, now: u64, cost: u64) -> Option<u32> {
+        let l = self.loans.get(&lease_fp)?;
+        let cost = u32::try_from(cost).ok()?;
+        (now < l.stop_at && l.limit == *limit && cost <= l.lent.saturating_sub(l.spent)).then_some(cost)
     }
 
     /// Takes the key's loan out, to repay it in the compare-and-swap to

@@ -103,29 +103,9 @@ impl Allowances {
         self.refusals.insert(fingerprint, refusal);
     }
 
-    /// Whether the key's lease (of a global rule) refused for lack of
-    /// budget at this worker's last decision on it, and its window has not
-    /// ended since (then its lease is decided before its bucket).
-    pub fn exhausted(&self, fingerprint: u64, now: u64) -> bool {
-        !self.exhausted.is_empty() && self.exhausted.get(&fingerprint).is_some_and(|until| now < *until)
-    }
-
-    /// Remembers the key's lease as exhausted until `o`'s retry-after
-    /// (forgets it when `o` admitted).
-    pub fn note_exhausted(&mut self, fingerprint: u64, now: u64, o: &Outcome) {
-        if o.allowed || o.retry_after_ns == 0 {
-            if !self.exhausted.is_empty() {
-                self.exhausted.remove(&fingerprint);
-            }
-        } else if self.exhausted.len() < MAX_REFUSED_KEYS || self.exhausted.contains_key(&fingerprint) {
-            self.exhausted.insert(fingerprint, now.saturating_add(o.retry_after_ns));
-        }
-    }
-
     /// Forgets the refusals that no longer hold at `now`.
     pub(super) fn forget_refusals(&mut self, now: u64) {
         self.refusals.retain(|_, r| now < r.until);
-        self.exhausted.retain(|_, until| now < *until);
         self.refusing.clear();
         for r in self.refusals.values() {
             if !self.refusing.contains(&r.rule) {

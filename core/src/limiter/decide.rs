@@ -11,6 +11,9 @@ use crate::bucket::Outcome;
 use crate::policy::{Limit, Policy, Queue, Rule, Scope};
 use crate::request::Request;
 use crate::store::{self, SharedStore, StoreError};
+use joint::Joint;
+
+mod joint;
 
 /// The rules in the order they are evaluated: local rules first, then
 /// global ones (each in policy order). A request a local rule refuses then
@@ -54,16 +57,6 @@ struct Pass<'p, 'r> {
     unreached: Vec<(usize, Limit)>,
 }
 
-/// What deciding a global rule's lease before its bucket gave.
-enum LeaseFirst {
-    /// Not tried: the rule is decided in the usual order.
-    No,
-    /// The rule is decided (refused by its lease, or waiting).
-    Decided,
-    /// The lease admitted: the bucket is spent from next.
-    Admitted(Outcome),
-}
-
 /// What a rule's bucket said.
 enum Took {
     /// Its outcome, and how long the request waits for its turn.
@@ -102,53 +95,6 @@ impl<'p, 'r> Pass<'p, 'r> {
         })
     }
 
-    /// A global rule whose lease this worker found exhausted lately (see
-    /// `allowance::refusals`): its lease is decided before its bucket is
-    /// spent from, the bucket only looked at. While the window's budget is
-    /// gone, a refused request then reads the bucket and spends from the
-    /// lease (which counts the demand, as before), instead of also taking
-    /// a unit of the bucket and giving it back: three slot calls instead
-    /// of six. The lease sees the same requests as in the usual order:
-    /// those the bucket would admit.
-    fn lease_first(&mut self, i: usize, rule: &Rule, (fp, cost): (u64, u64), skip: bool, id: &mut Option<String>) -> LeaseFirst {
-        let now = self.ctx.now;
-        if skip || !self.lease_memory(rule).is_some_and(|a| a.borrow().exhausted(fp, now)) {
-            return LeaseFirst::No;
-        }
-        // The bucket looked at once, its limit the rule's (no adaptive
-        // rule is eligible). It refuses, has no slot of its own or cannot
-        // be read: the usual order, which records an overflow or an error
-        // once.
-        let limit = rule.limit;
-        match self.take_once(i, rule, fp, &limit, cost, true, None) {
-            Ok(Some((o, _, _))) if o.allowed => {}
-            _ => return LeaseFirst::No,
-        }
-        let Some(o) = self.lease(i, rule, &limit, (fp, cost), id.take().unwrap_or_default(), 0) else { return LeaseFirst::Decided };
-        if o.allowed {
-            // The bucket's unit is taken now, in the usual way.
-            return LeaseFirst::Admitted(o);
-        }
-        self.note_exhausted(rule, fp, &o);
-        report(&mut self.d, rule, i, limit.requests, store::capacity(rule.algorithm, &limit), o, false);
-        LeaseFirst::Decided
-    }
-
-    /// Remembers (or forgets, when `o` admitted) that the key's lease
-    /// refused for lack of budget.
-    fn note_exhausted(&self, rule: &Rule, fp: u64, o: &Outcome) {
-        if let Some(a) = self.lease_memory(rule) {
-            a.borrow_mut().note_exhausted(fp, self.ctx.now, o);
-        }
-    }
-
-    /// This worker's memory of the global rule's leases, where the rule
-    /// may use it (see `lease_first`): not while the counter service is
-    /// away, and only for rules whose buckets may be shared.
-    fn lease_memory(&self, rule: &Rule) -> Option<&'p std::cell::RefCell<crate::allowance::Allowances>> {
-        self.store.allowances().filter(|_| rule.scope == Scope::Global && !self.ctx.degraded && crate::allowance::eligible(rule))
-    }
-
     /// Decides one rule, if it applies.
     fn rule(&mut self, i: usize, rule: &Rule) {
         let Some(params) = self.attrs.applies(self.policy, rule, self.exempt) else { return };
@@ -168,12 +114,16 @@ impl<'p, 'r> Pass<'p, 'r> {
         // Kept for a box to share (the lease takes the id).
         let box_id = rule.penalty.as_ref().and(id.clone());
         let kept_turn = self.kept_turn(i, key_fp);
-        let leased = match self.lease_first(i, rule, (key_fp, cost), denied || kept_turn.is_some(), &mut id) {
-            LeaseFirst::Decided => return,
-            LeaseFirst::Admitted(o) => Some(o),
-            LeaseFirst::No => None,
-        };
-        let (mut outcome, wait, fp, overflowed, limit, shared) = match self.take(i, rule, key_fp, cost, denied, kept_turn) {
+        let mut full = false;
+        if !denied && kept_turn.is_none() {
+            match self.joint(i, rule, (key_fp, cost), &mut id) {
+                Joint::No => {}
+                Joint::Full => full = true,
+                Joint::Waits => return,
+                Joint::Decided(outcome) => return self.close(i, rule, (key_fp, box_id), &rule.limit, outcome, false),
+            }
+        }
+        let (mut outcome, wait, fp, overflowed, limit, shared) = match self.take(i, rule, (key_fp, full), cost, denied, kept_turn) {
             Took::Decided { outcome, wait, fp, overflowed, limit, shared } => (outcome, wait, fp, overflowed, limit, shared),
             Took::WaitsForRoom => return,
             Took::Failed { overflowed, limit } => {
@@ -194,16 +144,19 @@ impl<'p, 'r> Pass<'p, 'r> {
                 }
             }
             if rule.scope == Scope::Global && !overflowed {
-                match leased.or_else(|| self.lease(i, rule, &limit, (fp, cost), id.take().unwrap_or_default(), wait)) {
+                match self.lease(i, rule, &limit, (fp, cost), id.take().unwrap_or_default(), wait) {
                     Some(o) => outcome = o,
                     None => return,
                 }
-                if !outcome.allowed {
-                    self.note_exhausted(rule, fp, &outcome);
-                }
             }
         }
-        report(&mut self.d, rule, i, limit.requests, store::capacity(rule.algorithm, &limit), outcome, denied);
+        self.close(i, rule, (key_fp, box_id), &limit, outcome, denied);
+    }
+
+    /// Reports rule `i`'s outcome; a refusal strikes the key of a rule
+    /// with a penalty box.
+    fn close(&mut self, i: usize, rule: &Rule, (key_fp, box_id): (u64, Option<String>), limit: &Limit, outcome: Outcome, denied: bool) {
+        report(&mut self.d, rule, i, limit.requests, store::capacity(rule.algorithm, limit), outcome, denied);
         if rule.penalty.is_some() && !outcome.allowed && !rule.shadow {
             self.strike(i, rule, key_fp, box_id);
         }
@@ -256,7 +209,8 @@ impl<'p, 'r> Pass<'p, 'r> {
     /// free slot is decided against the rule's overflow bucket; a global
     /// rule's, like its fallback, at limit / instances and without a lease
     /// (the lease is per key).
-    fn take(&mut self, i: usize, rule: &Rule, key_fp: u64, cost: u64, denied: bool, kept_turn: Option<u64>) -> Took {
+    /// `full`: the key is known to have no slot.
+    fn take(&mut self, i: usize, rule: &Rule, (key_fp, full): (u64, bool), cost: u64, denied: bool, kept_turn: Option<u64>) -> Took {
         // An adaptive rule's limit as it stands (its configured one
         // otherwise, and when its health cannot be read).
         let mut limit = crate::adaptive::limit(self.store, rule).unwrap_or_else(|e| {
@@ -264,14 +218,16 @@ impl<'p, 'r> Pass<'p, 'r> {
             rule.limit
         });
         let (mut fp, mut overflowed) = (key_fp, false);
+        let mut found = if full { Err(StoreError::Full) } else { self.take_once(i, rule, fp, &limit, cost, denied, kept_turn) };
         loop {
-            match self.take_once(i, rule, fp, &limit, cost, denied, kept_turn) {
+            match found {
                 Err(StoreError::Full) if !overflowed => {
                     (fp, overflowed) = (store::overflow_fingerprint(i), true);
                     self.d.books.overflowed.push(i);
                     if rule.scope == Scope::Global {
                         limit = super::fallback_limit(self.policy, rule);
                     }
+                    found = self.take_once(i, rule, fp, &limit, cost, denied, kept_turn);
                 }
                 Ok(Some((outcome, wait, shared))) => return Took::Decided { outcome, wait, fp, overflowed, limit, shared },
                 Ok(None) => return Took::WaitsForRoom,
@@ -360,7 +316,7 @@ impl<'p, 'r> Pass<'p, 'r> {
     /// A global rule whose bucket admitted the request: its lease. `None`
     /// when the request waits (for a reservation or a window).
     fn lease(&mut self, i: usize, rule: &Rule, limit: &Limit, (fp, cost): (u64, u64), id: String, wait: u64) -> Option<Outcome> {
-        let (policy, store, now) = (self.policy, self.store, self.ctx.now);
+        let (policy, store) = (self.policy, self.store);
         if rule.obey_upstream {
             self.d.effects.global_ids.push((i, id.clone()));
         }
@@ -377,24 +333,30 @@ impl<'p, 'r> Pass<'p, 'r> {
                     global::Verdict::Waits => None,
                 }
             }
-            // The key's lease (or fallback bucket) found no free slot: the
-            // rule's overflow bucket decides, as for its bucket.
-            Err(StoreError::Full) => {
+            Err(e) => self.lease_failed(i, rule, cost, e),
+        }
+    }
+
+    /// What a global rule's lease could not decide: when the key's lease
+    /// (or fallback bucket) found no free slot, the rule's overflow bucket,
+    /// as for its bucket; otherwise the error, recorded (`None`).
+    fn lease_failed(&mut self, i: usize, rule: &Rule, cost: u64, e: StoreError) -> Option<Outcome> {
+        let (policy, store, now) = (self.policy, self.store, self.ctx.now);
+        let taken = match e {
+            StoreError::Full => {
                 self.d.books.overflowed.push(i);
                 let overflow_fp = store::overflow_fingerprint(i);
                 let fallback = super::fallback_limit(policy, rule);
-                match store::take(store, policy.slots, overflow_fp, rule.algorithm, &fallback, now, cost) {
-                    Ok(o) => {
-                        if o.allowed {
-                            self.spent.push(Spent::Bucket { rule: i, fingerprint: overflow_fp, fallback: true, cost });
-                        }
-                        Some(o)
-                    }
-                    Err(e) => {
-                        self.d.books.errors.push((i, e));
-                        None
-                    }
+                store::take(store, policy.slots, overflow_fp, rule.algorithm, &fallback, now, cost).map(|o| (o, overflow_fp))
+            }
+            e => Err(e),
+        };
+        match taken {
+            Ok((o, overflow_fp)) => {
+                if o.allowed {
+                    self.spent.push(Spent::Bucket { rule: i, fingerprint: overflow_fp, fallback: true, cost });
                 }
+                Some(o)
             }
             Err(e) => {
                 self.d.books.errors.push((i, e));

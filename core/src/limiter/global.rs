@@ -133,6 +133,12 @@ fn derived(fingerprint: u64, what: &[u8]) -> u64 {
     Fnv::default().field(&fingerprint.to_le_bytes()).field(what).finish().max(1)
 }
 
+/// What a worker keeps its loans of the key's lease under (see
+/// `allowance::lease`), apart from its share of the key's bucket.
+pub(super) fn loan_key(fingerprint: u64) -> u64 {
+    derived(fingerprint, b"lease")
+}
+
 /// A global rule's key, for its lease.
 pub(super) struct LeaseKey<'a> {
     pub rule: &'a Rule,
@@ -196,16 +202,28 @@ pub(super) fn spend_lease(
     if rule.queue.is_some() && turn_wait > 0 {
         return Ok((Verdict::Waits, LeaseEffects { redo_at: Some(now.saturating_add(turn_wait)), ..LeaseEffects::default() }));
     }
-    // The key's loans in this worker's memory (see `allowance::lease`),
-    // apart from its bucket's share; the lease itself is in the bucket's
-    // slot.
-    let lease_fp = derived(key.fp, b"lease");
+    let lease_fp = loan_key(key.fp);
     let loans = store.allowances().filter(|_| carried.is_none() && crate::allowance::lease_eligible(rule, limit));
     if let Some(o) = loans.and_then(|a| a.borrow_mut().spend_lease(lease_fp, limit, now, key.cost)) {
         let spent = Some(Spent::Share { rule: key.index, fingerprint: lease_fp, cost: key.cost });
         return Ok((Verdict::Decided(o), LeaseEffects { spent, ..LeaseEffects::default() }));
     }
     let step = spend(policy, key, lease_fp, store, ctx, carried, loans)?;
+    verdict(policy, key, store, ctx, carried, &step)
+}
+
+/// What spending from the key's lease (`step`) says of the request, and
+/// what it leaves for the decision. `carried`: the window of the units
+/// granted to this request, which it spent.
+pub(super) fn verdict(
+    policy: &Policy,
+    key: &LeaseKey,
+    store: &dyn SharedStore,
+    ctx: Ctx,
+    carried: Option<u64>,
+    step: &Spending,
+) -> Result<(Verdict, LeaseEffects), StoreError> {
+    let (rule, limit, now) = (key.rule, key.limit, ctx.now);
     let ask = |want: u32, next: bool| lease_need((rule, limit), key.index, key.fp, &key.id, want, next);
     let mut fx = LeaseEffects { refills: step.refill.map(|(want, next)| ask(want, next)).into_iter().collect(), ..LeaseEffects::default() };
     let lease = step.lease;
@@ -258,10 +276,11 @@ pub(super) fn spend_lease(
 }
 
 /// What spending from a lease gave.
-struct Spending {
-    step: Step,
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Spending {
+    pub step: Step,
     /// The lease after it.
-    lease: crate::lease::Lease,
+    pub lease: crate::lease::Lease,
     /// The lease's own ask, if one is due: `(units, next window)`.
     refill: Option<(u32, bool)>,
     /// Units of the current window asked along with a reservation ahead.
@@ -285,57 +304,77 @@ fn spend(
     carried: Option<u64>,
     loans: Option<&RefCell<Allowances>>,
 ) -> Result<Spending, StoreError> {
-    let (rule, limit, cost, now) = (key.rule, key.limit, key.cost, ctx.now);
-    let credit = credit_allowed(policy, rule, limit);
-    let (old, busy) = loans.map_or((None, false), |a| a.borrow_mut().take_loan(lease_fp, now));
-    let result = store::lease_update(store, policy.slots, key.fp, limit, now, |l| {
-        let l = old.as_ref().map_or(l, |loan| loan.repaid(l, now));
-        // Units granted to this request are its own: nothing to spend
-        // here, but it counts in the lease's demand now.
-        let (step, mut next) = match carried {
-            Some(_) => (Step::Spent, l.spend_carried(now, limit, cost)),
-            None => l.spend(now, limit, cost, credit),
-        };
-        let credited = next.owed > l.owed;
-        let lent = if busy && step == Step::Spent && !credited { crate::allowance::loan_size(&next, limit, now) } else { 0 };
-        next = next.lend(lent);
-        // An exhausted window still reserves the next one ahead of time,
-        // at once when requests will queue for it.
-        let refill = match step {
-            Step::Spent => next.want(now, limit),
-            Step::Exhausted { .. } if rule.queue.is_some() => next.want_next(now, limit).map(|w| (w, true)),
-            Step::Exhausted { .. } => next.want(now, limit).filter(|(_, ahead)| *ahead),
-            // The first waiter asks for the lease (sized to the rate,
-            // counting itself: it counts once decided with its units); the
-            // others, while that ask is in flight, for themselves only.
-            Step::Missing if ctx.may_wait => next.counting(cost).want(now, limit),
-            Step::Missing => None,
-        };
-        if refill.is_some() {
-            next.asked_at = now;
-        }
-        // Holding nothing in a window another instance took: its units may
-        // come back (see `Lease::give_back`), so ask along with the
-        // reservation ahead, in the same call.
-        let top_up = match (step, refill) {
-            (Step::Exhausted { .. }, Some((_, true))) => next.top_up(now, limit),
-            _ => None,
-        };
-        (Spending { step, lease: next, refill, top_up, credited, lent }, Some(next))
+    let (old, busy) = loans.map_or((None, false), |a| a.borrow_mut().take_loan(lease_fp, ctx.now));
+    let result = store::lease_update(store, policy.slots, key.fp, key.limit, ctx.now, |l| {
+        let l = old.as_ref().map_or(l, |loan| loan.repaid(l, ctx.now));
+        let s = spend_in(policy, key, ctx, carried, busy, l);
+        (s, Some(s.lease))
     });
-    if let Some(a) = loans {
-        match &result {
-            Ok(s) if s.lent > 0 => a.borrow_mut().keep_loan(lease_fp, Loan::new((policy.slots, key.fp), limit, &s.lease, s.lent, now)),
-            // Repaid later (by the tick), from where it was.
-            Err(_) => {
-                if let Some(loan) = old {
-                    a.borrow_mut().keep_loan(lease_fp, loan);
-                }
+    end_loan((policy.slots, ctx.now), key, (lease_fp, loans), old, result.as_ref().ok().map(Some));
+    result
+}
+
+/// After a compare-and-swap that took the key's loan out of this worker's
+/// memory (`old`): keeps the new loan it lent, or `old` back when the
+/// lease was not reached (`Some(None)`) or not written (`None`), to be
+/// repaid later (by the tick).
+pub(super) fn end_loan(
+    (slots, now): (u32, u64),
+    key: &LeaseKey,
+    (lease_fp, loans): (u64, Option<&RefCell<Allowances>>),
+    old: Option<Loan>,
+    spent: Option<Option<&Spending>>,
+) {
+    let Some(a) = loans else { return };
+    match spent {
+        Some(Some(s)) if s.lent > 0 => a.borrow_mut().keep_loan(lease_fp, Loan::new((slots, key.fp), key.limit, &s.lease, s.lent, now)),
+        Some(Some(_)) => {}
+        Some(None) | None => {
+            if let Some(loan) = old {
+                a.borrow_mut().keep_loan(lease_fp, loan);
             }
-            Ok(_) => {}
         }
     }
-    result
+}
+
+/// Spends from the key's lease `l` as read from its slot (and with this
+/// worker's last loan repaid): the step, and the lease to write. `busy`:
+/// the key is busy enough here for a loan.
+pub(super) fn spend_in(policy: &Policy, key: &LeaseKey, ctx: Ctx, carried: Option<u64>, busy: bool, l: crate::lease::Lease) -> Spending {
+    let (rule, limit, cost, now) = (key.rule, key.limit, key.cost, ctx.now);
+    let credit = credit_allowed(policy, rule, limit);
+    // Units granted to this request are its own: nothing to spend
+    // here, but it counts in the lease's demand now.
+    let (step, mut next) = match carried {
+        Some(_) => (Step::Spent, l.spend_carried(now, limit, cost)),
+        None => l.spend(now, limit, cost, credit),
+    };
+    let credited = next.owed > l.owed;
+    let lent = if busy && step == Step::Spent && !credited { crate::allowance::loan_size(&next, limit, now) } else { 0 };
+    next = next.lend(lent);
+    // An exhausted window still reserves the next one ahead of time,
+    // at once when requests will queue for it.
+    let refill = match step {
+        Step::Spent => next.want(now, limit),
+        Step::Exhausted { .. } if rule.queue.is_some() => next.want_next(now, limit).map(|w| (w, true)),
+        Step::Exhausted { .. } => next.want(now, limit).filter(|(_, ahead)| *ahead),
+        // The first waiter asks for the lease (sized to the rate,
+        // counting itself: it counts once decided with its units); the
+        // others, while that ask is in flight, for themselves only.
+        Step::Missing if ctx.may_wait => next.counting(cost).want(now, limit),
+        Step::Missing => None,
+    };
+    if refill.is_some() {
+        next.asked_at = now;
+    }
+    // Holding nothing in a window another instance took: its units may
+    // come back (see `Lease::give_back`), so ask along with the
+    // reservation ahead, in the same call.
+    let top_up = match (step, refill) {
+        (Step::Exhausted { .. }, Some((_, true))) => next.top_up(now, limit),
+        _ => None,
+    };
+    Spending { step, lease: next, refill, top_up, credited, lent }
 }
 
 /// The lease's own ask for `want` units of a rule's key.
