@@ -18,7 +18,7 @@ use proxy_wasm::types::{BufferType, ContextType};
 use sluice_core::allowance::Budget;
 use sluice_core::coordination::{resign, try_lead};
 use sluice_core::flow::{Event, TICK_NS};
-use sluice_core::limiter::{LeaseNeed, Spans};
+use sluice_core::limiter::{LeaseNeed, Spans, SWEEP_PER_TICK};
 use sluice_core::policy::Policy;
 use sluice_core::store::ensure_slots;
 
@@ -36,14 +36,6 @@ const TICK: Duration = Duration::from_nanos(TICK_NS);
 const LEASE_EVERY_NS: u64 = 50_000_000;
 const LEADER_TERM_NS: u64 = 4 * LEASE_EVERY_NS;
 const PROBE_EVERY_NS: u64 = 1_000_000_000;
-/// Leases reserved ahead the leader looks at per tick, at most (one
-/// shared-data read each): 6,400 a second, spread so that no tick holds
-/// the worker's requests for long (see `Spans::sweep`).
-const SWEEP_PER_TICK: usize = 64;
-/// Shares settled per tick (a compare-and-swap each), unless more are
-/// needed to settle every one due before it lapses at an even pace (see
-/// `allowance::Budget`).
-const SETTLE_PER_TICK: usize = 24;
 
 /// What a root context's callout was for.
 enum Call {
@@ -361,9 +353,7 @@ impl SluiceRoot {
     fn tick(&mut self) {
         crate::metrics::flush();
         let now = now_ns();
-        // Whatever would lapse before the tick after next, and a few more.
-        let urgent_until = now.saturating_add(self.tick_ns.saturating_mul(2));
-        settle_shares(now, Some(Budget { writes: SETTLE_PER_TICK, urgent_until, tick_ns: self.tick_ns }));
+        settle_shares(now, Some(Budget::per_tick(now, self.tick_ns)));
         for (context_id, flow) in queue::due(now) {
             self.wake(context_id, &flow, Event::Wake);
         }

@@ -3,14 +3,17 @@
 //! default policy as is (global rules through leases, loans and the
 //! leader's ticks, a counter that answers at once) and made local. One
 //! instance with one worker, as `sluice-bench` runs Envoy; ticks every
-//! 10 ms; the first two seconds warm up, the next four count.
+//! 10 ms, within the filter's budgets; the first two seconds warm up, the
+//! next four count.
 //!
 //! ```sh
 //! cargo run --release -p sluice-core --example crossings [requests/s]
 //! ```
 //!
 //! Prints, per mix and policy, the slot calls per request (the hot client's
-//! refused requests apart, in the denial mix) and the counter calls; and
+//! refused requests apart, in the denial mix), those the ticks make
+//! (settling shares, repaying loans, looking at spans, applying the
+//! service's answers) per request, and the counter calls; and
 //! the slot calls per refused request of a flood, one tenant sending
 //! `tools-invoke` (20/s, global in the default policy) 1000 times a
 //! second. A
@@ -22,8 +25,9 @@ mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use sluice_core::flow::TICK_NS;
 use sluice_core::request::MemoryRequest;
-use support::{FakeCounter, Instance, MS};
+use support::{FakeCounter, Instance};
 
 const S: u64 = 1_000_000_000;
 const T0: u64 = 1_763_382_885 * S;
@@ -39,17 +43,30 @@ fn request(n: u64, hot: bool) -> (MemoryRequest, bool) {
     (common::client(k), false)
 }
 
-/// (slot calls per request of the 1000 clients, per hot request, counter calls).
-fn run(policy: sluice_core::policy::Policy, hot: bool, rate: u64) -> (f64, f64, u64) {
+/// Slot calls per request of the 1000 clients, per hot request, and of
+/// the ticks per request; counter calls.
+struct Counts {
+    clients: f64,
+    hot: f64,
+    ticks: f64,
+    counter: u64,
+}
+
+fn run(policy: sluice_core::policy::Policy, hot: bool, rate: u64) -> Counts {
     let mut inst = Instance::new(policy);
+    inst.paced = true;
     let mut counter = FakeCounter::default();
     let (gap, warm) = (S / rate.max(1), rate.saturating_mul(2));
-    let (mut next_tick, mut sums) = (T0, [(0u64, 0u64); 2]);
+    let (mut next_tick, mut sums, mut ticks) = (T0, [(0u64, 0u64); 2], 0);
     for n in 0..rate.saturating_mul(6) {
         let now = T0 + n * gap;
         if now >= next_tick {
+            let before = inst.store.calls();
             inst.tick(&mut counter, now);
-            next_tick += 10 * MS;
+            if n >= warm {
+                ticks += inst.store.calls() - before;
+            }
+            next_tick += TICK_NS;
         }
         if n == warm {
             counter.calls = 0;
@@ -63,7 +80,7 @@ fn run(policy: sluice_core::policy::Policy, hot: bool, rate: u64) -> (f64, f64, 
         }
     }
     let per = |(calls, n): (u64, u64)| if n == 0 { 0.0 } else { calls as f64 / n as f64 };
-    (per(sums[0]), per(sums[1]), counter.calls)
+    Counts { clients: per(sums[0]), hot: per(sums[1]), ticks: per((ticks, sums[0].1 + sums[1].1)), counter: counter.calls }
 }
 
 /// A flood: one tenant's `POST /api/v1/tools/invoke` at `rate` for 6 s,
@@ -78,7 +95,7 @@ fn flood(policy: sluice_core::policy::Policy, rate: u64) -> (f64, u64, u64) {
         let now = T0 + n * gap;
         if now >= next_tick {
             inst.tick(&mut counter, now);
-            next_tick += 10 * MS;
+            next_tick += TICK_NS;
         }
         let before = inst.store.calls();
         let allowed = inst.send(&mut counter, &req, now).allowed();
@@ -108,10 +125,10 @@ fn main() -> std::process::ExitCode {
     println!("{rate} requests/s, 1000 clients, one worker; slot reads and writes per request");
     for hot in [false, true] {
         for (global, p) in &policies {
-            let (clients, refused, calls) = run(p.clone(), hot, rate);
+            let c = run(p.clone(), hot, rate);
             let mix = if hot { "denial  " } else { "overhead" };
-            let hot_part = if hot { format!(", hot client's {refused:.2}") } else { String::new() };
-            println!("{mix} {}: clients' requests {clients:.2}{hot_part}; counter calls in 4 s: {calls}", kind(*global));
+            let hot_part = if hot { format!(", hot client's {:.2}", c.hot) } else { String::new() };
+            println!("{mix} {}: clients' requests {:.2}{hot_part}; ticks {:.2}; counter calls in 4 s: {}", kind(*global), c.clients, c.ticks, c.counter);
         }
     }
     for (global, p) in &policies {

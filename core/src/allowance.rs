@@ -315,6 +315,19 @@ pub struct Budget {
     pub tick_ns: u64,
 }
 
+/// Shares settled per tick (a compare-and-swap each), unless more are
+/// needed to settle every one due before it lapses at an even pace.
+pub const SETTLE_PER_TICK: usize = 24;
+
+impl Budget {
+    /// The filter's budget for its tick at `now`, one every `tick_ns`:
+    /// [`SETTLE_PER_TICK`], and whatever would lapse before the tick after
+    /// next.
+    pub fn per_tick(now: u64, tick_ns: u64) -> Budget {
+        Budget { writes: SETTLE_PER_TICK, urgent_until: now.saturating_add(tick_ns.saturating_mul(2)), tick_ns }
+    }
+}
+
 /// How many of `due` (sorted by deadline) to settle now under `budget`.
 fn paced(due: &[(u64, u64, bool)], now: u64, budget: Budget) -> usize {
     let mut n = budget.writes;

@@ -344,3 +344,60 @@ fn a_loan_is_the_instances_and_comes_back_while_its_window_lasts() {
     // Never more than the lease holds.
     assert_eq!(lease.lend(100).held_here(), 40);
 }
+
+#[test]
+fn a_busy_spanned_key_is_looked_at_less_often_and_no_later_than_an_eighth_after_a_look_would_act() {
+    let start = 20 * S;
+    // A span: 200 units in this window and in each of three ahead.
+    let spanned = Lease {
+        window: 20,
+        ends_at: start + S,
+        units: 150,
+        used: 600,
+        next_units: 200,
+        next_used: 600,
+        seen: 50,
+        seen_before: 200,
+        ahead_units: 200,
+        ahead_used: 600,
+        ahead_last: 23,
+        arrived: 50,
+        ..Lease::default()
+    };
+    let now = start + S / 8;
+    // 50 arrived in an eighth of the window: at 4 × 50 / 200 of it, its
+    // pace could fall under a quarter of the 200 ahead only after the
+    // window ends.
+    let next = spanned.next_look(now, S);
+    assert_eq!(next, start + S, "{}", next - start);
+    let slow = Lease { seen: 10, arrived: 10, ..spanned };
+    assert_eq!(slow.next_look(now, S), start + S / 4, "not before a quarter of the window");
+    // Idle candidates, an ask in flight, the span's last window: an eighth.
+    for other in [
+        Lease { arrived: 0, seen: 0, ..spanned },
+        Lease { asked_at: now, ..spanned },
+        Lease { next_units: 0, next_used: 0, ahead_last: 0, ahead_units: 0, ahead_used: 0, ..spanned },
+    ] {
+        assert_eq!(other.next_look(now, S), now + S / 8, "{other:?}");
+    }
+    // Never later than an eighth of a window after the first moment a
+    // look would give something back, as with a look every eighth: however
+    // few more requests come (counts only grow within a window), no look
+    // between the two would act.
+    for arrived in [1u32, 5, 10, 20, 50, 120] {
+        for at in [S / 8, S / 4, S / 3, S / 2, 3 * S / 4] {
+            let lease = Lease { arrived, seen: arrived, ..spanned };
+            if lease.give_back(start + at, S).0 != [None, None] {
+                // That look acts (and is followed by another an eighth later).
+                continue;
+            }
+            let (now, next) = (start + at, lease.next_look(start + at, S));
+            assert!(next > now && next <= start + S.max(at + S / 8), "arrived {arrived} at {at}: {next}");
+            let mut t = now + S / 8;
+            while t < next {
+                assert_eq!(lease.give_back(t, S).0, [None, None], "arrived {arrived}, looked at {at}, would act at {}", t - start);
+                t += S / 64;
+            }
+        }
+    }
+}

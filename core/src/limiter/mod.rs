@@ -56,7 +56,7 @@ pub use global::{apply_answer, fallback_limit, forget_ask, Applied};
 pub use held::{may_hold, refuse_hold, MAX_HELD_PER_WORKER};
 pub use refill_messages::{decode_needs, encode_needs, gather, MAX_GATHERED};
 pub use settle::{charge, cost_of, with_cost};
-pub use spans::{Spans, MAX_WATCHED, SPAN_MAX_WINDOW_MS, SPAN_MIN_LIMIT};
+pub use spans::{Spans, MAX_WATCHED, SPAN_MAX_WINDOW_MS, SPAN_MIN_LIMIT, SWEEP_PER_TICK};
 
 /// What a request already holds when it is decided again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -32,6 +32,10 @@ pub const SPAN_MIN_LIMIT: u64 = 100;
 pub const SPAN_MIN_SHARE: u64 = 16;
 /// Longest window a span covers (four of them reserved ahead).
 pub const SPAN_MAX_WINDOW_MS: u64 = 60_000;
+/// Leases reserved ahead the filter's leader looks at per tick, at most
+/// (one shared-data read each): 6,400 a second, spread so that no tick
+/// holds the worker's requests for long (see `Spans::sweep`).
+pub const SWEEP_PER_TICK: usize = 64;
 
 /// The keys whose spans this leader reserved, by lease fingerprint: the
 /// need that asked, when to look at its lease next, and the last window
@@ -79,7 +83,8 @@ impl Spans {
         }
     }
 
-    /// Looks at the watched leases due (each about eight times a window):
+    /// Looks at the watched leases due (a busy key's two or three times a
+    /// window, any other's eight; see `Lease::next_look`):
     /// returns the give-backs to send, and the renewals of spans whose
     /// key is still busy here (a span's last window reserves the next
     /// ones even when no request of this rule reaches its lease, as when
@@ -90,9 +95,10 @@ impl Spans {
     ///
     /// At most `budget` leases are looked at, the longest due first; the
     /// others stay due for the next sweep. Each look reads a lease from
-    /// shared data: a leader watching 1024 keys of one-second windows looks
-    /// at 8192 a second, and doing them in one go every 50 ms held the
-    /// worker's requests for about a millisecond each time.
+    /// shared data: a leader watching 1024 keys of one-second windows,
+    /// eight looks a window each, looks at 8192 a second, and doing them in
+    /// one go every 50 ms held the worker's requests for about a
+    /// millisecond each time.
     pub fn sweep(&mut self, policy: &Policy, store: &dyn SharedStore, now: u64, budget: usize) -> (Vec<LeaseNeed>, Vec<StoreError>) {
         let mut out = Vec::new();
         let mut renewed = Vec::new();
@@ -115,6 +121,7 @@ impl Spans {
             let per = rule.limit.window_ns(now);
             *due = now.saturating_add(per / 8);
             let looked = store::lease_update(store, policy.slots, fp, &rule.limit, now, |l| {
+                let next = l.roll(now, per).next_look(now, per);
                 let (back, mut after) = l.give_back(now, per);
                 let gave = back.iter().any(Option::is_some);
                 let renew = if gave || after.seen == 0 { None } else { after.want(now, &rule.limit).filter(|(_, ahead)| *ahead) };
@@ -128,10 +135,12 @@ impl Spans {
                 // stayed watched while it knew a window was looked at
                 // forever once a burst had widened it.
                 let watching = after.asking(now) || after.spans() || (!gave && after.window != 0 && after.window <= last);
-                ((back, renew, watching), (gave || renew.is_some()).then_some(after))
+                let next = if gave || renew.is_some() { now.saturating_add(per / 8) } else { next };
+                ((back, renew, watching, next), (gave || renew.is_some()).then_some(after))
             });
             match looked {
-                Ok((back, renew, watching)) => {
+                Ok((back, renew, watching, next)) => {
+                    *due = next;
                     // The rule as it stands (a reload may have changed its
                     // limit): never more given back than it allows.
                     let base =

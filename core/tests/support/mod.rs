@@ -6,11 +6,11 @@
 
 use std::rc::Rc;
 
-use sluice_core::allowance::{settle_due, Allowances};
+use sluice_core::allowance::{settle_due, settle_some, Allowances, Budget};
 use sluice_core::counter_api::Ask;
-use sluice_core::flow::{apply_answers, At, Env, Event, Fate, Flow, Out};
+use sluice_core::flow::{apply_answers, At, Env, Event, Fate, Flow, Out, TICK_NS};
 use sluice_core::lease::Answer;
-use sluice_core::limiter::{decide_carrying, Carry, Ctx, Decision, LeaseNeed, Spans};
+use sluice_core::limiter::{decide_carrying, Carry, Ctx, Decision, LeaseNeed, Spans, SWEEP_PER_TICK};
 use sluice_core::memory_counter::MemoryCounter;
 use sluice_core::policy::Policy;
 use sluice_core::request::MemoryRequest;
@@ -90,13 +90,16 @@ pub struct Instance {
     pub spans: Spans,
     /// A xorshift state: the random number each decision gets.
     pub rng: u64,
+    /// Ticks settle shares and look at spans within the filter's budgets
+    /// (ticks every `TICK_NS`), where by default they do every one due.
+    pub paced: bool,
 }
 
 impl Instance {
     pub fn new(policy: Policy) -> Instance {
         let store = Worker::default();
         ensure_slots(&store.shared, policy.slots).unwrap();
-        Instance { policy: Rc::new(policy), store, refills: Vec::new(), spans: Spans::default(), rng: 0x9e37_79b9_7f4a_7c15 }
+        Instance { policy: Rc::new(policy), store, refills: Vec::new(), spans: Spans::default(), rng: 0x9e37_79b9_7f4a_7c15, paced: false }
     }
 
     /// Applies answers; returns the units that belong to the asking request.
@@ -184,11 +187,16 @@ impl Instance {
 
     /// What the leader sends on a tick, as the filter's leader does.
     pub fn lead(&mut self, now: u64) -> Vec<LeaseNeed> {
-        let unsettled = settle_due(&self.store.shares, &self.store, now, false);
+        let unsettled = if self.paced {
+            settle_some(&self.store.shares, &self.store, now, false, Budget::per_tick(now, TICK_NS))
+        } else {
+            settle_due(&self.store.shares, &self.store, now, false)
+        };
         assert!(unsettled.is_empty(), "{unsettled:?}");
         let mut needs = std::mem::take(&mut self.refills);
         self.spans.widen(&self.policy, &mut needs, now);
-        let (back, errors) = self.spans.sweep(&self.policy, &self.store, now, usize::MAX);
+        let budget = if self.paced { SWEEP_PER_TICK } else { usize::MAX };
+        let (back, errors) = self.spans.sweep(&self.policy, &self.store, now, budget);
         assert!(errors.is_empty(), "{errors:?}");
         needs.extend(back);
         needs
