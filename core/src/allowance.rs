@@ -316,8 +316,10 @@ pub struct Budget {
 }
 
 /// Shares settled per tick (a compare-and-swap each), unless more are
-/// needed to settle every one due before it lapses at an even pace.
-pub const SETTLE_PER_TICK: usize = 24;
+/// needed to settle every one due before it lapses at an even pace. Few:
+/// a busy key's next request settles its share in its own
+/// compare-and-swap, for nothing, if the tick leaves it time to.
+pub const SETTLE_PER_TICK: usize = 4;
 
 impl Budget {
     /// The filter's budget for its tick at `now`, one every `tick_ns`:
