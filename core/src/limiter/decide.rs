@@ -1,6 +1,7 @@
 //! One request's decision, step by step: each rule that applies takes from
 //! its bucket (or its concurrency units), a global rule then from its
-//! lease; the rules a refused request did not reach reserve ahead with the
+//! lease (both in one write of their slot where it can, see `joint`);
+//! the rules a refused request did not reach reserve ahead with the
 //! one that refused it; what the request spent is kept, carried or given
 //! back. See the module documentation of `limiter` for the order and what
 //! is decided.
