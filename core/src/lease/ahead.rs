@@ -85,38 +85,4 @@ impl Lease {
         l.drop_span();
         (out, l)
     }
-
-    /// When the leader should look at this lease next (see
-    /// `limiter::Spans::sweep`), after a look at `now` that gave nothing
-    /// back and renewed nothing: an eighth of a window later, as a rule;
-    /// later for a key whose requests reached the lease in this window and
-    /// whose next window is reserved, up to the earliest moment a look
-    /// could find something to do (never more than an eighth after it, as
-    /// with a look every eighth):
-    ///
-    /// - it cannot be idle before its window ends (`arrived` only grows
-    ///   within a window);
-    /// - it cannot be slower before its pace, counting only the requests
-    ///   that arrived so far, falls under a quarter of what each window
-    ///   ahead holds;
-    /// - its span cannot need renewing while the next window is reserved.
-    ///
-    /// Neither more requests nor give-backs of loans make a look find
-    /// anything sooner. An ask in flight keeps the eighth: its answer
-    /// changes what the lease holds.
-    pub fn next_look(&self, now: u64, per: u64) -> u64 {
-        let soon = now.saturating_add(per / 8);
-        if self.window == 0 || self.arrived == 0 || !self.has_next() || self.asking(now) || now >= self.ends_at {
-            return soon;
-        }
-        let start = self.ends_at.saturating_sub(per);
-        let slower = if self.spans() && self.ahead_units > 0 {
-            // pace × 4 < ahead, pace = arrived × per / elapsed.
-            let elapsed = mul_div(u64::from(self.arrived).saturating_mul(4), per, u64::from(self.ahead_units)).max(per / 4);
-            start.saturating_add(elapsed)
-        } else {
-            self.ends_at
-        };
-        slower.min(self.ends_at).max(soon)
-    }
 }

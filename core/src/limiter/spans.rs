@@ -83,8 +83,7 @@ impl Spans {
         }
     }
 
-    /// Looks at the watched leases due (a busy key's two or three times a
-    /// window, any other's eight; see `Lease::next_look`):
+    /// Looks at the watched leases due (each about eight times a window):
     /// returns the give-backs to send, and the renewals of spans whose
     /// key is still busy here (a span's last window reserves the next
     /// ones even when no request of this rule reaches its lease, as when
@@ -121,7 +120,6 @@ impl Spans {
             let per = rule.limit.window_ns(now);
             *due = now.saturating_add(per / 8);
             let looked = store::lease_update(store, policy.slots, fp, &rule.limit, now, |l| {
-                let next = l.roll(now, per).next_look(now, per);
                 let (back, mut after) = l.give_back(now, per);
                 let gave = back.iter().any(Option::is_some);
                 let renew = if gave || after.seen == 0 { None } else { after.want(now, &rule.limit).filter(|(_, ahead)| *ahead) };
@@ -135,12 +133,10 @@ impl Spans {
                 // stayed watched while it knew a window was looked at
                 // forever once a burst had widened it.
                 let watching = after.asking(now) || after.spans() || (!gave && after.window != 0 && after.window <= last);
-                let next = if gave || renew.is_some() { now.saturating_add(per / 8) } else { next };
-                ((back, renew, watching, next), (gave || renew.is_some()).then_some(after))
+                ((back, renew, watching), (gave || renew.is_some()).then_some(after))
             });
             match looked {
-                Ok((back, renew, watching, next)) => {
-                    *due = next;
+                Ok((back, renew, watching)) => {
                     // The rule as it stands (a reload may have changed its
                     // limit): never more given back than it allows.
                     let base =
