@@ -190,24 +190,14 @@ pub fn update_key<T>(store: &dyn SharedStore, key: &str, mut f: impl FnMut(&[u8]
     Err(StoreError::Contended)
 }
 
-/// A bucket found for a key: where it is and what it holds.
+/// A key's slot found: where it is and what it holds (its bucket, the
+/// key's flags (`FLAG_*`), the workers' reservations and a global rule's
+/// lease, see `slot`).
 #[derive(Clone, Debug)]
 pub struct Found {
     pub key: String,
     pub cas: u32,
-    pub state: State,
-    /// Flags about the key (`FLAG_*`).
-    pub flags: u8,
-    /// What workers have reserved from a token bucket (see `allowance`).
-    pub reserved: Reserved,
-    /// A global rule's lease of the key (see `slot`).
-    pub lease: Lease,
-}
-
-impl Found {
-    fn slot(&self) -> Slot {
-        Slot { state: self.state, flags: self.flags, reserved: self.reserved, lease: self.lease }
-    }
+    pub slot: Slot,
 }
 
 /// The key is in a rejection episode: a request was refused and none was
@@ -267,7 +257,7 @@ pub fn locate(store: &dyn SharedStore, slots: u32, fingerprint: u64, limit: &Lim
         let (bytes, cas) = store.get(&key)?.unwrap_or_default();
         let (_, slot) = Slot::decode(&bytes);
         // An overflow bucket is never a lease's.
-        return Ok(Found { key, cas, state: slot.state, flags: slot.flags, reserved: slot.reserved, lease: Lease::default() });
+        return Ok(Found { key, cas, slot: Slot { lease: Lease::default(), ..slot } });
     }
     let slots = NonZeroU32::new(slots).unwrap_or(NonZeroU32::MIN);
     // Below `slots`, so the cast keeps every bit.
@@ -278,12 +268,12 @@ pub fn locate(store: &dyn SharedStore, slots: u32, fingerprint: u64, limit: &Lim
         let (bytes, cas) = store.get(&key)?.unwrap_or_default();
         let (fp, slot) = Slot::decode(&bytes);
         if fp == fingerprint {
-            return Ok(Found { key, cas, state: slot.state, flags: slot.flags, reserved: slot.reserved, lease: slot.lease });
+            return Ok(Found { key, cas, slot });
         }
         // The key's own bucket may sit further on: keep probing. Units
         // reserved by workers keep a bucket active until they lapse.
         if free.is_none() && (fp == 0 || slot.idle_in(limit, now) == 0) {
-            free = Some(Found { key, cas, state: State::Empty, flags: 0, reserved: Reserved::default(), lease: Lease::default() });
+            free = Some(Found { key, cas, slot: Slot::default() });
         }
     }
     free.ok_or(StoreError::Full)
@@ -352,7 +342,7 @@ pub fn cas_update_slot<T>(
 ) -> Result<T, StoreError> {
     for _ in 0..CAS_ATTEMPTS {
         let found = locate(store, slots, fingerprint, limit, now)?;
-        let (answer, next) = f(found.slot());
+        let (answer, next) = f(found.slot);
         let Some(next) = next else {
             return Ok(answer);
         };
@@ -441,7 +431,7 @@ pub fn peek(
     cost: u64,
 ) -> Result<crate::bucket::Outcome, StoreError> {
     let found = locate(store, slots, fingerprint, limit, now)?;
-    let state = crate::allowance::holding(found.state, limit, now, found.reserved.live(now));
+    let state = crate::allowance::holding(found.slot.state, limit, now, found.slot.reserved.live(now));
     Ok(state.take(algorithm, limit, now, cost).0)
 }
 

@@ -41,7 +41,7 @@ fn spend_from_shares(worker: &WorkerStore, limit: &Limit, keys: u64, gap: u64) {
 
 /// The units reserved in the key's slot.
 fn reserved_in(store: &dyn SharedStore, fp: u64, limit: &Limit, now: u64) -> u64 {
-    store::locate(store, SLOTS, fp, limit, now).expect("slot").reserved.live(now)
+    store::locate(store, SLOTS, fp, limit, now).expect("slot").slot.reserved.live(now)
 }
 
 #[test]
