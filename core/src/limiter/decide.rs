@@ -321,12 +321,26 @@ impl<'p, 'r> Pass<'p, 'r> {
         if rule.obey_upstream {
             self.d.effects.global_ids.push((i, id.clone()));
         }
-        let units = self.carried.iter().find_map(|c| match *c {
+        let units = self.carried_units(i, cost);
+        let key = global::LeaseKey { rule, limit, index: i, fp, cost, id };
+        let decided = global::spend_lease(policy, &key, store, self.ctx, units, wait);
+        self.leased(i, rule, cost, decided)
+    }
+
+    /// The window of the units rule `i`'s own reserve call granted this
+    /// request, if it carries `cost` of them.
+    fn carried_units(&self, i: usize, cost: u64) -> Option<u64> {
+        self.carried.iter().find_map(|c| match *c {
             Carry::Units { rule, window, units } if rule == i && units >= cost => Some(window),
             _ => None,
-        });
-        let key = global::LeaseKey { rule, limit, index: i, fp, cost, id };
-        match global::spend_lease(policy, &key, store, self.ctx, units, wait) {
+        })
+    }
+
+    /// What rule `i`'s lease decided, its effects taken into the decision:
+    /// the rule's outcome, or `None` when the request waits or the rule
+    /// failed (see `lease_failed`).
+    fn leased(&mut self, i: usize, rule: &Rule, cost: u64, decided: Result<(global::Verdict, global::LeaseEffects), StoreError>) -> Option<Outcome> {
+        match decided {
             Ok((verdict, fx)) => {
                 self.apply(i, fx);
                 match verdict {

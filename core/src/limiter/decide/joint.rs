@@ -18,7 +18,7 @@
 //! that carry units granted to them, or that meet the rule while the
 //! counter service is away (its failure mode decides).
 
-use super::{global, Carry, Pass, Spent};
+use super::{global, Pass, Spent};
 use crate::allowance::Taking;
 use crate::bucket::Outcome;
 use crate::lease::Step;
@@ -43,7 +43,7 @@ impl Pass<'_, '_> {
     /// Whether rule `i`'s bucket and lease may be decided together for
     /// this request (see the module documentation).
     fn joint_applies(&self, i: usize, rule: &Rule, cost: u64) -> bool {
-        let carries = self.carried.iter().any(|c| matches!(*c, Carry::Units { rule, units, .. } if rule == i && units >= cost));
+        let carries = self.carried_units(i, cost).is_some();
         rule.scope == Scope::Global && rule.queue.is_none() && rule.priority.is_none() && rule.adaptive.is_none() && !self.ctx.degraded && !carries
     }
 
@@ -100,16 +100,7 @@ impl Pass<'_, '_> {
         if s.step == Step::Spent {
             self.spent.push(Spent::Bucket { rule: i, fingerprint: fp, fallback: false, cost });
         }
-        let decided = match global::verdict(policy, &key, store, ctx, None, &s) {
-            Ok((verdict, fx)) => {
-                self.apply(i, fx);
-                match verdict {
-                    global::Verdict::Decided(o) => Some(o),
-                    global::Verdict::Waits => None,
-                }
-            }
-            Err(e) => self.lease_failed(i, rule, cost, e),
-        };
-        decided.map_or(Joint::Waits, Joint::Decided)
+        let decided = global::verdict(policy, &key, store, ctx, None, &s);
+        self.leased(i, rule, cost, decided).map_or(Joint::Waits, Joint::Decided)
     }
 }
