@@ -66,24 +66,24 @@ fn a_global_key_keeps_its_bucket_and_its_lease_in_one_slot() {
     for n in 0..5 {
         assert!(inst.send(&mut counter, &req, T0 + n * MS).allowed());
     }
-    let held: Vec<Slot> = (0..inst.policy.slots)
-        .filter_map(|i| inst.store.shared.get(&slot_key(i)).unwrap())
-        .map(|(bytes, _)| Slot::decode(&bytes))
-        .filter(|(fp, _)| *fp != 0)
-        .map(|(_, slot)| slot)
-        .collect();
+    let held = slots_held(&inst);
     assert_eq!(held.len(), 1, "one rule, one key: one slot, {held:?}");
     assert!(matches!(held[0].state, State::Tat(_)) && held[0].lease.window != 0, "the bucket and the lease: {held:?}");
 }
 
-/// The key's one slot, decoded.
-fn slot_of(inst: &Instance) -> Slot {
-    let held: Vec<Slot> = (0..inst.policy.slots)
+/// Every slot that holds a key, decoded.
+fn slots_held(inst: &Instance) -> Vec<Slot> {
+    (0..inst.policy.slots)
         .filter_map(|i| inst.store.shared.get(&slot_key(i)).unwrap())
         .map(|(bytes, _)| Slot::decode(&bytes))
         .filter(|(fp, _)| *fp != 0)
         .map(|(_, slot)| slot)
-        .collect();
+        .collect()
+}
+
+/// The key's one slot, decoded.
+fn slot_of(inst: &Instance) -> Slot {
+    let held = slots_held(inst);
     assert_eq!(held.len(), 1, "{held:?}");
     held[0]
 }
