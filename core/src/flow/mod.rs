@@ -254,9 +254,17 @@ impl<P: Deref<Target = Policy>> Flow<P> {
 
     fn left(&mut self, env: &mut Env, out: &mut Out) {
         let policy = &*self.policy;
-        let now = env.host.now();
         // A response that never ended leaves its estimates standing.
         self.costed.clear();
+        let holds = matches!(self.state, State::Turn { .. } | State::Window { .. } | State::Calling { .. });
+        if self.units.is_empty() && !holds {
+            // Nothing to release or give back (most requests): no clock read.
+            if !matches!(self.state, State::Ended { .. }) {
+                self.state = State::Ended { call: None };
+            }
+            return;
+        }
+        let now = env.host.now();
         // Releasing a unit twice is harmless.
         for (rule, e) in release(env.store, &std::mem::take(&mut self.units), now) {
             out.warnings.push(format!("rule {}: a concurrency unit was not released (it expires): {e}", policy.rule_name(rule)));

@@ -242,6 +242,55 @@ fn concurrency_units_are_held_until_the_stream_ends() {
     assert!(b.arrive(&req, T0 + 3 * MS).1.go, "freed when the first ended");
 }
 
+/// A fake host that counts its clock reads (each one a hostcall in Envoy).
+struct Clocked {
+    at: At,
+    reads: usize,
+}
+
+impl Host for Clocked {
+    fn now(&mut self) -> u64 {
+        self.reads += 1;
+        self.at.now
+    }
+    fn random(&mut self) -> u64 {
+        self.at.random
+    }
+    fn degraded(&mut self) -> bool {
+        self.at.degraded
+    }
+    fn held_here(&mut self) -> usize {
+        self.at.held_here
+    }
+}
+
+#[test]
+fn a_stream_that_holds_nothing_ends_without_reading_the_clock() {
+    let b = Bench::new(
+        r#"{"rules": [{"name": "two", "limit": {"requests": 2, "per": "1s"}}, {"name": "in-flight", "match": {"paths": [{"prefix": "/busy"}]}, "limit": {"concurrent": 1}}]}"#,
+    );
+    let leave = |flow: &mut Flow<&Policy>, req: &MemoryRequest| {
+        let mut host = Clocked { at: At::new(T0 + MS), reads: 0 };
+        let out = flow.on(Event::Left, &mut Env { store: &b.store, request: &mut req.clone(), host: &mut host });
+        assert!(out.warnings.is_empty(), "{out:?}");
+        host.reads
+    };
+    let plain = MemoryRequest::new("GET", "/x");
+    let (mut admitted, out) = b.arrive(&plain, T0);
+    assert!(out.go);
+    assert_eq!(leave(&mut admitted, &plain), 0, "admitted, no unit held");
+    assert!(b.arrive(&plain, T0).1.go);
+    let (mut refused, out) = b.arrive(&plain, T0);
+    assert_eq!(status(&out), Some(429));
+    assert_eq!(leave(&mut refused, &plain), 0, "refused");
+    // A concurrency unit is released at the stream's end, on the clock.
+    let busy = MemoryRequest::new("GET", "/busy");
+    let (mut holding, out) = b.arrive(&busy, T0 + 2 * S);
+    assert!(out.go, "{out:?}");
+    assert_eq!(leave(&mut holding, &busy), 1);
+    assert!(b.arrive(&busy, T0 + 2 * S + 2 * MS).1.go, "its unit was released");
+}
+
 const GLOBAL_QUEUED: &str = r#"{"global": {}, "tenant": [{"header": "x-tenant-id"}], "rules": [
     {"name": "notion", "scope": "global", "key": ["tenant"], "limit": {"requests": 1, "per": "1s"}, "queue": {"max_wait": "2s"}}]}"#;
 
