@@ -7,6 +7,7 @@
 //! | `native-local-ratelimit` | `native.yaml` | Envoy's `local_ratelimit` with descriptors for the default policy's local rules |
 //! | `noop-wasm` | `wasm.yaml` | `bench/noop-filter`, a proxy-wasm filter that does nothing: the VM floor |
 //! | `sluice-local` | `wasm.yaml` | Sluice, the default policy with its global rules made local |
+//! | `sluice-local-no-headers` | `wasm.yaml` | the same with `response_headers: none` (no rate-limit headers on admitted responses) |
 //! | `sluice-global` | `wasm.yaml` | Sluice, the default policy as is, counting through the counter service and a real Redis |
 //! | `envoy-ratelimit-limitador-memory` | `ratelimit.yaml` | Envoy's `ratelimit` filter and `limitador-rls` in memory, for the default policy's global rules (local ones in `local_ratelimit`) |
 //! | `envoy-ratelimit-limitador-redis` | `ratelimit.yaml` | the same, `limitador-rls` counting in a real Redis |
@@ -28,6 +29,9 @@ pub enum Variant {
     NativeLocalRatelimit,
     NoopWasm,
     SluiceLocal,
+    /// `sluice-local` with `response_headers: none`: what the rate-limit
+    /// headers of admitted responses cost.
+    SluiceLocalNoHeaders,
     SluiceGlobal,
     /// Envoy's `ratelimit` filter calling `limitador-rls` (in memory) for
     /// the global rules, Envoy's `local_ratelimit` for the local ones.
@@ -43,11 +47,12 @@ pub enum Variant {
 }
 
 impl Variant {
-    pub const ALL: [Variant; 7] = [
+    pub const ALL: [Variant; 8] = [
         Variant::None,
         Variant::NativeLocalRatelimit,
         Variant::NoopWasm,
         Variant::SluiceLocal,
+        Variant::SluiceLocalNoHeaders,
         Variant::SluiceGlobal,
         Variant::EnvoyRatelimitLimitadorMemory,
         Variant::EnvoyRatelimitLimitadorRedis,
@@ -61,6 +66,7 @@ impl Variant {
             Variant::NativeLocalRatelimit => "native-local-ratelimit",
             Variant::NoopWasm => "noop-wasm",
             Variant::SluiceLocal => "sluice-local",
+            Variant::SluiceLocalNoHeaders => "sluice-local-no-headers",
             Variant::SluiceGlobal => "sluice-global",
             Variant::EnvoyRatelimitLimitadorMemory => "envoy-ratelimit-limitador-memory",
             Variant::EnvoyRatelimitLimitadorRedis => "envoy-ratelimit-limitador-redis",
@@ -75,6 +81,7 @@ impl Variant {
             Variant::NativeLocalRatelimit => "Envoy's local_ratelimit, descriptors for the default policy's local rules",
             Variant::NoopWasm => "a proxy-wasm filter that does nothing (the VM floor)",
             Variant::SluiceLocal => "Sluice, default policy with every rule local",
+            Variant::SluiceLocalNoHeaders => "Sluice, default policy with every rule local and response_headers none",
             Variant::SluiceGlobal => "Sluice, default policy (global rules through the counter service and Redis)",
             Variant::EnvoyRatelimitLimitadorMemory => {
                 "Envoy's ratelimit filter calling limitador-rls (Limitador, in memory) over gRPC for the default policy's global rules; local_ratelimit for its local ones"
@@ -96,7 +103,12 @@ impl Variant {
         match self {
             Variant::None => "none.yaml",
             Variant::NativeLocalRatelimit => "native.yaml",
-            Variant::NoopWasm | Variant::SluiceLocal | Variant::SluiceGlobal | Variant::SluiceBefore | Variant::SluiceGlobalBefore => "wasm.yaml",
+            Variant::NoopWasm
+            | Variant::SluiceLocal
+            | Variant::SluiceLocalNoHeaders
+            | Variant::SluiceGlobal
+            | Variant::SluiceBefore
+            | Variant::SluiceGlobalBefore => "wasm.yaml",
             Variant::EnvoyRatelimitLimitadorMemory | Variant::EnvoyRatelimitLimitadorRedis => "ratelimit.yaml",
         }
     }
@@ -177,6 +189,15 @@ pub fn local_policy(policy: &str) -> anyhow::Result<String> {
     checked(&json)
 }
 
+/// `policy` with `response_headers` set to `none`: admitted responses
+/// carry no rate-limit headers (a 429 still carries its own).
+pub fn without_headers(policy: &str) -> anyhow::Result<String> {
+    let mut doc: serde_json::Value = serde_json::from_str(policy).context("the policy is not JSON")?;
+    let Some(obj) = doc.as_object_mut() else { bail!("the policy is not a JSON object") };
+    obj.insert("response_headers".into(), serde_json::Value::String("none".into()));
+    checked(&serde_json::to_string_pretty(&doc)?)
+}
+
 /// `json` if the filter would accept it.
 pub fn checked(json: &str) -> anyhow::Result<String> {
     if let Err(e) = sluice_core::policy::check(json) {
@@ -251,6 +272,8 @@ pub struct Setup {
     noop_wasm: PathBuf,
     before_wasm: Option<PathBuf>,
     pub local_policy: String,
+    /// `local_policy` without rate-limit headers on admitted responses.
+    no_headers_policy: String,
     pub global_policy: String,
     pinning: Option<Pinning>,
     backends: Option<Backends>,
@@ -276,14 +299,16 @@ impl Setup {
         let gateway = gateway_policy()?;
         let backends = if variants.iter().any(|v| v.counts_globally()) { Some(Backends::start()?) } else { None };
         let peers = Peers::start(variants, &gateway)?;
+        let local_policy = match local {
+            Some(path) => checked(&std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?)?,
+            None => local_policy(&gateway)?,
+        };
         Ok(Setup {
             sluice_wasm,
             noop_wasm,
             before_wasm: before.map(Path::to_path_buf),
-            local_policy: match local {
-                Some(path) => checked(&std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?)?,
-                None => local_policy(&gateway)?,
-            },
+            no_headers_policy: without_headers(&local_policy)?,
+            local_policy,
             global_policy: checked(&gateway)?,
             pinning,
             backends,
@@ -306,6 +331,7 @@ impl Setup {
                 (Some(before), _) => (before, self.global_policy.as_str()),
                 (None, _) => bail!("{} needs --before FILE", variant.name()),
             },
+            Variant::SluiceLocalNoHeaders => (&self.sluice_wasm, self.no_headers_policy.as_str()),
             _ => (&self.sluice_wasm, self.local_policy.as_str()),
         };
         let counter_port = match (&self.backends, variant.counts_globally()) {
@@ -359,6 +385,17 @@ mod tests {
         let policy = sluice_core::policy::Policy::from_json(&local).unwrap();
         assert!(policy.global.is_none());
         assert!(policy.rule("per-tenant").is_some());
+    }
+
+    #[test]
+    fn the_no_headers_policy_is_the_local_one_without_response_headers() {
+        use sluice_core::policy::{Policy, ResponseHeaders};
+        let local = local_policy(&gateway_policy().unwrap()).unwrap();
+        let (with, without) = (Policy::from_json(&local).unwrap(), Policy::from_json(&without_headers(&local).unwrap()).unwrap());
+        assert_eq!(with.response_headers, ResponseHeaders::All);
+        assert_eq!(without.response_headers, ResponseHeaders::None);
+        assert_eq!(with.rules.len(), without.rules.len());
+        assert!(without.global.is_none());
     }
 
     #[test]
