@@ -18,7 +18,7 @@ use proxy_wasm::types::{BufferType, ContextType};
 use sluice_core::allowance::Budget;
 use sluice_core::coordination::{resign, try_lead};
 use sluice_core::flow::{Event, TICK_NS};
-use sluice_core::limiter::{LeaseNeed, Spans, SWEEP_PER_TICK};
+use sluice_core::limiter::{LeaseNeed, Outbox, Spans, ASKS_PER_TICK, SWEEP_PER_TICK};
 use sluice_core::policy::Policy;
 use sluice_core::store::ensure_slots;
 
@@ -65,6 +65,9 @@ pub struct SluiceRoot {
     /// next lease work's call (a call costs the leader 100–200 µs; one per
     /// tick held Envoy's main thread for that long on every tick).
     swept: Vec<LeaseNeed>,
+    /// As leader: the asks of its lease work not sent yet (at most
+    /// `ASKS_PER_TICK` go out a tick, see `sluice_core::limiter::Outbox`).
+    outbox: Outbox,
     /// This root won the last leader election.
     leading: bool,
     /// Envoy is done with this root (its configuration was replaced): it
@@ -87,6 +90,7 @@ impl SluiceRoot {
             last_lease_work: 0,
             spans: Spans::default(),
             swept: Vec::new(),
+            outbox: Outbox::default(),
             leading: false,
             closing: false,
             tick_ns: 0,
@@ -113,6 +117,10 @@ impl Context for SluiceRoot {
         self.closing = true;
         if let Err(e) = resign(&HostStore, self.me) {
             log::debug!("leader resignation: {e}");
+        }
+        // Asks not sent yet: their keys ask again, through the next leader.
+        if let (Some(policy), false) = (self.policy.clone(), self.outbox.is_empty()) {
+            global::forget(&policy, &self.outbox.take_all(), now_ns());
         }
         self.calls.is_empty()
     }
@@ -159,8 +167,10 @@ impl SluiceRoot {
         let (mut needs, dropped) = global::dequeue(queue);
         global::forget(policy, &dropped, now);
         if degraded {
-            // The sweeps' renewals too: their keys may ask again.
+            // The sweeps' renewals and the asks not sent yet too: their
+            // keys may ask again.
             needs.append(&mut self.swept);
+            needs.append(&mut self.outbox.take_all());
             global::forget(policy, &needs, now);
             return;
         }
@@ -168,7 +178,7 @@ impl SluiceRoot {
         // the traffic left give back on the ticks, `sweep`).
         self.spans.widen(policy, &mut needs, now);
         needs.append(&mut self.swept);
-        self.send(policy, settings, needs, now);
+        self.outbox.push(needs);
     }
 
     /// As leader, on every tick: looks at a few of the leases reserved
@@ -186,16 +196,15 @@ impl SluiceRoot {
         self.swept.extend(back);
     }
 
-    /// Sends `needs` to the counter service, in as many calls as its bounds
-    /// take.
-    fn send(&mut self, policy: &Policy, settings: &sluice_core::policy::Global, needs: Vec<LeaseNeed>, now: u64) {
-        let mut rest = needs;
-        while !rest.is_empty() {
-            // Within the service's bounds on asks and bytes, however long
-            // the keys' ids.
-            let len = sluice_core::counter_api::batch_len(rest.iter().map(|n| &n.ask));
-            let tail = rest.split_off(len.clamp(1, rest.len()));
-            let batch = std::mem::replace(&mut rest, tail);
+    /// As leader, on every tick: sends this tick's share of the asks
+    /// waiting, in as many calls as the service's bounds take.
+    fn send(&mut self, policy: &Policy, now: u64) {
+        let Some(settings) = policy.global.as_ref() else { return };
+        if self.outbox.is_empty() || global::degraded() {
+            // Down: the next lease work forgets them.
+            return;
+        }
+        for batch in self.outbox.calls(ASKS_PER_TICK) {
             match callout::reserve(settings, &self.instance, &batch) {
                 Ok(token) => {
                     crate::metrics::sent(crate::metrics::Call::Reserve);
@@ -363,9 +372,20 @@ impl SluiceRoot {
             global::send_refills(self.queue);
         }
         self.sweep(&policy, now);
-        if self.closing || policy.global.is_none() || now.saturating_sub(self.last_lease_work) < LEASE_EVERY_NS {
+        if self.closing || policy.global.is_none() {
             return;
         }
+        if now.saturating_sub(self.last_lease_work) >= LEASE_EVERY_NS {
+            self.lease_work(&policy, now);
+        }
+        if self.leading {
+            self.send(&policy, now);
+        }
+    }
+
+    /// Every `LEASE_EVERY_NS`: the leader election, and as leader the
+    /// round of lease work.
+    fn lease_work(&mut self, policy: &Policy, now: u64) {
         self.last_lease_work = now;
         self.leading = match try_lead(&HostStore, self.me, now, LEADER_TERM_NS) {
             Ok(won) => won,
@@ -375,10 +395,12 @@ impl SluiceRoot {
             }
         };
         if self.leading {
-            self.lead(&policy);
-        } else if !self.swept.is_empty() {
-            // The lead was lost: the new leader watches afresh.
-            global::forget(&policy, &std::mem::take(&mut self.swept), now);
+            self.lead(policy);
+        } else if !self.swept.is_empty() || !self.outbox.is_empty() {
+            // The lead was lost: the new leader watches and asks afresh.
+            let mut dropped = std::mem::take(&mut self.swept);
+            dropped.append(&mut self.outbox.take_all());
+            global::forget(policy, &dropped, now);
         }
     }
 }

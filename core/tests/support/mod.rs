@@ -10,7 +10,7 @@ use sluice_core::allowance::{settle_due, settle_some, Allowances, Budget};
 use sluice_core::counter_api::Ask;
 use sluice_core::flow::{apply_answers, At, Env, Event, Fate, Flow, Out, TICK_NS};
 use sluice_core::lease::Answer;
-use sluice_core::limiter::{decide_carrying, Carry, Ctx, Decision, LeaseNeed, Spans, SWEEP_PER_TICK};
+use sluice_core::limiter::{decide_carrying, Carry, Ctx, Decision, LeaseNeed, Outbox, Spans, ASKS_PER_TICK, SWEEP_PER_TICK};
 use sluice_core::memory_counter::MemoryCounter;
 use sluice_core::policy::Policy;
 use sluice_core::request::MemoryRequest;
@@ -90,16 +90,27 @@ pub struct Instance {
     pub spans: Spans,
     /// A xorshift state: the random number each decision gets.
     pub rng: u64,
-    /// Ticks settle shares and look at spans within the filter's budgets
-    /// (ticks every `TICK_NS`), where by default they do every one due.
+    /// Ticks settle shares, look at spans and send asks within the
+    /// filter's budgets (ticks every `TICK_NS`), where by default they do
+    /// every one due.
     pub paced: bool,
+    /// The leader's asks not sent yet (paced only).
+    pub outbox: Outbox,
 }
 
 impl Instance {
     pub fn new(policy: Policy) -> Instance {
         let store = Worker::default();
         ensure_slots(&store.shared, policy.slots).unwrap();
-        Instance { policy: Rc::new(policy), store, refills: Vec::new(), spans: Spans::default(), rng: 0x9e37_79b9_7f4a_7c15, paced: false }
+        Instance {
+            policy: Rc::new(policy),
+            store,
+            refills: Vec::new(),
+            spans: Spans::default(),
+            rng: 0x9e37_79b9_7f4a_7c15,
+            paced: false,
+            outbox: Outbox::default(),
+        }
     }
 
     /// Applies answers; returns the units that belong to the asking request.
@@ -177,12 +188,17 @@ impl Instance {
     /// widened to spans) and every span given back.
     pub fn tick(&mut self, counter: &mut FakeCounter, now: u64) {
         let needs = self.lead(now);
-        if needs.is_empty() {
-            return;
+        let calls = if self.paced {
+            self.outbox.push(needs);
+            self.outbox.calls(ASKS_PER_TICK)
+        } else {
+            vec![needs]
+        };
+        for needs in calls.into_iter().filter(|n| !n.is_empty()) {
+            let asks: Vec<Ask> = needs.iter().map(|n| n.ask.clone()).collect();
+            let answers = counter.reserve(&asks, now);
+            self.answer(&needs, &answers, now);
         }
-        let asks: Vec<Ask> = needs.iter().map(|n| n.ask.clone()).collect();
-        let answers = counter.reserve(&asks, now);
-        self.answer(&needs, &answers, now);
     }
 
     /// What the leader sends on a tick, as the filter's leader does.
