@@ -49,21 +49,27 @@ impl<'r> Attrs<'r> {
         &self.method
     }
 
-    pub(super) fn header(&mut self, name: &str) -> Option<String> {
-        if let Some((_, v)) = self.headers.iter().find(|(n, _)| n == name) {
-            return v.clone();
-        }
-        let v = self.req.header(name);
-        self.headers.push((name.to_string(), v.clone()));
-        v
+    /// Header `name`, read from the request once and borrowed after.
+    pub(super) fn header(&mut self, name: &str) -> Option<&str> {
+        let at = match self.headers.iter().position(|(n, _)| n == name) {
+            Some(at) => at,
+            None => {
+                let v = self.req.header(name);
+                self.headers.push((name.to_string(), v));
+                self.headers.len().saturating_sub(1)
+            }
+        };
+        self.headers.get(at).and_then(|(_, v)| v.as_deref())
     }
 
-    fn client_ip(&mut self, trusted_hops: u32, ipv6_prefix: u8) -> Option<String> {
+    /// The client's address as keys hold it, resolved once and borrowed.
+    fn client_ip(&mut self, trusted_hops: u32, ipv6_prefix: u8) -> Option<&str> {
         if self.client_ip.is_none() {
             let xff = if trusted_hops > 0 { self.header("x-forwarded-for") } else { None };
+            let from_header = forwarded_client(xff, trusted_hops, ipv6_prefix);
             // The peer is read (a hostcall in Envoy) only when the header
             // does not name the client.
-            let ip = forwarded_client(xff.as_deref(), trusted_hops, ipv6_prefix).or_else(|| {
+            let ip = from_header.or_else(|| {
                 self.req
                     .property(&["source".to_string(), "address".to_string()])
                     .and_then(|b| String::from_utf8(b).ok())
@@ -71,7 +77,7 @@ impl<'r> Attrs<'r> {
             });
             self.client_ip = Some(ip);
         }
-        self.client_ip.clone().flatten()
+        self.client_ip.as_ref().and_then(Option::as_deref)
     }
 
     fn query(&self, name: &str) -> Option<String> {
@@ -86,13 +92,13 @@ impl<'r> Attrs<'r> {
     /// The value of one key part, as bytes to hash.
     pub(super) fn part(&mut self, policy: &Policy, part: &KeyPart, params: &Params) -> Option<Vec<u8>> {
         let text = match part {
-            KeyPart::ClientIp => self.client_ip(policy.trusted_hops, policy.ipv6_prefix),
+            KeyPart::ClientIp => self.client_ip(policy.trusted_hops, policy.ipv6_prefix).map(str::to_string),
             KeyPart::Method => Some(self.method.clone()),
             KeyPart::Authority => self.req.authority(),
             KeyPart::Path => Some(self.path.clone()),
             KeyPart::Tenant => self.tenant(policy),
             KeyPart::Integration => self.integration(policy),
-            KeyPart::Header(h) => self.header(h),
+            KeyPart::Header(h) => self.header(h).map(str::to_string),
             KeyPart::Body(path) => match self.json_body().and_then(|json| path.iter().try_fold(json, |v, k| v.get(k))) {
                 Some(serde_json::Value::String(s)) => Some(s.clone()),
                 Some(serde_json::Value::Number(n)) => Some(n.to_string()),
@@ -158,7 +164,8 @@ impl<'r> Attrs<'r> {
         if !matches!(self.rpc, Some(Rpc::Message(_))) {
             return false;
         }
-        let (method, name) = (self.header("mcp-method"), self.header("mcp-name"));
+        let method = self.header("mcp-method").map(str::to_string);
+        let name = self.header("mcp-name").map(str::to_string);
         match &self.rpc {
             Some(Rpc::Message(m)) => jsonrpc::headers_disagree(m, method.as_deref(), name.as_deref()),
             _ => false,
@@ -206,7 +213,13 @@ impl<'r> Attrs<'r> {
     /// that matches integrations asks).
     fn integration_ref(&mut self, policy: &Policy) -> Option<&str> {
         if self.integration.is_none() {
-            let found = self.first_value(policy, &policy.integration).map(|v| v.trim().to_ascii_lowercase());
+            let found = self.first_value(policy, &policy.integration).map(|mut v| {
+                if v.trim().len() != v.len() {
+                    v = v.trim().to_string();
+                }
+                v.make_ascii_lowercase();
+                v
+            });
             self.integration = Some(found);
         }
         self.integration.as_ref().and_then(Option::as_deref)
@@ -219,7 +232,10 @@ impl<'r> Attrs<'r> {
     /// The request's tenant (lower case), resolved once and borrowed.
     fn tenant_ref(&mut self, policy: &Policy) -> Option<&str> {
         if self.tenant.is_none() {
-            let found = self.first_value(policy, &policy.tenant).map(|v| v.to_ascii_lowercase());
+            let found = self.first_value(policy, &policy.tenant).map(|mut v| {
+                v.make_ascii_lowercase();
+                v
+            });
             self.tenant = Some(found);
         }
         self.tenant.as_ref().and_then(Option::as_deref)
@@ -228,7 +244,8 @@ impl<'r> Attrs<'r> {
     /// The value of the first of `sources` that has one, as text.
     pub(super) fn first_value(&mut self, policy: &Policy, sources: &[KeyPart]) -> Option<String> {
         let v = sources.iter().find_map(|s| self.part(policy, s, &Vec::new()))?;
-        Some(String::from_utf8_lossy(&v).into_owned())
+        // Text already, unless a property held other bytes.
+        Some(String::from_utf8(v).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
     }
 
     /// The path parameters when `rule` applies to this request.
@@ -256,7 +273,7 @@ impl<'r> Attrs<'r> {
             let ok = match (&h.test, value) {
                 (HeaderTest::Present(want), v) => v.is_some() == *want,
                 (HeaderTest::Exact(want), Some(v)) => v.eq_ignore_ascii_case(want),
-                (HeaderTest::Prefix(want), Some(v)) => starts_with_ignore_case(&v, want),
+                (HeaderTest::Prefix(want), Some(v)) => starts_with_ignore_case(v, want),
                 (_, None) => false,
             };
             if !ok {
@@ -295,6 +312,8 @@ impl<'r> Attrs<'r> {
                 // and the tenant are lower case already: borrowed, not copied.
                 (KeyPart::Integration, Some(own)) => Some(own.as_bytes()),
                 (KeyPart::Tenant, _) => self.tenant_ref(policy).map(str::as_bytes),
+                // Lower case already (an address, or its IPv6 prefix).
+                (KeyPart::ClientIp, _) => self.client_ip(policy.trusted_hops, policy.ipv6_prefix).map(str::as_bytes),
                 (KeyPart::Method, _) if rule.head_as_get && self.method == "HEAD" => Some(b"get".as_slice()),
                 _ => {
                     owned = self.part(policy, part, params).map(|mut v| {

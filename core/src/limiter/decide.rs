@@ -255,7 +255,7 @@ impl<'p, 'r> Pass<'p, 'r> {
     ) -> Result<Option<(Outcome, u64, bool)>, StoreError> {
         let (policy, store, now, waited) = (self.policy, self.store, self.ctx.now, self.ctx.waited_ns);
         let room_in = |q: &Queue| q.max_wait.nanos().saturating_add(TICK_GRACE_NS).saturating_sub(waited);
-        let class = rule.priority.as_ref().map_or(0, |p| p.class(self.attrs.header(&p.header).as_deref(), waited));
+        let class = rule.priority.as_ref().map_or(0, |p| p.class(self.attrs.header(&p.header), waited));
         // This worker's memory of the key's bucket: its share, and the
         // refusal it last gave (see `allowance::refusals`).
         let shares = store.allowances().filter(|_| fp != store::overflow_fingerprint(i) && crate::allowance::eligible(rule));

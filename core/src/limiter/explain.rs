@@ -225,7 +225,7 @@ pub fn explain(policy: &Policy, req: &mut dyn Request) -> Vec<Explained> {
                 e.cost = attrs.cost(rule);
                 e.class = rule.priority.as_ref().and_then(|p| {
                     let value = attrs.header(&p.header);
-                    p.classes.get(p.class(value.as_deref(), 0)).cloned()
+                    p.classes.get(p.class(value, 0)).cloned()
                 });
             }
         }
@@ -273,7 +273,7 @@ fn why_not(attrs: &mut Attrs<'_>, policy: &Policy, rule: &Rule, exempt: bool, me
         return Skip::Path { path, matchers: rule.paths.iter().map(matcher_text).collect() };
     }
     for h in &rule.headers {
-        let value = attrs.header(&h.name);
+        let value = attrs.header(&h.name).map(str::to_string);
         let ok = match (&h.test, value.as_deref()) {
             (HeaderTest::Present(want), v) => v.is_some() == *want,
             (HeaderTest::Exact(want), Some(v)) => v.eq_ignore_ascii_case(want),
