@@ -68,10 +68,8 @@ fn a_caller_without_the_right_secret_is_refused() {
     // Nothing was granted: the service's own count of /v1 answers (Envoy's
     // upstream_rq_200 also counts the leader's probes of /readyz, which
     // need no secret and start once the calls are refused).
-    let metrics = wasm_test_harness::get(&s._counter.url("/metrics"), &[]).unwrap().body;
-    let series = |name: &str| metrics.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<u64>().ok()).unwrap_or(0);
-    assert_eq!(series(r#"sluice_counter_requests_total{status="200"}"#), 0, "{metrics}");
-    assert_eq!(series("sluice_counter_leases_total"), 0, "{metrics}");
+    assert_eq!(common::counter_metric(&s._counter, r#"sluice_counter_requests_total{status="200"}"#), 0);
+    assert_eq!(common::counter_metric(&s._counter, "sluice_counter_leases_total"), 0);
 
     // And a direct call without it.
     let body = r#"{"leases": [{"rule": "r", "id": "i", "limit": 5, "window_ms": 1000, "want": 1}]}"#;

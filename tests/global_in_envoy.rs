@@ -437,10 +437,7 @@ fn an_upstream_429_at_one_instance_holds_the_key_back_at_every_instance() {
     assert!(r.json().map_or(true, |b| b["limits"].is_null()), "the upstream's own answer: {}", r.body);
     // Instance 0 shares the block with a callout made as the answer passes;
     // under load it may land after the client has its answer.
-    let blocks = || {
-        let text = wasm_test_harness::get(&cluster.counter.url("/metrics"), &[]).unwrap().body;
-        text.lines().find_map(|l| l.strip_prefix("sluice_counter_blocks_total ")).and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0)
-    };
+    let blocks = || common::counter_metric(&cluster.counter, "sluice_counter_blocks_total");
     assert!(common::eventually(Duration::from_secs(2), || blocks() >= 1), "the counter service has the block");
     // Instance 1 never saw that answer, yet holds the key back: its 429 is
     // Sluice's, at once, with about 3 s to wait.

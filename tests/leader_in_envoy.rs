@@ -8,15 +8,9 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{eventually, Cluster};
+use common::{counter_metric, eventually, Cluster};
 use sluice_core::limiter::ASKS_PER_TICK;
 use wasm_test_harness::{load, CounterOptions, LoadOptions, Redis, RequestSpec};
-
-/// A counter of the counter service's `/metrics`, by its whole series name.
-fn counter_metric(cluster: &Cluster, series: &str) -> u64 {
-    let text = wasm_test_harness::get(&cluster.counter.url("/metrics"), &[]).unwrap().body;
-    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0)
-}
 
 #[test]
 fn many_cold_keys_at_once_are_asked_for_in_calls_of_at_most_64_asks() {
@@ -37,9 +31,9 @@ fn many_cold_keys_at_once_are_asked_for_in_calls_of_at_most_64_asks() {
     })
     .unwrap();
     assert_eq!(report.count(200), keys, "{report:?}");
-    let leases = || counter_metric(&cluster, "sluice_counter_leases_total");
+    let leases = || counter_metric(&cluster.counter, "sluice_counter_leases_total");
     assert!(eventually(Duration::from_secs(3), || leases() >= keys), "{} leases of {keys} keys", leases());
-    let calls = counter_metric(&cluster, r#"sluice_counter_requests_total{status="200"}"#);
+    let calls = counter_metric(&cluster.counter, r#"sluice_counter_requests_total{status="200"}"#);
     println!("{keys} cold keys in {:?}: {} leases in {calls} calls", report.elapsed, leases());
     let most = u64::try_from(ASKS_PER_TICK).unwrap();
     assert!(calls.saturating_mul(most) >= leases(), "{} leases in {calls} calls: more than {most} a call", leases());

@@ -161,6 +161,13 @@ pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     false
 }
 
+/// A series of the counter service's `/metrics`, by its whole name (labels
+/// included); 0 when absent.
+pub fn counter_metric(counter: &Counter, series: &str) -> u64 {
+    let text = wasm_test_harness::get(&counter.url("/metrics"), &[]).unwrap().body;
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0)
+}
+
 /// Envoy's counter `name` of the rule `rule` (its tags are in the stat's
 /// name), if it exists.
 pub fn rule_stat(envoy: &Envoy, name: &str, rule: &str) -> Option<u64> {
