@@ -167,11 +167,7 @@ impl SluiceRoot {
         let (mut needs, dropped) = global::dequeue(queue);
         global::forget(policy, &dropped, now);
         if degraded {
-            // The sweeps' renewals and the asks not sent yet too: their
-            // keys may ask again.
-            needs.append(&mut self.swept);
-            needs.append(&mut self.outbox.take_all());
-            global::forget(policy, &needs, now);
+            self.forget_unsent(policy, needs, now);
             return;
         }
         // Steady keys reserve several windows ahead in one ask (the keys
@@ -396,11 +392,20 @@ impl SluiceRoot {
         };
         if self.leading {
             self.lead(policy);
-        } else if !self.swept.is_empty() || !self.outbox.is_empty() {
+        } else {
             // The lead was lost: the new leader watches and asks afresh.
-            let mut dropped = std::mem::take(&mut self.swept);
-            dropped.append(&mut self.outbox.take_all());
-            global::forget(policy, &dropped, now);
+            self.forget_unsent(policy, Vec::new(), now);
+        }
+    }
+
+    /// Forgets `needs` with the sweeps' give-backs and renewals and the
+    /// asks not sent yet (the service is down, or another root leads):
+    /// their keys may ask again.
+    fn forget_unsent(&mut self, policy: &Policy, mut needs: Vec<LeaseNeed>, now: u64) {
+        needs.append(&mut self.swept);
+        needs.append(&mut self.outbox.take_all());
+        if !needs.is_empty() {
+            global::forget(policy, &needs, now);
         }
     }
 }

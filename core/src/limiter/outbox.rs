@@ -29,10 +29,6 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    pub fn len(&self) -> usize {
-        self.waiting.len()
-    }
-
     pub fn is_empty(&self) -> bool {
         self.waiting.is_empty()
     }
