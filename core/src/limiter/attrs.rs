@@ -366,3 +366,27 @@ fn percent_decode(s: &str) -> String {
     }
     String::from_utf8_lossy(&out).into_owned()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::MemoryRequest;
+
+    #[test]
+    fn a_tenant_and_an_integration_from_hostile_bytes_are_read_lossily_and_lowered() {
+        let policy = Policy::from_json(
+            r#"{"tenant": [{"property": ["metadata", "tenant"]}], "integration": [{"header": "x-integration"}],
+                "rules": [{"name": "r", "limit": {"requests": 1, "per": "1s"}}]}"#,
+        )
+        .expect("policy");
+        let mut req = MemoryRequest::new("GET", "/x").header("x-integration", "  NoTion ");
+        // A property may hold any bytes: not UTF-8 here.
+        req.properties.push((vec!["metadata".into(), "tenant".into()], b"Te\xffAm".to_vec()));
+        let mut attrs = Attrs::new(&mut req);
+        assert_eq!(attrs.tenant(&policy).as_deref(), Some("te\u{fffd}am"));
+        assert_eq!(attrs.integration(&policy).as_deref(), Some("notion"));
+        // The header is kept as sent, and lent again without another read.
+        assert_eq!(attrs.header("x-integration"), Some("  NoTion "));
+        assert_eq!(attrs.headers.len(), 1);
+    }
+}
