@@ -124,6 +124,10 @@ struct Args {
     /// Leave README.md and docs/bench.md alone.
     #[arg(long)]
     no_readme: bool,
+    /// Run nothing: rebuild README.md's and docs/bench.md's blocks from
+    /// the latest result files in --out (after removing a run's files).
+    #[arg(long, conflicts_with = "no_readme")]
+    render: bool,
 }
 
 impl Args {
@@ -197,6 +201,10 @@ fn main() -> ExitCode {
 
 /// Runs every scenario asked for; `false` if one failed.
 fn run(args: &Args) -> anyhow::Result<bool> {
+    if args.render {
+        rewrite_docs(&args.out)?;
+        return Ok(true);
+    }
     if args.rounds == Some(0) || args.clients == 0 || args.rate.is_nan() || args.rate <= 0.0 || args.connections == 0 {
         anyhow::bail!("--rounds, --clients, --rate and --connections must be positive");
     }

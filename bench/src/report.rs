@@ -16,6 +16,7 @@ use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
 use crate::machine::Machine;
+use crate::stats::number;
 use crate::Scenario;
 use sluice_core::response::civil_from_days;
 
@@ -39,11 +40,29 @@ pub struct Target {
     /// not a target for Sluice: reported as within or outside its range.
     #[serde(default)]
     pub reference: bool,
+    /// The machine moved the same figure more than the target's margin
+    /// between rounds with nothing changed: no verdict (`met` is `None`).
+    #[serde(default)]
+    pub noisy: bool,
 }
 
 impl Target {
     pub fn new(name: &str, expected: &str, measured: String, met: Option<bool>) -> Target {
-        Target { name: name.into(), expected: expected.into(), measured, met, reference: false }
+        Target { name: name.into(), expected: expected.into(), measured, met, reference: false, noisy: false }
+    }
+
+    /// No verdict when `noise` (how far a baseline's figure moved between
+    /// rounds with nothing changed, `what`) exceeds `margin` (how close to
+    /// the threshold a difference must be told): a difference that small
+    /// cannot be told from the machine's own swings. A single round shows
+    /// no noise.
+    pub fn unless_noisy(self, noise: Option<f64>, margin: f64, what: &str) -> Target {
+        match noise {
+            Some(n) if n > margin => {
+                Target { measured: format!("{}; {what} moved {} µs between rounds", self.measured, number(n, 0)), met: None, noisy: true, ..self }
+            }
+            _ => self,
+        }
     }
 
     /// A reference figure, see [`Target::reference`].
@@ -57,6 +76,7 @@ impl Target {
             (false, Some(false)) => "**missed**",
             (true, Some(true)) => "reference: within",
             (true, Some(false)) => "reference: outside",
+            (_, None) if self.noisy => "too noisy to tell",
             (_, None) => "not measured",
         }
     }
