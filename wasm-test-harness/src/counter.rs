@@ -10,7 +10,7 @@ use anyhow::bail;
 
 use crate::http;
 use crate::paths;
-use crate::process::Group;
+use crate::process::{self, ExitedAtStart, Group};
 
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -60,13 +60,32 @@ pub fn counter_binary() -> anyhow::Result<PathBuf> {
 
 impl Counter {
     /// Starts the service and waits until `/healthz` answers.
-    pub fn start(mut opts: CounterOptions) -> anyhow::Result<Counter> {
-        if opts.port == 0 {
-            opts.port = paths::free_port();
+    pub fn start(opts: CounterOptions) -> anyhow::Result<Counter> {
+        Counter::start_choosing(opts, paths::free_port)
+    }
+
+    /// [`Counter::start`], with `choose` picking the port when
+    /// `opts.port` is 0, tried again on a new port when the one chosen was
+    /// taken (see [`process::on_fresh_ports`]). A port the caller gave is
+    /// never replaced.
+    pub fn start_choosing(
+        opts: CounterOptions,
+        mut choose: impl FnMut() -> u16,
+    ) -> anyhow::Result<Counter> {
+        let start = |port: u16| {
+            let mut counter = Counter {
+                opts: CounterOptions {
+                    port,
+                    ..opts.clone()
+                },
+                group: None,
+            };
+            counter.restart().map(|()| counter)
+        };
+        if opts.port != 0 {
+            return start(opts.port);
         }
-        let mut counter = Counter { opts, group: None };
-        counter.restart()?;
-        Ok(counter)
+        process::on_fresh_ports(|| start(choose()))
     }
 
     pub fn port(&self) -> u16 {
@@ -125,11 +144,12 @@ impl Counter {
                 break;
             }
             if let Some(status) = group.exited() {
-                bail!(
-                    "{} exited ({status}) on port {}",
-                    bin.display(),
-                    self.opts.port
-                );
+                return Err(ExitedAtStart {
+                    bin,
+                    status,
+                    port: self.opts.port,
+                }
+                .into());
             }
             if Instant::now() > deadline {
                 bail!(

@@ -25,7 +25,7 @@ pub use envoy::{Envoy, EnvoyOptions, ENVOY_VERSION};
 pub use http::{get, request, Response};
 pub use load::{load, load_each, LoadOptions, LoadReport, RequestFn, RequestSpec};
 pub use paths::{envoy_binary, free_port, repo_root, wasm_module};
-pub use process::stop_children_on_signal;
+pub use process::{stop_children_on_signal, ExitedAtStart};
 pub use redis::Redis;
 pub use stack::{StackFile, StackInstance, STACK_FILE};
 pub use template::render_template;

@@ -61,6 +61,44 @@ pub(crate) struct Group {
     grace: Duration,
 }
 
+/// A child exited before it answered: the counter service and Redis exit
+/// at once when they cannot listen, as when their port was taken.
+#[derive(Debug)]
+pub struct ExitedAtStart {
+    pub bin: std::path::PathBuf,
+    pub status: ExitStatus,
+    pub port: u16,
+}
+
+impl std::fmt::Display for ExitedAtStart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} exited ({}) on port {}",
+            self.bin.display(),
+            self.status,
+            self.port
+        )
+    }
+}
+
+impl std::error::Error for ExitedAtStart {}
+
+/// Runs `start` (which picks a fresh port each time) up to three times
+/// while it fails with [`ExitedAtStart`]. A port from `free_port` was free
+/// a moment before the child binds it; the kernel may hand it to another
+/// socket first (an outgoing connection's local port).
+pub(crate) fn on_fresh_ports<T>(mut start: impl FnMut() -> anyhow::Result<T>) -> anyhow::Result<T> {
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match start() {
+            Err(e) if attempts < 3 && e.downcast_ref::<ExitedAtStart>().is_some() => continue,
+            other => return other,
+        }
+    }
+}
+
 impl Group {
     /// Spawns `cmd` as leader of a new process group. Output goes to the given
     /// log files, or nowhere.

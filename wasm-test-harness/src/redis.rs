@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 
 use crate::paths;
-use crate::process::Group;
+use crate::process::{self, ExitedAtStart, Group};
 
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -25,13 +25,16 @@ pub struct Redis {
 
 impl Redis {
     /// Starts Redis on a free port and waits until it answers `PING`.
+    /// A port taken before Redis binds it is replaced (see
+    /// [`process::on_fresh_ports`]).
     pub fn start() -> anyhow::Result<Redis> {
-        let mut redis = Redis {
-            port: paths::free_port(),
-            group: None,
-        };
-        redis.restart()?;
-        Ok(redis)
+        process::on_fresh_ports(|| {
+            let mut redis = Redis {
+                port: paths::free_port(),
+                group: None,
+            };
+            redis.restart().map(|()| redis)
+        })
     }
 
     /// Port on 127.0.0.1.
@@ -74,11 +77,12 @@ impl Redis {
         let deadline = Instant::now() + START_TIMEOUT;
         while !self.ping() {
             if let Some(status) = group.exited() {
-                bail!(
-                    "{} exited ({status}) on port {}",
-                    server.display(),
-                    self.port
-                );
+                return Err(ExitedAtStart {
+                    bin: server,
+                    status,
+                    port: self.port,
+                }
+                .into());
             }
             if Instant::now() > deadline {
                 bail!(
