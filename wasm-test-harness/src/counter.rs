@@ -85,7 +85,7 @@ impl Counter {
         if opts.port != 0 {
             return start(opts.port);
         }
-        process::on_fresh_ports(|| start(choose()))
+        process::on_fresh_ports(|| start(choose()), ExitedAtStart::is)
     }
 
     pub fn port(&self) -> u16 {

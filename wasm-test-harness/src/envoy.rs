@@ -98,22 +98,16 @@ impl Envoy {
     /// Starts Envoy and waits until it is live. The ports chosen here were
     /// free a moment before Envoy binds them; the kernel may hand one to
     /// another socket first (Envoy's own admin port among them), and such
-    /// a start is tried again with new ports.
+    /// a start is tried again with new ports (see
+    /// [`process::on_fresh_ports`]), unless the caller gave the port.
     pub fn start(opts: EnvoyOptions) -> anyhow::Result<Envoy> {
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            match Envoy::start_once(&opts) {
-                Err(e)
-                    if attempts < 3
-                        && opts.port == 0
-                        && format!("{e:#}").contains("Address already in use") =>
-                {
-                    continue
-                }
-                other => return other,
-            }
+        if opts.port != 0 {
+            return Envoy::start_once(&opts);
         }
+        process::on_fresh_ports(
+            || Envoy::start_once(&opts),
+            |e| format!("{e:#}").contains("Address already in use"),
+        )
     }
 
     fn start_once(opts: &EnvoyOptions) -> anyhow::Result<Envoy> {

@@ -84,18 +84,30 @@ impl std::fmt::Display for ExitedAtStart {
 
 impl std::error::Error for ExitedAtStart {}
 
-/// Runs `start` (which picks a fresh port each time) up to three times
-/// while it fails with [`ExitedAtStart`]. A port from `free_port` was free
-/// a moment before the child binds it; the kernel may hand it to another
-/// socket first (an outgoing connection's local port).
-pub(crate) fn on_fresh_ports<T>(mut start: impl FnMut() -> anyhow::Result<T>) -> anyhow::Result<T> {
+/// Runs `start` (which picks fresh ports each time) up to three times
+/// while its error says a port was `taken`. A port from `free_port` was
+/// free a moment before the child binds it; the kernel may hand it to
+/// another socket first (an outgoing connection's local port, or Envoy's
+/// own admin port).
+pub(crate) fn on_fresh_ports<T>(
+    mut start: impl FnMut() -> anyhow::Result<T>,
+    taken: impl Fn(&anyhow::Error) -> bool,
+) -> anyhow::Result<T> {
     let mut attempts = 0;
     loop {
         attempts += 1;
         match start() {
-            Err(e) if attempts < 3 && e.downcast_ref::<ExitedAtStart>().is_some() => continue,
+            Err(e) if attempts < 3 && taken(&e) => continue,
             other => return other,
         }
+    }
+}
+
+impl ExitedAtStart {
+    /// Whether `e` is a child's exit at start: for the counter service and
+    /// Redis, a port taken before they bound it.
+    pub(crate) fn is(e: &anyhow::Error) -> bool {
+        e.downcast_ref::<ExitedAtStart>().is_some()
     }
 }
 

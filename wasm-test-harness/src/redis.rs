@@ -28,13 +28,16 @@ impl Redis {
     /// A port taken before Redis binds it is replaced (see
     /// [`process::on_fresh_ports`]).
     pub fn start() -> anyhow::Result<Redis> {
-        process::on_fresh_ports(|| {
-            let mut redis = Redis {
-                port: paths::free_port(),
-                group: None,
-            };
-            redis.restart().map(|()| redis)
-        })
+        process::on_fresh_ports(
+            || {
+                let mut redis = Redis {
+                    port: paths::free_port(),
+                    group: None,
+                };
+                redis.restart().map(|()| redis)
+            },
+            ExitedAtStart::is,
+        )
     }
 
     /// Port on 127.0.0.1.
